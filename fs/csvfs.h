@@ -1,0 +1,36 @@
+/* csvfs — public interface of the fs module: formatting a LUN and serving a
+ * volume. Tools (mkfs.csvfs, csvctl) and the daemon's main() use only this.
+ */
+#ifndef CSVFS_CSVFS_H
+#define CSVFS_CSVFS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define CSVFS_DEFAULT_MOUNTPOINT "/ClusterStorage/Volume1"
+#define CSVFS_MIN_LUN_BYTES (16ull << 20)
+
+struct csvfs_format_opts {
+	const char *lun;          /* block device or image file */
+	const char *label;        /* NULL = none; at most 16 bytes */
+	const char *uuid;         /* NULL = random; else a GUID string */
+	uint64_t create_size;     /* create a sparse image of this size if absent (0 = don't) */
+	int force;                /* overwrite an existing filesystem or partition table */
+};
+
+/* Formats the LUN as a csvfs volume (ext4: 64bit, extents, metadata_csum,
+ * dir_index, internal journal, htree root). On success writes the volume GUID
+ * (36 chars + NUL) into guid_out. Returns 0 or a negative errno with a message
+ * naming the LUN and the cause in err. */
+int csvfs_format(const struct csvfs_format_opts *opts, char guid_out[37],
+		 char *err, size_t errlen);
+
+/* Finds the LUN that holds volume GUID (libblkid; block devices only). */
+int csvfs_find_lun_by_uuid(const char *guid, char *path, size_t pathlen,
+			   char *err, size_t errlen);
+
+/* Runs the daemon: parses argv the way mount helpers pass it, mounts, serves
+ * until unmounted. Returns the process exit status. */
+int csvfs_daemon_main(int argc, char **argv);
+
+#endif

@@ -1,0 +1,230 @@
+/* The csvfs daemon: options, LUN resolution, mount, serve, clean unmount. */
+#define FUSE_USE_VERSION 34
+#include <fuse_lowlevel.h>
+
+#include "fs/csvfs.h"
+#include "fs/internal.h"
+#include "fs/fuse_ops.h"
+
+#include <blkid/blkid.h>
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+struct daemon_opts {
+	int foreground, standalone, read_only, allow_other, verbose;
+	size_t cache_bytes;
+	const char *source, *mountpoint;
+	char lun[4096];
+	char fuse_opts[512];
+};
+
+static void usage(FILE *to)
+{
+	fprintf(to,
+		"usage: csvfs [-f] [-v] [-o OPTIONS] LUN|UUID=GUID MOUNTPOINT\n"
+		"  -f              stay in the foreground\n"
+		"  -v              verbose logging\n"
+		"  -o standalone   this node is the coordinator of a one-node volume\n"
+		"  -o ro           read-only\n"
+		"  -o allow_other  let other users (e.g. the hypervisor's) use the mount\n"
+		"  -o default_permissions  (always on: the kernel enforces POSIX permissions)\n"
+		"  -o cache=MiB    metadata block cache size (default 64)\n");
+}
+
+/* Options a mount helper passes that have no meaning for csvfs. */
+static int is_ignored_mount_option(const char *o)
+{
+	static const char *const ignored[] = {
+		"rw", "dev", "nodev", "suid", "nosuid", "exec", "noexec", "atime", "noatime",
+		"relatime", "strictatime", "nofail", "_netdev", "auto", "noauto", "user",
+		"nouser", "users", "defaults", "async", "default_permissions", NULL,
+	};
+	for (int i = 0; ignored[i]; i++)
+		if (strcmp(o, ignored[i]) == 0)
+			return 1;
+	return strncmp(o, "x-", 2) == 0;
+}
+
+static int parse_one_option(struct daemon_opts *d, const char *o)
+{
+	if (strcmp(o, "standalone") == 0)
+		d->standalone = 1;
+	else if (strcmp(o, "ro") == 0)
+		d->read_only = 1;
+	else if (strcmp(o, "allow_other") == 0)
+		d->allow_other = 1;
+	else if (strncmp(o, "cache=", 6) == 0) {
+		char *end;
+		unsigned long mib = strtoul(o + 6, &end, 10);
+		if (*end || mib == 0 || mib > 65536) {
+			fprintf(stderr, "csvfs: bad option '%s': cache takes MiB from 1 to 65536\n", o);
+			return -1;
+		}
+		d->cache_bytes = (size_t)mib << 20;
+	} else if (!is_ignored_mount_option(o)) {
+		fprintf(stderr, "csvfs: unknown option '%s'\n", o);
+		return -1;
+	}
+	return 0;
+}
+
+static int parse_options(struct daemon_opts *d, char *list)
+{
+	for (char *save = NULL, *o = strtok_r(list, ",", &save); o; o = strtok_r(NULL, ",", &save))
+		if (*o && parse_one_option(d, o))
+			return -1;
+	return 0;
+}
+
+static int parse_args(int argc, char **argv, struct daemon_opts *d)
+{
+	int c;
+	optind = 1;
+	while ((c = getopt(argc, argv, "fvho:")) != -1) {
+		switch (c) {
+		case 'f': d->foreground = 1; break;
+		case 'v': d->verbose = 1; break;
+		case 'o': {
+			char *copy = strdup(optarg);
+			int rc = copy ? parse_options(d, copy) : -1;
+			free(copy);
+			if (rc)
+				return -1;
+			break;
+		}
+		case 'h': usage(stdout); exit(0);
+		default: usage(stderr); return -1;
+		}
+	}
+	if (argc - optind != 2) {
+		usage(stderr);
+		return -1;
+	}
+	d->source = argv[optind];
+	d->mountpoint = argv[optind + 1];
+	return 0;
+}
+
+int csvfs_find_lun_by_uuid(const char *guid, char *path, size_t pathlen, char *err, size_t errlen)
+{
+	blkid_cache cache = NULL;
+	if (blkid_get_cache(&cache, "/dev/null") != 0) {
+		snprintf(err, errlen, "cannot search devices for volume %s (libblkid)", guid);
+		return -EIO;
+	}
+	blkid_probe_all(cache);
+	char *dev = blkid_get_devname(cache, "UUID", guid);
+	blkid_put_cache(cache);
+	if (!dev) {
+		snprintf(err, errlen, "no device holds volume %s (searched with libblkid)", guid);
+		return -ENOENT;
+	}
+	snprintf(path, pathlen, "%s", dev);
+	free(dev);
+	return 0;
+}
+
+static int resolve_lun(struct daemon_opts *d)
+{
+	char err[512];
+	if (strncmp(d->source, "UUID=", 5) == 0) {
+		if (csvfs_find_lun_by_uuid(d->source + 5, d->lun, sizeof(d->lun), err, sizeof(err))) {
+			fprintf(stderr, "csvfs: %s\n", err);
+			return -1;
+		}
+		return 0;
+	}
+	struct stat st;
+	if (stat(d->source, &st) != 0) {
+		fprintf(stderr, "csvfs: LUN %s: %s\n", d->source, strerror(errno));
+		return -1;
+	}
+	snprintf(d->lun, sizeof(d->lun), "%s", d->source);
+	return 0;
+}
+
+static int check_mountpoint(const char *mnt)
+{
+	struct stat st;
+	if (stat(mnt, &st) != 0) {
+		fprintf(stderr, "csvfs: mountpoint %s: %s\n", mnt, strerror(errno));
+		return -1;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		fprintf(stderr, "csvfs: mountpoint %s is not a directory\n", mnt);
+		return -1;
+	}
+	return 0;
+}
+
+static struct fuse_session *make_session(struct daemon_opts *d, struct csvfs_fuse *cf)
+{
+	snprintf(d->fuse_opts, sizeof(d->fuse_opts),
+		 "-ofsname=csvfs:%s,subtype=csvfs,default_permissions%s%s",
+		 cf->vol->uuid, d->allow_other ? ",allow_other" : "", d->read_only ? ",ro" : "");
+	char *fargv[] = { "csvfs", d->fuse_opts, NULL };
+	struct fuse_args args = FUSE_ARGS_INIT(2, fargv);
+	struct fuse_session *se = fuse_session_new(&args, &csvfs_fuse_ops, sizeof(csvfs_fuse_ops), cf);
+	fuse_opt_free_args(&args);
+	return se;
+}
+
+static int serve(struct daemon_opts *d, struct volume *v)
+{
+	struct csvfs_fuse cf = { .vol = v };
+	struct fuse_session *se = make_session(d, &cf);
+	if (!se) {
+		fprintf(stderr, "csvfs: cannot create the FUSE session\n");
+		return 1;
+	}
+	int status = 1;
+	if (fuse_set_signal_handlers(se) != 0) {
+		fprintf(stderr, "csvfs: cannot install signal handlers\n");
+	} else if (fuse_session_mount(se, d->mountpoint) != 0) {
+		fprintf(stderr, "csvfs: mounting volume %s on %s failed\n", v->uuid, d->mountpoint);
+	} else {
+		if (!d->foreground)
+			fuse_daemonize(0);
+		volume_start(v);
+		csvfs_log(LOG_INFO_L, "mounted LUN %s at %s (%s)", v->lun, d->mountpoint,
+			  v->read_only ? "read-only" : "standalone coordinator");
+		struct fuse_loop_config cfg = { .clone_fd = 0, .max_idle_threads = 16 };
+		int rc = fuse_session_loop_mt(se, &cfg);
+		status = rc < 0 ? 1 : 0;
+		fuse_session_unmount(se);
+		csvfs_log(LOG_INFO_L, "unmounted %s", d->mountpoint);
+	}
+	fuse_remove_signal_handlers(se);
+	fuse_session_destroy(se);
+	return status;
+}
+
+int csvfs_daemon_main(int argc, char **argv)
+{
+	struct daemon_opts d = { 0 };
+	if (parse_args(argc, argv, &d))
+		return 2;
+	csvfs_verbose = d.verbose;
+	if (!d.standalone) {
+		fprintf(stderr, "csvfs: cluster mode is not available in this build yet; "
+			"mount with -o standalone for a one-node volume\n");
+		return 2;
+	}
+	if (resolve_lun(&d) || check_mountpoint(d.mountpoint))
+		return 1;
+	struct volume_opts vo = { .lun = d.lun, .read_only = d.read_only, .cache_bytes = d.cache_bytes };
+	struct volume *v;
+	char err[1024];
+	if (volume_open(&vo, &v, err, sizeof(err)) != 0) {
+		fprintf(stderr, "csvfs: %s\n", err);
+		return 1;
+	}
+	csvfs_log_set_context(NULL, v->uuid);
+	int status = serve(&d, v);
+	volume_close(v);
+	return status;
+}

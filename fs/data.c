@@ -1,0 +1,219 @@
+/* The data path: file data moves between the caller and the LUN with pread /
+ * pwrite on an O_DIRECT descriptor, at the blocks a layout (meta_map) names.
+ * libext2fs never sees file data.
+ *
+ * Writes into holes allocate unwritten blocks, write the data, then mark the
+ * blocks written (design.md §4); overwrites of written blocks are a single
+ * pwrite with no metadata change but the in-memory mtime. */
+#include "fs/internal.h"
+#include "fs/data.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define BOUNCE_BYTES (1u << 20)
+#define ALIGN 4096u
+
+/* One aligned bounce buffer per FUSE worker thread, freed at thread exit. */
+static pthread_key_t bounce_key;
+static pthread_once_t bounce_once = PTHREAD_ONCE_INIT;
+
+static void bounce_key_make(void)
+{
+	pthread_key_create(&bounce_key, free);
+}
+
+static char *bounce(void)
+{
+	pthread_once(&bounce_once, bounce_key_make);
+	char *b = pthread_getspecific(bounce_key);
+	if (!b) {
+		/* room for a full chunk plus a partial block at each edge */
+		if (posix_memalign((void **)&b, ALIGN, BOUNCE_BYTES + 2 * ALIGN))
+			return NULL;
+		pthread_setspecific(bounce_key, b);
+	}
+	return b;
+}
+
+static int lun_io(struct volume *v, int write, void *buf, size_t len, uint64_t pblk, ext2_ino_t ino)
+{
+	off_t at = (off_t)(pblk * v->blocksize);
+	size_t done = 0;
+	while (done < len) {
+		ssize_t n = write ? pwrite(v->data_fd, (char *)buf + done, len - done, at + (off_t)done)
+				  : pread(v->data_fd, (char *)buf + done, len - done, at + (off_t)done);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			int e = n < 0 ? errno : EIO;
+			csvfs_log(LOG_ERR_L, "inode %u: %s of %zu bytes at LUN block %llu failed: %s", ino,
+				  write ? "write" : "read", len, (unsigned long long)pblk, strerror(e));
+			return -EIO;
+		}
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+ssize_t data_read(struct volume *v, struct minode *m, char *buf, size_t len, uint64_t off)
+{
+	unsigned bs = v->blocksize;
+	char *bb = bounce();
+	if (!bb)
+		return -ENOMEM;
+	pthread_rwlock_rdlock(&m->io_lock);
+	uint64_t size = atomic_load(&m->size);
+	if (off >= size)
+		len = 0;
+	else if (len > size - off)
+		len = size - off;
+	uint64_t pos = off, end = off + len;
+	int rc = 0;
+	while (pos < end && rc == 0) {
+		struct meta_extent e;
+		rc = meta_map(v, m, pos / bs, &e);
+		if (rc)
+			break;
+		uint64_t stop = (e.lblk + e.len) * bs;
+		if (stop > end)
+			stop = end;
+		uint64_t span_start = pos - pos % bs;
+		if (stop - span_start > BOUNCE_BYTES)
+			stop = span_start + BOUNCE_BYTES;
+		if (e.state == EXTENT_WRITTEN) {
+			uint64_t span_end = (stop + bs - 1) / bs * bs;
+			rc = lun_io(v, 0, bb, span_end - span_start, e.pblk + (span_start / bs - e.lblk), m->ino);
+			if (rc == 0)
+				memcpy(buf + (pos - off), bb + (pos - span_start), stop - pos);
+		} else {
+			memset(buf + (pos - off), 0, stop - pos);
+		}
+		pos = stop;
+	}
+	pthread_rwlock_unlock(&m->io_lock);
+	return rc ? rc : (ssize_t)len;
+}
+
+/* Fills the partial head and tail blocks of [pos, stop) in bb (which maps
+ * span_start..) from the LUN; whole blocks are about to be overwritten. */
+static int read_edges(struct volume *v, struct minode *m, char *bb, const struct meta_extent *e,
+		      uint64_t span_start, uint64_t span_end, uint64_t pos, uint64_t stop)
+{
+	unsigned bs = v->blocksize;
+	int rc = 0;
+	if (pos % bs)
+		rc = lun_io(v, 0, bb, bs, e->pblk + (span_start / bs - e->lblk), m->ino);
+	uint64_t tail = span_end - bs;
+	if (rc == 0 && stop % bs && (tail != span_start || pos % bs == 0))
+		rc = lun_io(v, 0, bb + (tail - span_start), bs, e->pblk + (tail / bs - e->lblk), m->ino);
+	return rc;
+}
+
+/* Overwrites written blocks: one pwrite; edges read-modify-write under the
+ * inode's write lock so concurrent partial writes to one block don't race. */
+static int write_written(struct volume *v, struct minode *m, const char *src, uint64_t pos,
+			 uint64_t stop, const struct meta_extent *e, char *bb)
+{
+	unsigned bs = v->blocksize;
+	uint64_t span_start = pos - pos % bs, span_end = (stop + bs - 1) / bs * bs;
+	int partial = pos % bs || stop % bs;
+	if (partial)
+		pthread_mutex_lock(&m->write_lock);
+	int rc = partial ? read_edges(v, m, bb, e, span_start, span_end, pos, stop) : 0;
+	if (rc == 0) {
+		memcpy(bb + (pos - span_start), src, stop - pos);
+		rc = lun_io(v, 1, bb, span_end - span_start, e->pblk + (span_start / bs - e->lblk), m->ino);
+	}
+	if (partial)
+		pthread_mutex_unlock(&m->write_lock);
+	return rc;
+}
+
+/* Writes into a hole or unwritten extent: allocate (unwritten), write the
+ * data with zeros around it, then mark the blocks written. Returns how far it
+ * got (a concurrent writer may have changed the mapping: the caller loops). */
+static int write_allocating(struct volume *v, struct minode *m, const char *src, uint64_t pos,
+			    uint64_t end, char *bb, uint64_t *advanced)
+{
+	unsigned bs = v->blocksize;
+	struct meta_extent e;
+	*advanced = pos;
+	pthread_mutex_lock(&m->write_lock);
+	int rc = meta_map(v, m, pos / bs, &e);
+	if (rc == 0 && e.state == EXTENT_HOLE) {
+		uint64_t want_end = end < (e.lblk + e.len) * bs ? end : (e.lblk + e.len) * bs;
+		rc = meta_alloc(v, m, pos / bs, (want_end + bs - 1) / bs - pos / bs);
+		if (rc == 0)
+			rc = meta_map(v, m, pos / bs, &e);
+	}
+	if (rc == 0 && e.state == EXTENT_UNWRITTEN) {
+		uint64_t stop = (e.lblk + e.len) * bs;
+		if (stop > end)
+			stop = end;
+		uint64_t span_start = pos - pos % bs;
+		if (stop - span_start > BOUNCE_BYTES)
+			stop = span_start + BOUNCE_BYTES;
+		uint64_t span_end = (stop + bs - 1) / bs * bs;
+		/* unwritten blocks read as zeros, so the edges are zeros */
+		memset(bb, 0, bs);
+		memset(bb + (span_end - span_start - bs), 0, bs);
+		memcpy(bb + (pos - span_start), src, stop - pos);
+		rc = lun_io(v, 1, bb, span_end - span_start, e.pblk + (span_start / bs - e.lblk), m->ino);
+		uint64_t size = atomic_load(&m->size);
+		if (rc == 0)
+			rc = meta_commit_write(v, m, span_start / bs, (span_end - span_start) / bs,
+					       stop > size ? stop : size);
+		if (rc == 0)
+			*advanced = stop;
+	}
+	pthread_mutex_unlock(&m->write_lock);
+	return rc;
+}
+
+ssize_t data_write(struct volume *v, struct minode *m, const char *buf, size_t len, uint64_t off)
+{
+	unsigned bs = v->blocksize;
+	char *bb = bounce();
+	if (!bb)
+		return -ENOMEM;
+	if (v->read_only)
+		return -EROFS;
+	if (off + len < off || (off + len + bs - 1) / bs > (1ull << 32))
+		return -EFBIG;
+	pthread_rwlock_rdlock(&m->io_lock);
+	uint64_t pos = off, end = off + len;
+	int rc = 0, overwrote = 0;
+	for (unsigned guard = 0; pos < end && rc == 0 && guard < 100000; guard++) {
+		struct meta_extent e;
+		rc = meta_map(v, m, pos / bs, &e);
+		if (rc)
+			break;
+		if (e.state != EXTENT_WRITTEN) {
+			uint64_t next;
+			rc = write_allocating(v, m, buf + (pos - off), pos, end, bb, &next);
+			pos = next;
+			continue;
+		}
+		uint64_t stop = (e.lblk + e.len) * bs;
+		if (stop > end)
+			stop = end;
+		if (stop - (pos - pos % bs) > BOUNCE_BYTES)
+			stop = pos - pos % bs + BOUNCE_BYTES;
+		rc = write_written(v, m, buf + (pos - off), pos, stop, &e, bb);
+		overwrote = 1;
+		pos = stop;
+	}
+	if (rc == 0 && overwrote) {
+		if (end > atomic_load(&m->size))
+			rc = meta_commit_write(v, m, 0, 0, end);
+		else
+			meta_touch_write(v, m);
+	}
+	pthread_rwlock_unlock(&m->io_lock);
+	if (pos > off && rc)
+		return (ssize_t)(pos - off); /* a short write reports what landed */
+	return rc ? rc : (ssize_t)len;
+}

@@ -1,0 +1,13 @@
+/* The data path (internal to fs): file data directly on the LUN. */
+#ifndef CSVFS_FS_DATA_H
+#define CSVFS_FS_DATA_H
+
+#include <sys/types.h>
+#include "fs/internal.h"
+
+/* Returns bytes read (short at EOF) or a negative errno. */
+ssize_t data_read(struct volume *v, struct minode *m, char *buf, size_t len, uint64_t off);
+/* Returns bytes written or a negative errno. */
+ssize_t data_write(struct volume *v, struct minode *m, const char *buf, size_t len, uint64_t off);
+
+#endif

@@ -1,0 +1,527 @@
+/* The FUSE front end (libfuse3 low-level API): translates kernel requests into
+ * metadata-engine calls and data-path I/O. No filesystem logic lives here. */
+#define FUSE_USE_VERSION 34
+#include <fuse_lowlevel.h>
+
+#include "fs/internal.h"
+#include "fs/data.h"
+#include "fs/fuse_ops.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ATTR_TIMEOUT 1.0
+#define ENTRY_TIMEOUT 1.0
+
+/* FUSE's root is 1; ext4's is 2. ext4 inode 1 (bad blocks) is never shown. */
+static ext2_ino_t to_ext(fuse_ino_t ino)
+{
+	return ino == FUSE_ROOT_ID ? EXT2_ROOT_INO : (ext2_ino_t)ino;
+}
+
+static fuse_ino_t to_fuse(uint64_t ino)
+{
+	return ino == EXT2_ROOT_INO ? FUSE_ROOT_ID : (fuse_ino_t)ino;
+}
+
+static struct volume *vol(fuse_req_t req)
+{
+	return ((struct csvfs_fuse *)fuse_req_userdata(req))->vol;
+}
+
+struct csvfs_file {
+	struct minode *m;
+	int flags;
+};
+
+static struct csvfs_file *fh_of(struct fuse_file_info *fi)
+{
+	return (struct csvfs_file *)(uintptr_t)fi->fh;
+}
+
+static void attr_to_stat(const struct meta_attr *a, struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_ino = a->ino;
+	st->st_mode = a->mode;
+	st->st_nlink = a->nlink;
+	st->st_uid = a->uid;
+	st->st_gid = a->gid;
+	st->st_size = (off_t)a->size;
+	st->st_blocks = (blkcnt_t)a->blocks;
+	st->st_blksize = 4096;
+	st->st_rdev = a->rdev;
+	st->st_atim = a->atime;
+	st->st_mtim = a->mtime;
+	st->st_ctim = a->ctime;
+}
+
+static void reply_entry(fuse_req_t req, int rc, const struct meta_attr *a)
+{
+	if (rc) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	struct fuse_entry_param e = { 0 };
+	e.ino = to_fuse(a->ino);
+	e.generation = a->generation;
+	e.attr_timeout = ATTR_TIMEOUT;
+	e.entry_timeout = ENTRY_TIMEOUT;
+	attr_to_stat(a, &e.attr);
+	fuse_reply_entry(req, &e);
+}
+
+static struct meta_cred cred_of(fuse_req_t req)
+{
+	const struct fuse_ctx *c = fuse_req_ctx(req);
+	return (struct meta_cred){ .uid = c->uid, .gid = c->gid, .umask = c->umask };
+}
+
+static void op_init(void *userdata, struct fuse_conn_info *conn)
+{
+	struct csvfs_fuse *cf = userdata;
+	if (conn->capable & FUSE_CAP_POSIX_ACL)
+		conn->want |= FUSE_CAP_POSIX_ACL;      /* the kernel enforces ACLs */
+	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
+		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;    /* other nodes must see writes */
+	conn->max_write = 1u << 20;
+	conn->max_readahead = 1u << 20;
+	cf->acl_enforced = (conn->want & FUSE_CAP_POSIX_ACL) != 0;
+}
+
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct meta_attr a;
+	reply_entry(req, meta_lookup(vol(req), to_ext(parent), name, &a), &a);
+}
+
+static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)fi;
+	struct meta_attr a;
+	int rc = meta_getattr(vol(req), to_ext(ino), &a);
+	if (rc) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	struct stat st;
+	attr_to_stat(&a, &st);
+	fuse_reply_attr(req, &st, ATTR_TIMEOUT);
+}
+
+static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+		       struct fuse_file_info *fi)
+{
+	(void)fi;
+	struct meta_setattr sa = { 0 };
+	if (to_set & FUSE_SET_ATTR_MODE) { sa.valid |= META_SET_MODE; sa.mode = attr->st_mode; }
+	if (to_set & FUSE_SET_ATTR_UID) { sa.valid |= META_SET_UID; sa.uid = attr->st_uid; }
+	if (to_set & FUSE_SET_ATTR_GID) { sa.valid |= META_SET_GID; sa.gid = attr->st_gid; }
+	if (to_set & FUSE_SET_ATTR_SIZE) { sa.valid |= META_SET_SIZE; sa.size = (uint64_t)attr->st_size; }
+	if (to_set & FUSE_SET_ATTR_ATIME_NOW) sa.valid |= META_SET_ATIME_NOW;
+	else if (to_set & FUSE_SET_ATTR_ATIME) { sa.valid |= META_SET_ATIME; sa.atime = attr->st_atim; }
+	if (to_set & FUSE_SET_ATTR_MTIME_NOW) sa.valid |= META_SET_MTIME_NOW;
+	else if (to_set & FUSE_SET_ATTR_MTIME) { sa.valid |= META_SET_MTIME; sa.mtime = attr->st_mtim; }
+	if (to_set & FUSE_SET_ATTR_CTIME) { sa.valid |= META_SET_CTIME; sa.ctime = attr->st_ctim; }
+	struct meta_attr a;
+	int rc = meta_setattr(vol(req), to_ext(ino), &sa, &a);
+	if (rc) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	struct stat st;
+	attr_to_stat(&a, &st);
+	fuse_reply_attr(req, &st, ATTR_TIMEOUT);
+}
+
+static void op_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	char buf[4097];
+	int rc = meta_readlink(vol(req), to_ext(ino), buf, sizeof(buf));
+	if (rc)
+		fuse_reply_err(req, -rc);
+	else
+		fuse_reply_readlink(req, buf);
+}
+
+static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
+{
+	struct meta_cred c = cred_of(req);
+	struct meta_attr a;
+	reply_entry(req, meta_create(vol(req), to_ext(parent), name, mode, (uint32_t)rdev, &c, &a), &a);
+}
+
+static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+	struct meta_cred c = cred_of(req);
+	struct meta_attr a;
+	reply_entry(req, meta_create(vol(req), to_ext(parent), name, (mode & 07777) | S_IFDIR, 0, &c, &a), &a);
+}
+
+static void op_symlink(fuse_req_t req, const char *target, fuse_ino_t parent, const char *name)
+{
+	struct meta_cred c = cred_of(req);
+	struct meta_attr a;
+	reply_entry(req, meta_symlink(vol(req), to_ext(parent), name, target, &c, &a), &a);
+}
+
+static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+{
+	struct meta_attr a;
+	reply_entry(req, meta_link(vol(req), to_ext(ino), to_ext(newparent), newname, &a), &a);
+}
+
+static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	fuse_reply_err(req, -meta_unlink(vol(req), to_ext(parent), name));
+}
+
+static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	fuse_reply_err(req, -meta_rmdir(vol(req), to_ext(parent), name));
+}
+
+static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+		      const char *newname, unsigned int flags)
+{
+	unsigned mf = 0;
+	if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	if (flags & RENAME_NOREPLACE)
+		mf |= META_RENAME_NOREPLACE;
+	if (flags & RENAME_EXCHANGE)
+		mf |= META_RENAME_EXCHANGE;
+	fuse_reply_err(req, -meta_rename(vol(req), to_ext(parent), name, to_ext(newparent), newname, mf));
+}
+
+/* Attaches an open file to its in-memory inode state. */
+static int open_handle(struct volume *v, ext2_ino_t ino, struct fuse_file_info *fi)
+{
+	if (v->read_only && (fi->flags & O_ACCMODE) != O_RDONLY)
+		return -EROFS;
+	struct csvfs_file *fh = calloc(1, sizeof(*fh));
+	if (!fh)
+		return -ENOMEM;
+	fh->m = minode_get(v, ino);
+	if (!fh->m) {
+		free(fh);
+		return -ENOENT;
+	}
+	int rc = meta_open(v, fh->m, 0);
+	if (rc) {
+		minode_put(v, fh->m);
+		free(fh);
+		return rc;
+	}
+	fh->flags = fi->flags;
+	fi->fh = (uintptr_t)fh;
+	/* O_DIRECT bypasses the kernel's page cache; buffered opens drop it on
+	 * open, so a file changed elsewhere is seen after close-to-open. */
+	fi->direct_io = (fi->flags & O_DIRECT) ? 1 : 0;
+	fi->keep_cache = 0;
+	return 0;
+}
+
+static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		      struct fuse_file_info *fi)
+{
+	struct volume *v = vol(req);
+	struct meta_cred c = cred_of(req);
+	struct meta_attr a;
+	int rc = meta_create(v, to_ext(parent), name, (mode & 07777) | S_IFREG, 0, &c, &a);
+	if (rc == 0)
+		rc = open_handle(v, (ext2_ino_t)a.ino, fi);
+	if (rc) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	struct fuse_entry_param e = { 0 };
+	e.ino = to_fuse(a.ino);
+	e.generation = a.generation;
+	e.attr_timeout = ATTR_TIMEOUT;
+	e.entry_timeout = ENTRY_TIMEOUT;
+	attr_to_stat(&a, &e.attr);
+	fuse_reply_create(req, &e, fi);
+}
+
+static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	int rc = open_handle(vol(req), to_ext(ino), fi);
+	if (rc)
+		fuse_reply_err(req, -rc);
+	else
+		fuse_reply_open(req, fi);
+}
+
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
+{
+	(void)ino;
+	char *buf = malloc(size ? size : 1);
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	ssize_t n = data_read(vol(req), fh_of(fi)->m, buf, size, (uint64_t)off);
+	if (n < 0)
+		fuse_reply_err(req, (int)-n);
+	else
+		fuse_reply_buf(req, buf, (size_t)n);
+	free(buf);
+}
+
+static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+		     struct fuse_file_info *fi)
+{
+	(void)ino;
+	struct volume *v = vol(req);
+	struct csvfs_file *fh = fh_of(fi);
+	ssize_t n = data_write(v, fh->m, buf, size, (uint64_t)off);
+	if (n >= 0 && (fh->flags & (O_SYNC | O_DSYNC))) {
+		int rc = meta_fsync(v, fh->m, (fh->flags & O_SYNC) != O_SYNC);
+		if (rc)
+			n = rc;
+	}
+	if (n < 0)
+		fuse_reply_err(req, (int)-n);
+	else
+		fuse_reply_write(req, (size_t)n);
+}
+
+static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)ino; (void)fi;
+	fuse_reply_err(req, 0);
+}
+
+static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)ino;
+	struct volume *v = vol(req);
+	struct csvfs_file *fh = fh_of(fi);
+	int rc = meta_release(v, fh->m);
+	if (rc)
+		csvfs_log(LOG_ERR_L, "inode %u: release failed: %s", fh->m->ino, strerror(-rc));
+	minode_put(v, fh->m);
+	free(fh);
+	fuse_reply_err(req, 0);
+}
+
+static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	(void)ino;
+	fuse_reply_err(req, -meta_fsync(vol(req), fh_of(fi)->m, datasync));
+}
+
+struct dir_handle {
+	struct meta_dirent *d;
+	size_t n;
+};
+
+static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct dir_handle *dh = calloc(1, sizeof(*dh));
+	if (!dh) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	/* A snapshot at open: offsets stay stable while the directory changes. */
+	int rc = meta_readdir(vol(req), to_ext(ino), &dh->d, &dh->n);
+	if (rc) {
+		free(dh);
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	fi->fh = (uintptr_t)dh;
+	fuse_reply_open(req, fi);
+}
+
+static void do_readdir(fuse_req_t req, size_t size, off_t off, struct fuse_file_info *fi, int plus)
+{
+	struct dir_handle *dh = (struct dir_handle *)(uintptr_t)fi->fh;
+	char *buf = malloc(size);
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	size_t used = 0;
+	for (size_t i = (size_t)off; i < dh->n; i++) {
+		const struct meta_dirent *d = &dh->d[i];
+		size_t need;
+		if (plus) {
+			struct fuse_entry_param e = { 0 };
+			struct meta_attr a;
+			if (meta_getattr(vol(req), (ext2_ino_t)d->ino, &a) != 0)
+				continue; /* removed since the snapshot */
+			e.ino = to_fuse(a.ino);
+			e.generation = a.generation;
+			e.attr_timeout = ATTR_TIMEOUT;
+			e.entry_timeout = ENTRY_TIMEOUT;
+			attr_to_stat(&a, &e.attr);
+			need = fuse_add_direntry_plus(req, buf + used, size - used, d->name, &e, (off_t)i + 1);
+		} else {
+			struct stat st = { .st_ino = d->ino, .st_mode = d->type << 12 };
+			need = fuse_add_direntry(req, buf + used, size - used, d->name, &st, (off_t)i + 1);
+		}
+		if (need > size - used)
+			break;
+		used += need;
+	}
+	fuse_reply_buf(req, buf, used);
+	free(buf);
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
+{
+	(void)ino;
+	do_readdir(req, size, off, fi, 0);
+}
+
+static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+			   struct fuse_file_info *fi)
+{
+	(void)ino;
+	do_readdir(req, size, off, fi, 1);
+}
+
+static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)ino;
+	struct dir_handle *dh = (struct dir_handle *)(uintptr_t)fi->fh;
+	meta_free_dirents(dh->d, dh->n);
+	free(dh);
+	fuse_reply_err(req, 0);
+}
+
+static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	(void)ino; (void)datasync; (void)fi;
+	fuse_reply_err(req, -volume_sync(vol(req)));
+}
+
+static void op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	(void)ino;
+	struct statvfs st;
+	int rc = meta_statfs(vol(req), &st);
+	if (rc)
+		fuse_reply_err(req, -rc);
+	else
+		fuse_reply_statfs(req, &st);
+}
+
+static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+			size_t size, int flags)
+{
+	int mf = ((flags & XATTR_CREATE_FLAG) ? META_XATTR_CREATE : 0) |
+		 ((flags & XATTR_REPLACE_FLAG) ? META_XATTR_REPLACE : 0);
+	fuse_reply_err(req, -meta_setxattr(vol(req), to_ext(ino), name, value, size, mf));
+}
+
+static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+	char *buf = size ? malloc(size) : NULL;
+	if (size && !buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	int n = meta_getxattr(vol(req), to_ext(ino), name, buf, size);
+	if (n < 0)
+		fuse_reply_err(req, -n);
+	else if (size == 0)
+		fuse_reply_xattr(req, (size_t)n);
+	else
+		fuse_reply_buf(req, buf, (size_t)n);
+	free(buf);
+}
+
+static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	char *buf = size ? malloc(size) : NULL;
+	if (size && !buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	int n = meta_listxattr(vol(req), to_ext(ino), buf, size);
+	if (n < 0)
+		fuse_reply_err(req, -n);
+	else if (size == 0)
+		fuse_reply_xattr(req, (size_t)n);
+	else
+		fuse_reply_buf(req, buf, (size_t)n);
+	free(buf);
+}
+
+static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	fuse_reply_err(req, -meta_removexattr(vol(req), to_ext(ino), name));
+}
+
+static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
+			 struct fuse_file_info *fi)
+{
+	(void)ino;
+	if (off < 0 || len <= 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	fuse_reply_err(req, -meta_fallocate(vol(req), fh_of(fi)->m, mode, (uint64_t)off, (uint64_t)len));
+}
+
+static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, struct fuse_file_info *fi)
+{
+	(void)ino;
+	if (whence != SEEK_DATA && whence != SEEK_HOLE) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	if (off < 0) {
+		fuse_reply_err(req, ENXIO);
+		return;
+	}
+	uint64_t at;
+	int rc = meta_seek(vol(req), fh_of(fi)->m, (uint64_t)off, whence, &at);
+	if (rc)
+		fuse_reply_err(req, -rc);
+	else
+		fuse_reply_lseek(req, (off_t)at);
+}
+
+const struct fuse_lowlevel_ops csvfs_fuse_ops = {
+	.init = op_init,
+	.lookup = op_lookup,
+	.getattr = op_getattr,
+	.setattr = op_setattr,
+	.readlink = op_readlink,
+	.mknod = op_mknod,
+	.mkdir = op_mkdir,
+	.symlink = op_symlink,
+	.link = op_link,
+	.unlink = op_unlink,
+	.rmdir = op_rmdir,
+	.rename = op_rename,
+	.create = op_create,
+	.open = op_open,
+	.read = op_read,
+	.write = op_write,
+	.flush = op_flush,
+	.release = op_release,
+	.fsync = op_fsync,
+	.opendir = op_opendir,
+	.readdir = op_readdir,
+	.readdirplus = op_readdirplus,
+	.releasedir = op_releasedir,
+	.fsyncdir = op_fsyncdir,
+	.statfs = op_statfs,
+	.setxattr = op_setxattr,
+	.getxattr = op_getxattr,
+	.listxattr = op_listxattr,
+	.removexattr = op_removexattr,
+	.fallocate = op_fallocate,
+	.lseek = op_lseek,
+};

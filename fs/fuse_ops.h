@@ -1,0 +1,19 @@
+/* The FUSE front end (internal to fs). */
+#ifndef CSVFS_FS_FUSE_OPS_H
+#define CSVFS_FS_FUSE_OPS_H
+
+#include "fs/internal.h"
+
+/* setxattr flag values as the kernel passes them (linux/xattr.h). */
+#define XATTR_CREATE_FLAG 1
+#define XATTR_REPLACE_FLAG 2
+
+struct csvfs_fuse {
+	struct volume *vol;
+	int acl_enforced;      /* the kernel took FUSE_CAP_POSIX_ACL */
+};
+
+struct fuse_lowlevel_ops;
+extern const struct fuse_lowlevel_ops csvfs_fuse_ops;
+
+#endif

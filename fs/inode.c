@@ -1,0 +1,563 @@
+/* Inodes: attributes, times, setattr, open counts, freeing and the orphan list.
+ * Every function here that touches libext2fs runs under v->lock. */
+#include "fs/internal.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <dirent.h>
+#include <stdlib.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+int errcode_to_errno(errcode_t e)
+{
+	if (e == 0)
+		return 0;
+	if (e > 0 && e < 4096)
+		return (int)e;
+	switch (e) {
+	case EXT2_ET_FILE_NOT_FOUND: return ENOENT;
+	case EXT2_ET_FILE_EXISTS: return EEXIST;
+	case EXT2_ET_DIR_NO_SPACE:
+	case EXT2_ET_BLOCK_ALLOC_FAIL:
+	case EXT2_ET_INODE_ALLOC_FAIL:
+	case EXT2_ET_EA_NO_SPACE:
+	case EXT2_ET_DIR_NO_SPACE_FOR_CSUM:
+		return ENOSPC;
+	case EXT2_ET_RO_FILSYS: return EROFS;
+	case EXT2_ET_NO_MEMORY: return ENOMEM;
+	case EXT2_ET_EA_KEY_NOT_FOUND: return ENODATA;
+	case EXT2_ET_FILE_TOO_BIG: return EFBIG;
+	case EXT2_ET_INVALID_ARGUMENT: return EINVAL;
+	case EXT2_ET_EA_BAD_NAME_LEN:
+	case EXT2_ET_EA_BAD_VALUE_SIZE:
+		return ERANGE;
+	case EXT2_ET_EXTENT_NOT_FOUND: return ENOENT;
+	default:
+		return EIO;
+	}
+}
+
+/* ---- times ------------------------------------------------------------ */
+
+struct timespec now_ts(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return ts;
+}
+
+static uint32_t time_extra(struct timespec ts)
+{
+	int64_t sec = ts.tv_sec;
+	uint32_t epoch = (uint32_t)(((sec - (int32_t)sec) >> 32) & EXT4_EPOCH_MASK);
+	return ((uint32_t)ts.tv_nsec << EXT4_EPOCH_BITS) | epoch;
+}
+
+static struct timespec time_decode(uint32_t lo, uint32_t extra, int has_extra)
+{
+	struct timespec ts = { .tv_sec = (int32_t)lo, .tv_nsec = 0 };
+	if (has_extra) {
+		ts.tv_sec += (int64_t)(extra & EXT4_EPOCH_MASK) << 32;
+		ts.tv_nsec = extra >> EXT4_EPOCH_BITS;
+		if (ts.tv_nsec >= 1000000000)
+			ts.tv_nsec = 0;
+	}
+	return ts;
+}
+
+static int has_extra(const struct ext2_inode_large *in, size_t field_end)
+{
+	return (size_t)EXT2_GOOD_OLD_INODE_SIZE + in->i_extra_isize >= field_end;
+}
+
+#define EXTRA_END(field) (offsetof(struct ext2_inode_large, field) + sizeof(uint32_t))
+
+void inode_set_time(struct volume *v, struct ext2_inode_large *in, int which, struct timespec ts)
+{
+	(void)v;
+	if (which & TIME_A) {
+		in->i_atime = (uint32_t)ts.tv_sec;
+		if (has_extra(in, EXTRA_END(i_atime_extra)))
+			in->i_atime_extra = time_extra(ts);
+	}
+	if (which & TIME_M) {
+		in->i_mtime = (uint32_t)ts.tv_sec;
+		if (has_extra(in, EXTRA_END(i_mtime_extra)))
+			in->i_mtime_extra = time_extra(ts);
+	}
+	if (which & TIME_C) {
+		in->i_ctime = (uint32_t)ts.tv_sec;
+		if (has_extra(in, EXTRA_END(i_ctime_extra)))
+			in->i_ctime_extra = time_extra(ts);
+	}
+	if ((which & TIME_CR) && has_extra(in, EXTRA_END(i_crtime_extra))) {
+		in->i_crtime = (uint32_t)ts.tv_sec;
+		in->i_crtime_extra = time_extra(ts);
+	}
+}
+
+/* ---- reading and writing ---------------------------------------------- */
+
+int inode_read(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in)
+{
+	if (ino < 1 || ino > v->fs->super->s_inodes_count)
+		return -ESTALE;
+	memset(in, 0, sizeof(*in));
+	errcode_t e = ext2fs_read_inode_full(v->fs, ino, (struct ext2_inode *)in, sizeof(*in));
+	if (e) {
+		csvfs_log(LOG_ERR_L, "inode %u: read failed: %s", ino, error_message(e));
+		return -errcode_to_errno(e);
+	}
+	return 0;
+}
+
+int inode_write(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in)
+{
+	errcode_t e = ext2fs_write_inode_full(v->fs, ino, (struct ext2_inode *)in, sizeof(*in));
+	if (e) {
+		csvfs_log(LOG_ERR_L, "inode %u: write failed: %s", ino, error_message(e));
+		return -errcode_to_errno(e);
+	}
+	return 0;
+}
+
+static uint32_t inode_rdev(const struct ext2_inode_large *in)
+{
+	if (in->i_block[0]) {            /* old encoding: major 8 bits, minor 8 bits */
+		uint32_t d = in->i_block[0];
+		return makedev((d >> 8) & 0xff, d & 0xff);
+	}
+	uint32_t d = in->i_block[1];     /* new encoding, as the kernel's new_encode_dev */
+	return makedev((d & 0xfff00) >> 8, (d & 0xff) | ((d >> 12) & 0xfff00));
+}
+
+void inode_to_attr(struct volume *v, ext2_ino_t ino, const struct ext2_inode_large *in,
+		   struct meta_attr *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->ino = ino;
+	out->mode = in->i_mode;
+	out->nlink = in->i_links_count;
+	out->uid = in->i_uid | ((uint32_t)in->osd2.linux2.l_i_uid_high << 16);
+	out->gid = in->i_gid | ((uint32_t)in->osd2.linux2.l_i_gid_high << 16);
+	out->size = EXT2_I_SIZE(in);
+	out->blocks = ext2fs_get_stat_i_blocks(v->fs, (struct ext2_inode *)in);
+	out->generation = in->i_generation;
+	if (LINUX_S_ISCHR(in->i_mode) || LINUX_S_ISBLK(in->i_mode))
+		out->rdev = inode_rdev(in);
+	out->atime = time_decode(in->i_atime, in->i_atime_extra, has_extra(in, EXTRA_END(i_atime_extra)));
+	out->mtime = time_decode(in->i_mtime, in->i_mtime_extra, has_extra(in, EXTRA_END(i_mtime_extra)));
+	out->ctime = time_decode(in->i_ctime, in->i_ctime_extra, has_extra(in, EXTRA_END(i_ctime_extra)));
+
+	/* Writes keep size and times in memory until the next sync. */
+	pthread_mutex_lock(&v->table_lock);
+	for (struct minode *m = v->buckets[ino % v->nbuckets]; m; m = m->hash_next) {
+		if (m->ino != ino)
+			continue;
+		out->size = atomic_load(&m->size);
+		if (m->times_dirty) {
+			out->mtime = m->mtime;
+			out->ctime = m->ctime;
+		}
+		break;
+	}
+	pthread_mutex_unlock(&v->table_lock);
+}
+
+int meta_getattr(struct volume *v, ext2_ino_t ino, struct meta_attr *out)
+{
+	struct ext2_inode_large in;
+	pthread_mutex_lock(&v->lock);
+	int rc = inode_read(v, ino, &in);
+	if (rc == 0 && in.i_links_count == 0 && in.i_dtime && !in.i_mode)
+		rc = -ESTALE;
+	if (rc == 0)
+		inode_to_attr(v, ino, &in, out);
+	pthread_mutex_unlock(&v->lock);
+	return rc;
+}
+
+/* ---- the in-memory inode table ----------------------------------------- */
+
+static struct minode *table_find(struct volume *v, ext2_ino_t ino)
+{
+	struct minode *m = v->buckets[ino % v->nbuckets];
+	while (m && m->ino != ino)
+		m = m->hash_next;
+	return m;
+}
+
+/* Caller must not hold v->lock: the size is loaded under it, and the table
+ * entry is inserted under the same hold so no size change can slip between. */
+struct minode *minode_get(struct volume *v, ext2_ino_t ino)
+{
+	struct ext2_inode_large in;
+	pthread_mutex_lock(&v->lock);
+	pthread_mutex_lock(&v->table_lock);
+	struct minode *m = table_find(v, ino);
+	if (m) {
+		m->refs++;
+		pthread_mutex_unlock(&v->table_lock);
+		pthread_mutex_unlock(&v->lock);
+		return m;
+	}
+	pthread_mutex_unlock(&v->table_lock);
+	if (inode_read(v, ino, &in) != 0 || (in.i_links_count == 0 && !in.i_mode)) {
+		pthread_mutex_unlock(&v->lock);
+		return NULL;
+	}
+	m = calloc(1, sizeof(*m));
+	if (!m) {
+		pthread_mutex_unlock(&v->lock);
+		return NULL;
+	}
+	m->ino = ino;
+	m->refs = 1;
+	atomic_store(&m->size, EXT2_I_SIZE(&in));
+	pthread_rwlock_init(&m->io_lock, NULL);
+	pthread_mutex_init(&m->write_lock, NULL);
+	pthread_mutex_init(&m->map_lock, NULL);
+	pthread_mutex_lock(&v->table_lock);
+	m->hash_next = v->buckets[ino % v->nbuckets];
+	v->buckets[ino % v->nbuckets] = m;
+	pthread_mutex_unlock(&v->table_lock);
+	pthread_mutex_unlock(&v->lock);
+	return m;
+}
+
+void minode_put(struct volume *v, struct minode *m)
+{
+	if (!m)
+		return;
+	pthread_mutex_lock(&v->table_lock);
+	if (--m->refs > 0) {
+		pthread_mutex_unlock(&v->table_lock);
+		return;
+	}
+	struct minode **pp = &v->buckets[m->ino % v->nbuckets];
+	while (*pp != m)
+		pp = &(*pp)->hash_next;
+	*pp = m->hash_next;
+	pthread_mutex_unlock(&v->table_lock);
+	pthread_rwlock_destroy(&m->io_lock);
+	pthread_mutex_destroy(&m->write_lock);
+	pthread_mutex_destroy(&m->map_lock);
+	free(m);
+}
+
+void minode_invalidate_map(struct minode *m)
+{
+	pthread_mutex_lock(&m->map_lock);
+	m->nmap = 0;
+	m->map_next = 0;
+	pthread_mutex_unlock(&m->map_lock);
+}
+
+/* Under v->lock: the live state of ino, if any (no reference taken; valid
+ * while v->lock is held because open counts and sizes change only under it). */
+static struct minode *minode_peek(struct volume *v, ext2_ino_t ino)
+{
+	pthread_mutex_lock(&v->table_lock);
+	struct minode *m = table_find(v, ino);
+	pthread_mutex_unlock(&v->table_lock);
+	return m;
+}
+
+/* ---- freeing, links and the orphan list -------------------------------- */
+
+int inode_free(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in)
+{
+	int rc = 0;
+	if (ext2fs_inode_has_valid_blocks2(v->fs, (struct ext2_inode *)in))
+		rc = extent_punch(v, ino, in, 0, ~0ull);
+	if (rc == 0 && ext2fs_file_acl_block(v->fs, (struct ext2_inode *)in)) {
+		errcode_t e = ext2fs_free_ext_attr(v->fs, ino, in);
+		if (e)
+			rc = -errcode_to_errno(e);
+	}
+	if (rc) {
+		csvfs_log(LOG_ERR_L, "inode %u: freeing blocks failed: %s", ino, strerror(-rc));
+		return rc;
+	}
+	int is_dir = LINUX_S_ISDIR(in->i_mode);
+	in->i_links_count = 0;
+	in->i_dtime = (uint32_t)now_ts().tv_sec;
+	in->i_size = 0;
+	in->i_size_high = 0;
+	rc = inode_write(v, ino, in);
+	if (rc == 0) {
+		ext2fs_inode_alloc_stats2(v->fs, ino, -1, is_dir);
+		volume_mark_dirty(v);
+	}
+	return rc;
+}
+
+/* The ext4 orphan chain: s_last_orphan -> i_dtime -> ... so that an unlinked
+ * but open inode is freed by replay or the next mount after a crash. */
+int orphan_add(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in)
+{
+	in->i_dtime = v->fs->super->s_last_orphan;
+	v->fs->super->s_last_orphan = ino;
+	ext2fs_mark_super_dirty(v->fs);
+	volume_mark_dirty(v);
+	return inode_write(v, ino, in);
+}
+
+int orphan_remove(struct volume *v, ext2_ino_t ino)
+{
+	struct ext2_inode_large cur;
+	ext2_ino_t prev = 0, at = v->fs->super->s_last_orphan;
+	for (unsigned hops = 0; at && hops < v->fs->super->s_inodes_count; hops++) {
+		int rc = inode_read(v, at, &cur);
+		if (rc)
+			return rc;
+		if (at == ino) {
+			ext2_ino_t next = cur.i_dtime;
+			if (prev == 0) {
+				v->fs->super->s_last_orphan = next;
+				ext2fs_mark_super_dirty(v->fs);
+				volume_mark_dirty(v);
+			} else {
+				struct ext2_inode_large p;
+				rc = inode_read(v, prev, &p);
+				if (rc)
+					return rc;
+				p.i_dtime = next;
+				rc = inode_write(v, prev, &p);
+				if (rc)
+					return rc;
+			}
+			cur.i_dtime = 0;
+			return inode_write(v, ino, &cur);
+		}
+		prev = at;
+		at = cur.i_dtime;
+	}
+	return -ENOENT;
+}
+
+/* At mount: finish what crashed processes left — free unlinked inodes. */
+int orphan_process_all(struct volume *v)
+{
+	unsigned freed = 0;
+	for (unsigned hops = 0; v->fs->super->s_last_orphan && hops < 1000000; hops++) {
+		ext2_ino_t ino = v->fs->super->s_last_orphan;
+		struct ext2_inode_large in;
+		if (ino < EXT2_FIRST_INODE(v->fs->super) || ino > v->fs->super->s_inodes_count ||
+		    inode_read(v, ino, &in) != 0) {
+			csvfs_log(LOG_WARN_L, "orphan list: bad inode %u; dropping the rest of the list", ino);
+			v->fs->super->s_last_orphan = 0;
+			break;
+		}
+		v->fs->super->s_last_orphan = in.i_dtime;
+		in.i_dtime = 0;
+		int rc = in.i_links_count == 0 ? inode_free(v, ino, &in) : inode_write(v, ino, &in);
+		if (rc)
+			return rc;
+		freed++;
+	}
+	ext2fs_mark_super_dirty(v->fs);
+	volume_mark_dirty(v);
+	if (freed)
+		csvfs_log(LOG_INFO_L, "orphan list: finished %u unlinked inodes", freed);
+	return 0;
+}
+
+int inode_drop_link(struct volume *v, ext2_ino_t ino)
+{
+	struct ext2_inode_large in;
+	int rc = inode_read(v, ino, &in);
+	if (rc)
+		return rc;
+	if (in.i_links_count > 0)
+		in.i_links_count--;
+	inode_set_time(v, &in, TIME_C, now_ts());
+	if (in.i_links_count > 0)
+		return inode_write(v, ino, &in);
+	struct minode *m = minode_peek(v, ino);
+	if (m && m->open_count > 0)
+		return orphan_add(v, ino, &in);
+	return inode_free(v, ino, &in);
+}
+
+/* ---- setattr ----------------------------------------------------------- */
+
+static int truncate_locked(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in,
+			   uint64_t size, struct minode *m);
+
+int meta_setattr(struct volume *v, ext2_ino_t ino, const struct meta_setattr *sa,
+		 struct meta_attr *out)
+{
+	struct minode *m = NULL;
+	if (sa->valid & META_SET_SIZE) {
+		/* Blocks may be freed: no I/O may use a mapping meanwhile. */
+		m = minode_get(v, ino);
+		if (!m)
+			return -ENOENT;
+		pthread_rwlock_wrlock(&m->io_lock);
+	}
+	struct ext2_inode_large in;
+	struct timespec now = now_ts();
+	pthread_mutex_lock(&v->lock);
+	int rc = v->read_only ? -EROFS : inode_read(v, ino, &in);
+	if (rc == 0 && (sa->valid & META_SET_SIZE) && !LINUX_S_ISREG(in.i_mode))
+		rc = LINUX_S_ISDIR(in.i_mode) ? -EISDIR : -EINVAL;
+	if (rc == 0 && (sa->valid & META_SET_MODE))
+		in.i_mode = (uint16_t)((in.i_mode & LINUX_S_IFMT) | (sa->mode & 07777));
+	if (rc == 0 && (sa->valid & META_SET_UID)) {
+		in.i_uid = (uint16_t)sa->uid;
+		in.osd2.linux2.l_i_uid_high = (uint16_t)(sa->uid >> 16);
+	}
+	if (rc == 0 && (sa->valid & META_SET_GID)) {
+		in.i_gid = (uint16_t)sa->gid;
+		in.osd2.linux2.l_i_gid_high = (uint16_t)(sa->gid >> 16);
+	}
+	if (rc == 0 && (sa->valid & META_SET_SIZE)) {
+		rc = truncate_locked(v, ino, &in, sa->size, m);
+		if (rc == 0 && !(sa->valid & (META_SET_MTIME | META_SET_MTIME_NOW)))
+			inode_set_time(v, &in, TIME_M, now);
+	}
+	if (rc == 0) {
+		struct minode *live = minode_peek(v, ino);
+		if (live && live->times_dirty) {
+			inode_set_time(v, &in, TIME_M, live->mtime);
+			live->times_dirty = 0;
+		}
+		if (sa->valid & META_SET_ATIME_NOW)
+			inode_set_time(v, &in, TIME_A, now);
+		else if (sa->valid & META_SET_ATIME)
+			inode_set_time(v, &in, TIME_A, sa->atime);
+		if (sa->valid & META_SET_MTIME_NOW)
+			inode_set_time(v, &in, TIME_M, now);
+		else if (sa->valid & META_SET_MTIME)
+			inode_set_time(v, &in, TIME_M, sa->mtime);
+		inode_set_time(v, &in, TIME_C, (sa->valid & META_SET_CTIME) ? sa->ctime : now);
+		rc = inode_write(v, ino, &in);
+	}
+	if (rc == 0 && out)
+		inode_to_attr(v, ino, &in, out);
+	pthread_mutex_unlock(&v->lock);
+	if (m) {
+		pthread_rwlock_unlock(&m->io_lock);
+		minode_put(v, m);
+	}
+	return rc;
+}
+
+static int truncate_locked(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in,
+			   uint64_t size, struct minode *m)
+{
+	uint64_t old = m ? atomic_load(&m->size) : EXT2_I_SIZE(in);
+	unsigned bs = v->blocksize;
+	int rc = 0;
+	if (size > (1ull << 32) * bs)
+		return -EFBIG;
+	if (size < old) {
+		rc = size % bs ? extent_zero_in_block(v, ino, in, size, bs - size % bs) : 0;
+		if (rc == 0)
+			rc = extent_punch(v, ino, in, (size + bs - 1) / bs, ~0ull);
+		if (m)
+			m->speculative_prealloc = 0;
+	}
+	if (rc)
+		return rc;
+	errcode_t e = ext2fs_inode_size_set(v->fs, (struct ext2_inode *)in, size);
+	if (e)
+		return -errcode_to_errno(e);
+	if (m) {
+		atomic_store(&m->size, size);
+		minode_invalidate_map(m);
+	}
+	volume_mark_dirty(v);
+	return 0;
+}
+
+/* ---- open, release, fsync ---------------------------------------------- */
+
+int meta_open(struct volume *v, struct minode *m, int truncate)
+{
+	int rc = 0;
+	if (truncate) {
+		struct meta_setattr sa = { .valid = META_SET_SIZE, .size = 0 };
+		rc = meta_setattr(v, m->ino, &sa, NULL);
+	}
+	if (rc == 0) {
+		pthread_mutex_lock(&v->lock);
+		m->open_count++;
+		pthread_mutex_unlock(&v->lock);
+	}
+	return rc;
+}
+
+/* Under v->lock: writes in-memory times back to the inode. */
+static int flush_times(struct volume *v, struct minode *m, struct ext2_inode_large *in)
+{
+	if (!m->times_dirty)
+		return 0;
+	inode_set_time(v, in, TIME_M, m->mtime);
+	inode_set_time(v, in, TIME_C, m->ctime);
+	m->times_dirty = 0;
+	return inode_write(v, m->ino, in);
+}
+
+/* Returns blocks past EOF that writes allocated ahead and never used. */
+static int trim_speculative(struct volume *v, struct minode *m, struct ext2_inode_large *in)
+{
+	if (!m->speculative_prealloc)
+		return 0;
+	m->speculative_prealloc = 0;
+	uint64_t eof_blk = (atomic_load(&m->size) + v->blocksize - 1) / v->blocksize;
+	int rc = extent_punch(v, m->ino, in, eof_blk, ~0ull);
+	minode_invalidate_map(m);
+	return rc;
+}
+
+int meta_release(struct volume *v, struct minode *m)
+{
+	struct ext2_inode_large in;
+	/* Trimming frees blocks: exclude I/O that might still use a mapping. */
+	pthread_rwlock_wrlock(&m->io_lock);
+	pthread_mutex_lock(&v->lock);
+	int rc = inode_read(v, m->ino, &in);
+	if (rc == 0 && m->open_count > 0 && --m->open_count == 0) {
+		if (in.i_links_count == 0) {
+			rc = orphan_remove(v, m->ino);
+			if (rc == 0 || rc == -ENOENT)
+				rc = inode_read(v, m->ino, &in);
+			if (rc == 0)
+				rc = inode_free(v, m->ino, &in);
+		} else {
+			rc = flush_times(v, m, &in);
+			if (rc == 0)
+				rc = trim_speculative(v, m, &in);
+		}
+	}
+	pthread_mutex_unlock(&v->lock);
+	pthread_rwlock_unlock(&m->io_lock);
+	return rc;
+}
+
+int meta_fsync(struct volume *v, struct minode *m, int datasync)
+{
+	struct ext2_inode_large in;
+	pthread_mutex_lock(&v->lock);
+	int rc = inode_read(v, m->ino, &in);
+	if (rc == 0 && !datasync)
+		rc = flush_times(v, m, &in);
+	if (rc == 0)
+		rc = volume_sync_locked(v);
+	pthread_mutex_unlock(&v->lock);
+	return rc;
+}
+
+void meta_touch_write(struct volume *v, struct minode *m)
+{
+	struct timespec now = now_ts();
+	pthread_mutex_lock(&v->lock);
+	m->mtime = now;
+	m->ctime = now;
+	m->times_dirty = 1;
+	pthread_mutex_unlock(&v->lock);
+}

@@ -1,0 +1,236 @@
+/* Internal interface of the fs module: the metadata engine, the in-memory
+ * inode states it shares with the data path, and logging.
+ *
+ * The metadata engine (meta_*) is the narrow interface every metadata
+ * operation goes through: the local FUSE front end calls it directly and a
+ * participant's forwarded requests will call the same functions on the
+ * coordinator. Inode numbers are ext4 inode numbers; errors are negative errno.
+ */
+#ifndef CSVFS_FS_INTERNAL_H
+#define CSVFS_FS_INTERNAL_H
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <time.h>
+
+#include <ext2fs/ext2fs.h>
+
+#include "journal/journal.h"
+
+/* ---- logging ----------------------------------------------------------- */
+
+enum { LOG_ERR_L = 3, LOG_WARN_L = 4, LOG_INFO_L = 6, LOG_DEBUG_L = 7 };
+extern int csvfs_verbose; /* set once at start-up, read-only afterwards */
+void csvfs_log_set_context(const char *node, const char *volume);
+void csvfs_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void csvfs_vlog(void *arg, int level, const char *fmt, va_list ap);
+
+/* ---- in-memory inode state -------------------------------------------- */
+
+enum extent_state { EXTENT_HOLE, EXTENT_UNWRITTEN, EXTENT_WRITTEN };
+
+/* A run of file blocks: [lblk, lblk+len) maps to [pblk, pblk+len) (no pblk for
+ * a hole). This is the unit of a layout. */
+struct meta_extent {
+	uint64_t lblk, len, pblk;
+	enum extent_state state;
+};
+
+#define MINODE_MAP_CACHE 4
+
+/* State of an inode that is open or being worked on. Lifetime: references from
+ * the table; fields are guarded as noted. */
+struct minode {
+	ext2_ino_t ino;
+	struct minode *hash_next;      /* table lock */
+	unsigned refs;                 /* table lock */
+	unsigned open_count;           /* volume lock */
+	int speculative_prealloc;      /* volume lock: blocks past EOF we added */
+	int times_dirty;               /* volume lock: mtime/ctime newer than disk */
+	struct timespec mtime, ctime;  /* volume lock, valid when times_dirty */
+	_Atomic uint64_t size;         /* authoritative while referenced */
+
+	/* Reads and writes hold io_lock shared; truncate, punch and anything
+	 * else that frees or moves blocks holds it exclusive. */
+	pthread_rwlock_t io_lock;
+	/* Serialises writes that allocate, convert or read-modify-write. */
+	pthread_mutex_t write_lock;
+	pthread_mutex_t map_lock;      /* guards map cache */
+	struct meta_extent map[MINODE_MAP_CACHE];
+	unsigned nmap, map_next;
+};
+
+/* ---- the volume --------------------------------------------------------- */
+
+struct volume_opts {
+	const char *lun;
+	int read_only;
+	size_t cache_bytes;
+};
+
+struct volume {
+	ext2_filsys fs;
+	struct journal *journal;
+	pthread_mutex_t lock;          /* libext2fs is not thread-safe: every call under it */
+	int data_fd;                   /* LUN, O_DIRECT, file data only */
+	unsigned blocksize;
+	int read_only;
+	char lun[4096];
+	char uuid[37];
+	char label[17];
+
+	pthread_mutex_t table_lock;    /* guards the inode table */
+	struct minode **buckets;
+	size_t nbuckets;
+
+	int dirty;                     /* volume lock: bitmaps/sb need writing */
+	pthread_t flusher;
+	int flusher_running;
+	pthread_mutex_t flusher_lock;
+	pthread_cond_t flusher_cond;
+	int stopping;
+};
+
+int volume_open(const struct volume_opts *o, struct volume **out, char *err, size_t errlen);
+/* Writes everything and makes it durable. Caller holds no locks. */
+int volume_sync(struct volume *v);
+void volume_start(struct volume *v);
+void volume_close(struct volume *v);
+/* Under v->lock: mark that allocation state changed. */
+void volume_mark_dirty(struct volume *v);
+int volume_sync_locked(struct volume *v);
+
+struct minode *minode_get(struct volume *v, ext2_ino_t ino);
+void minode_put(struct volume *v, struct minode *m);
+/* Forgets cached mappings after the extent tree changed. */
+void minode_invalidate_map(struct minode *m);
+
+/* ---- metadata engine ------------------------------------------------- */
+
+struct meta_attr {
+	uint64_t ino, size, blocks;    /* blocks in 512-byte units */
+	uint32_t mode, nlink, uid, gid, rdev, generation;
+	struct timespec atime, mtime, ctime;
+};
+
+struct meta_cred { uint32_t uid, gid, umask; };
+
+enum {
+	META_SET_MODE = 1 << 0, META_SET_UID = 1 << 1, META_SET_GID = 1 << 2,
+	META_SET_SIZE = 1 << 3, META_SET_ATIME = 1 << 4, META_SET_MTIME = 1 << 5,
+	META_SET_ATIME_NOW = 1 << 6, META_SET_MTIME_NOW = 1 << 7, META_SET_CTIME = 1 << 8,
+};
+
+struct meta_setattr {
+	unsigned valid;
+	uint32_t mode, uid, gid;
+	uint64_t size;
+	struct timespec atime, mtime, ctime;
+};
+
+struct meta_dirent {
+	char *name;
+	uint64_t ino;
+	unsigned type;                 /* DT_* */
+};
+
+int meta_lookup(struct volume *v, ext2_ino_t parent, const char *name, struct meta_attr *out);
+int meta_getattr(struct volume *v, ext2_ino_t ino, struct meta_attr *out);
+int meta_setattr(struct volume *v, ext2_ino_t ino, const struct meta_setattr *sa,
+		 struct meta_attr *out);
+/* Regular files, fifos, sockets, devices and directories (by mode). */
+int meta_create(struct volume *v, ext2_ino_t parent, const char *name, uint32_t mode,
+		uint32_t rdev, const struct meta_cred *cred, struct meta_attr *out);
+int meta_symlink(struct volume *v, ext2_ino_t parent, const char *name, const char *target,
+		 const struct meta_cred *cred, struct meta_attr *out);
+int meta_link(struct volume *v, ext2_ino_t ino, ext2_ino_t newparent, const char *newname,
+	      struct meta_attr *out);
+int meta_unlink(struct volume *v, ext2_ino_t parent, const char *name);
+int meta_rmdir(struct volume *v, ext2_ino_t parent, const char *name);
+#define META_RENAME_NOREPLACE 1u
+#define META_RENAME_EXCHANGE 2u
+int meta_rename(struct volume *v, ext2_ino_t parent, const char *name,
+		ext2_ino_t newparent, const char *newname, unsigned flags);
+int meta_readlink(struct volume *v, ext2_ino_t ino, char *buf, size_t size);
+/* Reads all entries of a directory (including . and ..). */
+int meta_readdir(struct volume *v, ext2_ino_t ino, struct meta_dirent **out, size_t *n);
+void meta_free_dirents(struct meta_dirent *d, size_t n);
+int meta_statfs(struct volume *v, struct statvfs *out);
+
+int meta_getxattr(struct volume *v, ext2_ino_t ino, const char *name, void *buf, size_t size);
+int meta_listxattr(struct volume *v, ext2_ino_t ino, char *buf, size_t size);
+#define META_XATTR_CREATE 1
+#define META_XATTR_REPLACE 2
+int meta_setxattr(struct volume *v, ext2_ino_t ino, const char *name, const void *value,
+		  size_t size, int flags);
+int meta_removexattr(struct volume *v, ext2_ino_t ino, const char *name);
+
+/* Open counts keep unlinked files alive until their last close. */
+int meta_open(struct volume *v, struct minode *m, int truncate);
+int meta_release(struct volume *v, struct minode *m);
+/* Makes the inode's metadata durable (fsync). */
+int meta_fsync(struct volume *v, struct minode *m, int datasync);
+
+/* Layouts: the mapping of lblk (hole, unwritten or written run). */
+int meta_map(struct volume *v, struct minode *m, uint64_t lblk, struct meta_extent *out);
+/* Allocates unwritten blocks for the hole containing lblk, at least [lblk, lblk+len). */
+int meta_alloc(struct volume *v, struct minode *m, uint64_t lblk, uint64_t len);
+/* Marks [lblk, lblk+len) written (data is on the LUN), extends size to
+ * new_size if larger, and stamps mtime/ctime. */
+int meta_commit_write(struct volume *v, struct minode *m, uint64_t lblk, uint64_t len,
+		      uint64_t new_size);
+/* Records mtime/ctime of an overwrite (kept in memory until the next sync). */
+void meta_touch_write(struct volume *v, struct minode *m);
+int meta_fallocate(struct volume *v, struct minode *m, int mode, uint64_t off, uint64_t len);
+/* SEEK_DATA / SEEK_HOLE. */
+int meta_seek(struct volume *v, struct minode *m, uint64_t off, int whence, uint64_t *out);
+
+/* ---- pieces shared inside the engine (callers hold v->lock) ----------- */
+
+int errcode_to_errno(errcode_t e);
+void inode_to_attr(struct volume *v, ext2_ino_t ino, const struct ext2_inode_large *in,
+		   struct meta_attr *out);
+int inode_read(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in);
+int inode_write(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in);
+void inode_set_time(struct volume *v, struct ext2_inode_large *in, int which, struct timespec ts);
+struct timespec now_ts(void);
+enum { TIME_A = 1, TIME_M = 2, TIME_C = 4, TIME_CR = 8 };
+
+/* Directories (dir.c). */
+int dir_find(struct volume *v, ext2_ino_t dir, const char *name, ext2_ino_t *ino, int *ftype);
+int dir_add(struct volume *v, ext2_ino_t dir, const char *name, ext2_ino_t ino, int ftype);
+int dir_remove(struct volume *v, ext2_ino_t dir, const char *name);
+int dir_set_entry(struct volume *v, ext2_ino_t dir, const char *name, ext2_ino_t ino, int ftype);
+int dir_is_empty(struct volume *v, ext2_ino_t dir, int *empty);
+int dir_make_indexed(struct volume *v, ext2_ino_t dir);
+int mode_to_ftype(uint32_t mode);
+
+/* Extents (extent.c). */
+int extent_map(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in, uint64_t lblk,
+	       struct meta_extent *out);
+int extent_alloc_unwritten(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in,
+			   uint64_t lblk, uint64_t len);
+int extent_mark_written(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in,
+			uint64_t lblk, uint64_t len);
+int extent_mark_unwritten(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in,
+			  uint64_t lblk, uint64_t len);
+/* Writes zeros over [off, off+len) inside one block, if that block is written. */
+int extent_zero_in_block(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in,
+			 uint64_t off, uint64_t len);
+/* Frees blocks of [lblk, end) (end = ~0 for "to the end"). */
+int extent_punch(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in,
+		 uint64_t lblk, uint64_t end);
+
+/* Inode lifetime (inode.c). */
+int inode_free(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in);
+int orphan_add(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in);
+int orphan_remove(struct volume *v, ext2_ino_t ino);
+int orphan_process_all(struct volume *v);
+/* Drops one link; frees or orphans the inode when it was the last. */
+int inode_drop_link(struct volume *v, ext2_ino_t ino);
+
+#endif

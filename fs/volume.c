@@ -1,0 +1,281 @@
+/* The volume: opening a LUN as a csvfs volume, validation, periodic and explicit
+ * sync, statfs, close. */
+#include "fs/internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+#include <uuid/uuid.h>
+
+#define FLUSH_INTERVAL_SEC 5
+#define CSVFS_BLOCKSIZE 4096u
+
+void volume_mark_dirty(struct volume *v)
+{
+	v->dirty = 1;
+}
+
+int volume_sync_locked(struct volume *v)
+{
+	if (v->read_only)
+		return 0;
+	errcode_t e = 0;
+	if (v->dirty) {
+		e = ext2fs_write_bitmaps(v->fs);
+		if (!e) {
+			ext2fs_mark_super_dirty(v->fs);
+			e = ext2fs_flush2(v->fs, 0);
+		}
+		if (e) {
+			csvfs_log(LOG_ERR_L, "sync: writing allocation state failed: %s", error_message(e));
+			return -errcode_to_errno(e);
+		}
+		v->dirty = 0;
+	}
+	return journal_flush(v->journal);
+}
+
+int volume_sync(struct volume *v)
+{
+	pthread_mutex_lock(&v->lock);
+	int rc = volume_sync_locked(v);
+	pthread_mutex_unlock(&v->lock);
+	return rc;
+}
+
+static void *flusher_main(void *arg)
+{
+	struct volume *v = arg;
+	pthread_mutex_lock(&v->flusher_lock);
+	while (!v->stopping) {
+		struct timespec deadline;
+		clock_gettime(CLOCK_REALTIME, &deadline);
+		deadline.tv_sec += FLUSH_INTERVAL_SEC;
+		pthread_cond_timedwait(&v->flusher_cond, &v->flusher_lock, &deadline);
+		if (v->stopping)
+			break;
+		pthread_mutex_unlock(&v->flusher_lock);
+		volume_sync(v);
+		pthread_mutex_lock(&v->flusher_lock);
+	}
+	pthread_mutex_unlock(&v->flusher_lock);
+	return NULL;
+}
+
+/* Features whose on-disk forms the engine or data path do not handle. */
+static int check_features(struct volume *v, char *err, size_t errlen)
+{
+	struct ext2_super_block *sb = v->fs->super;
+	const char *bad = NULL;
+	if (!ext2fs_has_feature_extents(sb))
+		bad = "it lacks the extents feature";
+	else if (ext2fs_has_feature_inline_data(sb))
+		bad = "it uses inline_data";
+	else if (ext2fs_has_feature_encrypt(sb))
+		bad = "it uses encryption";
+	else if (ext2fs_has_feature_casefold(sb))
+		bad = "it uses casefolding";
+	else if (ext2fs_has_feature_bigalloc(sb))
+		bad = "it uses bigalloc";
+	else if (ext2fs_has_feature_journal_dev(sb))
+		bad = "it is an external journal device";
+	else if (v->fs->blocksize != CSVFS_BLOCKSIZE)
+		bad = "its block size is not 4096";
+	if (!bad)
+		return 0;
+	snprintf(err, errlen, "LUN %s: volume %s cannot be served: %s", v->lun, v->uuid, bad);
+	return -EINVAL;
+}
+
+static int open_error(struct volume *v, errcode_t e, char *err, size_t errlen)
+{
+	const char *why;
+	switch (e) {
+	case EXT2_ET_BAD_MAGIC:
+		why = "not a csvfs volume (no ext4 superblock)";
+		break;
+	case EXT2_ET_SB_CSUM_INVALID:
+		why = "superblock checksum does not match (corrupt superblock)";
+		break;
+	case EXT2_ET_GDESC_BAD_BLOCK_MAP:
+	case EXT2_ET_GDESC_BAD_INODE_MAP:
+	case EXT2_ET_GDESC_BAD_INODE_TABLE:
+	case EXT2_ET_BAD_DESC_SIZE:
+		why = "group descriptors are corrupt";
+		break;
+	case EXT2_ET_UNSUPP_FEATURE:
+	case EXT2_ET_RO_UNSUPP_FEATURE:
+		why = "it uses ext4 features this csvfs does not support";
+		break;
+	case EXT2_ET_CORRUPT_SUPERBLOCK:
+		why = "superblock is corrupt";
+		break;
+	default:
+		why = error_message(e);
+	}
+	snprintf(err, errlen, "LUN %s: %s", v->lun, why);
+	return -EINVAL;
+}
+
+static int open_fs(struct volume *v, char *err, size_t errlen)
+{
+	int flags = EXT2_FLAG_64BITS | EXT2_FLAG_SKIP_MMP | (v->read_only ? 0 : EXT2_FLAG_RW);
+	errcode_t e = ext2fs_open2(journal_channel_name(v->journal), NULL, flags, 0, 0,
+				   journal_io_manager(), &v->fs);
+	if (e)
+		return open_error(v, e, err, errlen);
+	uuid_unparse_lower(v->fs->super->s_uuid, v->uuid);
+	snprintf(v->label, sizeof(v->label), "%.16s", (const char *)v->fs->super->s_volume_name);
+	v->blocksize = v->fs->blocksize;
+	int rc = check_features(v, err, errlen);
+	if (rc)
+		return rc;
+	if (ext2fs_has_feature_journal_needs_recovery(v->fs->super)) {
+		snprintf(err, errlen, "LUN %s: volume %s has a journal that needs recovery; "
+			 "run 'e2fsck -p %s' first", v->lun, v->uuid, v->lun);
+		return -EUCLEAN;
+	}
+	e = ext2fs_read_bitmaps(v->fs);
+	if (e) {
+		snprintf(err, errlen, "LUN %s: volume %s: reading allocation bitmaps failed: %s",
+			 v->lun, v->uuid, error_message(e));
+		return -EIO;
+	}
+	return 0;
+}
+
+/* Marks the volume in use (not cleanly unmounted) until volume_close. */
+static int mark_mounted(struct volume *v)
+{
+	struct ext2_super_block *sb = v->fs->super;
+	if (!(sb->s_state & EXT2_VALID_FS))
+		csvfs_log(LOG_WARN_L, "volume was not cleanly unmounted; run e2fsck -f %s when it is offline",
+			  v->lun);
+	if (sb->s_state & EXT2_ERROR_FS)
+		csvfs_log(LOG_WARN_L, "volume has errors recorded; run e2fsck -f %s when it is offline", v->lun);
+	sb->s_state &= (uint16_t)~EXT2_VALID_FS;
+	sb->s_mnt_count++;
+	sb->s_mtime = (uint32_t)time(NULL);
+	/* Backup superblocks are only rewritten at close. */
+	v->fs->flags |= EXT2_FLAG_MASTER_SB_ONLY;
+	ext2fs_mark_super_dirty(v->fs);
+	volume_mark_dirty(v);
+	int rc = orphan_process_all(v);
+	return rc ? rc : volume_sync_locked(v);
+}
+
+int volume_open(const struct volume_opts *o, struct volume **out, char *err, size_t errlen)
+{
+	struct volume *v = calloc(1, sizeof(*v));
+	if (!v) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	snprintf(v->lun, sizeof(v->lun), "%s", o->lun);
+	v->read_only = o->read_only;
+	v->data_fd = -1;
+	pthread_mutex_init(&v->lock, NULL);
+	pthread_mutex_init(&v->table_lock, NULL);
+	pthread_mutex_init(&v->flusher_lock, NULL);
+	pthread_cond_init(&v->flusher_cond, NULL);
+	v->nbuckets = 4099;
+	v->buckets = calloc(v->nbuckets, sizeof(*v->buckets));
+	struct journal_config jc = { .lun_path = o->lun, .read_only = o->read_only,
+				     .cache_bytes = o->cache_bytes, .log = csvfs_vlog };
+	int rc = v->buckets ? journal_open(&jc, &v->journal, err, errlen) : -ENOMEM;
+	if (rc == 0)
+		rc = open_fs(v, err, errlen);
+	if (rc == 0) {
+		v->data_fd = open(o->lun, (o->read_only ? O_RDONLY : O_RDWR) | O_DIRECT | O_CLOEXEC);
+		if (v->data_fd < 0) {
+			rc = -errno;
+			snprintf(err, errlen, "LUN %s: cannot open for data with O_DIRECT: %s", o->lun,
+				 strerror(errno));
+		}
+	}
+	if (rc == 0 && !v->read_only) {
+		pthread_mutex_lock(&v->lock);
+		rc = mark_mounted(v);
+		pthread_mutex_unlock(&v->lock);
+		if (rc)
+			snprintf(err, errlen, "LUN %s: volume %s: preparing for use failed: %s", o->lun,
+				 v->uuid, strerror(-rc));
+	}
+	if (rc) {
+		volume_close(v);
+		return rc;
+	}
+	*out = v;
+	return 0;
+}
+
+/* Starts background work; after any fork (daemonizing), never before. */
+void volume_start(struct volume *v)
+{
+	if (!v->read_only && !v->flusher_running &&
+	    pthread_create(&v->flusher, NULL, flusher_main, v) == 0)
+		v->flusher_running = 1;
+}
+
+void volume_close(struct volume *v)
+{
+	if (!v)
+		return;
+	if (v->flusher_running) {
+		pthread_mutex_lock(&v->flusher_lock);
+		v->stopping = 1;
+		pthread_cond_signal(&v->flusher_cond);
+		pthread_mutex_unlock(&v->flusher_lock);
+		pthread_join(v->flusher, NULL);
+	}
+	if (v->fs) {
+		if (!v->read_only && (v->fs->flags & EXT2_FLAG_RW)) {
+			pthread_mutex_lock(&v->lock);
+			v->fs->super->s_state |= EXT2_VALID_FS;
+			v->fs->flags &= ~EXT2_FLAG_MASTER_SB_ONLY;
+			ext2fs_mark_super_dirty(v->fs);
+			volume_mark_dirty(v);
+			if (volume_sync_locked(v) != 0)
+				csvfs_log(LOG_ERR_L, "unmount: final sync failed; volume left marked in use");
+			pthread_mutex_unlock(&v->lock);
+		}
+		errcode_t e = ext2fs_close_free(&v->fs);
+		if (e)
+			csvfs_log(LOG_ERR_L, "unmount: closing volume failed: %s", error_message(e));
+	}
+	if (v->data_fd >= 0) {
+		fdatasync(v->data_fd);
+		close(v->data_fd);
+	}
+	journal_close(v->journal);
+	free(v->buckets);
+	pthread_mutex_destroy(&v->lock);
+	pthread_mutex_destroy(&v->table_lock);
+	pthread_mutex_destroy(&v->flusher_lock);
+	pthread_cond_destroy(&v->flusher_cond);
+	free(v);
+}
+
+int meta_statfs(struct volume *v, struct statvfs *out)
+{
+	memset(out, 0, sizeof(*out));
+	pthread_mutex_lock(&v->lock);
+	struct ext2_super_block *sb = v->fs->super;
+	uint64_t blocks = ext2fs_blocks_count(sb);
+	uint64_t free_blocks = ext2fs_free_blocks_count(sb);
+	uint64_t reserved = ext2fs_r_blocks_count(sb);
+	out->f_bsize = v->blocksize;
+	out->f_frsize = v->blocksize;
+	out->f_blocks = blocks - sb->s_first_data_block;
+	out->f_bfree = free_blocks;
+	out->f_bavail = free_blocks > reserved ? free_blocks - reserved : 0;
+	out->f_files = sb->s_inodes_count;
+	out->f_ffree = sb->s_free_inodes_count;
+	out->f_favail = sb->s_free_inodes_count;
+	out->f_namemax = EXT2_NAME_LEN;
+	memcpy(&out->f_fsid, sb->s_uuid, sizeof(out->f_fsid));
+	pthread_mutex_unlock(&v->lock);
+	return 0;
+}

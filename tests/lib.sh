@@ -1,0 +1,70 @@
+# Shared helpers for integration tests (sourced). Every check prints one line,
+# "ok - what" or "not ok - what"; tests/run.sh counts them. Cleanup registered
+# with on_exit runs in reverse order on any exit (trap EXIT).
+set -u
+BUILD=${BUILD:-build}
+TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BIN="$TOP/$BUILD/bin"
+TBIN="$TOP/$BUILD/tests"
+TEST_FAILS=0
+
+ok()     { echo "ok - $*"; }
+not_ok() { echo "not ok - $*"; TEST_FAILS=$((TEST_FAILS + 1)); }
+# check "description" cmd args...   — passes when the command exits 0
+check()  { local d=$1; shift; if "$@"; then ok "$d"; else not_ok "$d"; fi; }
+# check_fails "description" cmd args... — passes when the command exits non-zero
+check_fails() { local d=$1; shift; if "$@"; then not_ok "$d"; else ok "$d"; fi; }
+# check_eq "description" expected actual
+check_eq() { if [ "$2" = "$3" ]; then ok "$1"; else not_ok "$1 (expected '$2', got '$3')"; fi; }
+diag()   { echo "# $*"; }
+
+_cleanups=()
+on_exit() { _cleanups+=("$*"); }
+_run_cleanups() {
+  local i
+  for ((i=${#_cleanups[@]}-1; i>=0; i--)); do eval "${_cleanups[$i]}" >/dev/null 2>&1 || true; done
+}
+trap _run_cleanups EXIT
+trap 'exit 130' INT TERM
+
+# A scratch directory removed at exit.
+scratch_dir() { local d; d=$(mktemp -d /tmp/csvfs-test.XXXXXX); on_exit "rm -rf '$d'"; echo "$d"; }
+
+# wait_until SECONDS cmd... — polls (bounded) until cmd succeeds.
+wait_until() {
+  local limit=$1; shift; local deadline=$(( $(date +%s) + limit ))
+  while ! "$@" 2>/dev/null; do
+    [ "$(date +%s)" -ge "$deadline" ] && return 1
+    sleep 0.1
+  done
+}
+
+is_mounted() { grep -q " $1 fuse" /proc/self/mounts; }
+
+# mount_csvfs LUN MNT [extra -o options] — starts the daemon in the background
+# (foreground mode, so we own its pid) and waits for the mount. Sets CSVFS_PID.
+mount_csvfs() {
+  local lun=$1 mnt=$2 opts=${3:-}
+  mkdir -p "$mnt"
+  "$BIN/csvfs" -f -o "standalone${opts:+,$opts}" "$lun" "$mnt" >>"${CSVFS_LOG:-/dev/null}" 2>&1 &
+  CSVFS_PID=$!
+  on_exit "umount_csvfs '$mnt'"
+  wait_until 20 is_mounted "$mnt" || { diag "mount of $lun on $mnt did not appear"; return 1; }
+}
+
+# umount_csvfs MNT — unmounts and waits (bounded) for the daemon we started to exit.
+umount_csvfs() {
+  local mnt=$1
+  is_mounted "$mnt" && { fusermount3 -u "$mnt" 2>/dev/null || umount "$mnt" 2>/dev/null || umount -l "$mnt"; }
+  if [ -n "${CSVFS_PID:-}" ]; then
+    local i; for i in $(seq 1 100); do kill -0 "$CSVFS_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$CSVFS_PID" 2>/dev/null && kill -9 "$CSVFS_PID" 2>/dev/null
+    wait "$CSVFS_PID" 2>/dev/null || true
+  fi
+  return 0
+}
+
+# fsck_clean IMAGE — e2fsck -fn reports no problems.
+fsck_clean() { e2fsck -fn "$1" >"${2:-/dev/null}" 2>&1; }
+
+finish() { [ "$TEST_FAILS" -eq 0 ]; }
