@@ -1,7 +1,10 @@
 /* The metadata io_manager: libext2fs's only path to the LUN.
  *
  * Blocks are cached in 4 KiB units (the LUN's O_DIRECT alignment) and written
- * through. One mutex guards the cache: libext2fs calls arrive under the metadata
+ * back: a metadata change stays in memory until journal_flush() (sync, fsync,
+ * the periodic flusher) or until its entry is evicted. This is where the JBD2
+ * transaction overlay goes: dirty blocks become a transaction's blocks.
+ * One mutex guards the cache: libext2fs calls arrive under the metadata
  * engine's lock, but flush and stats may come from other threads.
  */
 #include "journal/journal.h"
@@ -29,6 +32,8 @@ struct cache_entry {
 	uint64_t unit;
 	struct cache_entry *hash_next;
 	struct cache_entry *lru_prev, *lru_next;
+	struct cache_entry *dirty_prev, *dirty_next; /* on the dirty list when dirty */
+	int dirty;
 	unsigned char *data;           /* UNIT bytes, UNIT-aligned */
 };
 
@@ -45,6 +50,8 @@ struct journal {
 	struct cache_entry **buckets;
 	size_t nbuckets, nentries, capacity;
 	struct cache_entry lru;        /* sentinel: lru.lru_next is most recent */
+	struct cache_entry dirty;      /* sentinel of the dirty list */
+	size_t ndirty;
 	unsigned char *bounce;         /* MAX_RUN_UNITS * UNIT, aligned */
 	struct journal_stats stats;
 };
@@ -83,6 +90,30 @@ static void lru_push_front(struct journal *j, struct cache_entry *e)
 	j->lru.lru_next = e;
 }
 
+static void mark_clean(struct journal *j, struct cache_entry *e)
+{
+	if (!e->dirty)
+		return;
+	e->dirty_prev->dirty_next = e->dirty_next;
+	e->dirty_next->dirty_prev = e->dirty_prev;
+	e->dirty = 0;
+	j->ndirty--;
+}
+
+static void mark_dirty(struct journal *j, struct cache_entry *e)
+{
+	if (e->dirty)
+		return;
+	e->dirty_next = j->dirty.dirty_next;
+	e->dirty_prev = &j->dirty;
+	j->dirty.dirty_next->dirty_prev = e;
+	j->dirty.dirty_next = e;
+	e->dirty = 1;
+	j->ndirty++;
+}
+
+static errcode_t lun_write_units(struct journal *j, uint64_t unit, unsigned n, const void *buf);
+
 static struct cache_entry *cache_find(struct journal *j, uint64_t unit)
 {
 	struct cache_entry *e = j->buckets[bucket_of(j, unit)];
@@ -102,22 +133,27 @@ static void cache_remove(struct journal *j, struct cache_entry *e)
 		pp = &(*pp)->hash_next;
 	*pp = e->hash_next;
 	lru_unlink(e);
+	mark_clean(j, e);
 	j->nentries--;
 }
 
-/* Stores a copy of one unit, evicting the least recently used entry when full. */
-static void cache_store(struct journal *j, uint64_t unit, const void *data)
+/* Stores a copy of one unit, evicting the least recently used entry when
+ * full (writing it back first if dirty). Returns the entry, or NULL when no
+ * memory could be had (the caller then writes through). */
+static struct cache_entry *cache_store(struct journal *j, uint64_t unit, const void *data)
 {
 	struct cache_entry *e = cache_find(j, unit);
 	if (!e) {
 		if (j->nentries >= j->capacity) {
 			e = j->lru.lru_prev;
+			if (e->dirty && lun_write_units(j, e->unit, 1, e->data) != 0)
+				return NULL; /* keep the dirty block; the caller writes through */
 			cache_remove(j, e);
 		} else {
 			e = calloc(1, sizeof(*e));
 			if (!e || posix_memalign((void **)&e->data, UNIT, UNIT)) {
 				free(e);
-				return; /* caching is an optimisation; the LUN has the data */
+				return NULL;
 			}
 		}
 		e->unit = unit;
@@ -128,6 +164,7 @@ static void cache_store(struct journal *j, uint64_t unit, const void *data)
 		j->nentries++;
 	}
 	memcpy(e->data, data, UNIT);
+	return e;
 }
 
 static void cache_drop_all(struct journal *j)
@@ -228,6 +265,18 @@ static errcode_t read_bytes(struct journal *j, uint64_t off, size_t len, void *b
 	return read_units(j, first, last - first + 1, copy_out, &r);
 }
 
+/* Keeps a unit's new content dirty in the cache, or writes it through when
+ * the cache cannot hold it. */
+static errcode_t store_dirty(struct journal *j, uint64_t unit, const void *data)
+{
+	struct cache_entry *c = cache_store(j, unit, data);
+	if (c) {
+		mark_dirty(j, c);
+		return 0;
+	}
+	return lun_write_units(j, unit, 1, data);
+}
+
 /* Writes one unit's new content: the caller's bytes over the old content. */
 static errcode_t write_unit(struct journal *j, uint64_t unit, const struct byte_range *r)
 {
@@ -246,10 +295,7 @@ static errcode_t write_unit(struct journal *j, uint64_t unit, const struct byte_
 		}
 	}
 	memcpy(tmp + (s - ustart), r->buf + (s - r->off), e - s);
-	errcode_t err = lun_write_units(j, unit, 1, tmp);
-	if (!err)
-		cache_store(j, unit, tmp);
-	return err;
+	return store_dirty(j, unit, tmp);
 }
 
 static errcode_t write_bytes(struct journal *j, uint64_t off, size_t len, const void *buf)
@@ -270,17 +316,10 @@ static errcode_t write_bytes(struct journal *j, uint64_t off, size_t len, const 
 			u++;
 			continue;
 		}
-		unsigned run = 1;
-		while (u + run <= last && run < MAX_RUN_UNITS &&
-		       (u + run + 1) * UNIT <= off + len)
-			run++;
-		memcpy(j->bounce, r.buf + (ustart - off), (size_t)run * UNIT);
-		errcode_t err = lun_write_units(j, u, run, j->bounce);
+		errcode_t err = store_dirty(j, u, r.buf + (ustart - off));
 		if (err)
 			return err;
-		for (unsigned i = 0; i < run; i++)
-			cache_store(j, u + i, j->bounce + (size_t)i * UNIT);
-		u += run;
+		u++;
 	}
 	return 0;
 }
@@ -512,16 +551,60 @@ int journal_open(const struct journal_config *cfg, struct journal **out, char *e
 		return -ENOMEM;
 	}
 	j->lru.lru_next = j->lru.lru_prev = &j->lru;
+	j->dirty.dirty_next = j->dirty.dirty_prev = &j->dirty;
 	pthread_mutex_init(&j->lock, NULL);
 	snprintf(j->channel_name, sizeof(j->channel_name), "csvfs-journal:%p", (void *)j);
 	*out = j;
 	return 0;
 }
 
+static int unit_cmp(const void *a, const void *b)
+{
+	uint64_t x = (*(struct cache_entry *const *)a)->unit, y = (*(struct cache_entry *const *)b)->unit;
+	return x < y ? -1 : x > y;
+}
+
+/* Writes every dirty unit, in LUN order, coalescing adjacent units. */
+static int write_back_locked(struct journal *j)
+{
+	if (j->ndirty == 0)
+		return 0;
+	struct cache_entry **v = malloc(j->ndirty * sizeof(*v));
+	size_t n = 0;
+	int rc = 0;
+	if (!v)
+		return -ENOMEM;
+	for (struct cache_entry *e = j->dirty.dirty_next; e != &j->dirty; e = e->dirty_next)
+		v[n++] = e;
+	qsort(v, n, sizeof(*v), unit_cmp);
+	for (size_t i = 0; i < n && rc == 0;) {
+		size_t run = 1;
+		while (i + run < n && run < MAX_RUN_UNITS && v[i + run]->unit == v[i]->unit + run)
+			run++;
+		for (size_t k = 0; k < run; k++)
+			memcpy(j->bounce + k * UNIT, v[i + k]->data, UNIT);
+		errcode_t err = lun_write_units(j, v[i]->unit, (unsigned)run, j->bounce);
+		if (err) {
+			rc = err > 0 && err < 4096 ? -(int)err : -EIO;
+			break;
+		}
+		for (size_t k = 0; k < run; k++)
+			mark_clean(j, v[i + k]);
+		i += run;
+	}
+	free(v);
+	return rc;
+}
+
 int journal_flush(struct journal *j)
 {
 	if (j->read_only)
 		return 0;
+	pthread_mutex_lock(&j->lock);
+	int rc = write_back_locked(j);
+	pthread_mutex_unlock(&j->lock);
+	if (rc)
+		return rc;
 	if (fdatasync(j->fd) != 0) {
 		int e = errno;
 		jlog(j, 3, "journal: flush of %s failed: %s", j->lun_path, strerror(e));
@@ -572,6 +655,8 @@ void journal_close(struct journal *j)
 {
 	if (!j)
 		return;
+	if (j->ndirty)
+		jlog(j, 3, "journal: %zu metadata blocks of %s were never written back", j->ndirty, j->lun_path);
 	cache_drop_all(j);
 	free(j->buckets);
 	free(j->bounce);

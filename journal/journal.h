@@ -2,7 +2,7 @@
  * volume's metadata (design.md §3).
  *
  * Every metadata block libext2fs touches goes through the io_manager this module
- * provides. Today the layer is a write-through block cache over the LUN opened
+ * provides. Today the layer is a write-back block cache over the LUN opened
  * O_DIRECT; the JBD2 transaction overlay (issue: journal) slots in here without
  * changing the metadata engine. File data never passes through this layer.
  */
@@ -39,7 +39,7 @@ int journal_open(const struct journal_config *cfg, struct journal **out,
 io_manager journal_io_manager(void);
 const char *journal_channel_name(const struct journal *j);
 
-/* Makes every metadata write so far durable on the LUN. */
+/* Writes back every dirty metadata block and makes it durable on the LUN. */
 int journal_flush(struct journal *j);
 
 /* Drops cached copies of [block, block+count) (in 4 KiB units of the LUN), for
