@@ -46,7 +46,7 @@ LIB       := $(BUILD)/lib/libcsvfs.a
 
 TOOL_SRC  := $(wildcard tools/*.c)
 TOOL_BIN  := $(patsubst tools/%.c,$(BUILD)/bin/%,$(TOOL_SRC))
-SCRIPT_BIN := $(patsubst tools/%.sh,$(BUILD)/bin/%,$(wildcard tools/*.sh))
+SCRIPT_BIN := $(BUILD)/bin/csvfs-lab
 DAEMON    := $(BUILD)/bin/csvfs
 
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)

@@ -43,24 +43,35 @@ is_mounted() { grep -q " $1 fuse" /proc/self/mounts; }
 
 # mount_csvfs LUN MNT [extra -o options] — starts the daemon in the background
 # (foreground mode, so we own its pid) and waits for the mount. Sets CSVFS_PID.
+# The daemon's log goes to $CSVFS_LOG (default: a file next to the LUN).
 mount_csvfs() {
   local lun=$1 mnt=$2 opts=${3:-}
   mkdir -p "$mnt"
-  "$BIN/csvfs" -f -o "standalone${opts:+,$opts}" "$lun" "$mnt" >>"${CSVFS_LOG:-/dev/null}" 2>&1 &
+  CSVFS_LOG=${CSVFS_LOG:-$lun.csvfs.log}
+  "$BIN/csvfs" -f -o "standalone${opts:+,$opts}" "$lun" "$mnt" >>"$CSVFS_LOG" 2>&1 &
   CSVFS_PID=$!
   on_exit "umount_csvfs '$mnt'"
-  wait_until 20 is_mounted "$mnt" || { diag "mount of $lun on $mnt did not appear"; return 1; }
+  wait_until 20 is_mounted "$mnt" || { diag "mount of $lun on $mnt did not appear"; tail -5 "$CSVFS_LOG" | sed 's/^/# /'; return 1; }
 }
 
-# umount_csvfs MNT — unmounts and waits (bounded) for the daemon we started to exit.
+# umount_csvfs MNT — unmounts and waits (bounded) for the daemon we started to
+# exit. The daemon must exit 0 with no sanitizer report in its log; otherwise a
+# "not ok" line says so.
 umount_csvfs() {
   local mnt=$1
   is_mounted "$mnt" && { fusermount3 -u "$mnt" 2>/dev/null || umount "$mnt" 2>/dev/null || umount -l "$mnt"; }
-  if [ -n "${CSVFS_PID:-}" ]; then
-    local i; for i in $(seq 1 100); do kill -0 "$CSVFS_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -0 "$CSVFS_PID" 2>/dev/null && kill -9 "$CSVFS_PID" 2>/dev/null
-    wait "$CSVFS_PID" 2>/dev/null || true
+  [ -n "${CSVFS_PID:-}" ] || return 0
+  local i status=0
+  for i in $(seq 1 200); do kill -0 "$CSVFS_PID" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$CSVFS_PID" 2>/dev/null; then
+    kill -9 "$CSVFS_PID" 2>/dev/null; not_ok "daemon $CSVFS_PID did not exit after unmount"
   fi
+  wait "$CSVFS_PID" 2>/dev/null || status=$?
+  [ "$status" -eq 0 ] || not_ok "daemon exited with status $status after unmount (log: ${CSVFS_LOG:-})"
+  if [ -n "${CSVFS_LOG:-}" ] && grep -qE 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$CSVFS_LOG" 2>/dev/null; then
+    not_ok "sanitizer report in the daemon log"; grep -E -A20 'Sanitizer|runtime error' "$CSVFS_LOG" | head -40 | sed 's/^/# /'
+  fi
+  CSVFS_PID=
   return 0
 }
 
