@@ -225,6 +225,9 @@ int extent_zero_in_block(struct volume *v, ext2_ino_t ino, struct ext2_inode_lar
 int extent_punch(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in,
 		 uint64_t lblk, uint64_t end);
 
+/* ACL inheritance at create (acl.c). */
+int acl_inherit(struct volume *v, ext2_ino_t parent, ext2_ino_t ino, struct ext2_inode_large *in);
+
 /* Inode lifetime (inode.c). */
 int inode_free(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in);
 int orphan_add(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in);

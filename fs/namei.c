@@ -195,6 +195,8 @@ int meta_create(struct volume *v, ext2_ino_t parent, const char *name, uint32_t 
 		if (LINUX_S_ISDIR(mode))
 			rc = init_dir_block(v, ino, parent, &in);
 		if (rc == 0)
+			rc = acl_inherit(v, parent, ino, &in);
+		if (rc == 0)
 			rc = dir_add(v, parent, name, ino, mode_to_ftype(mode));
 		if (rc == 0)
 			rc = reread_touch_dir(v, parent, LINUX_S_ISDIR(mode) ? +1 : 0);
