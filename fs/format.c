@@ -237,6 +237,11 @@ static int build_fs(const struct csvfs_format_opts *o, uint64_t bytes, const uui
 		step = "allocating group tables";
 		e = ext2fs_allocate_tables(fs);
 	}
+	if (!e && (step = "setting up multi-mount protection", 1)) {
+		ext2fs_set_feature_mmp(fs->super);
+		fs->super->s_mmp_update_interval = 5;
+		e = ext2fs_mmp_init(fs);
+	}
 	if (!e && (step = "zeroing inode tables", 1))
 		e = zero_inode_tables(fs);
 	if (!e && (step = "creating the root directory", 1))

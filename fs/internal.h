@@ -88,6 +88,7 @@ struct volume {
 	size_t nbuckets;
 
 	int dirty;                     /* volume lock: bitmaps/sb need writing */
+	int mmp_held;                  /* we hold the MMP block (fsck state + heartbeat) */
 	pthread_t flusher;
 	int flusher_running;
 	pthread_mutex_t flusher_lock;
@@ -224,6 +225,11 @@ int extent_zero_in_block(struct volume *v, ext2_ino_t ino, struct ext2_inode_lar
 /* Frees blocks of [lblk, end) (end = ~0 for "to the end"). */
 int extent_punch(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in,
 		 uint64_t lblk, uint64_t end);
+
+/* Multi-mount protection (mmp.c). */
+int mmp_acquire(struct volume *v, char *err, size_t errlen);
+void mmp_heartbeat(struct volume *v);
+void mmp_release(struct volume *v);
 
 /* ACL inheritance at create (acl.c). */
 int acl_inherit(struct volume *v, ext2_ino_t parent, ext2_ino_t ino, struct ext2_inode_large *in);

@@ -57,6 +57,7 @@ static void *flusher_main(void *arg)
 		if (v->stopping)
 			break;
 		pthread_mutex_unlock(&v->flusher_lock);
+		mmp_heartbeat(v);
 		volume_sync(v);
 		pthread_mutex_lock(&v->flusher_lock);
 	}
@@ -195,6 +196,8 @@ int volume_open(const struct volume_opts *o, struct volume **out, char *err, siz
 				 strerror(errno));
 		}
 	}
+	if (rc == 0)
+		rc = mmp_acquire(v, err, errlen);
 	if (rc == 0 && !v->read_only) {
 		pthread_mutex_lock(&v->lock);
 		rc = mark_mounted(v);
@@ -239,6 +242,8 @@ void volume_close(struct volume *v)
 			volume_mark_dirty(v);
 			if (volume_sync_locked(v) != 0)
 				csvfs_log(LOG_ERR_L, "unmount: final sync failed; volume left marked in use");
+			else
+				mmp_release(v);
 			pthread_mutex_unlock(&v->lock);
 		}
 		errcode_t e = ext2fs_close_free(&v->fs);

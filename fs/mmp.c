@@ -1,0 +1,151 @@
+/* Multi-mount protection: while csvfs serves a volume, the ext4 MMP block is
+ * held in the "fsck" state with a heartbeat in mmp_time, so the kernel's ext4
+ * and e2fsck refuse the volume; a clean unmount releases it. The block is read
+ * and written with O_DIRECT on the data descriptor (never through the metadata
+ * cache: other nodes' and tools' writes must be seen). */
+#include "fs/internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define CSVFS_MMP_TAG "csvfs"
+#define MMP_MIN_INTERVAL 1u
+#define MMP_MAX_INTERVAL 60u
+
+static unsigned mmp_interval(struct volume *v)
+{
+	unsigned i = v->fs->super->s_mmp_update_interval;
+	return i < MMP_MIN_INTERVAL ? 5 : i > MMP_MAX_INTERVAL ? MMP_MAX_INTERVAL : i;
+}
+
+static int mmp_io(struct volume *v, int write, struct mmp_struct *mmp)
+{
+	blk64_t blk = v->fs->super->s_mmp_block;
+	if (blk < v->fs->super->s_first_data_block || blk >= ext2fs_blocks_count(v->fs->super))
+		return -EUCLEAN;
+	off_t at = (off_t)(blk * v->blocksize);
+	ssize_t n = write ? pwrite(v->data_fd, mmp, v->blocksize, at) : pread(v->data_fd, mmp, v->blocksize, at);
+	if (n != (ssize_t)v->blocksize)
+		return -EIO;
+	if (write && fdatasync(v->data_fd) != 0)
+		return -errno;
+	return 0;
+}
+
+/* MMP blocks are little-endian on disk; so is every machine csvfs runs on. */
+static int mmp_read(struct volume *v, struct mmp_struct *mmp)
+{
+	int rc = mmp_io(v, 0, mmp);
+	if (rc)
+		return rc;
+	if (mmp->mmp_magic != EXT4_MMP_MAGIC || !ext2fs_mmp_csum_verify(v->fs, mmp))
+		return -EUCLEAN;
+	return 0;
+}
+
+static int mmp_write(struct volume *v, struct mmp_struct *mmp, uint32_t seq)
+{
+	char host[64] = "";
+	gethostname(host, sizeof(host) - 1);
+	mmp->mmp_magic = EXT4_MMP_MAGIC;
+	mmp->mmp_seq = seq;
+	mmp->mmp_time = (uint64_t)time(NULL);
+	memset(mmp->mmp_nodename, 0, sizeof(mmp->mmp_nodename));
+	memcpy(mmp->mmp_nodename, host, strnlen(host, sizeof(mmp->mmp_nodename)));
+	memset(mmp->mmp_bdevname, 0, sizeof(mmp->mmp_bdevname));
+	memcpy(mmp->mmp_bdevname, CSVFS_MMP_TAG, sizeof(CSVFS_MMP_TAG) - 1);
+	mmp->mmp_check_interval = (uint16_t)mmp_interval(v);
+	ext2fs_mmp_csum_set(v->fs, mmp);
+	return mmp_io(v, 1, mmp);
+}
+
+static int held_by_csvfs(const struct mmp_struct *mmp)
+{
+	return memcmp(mmp->mmp_bdevname, CSVFS_MMP_TAG, sizeof(CSVFS_MMP_TAG) - 1) == 0;
+}
+
+/* Decides whether the current holder is alive: its heartbeat (csvfs: mmp_time;
+ * the kernel: mmp_seq) must move within two intervals. */
+static int holder_alive(struct volume *v, const struct mmp_struct *seen, int *alive)
+{
+	unsigned interval = mmp_interval(v);
+	if (held_by_csvfs(seen) && (uint64_t)time(NULL) > seen->mmp_time + 4ull * interval) {
+		*alive = 0;   /* heartbeat long stale: no wait needed */
+		return 0;
+	}
+	csvfs_log(LOG_INFO_L, "MMP: volume was not released by %.64s; waiting %u s for its heartbeat",
+		  (const char *)seen->mmp_nodename, 2 * interval + 1);
+	sleep(2 * interval + 1);
+	struct mmp_struct *now;
+	if (posix_memalign((void **)&now, 4096, v->blocksize))
+		return -ENOMEM;
+	int rc = mmp_read(v, now);
+	if (rc == 0)
+		*alive = now->mmp_seq != seen->mmp_seq || now->mmp_time != seen->mmp_time;
+	free(now);
+	return rc;
+}
+
+int mmp_acquire(struct volume *v, char *err, size_t errlen)
+{
+	if (!ext2fs_has_feature_mmp(v->fs->super) || v->read_only)
+		return 0;
+	struct mmp_struct *mmp;
+	if (posix_memalign((void **)&mmp, 4096, v->blocksize))
+		return -ENOMEM;
+	int rc = mmp_read(v, mmp), alive = 0;
+	if (rc) {
+		snprintf(err, errlen, "LUN %s: volume %s: MMP block unreadable or corrupt", v->lun, v->uuid);
+	} else if (mmp->mmp_seq == EXT4_MMP_SEQ_FSCK && !held_by_csvfs(mmp)) {
+		snprintf(err, errlen, "LUN %s: volume %s is being checked by e2fsck on %.64s", v->lun,
+			 v->uuid, (const char *)mmp->mmp_nodename);
+		rc = -EBUSY;
+	} else if (mmp->mmp_seq != EXT4_MMP_SEQ_CLEAN) {
+		rc = holder_alive(v, mmp, &alive);
+		if (rc == 0 && alive) {
+			snprintf(err, errlen, "LUN %s: volume %s is in use by %s on %.64s", v->lun, v->uuid,
+				 held_by_csvfs(mmp) ? "csvfs" : "another system (kernel ext4)",
+				 (const char *)mmp->mmp_nodename);
+			rc = -EBUSY;
+		} else if (rc == 0) {
+			csvfs_log(LOG_WARN_L, "MMP: previous holder %.64s is gone; taking the volume over",
+				  (const char *)mmp->mmp_nodename);
+		}
+	}
+	if (rc == 0 && (rc = mmp_write(v, mmp, EXT4_MMP_SEQ_FSCK)) != 0)
+		snprintf(err, errlen, "LUN %s: volume %s: writing the MMP block failed", v->lun, v->uuid);
+	if (rc == 0)
+		v->mmp_held = 1;
+	free(mmp);
+	return rc;
+}
+
+void mmp_heartbeat(struct volume *v)
+{
+	if (!v->mmp_held)
+		return;
+	struct mmp_struct *mmp;
+	if (posix_memalign((void **)&mmp, 4096, v->blocksize))
+		return;
+	memset(mmp, 0, v->blocksize);
+	if (mmp_write(v, mmp, EXT4_MMP_SEQ_FSCK) != 0)
+		csvfs_log(LOG_ERR_L, "MMP: heartbeat write failed");
+	free(mmp);
+}
+
+void mmp_release(struct volume *v)
+{
+	if (!v->mmp_held)
+		return;
+	struct mmp_struct *mmp;
+	if (posix_memalign((void **)&mmp, 4096, v->blocksize))
+		return;
+	memset(mmp, 0, v->blocksize);
+	if (mmp_write(v, mmp, EXT4_MMP_SEQ_CLEAN) != 0)
+		csvfs_log(LOG_ERR_L, "MMP: releasing the volume failed; the next mount will wait out the heartbeat");
+	v->mmp_held = 0;
+	free(mmp);
+}
