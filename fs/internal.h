@@ -89,6 +89,8 @@ struct volume {
 
 	int dirty;                     /* volume lock: bitmaps/sb need writing */
 	int mmp_held;                  /* we hold the MMP block (fsck state + heartbeat) */
+	int journaled;                 /* metadata goes through the JBD2 journal */
+	int opened;                    /* volume_open succeeded: close writes state */
 	pthread_t flusher;
 	int flusher_running;
 	pthread_mutex_t flusher_lock;

@@ -26,7 +26,7 @@ int volume_sync_locked(struct volume *v)
 		e = ext2fs_write_bitmaps(v->fs);
 		if (!e) {
 			ext2fs_mark_super_dirty(v->fs);
-			e = ext2fs_flush2(v->fs, 0);
+			e = ext2fs_flush2(v->fs, EXT2_FLAG_FLUSH_NO_SYNC);
 		}
 		if (e) {
 			csvfs_log(LOG_ERR_L, "sync: writing allocation state failed: %s", error_message(e));
@@ -120,6 +120,69 @@ static int open_error(struct volume *v, errcode_t e, char *err, size_t errlen)
 	return -EINVAL;
 }
 
+/* The journal inode's blocks as runs on the LUN. */
+static int journal_map(struct volume *v, struct journal_log_extent **out, size_t *n)
+{
+	ext2_ino_t jino = v->fs->super->s_journal_inum;
+	struct ext2_inode_large in;
+	ext2_extent_handle_t h;
+	struct ext2fs_extent ex;
+	size_t cap = 16;
+	*n = 0;
+	*out = malloc(cap * sizeof(**out));
+	if (!*out || inode_read(v, jino, &in) || !(in.i_flags & EXT4_EXTENTS_FL) ||
+	    ext2fs_extent_open2(v->fs, jino, (struct ext2_inode *)&in, &h))
+		return -EUCLEAN;
+	errcode_t e = ext2fs_extent_get(h, EXT2_EXTENT_ROOT, &ex);
+	for (unsigned guard = 0; !e && guard < 1000000; guard++) {
+		if ((ex.e_flags & EXT2_EXTENT_FLAGS_LEAF) && !(ex.e_flags & EXT2_EXTENT_FLAGS_SECOND_VISIT)) {
+			if (*n == cap) {
+				struct journal_log_extent *p = realloc(*out, (cap *= 2) * sizeof(*p));
+				if (!p)
+					break;
+				*out = p;
+			}
+			(*out)[(*n)++] = (struct journal_log_extent){ (uint32_t)ex.e_lblk, ex.e_pblk, ex.e_len };
+		}
+		e = ext2fs_extent_get(h, EXT2_EXTENT_NEXT, &ex);
+	}
+	ext2fs_extent_free(h);
+	return e == EXT2_ET_EXTENT_NO_NEXT && *n > 0 ? 0 : -EUCLEAN;
+}
+
+static int journal_log_of(struct volume *v, struct journal_log *log, struct journal_log_extent **map)
+{
+	size_t n;
+	int rc = journal_map(v, map, &n);
+	*log = (struct journal_log){ .extents = *map, .count = n, .fs_block_size = v->fs->blocksize,
+				     .fs_block_count = ext2fs_blocks_count(v->fs->super),
+				     .fs_uuid = v->fs->super->s_uuid };
+	return rc;
+}
+
+/* Replays the journal if it holds committed transactions; the filesystem is
+ * then reopened, since libext2fs read the pre-replay superblock. */
+static int recover(struct volume *v, int *reopen, char *err, size_t errlen)
+{
+	struct journal_log log;
+	struct journal_log_extent *map = NULL;
+	struct journal_recovery rep;
+	*reopen = 0;
+	int rc = journal_log_of(v, &log, &map);
+	if (rc)
+		snprintf(err, errlen, "LUN %s: volume %s: the journal inode is unusable", v->lun, v->uuid);
+	else
+		rc = journal_recover(v->journal, &log, &rep, err, errlen);
+	free(map);
+	if (rc == 0 && rep.replayed) {
+		csvfs_log(LOG_WARN_L, "journal recovery of %s: %s", v->lun, rep.detail);
+		*reopen = 1;
+	} else if (rc == 0 && ext2fs_has_feature_journal_needs_recovery(v->fs->super)) {
+		csvfs_log(LOG_INFO_L, "journal of %s: %s", v->lun, rep.detail);
+	}
+	return rc;
+}
+
 static int open_fs(struct volume *v, char *err, size_t errlen)
 {
 	int flags = EXT2_FLAG_64BITS | EXT2_FLAG_SKIP_MMP | (v->read_only ? 0 : EXT2_FLAG_RW);
@@ -130,14 +193,35 @@ static int open_fs(struct volume *v, char *err, size_t errlen)
 	uuid_unparse_lower(v->fs->super->s_uuid, v->uuid);
 	snprintf(v->label, sizeof(v->label), "%.16s", (const char *)v->fs->super->s_volume_name);
 	v->blocksize = v->fs->blocksize;
+	csvfs_log_set_context(NULL, v->uuid);
+	return 0;
+}
+
+/* After MMP says the volume is ours: replay, validate, load bitmaps. */
+static int prepare_fs(struct volume *v, char *err, size_t errlen)
+{
+	int flags = EXT2_FLAG_64BITS | EXT2_FLAG_SKIP_MMP | (v->read_only ? 0 : EXT2_FLAG_RW);
+	errcode_t e;
+	int reopen = 0;
+	if (ext2fs_has_feature_journal(v->fs->super) && v->fs->blocksize == CSVFS_BLOCKSIZE) {
+		int rc = recover(v, &reopen, err, errlen);
+		if (rc)
+			return rc;
+	}
+	if (reopen) {
+		ext2fs_free(v->fs);
+		v->fs = NULL;
+		e = ext2fs_open2(journal_channel_name(v->journal), NULL, flags, 0, 0,
+				 journal_io_manager(), &v->fs);
+		if (e)
+			return open_error(v, e, err, errlen);
+	}
+	uuid_unparse_lower(v->fs->super->s_uuid, v->uuid);
+	snprintf(v->label, sizeof(v->label), "%.16s", (const char *)v->fs->super->s_volume_name);
+	v->blocksize = v->fs->blocksize;
 	int rc = check_features(v, err, errlen);
 	if (rc)
 		return rc;
-	if (ext2fs_has_feature_journal_needs_recovery(v->fs->super)) {
-		snprintf(err, errlen, "LUN %s: volume %s has a journal that needs recovery; "
-			 "run 'e2fsck -p %s' first", v->lun, v->uuid, v->lun);
-		return -EUCLEAN;
-	}
 	e = ext2fs_read_bitmaps(v->fs);
 	if (e) {
 		snprintf(err, errlen, "LUN %s: volume %s: reading allocation bitmaps failed: %s",
@@ -145,6 +229,34 @@ static int open_fs(struct volume *v, char *err, size_t errlen)
 		return -EIO;
 	}
 	return 0;
+}
+
+static void commit_hint(void *arg)
+{
+	struct volume *v = arg;
+	pthread_mutex_lock(&v->flusher_lock);
+	pthread_cond_signal(&v->flusher_cond);
+	pthread_mutex_unlock(&v->flusher_lock);
+}
+
+/* From here on every metadata change reaches the LUN through the journal. */
+static int attach_journal(struct volume *v, char *err, size_t errlen)
+{
+	if (!ext2fs_has_feature_journal(v->fs->super)) {
+		csvfs_log(LOG_WARN_L, "volume %s has no journal: metadata is not crash-safe", v->uuid);
+		return 0;
+	}
+	struct journal_log log;
+	struct journal_log_extent *map = NULL;
+	int rc = journal_log_of(v, &log, &map);
+	if (rc)
+		snprintf(err, errlen, "LUN %s: volume %s: the journal inode is unusable", v->lun, v->uuid);
+	else
+		rc = journal_attach(v->journal, &log, commit_hint, v, err, errlen);
+	free(map);
+	if (rc == 0)
+		v->journaled = 1;
+	return rc;
 }
 
 /* Marks the volume in use (not cleanly unmounted) until volume_close. */
@@ -156,7 +268,12 @@ static int mark_mounted(struct volume *v)
 			  v->lun);
 	if (sb->s_state & EXT2_ERROR_FS)
 		csvfs_log(LOG_WARN_L, "volume has errors recorded; run e2fsck -f %s when it is offline", v->lun);
-	sb->s_state &= (uint16_t)~EXT2_VALID_FS;
+	/* As the kernel does: a journaled volume says "replay me" while mounted;
+	 * one without a journal says "not clean". */
+	if (v->journaled)
+		ext2fs_set_feature_journal_needs_recovery(sb);
+	else
+		sb->s_state &= (uint16_t)~EXT2_VALID_FS;
 	sb->s_mnt_count++;
 	sb->s_mtime = (uint32_t)time(NULL);
 	/* Backup superblocks are only rewritten at close. */
@@ -198,6 +315,10 @@ int volume_open(const struct volume_opts *o, struct volume **out, char *err, siz
 	}
 	if (rc == 0)
 		rc = mmp_acquire(v, err, errlen);
+	if (rc == 0)
+		rc = prepare_fs(v, err, errlen);
+	if (rc == 0 && !v->read_only)
+		rc = attach_journal(v, err, errlen);
 	if (rc == 0 && !v->read_only) {
 		pthread_mutex_lock(&v->lock);
 		rc = mark_mounted(v);
@@ -210,6 +331,7 @@ int volume_open(const struct volume_opts *o, struct volume **out, char *err, siz
 		volume_close(v);
 		return rc;
 	}
+	v->opened = 1;
 	*out = v;
 	return 0;
 }
@@ -234,21 +356,34 @@ void volume_close(struct volume *v)
 		pthread_join(v->flusher, NULL);
 	}
 	if (v->fs) {
-		if (!v->read_only && (v->fs->flags & EXT2_FLAG_RW)) {
+		if (v->opened && !v->read_only && (v->fs->flags & EXT2_FLAG_RW)) {
 			pthread_mutex_lock(&v->lock);
 			v->fs->super->s_state |= EXT2_VALID_FS;
 			v->fs->flags &= ~EXT2_FLAG_MASTER_SB_ONLY;
 			ext2fs_mark_super_dirty(v->fs);
 			volume_mark_dirty(v);
-			if (volume_sync_locked(v) != 0)
-				csvfs_log(LOG_ERR_L, "unmount: final sync failed; volume left marked in use");
+			int rc = volume_sync_locked(v);
+			if (rc == 0 && v->journaled && (rc = journal_detach(v->journal)) == 0) {
+				ext2fs_clear_feature_journal_needs_recovery(v->fs->super);
+				ext2fs_mark_super_dirty(v->fs);
+				volume_mark_dirty(v);
+				rc = volume_sync_locked(v);
+			}
+			if (rc != 0)
+				csvfs_log(LOG_ERR_L, "unmount: final sync failed; the journal will be replayed at the next mount");
 			else
 				mmp_release(v);
 			pthread_mutex_unlock(&v->lock);
 		}
-		errcode_t e = ext2fs_close_free(&v->fs);
-		if (e)
-			csvfs_log(LOG_ERR_L, "unmount: closing volume failed: %s", error_message(e));
+		if (!v->opened) {
+			mmp_release(v);            /* a failed open writes nothing else */
+			ext2fs_free(v->fs);
+			v->fs = NULL;
+		} else {
+			errcode_t e = ext2fs_close_free(&v->fs);
+			if (e)
+				csvfs_log(LOG_ERR_L, "unmount: closing volume failed: %s", error_message(e));
+		}
 	}
 	if (v->data_fd >= 0) {
 		fdatasync(v->data_fd);

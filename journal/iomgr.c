@@ -8,6 +8,7 @@
  * engine's lock, but flush and stats may come from other threads.
  */
 #include "journal/journal.h"
+#include "journal/jinternal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -24,39 +25,9 @@
 
 #include <ext2fs/ext2fs.h>
 
-#define UNIT 4096u
 #define DEFAULT_CACHE_BYTES (64u << 20)
-#define MAX_RUN_UNITS 64u
 
-struct cache_entry {
-	uint64_t unit;
-	struct cache_entry *hash_next;
-	struct cache_entry *lru_prev, *lru_next;
-	struct cache_entry *dirty_prev, *dirty_next; /* on the dirty list when dirty */
-	int dirty;
-	unsigned char *data;           /* UNIT bytes, UNIT-aligned */
-};
-
-struct journal {
-	int fd;
-	int read_only;
-	int is_blockdev;
-	char *lun_path;
-	char channel_name[64];
-	journal_log_fn log;
-	void *log_arg;
-
-	pthread_mutex_t lock;
-	struct cache_entry **buckets;
-	size_t nbuckets, nentries, capacity;
-	struct cache_entry lru;        /* sentinel: lru.lru_next is most recent */
-	struct cache_entry dirty;      /* sentinel of the dirty list */
-	size_t ndirty;
-	unsigned char *bounce;         /* MAX_RUN_UNITS * UNIT, aligned */
-	struct journal_stats stats;
-};
-
-static void jlog(struct journal *j, int level, const char *fmt, ...)
+void jlog(struct journal *j, int level, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
@@ -90,7 +61,7 @@ static void lru_push_front(struct journal *j, struct cache_entry *e)
 	j->lru.lru_next = e;
 }
 
-static void mark_clean(struct journal *j, struct cache_entry *e)
+void mark_clean(struct journal *j, struct cache_entry *e)
 {
 	if (!e->dirty)
 		return;
@@ -112,9 +83,7 @@ static void mark_dirty(struct journal *j, struct cache_entry *e)
 	j->ndirty++;
 }
 
-static errcode_t lun_write_units(struct journal *j, uint64_t unit, unsigned n, const void *buf);
-
-static struct cache_entry *cache_find(struct journal *j, uint64_t unit)
+struct cache_entry *cache_find(struct journal *j, uint64_t unit)
 {
 	struct cache_entry *e = j->buckets[bucket_of(j, unit)];
 	while (e && e->unit != unit)
@@ -137,17 +106,29 @@ static void cache_remove(struct journal *j, struct cache_entry *e)
 	j->nentries--;
 }
 
-/* Stores a copy of one unit, evicting the least recently used entry when
- * full (writing it back first if dirty). Returns the entry, or NULL when no
- * memory could be had (the caller then writes through). */
+/* The entry to reuse when the cache is full: the least recently used one. A
+ * journaled cache never evicts a dirty block (it belongs to the running
+ * transaction and must not reach its home before the commit): it grows past
+ * its capacity until the next commit instead. */
+static struct cache_entry *victim(struct journal *j)
+{
+	struct cache_entry *e = j->lru.lru_prev;
+	for (unsigned n = 0; e != &j->lru && n < 256; n++, e = e->lru_prev) {
+		if (!e->dirty)
+			return e;
+		if (!j->attached)
+			return lun_write_units(j, e->unit, 1, e->data) == 0 ? e : NULL;
+	}
+	return NULL;
+}
+
+/* Stores a copy of one unit. Returns the entry, or NULL when no memory could
+ * be had. */
 static struct cache_entry *cache_store(struct journal *j, uint64_t unit, const void *data)
 {
 	struct cache_entry *e = cache_find(j, unit);
 	if (!e) {
-		if (j->nentries >= j->capacity) {
-			e = j->lru.lru_prev;
-			if (e->dirty && lun_write_units(j, e->unit, 1, e->data) != 0)
-				return NULL; /* keep the dirty block; the caller writes through */
+		if (j->nentries >= j->capacity && (e = victim(j)) != NULL) {
 			cache_remove(j, e);
 		} else {
 			e = calloc(1, sizeof(*e));
@@ -167,7 +148,7 @@ static struct cache_entry *cache_store(struct journal *j, uint64_t unit, const v
 	return e;
 }
 
-static void cache_drop_all(struct journal *j)
+void cache_drop_all(struct journal *j)
 {
 	while (j->lru.lru_next != &j->lru) {
 		struct cache_entry *e = j->lru.lru_next;
@@ -179,7 +160,7 @@ static void cache_drop_all(struct journal *j)
 
 /* ---- raw LUN access (aligned) ---------------------------------------- */
 
-static errcode_t lun_read_units(struct journal *j, uint64_t unit, unsigned n, void *buf)
+errcode_t lun_read_units(struct journal *j, uint64_t unit, unsigned n, void *buf)
 {
 	size_t len = (size_t)n * UNIT;
 	ssize_t got = pread(j->fd, buf, len, (off_t)(unit * UNIT));
@@ -198,7 +179,7 @@ static errcode_t lun_read_units(struct journal *j, uint64_t unit, unsigned n, vo
 	return 0;
 }
 
-static errcode_t lun_write_units(struct journal *j, uint64_t unit, unsigned n, const void *buf)
+errcode_t lun_write_units(struct journal *j, uint64_t unit, unsigned n, const void *buf)
 {
 	size_t len = (size_t)n * UNIT;
 	ssize_t put = pwrite(j->fd, buf, len, (off_t)(unit * UNIT));
@@ -269,12 +250,18 @@ static errcode_t read_bytes(struct journal *j, uint64_t off, size_t len, void *b
  * the cache cannot hold it. */
 static errcode_t store_dirty(struct journal *j, uint64_t unit, const void *data)
 {
+	struct cache_entry *same = cache_find(j, unit);
+	if (same && memcmp(same->data, data, UNIT) == 0)
+		return 0;  /* libext2fs rewrites unchanged bitmaps and descriptors */
 	struct cache_entry *c = cache_store(j, unit, data);
 	if (c) {
 		mark_dirty(j, c);
+		if (j->attached && j->ndirty >= j->commit_threshold && j->commit_hint)
+			j->commit_hint(j->commit_hint_arg);
 		return 0;
 	}
-	return lun_write_units(j, unit, 1, data);
+	/* Only an unjournaled cache may write a block home outside a commit. */
+	return j->attached ? EXT2_ET_NO_MEMORY : lun_write_units(j, unit, 1, data);
 }
 
 /* Writes one unit's new content: the caller's bytes over the old content. */
@@ -565,7 +552,7 @@ static int unit_cmp(const void *a, const void *b)
 }
 
 /* Writes every dirty unit, in LUN order, coalescing adjacent units. */
-static int write_back_locked(struct journal *j)
+int write_back_locked(struct journal *j)
 {
 	if (j->ndirty == 0)
 		return 0;
@@ -601,10 +588,11 @@ int journal_flush(struct journal *j)
 	if (j->read_only)
 		return 0;
 	pthread_mutex_lock(&j->lock);
-	int rc = write_back_locked(j);
+	int attached = j->attached;
+	int rc = attached ? txn_commit_locked(j) : write_back_locked(j);
 	pthread_mutex_unlock(&j->lock);
-	if (rc)
-		return rc;
+	if (rc || attached)
+		return rc;   /* a commit is durable when it returns */
 	if (fdatasync(j->fd) != 0) {
 		int e = errno;
 		jlog(j, 3, "journal: flush of %s failed: %s", j->lun_path, strerror(e));
@@ -658,6 +646,7 @@ void journal_close(struct journal *j)
 	if (j->ndirty)
 		jlog(j, 3, "journal: %zu metadata blocks of %s were never written back", j->ndirty, j->lun_path);
 	cache_drop_all(j);
+	txn_free(j);
 	free(j->buckets);
 	free(j->bounce);
 	close(j->fd);

@@ -42,6 +42,48 @@ const char *journal_channel_name(const struct journal *j);
 /* Writes back every dirty metadata block and makes it durable on the LUN. */
 int journal_flush(struct journal *j);
 
+/* ---- the JBD2 journal --------------------------------------------------- */
+
+/* Where the journal's blocks are on the LUN: log block `log_block` + i is LUN
+ * block `lun_block` + i for i < count (filesystem-block units). */
+struct journal_log_extent {
+	uint32_t log_block;
+	uint64_t lun_block;
+	uint32_t count;
+};
+
+struct journal_log {
+	const struct journal_log_extent *extents;
+	size_t count;
+	unsigned fs_block_size;        /* must be 4096 */
+	uint64_t fs_block_count;
+	const uint8_t *fs_uuid;        /* 16 bytes */
+};
+
+struct journal_recovery {
+	int replayed;                  /* 1 if blocks were written home */
+	uint32_t transactions;
+	uint64_t blocks;
+	char detail[320];              /* what was found, where replay stopped and why */
+};
+
+/* Replays committed transactions found in the journal (design.md §3). After a
+ * replay every cached block is dropped: the caller reopens the filesystem.
+ * Fails (and changes nothing) on a journal that cannot be trusted. */
+int journal_recover(struct journal *j, const struct journal_log *log,
+		    struct journal_recovery *report, char *err, size_t errlen);
+
+/* From now on every journal_flush() commits the dirty metadata blocks as one
+ * JBD2 transaction before any of them is written home. commit_hint is called
+ * (under the journal's lock: it must only signal) when enough is dirty that a
+ * commit should happen soon. */
+int journal_attach(struct journal *j, const struct journal_log *log,
+		   void (*commit_hint)(void *arg), void *hint_arg, char *err, size_t errlen);
+
+/* Commits what is dirty, marks the journal clean and returns to plain
+ * write-back (for a clean unmount). */
+int journal_detach(struct journal *j);
+
 /* Drops cached copies of [block, block+count) (in 4 KiB units of the LUN), for
  * blocks that change hands between metadata and file data. */
 void journal_forget(struct journal *j, uint64_t block4k, uint64_t count);

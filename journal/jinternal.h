@@ -1,0 +1,65 @@
+/* Internal to the journal module: the block cache shared by the io_manager
+ * (iomgr.c) and the transaction layer (txn.c). */
+#ifndef CSVFS_JOURNAL_JINTERNAL_H
+#define CSVFS_JOURNAL_JINTERNAL_H
+
+#include <pthread.h>
+#include <stdint.h>
+#include "journal/journal.h"
+#include "journal/jbd2.h"
+
+#define UNIT 4096u
+#define MAX_RUN_UNITS 64u
+
+struct cache_entry {
+	uint64_t unit;
+	struct cache_entry *hash_next;
+	struct cache_entry *lru_prev, *lru_next;
+	struct cache_entry *dirty_prev, *dirty_next; /* on the dirty list when dirty */
+	int dirty;
+	unsigned char *data;           /* UNIT bytes, UNIT-aligned */
+};
+
+struct journal {
+	int fd;
+	int read_only;
+	int is_blockdev;
+	char *lun_path;
+	char channel_name[64];
+	journal_log_fn log;
+	void *log_arg;
+
+	pthread_mutex_t lock;
+	struct cache_entry **buckets;
+	size_t nbuckets, nentries, capacity;
+	struct cache_entry lru;        /* sentinel: lru.lru_next is most recent */
+	struct cache_entry dirty;      /* sentinel of the dirty list */
+	size_t ndirty;
+	unsigned char *bounce;         /* MAX_RUN_UNITS * UNIT, aligned */
+	struct journal_stats stats;
+
+	/* Transaction layer (txn.c); attached == 0 means plain write-back. */
+	int attached;
+	struct jbd2_format fmt;
+	struct journal_log_extent *log_map;
+	size_t log_map_len;
+	unsigned char *jsb_raw;        /* journal superblock block, UNIT-aligned */
+	uint32_t next_sequence;
+	size_t commit_threshold;       /* dirty blocks that ask for a commit */
+	void (*commit_hint)(void *arg);
+	void *commit_hint_arg;
+};
+
+
+void jlog(struct journal *j, int level, const char *fmt, ...);
+errcode_t lun_read_units(struct journal *j, uint64_t unit, unsigned n, void *buf);
+errcode_t lun_write_units(struct journal *j, uint64_t unit, unsigned n, const void *buf);
+int write_back_locked(struct journal *j);
+void mark_clean(struct journal *j, struct cache_entry *e);
+struct cache_entry *cache_find(struct journal *j, uint64_t unit);
+void cache_drop_all(struct journal *j);
+/* Under j->lock: commits the dirty blocks as one JBD2 transaction. */
+int txn_commit_locked(struct journal *j);
+void txn_free(struct journal *j);
+
+#endif

@@ -1,0 +1,309 @@
+/* The transaction layer: the dirty metadata blocks of the cache become one
+ * JBD2 transaction at each commit (sync, fsync, the periodic flusher, or when
+ * enough is dirty). Protocol of a commit (design.md §3):
+ *
+ *   1. flush the LUN: file data written before the commit (whose unwritten ->
+ *      written conversion this transaction may hold) and the previous
+ *      transaction's home writes become durable;
+ *   2. journal superblock -> (s_start = first, s_sequence = this id); the
+ *      transaction's revoke/descriptor/data blocks; flush; commit block; flush
+ *      — now the transaction is durable and the caller may be acknowledged;
+ *   3. write the blocks home (not flushed: step 1 of the next commit does it).
+ *
+ * The log holds one transaction at a time, so replay after a crash rewrites
+ * blocks that are either already home or about to be: it is idempotent and
+ * never resurrects an older version of a block, which is why no revoke
+ * records are needed (a block freed and reused as file data is dropped from
+ * the cache by journal_forget before its data is written).
+ */
+#include "journal/jinternal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static int map_log_block(const struct journal_log_extent *m, size_t n, uint32_t lb, uint64_t *lun)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (lb >= m[i].log_block && lb - m[i].log_block < m[i].count) {
+			*lun = m[i].lun_block + (lb - m[i].log_block);
+			return 0;
+		}
+	}
+	return -EUCLEAN;
+}
+
+struct log_io {
+	struct journal *j;
+	const struct journal_log_extent *map;
+	size_t map_len;
+	unsigned char *buf;            /* one aligned block */
+};
+
+static int log_read(void *ctx, uint32_t jb, void *out)
+{
+	struct log_io *io = ctx;
+	uint64_t lun;
+	if (map_log_block(io->map, io->map_len, jb, &lun))
+		return -EUCLEAN;
+	if (lun_read_units(io->j, lun, 1, io->buf))
+		return -EIO;
+	memcpy(out, io->buf, UNIT);
+	return 0;
+}
+
+static int log_write(void *ctx, uint32_t jb, const void *data)
+{
+	struct log_io *io = ctx;
+	uint64_t lun;
+	if (map_log_block(io->map, io->map_len, jb, &lun))
+		return -EUCLEAN;
+	memcpy(io->buf, data, UNIT);
+	return lun_write_units(io->j, lun, 1, io->buf) ? -EIO : 0;
+}
+
+static int fs_write(void *ctx, uint64_t blk, const void *data)
+{
+	struct log_io *io = ctx;
+	memcpy(io->buf, data, UNIT);
+	return lun_write_units(io->j, blk, 1, io->buf) ? -EIO : 0;
+}
+
+static int lun_flush(void *ctx)
+{
+	struct log_io *io = ctx;
+	if (fdatasync(io->j->fd) != 0) {
+		jlog(io->j, 3, "journal: flush of %s failed: %s", io->j->lun_path, strerror(errno));
+		return -EIO;
+	}
+	return 0;
+}
+
+static int read_superblock(struct log_io *io, struct jbd2_superblock *sb, char *err, size_t errlen)
+{
+	struct jbd2_error jerr = { 0 };
+	int rc = log_read(io, 0, io->buf);
+	if (rc == 0)
+		rc = jbd2_superblock_decode(io->buf, JBD2_SUPERBLOCK_SIZE, sb, &jerr);
+	if (rc)
+		snprintf(err, errlen, "LUN %s: journal superblock unusable: %s", io->j->lun_path,
+			 jerr.message[0] ? jerr.message : strerror(-rc));
+	return rc;
+}
+
+int journal_recover(struct journal *j, const struct journal_log *log,
+		    struct journal_recovery *report, char *err, size_t errlen)
+{
+	memset(report, 0, sizeof(*report));
+	if (log->fs_block_size != UNIT) {
+		snprintf(err, errlen, "LUN %s: journal recovery needs 4096-byte blocks", j->lun_path);
+		return -EINVAL;
+	}
+	struct log_io io = { j, log->extents, log->count, NULL };
+	if (posix_memalign((void **)&io.buf, UNIT, UNIT))
+		return -ENOMEM;
+	struct jbd2_replay_io rio = { &io, log_read, log_write, fs_write, lun_flush };
+	struct jbd2_replay_options opt = { .block_size = UNIT, .fs_block_count = log->fs_block_count };
+	struct jbd2_replay_report rep;
+	struct jbd2_error jerr = { 0 };
+	pthread_mutex_lock(&j->lock);
+	int rc = j->read_only ? 0 : jbd2_replay(&rio, &opt, &rep, &jerr);
+	if (j->read_only) {
+		struct jbd2_superblock sb;
+		rc = read_superblock(&io, &sb, err, errlen);
+		if (rc == 0 && sb.start != 0) {
+			snprintf(err, errlen, "LUN %s: the journal needs recovery, which a read-only mount "
+				 "cannot do; mount read-write once", j->lun_path);
+			rc = -EROFS;
+		}
+		pthread_mutex_unlock(&j->lock);
+		free(io.buf);
+		return rc;
+	}
+	if (rc == 0 && rep.transactions_replayed > 0)
+		cache_drop_all(j);
+	pthread_mutex_unlock(&j->lock);
+	free(io.buf);
+	if (rc) {
+		snprintf(err, errlen, "LUN %s: journal recovery failed: %s", j->lun_path,
+			 jerr.message[0] ? jerr.message : strerror(-rc));
+		return rc;
+	}
+	report->replayed = rep.transactions_replayed > 0;
+	report->transactions = rep.transactions_replayed;
+	report->blocks = rep.blocks_written;
+	if (rep.was_clean)
+		snprintf(report->detail, sizeof(report->detail), "journal clean");
+	else
+		snprintf(report->detail, sizeof(report->detail),
+			 "replayed %u transaction(s) from %u, %llu block(s); stopped at transaction %u: %s%s%.160s",
+			 rep.transactions_replayed, rep.first_transaction,
+			 (unsigned long long)rep.blocks_written, rep.stop_transaction,
+			 jbd2_stop_reason_name(rep.stop_reason), rep.stop_detail[0] ? " — " : "",
+			 rep.stop_detail);
+	return 0;
+}
+
+static int write_superblock(struct journal *j, struct log_io *io, uint32_t start, uint32_t seq)
+{
+	struct jbd2_superblock sb;
+	char err[256];
+	int rc = read_superblock(io, &sb, err, sizeof(err));
+	if (rc) {
+		jlog(j, 3, "journal: %s", err);
+		return rc;
+	}
+	sb.start = start;
+	sb.sequence = seq;
+	jbd2_superblock_encode(&sb, io->buf);
+	return log_write(io, 0, io->buf);
+}
+
+/* The features csvfs writes: 64bit tags, revoke, checksums v3 (the kernel and
+ * e2fsck replay these). */
+static void upgrade_features(struct jbd2_superblock *sb, const uint8_t *fs_uuid)
+{
+	sb->feature_incompat |= JBD2_FEATURE_INCOMPAT_REVOKE | JBD2_FEATURE_INCOMPAT_64BIT |
+				JBD2_FEATURE_INCOMPAT_CSUM_V3;
+	sb->feature_incompat &= ~(JBD2_FEATURE_INCOMPAT_CSUM_V2 | JBD2_FEATURE_INCOMPAT_ASYNC_COMMIT);
+	sb->feature_compat &= ~JBD2_FEATURE_COMPAT_CHECKSUM;
+	sb->checksum_type = JBD2_CHECKSUM_TYPE_CRC32C;
+	static const uint8_t zero[JBD2_UUID_SIZE];
+	if (memcmp(sb->uuid, zero, sizeof(zero)) == 0)
+		memcpy(sb->uuid, fs_uuid, JBD2_UUID_SIZE);
+}
+
+int journal_attach(struct journal *j, const struct journal_log *log,
+		   void (*commit_hint)(void *arg), void *hint_arg, char *err, size_t errlen)
+{
+	if (log->fs_block_size != UNIT || j->read_only) {
+		snprintf(err, errlen, "LUN %s: journaling needs a writable volume with 4096-byte blocks",
+			 j->lun_path);
+		return -EINVAL;
+	}
+	struct journal_log_extent *map = malloc(log->count * sizeof(*map));
+	unsigned char *buf;
+	if (!map || posix_memalign((void **)&buf, UNIT, UNIT)) {
+		free(map);
+		return -ENOMEM;
+	}
+	memcpy(map, log->extents, log->count * sizeof(*map));
+	struct log_io io = { j, map, log->count, buf };
+	struct jbd2_superblock sb;
+	struct jbd2_error jerr = { 0 };
+	pthread_mutex_lock(&j->lock);
+	int rc = read_superblock(&io, &sb, err, errlen);
+	if (rc == 0 && sb.start != 0) {
+		snprintf(err, errlen, "LUN %s: the journal still needs recovery", j->lun_path);
+		rc = -EUCLEAN;
+	}
+	if (rc == 0) {
+		upgrade_features(&sb, log->fs_uuid);
+		rc = jbd2_format_init(&j->fmt, &sb, log->fs_block_count, &jerr);
+		if (rc)
+			snprintf(err, errlen, "LUN %s: journal: %.200s", j->lun_path, jerr.message);
+	}
+	if (rc == 0) {
+		jbd2_superblock_encode(&sb, buf);
+		rc = log_write(&io, 0, buf);
+		if (rc == 0)
+			rc = lun_flush(&io);
+	}
+	if (rc == 0) {
+		j->log_map = map;
+		j->log_map_len = log->count;
+		j->jsb_raw = buf;
+		j->next_sequence = sb.sequence;
+		j->commit_threshold = jbd2_log_size(&j->fmt) / 4;
+		j->commit_hint = commit_hint;
+		j->commit_hint_arg = hint_arg;
+		j->attached = 1;
+	}
+	pthread_mutex_unlock(&j->lock);
+	if (rc) {
+		free(map);
+		free(buf);
+	}
+	return rc;
+}
+
+static int unit_order(const void *a, const void *b)
+{
+	const struct jbd2_txn_block *x = a, *y = b;
+	return x->fs_block < y->fs_block ? -1 : x->fs_block > y->fs_block;
+}
+
+static int write_log(struct journal *j, struct log_io *io, struct jbd2_txn_block *blocks, size_t n)
+{
+	uint32_t seq = j->next_sequence, next_head;
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	struct jbd2_txn txn = { .sequence = seq, .blocks = blocks, .block_count = n,
+				.commit_sec = (uint64_t)now.tv_sec, .commit_nsec = (uint32_t)now.tv_nsec };
+	struct jbd2_journal_writer w = { io, log_write, lun_flush };
+	struct jbd2_error jerr = { 0 };
+	if (jbd2_txn_journal_blocks(&j->fmt, n, 0) >= jbd2_log_size(&j->fmt)) {
+		jlog(j, 3, "journal: transaction %u of %zu blocks does not fit the journal of %s", seq, n,
+		     j->lun_path);
+		return -ENOSPC;
+	}
+	int rc = write_superblock(j, io, j->fmt.first, seq);
+	if (rc == 0)
+		rc = jbd2_write_transaction(&j->fmt, &txn, j->fmt.first, &w, &next_head, &jerr);
+	if (rc)
+		jlog(j, 3, "journal: committing transaction %u to %s failed: %s", seq, j->lun_path,
+		     jerr.message[0] ? jerr.message : strerror(-rc));
+	return rc;
+}
+
+int txn_commit_locked(struct journal *j)
+{
+	struct log_io io = { j, j->log_map, j->log_map_len, j->jsb_raw };
+	int rc = lun_flush(&io);
+	if (rc || j->ndirty == 0)
+		return rc;
+	size_t n = 0;
+	struct jbd2_txn_block *blocks = malloc(j->ndirty * sizeof(*blocks));
+	if (!blocks)
+		return -ENOMEM;
+	for (struct cache_entry *e = j->dirty.dirty_next; e != &j->dirty; e = e->dirty_next)
+		blocks[n++] = (struct jbd2_txn_block){ e->unit, e->data };
+	qsort(blocks, n, sizeof(*blocks), unit_order);
+	rc = write_log(j, &io, blocks, n);
+	free(blocks);
+	if (rc)
+		return rc;
+	j->next_sequence++;
+	return write_back_locked(j);   /* home writes; made durable by the next commit */
+}
+
+int journal_detach(struct journal *j)
+{
+	pthread_mutex_lock(&j->lock);
+	int rc = 0;
+	if (j->attached) {
+		struct log_io io = { j, j->log_map, j->log_map_len, j->jsb_raw };
+		rc = txn_commit_locked(j);
+		if (rc == 0)
+			rc = lun_flush(&io);
+		if (rc == 0)
+			rc = write_superblock(j, &io, 0, j->next_sequence);
+		if (rc == 0)
+			rc = lun_flush(&io);
+		if (rc == 0)
+			j->attached = 0;
+	}
+	pthread_mutex_unlock(&j->lock);
+	return rc;
+}
+
+void txn_free(struct journal *j)
+{
+	free(j->log_map);
+	free(j->jsb_raw);
+	j->log_map = NULL;
+	j->jsb_raw = NULL;
+}
