@@ -42,6 +42,8 @@ static int lun_io(struct volume *v, int write, void *buf, size_t len, uint64_t p
 {
 	off_t at = (off_t)(pblk * v->blocksize);
 	size_t done = 0;
+	if (write && journal_fault_drop_write())
+		return 0;
 	while (done < len) {
 		ssize_t n = write ? pwrite(v->data_fd, (char *)buf + done, len - done, at + (off_t)done)
 				  : pread(v->data_fd, (char *)buf + done, len - done, at + (off_t)done);

@@ -372,7 +372,9 @@ int extent_zero_in_block(struct volume *v, ext2_ino_t ino, struct ext2_inode_lar
 		rc = -EIO;
 	} else {
 		memset((char *)buf + off % bs, 0, len);
-		if (pwrite(v->data_fd, buf, bs, (off_t)(pblk * bs)) != (ssize_t)bs)
+		if (journal_fault_drop_write())
+			;
+		else if (pwrite(v->data_fd, buf, bs, (off_t)(pblk * bs)) != (ssize_t)bs)
 			rc = -EIO;
 	}
 	free(buf);

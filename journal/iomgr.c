@@ -182,6 +182,8 @@ errcode_t lun_read_units(struct journal *j, uint64_t unit, unsigned n, void *buf
 errcode_t lun_write_units(struct journal *j, uint64_t unit, unsigned n, const void *buf)
 {
 	size_t len = (size_t)n * UNIT;
+	if (journal_fault_drop_write())
+		return 0;
 	ssize_t put = pwrite(j->fd, buf, len, (off_t)(unit * UNIT));
 	if (put < 0 || (size_t)put < len) {
 		int e = put < 0 ? errno : ENOSPC;

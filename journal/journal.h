@@ -95,4 +95,8 @@ void journal_get_stats(struct journal *j, struct journal_stats *out);
 
 void journal_close(struct journal *j);
 
+/* Test-only (CSVFS_FAULT_WRITE_LIMIT=N): 1 when this LUN write must be dropped
+ * to simulate a power cut after the Nth write. Every LUN writer asks. */
+int journal_fault_drop_write(void);
+
 #endif
