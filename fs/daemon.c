@@ -206,6 +206,7 @@ static int serve(struct daemon_opts *d, struct volume *v)
 int csvfs_daemon_main(int argc, char **argv)
 {
 	struct daemon_opts d = { 0 };
+	initialize_ext2_error_table();   /* libext2fs errors by name in logs */
 	if (parse_args(argc, argv, &d))
 		return 2;
 	csvfs_verbose = d.verbose;

@@ -316,9 +316,10 @@ int meta_alloc(struct volume *v, struct minode *m, uint64_t lblk, uint64_t len)
 		if (want > hole.lblk + hole.len - lblk)
 			want = hole.lblk + hole.len - lblk;
 		rc = extent_alloc_unwritten(v, m->ino, &in, lblk, want);
-		if (rc == -ENOSPC && want > len) {
+		if (rc == -ENOSPC && deferfree_reclaim(v))
+			rc = extent_alloc_unwritten(v, m->ino, &in, lblk, want);
+		if (rc == -ENOSPC && want > len)
 			rc = extent_alloc_unwritten(v, m->ino, &in, lblk, len);
-		}
 		if (rc == 0)
 			rc = inode_write(v, m->ino, &in);
 		if (rc == 0)
@@ -480,6 +481,8 @@ int meta_fallocate(struct volume *v, struct minode *m, int mode, uint64_t off, u
 		rc = LINUX_S_ISDIR(in.i_mode) ? -EISDIR : -ENODEV;
 	if (rc == 0) {
 		rc = fallocate_locked(v, m, &in, mode, off, len);
+		if (rc == -ENOSPC && deferfree_reclaim(v))
+			rc = fallocate_locked(v, m, &in, mode, off, len);
 		struct timespec now = now_ts();
 		if (rc == 0 || rc == -ENOSPC)
 			inode_set_time(v, &in, TIME_C | ((mode & ~FALLOC_FL_KEEP_SIZE) ? TIME_M : 0), now);

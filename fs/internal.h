@@ -72,6 +72,8 @@ struct volume_opts {
 	size_t cache_bytes;
 };
 
+struct deferred_free { blk64_t blk, num; };
+
 struct volume {
 	ext2_filsys fs;
 	struct journal *journal;
@@ -91,6 +93,8 @@ struct volume {
 	int mmp_held;                  /* we hold the MMP block (fsck state + heartbeat) */
 	int journaled;                 /* metadata goes through the JBD2 journal */
 	int opened;                    /* volume_open succeeded: close writes state */
+	struct deferred_free *freed;   /* volume lock: frees of the running transaction */
+	size_t nfreed, freed_cap;
 	pthread_t flusher;
 	int flusher_running;
 	pthread_mutex_t flusher_lock;
@@ -227,6 +231,12 @@ int extent_zero_in_block(struct volume *v, ext2_ino_t ino, struct ext2_inode_lar
 /* Frees blocks of [lblk, end) (end = ~0 for "to the end"). */
 int extent_punch(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in,
 		 uint64_t lblk, uint64_t end);
+
+/* Frees deferred until their transaction is durable (deferfree.c). */
+void deferfree_attach(struct volume *v);
+void deferfree_release(struct volume *v);
+int deferfree_reclaim(struct volume *v);
+void deferfree_destroy(struct volume *v);
 
 /* Multi-mount protection (mmp.c). */
 int mmp_acquire(struct volume *v, char *err, size_t errlen);

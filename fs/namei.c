@@ -192,8 +192,11 @@ int meta_create(struct volume *v, ext2_ino_t parent, const char *name, uint32_t 
 	if (rc == 0)
 		rc = new_inode(v, parent, &pin, mode, rdev, cred, &ino, &in);
 	if (rc == 0) {
-		if (LINUX_S_ISDIR(mode))
+		if (LINUX_S_ISDIR(mode)) {
 			rc = init_dir_block(v, ino, parent, &in);
+			if (rc == -ENOSPC && deferfree_reclaim(v))
+				rc = init_dir_block(v, ino, parent, &in);
+		}
 		if (rc == 0)
 			rc = acl_inherit(v, parent, ino, &in);
 		if (rc == 0)

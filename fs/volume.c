@@ -23,6 +23,9 @@ int volume_sync_locked(struct volume *v)
 		return 0;
 	errcode_t e = 0;
 	if (v->dirty) {
+		/* Frees become visible to the allocator only with this commit;
+		 * v->lock stays held until it is durable. */
+		deferfree_release(v);
 		e = ext2fs_write_bitmaps(v->fs);
 		if (!e) {
 			ext2fs_mark_super_dirty(v->fs);
@@ -223,6 +226,8 @@ static int prepare_fs(struct volume *v, char *err, size_t errlen)
 	if (rc)
 		return rc;
 	e = ext2fs_read_bitmaps(v->fs);
+	if (!e)
+		deferfree_attach(v);
 	if (e) {
 		snprintf(err, errlen, "LUN %s: volume %s: reading allocation bitmaps failed: %s",
 			 v->lun, v->uuid, error_message(e));
@@ -390,6 +395,7 @@ void volume_close(struct volume *v)
 		close(v->data_fd);
 	}
 	journal_close(v->journal);
+	deferfree_destroy(v);
 	free(v->buckets);
 	pthread_mutex_destroy(&v->lock);
 	pthread_mutex_destroy(&v->table_lock);

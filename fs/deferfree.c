@@ -1,0 +1,77 @@
+/* Deferred frees: a block freed by the running transaction is not handed out
+ * again until that transaction is durable (design.md §3). Otherwise a crash
+ * could leave the old owner (say a file whose truncate was never committed)
+ * pointing at blocks that already hold another file's new data.
+ *
+ * libext2fs reports every free through its alloc-stats callbacks, after it
+ * cleared the bitmap bit: the bit is set again so the allocator skips the
+ * block, and the range is remembered. The commit clears the bits just before
+ * the bitmaps are written into the transaction, under the volume lock, so
+ * nothing allocates between then and the durable commit. */
+#include "fs/internal.h"
+
+#include <stdlib.h>
+
+static void defer(struct volume *v, blk64_t blk, blk64_t num)
+{
+	ext2fs_mark_block_bitmap_range2(v->fs->block_map, blk, (unsigned)num);
+	struct deferred_free *last = v->nfreed ? &v->freed[v->nfreed - 1] : NULL;
+	if (last && last->blk + last->num == blk) {
+		last->num += num;
+		return;
+	}
+	if (v->nfreed == v->freed_cap) {
+		size_t cap = v->freed_cap ? v->freed_cap * 2 : 256;
+		struct deferred_free *p = realloc(v->freed, cap * sizeof(*p));
+		if (!p) {
+			/* Cannot remember it: free it now rather than leak it. */
+			ext2fs_unmark_block_bitmap_range2(v->fs->block_map, blk, (unsigned)num);
+			csvfs_log(LOG_WARN_L, "out of memory deferring a free of %llu blocks",
+				  (unsigned long long)num);
+			return;
+		}
+		v->freed = p;
+		v->freed_cap = cap;
+	}
+	v->freed[v->nfreed++] = (struct deferred_free){ blk, num };
+}
+
+static void on_block_stats(ext2_filsys fs, blk64_t blk, int inuse)
+{
+	if (inuse < 0)
+		defer(fs->priv_data, blk, 1);
+}
+
+void deferfree_attach(struct volume *v)
+{
+	v->fs->priv_data = v;
+	/* Only the per-block callback: libext2fs 1.47.0 calls the range one with
+	 * the loop's final (blk, 0) instead of the freed range. Frees go through
+	 * ext2fs_block_alloc_stats2 block by block (punch, xattr blocks). */
+	ext2fs_set_block_alloc_stats_callback(v->fs, on_block_stats, NULL);
+}
+
+void deferfree_release(struct volume *v)
+{
+	for (size_t i = 0; i < v->nfreed; i++)
+		ext2fs_unmark_block_bitmap_range2(v->fs->block_map, v->freed[i].blk,
+						  (unsigned)v->freed[i].num);
+	v->nfreed = 0;
+}
+
+/* On ENOSPC: if frees are waiting for a commit, commit now so the space can
+ * be used. Returns 1 when a retry may succeed. Caller holds v->lock. */
+int deferfree_reclaim(struct volume *v)
+{
+	if (v->nfreed == 0)
+		return 0;
+	volume_mark_dirty(v);
+	return volume_sync_locked(v) == 0;
+}
+
+void deferfree_destroy(struct volume *v)
+{
+	free(v->freed);
+	v->freed = NULL;
+	v->nfreed = v->freed_cap = 0;
+}
