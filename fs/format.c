@@ -211,8 +211,8 @@ static errcode_t reserve_inodes(ext2_filsys fs)
 	if (!e)
 		e = ext2fs_badblocks_list_add(guard, (blk_t)last);
 	if (!e) {
-		if (!ext2fs_test_block_bitmap2(fs->block_map, last))
-			ext2fs_block_alloc_stats2(fs, last, +1);
+		/* summary counts are recomputed from the bitmaps at the end */
+		ext2fs_mark_block_bitmap2(fs->block_map, last);
 		e = ext2fs_update_bb_inode(fs, guard);
 		ext2fs_badblocks_list_free(guard);
 	}
@@ -270,7 +270,9 @@ static int build_fs(const struct csvfs_format_opts *o, uint64_t bytes, const uui
 		e = EXT2_ET_DIR_CORRUPTED;
 	if (!e && (step = "writing", 1)) {
 		fs->super->s_state |= EXT2_VALID_FS;
-		e = ext2fs_set_gdt_csum(fs);
+		e = ext2fs_calculate_summary_stats(fs, 0);
+		if (!e)
+			e = ext2fs_set_gdt_csum(fs);
 		if (!e)
 			e = ext2fs_close_free(&fs);
 	}
