@@ -16,7 +16,7 @@ static void defer(struct volume *v, blk64_t blk, blk64_t num)
 {
 	ext2fs_mark_block_bitmap_range2(v->fs->block_map, blk, (unsigned)num);
 	struct deferred_free *last = v->nfreed ? &v->freed[v->nfreed - 1] : NULL;
-	if (last && last->blk + last->num == blk) {
+	if (last && last->txn == 0 && last->blk + last->num == blk) {
 		last->num += num;
 		return;
 	}
@@ -33,13 +33,14 @@ static void defer(struct volume *v, blk64_t blk, blk64_t num)
 		v->freed = p;
 		v->freed_cap = cap;
 	}
-	v->freed[v->nfreed++] = (struct deferred_free){ blk, num };
+	v->freed[v->nfreed++] = (struct deferred_free){ blk, num, 0 };
 }
 
 static void on_block_stats(ext2_filsys fs, blk64_t blk, int inuse)
 {
-	if (inuse < 0)
-		defer(fs->priv_data, blk, 1);
+	struct volume *v = fs->priv_data;
+	if (inuse < 0 && v->journaled)
+		defer(v, blk, 1);
 }
 
 void deferfree_attach(struct volume *v)
@@ -51,22 +52,49 @@ void deferfree_attach(struct volume *v)
 	ext2fs_set_block_alloc_stats_callback(v->fs, on_block_stats, NULL);
 }
 
-void deferfree_release(struct volume *v)
+/* Before the bitmaps go into a transaction: forget frees whose transaction is
+ * durable, and show every pending free as free. */
+void deferfree_stage(struct volume *v)
 {
-	for (size_t i = 0; i < v->nfreed; i++)
-		ext2fs_unmark_block_bitmap_range2(v->fs->block_map, v->freed[i].blk,
-						  (unsigned)v->freed[i].num);
-	v->nfreed = 0;
+	uint64_t durable = journal_durable_id(v->journal);
+	size_t kept = 0;
+	for (size_t i = 0; i < v->nfreed; i++) {
+		struct deferred_free f = v->freed[i];
+		ext2fs_unmark_block_bitmap_range2(v->fs->block_map, f.blk, (unsigned)f.num);
+		if (f.txn == 0 || f.txn > durable)
+			v->freed[kept++] = f;
+	}
+	v->nfreed = kept;
 }
 
-/* On ENOSPC: if frees are waiting for a commit, commit now so the space can
- * be used. Returns 1 when a retry may succeed. Caller holds v->lock. */
+/* After: the allocator keeps off them again until they are durable. */
+void deferfree_unstage(struct volume *v)
+{
+	for (size_t i = 0; i < v->nfreed; i++)
+		ext2fs_mark_block_bitmap_range2(v->fs->block_map, v->freed[i].blk,
+						(unsigned)v->freed[i].num);
+}
+
+/* The frees of the running transaction belong to transaction id. */
+void deferfree_tag(struct volume *v, uint64_t id)
+{
+	for (size_t i = 0; i < v->nfreed; i++)
+		if (v->freed[i].txn == 0)
+			v->freed[i].txn = id;
+}
+
+/* On ENOSPC: if frees are waiting for a commit, commit now and release them.
+ * Returns 1 when a retry may succeed. Caller holds v->lock. */
 int deferfree_reclaim(struct volume *v)
 {
 	if (v->nfreed == 0)
 		return 0;
 	volume_mark_dirty(v);
-	return volume_sync_locked(v) == 0;
+	if (volume_sync_locked(v) != 0)
+		return 0;
+	deferfree_stage(v);      /* now durable: dropped from the list */
+	deferfree_unstage(v);
+	return 1;
 }
 
 void deferfree_destroy(struct volume *v)

@@ -546,10 +546,8 @@ int meta_fsync(struct volume *v, struct minode *m, int datasync)
 	int rc = inode_read(v, m->ino, &in);
 	if (rc == 0 && !datasync)
 		rc = flush_times(v, m, &in);
-	if (rc == 0)
-		rc = volume_sync_locked(v);
 	pthread_mutex_unlock(&v->lock);
-	return rc;
+	return rc ? rc : volume_sync(v);
 }
 
 void meta_touch_write(struct volume *v, struct minode *m)

@@ -72,7 +72,7 @@ struct volume_opts {
 	size_t cache_bytes;
 };
 
-struct deferred_free { blk64_t blk, num; };
+struct deferred_free { blk64_t blk, num; uint64_t txn; /* 0: running transaction */ };
 
 struct volume {
 	ext2_filsys fs;
@@ -234,7 +234,9 @@ int extent_punch(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in,
 
 /* Frees deferred until their transaction is durable (deferfree.c). */
 void deferfree_attach(struct volume *v);
-void deferfree_release(struct volume *v);
+void deferfree_stage(struct volume *v);
+void deferfree_unstage(struct volume *v);
+void deferfree_tag(struct volume *v, uint64_t id);
 int deferfree_reclaim(struct volume *v);
 void deferfree_destroy(struct volume *v);
 

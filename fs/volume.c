@@ -17,35 +17,57 @@ void volume_mark_dirty(struct volume *v)
 	v->dirty = 1;
 }
 
-int volume_sync_locked(struct volume *v)
+/* Under v->lock: puts the allocation state (bitmaps, group descriptors,
+ * superblock) into the metadata cache and takes everything dirty as the next
+ * transaction. */
+static int commit_begin(struct volume *v, struct journal_txn **txn, uint64_t *wait_id)
 {
+	*txn = NULL;
+	*wait_id = 0;
 	if (v->read_only)
 		return 0;
-	errcode_t e = 0;
 	if (v->dirty) {
-		/* Frees become visible to the allocator only with this commit;
-		 * v->lock stays held until it is durable. */
-		deferfree_release(v);
-		e = ext2fs_write_bitmaps(v->fs);
+		/* The bitmaps written must show this transaction's frees as free;
+		 * the allocator must not see them until it is durable. */
+		deferfree_stage(v);
+		errcode_t e = ext2fs_write_bitmaps(v->fs);
 		if (!e) {
 			ext2fs_mark_super_dirty(v->fs);
 			e = ext2fs_flush2(v->fs, EXT2_FLAG_FLUSH_NO_SYNC);
 		}
+		deferfree_unstage(v);
 		if (e) {
 			csvfs_log(LOG_ERR_L, "sync: writing allocation state failed: %s", error_message(e));
 			return -errcode_to_errno(e);
 		}
 		v->dirty = 0;
 	}
-	return journal_flush(v->journal);
+	int rc = journal_commit_prepare(v->journal, txn, wait_id);
+	if (rc == 0)
+		deferfree_tag(v, *wait_id);
+	return rc;
 }
 
+/* Everything done so far becomes durable. Holding v->lock throughout. */
+int volume_sync_locked(struct volume *v)
+{
+	struct journal_txn *txn;
+	uint64_t wait_id;
+	int rc = commit_begin(v, &txn, &wait_id);
+	return rc ? rc : journal_commit_finish(v->journal, txn, wait_id);
+}
+
+/* The same, with v->lock held only while the transaction is taken: other
+ * operations go on while it is written, and fsyncs that arrive meanwhile
+ * share the next commit (group commit). */
 int volume_sync(struct volume *v)
 {
+	struct journal_txn *txn;
+	uint64_t wait_id;
 	pthread_mutex_lock(&v->lock);
-	int rc = volume_sync_locked(v);
+	int rc = commit_begin(v, &txn, &wait_id);
 	pthread_mutex_unlock(&v->lock);
-	return rc;
+	return rc ? rc : journal_commit_finish(v->journal, txn, wait_id);
 }
 
 static void *flusher_main(void *arg)

@@ -71,7 +71,7 @@ void mark_clean(struct journal *j, struct cache_entry *e)
 	j->ndirty--;
 }
 
-static void mark_dirty(struct journal *j, struct cache_entry *e)
+void mark_dirty(struct journal *j, struct cache_entry *e)
 {
 	if (e->dirty)
 		return;
@@ -86,7 +86,7 @@ static void mark_dirty(struct journal *j, struct cache_entry *e)
 struct cache_entry *cache_find(struct journal *j, uint64_t unit)
 {
 	struct cache_entry *e = j->buckets[bucket_of(j, unit)];
-	while (e && e->unit != unit)
+	while (e && (e->unit != unit || e->forget_on_unpin))
 		e = e->hash_next;
 	if (e) {
 		lru_unlink(e);
@@ -114,6 +114,8 @@ static struct cache_entry *victim(struct journal *j)
 {
 	struct cache_entry *e = j->lru.lru_prev;
 	for (unsigned n = 0; e != &j->lru && n < 256; n++, e = e->lru_prev) {
+		if (e->pinned)
+			continue;
 		if (!e->dirty)
 			return e;
 		if (!j->attached)
@@ -541,6 +543,7 @@ int journal_open(const struct journal_config *cfg, struct journal **out, char *e
 	}
 	j->lru.lru_next = j->lru.lru_prev = &j->lru;
 	j->dirty.dirty_next = j->dirty.dirty_prev = &j->dirty;
+	pthread_cond_init(&j->finished_cond, NULL);
 	pthread_mutex_init(&j->lock, NULL);
 	snprintf(j->channel_name, sizeof(j->channel_name), "csvfs-journal:%p", (void *)j);
 	*out = j;
@@ -589,12 +592,42 @@ int journal_flush(struct journal *j)
 {
 	if (j->read_only)
 		return 0;
+	struct journal_txn *txn = NULL;
+	uint64_t wait_id = 0;
+	int rc = journal_commit_prepare(j, &txn, &wait_id);
+	return rc ? rc : journal_commit_finish(j, txn, wait_id);
+}
+
+int journal_commit_prepare(struct journal *j, struct journal_txn **txn, uint64_t *wait_id)
+{
+	*txn = NULL;
 	pthread_mutex_lock(&j->lock);
-	int attached = j->attached;
-	int rc = attached ? txn_commit_locked(j) : write_back_locked(j);
+	int rc = j->attached ? txn_prepare_locked(j, txn) : write_back_locked(j);
+	*wait_id = j->last_prepared;
 	pthread_mutex_unlock(&j->lock);
-	if (rc || attached)
-		return rc;   /* a commit is durable when it returns */
+	return rc;
+}
+
+uint64_t journal_durable_id(struct journal *j)
+{
+	pthread_mutex_lock(&j->lock);
+	uint64_t id = j->last_finished;
+	pthread_mutex_unlock(&j->lock);
+	return id;
+}
+
+int journal_commit_finish(struct journal *j, struct journal_txn *txn, uint64_t wait_id)
+{
+	if (j->read_only)
+		return 0;
+	if (txn)
+		return txn_finish(j, txn);
+	/* Nothing of ours left to commit: our metadata is in an earlier
+	 * transaction (wait for it), our data needs a flush of its own. */
+	pthread_mutex_lock(&j->lock);
+	while (j->last_finished < wait_id)
+		pthread_cond_wait(&j->finished_cond, &j->lock);
+	pthread_mutex_unlock(&j->lock);
 	if (fdatasync(j->fd) != 0) {
 		int e = errno;
 		jlog(j, 3, "journal: flush of %s failed: %s", j->lun_path, strerror(e));
@@ -606,6 +639,20 @@ int journal_flush(struct journal *j)
 	return 0;
 }
 
+/* Removes an entry; a pinned one (its transaction is still being written)
+ * is hidden now and removed when unpinned. */
+void cache_remove_entry(struct journal *j, struct cache_entry *e)
+{
+	if (e->pinned) {
+		mark_clean(j, e);
+		e->forget_on_unpin = 1;
+		return;
+	}
+	cache_remove(j, e);
+	free(e->data);
+	free(e);
+}
+
 void journal_forget(struct journal *j, uint64_t block4k, uint64_t count)
 {
 	pthread_mutex_lock(&j->lock);
@@ -614,21 +661,15 @@ void journal_forget(struct journal *j, uint64_t block4k, uint64_t count)
 		struct cache_entry *e = j->lru.lru_next;
 		while (e != &j->lru) {
 			struct cache_entry *next = e->lru_next;
-			if (e->unit >= block4k && e->unit < block4k + count) {
-				cache_remove(j, e);
-				free(e->data);
-				free(e);
-			}
+			if (e->unit >= block4k && e->unit < block4k + count && !e->forget_on_unpin)
+				cache_remove_entry(j, e);
 			e = next;
 		}
 	} else {
 		for (uint64_t u = block4k; u < block4k + count; u++) {
 			struct cache_entry *e = cache_find(j, u);
-			if (e) {
-				cache_remove(j, e);
-				free(e->data);
-				free(e);
-			}
+			if (e)
+				cache_remove_entry(j, e);
 		}
 	}
 	pthread_mutex_unlock(&j->lock);
@@ -653,6 +694,7 @@ void journal_close(struct journal *j)
 	free(j->bounce);
 	close(j->fd);
 	pthread_mutex_destroy(&j->lock);
+	pthread_cond_destroy(&j->finished_cond);
 	free(j->lun_path);
 	free(j);
 }

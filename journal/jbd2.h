@@ -279,6 +279,15 @@ int jbd2_superblock_decode(const void *raw, size_t len, struct jbd2_superblock *
  */
 void jbd2_superblock_encode(const struct jbd2_superblock *sb, void *raw);
 
+/*
+ * Records the log tail in a raw superblock and refreshes its checksum:
+ * start = first block of the oldest transaction not yet checkpointed and
+ * sequence = its id, or start = 0 and sequence = the next id when every
+ * transaction is checkpointed (the journal is clean).
+ */
+int jbd2_superblock_set_tail(void *raw, size_t len, uint32_t start, uint32_t sequence,
+			     struct jbd2_error *err);
+
 /* crc32c(~0) over the 1024-byte superblock with s_checksum taken as zero. */
 uint32_t jbd2_superblock_checksum(const void *raw);
 
@@ -300,6 +309,10 @@ uint32_t jbd2_log_size(const struct jbd2_format *fmt);
 uint32_t jbd2_log_advance(const struct jbd2_format *fmt, uint32_t pos, uint32_t n);
 uint32_t jbd2_log_distance(const struct jbd2_format *fmt, uint32_t from, uint32_t to);
 bool     jbd2_log_contains(const struct jbd2_format *fmt, uint32_t pos);
+/* Blocks a transaction written at head may use when the oldest live one
+ * starts at tail (0: log empty). One block is always kept free so that
+ * head == tail never means a full log. */
+uint32_t jbd2_log_free(const struct jbd2_format *fmt, uint32_t tail, uint32_t head);
 
 /* ------------------------------------------------------------------------ */
 /* Log blocks                                                                */

@@ -210,6 +210,23 @@ void jbd2_superblock_encode(const struct jbd2_superblock *sb, void *raw)
 	jbd2_put_be32(b + SB_OFF(s_checksum), checksum);
 }
 
+int jbd2_superblock_set_tail(void *raw, size_t len, uint32_t start, uint32_t sequence,
+			     struct jbd2_error *err)
+{
+	struct jbd2_superblock sb;
+	int rc = jbd2_superblock_decode(raw, len, &sb, err);
+	if (rc)
+		return rc;
+	if (start != 0 && (start < sb.first || start >= sb.max_len))
+		return jbd2_error_set(err, -EINVAL,
+				      "journal superblock: new log start %u outside [first %u, maxlen %u)",
+				      start, sb.first, sb.max_len);
+	sb.start = start;
+	sb.sequence = sequence;
+	jbd2_superblock_encode(&sb, raw);
+	return 0;
+}
+
 static int format_pick_csum(const struct jbd2_superblock *sb, enum jbd2_csum_version *csum,
 			    struct jbd2_error *err)
 {
@@ -329,6 +346,12 @@ uint32_t jbd2_log_advance(const struct jbd2_format *fmt, uint32_t pos, uint32_t 
 	return fmt->first + (uint32_t)offset;
 }
 
+uint32_t jbd2_log_free(const struct jbd2_format *fmt, uint32_t tail, uint32_t head)
+{
+	uint32_t used = tail == 0 ? 0 : jbd2_log_distance(fmt, tail, head);
+	return jbd2_log_size(fmt) - 1 - used;
+}
+
 uint32_t jbd2_log_distance(const struct jbd2_format *fmt, uint32_t from, uint32_t to)
 {
 	return to >= from ? to - from : jbd2_log_size(fmt) - (from - to);
@@ -420,12 +443,16 @@ static void tag_read(const struct jbd2_format *fmt, const uint8_t *p, struct jbd
 {
 	uint64_t high = 0;
 
+	/*
+	 * Flags are the 16 bits at offset 6 in every tag format: the kernel and
+	 * e2fsck read them so even for tag3 (whose t_flags is 32 bits), and
+	 * debugfs 1.47 leaves junk in bytes 4-5 of one tag of a full descriptor.
+	 */
+	tag->flags = jbd2_get_be16(p + offsetof(struct jbd2_disk_tag, t_flags));
 	if (fmt->csum == JBD2_CSUM_V3) {
-		tag->flags = jbd2_get_be32(p + offsetof(struct jbd2_disk_tag3, t_flags));
 		high = jbd2_get_be32(p + offsetof(struct jbd2_disk_tag3, t_blocknr_high));
 		tag->checksum = jbd2_get_be32(p + offsetof(struct jbd2_disk_tag3, t_checksum));
 	} else {
-		tag->flags = jbd2_get_be16(p + offsetof(struct jbd2_disk_tag, t_flags));
 		if (fmt->has_64bit)
 			high = jbd2_get_be32(p + offsetof(struct jbd2_disk_tag, t_blocknr_high));
 		tag->checksum = fmt->csum == JBD2_CSUM_V2 ?

@@ -484,10 +484,10 @@ static int mark_journal_clean(struct replay *r)
 	int rc = flush_all(r, "of replayed blocks");
 	if (rc)
 		return rc;
-	struct jbd2_superblock clean = r->sb;
-	clean.start = 0;
-	clean.sequence = r->report->next_sequence;
-	jbd2_superblock_encode(&clean, r->sb_block);
+	rc = jbd2_superblock_set_tail(r->sb_block, r->fmt.block_size, 0,
+				      r->report->next_sequence, r->err);
+	if (rc)
+		return rc;
 	rc = r->io->write_journal(r->io->ctx, 0, r->sb_block);
 	if (rc)
 		return jbd2_error_set(r->err, rc < 0 ? rc : -EIO,

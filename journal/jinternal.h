@@ -17,6 +17,8 @@ struct cache_entry {
 	struct cache_entry *lru_prev, *lru_next;
 	struct cache_entry *dirty_prev, *dirty_next; /* on the dirty list when dirty */
 	int dirty;
+	unsigned pinned;               /* in-flight transactions holding it: not evictable */
+	int forget_on_unpin;           /* forgotten while pinned: invisible, removed on unpin */
 	unsigned char *data;           /* UNIT bytes, UNIT-aligned */
 };
 
@@ -48,6 +50,18 @@ struct journal {
 	size_t commit_threshold;       /* dirty blocks that ask for a commit */
 	void (*commit_hint)(void *arg);
 	void *commit_hint_arg;
+	/* Commits finish in the order they were prepared (ids 1, 2, ...). */
+	uint64_t last_prepared, last_finished;
+	pthread_cond_t finished_cond;  /* with lock */
+};
+
+/* A prepared transaction: a copy of the blocks it commits, sorted. */
+struct journal_txn {
+	uint64_t id;
+	size_t n;
+	struct jbd2_txn_block *blocks;
+	struct cache_entry **entries;  /* pinned, unpinned when home */
+	unsigned char *data;           /* n * UNIT, aligned */
 };
 
 
@@ -56,10 +70,14 @@ errcode_t lun_read_units(struct journal *j, uint64_t unit, unsigned n, void *buf
 errcode_t lun_write_units(struct journal *j, uint64_t unit, unsigned n, const void *buf);
 int write_back_locked(struct journal *j);
 void mark_clean(struct journal *j, struct cache_entry *e);
+void mark_dirty(struct journal *j, struct cache_entry *e);
 struct cache_entry *cache_find(struct journal *j, uint64_t unit);
 void cache_drop_all(struct journal *j);
-/* Under j->lock: commits the dirty blocks as one JBD2 transaction. */
-int txn_commit_locked(struct journal *j);
+void cache_remove_entry(struct journal *j, struct cache_entry *e);
+/* Under j->lock: takes the dirty blocks as the next transaction. */
+int txn_prepare_locked(struct journal *j, struct journal_txn **out);
+/* Without j->lock: makes it durable and writes it home (txn_commit.c). */
+int txn_finish(struct journal *j, struct journal_txn *txn);
 void txn_free(struct journal *j);
 
 #endif

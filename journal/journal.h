@@ -39,8 +39,20 @@ int journal_open(const struct journal_config *cfg, struct journal **out,
 io_manager journal_io_manager(void);
 const char *journal_channel_name(const struct journal *j);
 
-/* Writes back every dirty metadata block and makes it durable on the LUN. */
+/* Writes back every dirty metadata block and makes it durable on the LUN
+ * (with a journal attached: commits them as one transaction). */
 int journal_flush(struct journal *j);
+
+/* journal_flush in two steps, so that the caller's metadata lock is held only
+ * while the transaction is taken (group commit: operations go on while it is
+ * written). prepare runs under the caller's lock and takes the dirty blocks
+ * (txn NULL if none); finish makes txn durable, or with txn NULL waits until
+ * transaction wait_id is durable and flushes the LUN (the caller's data). */
+struct journal_txn;
+int journal_commit_prepare(struct journal *j, struct journal_txn **txn, uint64_t *wait_id);
+int journal_commit_finish(struct journal *j, struct journal_txn *txn, uint64_t wait_id);
+/* The last transaction id that is durable. */
+uint64_t journal_durable_id(struct journal *j);
 
 /* ---- the JBD2 journal --------------------------------------------------- */
 

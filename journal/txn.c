@@ -232,22 +232,66 @@ int journal_attach(struct journal *j, const struct journal_log *log,
 
 static int unit_order(const void *a, const void *b)
 {
-	const struct jbd2_txn_block *x = a, *y = b;
-	return x->fs_block < y->fs_block ? -1 : x->fs_block > y->fs_block;
+	const struct cache_entry *x = *(struct cache_entry *const *)a, *y = *(struct cache_entry *const *)b;
+	return x->unit < y->unit ? -1 : x->unit > y->unit;
 }
 
-static int write_log(struct journal *j, struct log_io *io, struct jbd2_txn_block *blocks, size_t n)
+static void txn_destroy(struct journal_txn *t)
 {
-	uint32_t seq = j->next_sequence, next_head;
+	if (!t)
+		return;
+	free(t->blocks);
+	free(t->entries);
+	free(t->data);
+	free(t);
+}
+
+/* Copies the dirty blocks into a new transaction and pins them: they stay in
+ * the cache, clean, until their home write, so a read never goes to a home
+ * block that is older than what the log holds. */
+int txn_prepare_locked(struct journal *j, struct journal_txn **out)
+{
+	*out = NULL;
+	if (j->ndirty == 0)
+		return 0;
+	struct journal_txn *t = calloc(1, sizeof(*t));
+	size_t n = j->ndirty;
+	if (!t || !(t->blocks = malloc(n * sizeof(*t->blocks))) ||
+	    !(t->entries = malloc(n * sizeof(*t->entries))) ||
+	    posix_memalign((void **)&t->data, UNIT, n * UNIT)) {
+		txn_destroy(t);
+		return -ENOMEM;
+	}
+	size_t i = 0;
+	for (struct cache_entry *e = j->dirty.dirty_next; e != &j->dirty; e = e->dirty_next)
+		t->entries[i++] = e;
+	qsort(t->entries, n, sizeof(*t->entries), unit_order);
+	for (i = 0; i < n; i++) {
+		struct cache_entry *e = t->entries[i];
+		memcpy(t->data + i * UNIT, e->data, UNIT);
+		t->blocks[i] = (struct jbd2_txn_block){ e->unit, t->data + i * UNIT };
+		e->pinned++;
+	}
+	for (i = 0; i < n; i++)
+		mark_clean(j, t->entries[i]);
+	t->n = n;
+	t->id = ++j->last_prepared;
+	*out = t;
+	return 0;
+}
+
+static int write_log(struct journal *j, struct log_io *io, const struct journal_txn *t, uint32_t seq)
+{
+	uint32_t next_head;
 	struct timespec now;
 	clock_gettime(CLOCK_REALTIME, &now);
-	struct jbd2_txn txn = { .sequence = seq, .blocks = blocks, .block_count = n,
+	struct jbd2_txn txn = { .sequence = seq, .blocks = t->blocks, .block_count = t->n,
 				.commit_sec = (uint64_t)now.tv_sec, .commit_nsec = (uint32_t)now.tv_nsec };
 	struct jbd2_journal_writer w = { io, log_write, lun_flush };
 	struct jbd2_error jerr = { 0 };
-	if (jbd2_txn_journal_blocks(&j->fmt, n, 0) >= jbd2_log_size(&j->fmt)) {
-		jlog(j, 3, "journal: transaction %u of %zu blocks does not fit the journal of %s", seq, n,
-		     j->lun_path);
+	if (jbd2_txn_journal_blocks(&j->fmt, t->n, 0) >= jbd2_log_size(&j->fmt)) {
+		jlog(j, 3, "journal: transaction %u of %zu blocks does not fit the journal of %s", seq,
+		     t->n, j->lun_path);
 		return -ENOSPC;
 	}
 	int rc = write_superblock(j, io, j->fmt.first, seq);
@@ -259,25 +303,54 @@ static int write_log(struct journal *j, struct log_io *io, struct jbd2_txn_block
 	return rc;
 }
 
-int txn_commit_locked(struct journal *j)
+/* Home writes straight from the transaction's sorted copy, one pwrite per run
+ * of adjacent blocks. Not flushed: the next commit's first flush does that. */
+static int write_home(struct journal *j, const struct journal_txn *t)
 {
+	for (size_t i = 0; i < t->n;) {
+		size_t run = 1;
+		while (i + run < t->n && t->blocks[i + run].fs_block == t->blocks[i].fs_block + run)
+			run++;
+		if (lun_write_units(j, t->blocks[i].fs_block, (unsigned)run, t->data + i * UNIT))
+			return -EIO;
+		i += run;
+	}
+	return 0;
+}
+
+/* Transactions finish one at a time in the order they were prepared: a block
+ * in two transactions must reach home in its newer version. */
+int txn_finish(struct journal *j, struct journal_txn *t)
+{
+	pthread_mutex_lock(&j->lock);
+	while (j->last_finished + 1 != t->id)
+		pthread_cond_wait(&j->finished_cond, &j->lock);
+	uint32_t seq = j->next_sequence;
 	struct log_io io = { j, j->log_map, j->log_map_len, j->jsb_raw };
+	pthread_mutex_unlock(&j->lock);
+
+	/* j->jsb_raw is used only by the one finishing transaction. */
 	int rc = lun_flush(&io);
-	if (rc || j->ndirty == 0)
-		return rc;
-	size_t n = 0;
-	struct jbd2_txn_block *blocks = malloc(j->ndirty * sizeof(*blocks));
-	if (!blocks)
-		return -ENOMEM;
-	for (struct cache_entry *e = j->dirty.dirty_next; e != &j->dirty; e = e->dirty_next)
-		blocks[n++] = (struct jbd2_txn_block){ e->unit, e->data };
-	qsort(blocks, n, sizeof(*blocks), unit_order);
-	rc = write_log(j, &io, blocks, n);
-	free(blocks);
-	if (rc)
-		return rc;
-	j->next_sequence++;
-	return write_back_locked(j);   /* home writes; made durable by the next commit */
+	if (rc == 0)
+		rc = write_log(j, &io, t, seq);
+	if (rc == 0)
+		rc = write_home(j, t);
+
+	pthread_mutex_lock(&j->lock);
+	if (rc == 0)
+		j->next_sequence++;
+	for (size_t i = 0; i < t->n; i++) {
+		struct cache_entry *e = t->entries[i];
+		if (rc && !e->dirty && !e->forget_on_unpin)
+			mark_dirty(j, e);   /* not committed: it belongs to the next try */
+		if (--e->pinned == 0 && e->forget_on_unpin)
+			cache_remove_entry(j, e);
+	}
+	j->last_finished = t->id;
+	pthread_cond_broadcast(&j->finished_cond);
+	pthread_mutex_unlock(&j->lock);
+	txn_destroy(t);
+	return rc;
 }
 
 int journal_detach(struct journal *j)
@@ -286,7 +359,15 @@ int journal_detach(struct journal *j)
 	int rc = 0;
 	if (j->attached) {
 		struct log_io io = { j, j->log_map, j->log_map_len, j->jsb_raw };
-		rc = txn_commit_locked(j);
+		struct journal_txn *t = NULL;
+		rc = txn_prepare_locked(j, &t);
+		if (rc == 0 && t) {
+			pthread_mutex_unlock(&j->lock);
+			rc = txn_finish(j, t);
+			pthread_mutex_lock(&j->lock);
+		}
+		while (j->last_finished < j->last_prepared)
+			pthread_cond_wait(&j->finished_cond, &j->lock);
 		if (rc == 0)
 			rc = lun_flush(&io);
 		if (rc == 0)

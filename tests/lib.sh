@@ -27,8 +27,16 @@ _run_cleanups() {
 trap _run_cleanups EXIT
 trap 'exit 130' INT TERM
 
-# A scratch directory removed at exit.
-scratch_dir() { local d; d=$(mktemp -d /tmp/csvfs-test.XXXXXX); on_exit "rm -rf '$d'"; echo "$d"; }
+# A scratch directory removed at exit. Called as d=$(scratch_dir), i.e. in a
+# subshell, so it records the directory in a list the main shell cleans up.
+_SCRATCH_LIST=$(mktemp /tmp/csvfs-scratch-list.XXXXXX)
+_cleanup_scratch() {
+  local d
+  while read -r d; do [ -n "$d" ] && rm -rf --one-file-system "$d"; done < "$_SCRATCH_LIST"
+  rm -f "$_SCRATCH_LIST"
+}
+on_exit _cleanup_scratch
+scratch_dir() { local d; d=$(mktemp -d /tmp/csvfs-test.XXXXXX); echo "$d" >> "$_SCRATCH_LIST"; echo "$d"; }
 
 # wait_until SECONDS cmd... — polls (bounded) until cmd succeeds.
 wait_until() {
