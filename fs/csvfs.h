@@ -29,6 +29,11 @@ int csvfs_format(const struct csvfs_format_opts *opts, char guid_out[37],
 int csvfs_find_lun_by_uuid(const char *guid, char *path, size_t pathlen,
 			   char *err, size_t errlen);
 
+/* Sends one request ("status") to the daemon serving volume GUID and reads its
+ * JSON reply. */
+int csvfs_control_request(const char *guid, const char *request, char *reply, size_t len,
+			  char *err, size_t errlen);
+
 /* Runs the daemon: parses argv the way mount helpers pass it, mounts, serves
  * until unmounted. Returns the process exit status. */
 int csvfs_daemon_main(int argc, char **argv);

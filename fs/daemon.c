@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 struct daemon_opts {
 	int foreground, standalone, read_only, allow_other, verbose;
@@ -190,11 +191,16 @@ static int serve(struct daemon_opts *d, struct volume *v)
 		if (!d->foreground)
 			fuse_daemonize(0);
 		volume_start(v);
+		char host[64] = "localhost";
+		gethostname(host, sizeof(host) - 1);
+		struct control ctl;
+		control_start(&ctl, v, d->mountpoint, host);
 		csvfs_log(LOG_INFO_L, "mounted LUN %s at %s (%s)", v->lun, d->mountpoint,
 			  v->read_only ? "read-only" : "standalone coordinator");
 		struct fuse_loop_config cfg = { .clone_fd = 0, .max_idle_threads = 16 };
 		int rc = fuse_session_loop_mt(se, &cfg);
 		status = rc < 0 ? 1 : 0;
+		control_stop(&ctl);
 		fuse_session_unmount(se);
 		csvfs_log(LOG_INFO_L, "unmounted %s", d->mountpoint);
 	}

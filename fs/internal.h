@@ -116,6 +116,21 @@ void minode_put(struct volume *v, struct minode *m);
 /* Forgets cached mappings after the extent tree changed. */
 void minode_invalidate_map(struct minode *m);
 
+/* ---- control channel (control.c) --------------------------------------- */
+
+struct control {
+	struct volume *vol;
+	int listen_fd, running;
+	volatile int stopping;
+	pthread_t thread;
+	char path[108];
+	char mountpoint[4096];
+	char node[64];
+};
+int control_start(struct control *c, struct volume *v, const char *mountpoint, const char *node);
+void control_stop(struct control *c);
+void control_socket_path(const char *uuid, char *out, size_t len);
+
 /* ---- metadata engine ------------------------------------------------- */
 
 struct meta_attr {

@@ -30,6 +30,11 @@ truncate -s 10G "$mnt/sparse"
 printf 'tail' | dd of="$mnt/sparse" bs=1 seek=$((9*1024*1024*1024)) conv=notrunc status=none
 check_eq "sparse file size" 10737418240 "$(stat -c %s "$mnt/sparse")"
 check "sparse file uses little space" test "$(stat -c %b "$mnt/sparse")" -lt 64
+status=$("$BIN/csvctl" status --json "$mnt")
+check "csvctl status names the volume GUID" grep -q "\"guid\":\"$guid\"" <<<"$status"
+check "csvctl status shows the journal on and I/O direct" grep -q '"journaled":true.*"io_state":"direct"' <<<"$status"
+check "csvctl status (human) shows the coordinator" sh -c "'$BIN/csvctl' status '$mnt' | grep -q coordinator"
+check_fails "csvctl status of a path with no volume fails" "$BIN/csvctl" status "$d"
 (cd "$mnt" && find . -printf '%p %y %m %s\n' | sort > "$d/manifest.csvfs")
 (cd "$mnt" && find . -type f ! -name sparse -exec sha256sum {} + | sort -k2 > "$d/sums.csvfs")
 umount_csvfs "$mnt"
