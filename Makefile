@@ -56,6 +56,8 @@ HELPER_SRC := $(wildcard tests/helpers/*.c)
 HELPER_BIN := $(patsubst tests/helpers/%.c,$(BUILD)/tests/%,$(HELPER_SRC))
 
 .PHONY: all deps check demo bench clean unit fuzz
+# Objects are intermediate to the pattern rules; keep them for incremental builds.
+.SECONDARY:
 all: $(DAEMON) $(TOOL_BIN) $(SCRIPT_BIN)
 
 $(BUILD)/obj/%.o: %.c
