@@ -362,6 +362,24 @@ static void test_superblock_roundtrip(void **state)
 	assert_non_null(strstr(err.message, "checksum"));
 }
 
+static void test_superblock_set_tail(void **state)
+{
+	(void)state;
+	struct mem_disk *d = v3_disk(9);
+	struct jbd2_error err = { 0 };
+	assert_int_equal(jbd2_superblock_set_tail(jblock(d, 0), 1024, 17, 12, &err), 0);
+	struct jbd2_superblock sb = journal_sb(d); /* decode verifies the new checksum */
+	assert_int_equal(sb.start, 17);
+	assert_int_equal(sb.sequence, 12);
+	assert_int_equal(jbd2_superblock_set_tail(jblock(d, 0), 1024, 0, 13, &err), 0);
+	expect_journal_clean(d, 13);
+	assert_int_equal(jbd2_superblock_set_tail(jblock(d, 0), 1024, 64, 13, &err), -EINVAL);
+	assert_non_null(strstr(err.message, "new log start 64"));
+	jblock(d, 0)[0] = 0;
+	assert_int_equal(jbd2_superblock_set_tail(jblock(d, 0), 1024, 1, 13, &err), -EUCLEAN);
+	disk_free(d);
+}
+
 static void test_superblock_rejects_bad_fields(void **state)
 {
 	(void)state;
@@ -656,8 +674,15 @@ static void test_descriptor_edge_cases(void **state)
 	/* ...and an array too small for them is an error, not an overflow. */
 	assert_int_equal(jbd2_descriptor_decode(&fmt, block, out, 10, &n, &err), -EINVAL);
 
+	/* Tag flags are the 16 bits at offset 6, even in a tag3: debugfs 1.47
+	 * leaves UUID bytes in 4-5 of one tag of a full descriptor. */
+	block[12 + 4] = 0x86;
+	block[12 + 5] = 0x14;
+	assert_int_equal(jbd2_descriptor_decode(&fmt, block, out, 128, &n, &err), 0);
+	assert_int_equal(out[0].flags, JBD2_FLAG_SAME_UUID);
+
 	/* Unknown tag flags are corruption. */
-	jbd2_put_be32(block + 12 + 4, 0x100 | JBD2_FLAG_LAST_TAG);
+	jbd2_put_be16(block + 12 + 6, 0x100 | JBD2_FLAG_LAST_TAG);
 	assert_int_equal(jbd2_descriptor_decode(&fmt, block, out, 128, &n, &err), -EUCLEAN);
 	assert_non_null(strstr(err.message, "flags"));
 }
@@ -817,6 +842,10 @@ static void test_log_arithmetic(void **state)
 	assert_true(jbd2_log_contains(&fmt, 10));
 	assert_false(jbd2_log_contains(&fmt, 20));
 	assert_false(jbd2_log_contains(&fmt, 9));
+	assert_int_equal(jbd2_log_free(&fmt, 0, 14), 9);    /* empty: all but one */
+	assert_int_equal(jbd2_log_free(&fmt, 12, 18), 3);   /* 6 used */
+	assert_int_equal(jbd2_log_free(&fmt, 18, 12), 5);   /* 4 used, wrapped */
+	assert_int_equal(jbd2_log_free(&fmt, 12, 11), 0);   /* full */
 	assert_true(jbd2_tid_gt(0, 0xFFFFFFFF));
 	assert_true(jbd2_tid_geq(5, 5));
 	assert_false(jbd2_tid_gt(0xFFFFFFFF, 0));
@@ -1556,6 +1585,7 @@ int main(void)
 		cmocka_unit_test(test_crc32c_known_answer),
 		cmocka_unit_test(test_tag_sizes_and_capacities),
 		cmocka_unit_test(test_superblock_roundtrip),
+		cmocka_unit_test(test_superblock_set_tail),
 		cmocka_unit_test(test_superblock_rejects_bad_fields),
 		cmocka_unit_test(test_format_rejects_unsupported_features),
 		cmocka_unit_test(test_e2fsprogs_known_answers),
