@@ -3,7 +3,7 @@
 # are present it says so and touches nothing; otherwise apt-get update + install.
 set -euo pipefail
 PACKAGES=(
-  build-essential pkg-config clang make
+  build-essential pkg-config clang libclang-rt-14-dev make
   libfuse3-dev fuse3
   libext2fs-dev comerr-dev e2fsprogs fuse2fs
   libblkid-dev uuid-dev util-linux

@@ -1,0 +1,123 @@
+/* TLS 1.3 contexts with mutual authentication against the cluster CA. */
+#include "redirect-io/rio_impl.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+#include <stdio.h>
+#include <string.h>
+
+static void ctx_fail(SSL_CTX *ctx, char *err, size_t errlen, const char *what, const char *path)
+{
+	unsigned long e = ERR_get_error();
+	char buf[256] = "unknown error";
+
+	if (e)
+		ERR_error_string_n(e, buf, sizeof(buf));
+	ERR_clear_error();
+	rio_seterr(err, errlen, "%s %s: %s", what, path, buf);
+	SSL_CTX_free(ctx);
+}
+
+/* Peer verification: only our CA is trusted (no system store), a peer must
+ * send a certificate, and it must be a node certificate fit for its role. */
+static int ctx_set_verify(SSL_CTX *ctx, const char *ca_path, enum rio_role role)
+{
+	X509_VERIFY_PARAM *param = SSL_CTX_get0_param(ctx);
+
+	if (SSL_CTX_load_verify_locations(ctx, ca_path, NULL) != 1)
+		return 0;
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+	SSL_CTX_set_verify_depth(ctx, 1); /* node cert directly under the cluster CA */
+	X509_VERIFY_PARAM_set_flags(param, X509_V_FLAG_X509_STRICT);
+	X509_VERIFY_PARAM_set_purpose(param, role == RIO_ROLE_SERVER ? X509_PURPOSE_SSL_CLIENT
+								     : X509_PURPOSE_SSL_SERVER);
+	if (role == RIO_ROLE_SERVER) {
+		STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(ca_path);
+		if (!names)
+			return 0;
+		SSL_CTX_set_client_CA_list(ctx, names);
+	}
+	return 1;
+}
+
+SSL_CTX *rio_tls_ctx_new(const char *cred_dir, enum rio_role role, char *node, size_t nodelen,
+			 char *err, size_t errlen)
+{
+	char ca[PATH_MAX], crt[PATH_MAX], key[PATH_MAX];
+	SSL_CTX *ctx;
+
+	if (!cred_dir)
+		cred_dir = RIO_DEFAULT_CRED_DIR;
+	/* Checked up front so a misconfigured node says which file is wrong
+	 * instead of failing every handshake. */
+	if (rio_cred_check(cred_dir, node, nodelen, err, errlen) != RIO_OK)
+		return NULL;
+	snprintf(ca, sizeof(ca), "%s/ca.crt", cred_dir);
+	snprintf(crt, sizeof(crt), "%s/node.crt", cred_dir);
+	snprintf(key, sizeof(key), "%s/node.key", cred_dir);
+	ctx = SSL_CTX_new(role == RIO_ROLE_SERVER ? TLS_server_method() : TLS_client_method());
+	if (!ctx) {
+		ctx_fail(NULL, err, errlen, "creating TLS context", "");
+		return NULL;
+	}
+	if (SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION) != 1 ||
+	    SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) != 1) {
+		ctx_fail(ctx, err, errlen, "enabling TLS 1.3", "");
+		return NULL;
+	}
+	if (SSL_CTX_use_certificate_file(ctx, crt, SSL_FILETYPE_PEM) != 1) {
+		ctx_fail(ctx, err, errlen, "loading", crt);
+		return NULL;
+	}
+	if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1 ||
+	    SSL_CTX_check_private_key(ctx) != 1) {
+		ctx_fail(ctx, err, errlen, "loading", key);
+		return NULL;
+	}
+	if (!ctx_set_verify(ctx, ca, role)) {
+		ctx_fail(ctx, err, errlen, "loading", ca);
+		return NULL;
+	}
+	/* No resumption: every connection proves its certificate afresh, and a
+	 * client never has to read tickets it would not use. */
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+	SSL_CTX_set_num_tickets(ctx, 0);
+	SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+	/* Non-blocking writes of large frames resume from where they stopped. */
+	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	/* Send the node certificate alone: the peer trusts only the CA it has. */
+	SSL_CTX_set_mode(ctx, SSL_MODE_NO_AUTO_CHAIN);
+	SSL_CTX_clear_mode(ctx, SSL_MODE_AUTO_RETRY);
+	return ctx;
+}
+
+int rio_tls_peer_name(SSL *ssl, char *out, size_t outlen)
+{
+	X509 *cert = SSL_get0_peer_certificate(ssl);
+
+	if (!cert || SSL_get_verify_result(ssl) != X509_V_OK)
+		return RIO_E_TLS;
+	return rio_cert_node_name(cert, out, outlen);
+}
+
+void rio_tls_describe(SSL *ssl, int ssl_err, char *why, size_t len)
+{
+	unsigned long e = ERR_peek_last_error();
+	long vr = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
+	const char *reason = e ? ERR_reason_error_string(e) : NULL;
+
+	if (vr != X509_V_OK) {
+		snprintf(why, len, "certificate verify failed (%s)", X509_verify_cert_error_string(vr));
+	} else if (reason) {
+		snprintf(why, len, "%s", reason);
+	} else if (ssl_err == SSL_ERROR_SYSCALL && errno) {
+		snprintf(why, len, "%s", strerror(errno));
+	} else if (ssl_err == SSL_ERROR_SYSCALL || ssl_err == SSL_ERROR_ZERO_RETURN) {
+		snprintf(why, len, "connection closed by peer");
+	} else {
+		snprintf(why, len, "TLS error %d", ssl_err);
+	}
+	ERR_clear_error();
+}

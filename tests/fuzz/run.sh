@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Builds and runs libFuzzer harnesses: tests/fuzz/run.sh tests/fuzz/fuzz_*.c
+# (make fuzz). Each harness is one .c file with LLVMFuzzerTestOneInput that
+# names what it links in comment lines at its top:
+#   // fuzz-sources: module/a.c module/b.c     library sources to compile in
+#   // fuzz-cflags: ...                         optional extra compiler flags
+#   // fuzz-libs: -lfoo                         optional extra link flags
+# Built with clang -fsanitize=fuzzer,address,undefined into $BUILD/fuzz/ and
+# run for FUZZ_SECONDS (default 60) from its committed seeds in
+# tests/fuzz/corpus/<name>/ (read only) plus a working corpus in
+# $BUILD/fuzz/corpus/<name>/. A crash leaves its input in $BUILD/fuzz/artifacts/.
+# Needs clang and the libFuzzer runtime (Debian: libclang-rt-14-dev).
+# Exits non-zero if any harness fails to build or crashes.
+set -u
+BUILD=${BUILD:-build}
+FUZZ_SECONDS=${FUZZ_SECONDS:-60}
+top=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$top"
+out="$BUILD/fuzz"
+mkdir -p "$out/artifacts"
+
+if ! command -v clang >/dev/null; then
+  echo "fuzz: clang not found (make deps)" >&2
+  exit 1
+fi
+[ $# -gt 0 ] || set -- tests/fuzz/fuzz_*.c
+passed=0; failed=0
+
+header_field() { sed -n "s|^// $1:[[:space:]]*||p" "$2" | head -1; }
+
+for src in "$@"; do
+  [ -f "$src" ] || continue
+  name=$(basename "$src" .c)
+  bin="$out/$name"
+  # shellcheck disable=SC2046 # word splitting of the header lists is intended
+  if ! clang -std=c11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -g -O1 -I. \
+       -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+       $(header_field fuzz-cflags "$src") "$src" $(header_field fuzz-sources "$src") \
+       -o "$bin" $(header_field fuzz-libs "$src") -pthread >"$out/$name.build.log" 2>&1; then
+    echo "not ok - fuzz $name: build failed"
+    tail -20 "$out/$name.build.log"
+    failed=$((failed + 1))
+    continue
+  fi
+  work="$out/corpus/$name"; seeds="tests/fuzz/corpus/$name"
+  mkdir -p "$work"
+  corpora=("$work")
+  [ -d "$seeds" ] && corpora+=("$seeds")
+  # libFuzzer's own limits bound the run; timeout is a backstop.
+  timeout $((FUZZ_SECONDS + 120)) "$bin" -max_total_time="$FUZZ_SECONDS" -timeout=10 \
+    -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="$out/artifacts/$name-" \
+    "${corpora[@]}" >"$out/$name.log" 2>&1
+  rc=$?
+  runs=$(sed -n 's/^stat::number_of_executed_units:[[:space:]]*//p' "$out/$name.log" | tail -1)
+  if [ "$rc" -eq 0 ]; then
+    echo "ok - fuzz $name: ${runs:-?} inputs in ${FUZZ_SECONDS}s, no crash"
+    passed=$((passed + 1))
+  else
+    echo "not ok - fuzz $name: exit $rc (log $out/$name.log, inputs $out/artifacts/$name-*)"
+    grep -E 'ERROR|SUMMARY|runtime error' "$out/$name.log" | head -10
+    failed=$((failed + 1))
+  fi
+done
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
