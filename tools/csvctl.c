@@ -1,15 +1,69 @@
 /* csvctl — administer csvfs volumes: status of a mounted volume. */
 #include "fs/csvfs.h"
+#include "redirect-io/rio.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#define DEFAULT_CA_DIR "/etc/csvfs/ca"
+
 static void usage(FILE *to)
 {
-	fprintf(to, "usage: csvctl status [--json] [MOUNTPOINT]   (default %s)\n",
-		CSVFS_DEFAULT_MOUNTPOINT);
+	fprintf(to,
+		"usage: csvctl status [--json] [MOUNTPOINT]   (default %s)\n"
+		"       csvctl keygen [--cluster NAME] [--ca-dir DIR] [--force]\n"
+		"              create the cluster credential (a CA; default %s)\n"
+		"       csvctl keygen --node NAME [--ca-dir DIR] [--out DIR] [--force]\n"
+		"              issue NAME's node certificate from the CA into DIR (default %s)\n",
+		CSVFS_DEFAULT_MOUNTPOINT, DEFAULT_CA_DIR, RIO_DEFAULT_CRED_DIR);
+}
+
+static int cmd_keygen(int argc, char **argv)
+{
+	const char *cluster = NULL, *ca_dir = DEFAULT_CA_DIR, *node = NULL, *out = RIO_DEFAULT_CRED_DIR;
+	unsigned flags = 0;
+	for (int i = 0; i < argc; i++) {
+		const char *a = argv[i];
+		int has_value = i + 1 < argc;
+		if (strcmp(a, "--force") == 0)
+			flags |= RIO_CRED_FORCE;
+		else if (strcmp(a, "--cluster") == 0 && has_value)
+			cluster = argv[++i];
+		else if (strcmp(a, "--ca-dir") == 0 && has_value)
+			ca_dir = argv[++i];
+		else if (strcmp(a, "--node") == 0 && has_value)
+			node = argv[++i];
+		else if (strcmp(a, "--out") == 0 && has_value)
+			out = argv[++i];
+		else {
+			fprintf(stderr, "csvctl keygen: bad argument '%s'\n", a);
+			return 2;
+		}
+	}
+	char err[512];
+	if (!node) {
+		if (rio_cred_create_ca(ca_dir, cluster, flags, err, sizeof(err)) != 0) {
+			fprintf(stderr, "csvctl keygen: %s\n", err);
+			return 1;
+		}
+		printf("cluster credential created in %s (keep ca.key there only; issue each node "
+		       "with 'csvctl keygen --node NAME')\n", ca_dir);
+		return 0;
+	}
+	if (!rio_node_name_valid(node)) {
+		fprintf(stderr, "csvctl keygen: bad node name '%s' (1-63 of A-Z a-z 0-9 . _ -)\n", node);
+		return 2;
+	}
+	char checked[64];
+	if (rio_cred_issue_node(ca_dir, out, node, flags, err, sizeof(err)) != 0 ||
+	    rio_cred_check(out, checked, sizeof(checked), err, sizeof(err)) != 0) {
+		fprintf(stderr, "csvctl keygen: %s\n", err);
+		return 1;
+	}
+	printf("node credential for %s written to %s (ca.crt, node.crt, node.key)\n", checked, out);
+	return 0;
 }
 
 /* The GUID of the csvfs volume mounted at mnt, from the mount table
@@ -114,6 +168,8 @@ int main(int argc, char **argv)
 	}
 	if (strcmp(argv[1], "status") == 0)
 		return cmd_status(argc - 2, argv + 2);
+	if (strcmp(argv[1], "keygen") == 0)
+		return cmd_keygen(argc - 2, argv + 2);
 	if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
 		usage(stdout);
 		return 0;
