@@ -15,6 +15,7 @@
 static void defer(struct volume *v, blk64_t blk, blk64_t num)
 {
 	ext2fs_mark_block_bitmap_range2(v->fs->block_map, blk, (unsigned)num);
+	v->freed_blocks += num;
 	struct deferred_free *last = v->nfreed ? &v->freed[v->nfreed - 1] : NULL;
 	if (last && last->txn == 0 && last->blk + last->num == blk) {
 		last->num += num;
@@ -26,6 +27,7 @@ static void defer(struct volume *v, blk64_t blk, blk64_t num)
 		if (!p) {
 			/* Cannot remember it: free it now rather than leak it. */
 			ext2fs_unmark_block_bitmap_range2(v->fs->block_map, blk, (unsigned)num);
+			v->freed_blocks -= num;
 			csvfs_log(LOG_WARN_L, "out of memory deferring a free of %llu blocks",
 				  (unsigned long long)num);
 			return;
@@ -63,6 +65,8 @@ void deferfree_stage(struct volume *v)
 		ext2fs_unmark_block_bitmap_range2(v->fs->block_map, f.blk, (unsigned)f.num);
 		if (f.txn == 0 || f.txn > durable)
 			v->freed[kept++] = f;
+		else
+			v->freed_blocks -= f.num;
 	}
 	v->nfreed = kept;
 }
@@ -102,4 +106,14 @@ void deferfree_destroy(struct volume *v)
 	free(v->freed);
 	v->freed = NULL;
 	v->nfreed = v->freed_cap = 0;
+	v->freed_blocks = 0;
+}
+
+#define METADATA_RESERVE_BLOCKS 256u
+
+uint64_t volume_blocks_available(struct volume *v)
+{
+	uint64_t free_now = ext2fs_free_blocks_count(v->fs->super);
+	uint64_t held = v->freed_blocks + METADATA_RESERVE_BLOCKS;
+	return free_now > held ? free_now - held : 0;
 }

@@ -82,12 +82,72 @@ int extent_map(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in, ui
 	return rc;
 }
 
+/* Allocates [lblk, lblk+len) as unwritten extents in a hole that lies before
+ * the file's first extent. ext2fs_fallocate (1.47.0) fills such a hole up to
+ * the next extent whatever `len` says, so this case is done here. */
+static errcode_t alloc_before_first(struct volume *v, ext2_extent_handle_t h,
+				    struct ext2_inode_large *in, uint64_t lblk, uint64_t len,
+				    blk64_t goal)
+{
+	ext2_filsys fs = v->fs;
+	while (len > 0) {
+		blk64_t pblk, plen;
+		errcode_t e = ext2fs_new_range(fs, 0, goal, len < UNINIT_MAX_LEN ? len : UNINIT_MAX_LEN,
+					       NULL, &pblk, &plen);
+		if (e)
+			return e;
+		ext2fs_block_alloc_stats_range(fs, pblk, (blk_t)plen, +1);
+		struct ext2fs_extent ex = { .e_lblk = lblk, .e_pblk = pblk, .e_len = (uint32_t)plen,
+					    .e_flags = EXT2_EXTENT_FLAGS_UNINIT };
+		struct ext2fs_extent cur;
+		ext2fs_extent_goto(h, lblk);
+		e = ext2fs_extent_get(h, EXT2_EXTENT_CURRENT, &cur);
+		if (!e)
+			e = ext2fs_extent_insert(h, cur.e_lblk > lblk ? 0 : EXT2_EXTENT_INSERT_AFTER, &ex);
+		if (!e)
+			e = ext2fs_extent_fix_parents(h);
+		if (e) {
+			ext2fs_block_alloc_stats_range(fs, pblk, (blk_t)plen, -1);
+			return e;
+		}
+		ext2fs_iblk_add_blocks(fs, (struct ext2_inode *)in, plen);
+		lblk += plen;
+		len -= plen;
+		goal = pblk + plen;
+	}
+	return 0;
+}
+
+/* The first extent of the file if it starts after lblk (0 if none does). */
+static int first_extent_after(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in,
+			      uint64_t lblk, ext2_extent_handle_t *h, struct ext2fs_extent *first)
+{
+	if (!(in->i_flags & EXT4_EXTENTS_FL) ||
+	    ext2fs_extent_open2(v->fs, ino, (struct ext2_inode *)in, h))
+		return 0;
+	ext2fs_extent_goto(*h, lblk);
+	if (ext2fs_extent_get(*h, EXT2_EXTENT_CURRENT, first) == 0 && first->e_lblk > lblk)
+		return 1;
+	ext2fs_extent_free(*h);
+	return 0;
+}
+
 int extent_alloc_unwritten(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in,
 			   uint64_t lblk, uint64_t len)
 {
 	uint64_t size = EXT2_I_SIZE(in);
-	errcode_t e = ext2fs_fallocate(v->fs, EXT2_FALLOCATE_FORCE_UNINIT, ino,
-				       (struct ext2_inode *)in, ~0ULL, lblk, len);
+	ext2_extent_handle_t h;
+	struct ext2fs_extent first;
+	errcode_t e;
+	if (first_extent_after(v, ino, in, lblk, &h, &first)) {
+		uint64_t room = first.e_lblk - lblk;
+		e = alloc_before_first(v, h, in, lblk, len < room ? len : room,
+				       first.e_pblk > room ? first.e_pblk - room : 0);
+		ext2fs_extent_free(h);
+	} else {
+		e = ext2fs_fallocate(v->fs, EXT2_FALLOCATE_FORCE_UNINIT, ino,
+				     (struct ext2_inode *)in, ~0ULL, lblk, len);
+	}
 	/* fallocate may move i_size; the caller decides the size. */
 	ext2fs_inode_size_set(v->fs, (struct ext2_inode *)in, size);
 	volume_mark_dirty(v);
@@ -203,15 +263,8 @@ static int set_state_range(struct volume *v, ext2_ino_t ino, struct ext2_inode_l
 			  (unsigned long long)lblk, (unsigned long long)len, error_message(e));
 		return e == EXT2_ET_BLOCK_ALLOC_FAIL ? -ENOSPC : -EIO;
 	}
-	/* The handle wrote i_block and i_blocks into *in; reload the rest. */
-	struct ext2_inode_large fresh;
-	int rc = inode_read(v, ino, &fresh);
-	if (rc == 0) {
-		memcpy(in->i_block, fresh.i_block, sizeof(in->i_block));
-		in->i_blocks = fresh.i_blocks;
-		in->osd2.linux2.l_i_blocks_hi = fresh.osd2.linux2.l_i_blocks_hi;
-	}
-	return rc;
+	/* The extent handle updated i_block and i_blocks in *in itself. */
+	return 0;
 }
 
 int extent_mark_written(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in,
@@ -238,6 +291,23 @@ int extent_punch(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in,
 		csvfs_log(LOG_ERR_L, "inode %u: freeing blocks from %llu failed: %s", ino,
 			  (unsigned long long)lblk, error_message(e));
 		return -errcode_to_errno(e);
+	}
+	return 0;
+}
+
+int extent_punch_unwritten(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in,
+			   uint64_t lblk, uint64_t end)
+{
+	uint64_t pos = lblk;
+	for (unsigned guard = 0; pos < end && guard < 100000; guard++) {
+		struct meta_extent e;
+		int rc = extent_map(v, ino, in, pos, &e);
+		if (rc)
+			return rc;
+		uint64_t stop = e.lblk + e.len < end ? e.lblk + e.len : end;
+		if (e.state == EXTENT_UNWRITTEN && (rc = extent_punch(v, ino, in, pos, stop)) != 0)
+			return rc;
+		pos = stop;
 	}
 	return 0;
 }
@@ -298,6 +368,21 @@ static void forget_allocated(struct volume *v, ext2_ino_t ino, struct ext2_inode
 	}
 }
 
+/* Clamps a wish for `want` blocks to what can be had without running libext2fs
+ * into ENOSPC half-way through an allocation (it does not undo partial work):
+ * commits first if deferred frees would make room. -ENOSPC if not even `need`. */
+static int fit_allocation(struct volume *v, uint64_t need, uint64_t *want)
+{
+	uint64_t avail = volume_blocks_available(v);
+	if (avail < *want && v->nfreed && deferfree_reclaim(v))
+		avail = volume_blocks_available(v);
+	if (avail < need)
+		return -ENOSPC;
+	if (*want > avail)
+		*want = avail;
+	return 0;
+}
+
 int meta_alloc(struct volume *v, struct minode *m, uint64_t lblk, uint64_t len)
 {
 	struct ext2_inode_large in;
@@ -309,17 +394,19 @@ int meta_alloc(struct volume *v, struct minode *m, uint64_t lblk, uint64_t len)
 	if (rc == 0 && hole.state == EXTENT_HOLE) {
 		uint64_t eof_blk = (atomic_load(&m->size) + v->blocksize - 1) / v->blocksize;
 		uint64_t want = len;
-		if (lblk >= eof_blk && want < PREALLOC_BLOCKS) {
-			want = PREALLOC_BLOCKS;       /* a growing file: allocate ahead */
-			m->speculative_prealloc = 1;
-		}
+		/* A file growing by appends: allocate ahead (trimmed at last close). */
+		if (lblk == eof_blk && want < PREALLOC_BLOCKS)
+			want = PREALLOC_BLOCKS;
 		if (want > hole.lblk + hole.len - lblk)
 			want = hole.lblk + hole.len - lblk;
-		rc = extent_alloc_unwritten(v, m->ino, &in, lblk, want);
-		if (rc == -ENOSPC && deferfree_reclaim(v))
+		rc = fit_allocation(v, len, &want);
+		if (rc == 0)
 			rc = extent_alloc_unwritten(v, m->ino, &in, lblk, want);
-		if (rc == -ENOSPC && want > len)
-			rc = extent_alloc_unwritten(v, m->ino, &in, lblk, len);
+		if (rc == 0 && want > len) {
+			uint64_t s = lblk + len, e = lblk + want;
+			m->spec_start = m->spec_end > m->spec_start && m->spec_start < s ? m->spec_start : s;
+			m->spec_end = m->spec_end > e ? m->spec_end : e;
+		}
 		if (rc == 0)
 			rc = inode_write(v, m->ino, &in);
 		if (rc == 0)
@@ -417,7 +504,10 @@ static int fill_holes(struct volume *v, ext2_ino_t ino, struct ext2_inode_large 
 			return rc;
 		uint64_t stop = e.lblk + e.len < last ? e.lblk + e.len : last;
 		if (e.state == EXTENT_HOLE) {
-			rc = extent_alloc_unwritten(v, ino, in, pos, stop - pos);
+			uint64_t want = stop - pos;
+			rc = fit_allocation(v, want, &want);
+			if (rc == 0)
+				rc = extent_alloc_unwritten(v, ino, in, pos, want);
 			if (rc)
 				return rc;
 			forget_allocated(v, ino, in, pos, stop - pos);
@@ -480,9 +570,9 @@ int meta_fallocate(struct volume *v, struct minode *m, int mode, uint64_t off, u
 	if (rc == 0 && !LINUX_S_ISREG(in.i_mode))
 		rc = LINUX_S_ISDIR(in.i_mode) ? -EISDIR : -ENODEV;
 	if (rc == 0) {
+		/* Blocks the user allocates are theirs: no write-ahead trimming over them. */
+		m->spec_start = m->spec_end = 0;
 		rc = fallocate_locked(v, m, &in, mode, off, len);
-		if (rc == -ENOSPC && deferfree_reclaim(v))
-			rc = fallocate_locked(v, m, &in, mode, off, len);
 		struct timespec now = now_ts();
 		if (rc == 0 || rc == -ENOSPC)
 			inode_set_time(v, &in, TIME_C | ((mode & ~FALLOC_FL_KEEP_SIZE) ? TIME_M : 0), now);

@@ -213,7 +213,10 @@ static int open_handle(struct volume *v, ext2_ino_t ino, struct fuse_file_info *
 		free(fh);
 		return -ENOENT;
 	}
-	int rc = meta_open(v, fh->m, 0);
+	/* With FUSE_CAP_ATOMIC_O_TRUNC (libfuse's default) O_TRUNC arrives here,
+	 * not as a setattr. */
+	int trunc = (fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY;
+	int rc = meta_open(v, fh->m, trunc);
 	if (rc) {
 		minode_put(v, fh->m);
 		free(fh);

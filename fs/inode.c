@@ -104,6 +104,8 @@ int inode_read(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in)
 {
 	if (ino < 1 || ino > v->fs->super->s_inodes_count)
 		return -ESTALE;
+	if (v->fs->inode_map && !ext2fs_test_inode_bitmap2(v->fs->inode_map, ino))
+		return -ESTALE;   /* freed: a stale handle, not an inode */
 	memset(in, 0, sizeof(*in));
 	errcode_t e = ext2fs_read_inode_full(v->fs, ino, (struct ext2_inode *)in, sizeof(*in));
 	if (e) {
@@ -459,7 +461,7 @@ static int truncate_locked(struct volume *v, ext2_ino_t ino, struct ext2_inode_l
 		if (rc == 0)
 			rc = extent_punch(v, ino, in, (size + bs - 1) / bs, ~0ull);
 		if (m)
-			m->speculative_prealloc = 0;
+			m->spec_start = m->spec_end = 0;
 	}
 	if (rc)
 		return rc;
@@ -502,14 +504,14 @@ static int flush_times(struct volume *v, struct minode *m, struct ext2_inode_lar
 	return inode_write(v, m->ino, in);
 }
 
-/* Returns blocks past EOF that writes allocated ahead and never used. */
+/* Returns the blocks writes allocated ahead and never used (below EOF too:
+ * unwritten blocks read as zeros, so a hole there reads the same). */
 static int trim_speculative(struct volume *v, struct minode *m, struct ext2_inode_large *in)
 {
-	if (!m->speculative_prealloc)
+	if (m->spec_end <= m->spec_start)
 		return 0;
-	m->speculative_prealloc = 0;
-	uint64_t eof_blk = (atomic_load(&m->size) + v->blocksize - 1) / v->blocksize;
-	int rc = extent_punch(v, m->ino, in, eof_blk, ~0ull);
+	int rc = extent_punch_unwritten(v, m->ino, in, m->spec_start, m->spec_end);
+	m->spec_start = m->spec_end = 0;
 	minode_invalidate_map(m);
 	return rc;
 }

@@ -49,7 +49,7 @@ struct minode {
 	struct minode *hash_next;      /* table lock */
 	unsigned refs;                 /* table lock */
 	unsigned open_count;           /* volume lock */
-	int speculative_prealloc;      /* volume lock: blocks past EOF we added */
+	uint64_t spec_start, spec_end; /* volume lock: write-ahead blocks we added (lblk range) */
 	int times_dirty;               /* volume lock: mtime/ctime newer than disk */
 	struct timespec mtime, ctime;  /* volume lock, valid when times_dirty */
 	_Atomic uint64_t size;         /* authoritative while referenced */
@@ -95,6 +95,7 @@ struct volume {
 	int opened;                    /* volume_open succeeded: close writes state */
 	struct deferred_free *freed;   /* volume lock: frees of the running transaction */
 	size_t nfreed, freed_cap;
+	uint64_t freed_blocks;         /* volume lock: blocks in freed[] */
 	pthread_t flusher;
 	int flusher_running;
 	pthread_mutex_t flusher_lock;
@@ -243,6 +244,12 @@ int extent_mark_unwritten(struct volume *v, ext2_ino_t ino, struct ext2_inode_la
 /* Writes zeros over [off, off+len) inside one block, if that block is written. */
 int extent_zero_in_block(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in,
 			 uint64_t off, uint64_t len);
+/* Frees the unwritten blocks of [lblk, end) (write-ahead no one used). */
+int extent_punch_unwritten(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in,
+			   uint64_t lblk, uint64_t end);
+/* Blocks the allocator can hand out now (frees still deferred and a reserve
+ * for extent-tree and directory growth excluded). Caller holds v->lock. */
+uint64_t volume_blocks_available(struct volume *v);
 /* Frees blocks of [lblk, end) (end = ~0 for "to the end"). */
 int extent_punch(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in,
 		 uint64_t lblk, uint64_t end);

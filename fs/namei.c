@@ -17,6 +17,8 @@ static int check_name(const char *name)
 		return -ENAMETOOLONG;
 	if (strchr(name, '/'))
 		return -EINVAL;
+	if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+		return -EEXIST;   /* always present, never created */
 	return 0;
 }
 
@@ -70,15 +72,20 @@ static int reread_touch_dir(struct volume *v, ext2_ino_t dir, int link_delta)
 	return rc ? rc : touch_dir(v, dir, &in);
 }
 
+static int dir_parent(struct volume *v, ext2_ino_t dir, ext2_ino_t *parent);
+
 int meta_lookup(struct volume *v, ext2_ino_t parent, const char *name, struct meta_attr *out)
 {
 	if (strlen(name) > EXT2_NAME_LEN)
 		return -ENAMETOOLONG;
-	ext2_ino_t ino;
+	ext2_ino_t ino = parent;
 	int ftype;
 	struct ext2_inode_large in;
 	pthread_mutex_lock(&v->lock);
-	int rc = dir_find(v, parent, name, &ino, &ftype);
+	/* "." and ".." are not entries an htree lookup can find */
+	int rc = strcmp(name, ".") == 0 ? 0
+	       : strcmp(name, "..") == 0 ? dir_parent(v, parent, &ino)
+	       : dir_find(v, parent, name, &ino, &ftype);
 	if (rc == 0)
 		rc = inode_read(v, ino, &in);
 	if (rc == 0)
@@ -399,6 +406,28 @@ static int set_dotdot(struct volume *v, ext2_ino_t dir, ext2_ino_t parent)
 	return e ? -errcode_to_errno(e) : 0;
 }
 
+/* The directory's parent, from ".." at offset 12 of block 0 (linear and
+ * htree directories alike). */
+static int dir_parent(struct volume *v, ext2_ino_t dir, ext2_ino_t *parent)
+{
+	struct ext2_inode_large in;
+	int rc = inode_read(v, dir, &in);
+	if (rc)
+		return rc;
+	if (!LINUX_S_ISDIR(in.i_mode))
+		return -ENOTDIR;
+	blk64_t pblk;
+	char *buf = malloc(v->blocksize);
+	if (!buf)
+		return -ENOMEM;
+	errcode_t e = ext2fs_bmap2(v->fs, dir, (struct ext2_inode *)&in, NULL, 0, 0, NULL, &pblk);
+	if (!e)
+		e = ext2fs_read_dir_block4(v->fs, pblk, buf, 0, dir);
+	*parent = e ? 0 : ((struct ext2_dir_entry *)(buf + 12))->inode;
+	free(buf);
+	return e || *parent == 0 ? -EIO : 0;
+}
+
 /* EINVAL if `dir` is `ancestor` or lies below it (a directory cannot move
  * into its own subtree). */
 static int check_not_below(struct volume *v, ext2_ino_t dir, ext2_ino_t ancestor)
@@ -408,26 +437,9 @@ static int check_not_below(struct volume *v, ext2_ino_t dir, ext2_ino_t ancestor
 			return -EINVAL;
 		if (dir == EXT2_ROOT_INO)
 			return 0;
-		ext2_ino_t up;
-		int ftype;
-		struct ext2_inode_large in;
-		int rc = inode_read(v, dir, &in);
+		int rc = dir_parent(v, dir, &dir);
 		if (rc)
 			return rc;
-		/* ".." sits at offset 12 of block 0; dir_find would not see it in an htree root */
-		blk64_t pblk;
-		char *buf = malloc(v->blocksize);
-		if (!buf)
-			return -ENOMEM;
-		errcode_t e = ext2fs_bmap2(v->fs, dir, (struct ext2_inode *)&in, NULL, 0, 0, NULL, &pblk);
-		if (!e)
-			e = ext2fs_read_dir_block4(v->fs, pblk, buf, 0, dir);
-		up = e ? 0 : ((struct ext2_dir_entry *)(buf + 12))->inode;
-		free(buf);
-		(void)ftype;
-		if (e || up == 0)
-			return -EIO;
-		dir = up;
 	}
 	return -ELOOP;
 }
@@ -507,9 +519,11 @@ static int stamp_ctime(struct volume *v, ext2_ino_t ino)
 int meta_rename(struct volume *v, ext2_ino_t parent, const char *name,
 		ext2_ino_t newparent, const char *newname, unsigned flags)
 {
+	if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+		return -EBUSY;
 	int rc = check_name(newname);
 	if (rc)
-		return rc;
+		return rc == -EEXIST ? -EBUSY : rc;
 	if ((flags & META_RENAME_NOREPLACE) && (flags & META_RENAME_EXCHANGE))
 		return -EINVAL;
 	struct rename_ends src = { 0 }, dst = { 0 };

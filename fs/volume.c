@@ -8,6 +8,9 @@
 #include <string.h>
 #include <unistd.h>
 #include <uuid/uuid.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
 
 #define FLUSH_INTERVAL_SEC 5
 #define CSVFS_BLOCKSIZE 4096u
@@ -113,6 +116,40 @@ static int check_features(struct volume *v, char *err, size_t errlen)
 		return 0;
 	snprintf(err, errlen, "LUN %s: volume %s cannot be served: %s", v->lun, v->uuid, bad);
 	return -EINVAL;
+}
+
+/* A LUN shorter than its filesystem (a truncated image, a shrunk device). */
+static int check_lun_size(struct volume *v, char *err, size_t errlen)
+{
+	uint64_t need = ext2fs_blocks_count(v->fs->super) * (uint64_t)v->fs->blocksize, have = 0;
+	struct stat st;
+	if (fstat(v->data_fd, &st) != 0)
+		return -errno;
+	if (S_ISBLK(st.st_mode)) {
+		if (ioctl(v->data_fd, BLKGETSIZE64, &have) != 0)
+			return -errno;
+	} else {
+		have = (uint64_t)st.st_size;
+	}
+	if (have >= need)
+		return 0;
+	snprintf(err, errlen, "LUN %s is shorter (%llu bytes) than volume %s (%llu bytes)", v->lun,
+		 (unsigned long long)have, v->uuid, (unsigned long long)need);
+	return -EUCLEAN;
+}
+
+static int validate_fs(struct volume *v, char *err, size_t errlen)
+{
+	int rc = check_features(v, err, errlen);
+	if (rc)
+		return rc;
+	errcode_t e = ext2fs_check_desc(v->fs);
+	if (e) {
+		snprintf(err, errlen, "LUN %s: volume %s: group descriptors are corrupt: %s", v->lun,
+			 v->uuid, error_message(e));
+		return -EUCLEAN;
+	}
+	return check_lun_size(v, err, errlen);
 }
 
 static int open_error(struct volume *v, errcode_t e, char *err, size_t errlen)
@@ -340,6 +377,8 @@ int volume_open(const struct volume_opts *o, struct volume **out, char *err, siz
 				 strerror(errno));
 		}
 	}
+	if (rc == 0)
+		rc = validate_fs(v, err, errlen);   /* before anything is written */
 	if (rc == 0)
 		rc = mmp_acquire(v, err, errlen);
 	if (rc == 0)

@@ -265,7 +265,11 @@ static errcode_t store_dirty(struct journal *j, uint64_t unit, const void *data)
 		return 0;
 	}
 	/* Only an unjournaled cache may write a block home outside a commit. */
-	return j->attached ? EXT2_ET_NO_MEMORY : lun_write_units(j, unit, 1, data);
+	if (j->attached)
+		return EXT2_ET_NO_MEMORY;
+	if (data != j->bounce)
+		memmove(j->bounce, data, UNIT);   /* O_DIRECT wants an aligned buffer */
+	return lun_write_units(j, unit, 1, j->bounce);
 }
 
 /* Writes one unit's new content: the caller's bytes over the old content. */
