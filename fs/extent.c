@@ -394,8 +394,11 @@ int meta_alloc(struct volume *v, struct minode *m, uint64_t lblk, uint64_t len)
 	if (rc == 0 && hole.state == EXTENT_HOLE) {
 		uint64_t eof_blk = (atomic_load(&m->size) + v->blocksize - 1) / v->blocksize;
 		uint64_t want = len;
-		/* A file growing by appends: allocate ahead (trimmed at last close). */
-		if (lblk == eof_blk && want < PREALLOC_BLOCKS)
+		/* A file growing by appends (an append at EOF of a file that already
+		 * holds 1 MiB — not a sparse file written far out): allocate ahead,
+		 * trimmed at last close unless written. */
+		uint64_t held = ext2fs_get_stat_i_blocks(v->fs, (struct ext2_inode *)&in) * 512;
+		if (lblk == eof_blk && held >= (1u << 20) && want < PREALLOC_BLOCKS)
 			want = PREALLOC_BLOCKS;
 		if (want > hole.lblk + hole.len - lblk)
 			want = hole.lblk + hole.len - lblk;

@@ -148,6 +148,10 @@ static int new_inode(struct volume *v, ext2_ino_t parent, const struct ext2_inod
 static int init_dir_block(struct volume *v, ext2_ino_t ino, ext2_ino_t parent,
 			  struct ext2_inode_large *in)
 {
+	/* The metadata reserve is for extent trees and growing directories, not
+	 * for new directories: a full volume says ENOSPC to mkdir. */
+	if (volume_blocks_available(v) < 1)
+		return -ENOSPC;
 	errcode_t e = ext2fs_fallocate(v->fs, EXT2_FALLOCATE_FORCE_INIT, ino,
 				       (struct ext2_inode *)in, ~0ULL, 0, 1);
 	blk64_t pblk = 0;
