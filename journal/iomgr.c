@@ -165,7 +165,10 @@ void cache_drop_all(struct journal *j)
 errcode_t lun_read_units(struct journal *j, uint64_t unit, unsigned n, void *buf)
 {
 	size_t len = (size_t)n * UNIT;
+	if (journal_gate_enter())
+		return EIO;
 	ssize_t got = pread(j->fd, buf, len, (off_t)(unit * UNIT));
+	journal_gate_leave();
 	if (got < 0) {
 		jlog(j, 3, "journal: read of %s at byte %" PRIu64 " failed: %s",
 		     j->lun_path, unit * UNIT, strerror(errno));
@@ -184,9 +187,14 @@ errcode_t lun_read_units(struct journal *j, uint64_t unit, unsigned n, void *buf
 errcode_t lun_write_units(struct journal *j, uint64_t unit, unsigned n, const void *buf)
 {
 	size_t len = (size_t)n * UNIT;
-	if (journal_fault_drop_write())
+	if (journal_gate_enter())
+		return EIO;
+	if (journal_fault_drop_write()) {
+		journal_gate_leave();
 		return 0;
+	}
 	ssize_t put = pwrite(j->fd, buf, len, (off_t)(unit * UNIT));
+	journal_gate_leave();
 	if (put < 0 || (size_t)put < len) {
 		int e = put < 0 ? errno : ENOSPC;
 		jlog(j, 3, "journal: write of %s at byte %" PRIu64 " failed: %s",

@@ -107,6 +107,18 @@ void journal_get_stats(struct journal *j, struct journal_stats *out);
 
 void journal_close(struct journal *j);
 
+/* The LUN I/O gate (gate.c): every LUN read and write of the process passes
+ * it. PAUSED (quorum lost) holds I/O until the gate opens again or closes;
+ * CLOSED (this node lost its right to the LUN) fails I/O with -EIO. */
+enum journal_gate { JOURNAL_GATE_OPEN, JOURNAL_GATE_PAUSED, JOURNAL_GATE_CLOSED };
+void journal_gate_set(enum journal_gate state);
+enum journal_gate journal_gate_get(void);
+/* 0: go ahead, then call journal_gate_leave(); -EIO: the gate is closed. */
+int journal_gate_enter(void);
+void journal_gate_leave(void);
+/* Waits until no I/O that passed the gate is still in flight. */
+void journal_gate_drain(void);
+
 /* Test-only (CSVFS_FAULT_WRITE_LIMIT=N): 1 when this LUN write must be dropped
  * to simulate a power cut after the Nth write. Every LUN writer asks. */
 int journal_fault_drop_write(void);

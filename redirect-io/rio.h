@@ -304,6 +304,9 @@ void rio_client_peer(struct rio_client *cl, char *buf, size_t len);
 /* Drops the current connection as a network failure would (the connection
  * thread reconnects and retries pending calls). For failover and tests. */
 void rio_client_disconnect(struct rio_client *cl);
+/* Fails pending and later calls with RIO_E_SHUTDOWN without waiting (the
+ * coordinator moved: callers go elsewhere); rio_client_destroy still frees. */
+void rio_client_shutdown(struct rio_client *cl);
 /* Fails pending calls with RIO_E_SHUTDOWN, waits for callers to return,
  * joins the connection thread and frees cl. */
 void rio_client_destroy(struct rio_client *cl);

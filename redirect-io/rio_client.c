@@ -661,11 +661,9 @@ void rio_client_disconnect(struct rio_client *cl)
 	pthread_mutex_unlock(&cl->lock);
 }
 
-void rio_client_destroy(struct rio_client *cl)
+/* Under cl->lock: no more calls; the pending ones fail with RIO_E_SHUTDOWN. */
+static void shutdown_locked(struct rio_client *cl)
 {
-	if (!cl)
-		return;
-	pthread_mutex_lock(&cl->lock);
 	cl->stop = true;
 	for (struct rio_call *c = cl->calls; c; c = c->next)
 		if (!c->done)
@@ -673,6 +671,23 @@ void rio_client_destroy(struct rio_client *cl)
 	if (cl->link)
 		rio_link_request_stop(cl->link);
 	pthread_cond_broadcast(&cl->cv);
+}
+
+void rio_client_shutdown(struct rio_client *cl)
+{
+	if (!cl)
+		return;
+	pthread_mutex_lock(&cl->lock);
+	shutdown_locked(cl);
+	pthread_mutex_unlock(&cl->lock);
+}
+
+void rio_client_destroy(struct rio_client *cl)
+{
+	if (!cl)
+		return;
+	pthread_mutex_lock(&cl->lock);
+	shutdown_locked(cl);
 	while (cl->callers)
 		pthread_cond_wait(&cl->cv, &cl->lock);
 	pthread_mutex_unlock(&cl->lock);
