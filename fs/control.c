@@ -3,6 +3,8 @@
  * one JSON reply, then the connection closes. Requests: "status". */
 #include "fs/csvfs.h"
 #include "fs/internal.h"
+#include "fs/cluster.h"
+#include "fs/fsops.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -43,28 +45,61 @@ static void status_json(struct control *c, char *out, size_t len)
 {
 	struct volume *v = c->vol;
 	struct statvfs st;
-	meta_statfs(v, &st);
-	struct journal_stats js;
-	journal_get_stats(v->journal, &js);
-	char lun[512], label[64], mnt[512], node[128];
+	memset(&st, 0, sizeof(st));
+	/* Status answers at once: a paused or cut-off node reports no sizes. */
+	if (fsop_statfs_quick(v, &st) != 0)
+		memset(&st, 0, sizeof(st));
+	struct journal_stats js = { 0 };
+	uint64_t durable = 0;
+	char lun[512], label[64], mnt[512], node[128], nodes[8192];
 	json_str(lun, sizeof(lun), v->lun);
 	json_str(label, sizeof(label), v->label);
 	json_str(mnt, sizeof(mnt), c->mountpoint);
 	json_str(node, sizeof(node), c->node);
+	const char *mode = v->read_only ? "read-only" : "standalone";
+	if (v->cluster) {
+		mode = "cluster";
+		cluster_status_json(v->cluster, nodes, sizeof(nodes));
+	} else {
+		snprintf(nodes, sizeof(nodes),
+			 "\"coordinator\":\"%s\",\"role\":\"%s\",\"nodes\":[{\"name\":\"%s\",\"this_node\":true,"
+			 "\"state\":\"up\",\"role\":\"coordinator\",\"mounted\":true,\"io_state\":\"direct\","
+			 "\"io_reasons\":[]}]", node, "coordinator", node);
+	}
+	/* The engine's counters exist only where it is attached (racy on a
+	 * role change, but only counters: read under the volume lock). */
+	pthread_mutex_lock(&v->lock);
+	int journaled = v->journaled;
+	if (v->journal) {
+		journal_get_stats(v->journal, &js);
+		durable = journal_durable_id(v->journal);
+	}
+	pthread_mutex_unlock(&v->lock);
 	snprintf(out, len,
 		 "{\"volume\":{\"guid\":\"%s\",\"label\":\"%s\",\"lun\":\"%s\",\"mountpoint\":\"%s\","
 		 "\"mode\":\"%s\",\"journaled\":%s,\"block_size\":%u,\"blocks\":%llu,\"free_blocks\":%llu,"
-		 "\"inodes\":%llu,\"free_inodes\":%llu},"
-		 "\"coordinator\":\"%s\","
-		 "\"nodes\":[{\"name\":\"%s\",\"this_node\":true,\"state\":\"up\",\"mounted\":true,"
-		 "\"io_state\":\"%s\",\"io_reasons\":[]}],"
+		 "\"inodes\":%llu,\"free_inodes\":%llu},%s,"
 		 "\"journal\":{\"commits_durable\":%llu,\"cache_hits\":%llu,\"cache_misses\":%llu}}\n",
-		 v->uuid, label, lun, mnt, v->read_only ? "read-only" : "standalone",
-		 v->journaled ? "true" : "false", v->blocksize,
+		 v->uuid, label, lun, mnt, mode, journaled || v->cluster ? "true" : "false", v->blocksize,
 		 (unsigned long long)st.f_blocks, (unsigned long long)st.f_bfree,
-		 (unsigned long long)st.f_files, (unsigned long long)st.f_ffree, node, node,
-		 "direct", (unsigned long long)journal_durable_id(v->journal),
-		 (unsigned long long)js.cache_hits, (unsigned long long)js.cache_misses);
+		 (unsigned long long)st.f_files, (unsigned long long)st.f_ffree, nodes,
+		 (unsigned long long)durable, (unsigned long long)js.cache_hits,
+		 (unsigned long long)js.cache_misses);
+}
+
+static void move_request(struct control *c, const char *target, char *reply, size_t len)
+{
+	char err[256], esc[512];
+	if (!c->vol->cluster) {
+		snprintf(reply, len, "{\"error\":\"volume is mounted standalone: there is no role to move\"}\n");
+		return;
+	}
+	int rc = cluster_move(c->vol->cluster, target, err, sizeof(err));
+	json_str(esc, sizeof(esc), err);
+	if (rc)
+		snprintf(reply, len, "{\"error\":\"%s\"}\n", esc);
+	else
+		snprintf(reply, len, "{\"moving\":true}\n");
 }
 
 /* Reads one request line with a deadline; a silent client cannot pin us. */
@@ -98,6 +133,8 @@ static void serve_client(struct control *c, int fd)
 			 rc == -E2BIG ? "request too long" : "no request");
 	else if (strcmp(req, "status") == 0)
 		status_json(c, reply, sizeof(reply));
+	else if (strncmp(req, "move", 4) == 0 && (req[4] == 0 || req[4] == ' '))
+		move_request(c, req[4] ? req + 5 : "", reply, sizeof(reply));
 	else {
 		char esc[REQUEST_MAX * 6];
 		json_str(esc, sizeof(esc), req);

@@ -5,6 +5,7 @@
 #include "fs/csvfs.h"
 #include "fs/internal.h"
 #include "fs/fuse_ops.h"
+#include "fs/cluster.h"
 
 #include <blkid/blkid.h>
 #include <errno.h>
@@ -12,15 +13,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 struct daemon_opts {
-	int foreground, standalone, read_only, allow_other, verbose;
+	int foreground, standalone, cluster, read_only, allow_other, verbose;
 	size_t cache_bytes;
 	const char *source, *mountpoint;
 	char lun[4096];
+	char lun_hint[4096];           /* lun=PATH: where this node sees the LUN */
 	char fuse_opts[512];
+	struct cluster_opts co;
 };
 
 static void usage(FILE *to)
@@ -30,6 +34,15 @@ static void usage(FILE *to)
 		"  -f              stay in the foreground\n"
 		"  -v              verbose logging\n"
 		"  -o standalone   this node is the coordinator of a one-node volume\n"
+		"  -o cluster      join the corosync cluster that shares the volume, with:\n"
+		"     node=NAME        this node's name (its certificate's; default: hostname)\n"
+		"     nodeid=N         its corosync nodeid (checked)\n"
+		"     lun=PATH         the LUN on this node (default: found by UUID=)\n"
+		"     cred=DIR         redirect-io credential (default /etc/csvfs/cluster)\n"
+		"     port=N           coordinator port (default 7100)\n"
+		"     lockmgr=cpg|dlm  lock manager backend (default cpg)\n"
+		"     fence_deadline=MS  self-fence deadline (default: token+consensus+10 s)\n"
+		"     pause_timeout=MS   while quorum is lost, hold requests this long, then EIO (60000)\n"
 		"  -o ro           read-only\n"
 		"  -o allow_other  let other users (e.g. the hypervisor's) use the mount\n"
 		"  -o default_permissions  (always on: the kernel enforces POSIX permissions)\n"
@@ -50,10 +63,80 @@ static int is_ignored_mount_option(const char *o)
 	return strncmp(o, "x-", 2) == 0;
 }
 
+static int copy_value(char *dst, size_t len, const char *o, const char *v)
+{
+	if (!*v || strlen(v) >= len) {
+		fprintf(stderr, "csvfs: bad option '%s': empty or too long\n", o);
+		return -1;
+	}
+	memcpy(dst, v, strlen(v) + 1);
+	return 1;
+}
+
+static int number_value(unsigned *dst, const char *o, const char *v, unsigned long max)
+{
+	char *end;
+	unsigned long n = strtoul(v, &end, 10);
+	if (!*v || *end || n > max) {
+		fprintf(stderr, "csvfs: bad option '%s': expected a number up to %lu\n", o, max);
+		return -1;
+	}
+	*dst = (unsigned)n;
+	return 1;
+}
+
+/* 1: a cluster option, parsed; 0: not one; -1: a bad one. */
+static int parse_cluster_option(struct daemon_opts *d, const char *o)
+{
+	const char *eq = strchr(o, '=');
+	if (!eq)
+		return 0;
+	size_t k = (size_t)(eq - o);
+	const char *v = eq + 1;
+	unsigned n;
+	int rc;
+#define KEY(s) (k == strlen(s) && strncmp(o, s, k) == 0)
+	if (KEY("node"))
+		return copy_value(d->co.node, sizeof(d->co.node), o, v);
+	if (KEY("lun"))
+		return copy_value(d->lun_hint, sizeof(d->lun_hint), o, v);
+	if (KEY("cred"))
+		return copy_value(d->co.cred_dir, sizeof(d->co.cred_dir), o, v);
+	if (KEY("fence_cmd"))
+		return copy_value(d->co.fence_command, sizeof(d->co.fence_command), o, v);
+	if (KEY("lockmgr")) {
+		if (strcmp(v, "cpg") && strcmp(v, "dlm")) {
+			fprintf(stderr, "csvfs: bad option '%s': lockmgr is cpg or dlm\n", o);
+			return -1;
+		}
+		return copy_value(d->co.backend, sizeof(d->co.backend), o, v);
+	}
+	if (KEY("nodeid"))
+		return number_value(&d->co.nodeid, o, v, UINT32_MAX);
+	if (KEY("port")) {
+		rc = number_value(&n, o, v, 65535);
+		d->co.port = (uint16_t)n;
+		return rc > 0 && n == 0 ? (fprintf(stderr, "csvfs: bad option '%s': port 0\n", o), -1) : rc;
+	}
+	if (KEY("fence_deadline"))
+		return number_value(&d->co.fence_deadline_ms, o, v, 3600000);
+	if (KEY("pause_timeout"))
+		return number_value(&d->co.pause_timeout_ms, o, v, 86400000);
+	if (KEY("coord_wait"))
+		return number_value(&d->co.coord_wait_ms, o, v, 86400000);
+#undef KEY
+	return 0;
+}
+
 static int parse_one_option(struct daemon_opts *d, const char *o)
 {
+	int rc;
 	if (strcmp(o, "standalone") == 0)
 		d->standalone = 1;
+	else if (strcmp(o, "cluster") == 0)
+		d->cluster = 1;
+	else if ((rc = parse_cluster_option(d, o)) != 0)
+		return rc < 0 ? -1 : 0;
 	else if (strcmp(o, "ro") == 0)
 		d->read_only = 1;
 	else if (strcmp(o, "allow_other") == 0)
@@ -132,6 +215,10 @@ int csvfs_find_lun_by_uuid(const char *guid, char *path, size_t pathlen, char *e
 static int resolve_lun(struct daemon_opts *d)
 {
 	char err[512];
+	if (d->lun_hint[0]) {
+		snprintf(d->lun, sizeof(d->lun), "%s", d->lun_hint);
+		return 0;
+	}
 	if (strncmp(d->source, "UUID=", 5) == 0) {
 		if (csvfs_find_lun_by_uuid(d->source + 5, d->lun, sizeof(d->lun), err, sizeof(err))) {
 			fprintf(stderr, "csvfs: %s\n", err);
@@ -174,6 +261,19 @@ static struct fuse_session *make_session(struct daemon_opts *d, struct csvfs_fus
 	return se;
 }
 
+/* Cluster mode: join after daemonizing (threads do not survive a fork) and
+ * before the session loop answers anything. */
+static int join_cluster(struct daemon_opts *d, struct volume *v)
+{
+	if (!d->cluster)
+		return 0;
+	char err[1024];
+	int rc = cluster_start(v, &d->co, err, sizeof(err));
+	if (rc)
+		csvfs_log(LOG_ERR_L, "cannot join the cluster: %s", err);
+	return rc;
+}
+
 static int serve(struct daemon_opts *d, struct volume *v)
 {
 	struct csvfs_fuse cf = { .vol = v };
@@ -194,19 +294,46 @@ static int serve(struct daemon_opts *d, struct volume *v)
 		char host[64] = "localhost";
 		gethostname(host, sizeof(host) - 1);
 		struct control ctl;
-		control_start(&ctl, v, d->mountpoint, host);
-		csvfs_log(LOG_INFO_L, "mounted LUN %s at %s (%s)", v->lun, d->mountpoint,
-			  v->read_only ? "read-only" : "standalone coordinator");
-		struct fuse_loop_config cfg = { .clone_fd = 0, .max_idle_threads = 16 };
-		int rc = fuse_session_loop_mt(se, &cfg);
-		status = rc < 0 ? 1 : 0;
-		control_stop(&ctl);
+		if (join_cluster(d, v) == 0) {
+			control_start(&ctl, v, d->mountpoint, d->cluster ? d->co.node : host);
+			csvfs_log(LOG_INFO_L, "mounted LUN %s at %s (%s)", v->lun, d->mountpoint,
+				  d->cluster ? "cluster" : v->read_only ? "read-only" : "standalone coordinator");
+			struct fuse_loop_config cfg = { .clone_fd = 0, .max_idle_threads = 16 };
+			int rc = fuse_session_loop_mt(se, &cfg);
+			status = rc < 0 ? 1 : 0;
+			control_stop(&ctl);
+		}
 		fuse_session_unmount(se);
+		cluster_stop(v);
 		csvfs_log(LOG_INFO_L, "unmounted %s", d->mountpoint);
 	}
 	fuse_remove_signal_handlers(se);
 	fuse_session_destroy(se);
 	return status;
+}
+
+/* The node-side volume of a cluster member: identity from the superblock,
+ * which must be the volume asked for. */
+static int open_cluster_volume(struct daemon_opts *d, struct volume **out)
+{
+	struct volume_opts vo = { .lun = d->lun, .read_only = 0, .cache_bytes = d->cache_bytes };
+	char err[1024];
+	struct volume *v;
+	int rc = volume_new(&vo, &v, err, sizeof(err));
+	if (rc == 0 && (rc = volume_probe(v, err, sizeof(err))) != 0)
+		volume_free(v);
+	if (rc) {
+		fprintf(stderr, "csvfs: %s\n", err);
+		return 1;
+	}
+	if (strncmp(d->source, "UUID=", 5) == 0 && strcasecmp(d->source + 5, v->uuid) != 0) {
+		fprintf(stderr, "csvfs: LUN %s holds volume %s, not %s: refusing to join with it\n",
+			d->lun, v->uuid, d->source + 5);
+		volume_free(v);
+		return 1;
+	}
+	*out = v;
+	return 0;
 }
 
 int csvfs_daemon_main(int argc, char **argv)
@@ -216,21 +343,36 @@ int csvfs_daemon_main(int argc, char **argv)
 	if (parse_args(argc, argv, &d))
 		return 2;
 	csvfs_verbose = d.verbose;
-	if (!d.standalone) {
-		fprintf(stderr, "csvfs: cluster mode is not available in this build yet; "
-			"mount with -o standalone for a one-node volume\n");
+	if (d.standalone == d.cluster) {
+		fprintf(stderr, "csvfs: say how to serve the volume: -o standalone (one node) or "
+			"-o cluster (every node of the corosync cluster)\n");
 		return 2;
+	}
+	if (d.cluster && d.read_only) {
+		fprintf(stderr, "csvfs: -o ro is for standalone mounts\n");
+		return 2;
+	}
+	if (d.cluster) {
+		if (!d.co.node[0] && gethostname(d.co.node, sizeof(d.co.node) - 1) != 0)
+			snprintf(d.co.node, sizeof(d.co.node), "localhost");
+		if (!d.co.port)
+			d.co.port = 7100;
 	}
 	if (resolve_lun(&d) || check_mountpoint(d.mountpoint))
 		return 1;
-	struct volume_opts vo = { .lun = d.lun, .read_only = d.read_only, .cache_bytes = d.cache_bytes };
 	struct volume *v;
-	char err[1024];
-	if (volume_open(&vo, &v, err, sizeof(err)) != 0) {
-		fprintf(stderr, "csvfs: %s\n", err);
-		return 1;
+	if (d.cluster) {
+		if (open_cluster_volume(&d, &v))
+			return 1;
+	} else {
+		struct volume_opts vo = { .lun = d.lun, .read_only = d.read_only, .cache_bytes = d.cache_bytes };
+		char err[1024];
+		if (volume_open(&vo, &v, err, sizeof(err)) != 0) {
+			fprintf(stderr, "csvfs: %s\n", err);
+			return 1;
+		}
 	}
-	csvfs_log_set_context(NULL, v->uuid);
+	csvfs_log_set_context(d.cluster ? d.co.node : NULL, v->uuid);
 	int status = serve(&d, v);
 	volume_close(v);
 	return status;

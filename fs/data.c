@@ -7,6 +7,7 @@
  * pwrite with no metadata change but the in-memory mtime. */
 #include "fs/internal.h"
 #include "fs/data.h"
+#include "fs/fsops.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -42,8 +43,12 @@ static int lun_io(struct volume *v, int write, void *buf, size_t len, uint64_t p
 {
 	off_t at = (off_t)(pblk * v->blocksize);
 	size_t done = 0;
-	if (write && journal_fault_drop_write())
+	if (journal_gate_enter())
+		return -EIO;
+	if (write && journal_fault_drop_write()) {
+		journal_gate_leave();
 		return 0;
+	}
 	while (done < len) {
 		ssize_t n = write ? pwrite(v->data_fd, (char *)buf + done, len - done, at + (off_t)done)
 				  : pread(v->data_fd, (char *)buf + done, len - done, at + (off_t)done);
@@ -53,10 +58,12 @@ static int lun_io(struct volume *v, int write, void *buf, size_t len, uint64_t p
 			int e = n < 0 ? errno : EIO;
 			csvfs_log(LOG_ERR_L, "inode %u: %s of %zu bytes at LUN block %llu failed: %s", ino,
 				  write ? "write" : "read", len, (unsigned long long)pblk, strerror(e));
+			journal_gate_leave();
 			return -EIO;
 		}
 		done += (size_t)n;
 	}
+	journal_gate_leave();
 	return 0;
 }
 
@@ -67,16 +74,20 @@ ssize_t data_read(struct volume *v, struct minode *m, char *buf, size_t len, uin
 	if (!bb)
 		return -ENOMEM;
 	pthread_rwlock_rdlock(&m->io_lock);
+	int rc = fsop_size_for_read(v, m, off + len);
+	if (rc) {
+		pthread_rwlock_unlock(&m->io_lock);
+		return rc;
+	}
 	uint64_t size = atomic_load(&m->size);
 	if (off >= size)
 		len = 0;
 	else if (len > size - off)
 		len = size - off;
 	uint64_t pos = off, end = off + len;
-	int rc = 0;
 	while (pos < end && rc == 0) {
 		struct meta_extent e;
-		rc = meta_map(v, m, pos / bs, &e);
+		rc = fsop_map(v, m, pos / bs, &e);
 		if (rc)
 			break;
 		uint64_t stop = (e.lblk + e.len) * bs;
@@ -144,12 +155,12 @@ static int write_allocating(struct volume *v, struct minode *m, const char *src,
 	struct meta_extent e;
 	*advanced = pos;
 	pthread_mutex_lock(&m->write_lock);
-	int rc = meta_map(v, m, pos / bs, &e);
+	int rc = fsop_map(v, m, pos / bs, &e);
 	if (rc == 0 && e.state == EXTENT_HOLE) {
 		uint64_t want_end = end < (e.lblk + e.len) * bs ? end : (e.lblk + e.len) * bs;
-		rc = meta_alloc(v, m, pos / bs, (want_end + bs - 1) / bs - pos / bs);
+		rc = fsop_alloc(v, m, pos / bs, (want_end + bs - 1) / bs - pos / bs);
 		if (rc == 0)
-			rc = meta_map(v, m, pos / bs, &e);
+			rc = fsop_map(v, m, pos / bs, &e);
 	}
 	if (rc == 0 && e.state == EXTENT_UNWRITTEN) {
 		uint64_t stop = (e.lblk + e.len) * bs;
@@ -166,7 +177,7 @@ static int write_allocating(struct volume *v, struct minode *m, const char *src,
 		rc = lun_io(v, 1, bb, span_end - span_start, e.pblk + (span_start / bs - e.lblk), m->ino);
 		uint64_t size = atomic_load(&m->size);
 		if (rc == 0)
-			rc = meta_commit_write(v, m, span_start / bs, (span_end - span_start) / bs,
+			rc = fsop_commit_write(v, m, span_start / bs, (span_end - span_start) / bs,
 					       stop > size ? stop : size);
 		if (rc == 0)
 			*advanced = stop;
@@ -190,12 +201,16 @@ ssize_t data_write(struct volume *v, struct minode *m, const char *buf, size_t l
 	int rc = 0, overwrote = 0;
 	for (unsigned guard = 0; pos < end && rc == 0 && guard < 100000; guard++) {
 		struct meta_extent e;
-		rc = meta_map(v, m, pos / bs, &e);
+		rc = fsop_map(v, m, pos / bs, &e);
 		if (rc)
 			break;
 		if (e.state != EXTENT_WRITTEN) {
 			uint64_t next;
 			rc = write_allocating(v, m, buf + (pos - off), pos, end, bb, &next);
+			/* A new coordinator lost an allocation we were writing
+			 * into (it died before journaling it): map again. */
+			if (rc == -ESTALE && guard < 8)
+				rc = 0;
 			pos = next;
 			continue;
 		}
@@ -210,9 +225,9 @@ ssize_t data_write(struct volume *v, struct minode *m, const char *buf, size_t l
 	}
 	if (rc == 0 && overwrote) {
 		if (end > atomic_load(&m->size))
-			rc = meta_commit_write(v, m, 0, 0, end);
+			rc = fsop_commit_write(v, m, 0, 0, end);
 		else
-			meta_touch_write(v, m);
+			fsop_touch_write(v, m);
 	}
 	pthread_rwlock_unlock(&m->io_lock);
 	if (pos > off && rc)

@@ -314,7 +314,7 @@ int extent_punch_unwritten(struct volume *v, ext2_ino_t ino, struct ext2_inode_l
 
 /* ---- the data path's view ---------------------------------------------- */
 
-static int map_cache_lookup(struct minode *m, uint64_t lblk, struct meta_extent *out)
+int minode_map_lookup(struct minode *m, uint64_t lblk, struct meta_extent *out)
 {
 	int hit = 0;
 	pthread_mutex_lock(&m->map_lock);
@@ -328,7 +328,7 @@ static int map_cache_lookup(struct minode *m, uint64_t lblk, struct meta_extent 
 	return hit;
 }
 
-static void map_cache_store(struct minode *m, const struct meta_extent *e)
+void minode_map_store(struct minode *m, const struct meta_extent *e)
 {
 	pthread_mutex_lock(&m->map_lock);
 	m->map[m->map_next] = *e;
@@ -340,7 +340,7 @@ static void map_cache_store(struct minode *m, const struct meta_extent *e)
 
 int meta_map(struct volume *v, struct minode *m, uint64_t lblk, struct meta_extent *out)
 {
-	if (map_cache_lookup(m, lblk, out))
+	if (minode_map_lookup(m, lblk, out))
 		return 0;
 	struct ext2_inode_large in;
 	pthread_mutex_lock(&v->lock);
@@ -349,7 +349,7 @@ int meta_map(struct volume *v, struct minode *m, uint64_t lblk, struct meta_exte
 		rc = extent_map(v, m->ino, &in, lblk, out);
 	pthread_mutex_unlock(&v->lock);
 	if (rc == 0)
-		map_cache_store(m, out);
+		minode_map_store(m, out);
 	return rc;
 }
 
@@ -459,14 +459,18 @@ int extent_zero_in_block(struct volume *v, ext2_ino_t ino, struct ext2_inode_lar
 	void *buf;
 	if (posix_memalign(&buf, 4096, bs))
 		return -ENOMEM;
-	if (pread(v->data_fd, buf, bs, (off_t)(pblk * bs)) != (ssize_t)bs) {
+	if (journal_gate_enter()) {
 		rc = -EIO;
+	} else if (pread(v->data_fd, buf, bs, (off_t)(pblk * bs)) != (ssize_t)bs) {
+		rc = -EIO;
+		journal_gate_leave();
 	} else {
 		memset((char *)buf + off % bs, 0, len);
 		if (journal_fault_drop_write())
 			;
 		else if (pwrite(v->data_fd, buf, bs, (off_t)(pblk * bs)) != (ssize_t)bs)
 			rc = -EIO;
+		journal_gate_leave();
 	}
 	free(buf);
 	if (rc)

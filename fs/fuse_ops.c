@@ -4,7 +4,7 @@
 #include <fuse_lowlevel.h>
 
 #include "fs/internal.h"
-#include "fs/data.h"
+#include "fs/fsops.h"
 #include "fs/fuse_ops.h"
 
 #include <errno.h>
@@ -13,8 +13,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ATTR_TIMEOUT 1.0
-#define ENTRY_TIMEOUT 1.0
+/* Standalone, this daemon is the only writer and the kernel may cache names
+ * and attributes for a second. In a cluster another node may change them at
+ * any moment, so the kernel caches nothing and every lookup and stat asks. */
+#define ATTR_TIMEOUT(req) (vol(req)->cluster ? 0.0 : 1.0)
+#define ENTRY_TIMEOUT(req) ATTR_TIMEOUT(req)
 
 /* FUSE's root is 1; ext4's is 2. ext4 inode 1 (bad blocks) is never shown. */
 static ext2_ino_t to_ext(fuse_ino_t ino)
@@ -68,8 +71,8 @@ static void reply_entry(fuse_req_t req, int rc, const struct meta_attr *a)
 	struct fuse_entry_param e = { 0 };
 	e.ino = to_fuse(a->ino);
 	e.generation = a->generation;
-	e.attr_timeout = ATTR_TIMEOUT;
-	e.entry_timeout = ENTRY_TIMEOUT;
+	e.attr_timeout = ATTR_TIMEOUT(req);
+	e.entry_timeout = ENTRY_TIMEOUT(req);
 	attr_to_stat(a, &e.attr);
 	fuse_reply_entry(req, &e);
 }
@@ -96,21 +99,21 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct meta_attr a;
-	reply_entry(req, meta_lookup(vol(req), to_ext(parent), name, &a), &a);
+	reply_entry(req, fsop_lookup(vol(req), to_ext(parent), name, &a), &a);
 }
 
 static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	(void)fi;
 	struct meta_attr a;
-	int rc = meta_getattr(vol(req), to_ext(ino), &a);
+	int rc = fsop_getattr(vol(req), to_ext(ino), &a);
 	if (rc) {
 		fuse_reply_err(req, -rc);
 		return;
 	}
 	struct stat st;
 	attr_to_stat(&a, &st);
-	fuse_reply_attr(req, &st, ATTR_TIMEOUT);
+	fuse_reply_attr(req, &st, ATTR_TIMEOUT(req));
 }
 
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
@@ -128,20 +131,20 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 	else if (to_set & FUSE_SET_ATTR_MTIME) { sa.valid |= META_SET_MTIME; sa.mtime = attr->st_mtim; }
 	if (to_set & FUSE_SET_ATTR_CTIME) { sa.valid |= META_SET_CTIME; sa.ctime = attr->st_ctim; }
 	struct meta_attr a;
-	int rc = meta_setattr(vol(req), to_ext(ino), &sa, &a);
+	int rc = fsop_setattr(vol(req), to_ext(ino), &sa, &a);
 	if (rc) {
 		fuse_reply_err(req, -rc);
 		return;
 	}
 	struct stat st;
 	attr_to_stat(&a, &st);
-	fuse_reply_attr(req, &st, ATTR_TIMEOUT);
+	fuse_reply_attr(req, &st, ATTR_TIMEOUT(req));
 }
 
 static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 {
 	char buf[4097];
-	int rc = meta_readlink(vol(req), to_ext(ino), buf, sizeof(buf));
+	int rc = fsop_readlink(vol(req), to_ext(ino), buf, sizeof(buf));
 	if (rc)
 		fuse_reply_err(req, -rc);
 	else
@@ -152,37 +155,37 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 {
 	struct meta_cred c = cred_of(req);
 	struct meta_attr a;
-	reply_entry(req, meta_create(vol(req), to_ext(parent), name, mode, (uint32_t)rdev, &c, &a), &a);
+	reply_entry(req, fsop_create(vol(req), to_ext(parent), name, mode, (uint32_t)rdev, &c, &a), &a);
 }
 
 static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 {
 	struct meta_cred c = cred_of(req);
 	struct meta_attr a;
-	reply_entry(req, meta_create(vol(req), to_ext(parent), name, (mode & 07777) | S_IFDIR, 0, &c, &a), &a);
+	reply_entry(req, fsop_create(vol(req), to_ext(parent), name, (mode & 07777) | S_IFDIR, 0, &c, &a), &a);
 }
 
 static void op_symlink(fuse_req_t req, const char *target, fuse_ino_t parent, const char *name)
 {
 	struct meta_cred c = cred_of(req);
 	struct meta_attr a;
-	reply_entry(req, meta_symlink(vol(req), to_ext(parent), name, target, &c, &a), &a);
+	reply_entry(req, fsop_symlink(vol(req), to_ext(parent), name, target, &c, &a), &a);
 }
 
 static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
 {
 	struct meta_attr a;
-	reply_entry(req, meta_link(vol(req), to_ext(ino), to_ext(newparent), newname, &a), &a);
+	reply_entry(req, fsop_link(vol(req), to_ext(ino), to_ext(newparent), newname, &a), &a);
 }
 
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	fuse_reply_err(req, -meta_unlink(vol(req), to_ext(parent), name));
+	fuse_reply_err(req, -fsop_unlink(vol(req), to_ext(parent), name));
 }
 
 static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	fuse_reply_err(req, -meta_rmdir(vol(req), to_ext(parent), name));
+	fuse_reply_err(req, -fsop_rmdir(vol(req), to_ext(parent), name));
 }
 
 static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
@@ -197,7 +200,7 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 		mf |= META_RENAME_NOREPLACE;
 	if (flags & RENAME_EXCHANGE)
 		mf |= META_RENAME_EXCHANGE;
-	fuse_reply_err(req, -meta_rename(vol(req), to_ext(parent), name, to_ext(newparent), newname, mf));
+	fuse_reply_err(req, -fsop_rename(vol(req), to_ext(parent), name, to_ext(newparent), newname, mf));
 }
 
 /* Attaches an open file to its in-memory inode state. */
@@ -208,17 +211,11 @@ static int open_handle(struct volume *v, ext2_ino_t ino, struct fuse_file_info *
 	struct csvfs_file *fh = calloc(1, sizeof(*fh));
 	if (!fh)
 		return -ENOMEM;
-	fh->m = minode_get(v, ino);
-	if (!fh->m) {
-		free(fh);
-		return -ENOENT;
-	}
 	/* With FUSE_CAP_ATOMIC_O_TRUNC (libfuse's default) O_TRUNC arrives here,
 	 * not as a setattr. */
 	int trunc = (fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY;
-	int rc = meta_open(v, fh->m, trunc);
+	int rc = fsop_open(v, ino, trunc, &fh->m);
 	if (rc) {
-		minode_put(v, fh->m);
 		free(fh);
 		return rc;
 	}
@@ -237,7 +234,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	struct volume *v = vol(req);
 	struct meta_cred c = cred_of(req);
 	struct meta_attr a;
-	int rc = meta_create(v, to_ext(parent), name, (mode & 07777) | S_IFREG, 0, &c, &a);
+	int rc = fsop_create(v, to_ext(parent), name, (mode & 07777) | S_IFREG, 0, &c, &a);
 	if (rc == 0)
 		rc = open_handle(v, (ext2_ino_t)a.ino, fi);
 	if (rc) {
@@ -247,8 +244,8 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	struct fuse_entry_param e = { 0 };
 	e.ino = to_fuse(a.ino);
 	e.generation = a.generation;
-	e.attr_timeout = ATTR_TIMEOUT;
-	e.entry_timeout = ENTRY_TIMEOUT;
+	e.attr_timeout = ATTR_TIMEOUT(req);
+	e.entry_timeout = ENTRY_TIMEOUT(req);
 	attr_to_stat(&a, &e.attr);
 	fuse_reply_create(req, &e, fi);
 }
@@ -270,7 +267,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	ssize_t n = data_read(vol(req), fh_of(fi)->m, buf, size, (uint64_t)off);
+	ssize_t n = fsop_read(vol(req), fh_of(fi)->m, buf, size, (uint64_t)off);
 	if (n < 0)
 		fuse_reply_err(req, (int)-n);
 	else
@@ -284,9 +281,9 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 	(void)ino;
 	struct volume *v = vol(req);
 	struct csvfs_file *fh = fh_of(fi);
-	ssize_t n = data_write(v, fh->m, buf, size, (uint64_t)off);
+	ssize_t n = fsop_write(v, fh->m, buf, size, (uint64_t)off);
 	if (n >= 0 && (fh->flags & (O_SYNC | O_DSYNC))) {
-		int rc = meta_fsync(v, fh->m, (fh->flags & O_SYNC) != O_SYNC);
+		int rc = fsop_fsync(v, fh->m, (fh->flags & O_SYNC) != O_SYNC);
 		if (rc)
 			n = rc;
 	}
@@ -307,10 +304,10 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	(void)ino;
 	struct volume *v = vol(req);
 	struct csvfs_file *fh = fh_of(fi);
-	int rc = meta_release(v, fh->m);
+	ext2_ino_t ino_ext = fh->m->ino;
+	int rc = fsop_release(v, fh->m);
 	if (rc)
-		csvfs_log(LOG_ERR_L, "inode %u: release failed: %s", fh->m->ino, strerror(-rc));
-	minode_put(v, fh->m);
+		csvfs_log(LOG_ERR_L, "inode %u: release failed: %s", ino_ext, strerror(-rc));
 	free(fh);
 	fuse_reply_err(req, 0);
 }
@@ -318,7 +315,7 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
 	(void)ino;
-	fuse_reply_err(req, -meta_fsync(vol(req), fh_of(fi)->m, datasync));
+	fuse_reply_err(req, -fsop_fsync(vol(req), fh_of(fi)->m, datasync));
 }
 
 struct dir_handle {
@@ -334,7 +331,7 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		return;
 	}
 	/* A snapshot at open: offsets stay stable while the directory changes. */
-	int rc = meta_readdir(vol(req), to_ext(ino), &dh->d, &dh->n);
+	int rc = fsop_readdir(vol(req), to_ext(ino), &dh->d, &dh->n);
 	if (rc) {
 		free(dh);
 		fuse_reply_err(req, -rc);
@@ -359,12 +356,12 @@ static void do_readdir(fuse_req_t req, size_t size, off_t off, struct fuse_file_
 		if (plus) {
 			struct fuse_entry_param e = { 0 };
 			struct meta_attr a;
-			if (meta_getattr(vol(req), (ext2_ino_t)d->ino, &a) != 0)
+			if (fsop_getattr(vol(req), (ext2_ino_t)d->ino, &a) != 0)
 				continue; /* removed since the snapshot */
 			e.ino = to_fuse(a.ino);
 			e.generation = a.generation;
-			e.attr_timeout = ATTR_TIMEOUT;
-			e.entry_timeout = ENTRY_TIMEOUT;
+			e.attr_timeout = ATTR_TIMEOUT(req);
+			e.entry_timeout = ENTRY_TIMEOUT(req);
 			attr_to_stat(&a, &e.attr);
 			need = fuse_add_direntry_plus(req, buf + used, size - used, d->name, &e, (off_t)i + 1);
 		} else {
@@ -404,14 +401,14 @@ static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
 	(void)ino; (void)datasync; (void)fi;
-	fuse_reply_err(req, -volume_sync(vol(req)));
+	fuse_reply_err(req, -fsop_syncfs(vol(req)));
 }
 
 static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 {
 	(void)ino;
 	struct statvfs st;
-	int rc = meta_statfs(vol(req), &st);
+	int rc = fsop_statfs(vol(req), &st);
 	if (rc)
 		fuse_reply_err(req, -rc);
 	else
@@ -423,7 +420,7 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
 {
 	int mf = ((flags & XATTR_CREATE_FLAG) ? META_XATTR_CREATE : 0) |
 		 ((flags & XATTR_REPLACE_FLAG) ? META_XATTR_REPLACE : 0);
-	fuse_reply_err(req, -meta_setxattr(vol(req), to_ext(ino), name, value, size, mf));
+	fuse_reply_err(req, -fsop_setxattr(vol(req), to_ext(ino), name, value, size, mf));
 }
 
 static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
@@ -433,7 +430,7 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	int n = meta_getxattr(vol(req), to_ext(ino), name, buf, size);
+	int n = fsop_getxattr(vol(req), to_ext(ino), name, buf, size);
 	if (n < 0)
 		fuse_reply_err(req, -n);
 	else if (size == 0)
@@ -450,7 +447,7 @@ static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	int n = meta_listxattr(vol(req), to_ext(ino), buf, size);
+	int n = fsop_listxattr(vol(req), to_ext(ino), buf, size);
 	if (n < 0)
 		fuse_reply_err(req, -n);
 	else if (size == 0)
@@ -462,7 +459,7 @@ static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 
 static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
-	fuse_reply_err(req, -meta_removexattr(vol(req), to_ext(ino), name));
+	fuse_reply_err(req, -fsop_removexattr(vol(req), to_ext(ino), name));
 }
 
 static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
@@ -473,7 +470,7 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
-	fuse_reply_err(req, -meta_fallocate(vol(req), fh_of(fi)->m, mode, (uint64_t)off, (uint64_t)len));
+	fuse_reply_err(req, -fsop_fallocate(vol(req), fh_of(fi)->m, mode, (uint64_t)off, (uint64_t)len));
 }
 
 static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, struct fuse_file_info *fi)
@@ -488,7 +485,7 @@ static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, stru
 		return;
 	}
 	uint64_t at;
-	int rc = meta_seek(vol(req), fh_of(fi)->m, (uint64_t)off, whence, &at);
+	int rc = fsop_seek(vol(req), fh_of(fi)->m, (uint64_t)off, whence, &at);
 	if (rc)
 		fuse_reply_err(req, -rc);
 	else

@@ -206,7 +206,9 @@ struct minode *minode_get(struct volume *v, ext2_ino_t ino)
 		return m;
 	}
 	pthread_mutex_unlock(&v->table_lock);
-	if (inode_read(v, ino, &in) != 0 || (in.i_links_count == 0 && !in.i_mode)) {
+	if (!v->fs) {
+		memset(&in, 0, sizeof(in));
+	} else if (inode_read(v, ino, &in) != 0 || (in.i_links_count == 0 && !in.i_mode)) {
 		pthread_mutex_unlock(&v->lock);
 		return NULL;
 	}
@@ -246,7 +248,46 @@ void minode_put(struct volume *v, struct minode *m)
 	pthread_rwlock_destroy(&m->io_lock);
 	pthread_mutex_destroy(&m->write_lock);
 	pthread_mutex_destroy(&m->map_lock);
+	free(m->pend);
 	free(m);
+}
+
+struct minode *minode_find(struct volume *v, ext2_ino_t ino)
+{
+	pthread_mutex_lock(&v->table_lock);
+	struct minode *m = table_find(v, ino);
+	if (m)
+		m->refs++;
+	pthread_mutex_unlock(&v->table_lock);
+	return m;
+}
+
+void minode_foreach(struct volume *v, void (*fn)(struct volume *v, struct minode *m, void *arg),
+		    void *arg)
+{
+	size_t n = 0, cap = 0;
+	struct minode **all = NULL;
+	pthread_mutex_lock(&v->table_lock);
+	for (size_t b = 0; b < v->nbuckets; b++) {
+		for (struct minode *m = v->buckets[b]; m; m = m->hash_next) {
+			if (n == cap) {
+				struct minode **p = realloc(all, (cap = cap ? 2 * cap : 64) * sizeof(*p));
+				if (!p)
+					break;
+				all = p;
+			}
+			if (n < cap) {
+				m->refs++;
+				all[n++] = m;
+			}
+		}
+	}
+	pthread_mutex_unlock(&v->table_lock);
+	for (size_t i = 0; i < n; i++) {
+		fn(v, all[i], arg);
+		minode_put(v, all[i]);
+	}
+	free(all);
 }
 
 void minode_invalidate_map(struct minode *m)

@@ -62,7 +62,20 @@ struct minode {
 	pthread_mutex_t map_lock;      /* guards map cache */
 	struct meta_extent map[MINODE_MAP_CACHE];
 	unsigned nmap, map_next;
+
+	/* Participant state (cluster.c, fsops.c); guarded by the cluster's
+	 * lock unless noted. The layout lock holds a reference on the minode. */
+	struct dg_lock *layout_lk;
+	uint64_t layout_token;         /* names the lock in its callbacks */
+	int layout_state;              /* LAYOUT_* */
+	_Atomic int size_stale;        /* refresh size from the coordinator before a read */
+	/* Written ranges committed to a coordinator but not yet made durable
+	 * by an fsync there: sent again to a new coordinator (map_lock). */
+	struct pending_commit { uint64_t lblk, len, size; uint32_t epoch; } *pend;
+	unsigned npend, pend_cap;
 };
+
+enum { LAYOUT_NONE, LAYOUT_WAITING, LAYOUT_GRANTED, LAYOUT_FAILED };
 
 /* ---- the volume --------------------------------------------------------- */
 
@@ -71,6 +84,9 @@ struct volume_opts {
 	int read_only;
 	size_t cache_bytes;
 };
+
+struct cluster;
+struct dg_lock;
 
 struct deferred_free { blk64_t blk, num; uint64_t txn; /* 0: running transaction */ };
 
@@ -101,9 +117,24 @@ struct volume {
 	pthread_mutex_t flusher_lock;
 	pthread_cond_t flusher_cond;
 	int stopping;
+	size_t cache_bytes;
+	int takeover;                  /* the engine was attached by a takeover */
+	/* Cluster mode (cluster.c); NULL when standalone. The engine (fs,
+	 * journal) is attached only while this node is the coordinator. */
+	struct cluster *cluster;
 };
 
 int volume_open(const struct volume_opts *o, struct volume **out, char *err, size_t errlen);
+/* Cluster roles: every node has the node-side volume (volume_new: inode
+ * table, LUN for data; volume_probe: identity from the superblock); the
+ * coordinator attaches the engine, and detaches it cleanly when it hands the
+ * role over, or abandons it (no write) when it lost the role. */
+int volume_new(const struct volume_opts *o, struct volume **out, char *err, size_t errlen);
+int volume_probe(struct volume *v, char *err, size_t errlen);
+int volume_attach_engine(struct volume *v, int takeover, char *err, size_t errlen);
+void volume_detach_engine(struct volume *v);
+void volume_abandon_engine(struct volume *v);
+void volume_free(struct volume *v);
 /* Writes everything and makes it durable. Caller holds no locks. */
 int volume_sync(struct volume *v);
 void volume_start(struct volume *v);
@@ -112,7 +143,17 @@ void volume_close(struct volume *v);
 void volume_mark_dirty(struct volume *v);
 int volume_sync_locked(struct volume *v);
 
+/* With the engine attached the inode must exist; without (a participant)
+ * the minode starts with size 0 and the caller sets it. */
 struct minode *minode_get(struct volume *v, ext2_ino_t ino);
+/* A reference to ino's minode if one is live, else NULL. */
+struct minode *minode_find(struct volume *v, ext2_ino_t ino);
+/* Calls fn on every live minode (each held by a reference during the call). */
+void minode_foreach(struct volume *v, void (*fn)(struct volume *v, struct minode *m, void *arg),
+		    void *arg);
+/* The mapping cache: a hit fills out. */
+int minode_map_lookup(struct minode *m, uint64_t lblk, struct meta_extent *out);
+void minode_map_store(struct minode *m, const struct meta_extent *e);
 void minode_put(struct volume *v, struct minode *m);
 /* Forgets cached mappings after the extent tree changed. */
 void minode_invalidate_map(struct minode *m);

@@ -27,12 +27,14 @@ static int mmp_io(struct volume *v, int write, struct mmp_struct *mmp)
 	if (blk < v->fs->super->s_first_data_block || blk >= ext2fs_blocks_count(v->fs->super))
 		return -EUCLEAN;
 	off_t at = (off_t)(blk * v->blocksize);
-	ssize_t n = write ? pwrite(v->data_fd, mmp, v->blocksize, at) : pread(v->data_fd, mmp, v->blocksize, at);
-	if (n != (ssize_t)v->blocksize)
+	if (journal_gate_enter())
 		return -EIO;
-	if (write && fdatasync(v->data_fd) != 0)
-		return -errno;
-	return 0;
+	ssize_t n = write ? pwrite(v->data_fd, mmp, v->blocksize, at) : pread(v->data_fd, mmp, v->blocksize, at);
+	int rc = n == (ssize_t)v->blocksize ? 0 : -EIO;
+	if (rc == 0 && write && fdatasync(v->data_fd) != 0)
+		rc = -errno;
+	journal_gate_leave();
+	return rc;
 }
 
 /* MMP blocks are little-endian on disk; so is every machine csvfs runs on. */
@@ -72,6 +74,12 @@ static int held_by_csvfs(const struct mmp_struct *mmp)
 static int holder_alive(struct volume *v, const struct mmp_struct *seen, int *alive)
 {
 	unsigned interval = mmp_interval(v);
+	if (v->takeover && held_by_csvfs(seen)) {
+		/* The lock manager gave us the coordinator role: the previous
+		 * holder left the cluster or was fenced, so it writes no more. */
+		*alive = 0;
+		return 0;
+	}
 	if (held_by_csvfs(seen) && (uint64_t)time(NULL) > seen->mmp_time + 4ull * interval) {
 		*alive = 0;   /* heartbeat long stale: no wait needed */
 		return 0;

@@ -344,11 +344,15 @@ static int mark_mounted(struct volume *v)
 	v->fs->flags |= EXT2_FLAG_MASTER_SB_ONLY;
 	ext2fs_mark_super_dirty(v->fs);
 	volume_mark_dirty(v);
-	int rc = orphan_process_all(v);
+	/* At a takeover other nodes may still hold orphans open: they are
+	 * freed at their last close, or at the next mount that is not one. */
+	int rc = v->takeover ? 0 : orphan_process_all(v);
 	return rc ? rc : volume_sync_locked(v);
 }
 
-int volume_open(const struct volume_opts *o, struct volume **out, char *err, size_t errlen)
+/* The node-side part of a volume: the inode table and the LUN opened O_DIRECT
+ * for file data. Every node has one; only the coordinator attaches the engine. */
+int volume_new(const struct volume_opts *o, struct volume **out, char *err, size_t errlen)
 {
 	struct volume *v = calloc(1, sizeof(*v));
 	if (!v) {
@@ -357,6 +361,7 @@ int volume_open(const struct volume_opts *o, struct volume **out, char *err, siz
 	}
 	snprintf(v->lun, sizeof(v->lun), "%s", o->lun);
 	v->read_only = o->read_only;
+	v->cache_bytes = o->cache_bytes;
 	v->data_fd = -1;
 	pthread_mutex_init(&v->lock, NULL);
 	pthread_mutex_init(&v->table_lock, NULL);
@@ -364,19 +369,67 @@ int volume_open(const struct volume_opts *o, struct volume **out, char *err, siz
 	pthread_cond_init(&v->flusher_cond, NULL);
 	v->nbuckets = 4099;
 	v->buckets = calloc(v->nbuckets, sizeof(*v->buckets));
-	struct journal_config jc = { .lun_path = o->lun, .read_only = o->read_only,
-				     .cache_bytes = o->cache_bytes, .log = csvfs_vlog };
-	int rc = v->buckets ? journal_open(&jc, &v->journal, err, errlen) : -ENOMEM;
+	if (!v->buckets) {
+		volume_free(v);
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	v->data_fd = open(o->lun, (o->read_only ? O_RDONLY : O_RDWR) | O_DIRECT | O_CLOEXEC);
+	if (v->data_fd < 0) {
+		int rc = -errno;
+		snprintf(err, errlen, "LUN %s: cannot open for data with O_DIRECT: %s", o->lun,
+			 strerror(errno));
+		volume_free(v);
+		return rc;
+	}
+	*out = v;
+	return 0;
+}
+
+/* Reads the superblock straight from the LUN: a participant learns the
+ * volume's identity without opening the engine (the coordinator owns it). */
+int volume_probe(struct volume *v, char *err, size_t errlen)
+{
+	void *buf;
+	if (posix_memalign(&buf, 4096, 4096))
+		return -ENOMEM;
+	int rc = 0;
+	ssize_t n = pread(v->data_fd, buf, 4096, 0);
+	struct ext2_super_block *sb = (struct ext2_super_block *)((char *)buf + 1024);
+	if (n != 4096) {
+		snprintf(err, errlen, "LUN %s: reading the superblock failed: %s", v->lun,
+			 n < 0 ? strerror(errno) : "short read");
+		rc = -EIO;
+	} else if (sb->s_magic != EXT2_SUPER_MAGIC) {
+		snprintf(err, errlen, "LUN %s: not a csvfs volume (no ext4 superblock)", v->lun);
+		rc = -EINVAL;
+	} else if (EXT2_BLOCK_SIZE(sb) != CSVFS_BLOCKSIZE || !ext2fs_has_feature_extents(sb) ||
+		   !ext2fs_has_feature_64bit(sb)) {
+		snprintf(err, errlen, "LUN %s: volume cannot be served: it is not a csvfs volume "
+			 "(4 KiB blocks, 64bit, extents)", v->lun);
+		rc = -EINVAL;
+	} else {
+		uuid_unparse_lower(sb->s_uuid, v->uuid);
+		snprintf(v->label, sizeof(v->label), "%.16s", (const char *)sb->s_volume_name);
+		v->blocksize = CSVFS_BLOCKSIZE;
+	}
+	free(buf);
+	return rc;
+}
+
+/* Opens the metadata engine on this node: journal io layer, libext2fs, MMP,
+ * replay, the journal attached, the volume marked in use. With takeover, the
+ * previous coordinator is known to be gone (the lock manager granted us its
+ * role), so its MMP heartbeat is not waited out, and orphans (files it kept
+ * open for other nodes) are left for their last close. */
+int volume_attach_engine(struct volume *v, int takeover, char *err, size_t errlen)
+{
+	struct journal_config jc = { .lun_path = v->lun, .read_only = v->read_only,
+				     .cache_bytes = v->cache_bytes, .log = csvfs_vlog };
+	v->takeover = takeover;
+	int rc = journal_open(&jc, &v->journal, err, errlen);
 	if (rc == 0)
 		rc = open_fs(v, err, errlen);
-	if (rc == 0) {
-		v->data_fd = open(o->lun, (o->read_only ? O_RDONLY : O_RDWR) | O_DIRECT | O_CLOEXEC);
-		if (v->data_fd < 0) {
-			rc = -errno;
-			snprintf(err, errlen, "LUN %s: cannot open for data with O_DIRECT: %s", o->lun,
-				 strerror(errno));
-		}
-	}
 	if (rc == 0)
 		rc = validate_fs(v, err, errlen);   /* before anything is written */
 	if (rc == 0)
@@ -390,14 +443,28 @@ int volume_open(const struct volume_opts *o, struct volume **out, char *err, siz
 		rc = mark_mounted(v);
 		pthread_mutex_unlock(&v->lock);
 		if (rc)
-			snprintf(err, errlen, "LUN %s: volume %s: preparing for use failed: %s", o->lun,
+			snprintf(err, errlen, "LUN %s: volume %s: preparing for use failed: %s", v->lun,
 				 v->uuid, strerror(-rc));
 	}
 	if (rc) {
-		volume_close(v);
+		volume_detach_engine(v);
 		return rc;
 	}
 	v->opened = 1;
+	return 0;
+}
+
+int volume_open(const struct volume_opts *o, struct volume **out, char *err, size_t errlen)
+{
+	struct volume *v;
+	int rc = volume_new(o, &v, err, errlen);
+	if (rc)
+		return rc;
+	rc = volume_attach_engine(v, 0, err, errlen);
+	if (rc) {
+		volume_free(v);
+		return rc;
+	}
 	*out = v;
 	return 0;
 }
@@ -405,22 +472,30 @@ int volume_open(const struct volume_opts *o, struct volume **out, char *err, siz
 /* Starts background work; after any fork (daemonizing), never before. */
 void volume_start(struct volume *v)
 {
-	if (!v->read_only && !v->flusher_running &&
+	pthread_mutex_lock(&v->flusher_lock);
+	v->stopping = 0;
+	pthread_mutex_unlock(&v->flusher_lock);
+	if (v->fs && !v->read_only && !v->flusher_running &&
 	    pthread_create(&v->flusher, NULL, flusher_main, v) == 0)
 		v->flusher_running = 1;
 }
 
-void volume_close(struct volume *v)
+static void stop_flusher(struct volume *v)
 {
-	if (!v)
+	if (!v->flusher_running)
 		return;
-	if (v->flusher_running) {
-		pthread_mutex_lock(&v->flusher_lock);
-		v->stopping = 1;
-		pthread_cond_signal(&v->flusher_cond);
-		pthread_mutex_unlock(&v->flusher_lock);
-		pthread_join(v->flusher, NULL);
-	}
+	pthread_mutex_lock(&v->flusher_lock);
+	v->stopping = 1;
+	pthread_cond_signal(&v->flusher_cond);
+	pthread_mutex_unlock(&v->flusher_lock);
+	pthread_join(v->flusher, NULL);
+	v->flusher_running = 0;
+}
+
+/* Clean close of the engine: everything durable, journal clean, MMP released. */
+void volume_detach_engine(struct volume *v)
+{
+	stop_flusher(v);
 	if (v->fs) {
 		if (v->opened && !v->read_only && (v->fs->flags & EXT2_FLAG_RW)) {
 			pthread_mutex_lock(&v->lock);
@@ -451,18 +526,49 @@ void volume_close(struct volume *v)
 				csvfs_log(LOG_ERR_L, "unmount: closing volume failed: %s", error_message(e));
 		}
 	}
-	if (v->data_fd >= 0) {
+	if (v->data_fd >= 0)
 		fdatasync(v->data_fd);
-		close(v->data_fd);
-	}
 	journal_close(v->journal);
+	v->journal = NULL;
 	deferfree_destroy(v);
+	v->opened = v->journaled = v->mmp_held = v->dirty = 0;
+}
+
+/* This node lost the coordinator role while cut off: the new coordinator owns
+ * the volume now, so nothing in memory may reach the LUN. Drops the engine
+ * without a write (the LUN gate is closed by the caller). */
+void volume_abandon_engine(struct volume *v)
+{
+	stop_flusher(v);
+	if (v->fs)
+		ext2fs_free(v->fs);
+	v->fs = NULL;
+	journal_close(v->journal);
+	v->journal = NULL;
+	deferfree_destroy(v);
+	v->opened = v->journaled = v->mmp_held = v->dirty = 0;
+}
+
+void volume_free(struct volume *v)
+{
+	if (!v)
+		return;
+	if (v->data_fd >= 0)
+		close(v->data_fd);
 	free(v->buckets);
 	pthread_mutex_destroy(&v->lock);
 	pthread_mutex_destroy(&v->table_lock);
 	pthread_mutex_destroy(&v->flusher_lock);
 	pthread_cond_destroy(&v->flusher_cond);
 	free(v);
+}
+
+void volume_close(struct volume *v)
+{
+	if (!v)
+		return;
+	volume_detach_engine(v);
+	volume_free(v);
 }
 
 int meta_statfs(struct volume *v, struct statvfs *out)

@@ -1,4 +1,5 @@
-/* csvctl — administer csvfs volumes: status of a mounted volume. */
+/* csvctl — administer csvfs volumes: status, moving the coordinator role,
+ * the cluster credential. */
 #include "fs/csvfs.h"
 #include "redirect-io/rio.h"
 
@@ -13,6 +14,8 @@ static void usage(FILE *to)
 {
 	fprintf(to,
 		"usage: csvctl status [--json] [MOUNTPOINT]   (default %s)\n"
+		"       csvctl move [NODE] [--mount MOUNTPOINT]\n"
+		"              hand the coordinator role to NODE (default: any other node)\n"
 		"       csvctl keygen [--cluster NAME] [--ca-dir DIR] [--force]\n"
 		"              create the cluster credential (a CA; default %s)\n"
 		"       csvctl keygen --node NAME [--ca-dir DIR] [--out DIR] [--force]\n"
@@ -160,6 +163,40 @@ static int cmd_status(int argc, char **argv)
 	return 0;
 }
 
+static int cmd_move(int argc, char **argv)
+{
+	const char *mnt = CSVFS_DEFAULT_MOUNTPOINT, *node = "";
+	for (int i = 0; i < argc; i++) {
+		if (strcmp(argv[i], "--mount") == 0 && i + 1 < argc)
+			mnt = argv[++i];
+		else if (argv[i][0] == '-' || node[0]) {
+			fprintf(stderr, "csvctl move: bad argument '%s'\n", argv[i]);
+			return 2;
+		} else if (!rio_node_name_valid(argv[i])) {
+			fprintf(stderr, "csvctl move: bad node name '%s'\n", argv[i]);
+			return 2;
+		} else
+			node = argv[i];
+	}
+	char guid[37], req[128], reply[16384], err[512];
+	if (guid_of_mount(mnt, guid) != 0) {
+		fprintf(stderr, "csvctl: no csvfs volume is mounted at %s\n", mnt);
+		return 1;
+	}
+	snprintf(req, sizeof(req), node[0] ? "move %s" : "move", node);
+	if (csvfs_control_request(guid, req, reply, sizeof(reply), err, sizeof(err)) != 0) {
+		fprintf(stderr, "csvctl: %s\n", err);
+		return 1;
+	}
+	char why[512];
+	if (strstr(reply, "\"error\":")) {
+		fprintf(stderr, "csvctl move: %s\n", field(reply, "error", why, sizeof(why)));
+		return 1;
+	}
+	printf("volume %s: coordinator role moving to %s\n", guid, node[0] ? node : "another node");
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 2) {
@@ -168,6 +205,8 @@ int main(int argc, char **argv)
 	}
 	if (strcmp(argv[1], "status") == 0)
 		return cmd_status(argc - 2, argv + 2);
+	if (strcmp(argv[1], "move") == 0)
+		return cmd_move(argc - 2, argv + 2);
 	if (strcmp(argv[1], "keygen") == 0)
 		return cmd_keygen(argc - 2, argv + 2);
 	if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {

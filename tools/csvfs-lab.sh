@@ -335,7 +335,7 @@ wait_members() {
 start_daemon() {  # start_daemon K
   local k=$1 d opts
   d=$(ndir "$k")
-  opts="cluster,node=$(node_name "$k"),nodeid=$k,lun=$LUN${CSVFS_LAB_DAEMON_OPTS:+,$CSVFS_LAB_DAEMON_OPTS}"
+  opts="cluster,node=$(node_name "$k"),nodeid=$k,lun=$LUN,cred=/run/csvfs-cred${CSVFS_LAB_DAEMON_OPTS:+,$CSVFS_LAB_DAEMON_OPTS}"
   spawn "$k" "$d/csvfs.log" "$d/csvfs.pid" "$BIN/csvfs" -f -o "$opts" "UUID=$GUID" "$MNT"
 }
 
@@ -528,9 +528,19 @@ cmd_up() {
     head -c 256 /dev/urandom >"$STATE/authkey"
   fi
   chmod 0400 "$STATE/authkey"
+  # The cluster credential for redirect-io (docs/protocol.md §2): one CA for
+  # the lab, a certificate per node, each node's copy in its own directory.
+  if [ -x "$BIN/csvctl" ]; then
+    "$BIN/csvctl" keygen --cluster "$CLUSTER" --ca-dir "$STATE/ca" >/dev/null ||
+      die $E_FAIL "csvctl keygen failed to create the lab's cluster credential"
+  fi
   for ((k = 1; k <= N; k++)); do
     d=$(ndir "$k")
     mkdir -p "$d/etc" "$d/run" "$d/lib"
+    if [ -x "$BIN/csvctl" ]; then
+      "$BIN/csvctl" keygen --node "$(node_name "$k")" --ca-dir "$STATE/ca" --out "$d/run/csvfs-cred" >/dev/null ||
+        die $E_FAIL "csvctl keygen failed to issue node$k's credential"
+    fi
     chmod 0755 "$d/run"
     write_corosync_conf "$d/etc/corosync.conf"
     install -m 0400 "$STATE/authkey" "$d/etc/authkey"

@@ -1,0 +1,88 @@
+/* Cluster mode (internal to fs): this node's role for the volume, the
+ * coordinator election through dlm-glue, the redirect-io channel to the
+ * coordinator, layout locks and recalls, and pausing on quorum loss.
+ * docs/cluster.md describes the protocol and the reasons. */
+#ifndef CSVFS_FS_CLUSTER_H
+#define CSVFS_FS_CLUSTER_H
+
+#include "fs/internal.h"
+
+struct rio_writer;
+struct rio_reply;
+
+enum cluster_role { CL_PARTICIPANT = 1, CL_COORDINATOR = 2 };
+
+struct cluster_opts {
+	char node[64];              /* this node's name (its certificate's) */
+	uint32_t nodeid;            /* corosync nodeid, for checking */
+	char cred_dir[1024];        /* redirect-io credential directory */
+	uint16_t port;              /* coordinator's redirect-io port */
+	char backend[16];           /* dlm-glue backend: cpg or dlm */
+	unsigned fence_deadline_ms; /* dlm-glue self-fence deadline (0: its default) */
+	char fence_command[512];
+	unsigned pause_timeout_ms;  /* FUSE requests held this long while paused, then EIO */
+	unsigned coord_wait_ms;     /* how long a request waits for a coordinator */
+};
+
+/* Joins the volume's lockspace and takes a role (coordinator if nobody
+ * holds it). The volume must be volume_new + volume_probe'd. */
+int cluster_start(struct volume *v, const struct cluster_opts *o, char *err, size_t errlen);
+/* Leaves the cluster: a coordinator hands the role over cleanly. */
+void cluster_stop(struct volume *v);
+
+/* Every request runs between enter and leave. enter waits while the node is
+ * paused (bounded), then returns the role (> 0) or a negative errno. */
+int cluster_enter(struct cluster *c);
+void cluster_leave(struct cluster *c);
+/* Requests would be served now: not paused, and a coordinator at hand. */
+int cluster_ready(struct cluster *c);
+/* After a request failed with -ERESTART (coordinator unreachable): waits,
+ * bounded, for a coordinator. 0 = try again, else give up with the errno. */
+int cluster_wait_coordinator(struct cluster *c, unsigned attempt);
+
+/* Participant: an RPC to the coordinator. -ERESTART when it cannot be
+ * reached (the caller leaves and retries), else the operation's result. */
+int cluster_call(struct cluster *c, uint16_t op, int idempotent, struct rio_writer *req,
+		 struct rio_reply *reply);
+int cluster_call_timeout(struct cluster *c, uint16_t op, int idempotent, struct rio_writer *req,
+			 struct rio_reply *reply, unsigned timeout_ms);
+/* Participant: holds the inode's layout lock (PR) so written mappings may
+ * be cached; a conflicting recall drops the cache and the lock. */
+int cluster_layout_hold(struct cluster *c, struct minode *m);
+/* Participant: drops the cache and the layout lock (last close). */
+void cluster_layout_drop(struct cluster *c, struct minode *m);
+/* Coordinator: before a change that frees or unwrites blocks of ino, every
+ * other node drops its layouts of it. *token is passed to recall_end. */
+int cluster_recall_begin(struct cluster *c, ext2_ino_t ino, void **token);
+void cluster_recall_end(struct cluster *c, void *token);
+/* The epoch of the coordinator this node talks to (participants). */
+uint32_t cluster_epoch(struct cluster *c);
+
+/* Request a role move (csvctl move); "" = any other node. */
+int cluster_move(struct cluster *c, const char *target, char *err, size_t errlen);
+/* JSON members, coordinator and I/O state for csvctl status. */
+void cluster_status_json(struct cluster *c, char *out, size_t len);
+
+/* ---- the coordinator's RPC service (server.c) --------------------------- */
+struct server;
+struct rio_peer;
+struct rio_request;
+struct rio_response;
+int server_create(struct volume *v, struct server **out);
+/* The running server while this node is the coordinator, else NULL. */
+struct server *cluster_server(struct cluster *c);
+/* Drops every open the other nodes held through this server. */
+void server_destroy(struct server *s);
+/* rio handler; arg is the cluster. */
+int server_handle(void *arg, const struct rio_peer *peer, const struct rio_request *req,
+		  struct rio_response *resp);
+/* One request from node: decodes, runs, encodes the reply fields into out;
+ * returns the status (0 or a positive errno; EPROTO when it does not decode). */
+int server_request(struct server *s, const char *node, const char *addr, uint16_t op,
+		   const uint8_t *payload, uint32_t len, struct rio_writer *out);
+/* A fenced node's opens are closed (unlinked files it held are freed). */
+void server_drop_node(struct server *s, const char *node);
+/* Node names with open files, connected recently (for status). */
+void server_peers_json(struct server *s, char *out, size_t len);
+
+#endif

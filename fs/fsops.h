@@ -1,0 +1,56 @@
+/* Filesystem operations as the FUSE front end sees them (internal to fs):
+ * on the coordinator (or standalone) they run in the metadata engine; on a
+ * participant they go to the coordinator over redirect-io, and file data
+ * goes directly to the LUN at the blocks its layouts name. */
+#ifndef CSVFS_FS_FSOPS_H
+#define CSVFS_FS_FSOPS_H
+
+#include <sys/types.h>
+#include "fs/internal.h"
+
+int fsop_lookup(struct volume *v, ext2_ino_t parent, const char *name, struct meta_attr *out);
+int fsop_getattr(struct volume *v, ext2_ino_t ino, struct meta_attr *out);
+int fsop_setattr(struct volume *v, ext2_ino_t ino, const struct meta_setattr *sa,
+		 struct meta_attr *out);
+int fsop_create(struct volume *v, ext2_ino_t parent, const char *name, uint32_t mode,
+		uint32_t rdev, const struct meta_cred *cred, struct meta_attr *out);
+int fsop_symlink(struct volume *v, ext2_ino_t parent, const char *name, const char *target,
+		 const struct meta_cred *cred, struct meta_attr *out);
+int fsop_link(struct volume *v, ext2_ino_t ino, ext2_ino_t newparent, const char *newname,
+	      struct meta_attr *out);
+int fsop_unlink(struct volume *v, ext2_ino_t parent, const char *name);
+int fsop_rmdir(struct volume *v, ext2_ino_t parent, const char *name);
+int fsop_rename(struct volume *v, ext2_ino_t parent, const char *name, ext2_ino_t newparent,
+		const char *newname, unsigned flags);
+int fsop_readlink(struct volume *v, ext2_ino_t ino, char *buf, size_t size);
+int fsop_readdir(struct volume *v, ext2_ino_t ino, struct meta_dirent **out, size_t *n);
+int fsop_statfs(struct volume *v, struct statvfs *out);
+int fsop_statfs_quick(struct volume *v, struct statvfs *out);
+int fsop_getxattr(struct volume *v, ext2_ino_t ino, const char *name, void *buf, size_t size);
+int fsop_listxattr(struct volume *v, ext2_ino_t ino, char *buf, size_t size);
+int fsop_setxattr(struct volume *v, ext2_ino_t ino, const char *name, const void *value,
+		  size_t size, int flags);
+int fsop_removexattr(struct volume *v, ext2_ino_t ino, const char *name);
+
+/* Opens ino (O_TRUNC: truncate); *out is the referenced minode. */
+int fsop_open(struct volume *v, ext2_ino_t ino, int truncate, struct minode **out);
+/* Closes one open and drops the reference fsop_open took. */
+int fsop_release(struct volume *v, struct minode *m);
+int fsop_fsync(struct volume *v, struct minode *m, int datasync);
+int fsop_syncfs(struct volume *v);
+int fsop_fallocate(struct volume *v, struct minode *m, int mode, uint64_t off, uint64_t len);
+int fsop_seek(struct volume *v, struct minode *m, uint64_t off, int whence, uint64_t *out);
+ssize_t fsop_read(struct volume *v, struct minode *m, char *buf, size_t len, uint64_t off);
+ssize_t fsop_write(struct volume *v, struct minode *m, const char *buf, size_t len, uint64_t off);
+
+/* The data path's metadata calls (data.c), inside a request. */
+int fsop_map(struct volume *v, struct minode *m, uint64_t lblk, struct meta_extent *out);
+int fsop_alloc(struct volume *v, struct minode *m, uint64_t lblk, uint64_t len);
+int fsop_commit_write(struct volume *v, struct minode *m, uint64_t lblk, uint64_t len,
+		      uint64_t new_size);
+void fsop_touch_write(struct volume *v, struct minode *m);
+/* Makes m->size current for a read up to end (participants ask the
+ * coordinator when the read goes past what they know). */
+int fsop_size_for_read(struct volume *v, struct minode *m, uint64_t end);
+
+#endif

@@ -1,0 +1,233 @@
+#!/usr/bin/env bash
+# The volume on every node at once (design.md §1, §4, §5, §7, §11): a 3-node
+# csvfs-lab, real corosync, real mounts at /ClusterStorage/Volume1 in each
+# node's namespaces. Covers namespace and data coherence between nodes,
+# conflicting creates, VM-disk handoff (qcow2 and raw) as a live migration
+# does it, fio with verify from three nodes at once, layout recall on
+# truncate, kill -9 of the coordinator while a participant's direct I/O goes
+# on, csvctl move round trips, a partitioned node pausing and rejoining, an
+# unauthenticated peer refused; then every node unmounts, e2fsck -fn is
+# clean and the kernel's read-only view of the LUN holds the same data.
+. "$(dirname "$0")/../lib.sh"
+
+LAB="$BIN/csvfs-lab"
+export CSVFS_LAB=clustertest
+unset CSVFS_BIN CSVFS_LAB_TOKEN
+# Self-fence deadline 4 s (token 1 s + consensus 1.2 s detection, 1.8 s drain;
+# docs/lab.md); a paused node holds requests 20 s before EIO.
+export CSVFS_LAB_DAEMON_OPTS="fence_deadline=4000,pause_timeout=20000"
+V=/ClusterStorage/Volume1
+
+skip() { ok "cluster_fs skipped: $* # SKIP"; exit 0; }
+[ "$(id -u)" -eq 0 ] || skip "needs root"
+for c in corosync ip nsenter unshare qemu-img qemu-io fio e2fsck openssl; do
+  command -v "$c" >/dev/null 2>&1 || skip "$c not installed (make deps)"
+done
+[ -x "$LAB" ] || { not_ok "$LAB missing"; finish; exit; }
+
+S=$(scratch_dir)
+LUN=$S/lun.img
+truncate -s 2G "$LUN"
+"$LAB" down >/dev/null 2>&1 || true
+on_exit "'$LAB' down --save-logs '$S/logs' >/dev/null 2>&1; mkdir -p '$TOP/$BUILD/test-logs/cluster_fs'; cp -a '$S/logs/.' '$TOP/$BUILD/test-logs/cluster_fs/' 2>/dev/null"
+
+# on NODE CMD... — runs CMD on the node, bounded.
+on() { local k=$1; shift; timeout 120 "$LAB" exec "$k" -- "$@"; }
+# sh_on NODE SCRIPT — a shell script on the node.
+sh_on() { local k=$1; shift; timeout 120 "$LAB" exec "$k" -- sh -c "$*"; }
+md5_on() { sh_on "$1" "md5sum < $V/$2" | cut -d' ' -f1; }
+status_field() {  # status_field NODE KEY — a top-level field of csvctl status --json
+  on "$1" "$BIN/csvctl" status --json 2>/dev/null | sed -n "s/.*\"$2\":\"\\([^\"]*\\)\".*/\\1/p" | head -1
+}
+coordinator() { status_field "$1" coordinator; }
+is_coordinator() { [ "$(coordinator "$1")" = "$2" ]; }
+
+t0=$(date +%s)
+"$LAB" up -n 3 --lun "$LUN" >"$S/up.out" 2>&1; rc=$?
+check_eq "lab up: 3 nodes, LUN formatted, csvfs mounted on every node" 0 "$rc"
+[ "$rc" -eq 0 ] || { sed 's/^/# /' "$S/up.out"; finish; exit; }
+diag "lab up in $(($(date +%s) - t0)) s"
+GUID=$(e2fsck -n "$LUN" >/dev/null 2>&1; dumpe2fs -h "$LUN" 2>/dev/null | sed -n 's/^Filesystem UUID: *//p')
+
+# ---- identity and roles ----------------------------------------------------------
+for k in 1 2 3; do
+  check "node$k: a coordinator is known (csvctl status)" wait_until 30 sh -c "[ -n \"\$(\"$LAB\" exec $k -- \"$BIN/csvctl\" status --json 2>/dev/null | sed -n 's/.*\"coordinator\":\"\\([^\"]\\+\\)\".*/\\1/p')\" ]"
+  g=$(on "$k" "$BIN/csvctl" status --json | sed -n 's/.*"guid":"\([^"]*\)".*/\1/p')
+  check_eq "node$k mounts the volume by its GUID (the ext4 UUID)" "$GUID" "$g"
+done
+C0=$(coordinator 2)
+check "every node agrees on the coordinator ($C0)" sh -c "[ '$(coordinator 1)' = '$C0' ] && [ '$(coordinator 3)' = '$C0' ]"
+on 2 "$BIN/csvctl" status >"$S/status.txt" 2>&1
+check "csvctl status lists 3 nodes up, mounted, direct I/O" \
+  test "$(grep -cE '^  node[123] +up +yes +direct' "$S/status.txt")" -eq 3
+sed 's/^/#   /' "$S/status.txt"
+
+# ---- security: no certificate, no service ----------------------------------------------
+cnode=${C0#node}
+echo | timeout 10 "$LAB" exec 2 -- openssl s_client -connect "10.213.0.1$cnode:7100" -tls1_3 >"$S/sclient.out" 2>&1
+check "a peer without a cluster certificate gets nothing from the coordinator" \
+  sh -c "! grep -q 'CSVR' '$S/sclient.out'"
+check "... and the coordinator logs the refusal" \
+  wait_until 10 grep -q 'rio: refused' "/run/csvfs-lab/$CSVFS_LAB/nodes/$cnode/csvfs.log"
+
+# ---- namespace coherence ----------------------------------------------------------------
+sh_on 1 "mkdir $V/d && echo one > $V/d/a"
+check "node2 sees a file node1 just created" on 2 test -f "$V/d/a"
+check_eq "node3 reads its contents" "one" "$(on 3 cat "$V/d/a")"
+sh_on 1 "mv $V/d/a $V/d/b"
+check "node2 sees node1's rename at once" sh_on 2 "test -e $V/d/b && ! test -e $V/d/a"
+on 1 chmod 0600 "$V/d/b"
+check_eq "node3 sees node1's chmod at once" "600" "$(on 3 stat -c %a "$V/d/b")"
+on 3 rm "$V/d/b"
+check "node1 sees node3's unlink at once" sh_on 1 "! test -e $V/d/b"
+check_eq "ls on node2 matches" "" "$(on 2 ls "$V/d")"
+
+# conflicting creates: O_EXCL from two nodes, exactly one wins
+for round in 1 2 3; do
+  sh_on 2 "set -C; echo node2 > $V/race$round" 2>/dev/null & p2=$!
+  sh_on 3 "set -C; echo node3 > $V/race$round" 2>/dev/null & p3=$!
+  wait $p2; r2=$?; wait $p3; r3=$?
+  winner=$(on 1 cat "$V/race$round")
+  check "race $round: exactly one O_EXCL create wins (node2 rc=$r2, node3 rc=$r3, file says $winner)" \
+    sh -c "[ \$(( ($r2 == 0) + ($r3 == 0) )) -eq 1 ] && { { [ $r2 -eq 0 ] && [ '$winner' = node2 ]; } || { [ $r3 -eq 0 ] && [ '$winner' = node3 ]; }; }"
+done
+sh_on 2 "mkdir $V/mk" & p2=$!; sh_on 3 "mkdir $V/mk" & p3=$!
+wait $p2; r2=$?; wait $p3; r3=$?
+check "mkdir of one name from two nodes: exactly one succeeds" test $(( (r2 == 0) + (r3 == 0) )) -eq 1
+
+# ---- data coherence -----------------------------------------------------------------------
+dd if=/dev/urandom of="$S/pattern" bs=1M count=8 2>/dev/null
+P=$(md5sum <"$S/pattern" | cut -d' ' -f1)
+on 2 dd if="$S/pattern" of="$V/direct.bin" bs=1M oflag=direct status=none
+check_eq "O_DIRECT write on node2, O_DIRECT read on node3: same bytes" "$P" \
+  "$(sh_on 3 "dd if=$V/direct.bin bs=1M iflag=direct status=none | md5sum" | cut -d' ' -f1)"
+check_eq "... and a buffered read on node1" "$P" "$(md5_on 1 direct.bin)"
+on 3 dd if="$S/pattern" of="$V/buffered.bin" bs=64k conv=fsync status=none
+check_eq "buffered write on node3, read on node2: same bytes" "$P" "$(md5_on 2 buffered.bin)"
+# an overwrite in the middle, seen by a node that read the file before
+sh_on 1 "printf 'NODE1WASHERE' | dd of=$V/direct.bin bs=1 seek=4096 conv=notrunc status=none"
+check_eq "node2 sees node1's overwrite at once (O_DIRECT read)" "NODE1WASHERE" \
+  "$(sh_on 2 "dd if=$V/direct.bin bs=4096 skip=1 count=1 iflag=direct status=none | head -c 12")"
+
+# ---- layout recall: a truncate elsewhere while a node holds the file open --------------
+on 1 dd if="$S/pattern" of="$V/recall.bin" bs=1M status=none conv=fsync
+sh_on 2 "exec 3<$V/recall.bin; md5sum < /proc/self/fd/3 > $S/recall.before; sleep 4; md5sum < /proc/self/fd/3 > $S/recall.after" &
+rp=$!
+sleep 2
+sh_on 1 "truncate -s 0 $V/recall.bin && printf 'new contents' > $V/recall.bin"
+wait $rp
+check_eq "node2 read the file before (layouts cached under its lock)" "$P" "$(cut -d' ' -f1 "$S/recall.before")"
+check_eq "after node1 truncated and rewrote it, node2 reads the new data" \
+  "$(printf 'new contents' | md5sum | cut -d' ' -f1)" "$(cut -d' ' -f1 "$S/recall.after")"
+
+# ---- VM disks handed between nodes, as live migration does ----------------------------
+on 1 qemu-img create -f qcow2 "$V/vm.qcow2" 1G >/dev/null
+on 2 qemu-io -t none -c 'write -P 0xab 0 4M' -c 'write -P 0x5c 300M 2M' -c 'write -P 0x11 1020M 1M' -c flush "$V/vm.qcow2" >"$S/qio2.out" 2>&1
+check "node2 writes patterns into the qcow2 disk with cache=none" test "$(grep -c '^wrote' "$S/qio2.out")" -eq 3
+on 3 qemu-io -t none -r -c 'read -P 0xab 0 4M' -c 'read -P 0x5c 300M 2M' -c 'read -P 0x11 1020M 1M' -c 'read -P 0 8M 1M' "$V/vm.qcow2" >"$S/qio3.out" 2>&1
+check "node3 opens the same qcow2 after node2 closed it and reads every pattern" \
+  sh -c "[ \$(grep -c '^read' '$S/qio3.out') -eq 4 ] && ! grep -q 'Pattern verification failed' '$S/qio3.out'"
+check "qemu-img check on node1: no errors" on 1 qemu-img check "$V/vm.qcow2"
+on 1 qemu-img create -f raw "$V/vm.raw" 2G >/dev/null
+on 2 qemu-io -t none -f raw -c 'write -P 0xcd 0 4M' -c 'write -P 0xef 1500M 512k' "$V/vm.raw" >/dev/null 2>&1
+on 3 qemu-io -t none -f raw -r -c 'read -P 0xcd 0 4M' -c 'read -P 0xef 1500M 512k' -c 'read -P 0 700M 4M' "$V/vm.raw" >"$S/raw3.out" 2>&1
+check "raw sparse disk: written on node2, read and verified on node3 (holes read zeros)" \
+  sh -c "[ \$(grep -c '^read' '$S/raw3.out') -eq 3 ] && ! grep -q 'Pattern verification failed' '$S/raw3.out'"
+check_eq "the raw disk stays sparse" "yes" "$(sh_on 1 "[ \$(stat -c %b $V/vm.raw) -lt 20000 ] && echo yes")"
+
+# ---- fio from three nodes at once ---------------------------------------------------------
+on 1 fallocate -l 192M "$V/shared.img"
+for k in 1 2 3; do
+  on "$k" fio --name=shared$k --filename="$V/shared.img" --offset=$(( (k - 1) * 64 ))M --size=64M \
+    --rw=randwrite --bs=64k --direct=1 --ioengine=libaio --iodepth=8 --verify=crc32c \
+    --verify_fatal=1 --do_verify=1 --output="$S/fio_shared$k.out" >/dev/null 2>&1 &
+  eval "fs$k=\$!"
+  on "$k" fio --name=own$k --filename="$V/own$k.img" --size=32M --rw=write --bs=256k --direct=1 \
+    --ioengine=libaio --iodepth=4 --verify=crc32c --verify_fatal=1 --do_verify=1 \
+    --output="$S/fio_own$k.out" >/dev/null 2>&1 &
+  eval "fo$k=\$!"
+done
+for k in 1 2 3; do
+  eval "wait \$fs$k"; r=$?
+  check "node$k: fio verify=crc32c on its region of one preallocated file" test "$r" -eq 0
+  eval "wait \$fo$k"; r=$?
+  check "node$k: fio verify=crc32c on its own growing file" test "$r" -eq 0
+done
+
+# ---- coordinator failure while a participant's direct I/O goes on ----------------------
+C=$(coordinator 1); cn=${C#node}
+writer=$(( cn % 3 + 1 )); other=$(( writer % 3 + 1 )); [ "$other" = "$cn" ] && other=$(( other % 3 + 1 ))
+diag "coordinator $C; node$writer writes while it dies; node$other checks fsync durability"
+on "$writer" dd if=/dev/zero of="$V/live.bin" bs=1M count=16 oflag=direct conv=fsync status=none
+sh_on "$other" "dd if=$S/pattern of=$V/synced.bin bs=1M conv=fsync status=none"
+# the writer overwrites its file in place for ~8 s; every write must succeed
+sh_on "$writer" "i=0; end=\$((\$(date +%s) + 8)); while [ \$(date +%s) -lt \$end ]; do
+  i=\$((i + 1)); printf '%08d' \$i | dd of=$V/live.bin bs=4096 seek=\$((i % 4096)) conv=notrunc oflag=direct,dsync status=none || { echo FAIL \$i; exit 1; }
+done; echo \$i > $S/live.count" >"$S/live.out" 2>&1 &
+wp=$!
+sleep 2
+kill_at=$(date +%s%3N)
+"$LAB" kill "$cn" csvfs >/dev/null 2>&1
+check "a new coordinator takes over after kill -9 of $C's daemon" \
+  wait_until 40 sh -c "c=\$(\"$LAB\" exec $writer -- \"$BIN/csvctl\" status --json 2>/dev/null | sed -n 's/.*\"coordinator\":\"\\([^\"]*\\)\".*/\\1/p'); [ -n \"\$c\" ] && [ \"\$c\" != '$C' ]"
+diag "takeover seen $(( $(date +%s%3N) - kill_at )) ms after the kill"
+wait $wp; r=$?
+check "the participant's direct writes never failed during the takeover ($(cat "$S/live.count" 2>/dev/null) writes)" test "$r" -eq 0
+check_eq "a file fsynced before the coordinator died is intact" "$P" "$(md5_on "$other" synced.bin)"
+check "the new coordinator serves creates" sh_on "$writer" "echo after > $V/after-takeover && test -f $V/after-takeover"
+"$LAB" start "$cn" csvfs >"$S/restart.out" 2>&1
+check "node$cn's daemon restarts and joins as a participant" sh -c "grep -q mounted '$S/restart.out' || true; [ -n \"\$(\"$LAB\" exec $cn -- ls $V/after-takeover 2>/dev/null)\" ]"
+
+# ---- csvctl move: a round trip -------------------------------------------------------------
+C1=$(coordinator 1)
+for target in node1 node3 node2; do
+  [ "$target" = "$C1" ] && continue
+  on 2 "$BIN/csvctl" move "$target" >"$S/move.out" 2>&1; rc=$?
+  check_eq "csvctl move $target (asked on node2) is accepted" 0 "$rc"
+  check "every node sees $target as coordinator" wait_until 30 sh -c \
+    "for k in 1 2 3; do [ \"\$(\"$LAB\" exec \$k -- \"$BIN/csvctl\" status --json 2>/dev/null | sed -n 's/.*\"coordinator\":\"\\([^\"]*\\)\".*/\\1/p')\" = '$target' ] || exit 1; done"
+  check_eq "data written before the move reads back after it" "$P" "$(md5_on 2 buffered.bin)"
+  check "metadata changes work after the move" sh_on 3 "touch $V/moved-$target && test -f $V/moved-$target"
+  C1=$target
+done
+check_fails "csvctl move to a node that is not a member is refused" on 1 "$BIN/csvctl" move node9
+
+# ---- a partitioned node pauses; the others go on; it rejoins fresh ---------------------
+C2=$(coordinator 1); part=3; [ "$C2" = node3 ] && part=2
+keep=$(( part == 3 ? 1 : 3 ))
+"$LAB" partition "$part" >/dev/null
+check "node$part loses quorum and pauses" wait_until 30 sh -c \
+  "\"$LAB\" exec $part -- \"$BIN/csvctl\" status --json 2>/dev/null | grep -q '\"this_node\":true,\"state\":\"up\",\"role\":\"[a-z]*\",\"mounted\":true,\"io_state\":\"paused\"'"
+check "a request on the paused node is held (not answered within 3 s)" \
+  sh -c "! timeout 3 \"$LAB\" exec $part -- stat $V/after-takeover >/dev/null 2>&1"
+check "the other two nodes keep the volume: create on node$keep" \
+  wait_until 30 sh_on "$keep" "echo during > $V/during-partition"
+"$LAB" heal "$part" >/dev/null
+check "after heal node$part rejoins and sees the file created while it was away" \
+  wait_until 60 sh -c "\"$LAB\" exec $part -- cat $V/during-partition 2>/dev/null | grep -q during"
+check "node$part is back to direct I/O" wait_until 30 sh -c \
+  "\"$LAB\" exec $part -- \"$BIN/csvctl\" status 2>/dev/null | grep -qE '^  node$part +up +yes +direct'"
+check "node$part can write again" sh_on "$part" "echo back > $V/back-$part"
+
+# ---- everything unmounted: independent oracles ---------------------------------------------
+for f in direct.bin buffered.bin synced.bin; do eval "sum_$(echo $f | tr . _)=\$(md5_on 1 $f)"; done
+"$LAB" down --save-logs "$S/logs" >"$S/down.out" 2>&1
+check "lab down unmounts every node" test $? -eq 0
+check "no daemon crashed or hit a sanitizer (logs)" sh -c "! grep -lE 'ERROR: (Address|Leak)Sanitizer|runtime error:|Segmentation' $S/logs/*/csvfs.log 2>/dev/null | grep -q ."
+fsck_clean "$LUN" "$S/fsck.out"; rc=$?
+check_eq "e2fsck -fn is clean after the cluster run" 0 "$rc"
+[ "$rc" -eq 0 ] || sed 's/^/# /' "$S/fsck.out" | head -30
+km=$S/kmnt; mkdir -p "$km"
+if mount -o ro,loop,noload "$LUN" "$km" 2>"$S/kmount.err"; then
+  on_exit "umount '$km'"
+  check_eq "kernel ext4 (read-only) reads the O_DIRECT file node2 wrote" "$sum_direct_bin" "$(md5sum <"$km/direct.bin" | cut -d' ' -f1)"
+  check_eq "... the buffered file node3 wrote" "$P" "$(md5sum <"$km/buffered.bin" | cut -d' ' -f1)"
+  check_eq "... the file fsynced before the takeover" "$P" "$(md5sum <"$km/synced.bin" | cut -d' ' -f1)"
+  check "... and the qcow2 disk is clean to qemu-img" qemu-img check "$km/vm.qcow2"
+  check "... and the files created during the partition and after the moves" \
+    test -f "$km/during-partition" -a -f "$km/after-takeover"
+  umount "$km"
+else
+  not_ok "kernel read-only mount of the LUN: $(cat "$S/kmount.err")"
+fi
+finish
