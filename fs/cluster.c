@@ -519,6 +519,7 @@ int cluster_layout_hold(struct cluster *c, struct minode *m)
 		pthread_mutex_unlock(&c->mu);
 		m->layout_token = token;
 		m->layout_state = LAYOUT_WAITING;
+		m->nmap = m->map_next = 0;     /* nothing cached without the lock */
 		pthread_mutex_unlock(&m->map_lock);
 		char name[32];
 		layout_name(m->ino, name, sizeof(name));
@@ -753,12 +754,22 @@ static int become_coordinator(struct cluster *c, const struct coord_info *prev)
 	return 0;
 }
 
+/* What the engine's map cache held (holes and unwritten extents too) is not
+ * protected by any layout lock: a participant starts from nothing. */
+static void minode_to_participant(struct volume *v, struct minode *m, void *arg)
+{
+	(void)v; (void)arg;
+	minode_invalidate_map(m);
+	atomic_store(&m->size_stale, 1);
+}
+
 /* Hands the role over: everything durable, the journal clean, MMP released. */
 static void step_down(struct cluster *c, uint32_t target)
 {
 	server_stop(c);
 	pthread_rwlock_wrlock(&c->role_lock);
 	volume_detach_engine(c->v);
+	minode_foreach(c->v, minode_to_participant, NULL);
 	set_role(c, CL_PARTICIPANT);
 	pthread_rwlock_unlock(&c->role_lock);
 	pthread_mutex_lock(&c->mu);
@@ -783,6 +794,7 @@ static void lose_role(struct cluster *c)
 	server_stop(c);
 	pthread_rwlock_wrlock(&c->role_lock);
 	volume_abandon_engine(c->v);
+	minode_foreach(c->v, minode_to_participant, NULL);
 	set_role(c, CL_PARTICIPANT);
 	pthread_rwlock_unlock(&c->role_lock);
 	held_unlock(&c->coord, 0, NULL);
@@ -1116,6 +1128,23 @@ static void drop_layout_cb(struct volume *v, struct minode *m, void *arg)
 {
 	(void)v;
 	cluster_layout_drop(arg, m);
+}
+
+int cluster_check_credential(const struct cluster_opts *o, char *err, size_t errlen)
+{
+	char name[RIO_NODE_NAME_MAX + 1], why[512];
+	const char *dir = o->cred_dir[0] ? o->cred_dir : RIO_DEFAULT_CRED_DIR;
+	if (rio_cred_check(dir, name, sizeof(name), why, sizeof(why)) != 0) {
+		snprintf(err, errlen, "node credential: %s (issue one with 'csvctl keygen --node %s')",
+			 why, o->node);
+		return -EACCES;
+	}
+	if (strcmp(name, o->node) != 0) {
+		snprintf(err, errlen, "the credential in %s is node %s's, not this node's (%s)", dir, name,
+			 o->node);
+		return -EACCES;
+	}
+	return 0;
 }
 
 int cluster_start(struct volume *v, const struct cluster_opts *o, char *err, size_t errlen)

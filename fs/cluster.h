@@ -24,6 +24,8 @@ struct cluster_opts {
 	unsigned coord_wait_ms;     /* how long a request waits for a coordinator */
 };
 
+/* The node's redirect-io credential is usable and names this node. */
+int cluster_check_credential(const struct cluster_opts *o, char *err, size_t errlen);
 /* Joins the volume's lockspace and takes a role (coordinator if nobody
  * holds it). The volume must be volume_new + volume_probe'd. */
 int cluster_start(struct volume *v, const struct cluster_opts *o, char *err, size_t errlen);

@@ -362,6 +362,11 @@ int csvfs_daemon_main(int argc, char **argv)
 		return 1;
 	struct volume *v;
 	if (d.cluster) {
+		char err[1024];
+		if (cluster_check_credential(&d.co, err, sizeof(err)) != 0) {
+			fprintf(stderr, "csvfs: %s\n", err);
+			return 1;
+		}
 		if (open_cluster_volume(&d, &v))
 			return 1;
 	} else {

@@ -138,9 +138,17 @@ struct ctx {
 	struct rio_writer *w;
 };
 
+/* The root and ordinary inodes; never a reserved one (journal, resize, ...),
+ * whatever a peer asks. Out-of-range numbers fail in the engine. */
 static int valid_ino(uint32_t ino)
 {
-	return ino >= 1;
+	return ino == EXT2_ROOT_INO || ino >= EXT2_GOOD_OLD_FIRST_INO;
+}
+
+/* A block range of a file: lblk + len within ext4's 2^32 blocks, no wrap. */
+static int valid_range(uint64_t lblk, uint64_t len)
+{
+	return lblk < (1ull << 32) && len <= (1ull << 32) - lblk;
 }
 
 static int h_lookup(struct ctx *c)
@@ -358,6 +366,22 @@ static int h_setxattr(struct ctx *c)
 	return fsop_setxattr(c->s->v, ino, name, value, n, (int)flags);
 }
 
+/* The data-path handlers work on regular files only, with a reference for
+ * the call. */
+static int with_minode(struct ctx *c, uint32_t ino, struct minode **m)
+{
+	if (!valid_ino(ino))
+		return -EPROTO;
+	struct meta_attr a;
+	int rc = fsop_getattr(c->s->v, ino, &a);
+	if (rc)
+		return rc;
+	if (!S_ISREG(a.mode))
+		return S_ISDIR(a.mode) ? -EISDIR : -EINVAL;
+	*m = minode_get(c->s->v, ino);
+	return *m ? 0 : -ENOENT;
+}
+
 static int h_open(struct ctx *c)
 {
 	uint32_t ino = 0;
@@ -367,7 +391,11 @@ static int h_open(struct ctx *c)
 	if (rio_reader_end(&c->r) || !valid_ino(ino) || trunc > 1)
 		return -EPROTO;
 	struct minode *m;
-	int rc = fsop_open(c->s->v, ino, trunc, &m);
+	int rc = with_minode(c, ino, &m);
+	if (rc)
+		return rc;
+	minode_put(c->s->v, m);
+	rc = fsop_open(c->s->v, ino, trunc, &m);
 	if (rc)
 		return rc;
 	struct meta_attr a;
@@ -395,15 +423,6 @@ static int h_release(struct ctx *c)
 	return fsop_release(c->s->v, m);
 }
 
-/* The handlers that work on an open inode get a reference for the call. */
-static int with_minode(struct ctx *c, uint32_t ino, struct minode **m)
-{
-	if (!valid_ino(ino))
-		return -EPROTO;
-	*m = minode_get(c->s->v, ino);
-	return *m ? 0 : -ENOENT;
-}
-
 static int h_fsync(struct ctx *c)
 {
 	uint32_t ino = 0;
@@ -428,7 +447,7 @@ static int h_map(struct ctx *c)
 	struct minode *m;
 	rio_get_u32(&c->r, &ino);
 	rio_get_u64(&c->r, &lblk);
-	if (rio_reader_end(&c->r) || lblk >= (1ull << 32))
+	if (rio_reader_end(&c->r) || !valid_range(lblk, 1))
 		return -EPROTO;
 	int rc = with_minode(c, ino, &m);
 	if (rc)
@@ -451,7 +470,7 @@ static int h_alloc(struct ctx *c)
 	rio_get_u32(&c->r, &ino);
 	rio_get_u64(&c->r, &lblk);
 	rio_get_u64(&c->r, &len);
-	if (rio_reader_end(&c->r) || len == 0 || len > (1u << 20) || lblk + len > (1ull << 32))
+	if (rio_reader_end(&c->r) || len == 0 || len > (1u << 20) || !valid_range(lblk, len))
 		return -EPROTO;
 	int rc = with_minode(c, ino, &m);
 	if (rc)
@@ -486,7 +505,7 @@ static int h_commit(struct ctx *c)
 	rio_get_u64(&c->r, &lblk);
 	rio_get_u64(&c->r, &len);
 	rio_get_u64(&c->r, &size);
-	if (rio_reader_end(&c->r) || lblk + len > (1ull << 32) || size > (1ull << 44))
+	if (rio_reader_end(&c->r) || !valid_range(lblk, len) || size > (1ull << 44))
 		return -EPROTO;
 	int rc = with_minode(c, ino, &m);
 	if (rc)
@@ -524,7 +543,7 @@ static int h_fallocate(struct ctx *c)
 	rio_get_u32(&c->r, &mode);
 	rio_get_u64(&c->r, &off);
 	rio_get_u64(&c->r, &len);
-	if (rio_reader_end(&c->r) || len == 0 || off + len < off)
+	if (rio_reader_end(&c->r) || len == 0 || off + len < off || off + len > (1ull << 44))
 		return -EPROTO;
 	int rc = with_minode(c, ino, &m);
 	if (rc)

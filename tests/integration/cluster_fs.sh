@@ -42,6 +42,22 @@ status_field() {  # status_field NODE KEY — a top-level field of csvctl status
 coordinator() { status_field "$1" coordinator; }
 is_coordinator() { [ "$(coordinator "$1")" = "$2" ]; }
 
+# ---- bad cluster configuration: clear errors, nothing mounted ----------------------
+"$BIN/mkfs.csvfs" "$LUN" >/dev/null
+mkdir -p "$S/m" "$S/cred"
+"$BIN/csvctl" keygen --ca-dir "$S/ca" >/dev/null && "$BIN/csvctl" keygen --node nodeX --ca-dir "$S/ca" --out "$S/cred" >/dev/null
+"$BIN/csvfs" -f -o "cluster,node=nodeY,cred=$S/cred,lun=$LUN" "UUID=$(blkid -o value -s UUID "$LUN")" "$S/m" >"$S/bad1.out" 2>&1; rc=$?
+check "a credential issued to another node is refused (exit $rc)" \
+  sh -c "[ $rc -ne 0 ] && grep -q \"node nodeX's, not this node's (nodeY)\" '$S/bad1.out'"
+"$BIN/csvfs" -f -o "cluster,node=nodeX,cred=$S/nocred,lun=$LUN" "UUID=$(blkid -o value -s UUID "$LUN")" "$S/m" >"$S/bad2.out" 2>&1; rc=$?
+check "a missing credential is refused, naming it (exit $rc)" sh -c "[ $rc -ne 0 ] && grep -q 'node credential' '$S/bad2.out'"
+"$BIN/csvfs" -f -o "cluster,node=nodeX,cred=$S/cred,lun=$LUN" "UUID=01234567-89ab-cdef-0123-456789abcdef" "$S/m" >"$S/bad3.out" 2>&1; rc=$?
+check "a LUN holding another volume GUID refuses to join (exit $rc)" sh -c "[ $rc -ne 0 ] && grep -q 'not 01234567-89ab-cdef-0123-456789abcdef' '$S/bad3.out'"
+"$BIN/csvfs" -f -o "cluster,standalone,lun=$LUN" "$LUN" "$S/m" >"$S/bad4.out" 2>&1; rc=$?
+check "standalone and cluster together are refused (exit $rc)" sh -c "[ $rc -eq 2 ] && grep -q 'say how to serve' '$S/bad4.out'"
+check "nothing was mounted by the refused daemons" sh -c "! grep -q ' $S/m ' /proc/self/mounts"
+dd if=/dev/zero of="$LUN" bs=1M count=4 conv=notrunc status=none   # blank again for the lab
+
 t0=$(date +%s)
 "$LAB" up -n 3 --lun "$LUN" >"$S/up.out" 2>&1; rc=$?
 check_eq "lab up: 3 nodes, LUN formatted, csvfs mounted on every node" 0 "$rc"
