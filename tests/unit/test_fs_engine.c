@@ -895,40 +895,67 @@ static void test_alloc_and_commit_split(void **state)
 	assert_int_equal(a.size, (L + 104) * BS);
 }
 
+/* Appends into the write-ahead: each commit of the next block extends the
+ * written extent before it instead of adding one, and release trims what was
+ * never written. Write-ahead is for appends to a file that already holds
+ * 1 MiB, so the file gets its first MiB written first. */
 static void test_sequential_commits_merge(void **state)
 {
 	struct efx *f = *state;
 	struct volume *v = f->v;
 	ext2_ino_t ino = mkfile(v, ROOT, "seq");
 	struct minode *m = open_m(v, ino);
-	assert_int_equal(meta_alloc(v, m, 0, 1), 0);
-	struct meta_extent e0 = map_at(v, m, 0);
+	const uint64_t H = MiB / BS;   /* blocks in the first MiB */
+
+	/* a file below 1 MiB gets exactly what it asks for, no write-ahead */
+	write_blocks(v, m, 0, H);
+	struct extent_count c = count_extents(v, ino);
+	assert_int_equal(c.total, 1);
+	assert_int_equal(c.written_blocks, H);
+	assert_int_equal(c.unwritten_blocks, 0);
+	struct meta_extent head = map_at(v, m, 0);
+	assert_int_equal(head.state, EXTENT_WRITTEN);
+	assert_int_equal(head.len, H);
+
+	/* the append at EOF of a file holding 1 MiB is allocated ahead */
+	assert_int_equal(meta_alloc(v, m, H, 1), 0);
+	struct meta_extent e0 = map_at(v, m, H);
 	assert_int_equal(e0.state, EXTENT_UNWRITTEN);
+	assert_int_equal(e0.lblk, H);
 	uint64_t L = e0.len;
 	assert_true(L >= 256);
+	/* The written run the appends extend: the first MiB too when the
+	 * write-ahead landed right after it on the LUN (merged), else its own. */
+	int joined = e0.pblk == head.pblk + H;
+	uint64_t run_lblk = joined ? 0 : H, run_pblk = joined ? head.pblk : e0.pblk;
+	unsigned written = joined ? 1 : 2;
 	for (uint64_t i = 0; i < 256; i++) {
-		assert_int_equal(meta_commit_write(v, m, i, 1, (i + 1) * BS), 0);
-		struct meta_extent e = map_at(v, m, 0);
-		if (e.state != EXTENT_WRITTEN || e.len != i + 1 || e.pblk != e0.pblk)
-			fail_msg("after commit %llu: {state %d len %llu pblk %llu}", (unsigned long long)i,
-				 e.state, (unsigned long long)e.len, (unsigned long long)e.pblk);
-		struct extent_count c = count_extents(v, ino);
-		assert_int_equal(c.written, 1);
-		assert_int_equal(c.total, i + 1 < L ? 2 : 1);
+		assert_int_equal(meta_commit_write(v, m, H + i, 1, (H + i + 1) * BS), 0);
+		struct meta_extent e = map_at(v, m, H + i);
+		if (e.state != EXTENT_WRITTEN || e.lblk != run_lblk || e.lblk + e.len != H + i + 1 ||
+		    e.pblk != run_pblk)
+			fail_msg("after commit %llu: {state %d lblk %llu len %llu pblk %llu}",
+				 (unsigned long long)i, e.state, (unsigned long long)e.lblk,
+				 (unsigned long long)e.len, (unsigned long long)e.pblk);
+		c = count_extents(v, ino);
+		assert_int_equal(c.written, written);
+		assert_int_equal(c.total, written + (i + 1 < L ? 1 : 0));
 	}
 	/* commits in larger, uneven steps */
 	uint64_t pos = 256;
 	for (unsigned step = 1; pos + step <= L && step < 64; step += 7) {
-		assert_int_equal(meta_commit_write(v, m, pos, step, (pos + step) * BS), 0);
+		assert_int_equal(meta_commit_write(v, m, H + pos, step, (H + pos + step) * BS), 0);
 		pos += step;
 	}
-	expect_map(v, m, 0, EXTENT_WRITTEN, 0, pos, e0.pblk);
-	assert_int_equal(count_extents(v, ino).written, 1);
+	expect_map(v, m, H, EXTENT_WRITTEN, run_lblk, H + pos - run_lblk, run_pblk);
+	assert_int_equal(count_extents(v, ino).written, written);
 	close_m(v, m);
 	/* the unused tail was trimmed */
-	struct extent_count c = count_extents(v, ino);
-	assert_int_equal(c.total, 1);
-	assert_int_equal(c.written_blocks, pos);
+	c = count_extents(v, ino);
+	assert_int_equal(c.total, written);
+	assert_int_equal(c.unwritten_blocks, 0);
+	assert_int_equal(c.written_blocks, H + pos);
+	expect_i_blocks_consistent(v, ino);
 }
 
 static void test_punch_hole(void **state)
@@ -1716,7 +1743,8 @@ static void test_prealloc_with_deferred_frees(void **state)
  * allocated (bitmap, i_blocks) but mapped by nothing — for a written extent
  * (ZERO_RANGE) its data is gone from the file. Expected: success, or failure
  * with the mapping unchanged. Here: a file whose four in-inode extents take
- * the last free blocks, then a commit of its first block. */
+ * the last blocks the engine hands out (only the metadata reserve is left),
+ * then a commit of its first block. */
 static void test_split_without_space(void **state)
 {
 	struct efx *f = *state;
@@ -1739,9 +1767,20 @@ static void test_split_without_space(void **state)
 	mkfile(v, ROOT, "dirty");       /* so that the next sync releases the frees */
 	assert_int_equal(volume_sync(v), 0);
 	struct minode *m = open_m(v, ino);
-	assert_int_equal(meta_alloc(v, m, 0, 1), 0);
+	/* The victim's first write asks for every block the engine still offers
+	 * (an empty file gets no write-ahead): the four holes, one in-inode
+	 * extent each. What is left free is the metadata reserve. */
+	pthread_mutex_lock(&v->lock);
+	avail = volume_blocks_available(v);
+	pthread_mutex_unlock(&v->lock);
+	assert_true(avail >= 4);
+	assert_int_equal(meta_alloc(v, m, 0, avail), 0);
 	struct extent_count c = count_extents(v, ino);
 	assert_int_equal(c.total, 4);
+	assert_int_equal(c.unwritten_blocks, avail);
+	pthread_mutex_lock(&v->lock);
+	assert_int_equal(volume_blocks_available(v), 0);
+	pthread_mutex_unlock(&v->lock);
 	struct meta_extent before = map_at(v, m, 0);
 	int rc = meta_commit_write(v, m, 0, 1, BS);
 	expect_i_blocks_consistent(v, ino);
