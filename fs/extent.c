@@ -568,7 +568,7 @@ int meta_fallocate(struct volume *v, struct minode *m, int mode, uint64_t off, u
 		return -EOPNOTSUPP;
 	if (len == 0)
 		return -EINVAL;
-	if (off + len > MAX_LBLK * v->blocksize || off + len < off)
+	if (off + len >= MAX_LBLK * v->blocksize || off + len < off)
 		return -EFBIG;
 	struct ext2_inode_large in;
 	pthread_rwlock_wrlock(&m->io_lock);

@@ -495,7 +495,7 @@ static int truncate_locked(struct volume *v, ext2_ino_t ino, struct ext2_inode_l
 	uint64_t old = m ? atomic_load(&m->size) : EXT2_I_SIZE(in);
 	unsigned bs = v->blocksize;
 	int rc = 0;
-	if (size > (1ull << 32) * bs)
+	if (size >= (1ull << 32) * bs)   /* e2fsck: an extent file stays below 2^32 blocks */
 		return -EFBIG;
 	if (size < old) {
 		rc = size % bs ? extent_zero_in_block(v, ino, in, size, bs - size % bs) : 0;

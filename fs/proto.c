@@ -3,6 +3,15 @@
 
 #include <string.h>
 
+/* A value out of range fails the reader like a short read, so a handler that
+ * checks only rio_reader_end() refuses it too. */
+static int refuse(struct rio_reader *r)
+{
+	if (!r->err)
+		r->err = RIO_E_PROTO;
+	return RIO_E_PROTO;
+}
+
 static void put_ts(struct rio_writer *w, struct timespec ts)
 {
 	rio_put_u64(w, (uint64_t)ts.tv_sec);
@@ -16,7 +25,7 @@ static int get_ts(struct rio_reader *r, struct timespec *ts)
 	rio_get_u64(r, &s);
 	int rc = rio_get_u32(r, &ns);
 	if (rc == 0 && ns >= 1000000000u)
-		return RIO_E_PROTO;
+		return refuse(r);
 	ts->tv_sec = (time_t)s;
 	ts->tv_nsec = ns;
 	return rc;
@@ -54,8 +63,8 @@ int proto_get_attr(struct rio_reader *r, struct meta_attr *a)
 	get_ts(r, &a->mtime);
 	int rc = get_ts(r, &a->ctime);
 	if (rc == 0 && (a->ino == 0 || a->ino > UINT32_MAX))
-		return RIO_E_PROTO;
-	return rc;
+		return refuse(r);
+	return r->err;
 }
 
 void proto_put_setattr(struct rio_writer *w, const struct meta_setattr *sa)
@@ -82,8 +91,8 @@ int proto_get_setattr(struct rio_reader *r, struct meta_setattr *sa)
 	get_ts(r, &sa->mtime);
 	int rc = get_ts(r, &sa->ctime);
 	if (rc == 0 && (sa->valid & ~0x1ffu))
-		return RIO_E_PROTO;
-	return rc;
+		return refuse(r);
+	return r->err;
 }
 
 void proto_put_cred(struct rio_writer *w, const struct meta_cred *c)
@@ -98,7 +107,7 @@ int proto_get_cred(struct rio_reader *r, struct meta_cred *c)
 	rio_get_u32(r, &c->uid);
 	rio_get_u32(r, &c->gid);
 	int rc = rio_get_u32(r, &c->umask);
-	return rc == 0 && c->umask > 0777 ? RIO_E_PROTO : rc;
+	return rc == 0 && c->umask > 0777 ? refuse(r) : rc;
 }
 
 void proto_put_extent(struct rio_writer *w, const struct meta_extent *e)
@@ -117,7 +126,7 @@ int proto_get_extent(struct rio_reader *r, struct meta_extent *e)
 	rio_get_u64(r, &e->pblk);
 	int rc = rio_get_u8(r, &st);
 	if (rc == 0 && (st > EXTENT_WRITTEN || e->len == 0 || e->lblk + e->len < e->lblk))
-		return RIO_E_PROTO;
+		return refuse(r);
 	e->state = (enum extent_state)st;
 	return rc;
 }

@@ -151,6 +151,19 @@ static int valid_range(uint64_t lblk, uint64_t len)
 	return lblk < (1ull << 32) && len <= (1ull << 32) - lblk;
 }
 
+/* An extent file's size stays below 2^32 blocks of 4 KiB (e2fsck: "i_size
+ * is 17592186044416, should be ..."). */
+#define MAX_FILE_SIZE ((1ull << 44) - 1)
+
+/* What CREATE makes: regular files, directories, devices, fifos, sockets. */
+static int valid_create_mode(uint32_t mode)
+{
+	uint32_t t = mode & S_IFMT;
+	return !(mode & ~(uint32_t)(S_IFMT | 07777)) &&
+	       (t == S_IFREG || t == S_IFDIR || t == S_IFCHR || t == S_IFBLK || t == S_IFIFO ||
+		t == S_IFSOCK);
+}
+
 static int h_lookup(struct ctx *c)
 {
 	uint32_t parent = 0;
@@ -204,7 +217,7 @@ static int h_create(struct ctx *c)
 	rio_get_u32(&c->r, &mode);
 	rio_get_u32(&c->r, &rdev);
 	proto_get_cred(&c->r, &cred);
-	if (rio_reader_end(&c->r) || !valid_ino(parent))
+	if (rio_reader_end(&c->r) || !valid_ino(parent) || !valid_create_mode(mode))
 		return -EPROTO;
 	struct meta_attr a;
 	int rc = fsop_create(c->s->v, parent, name, mode, rdev, &cred, &a);
@@ -505,12 +518,16 @@ static int h_commit(struct ctx *c)
 	rio_get_u64(&c->r, &lblk);
 	rio_get_u64(&c->r, &len);
 	rio_get_u64(&c->r, &size);
-	if (rio_reader_end(&c->r) || !valid_range(lblk, len) || size > (1ull << 44))
+	if (rio_reader_end(&c->r) || !valid_range(lblk, len) || size > MAX_FILE_SIZE)
 		return -EPROTO;
 	int rc = with_minode(c, ino, &m);
 	if (rc)
 		return rc;
-	rc = len ? range_allocated(c->s->v, m, lblk, len) : 0;
+	/* Written blocks lie inside the file (e2fsck: "i_size is X, should be Y"). */
+	uint64_t cur = atomic_load(&m->size), end = size > cur ? size : cur;
+	rc = len && (lblk + len - 1) * c->s->v->blocksize >= end ? -EINVAL : 0;
+	if (rc == 0 && len)
+		rc = range_allocated(c->s->v, m, lblk, len);
 	if (rc == 0)
 		rc = fsop_commit_write(c->s->v, m, lblk, len, size);
 	if (rc == 0)
@@ -543,7 +560,7 @@ static int h_fallocate(struct ctx *c)
 	rio_get_u32(&c->r, &mode);
 	rio_get_u64(&c->r, &off);
 	rio_get_u64(&c->r, &len);
-	if (rio_reader_end(&c->r) || len == 0 || off + len < off || off + len > (1ull << 44))
+	if (rio_reader_end(&c->r) || len == 0 || off > MAX_FILE_SIZE || len > MAX_FILE_SIZE - off)
 		return -EPROTO;
 	int rc = with_minode(c, ino, &m);
 	if (rc)
@@ -563,7 +580,7 @@ static int h_seek(struct ctx *c)
 	rio_get_u32(&c->r, &ino);
 	rio_get_u64(&c->r, &off);
 	rio_get_u32(&c->r, &whence);
-	if (rio_reader_end(&c->r))
+	if (rio_reader_end(&c->r) || (whence != SEEK_DATA && whence != SEEK_HOLE))
 		return -EPROTO;
 	int rc = with_minode(c, ino, &m);
 	if (rc)
@@ -586,6 +603,8 @@ static int h_move(struct ctx *c)
 	rio_get_str(&c->r, target, sizeof(target));
 	if (rio_reader_end(&c->r))
 		return -EPROTO;
+	if (!c->s->v->cluster)
+		return -EOPNOTSUPP;   /* standalone: no roles to move */
 	int rc = cluster_move(c->s->v->cluster, target, err, sizeof(err));
 	if (rc)
 		csvfs_log(LOG_WARN_L, "move requested by %s refused: %s", c->peer->node, err);

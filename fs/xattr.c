@@ -88,9 +88,24 @@ static int stamp_ctime(struct volume *v, ext2_ino_t ino)
 	return rc;
 }
 
+/* The namespaces ext4 stores (an unknown prefix is kept by libext2fs with
+ * index 0, which e2fsck calls a corrupt xattr block): as ext4, EOPNOTSUPP. */
+static int xattr_name_ok(const char *name)
+{
+	static const char *const prefixes[] = { "user.", "trusted.", "security.", "system." };
+	for (size_t i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++) {
+		size_t n = strlen(prefixes[i]);
+		if (strncmp(name, prefixes[i], n) == 0 && name[n])
+			return 1;
+	}
+	return 0;
+}
+
 int meta_setxattr(struct volume *v, ext2_ino_t ino, const char *name, const void *value,
 		  size_t size, int flags)
 {
+	if (!xattr_name_ok(name))
+		return -EOPNOTSUPP;
 	struct ext2_xattr_handle *h;
 	pthread_mutex_lock(&v->lock);
 	int rc = v->read_only ? -EROFS : xattrs_open(v, ino, &h);

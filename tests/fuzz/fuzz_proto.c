@@ -1,0 +1,362 @@
+// fuzz-sources: fs/[!m]*.c fs/m[!a]*.c journal/*.c dlm-glue/*.c redirect-io/*.c
+// fuzz-cflags: -Wall -Wextra -Werror -Wno-unused-parameter -I/usr/include/fuse3 -I/usr/include/ext2fs -I/usr/include/et -I/usr/include/blkid
+// fuzz-libs: -Wl,--wrap=csvfs_log -lfuse3 -lext2fs -lcom_err -lblkid -lcpg -lquorum -lvotequorum -lcmap -lqb -lssl -lcrypto -luuid -lm
+/* libFuzzer harness over the coordinator's side of the metadata protocol
+ * (fs/server.c, fs/proto.c): arbitrary (op, payload) requests go to
+ * server_request() on a real standalone volume (csvfs_format'ed image in
+ * /tmp, volume_open, v->cluster NULL so fsops run the engine), and every
+ * payload also goes through the shared codecs' decoders.
+ *
+ * Input: up to 16 records [u8 op][u8 node][u16 len, big-endian][len bytes];
+ * a short last record takes what is left. op is taken mod 32 (unknown ops
+ * included); OP_MOVE is skipped (it needs a cluster: fs/server.c h_move
+ * dereferences v->cluster).
+ *
+ * Invariants beyond "no crash, no sanitizer report":
+ *  - a status is 0 or an errno, and an error reply carries no fields;
+ *  - a success reply decodes the way fsops.c's r_* decode it, to the end;
+ *  - a decoder that accepts a payload re-encodes what it consumed, and what
+ *    it returns is in range; a decoder that refuses leaves the reader failed;
+ *  - the volume stays consistent: every FUZZ_PROTO_CHECK_EVERY inputs
+ *    (default 256) the server and volume are closed, the volume is mounted
+ *    once more (which frees orphans: files a node left open and unlinked)
+ *    and `e2fsck -fn` must pass; then the image is formatted afresh. On a failure the inputs since
+ *    the last check are written to FUZZ_PROTO_HISTORY (default
+ *    /tmp/fuzz_proto-history.<pid>/) in order, to replay with
+ *    FUZZ_PROTO_FRESH=1, which formats a fresh volume for every input and
+ *    checks it after each (slow, reproducible). With FUZZ_PROTO_KEEP=1 a
+ *    clean check reopens the same image instead of a fresh one: replaying
+ *    a history with FUZZ_PROTO_CHECK_EVERY=1 FUZZ_PROTO_KEEP=1 stops at the
+ *    first input after which e2fsck fails.
+ *
+ * FUZZ_PROTO_VERBOSE=1 lets the engine's log lines through. */
+#include "fs/cluster.h"
+#include "fs/csvfs.h"
+#include "fs/fsops.h"
+#include "fs/internal.h"
+#include "fs/proto.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define CHECK(c) do { if (!(c)) { fprintf(stderr, "fuzz_proto: check failed: %s (%s:%d)\n", #c, __FILE__, __LINE__); abort(); } } while (0)
+
+#define MAX_RECORDS 16
+#define HISTORY_MAX 1024
+
+static char image[256];
+static struct volume *vol;
+static struct server *srv;
+static int fresh, verbose, keep;
+static unsigned check_every = 256, since_check;
+static uint8_t *history[HISTORY_MAX];
+static size_t history_len[HISTORY_MAX];
+
+int LLVMFuzzerInitialize(int *argc, char ***argv);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+void __wrap_csvfs_log(int level, const char *fmt, ...);
+
+/* The engine logs every refused request; that is the point here. */
+void __wrap_csvfs_log(int level, const char *fmt, ...)
+{
+	if (!verbose)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	csvfs_vlog(NULL, level, fmt, ap);
+	va_end(ap);
+}
+
+static void vol_up(int format)
+{
+	char err[512] = "", guid[37];
+	struct csvfs_format_opts fo = { .lun = image, .create_size = 32ull << 20 };
+	if (format)
+		unlink(image);
+	if (format && csvfs_format(&fo, guid, err, sizeof(err)) != 0) {
+		fprintf(stderr, "fuzz_proto: csvfs_format(%s): %s\n", image, err);
+		abort();
+	}
+	struct volume_opts o = { .lun = image };
+	if (volume_open(&o, &vol, err, sizeof(err)) != 0) {
+		fprintf(stderr, "fuzz_proto: volume_open(%s): %s\n", image, err);
+		abort();
+	}
+	CHECK(vol->cluster == NULL);
+	CHECK(server_create(vol, &srv) == 0);
+}
+
+static void dump_history(void)
+{
+	const char *dir = getenv("FUZZ_PROTO_HISTORY");
+	char def[128], path[512];
+	if (!dir || !*dir) {
+		snprintf(def, sizeof(def), "/tmp/fuzz_proto-history.%d", (int)getpid());
+		dir = def;
+	}
+	mkdir(dir, 0700);
+	for (unsigned i = 0; i < since_check && i < HISTORY_MAX; i++) {
+		snprintf(path, sizeof(path), "%s/%04u", dir, i);
+		FILE *f = fopen(path, "wb");
+		if (!f)
+			continue;
+		if (history_len[i] && fwrite(history[i], 1, history_len[i], f) != history_len[i])
+			fprintf(stderr, "fuzz_proto: short write of %s\n", path);
+		fclose(f);
+	}
+	fprintf(stderr, "fuzz_proto: the %u inputs since the last clean check are in %s/ "
+		"(replay: FUZZ_PROTO_FRESH=1 and each file in order, or all of them as one run)\n",
+		since_check, dir);
+}
+
+/* Closes everything, checks the image, starts over on a fresh one. */
+static void vol_check_and_renew(void)
+{
+	server_destroy(srv);
+	srv = NULL;
+	volume_close(vol);
+	vol = NULL;
+	/* Files a node still had open and someone unlinked stay on the orphan
+	 * list (a new coordinator would be told the opens again); the next
+	 * mount frees them. Mount once so e2fsck sees the volume as a mount
+	 * leaves it. */
+	char err[512] = "";
+	struct volume_opts o = { .lun = image };
+	if (volume_open(&o, &vol, err, sizeof(err)) != 0) {
+		fprintf(stderr, "fuzz_proto: volume_open(%s) after the run: %s\n", image, err);
+		if (!fresh)
+			dump_history();
+		abort();
+	}
+	volume_close(vol);
+	vol = NULL;
+	char cmd[600];
+	snprintf(cmd, sizeof(cmd), "e2fsck -fn '%s' >'%s.fsck' 2>&1", image, image);
+	int st = system(cmd);
+	if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+		fprintf(stderr, "fuzz_proto: e2fsck -fn found the volume inconsistent (status %d):\n",
+			st == -1 ? -1 : WEXITSTATUS(st));
+		snprintf(cmd, sizeof(cmd), "cat '%s.fsck' >&2", image);
+		if (system(cmd) != 0)
+			fprintf(stderr, "(no log)\n");
+		if (!fresh)
+			dump_history();
+		abort();
+	}
+	for (unsigned i = 0; i < since_check && i < HISTORY_MAX; i++) {
+		free(history[i]);
+		history[i] = NULL;
+	}
+	since_check = 0;
+	vol_up(!keep);
+}
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+	const char *e = getenv("FUZZ_PROTO_FRESH");
+	fresh = e && *e == '1';
+	e = getenv("FUZZ_PROTO_VERBOSE");
+	verbose = e && *e == '1';
+	e = getenv("FUZZ_PROTO_KEEP");
+	keep = e && *e == '1';
+	e = getenv("FUZZ_PROTO_CHECK_EVERY");
+	if (e && atoi(e) > 0)
+		check_every = (unsigned)atoi(e);
+	if (check_every > HISTORY_MAX)
+		check_every = HISTORY_MAX;
+	const char *tmp = getenv("TMPDIR");
+	snprintf(image, sizeof(image), "%s/fuzz_proto.%d.img", tmp && *tmp ? tmp : "/tmp",
+		 (int)getpid());
+	vol_up(1);
+	return 0;
+}
+
+/* ---- the codecs ----------------------------------------------------------- */
+
+static void check_reencode(const uint8_t *consumed, struct rio_writer *w)
+{
+	CHECK(rio_writer_error(w) == RIO_OK);
+	CHECK(memcmp(rio_writer_data(w), consumed, w->len) == 0);
+	rio_writer_free(w);
+}
+
+static void fuzz_codecs(const uint8_t *p, size_t len)
+{
+	struct rio_reader r;
+	struct rio_writer w;
+
+	struct meta_attr a;
+	rio_reader_init(&r, p, len);
+	if (proto_get_attr(&r, &a) == 0) {
+		CHECK(a.ino >= 1 && a.ino <= UINT32_MAX);
+		CHECK(a.atime.tv_nsec < 1000000000 && a.mtime.tv_nsec < 1000000000 &&
+		      a.ctime.tv_nsec < 1000000000);
+		CHECK(r.off == 3 * 8 + 6 * 4 + 3 * 12);
+		rio_writer_init(&w, 0);
+		proto_put_attr(&w, &a);
+		check_reencode(p, &w);
+	}
+
+	struct meta_setattr sa;
+	rio_reader_init(&r, p, len);
+	if (proto_get_setattr(&r, &sa) == 0) {
+		CHECK((sa.valid & ~0x1ffu) == 0);
+		CHECK(sa.atime.tv_nsec < 1000000000 && sa.mtime.tv_nsec < 1000000000 &&
+		      sa.ctime.tv_nsec < 1000000000);
+		rio_writer_init(&w, 0);
+		proto_put_setattr(&w, &sa);
+		check_reencode(p, &w);
+	}
+
+	struct meta_cred c;
+	rio_reader_init(&r, p, len);
+	if (proto_get_cred(&r, &c) == 0) {
+		CHECK(c.umask <= 0777);
+		rio_writer_init(&w, 0);
+		proto_put_cred(&w, &c);
+		check_reencode(p, &w);
+	}
+
+	struct meta_extent e;
+	rio_reader_init(&r, p, len);
+	if (proto_get_extent(&r, &e) == 0) {
+		CHECK(e.state <= EXTENT_WRITTEN && e.len > 0 && e.lblk + e.len > e.lblk);
+		rio_writer_init(&w, 0);
+		proto_put_extent(&w, &e);
+		check_reencode(p, &w);
+	}
+
+	struct statvfs st;
+	rio_reader_init(&r, p, len);
+	if (proto_get_statfs(&r, &st) == 0) {
+		rio_writer_init(&w, 0);
+		proto_put_statfs(&w, &st);
+		check_reencode(p, &w);
+	}
+	(void)proto_op_name((uint16_t)(len ? p[0] : 0));
+}
+
+/* ---- replies as a participant decodes them ---------------------------------- */
+
+static void check_attr_reply(struct rio_reader *r)
+{
+	struct meta_attr a;
+	CHECK(proto_get_attr(r, &a) == 0);
+}
+
+static void check_reply(uint16_t op, const uint8_t *p, size_t len)
+{
+	struct rio_reader r;
+	rio_reader_init(&r, p, len);
+	switch (op) {
+	case OP_LOOKUP: case OP_GETATTR: case OP_SETATTR: case OP_CREATE: case OP_SYMLINK:
+	case OP_LINK: case OP_OPEN:
+		check_attr_reply(&r);
+		break;
+	case OP_READLINK: {
+		char target[PROTO_PATH_MAX];
+		CHECK(rio_get_str(&r, target, sizeof(target)) == RIO_OK);
+		break;
+	}
+	case OP_READDIR: {
+		uint8_t more = 2;
+		uint32_t count = 0;
+		rio_get_u8(&r, &more);
+		rio_get_u32(&r, &count);
+		CHECK(more <= 1);
+		for (uint32_t i = 0; i < count; i++) {
+			char name[PROTO_NAME_MAX];
+			uint64_t ino = 0;
+			uint8_t type = 0;
+			rio_get_u64(&r, &ino);
+			rio_get_u8(&r, &type);
+			CHECK(rio_get_str(&r, name, sizeof(name)) == RIO_OK);
+			CHECK(ino >= 1 && ino <= UINT32_MAX && name[0]);
+		}
+		break;
+	}
+	case OP_STATFS: {
+		struct statvfs st;
+		CHECK(proto_get_statfs(&r, &st) == 0);
+		CHECK(st.f_bfree <= st.f_blocks && st.f_ffree <= st.f_files);
+		break;
+	}
+	case OP_GETXATTR: case OP_LISTXATTR: {
+		uint32_t n = 0, got = 0;
+		const uint8_t *v = NULL;
+		rio_get_u32(&r, &n);
+		CHECK(rio_get_bytes(&r, &v, &got, PROTO_XATTR_MAX) == RIO_OK);
+		CHECK(got == 0 || got == n);
+		break;
+	}
+	case OP_MAP: {
+		struct meta_extent e;
+		uint64_t size = 0;
+		CHECK(proto_get_extent(&r, &e) == 0);
+		rio_get_u64(&r, &size);
+		break;
+	}
+	case OP_COMMIT: case OP_FALLOCATE: case OP_SEEK: {
+		uint64_t x = 0;
+		rio_get_u64(&r, &x);
+		break;
+	}
+	default:   /* the rest reply with no fields */
+		break;
+	}
+	CHECK(rio_reader_end(&r) == RIO_OK);
+}
+
+static void one_request(uint16_t op, const char *node, const uint8_t *p, size_t len)
+{
+	/* A heap copy of exactly len bytes, so any over-read hits a redzone. */
+	uint8_t *copy = malloc(len ? len : 1);
+	CHECK(copy != NULL);
+	if (len)
+		memcpy(copy, p, len);
+	fuzz_codecs(copy, len);
+	struct rio_writer out;
+	rio_writer_init(&out, 0);
+	int st = server_request(srv, node, "192.0.2.1:7100", op, copy, (uint32_t)len, &out);
+	CHECK(st >= 0 && st < 4096);
+	CHECK(rio_writer_error(&out) == RIO_OK);
+	if (st)
+		CHECK(out.len == 0);
+	else
+		check_reply(op, rio_writer_data(&out), out.len);
+	rio_writer_free(&out);
+	free(copy);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	if (!fresh && since_check < HISTORY_MAX) {
+		history[since_check] = malloc(size ? size : 1);
+		if (history[since_check] && size)
+			memcpy(history[since_check], data, size);
+		history_len[since_check] = size;
+	}
+	since_check++;
+	size_t off = 0;
+	for (int rec = 0; rec < MAX_RECORDS && size - off >= 4; rec++) {
+		uint16_t op = data[off] % 32;
+		const char *node = (data[off + 1] & 1) ? "node-b" : "node-a";
+		size_t len = (size_t)data[off + 2] << 8 | data[off + 3];
+		off += 4;
+		if (len > size - off)
+			len = size - off;
+		if (op != OP_MOVE)
+			one_request(op, node, data + off, len);
+		off += len;
+	}
+	if (fresh || since_check >= check_every)
+		vol_check_and_renew();
+	return 0;
+}
