@@ -141,9 +141,9 @@ static void held_ast(void *arg, int status, enum dg_mode granted, const uint8_t 
 			memcpy(h->lvb, lvb, DG_LVB_LEN);
 		else
 			memset(h->lvb, 0, DG_LVB_LEN);
-	} else if (status == -ENOTCONN) {
-		h->lost = 1;
 	}
+	if (status == -ENOTCONN)
+		h->lost = 1;   /* the lineage it lived in is gone, pending or not */
 	pthread_cond_broadcast(&h->cv);
 	pthread_mutex_unlock(&h->mu);
 	if (status == -ENOTCONN)
