@@ -225,6 +225,24 @@ check "node$part is back to direct I/O" wait_until 30 sh -c \
   "\"$LAB\" exec $part -- \"$BIN/csvctl\" status 2>/dev/null | grep -qE '^  node$part +up +yes +direct'"
 check "node$part can write again" sh_on "$part" "echo back > $V/back-$part"
 
+# ---- the coordinator itself is cut off: the majority takes over after the
+# ---- self-fence deadline; after heal the old coordinator drops its engine
+# ---- without a write and comes back as a participant -------------------------------
+C3=$(coordinator 1); cpart=${C3#node}; cwatch=$(( cpart % 3 + 1 ))
+sh_on "$cpart" "echo before > $V/before-cut && sync"
+"$LAB" partition "$cpart" >/dev/null
+cut_at=$(date +%s%3N)
+check "with $C3 cut off, node$cwatch gets a new coordinator (fence deadline, then takeover)" \
+  wait_until 60 sh -c "c=\$(\"$LAB\" exec $cwatch -- \"$BIN/csvctl\" status --json 2>/dev/null | sed -n 's/.*\"coordinator\":\"\([^\"]*\)\".*/\\1/p'); [ -n \"\$c\" ] && [ \"\$c\" != '$C3' ]"
+diag "new coordinator $(coordinator "$cwatch") seen $(( $(date +%s%3N) - cut_at )) ms after the cut"
+check "the majority writes while the old coordinator is cut off" \
+  wait_until 30 sh_on "$cwatch" "echo majority > $V/majority && test -f $V/before-cut"
+"$LAB" heal "$cpart" >/dev/null
+check "after heal the old coordinator rejoins as a participant and sees the majority's file" \
+  wait_until 60 sh -c "\"$LAB\" exec $cpart -- cat $V/majority 2>/dev/null | grep -q majority"
+check "... and it says it dropped its role" grep -q 'lost the coordinator role' "/run/csvfs-lab/$CSVFS_LAB/nodes/$cpart/csvfs.log"
+check "... and it writes again" wait_until 30 sh_on "$cpart" "echo rejoined > $V/rejoined-$cpart"
+
 # ---- everything unmounted: independent oracles ---------------------------------------------
 for f in direct.bin buffered.bin synced.bin; do eval "sum_$(echo $f | tr . _)=\$(md5_on 1 $f)"; done
 "$LAB" down --save-logs "$S/logs" >"$S/down.out" 2>&1
@@ -241,7 +259,7 @@ if mount -o ro,loop,noload "$LUN" "$km" 2>"$S/kmount.err"; then
   check_eq "... the file fsynced before the takeover" "$P" "$(md5sum <"$km/synced.bin" | cut -d' ' -f1)"
   check "... and the qcow2 disk is clean to qemu-img" qemu-img check "$km/vm.qcow2"
   check "... and the files created during the partition and after the moves" \
-    test -f "$km/during-partition" -a -f "$km/after-takeover"
+    test -f "$km/during-partition" -a -f "$km/after-takeover" -a -f "$km/majority" -a -f "$km/rejoined-$cpart"
   umount "$km"
 else
   not_ok "kernel read-only mount of the LUN: $(cat "$S/kmount.err")"
