@@ -416,7 +416,7 @@ prepare_lun() {
   case $type in
     "")
       [ -x "$BIN/mkfs.csvfs" ] || die $E_ENV "$BIN/mkfs.csvfs not found; run 'make' (or use --no-mount)"
-      out=$("$BIN/mkfs.csvfs" "$lun" 2>&1) || { printf '    %s\n' "$out" >&2; die $E_FAIL "mkfs.csvfs $lun failed"; }
+      out=$("$BIN/mkfs.csvfs" -L Volume1 "$lun" 2>&1) || { printf '    %s\n' "$out" >&2; die $E_FAIL "mkfs.csvfs $lun failed"; }
       GUID=$(blkid -p -s UUID -o value "$lun" 2>/dev/null) ||
         GUID=$(grep -Eoi '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}' <<<"$out" | head -n 1) || true
       [ -n "$GUID" ] || die $E_FAIL "mkfs.csvfs $lun printed no volume GUID"

@@ -1,40 +1,43 @@
 #!/usr/bin/env bash
-# make demo: format a LUN image, mount it at /ClusterStorage/Volume1, write a
-# qcow2 VM disk with qemu-io (O_DIRECT, as QEMU's cache=none does), verify it,
-# and show the volume. Leaves the volume mounted for you to use.
+# make demo: a 3-node lab cluster on this machine (csvfs-lab: a network
+# namespace and a real corosync per node), the shared LUN mounted at
+# /ClusterStorage/Volume1 on every node; a qcow2 VM disk is created on node1,
+# written on node2 (qemu-io -t none, as QEMU's cache=none does), read and
+# verified on node3 as after a live migration; then csvctl status. The lab
+# stays up for you: 'build/bin/csvfs-lab exec 2' gives a shell on node2,
+# 'build/bin/csvfs-lab down' removes it.
 set -euo pipefail
 BUILD=${BUILD:-build}
 top=$(cd "$(dirname "$0")/.." && pwd)
 bin="$top/$BUILD/bin"
-dir=${CSVFS_DEMO_DIR:-/var/tmp/csvfs-demo}
-lun="$dir/lun.img"
-mnt=/ClusterStorage/Volume1
+lab="$bin/csvfs-lab"
+V=/ClusterStorage/Volume1
+export CSVFS_LAB=${CSVFS_LAB:-default}
 
-[ "$(id -u)" -eq 0 ] || { echo "demo: run as root (FUSE mount, allow_other)" >&2; exit 1; }
-mkdir -p "$dir" "$mnt"
-if grep -q " $mnt fuse.csvfs " /proc/self/mounts; then
-  echo "demo: unmounting the previous demo volume at $mnt"
-  fusermount3 -u "$mnt"
-  for _ in $(seq 1 50); do grep -q " $mnt " /proc/self/mounts || break; sleep 0.1; done
+[ "$(id -u)" -eq 0 ] || { echo "demo: run as root (namespaces, FUSE)" >&2; exit 1; }
+if "$lab" status >/dev/null 2>&1; then
+  echo "== a previous demo lab is up: csvfs-lab down"
+  "$lab" down
 fi
-rm -f "$lun"
-echo "== mkfs.csvfs -L Volume1 -s 8G $lun"
-guid=$("$bin/mkfs.csvfs" -L Volume1 -s 8G "$lun")
-echo "volume GUID: $guid"
-echo "== csvfs -o standalone,allow_other $lun $mnt"
-"$bin/csvfs" -o standalone,allow_other "$lun" "$mnt" 2>>"$dir/csvfs.log"
-for _ in $(seq 1 100); do grep -q " $mnt fuse.csvfs " /proc/self/mounts && break; sleep 0.1; done
-echo "== qemu-img create -f qcow2 $mnt/vm1.qcow2 16G"
-qemu-img create -q -f qcow2 "$mnt/vm1.qcow2" 16G
-echo "== qemu-io -t none: write patterns 0xab @0 (4M) and 0xcd @5G (1M)"
-qemu-io -t none -f qcow2 -c 'write -P 0xab 0 4M' -c 'write -P 0xcd 5G 1M' "$mnt/vm1.qcow2" | grep -v '^ops'
-echo "== qemu-io -t none: read back and verify"
-qemu-io -t none -f qcow2 -c 'read -P 0xab 0 4M' -c 'read -P 0xcd 5G 1M' -c 'read -P 0 8M 1M' "$mnt/vm1.qcow2" | grep -v '^ops'
-echo "== qemu-img check"
-qemu-img check "$mnt/vm1.qcow2"
-echo "== the volume"
-df -h "$mnt"
-ls -la "$mnt"
-echo "LUN $lun: UUID=$(blkid -o value -s UUID "$lun") LABEL=$(blkid -o value -s LABEL "$lun")"
+on() { local k=$1; shift; echo "-- node$k\$ $*"; timeout 120 "$lab" exec "$k" -- "$@"; }
+
+echo "== csvfs-lab up -n 3 --size 8G   (3 nodes, corosync in each, one shared LUN)"
+"$lab" up -n 3 --size 8G
 echo
-echo "The volume stays mounted at $mnt; 'fusermount3 -u $mnt' unmounts it."
+echo "== node1 creates a qcow2 VM disk"
+on 1 qemu-img create -q -f qcow2 "$V/vm1.qcow2" 16G
+echo "== node2 runs the VM: writes 0xab @0 (4M) and 0xcd @5G (1M), O_DIRECT"
+on 2 qemu-io -t none -f qcow2 -c 'write -P 0xab 0 4M' -c 'write -P 0xcd 5G 1M' "$V/vm1.qcow2" | grep -v '^ops'
+echo "== the VM moves to node3 (no disk handoff): read back and verify"
+on 3 qemu-io -t none -f qcow2 -c 'read -P 0xab 0 4M' -c 'read -P 0xcd 5G 1M' -c 'read -P 0 8M 1M' "$V/vm1.qcow2" | grep -v '^ops'
+on 3 qemu-img check "$V/vm1.qcow2"
+echo
+echo "== the same volume on every node"
+for k in 1 2 3; do on "$k" ls -la "$V"; done
+echo
+echo "== csvctl status (asked on node2)"
+on 2 "$bin/csvctl" status
+echo
+echo "The lab stays up: '$lab exec 2' opens a shell on node2;"
+echo "'$lab exec 1 -- $bin/csvctl move node3' moves the coordinator role;"
+echo "'$lab down' removes everything the demo created."
