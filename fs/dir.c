@@ -623,6 +623,7 @@ static int list_cb(ext2_ino_t dir, int entry, struct ext2_dir_entry *de, int off
 	c->d[c->n].name = name;
 	c->d[c->n].ino = de->inode;
 	c->d[c->n].type = ftype_to_dt(ext2fs_dirent_file_type(de));
+	c->d[c->n].has_attr = 0;
 	c->n++;
 	return 0;
 }

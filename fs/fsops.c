@@ -210,7 +210,8 @@ static int r_readdir_page(struct volume *v, ext2_ino_t ino, uint64_t start,
 	struct rio_reply rep;
 	rio_put_u32(&w, ino);
 	rio_put_u64(&w, start);
-	int rc = call(v, OP_READDIR, 1, &w, &rep);
+	/* With attributes: readdirplus then needs no round trip per entry. */
+	int rc = call(v, OP_READDIRPLUS, 1, &w, &rep);
 	if (rc)
 		return rc;
 	struct rio_reader r;
@@ -223,9 +224,13 @@ static int r_readdir_page(struct volume *v, ext2_ino_t ino, uint64_t start,
 		char name[PROTO_NAME_MAX];
 		uint64_t e_ino = 0;
 		uint8_t type = 0;
+		uint8_t have = 0;
+		struct meta_attr a;
+		memset(&a, 0, sizeof(a));
 		rio_get_u64(&r, &e_ino);
 		rio_get_u8(&r, &type);
-		if (rio_get_str(&r, name, sizeof(name)))
+		rio_get_str(&r, name, sizeof(name));
+		if (rio_get_u8(&r, &have) || have > 1 || (have && proto_get_attr(&r, &a)))
 			break;
 		if (*n == *cap) {
 			struct meta_dirent *p = realloc(*d, (*cap = *cap ? 2 * *cap : 64) * sizeof(*p));
@@ -235,7 +240,8 @@ static int r_readdir_page(struct volume *v, ext2_ino_t ino, uint64_t start,
 			}
 			*d = p;
 		}
-		(*d)[*n] = (struct meta_dirent){ .name = strdup(name), .ino = e_ino, .type = type };
+		(*d)[*n] = (struct meta_dirent){ .name = strdup(name), .ino = e_ino, .type = type,
+						 .has_attr = have, .attr = a };
 		if (!(*d)[*n].name)
 			rc = -ENOMEM;
 		else

@@ -355,8 +355,8 @@ static void do_readdir(fuse_req_t req, size_t size, off_t off, struct fuse_file_
 		size_t need;
 		if (plus) {
 			struct fuse_entry_param e = { 0 };
-			struct meta_attr a;
-			if (fsop_getattr(vol(req), (ext2_ino_t)d->ino, &a) != 0)
+			struct meta_attr a = d->attr;
+			if (!d->has_attr && fsop_getattr(vol(req), (ext2_ino_t)d->ino, &a) != 0)
 				continue; /* removed since the snapshot */
 			e.ino = to_fuse(a.ino);
 			e.generation = a.generation;

@@ -200,6 +200,8 @@ struct meta_dirent {
 	char *name;
 	uint64_t ino;
 	unsigned type;                 /* DT_* */
+	int has_attr;                  /* attr is filled (a participant's readdirplus) */
+	struct meta_attr attr;
 };
 
 int meta_lookup(struct volume *v, ext2_ino_t parent, const char *name, struct meta_attr *out);

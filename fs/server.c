@@ -304,7 +304,7 @@ static int h_readlink(struct ctx *c)
 	return rc;
 }
 
-static int h_readdir(struct ctx *c)
+static int h_readdir(struct ctx *c, int plus)
 {
 	uint32_t ino = 0;
 	uint64_t start = 0;
@@ -319,13 +319,21 @@ static int h_readdir(struct ctx *c)
 		return rc;
 	size_t end = start < n ? (size_t)start : n, bytes = 0;
 	while (end < n && bytes < PROTO_READDIR_BYTES)
-		bytes += 16 + strlen(d[end++].name);
+		bytes += 16 + (plus ? 90 : 0) + strlen(d[end++].name);
 	rio_put_u8(c->w, end < n);
 	rio_put_u32(c->w, (uint32_t)(end - (start < n ? start : n)));
 	for (size_t i = start < n ? (size_t)start : n; i < end; i++) {
 		rio_put_u64(c->w, d[i].ino);
 		rio_put_u8(c->w, (uint8_t)d[i].type);
 		rio_put_str(c->w, d[i].name);
+		if (!plus)
+			continue;
+		/* An entry removed since the listing goes without attributes. */
+		struct meta_attr a;
+		int have = fsop_getattr(c->s->v, (ext2_ino_t)d[i].ino, &a) == 0;
+		rio_put_u8(c->w, (uint8_t)have);
+		if (have)
+			proto_put_attr(c->w, &a);
 	}
 	meta_free_dirents(d, n);
 	return 0;
@@ -623,7 +631,8 @@ static int dispatch(struct ctx *c, uint16_t op)
 	case OP_UNLINK: case OP_RMDIR: case OP_REMOVEXATTR: return h_ino_name(c, op);
 	case OP_RENAME: return h_rename(c);
 	case OP_READLINK: return h_readlink(c);
-	case OP_READDIR: return h_readdir(c);
+	case OP_READDIR: return h_readdir(c, 0);
+	case OP_READDIRPLUS: return h_readdir(c, 1);
 	case OP_STATFS: return h_statfs(c);
 	case OP_GETXATTR: case OP_LISTXATTR: return h_xattr_get(c, op);
 	case OP_SETXATTR: return h_setxattr(c);

@@ -265,7 +265,7 @@ static void check_reply(uint16_t op, const uint8_t *p, size_t len)
 		CHECK(rio_get_str(&r, target, sizeof(target)) == RIO_OK);
 		break;
 	}
-	case OP_READDIR: {
+	case OP_READDIR: case OP_READDIRPLUS: {
 		uint8_t more = 2;
 		uint32_t count = 0;
 		rio_get_u8(&r, &more);
@@ -279,6 +279,14 @@ static void check_reply(uint16_t op, const uint8_t *p, size_t len)
 			rio_get_u8(&r, &type);
 			CHECK(rio_get_str(&r, name, sizeof(name)) == RIO_OK);
 			CHECK(ino >= 1 && ino <= UINT32_MAX && name[0]);
+			if (op == OP_READDIRPLUS) {
+				uint8_t have = 2;
+				struct meta_attr a;
+				rio_get_u8(&r, &have);
+				CHECK(have <= 1);
+				if (have)
+					CHECK(proto_get_attr(&r, &a) == RIO_OK && a.ino == ino);
+			}
 		}
 		break;
 	}

@@ -390,7 +390,7 @@ static void test_codec_statfs(void **state)
 static void test_op_names(void **state)
 {
 	assert_string_equal(proto_op_name(OP_LOOKUP), "lookup");
-	assert_string_equal(proto_op_name(OP_NODESTATE), "nodestate");
+	assert_string_equal(proto_op_name(OP_READDIRPLUS), "readdirplus");
 	assert_string_equal(proto_op_name(0), "?");
 	assert_string_equal(proto_op_name(OP_MAX_), "?");
 	assert_string_equal(proto_op_name(UINT16_MAX), "?");
@@ -1160,6 +1160,48 @@ static void test_readdir_paging(void **state)
 	assert_int_equal(s_readdir(f, f->file, 0, &pg, NULL, NULL), ENOTDIR);
 }
 
+/* READDIRPLUS: every entry with the attributes GETATTR gives. */
+static void test_readdirplus_attrs(void **state)
+{
+	struct sfx *f = *state;
+	struct meta_attr made;
+	assert_int_equal(s_create(f, f->dir, "p1", S_IFREG | 0640, &made), 0);
+	struct rio_writer w = W();
+	rio_put_u32(&w, f->dir);
+	rio_put_u64(&w, 0);
+	assert_int_equal(callw(f, OP_READDIRPLUS, &w), 0);
+	struct rio_reader r = reply(f);
+	uint8_t more = 9;
+	uint32_t count = 0, seen = 0;
+	rio_get_u8(&r, &more);
+	rio_get_u32(&r, &count);
+	assert_int_equal(more, 0);
+	assert_true(count >= 3);   /* ".", "..", "p1" */
+	for (uint32_t i = 0; i < count; i++) {
+		uint64_t ino = 0;
+		uint8_t type = 0, have = 0;
+		char name[PROTO_NAME_MAX];
+		struct meta_attr a, g;
+		rio_get_u64(&r, &ino);
+		rio_get_u8(&r, &type);
+		assert_int_equal(rio_get_str(&r, name, sizeof(name)), RIO_OK);
+		assert_int_equal(rio_get_u8(&r, &have), RIO_OK);
+		assert_int_equal(have, 1);
+		assert_int_equal(proto_get_attr(&r, &a), RIO_OK);
+		assert_int_equal(a.ino, ino);
+		assert_int_equal(s_getattr(f, (uint32_t)ino, &g), 0);
+		assert_int_equal(a.mode, g.mode);
+		assert_int_equal(a.size, g.size);
+		if (strcmp(name, "p1") == 0) {
+			assert_int_equal(a.ino, made.ino);
+			assert_int_equal(a.mode, S_IFREG | 0640);
+			seen++;
+		}
+	}
+	assert_int_equal(rio_reader_end(&r), RIO_OK);
+	assert_int_equal(seen, 1);
+}
+
 static void test_xattrs(void **state)
 {
 	struct sfx *f = *state;
@@ -1279,7 +1321,7 @@ static void test_unknown_ops(void **state)
 	struct fingerprint before;
 	fingerprint(f, &before);
 	uint8_t p[8] = { 0, 0, 0, 2, 0, 0, 0, 0 };
-	uint16_t ops[] = { 0, OP_NODESTATE, OP_MAX_, 100, 0x7fff, 0xffff };
+	uint16_t ops[] = { 0, OP_MAX_, 100, 0x7fff, 0xffff };
 	for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
 		assert_int_equal(call_from(f, NODE_A, ops[i], NULL, 0), EOPNOTSUPP);
 		assert_int_equal(call_from(f, NODE_A, ops[i], p, sizeof(p)), EOPNOTSUPP);
@@ -1315,7 +1357,7 @@ static void valid_request(struct sfx *f, uint16_t op, struct rio_writer *w)
 		rio_put_u32(w, 0);
 		break;
 	case OP_READLINK: rio_put_u32(w, f->link); break;
-	case OP_READDIR: rio_put_u32(w, ROOT); rio_put_u64(w, 0); break;
+	case OP_READDIR: case OP_READDIRPLUS: rio_put_u32(w, ROOT); rio_put_u64(w, 0); break;
 	case OP_STATFS: break;
 	case OP_GETXATTR: b_ino_name(w, f->file, "user.x"); rio_put_u32(w, 64); break;
 	case OP_LISTXATTR: rio_put_u32(w, f->file); rio_put_u32(w, 64); break;
@@ -1347,6 +1389,7 @@ static const struct layout LAYOUTS[] = {
 	{ OP_LINK, { 0, 4 }, { 8, -1 } },
 	{ OP_READLINK, { 0, -1 }, { -1, -1 } },
 	{ OP_READDIR, { 0, -1 }, { -1, -1 } },
+	{ OP_READDIRPLUS, { 0, -1 }, { -1, -1 } },
 	{ OP_STATFS, { -1, -1 }, { -1, -1 } },
 	{ OP_GETXATTR, { 0, -1 }, { 4, -1 } },
 	{ OP_LISTXATTR, { 0, -1 }, { -1, -1 } },
@@ -1683,6 +1726,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_alloc_commit_map, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_setattr_size, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_readdir_paging, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_readdirplus_attrs, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_xattrs, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_namespace_ops, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unknown_ops, setup, teardown),
