@@ -34,6 +34,7 @@
 #define CALL_TIMEOUT_MS 30000
 #define CONNECT_TIMEOUT_MS 5000
 #define LOOP_MS 500
+#define QUICK_MS 100
 #define MOVE_GRACE_MS 10000
 #define MAX_NODES 64
 
@@ -85,6 +86,7 @@ struct cluster {
 	uint32_t coord_nodeid;
 	uint32_t move_target;            /* a move in progress, 0 = none */
 	uint32_t move_request;           /* coordinator: csvctl move asked for this node */
+	int settled;                     /* participant: linked to a live coordinator */
 	uint32_t fenced[MAX_NODES];      /* fenced nodes whose opens are to be closed */
 	unsigned nfenced;
 	struct timespec move_deadline;
@@ -248,6 +250,15 @@ static int info_write(struct cluster *c, const struct coord_info *ci)
 	uint32_t f[5] = { INFO_MAGIC, ci->epoch, ci->nodeid, ci->port, ci->move_target };
 	memcpy(lvb, f, sizeof(f));
 	return held_convert(&c->info, DG_NL, DG_VALBLK, lvb);
+}
+
+/* The info lock is lost with our lineage after a partition: take it anew. */
+static int info_ensure(struct cluster *c)
+{
+	if (c->info.lk && !held_lost(&c->info))
+		return 0;
+	held_unlock(&c->info, 0, NULL);
+	return held_lock(&c->info, c->ls, "coordinfo", DG_NL, 0);
 }
 
 static int member_find(struct cluster *c, uint32_t nodeid, const char *name, struct dg_member *out)
@@ -519,7 +530,7 @@ int cluster_layout_hold(struct cluster *c, struct minode *m)
 		pthread_mutex_unlock(&c->mu);
 		m->layout_token = token;
 		m->layout_state = LAYOUT_WAITING;
-		m->nmap = m->map_next = 0;     /* nothing cached without the lock */
+		m->nmap = 0;     /* nothing cached without the lock */
 		pthread_mutex_unlock(&m->map_lock);
 		char name[32];
 		layout_name(m->ino, name, sizeof(name));
@@ -563,7 +574,7 @@ void cluster_layout_drop(struct cluster *c, struct minode *m)
 	m->layout_lk = NULL;
 	m->layout_state = LAYOUT_NONE;
 	m->layout_token = 0;
-	m->nmap = m->map_next = 0;
+	m->nmap = 0;
 	pthread_mutex_unlock(&m->map_lock);
 	atomic_store(&m->size_stale, 1);
 	if (lk)
@@ -737,7 +748,9 @@ static int become_coordinator(struct cluster *c, const struct coord_info *prev)
 	volume_start(c->v);
 	server_start(c);
 	struct coord_info ci = { .epoch = prev->epoch + 1, .nodeid = c->self, .port = c->o.port };
-	rc = info_write(c, &ci);
+	rc = info_ensure(c);
+	if (rc == 0)
+		rc = info_write(c, &ci);
 	if (rc)
 		csvfs_log(LOG_ERR_L, "cannot publish this node as coordinator: %s", strerror(-rc));
 	pthread_mutex_lock(&c->mu);
@@ -746,11 +759,12 @@ static int become_coordinator(struct cluster *c, const struct coord_info *prev)
 	c->move_target = 0;
 	pthread_cond_broadcast(&c->cv);
 	pthread_mutex_unlock(&c->mu);
-	csvfs_log(LOG_WARN_L, "this node is now the coordinator (epoch %u, %s in %" PRIu64 " ms)",
-		  ci.epoch, takeover ? "took over from node " : "volume opened",
-		  now_ms() - t0);
 	if (takeover)
-		csvfs_log(LOG_INFO_L, "previous coordinator was node %u", prev->nodeid);
+		csvfs_log(LOG_WARN_L, "this node is now the coordinator (epoch %u): took over from node %u, "
+			  "journal replayed, in %" PRIu64 " ms", ci.epoch, prev->nodeid, now_ms() - t0);
+	else
+		csvfs_log(LOG_WARN_L, "this node is now the coordinator (epoch %u): volume opened in %" PRIu64
+			  " ms", ci.epoch, now_ms() - t0);
 	return 0;
 }
 
@@ -779,7 +793,7 @@ static void step_down(struct cluster *c, uint32_t target)
 	c->move_deadline = deadline_in(MOVE_GRACE_MS);
 	pthread_mutex_unlock(&c->mu);
 	struct coord_info ci = { .epoch = epoch, .nodeid = 0, .port = 0, .move_target = target };
-	if (info_write(c, &ci))
+	if (info_ensure(c) || info_write(c, &ci))
 		csvfs_log(LOG_WARN_L, "could not announce the move in the coordinator value block");
 	held_unlock(&c->coord, 0, NULL);
 	csvfs_log(LOG_WARN_L, "this node stepped down as coordinator (epoch %u)%s", epoch,
@@ -839,15 +853,6 @@ static int move_waiting(struct cluster *c, const struct coord_info *ci)
 	return waiting && member_find(c, ci->move_target, NULL, NULL);
 }
 
-/* The info lock is lost with our lineage after a partition: take it anew. */
-static int info_ensure(struct cluster *c)
-{
-	if (c->info.lk && !held_lost(&c->info))
-		return 0;
-	held_unlock(&c->info, 0, NULL);
-	return held_lock(&c->info, c->ls, "coordinfo", DG_NL, 0);
-}
-
 static void participant_step(struct cluster *c)
 {
 	struct coord_info ci;
@@ -858,11 +863,23 @@ static void participant_step(struct cluster *c)
 			c->coord_nodeid == ci.nodeid;
 	pthread_mutex_unlock(&c->mu);
 	struct dg_member mb;
+	int settled = 0;
 	if (ci.nodeid && ci.nodeid != c->self && member_find(c, ci.nodeid, NULL, &mb)) {
 		if (!connected)
-			connect_to(c, &ci, &mb);
-		return;
+			connected = connect_to(c, &ci, &mb) == 0;
+		char peer[RIO_NODE_NAME_MAX + 1] = "";
+		struct conn *k = connected ? conn_get(c) : NULL;
+		if (k) {
+			rio_client_peer(k->cl, peer, sizeof(peer));
+			conn_put(c, k);
+		}
+		settled = peer[0] != 0;
 	}
+	pthread_mutex_lock(&c->mu);
+	c->settled = settled;
+	pthread_mutex_unlock(&c->mu);
+	if (ci.nodeid && ci.nodeid != c->self && member_find(c, ci.nodeid, NULL, NULL))
+		return;
 	/* No live coordinator: whoever gets "coord" first takes over. */
 	if (!move_waiting(c, &ci))
 		try_take_role(c, &ci);
@@ -875,7 +892,9 @@ static void *cluster_main(void *arg)
 	struct cluster *c = arg;
 	pthread_mutex_lock(&c->mu);
 	while (!c->stopping) {
-		int quick = c->recheck || (!c->conn && atomic_load(&c->role) != CL_COORDINATOR);
+		/* A participant without a working link to a live coordinator looks
+		 * again soon: a new one publishes itself within milliseconds. */
+		int quick = c->recheck || (!c->settled && atomic_load(&c->role) != CL_COORDINATOR);
 		c->recheck = 0;
 		if (!quick) {
 			struct timespec dl = deadline_in(LOOP_MS * 4);
@@ -898,7 +917,7 @@ static void *cluster_main(void *arg)
 		else if (quorate && atomic_load(&c->role) == CL_PARTICIPANT)
 			participant_step(c);
 		if (quick)
-			usleep(LOOP_MS * 1000 / 2);
+			usleep(QUICK_MS * 1000);
 		pthread_mutex_lock(&c->mu);
 	}
 	pthread_mutex_unlock(&c->mu);
@@ -1198,9 +1217,8 @@ int cluster_start(struct volume *v, const struct cluster_opts *o, char *err, siz
 		int q = 0;
 		dg_members(c->ls, NULL, 0, &q);
 		c->quorate = q;
-		rc = held_lock(&c->info, c->ls, "coordinfo", DG_NL, 0);
-		if (rc)
-			snprintf(err, errlen, "cannot take the coordinator-info lock: %s", strerror(-rc));
+		/* The coordinator-info lock is the cluster thread's to take (and
+		 * take again when a merge supersedes our lineage). */
 	}
 	if (rc == 0 && pthread_create(&c->recall_thread, NULL, recall_main, c) == 0)
 		c->threads |= 1;

@@ -314,27 +314,61 @@ int extent_punch_unwritten(struct volume *v, ext2_ino_t ino, struct ext2_inode_l
 
 /* ---- the data path's view ---------------------------------------------- */
 
+/* Index of the first cached extent ending after lblk (caller holds map_lock). */
+static unsigned map_search(const struct minode *m, uint64_t lblk)
+{
+	unsigned lo = 0, hi = m->nmap;
+	while (lo < hi) {
+		unsigned mid = lo + (hi - lo) / 2;
+		if (m->map[mid].lblk + m->map[mid].len <= lblk)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
 int minode_map_lookup(struct minode *m, uint64_t lblk, struct meta_extent *out)
 {
-	int hit = 0;
 	pthread_mutex_lock(&m->map_lock);
-	for (unsigned i = 0; i < m->nmap && !hit; i++) {
-		if (m->map[i].lblk <= lblk && lblk < m->map[i].lblk + m->map[i].len) {
-			*out = m->map[i];
-			hit = 1;
-		}
-	}
+	unsigned i = map_search(m, lblk);
+	int hit = i < m->nmap && m->map[i].lblk <= lblk;
+	if (hit)
+		*out = m->map[i];
 	pthread_mutex_unlock(&m->map_lock);
 	return hit;
 }
 
 void minode_map_store(struct minode *m, const struct meta_extent *e)
 {
+	if (e->len == 0)
+		return;
 	pthread_mutex_lock(&m->map_lock);
-	m->map[m->map_next] = *e;
-	m->map_next = (m->map_next + 1) % MINODE_MAP_CACHE;
-	if (m->nmap < MINODE_MAP_CACHE)
-		m->nmap++;
+	/* Whatever the new extent overlaps is older news. */
+	unsigned i = map_search(m, e->lblk), j = i;
+	while (j < m->nmap && m->map[j].lblk < e->lblk + e->len)
+		j++;
+	if (j == i && m->nmap == m->map_cap) {
+		if (m->map_cap == MINODE_MAP_CACHE) {
+			m->nmap = 0;           /* full: start over rather than search for a victim */
+			i = j = 0;
+		} else {
+			unsigned cap = m->map_cap ? 2 * m->map_cap : 16;
+			struct meta_extent *p = realloc(m->map, cap * sizeof(*p));
+			if (!p) {
+				pthread_mutex_unlock(&m->map_lock);
+				return;
+			}
+			m->map = p;
+			m->map_cap = cap;
+		}
+	}
+	if (j == i)
+		memmove(&m->map[i + 1], &m->map[i], (m->nmap - i) * sizeof(*m->map));
+	else if (j > i + 1)
+		memmove(&m->map[i + 1], &m->map[j], (m->nmap - j) * sizeof(*m->map));
+	m->map[i] = *e;
+	m->nmap = m->nmap + 1 - (j - i);
 	pthread_mutex_unlock(&m->map_lock);
 }
 

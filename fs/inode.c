@@ -249,6 +249,7 @@ void minode_put(struct volume *v, struct minode *m)
 	pthread_mutex_destroy(&m->write_lock);
 	pthread_mutex_destroy(&m->map_lock);
 	free(m->pend);
+	free(m->map);
 	free(m);
 }
 
@@ -294,7 +295,6 @@ void minode_invalidate_map(struct minode *m)
 {
 	pthread_mutex_lock(&m->map_lock);
 	m->nmap = 0;
-	m->map_next = 0;
 	pthread_mutex_unlock(&m->map_lock);
 }
 

@@ -40,7 +40,9 @@ struct meta_extent {
 	enum extent_state state;
 };
 
-#define MINODE_MAP_CACHE 4
+/* Mappings cached per inode: enough for the extent map of a VM disk, so a
+ * participant's random I/O needs no round trip once warm. */
+#define MINODE_MAP_CACHE 4096
 
 /* State of an inode that is open or being worked on. Lifetime: references from
  * the table; fields are guarded as noted. */
@@ -60,8 +62,8 @@ struct minode {
 	/* Serialises writes that allocate, convert or read-modify-write. */
 	pthread_mutex_t write_lock;
 	pthread_mutex_t map_lock;      /* guards map cache */
-	struct meta_extent map[MINODE_MAP_CACHE];
-	unsigned nmap, map_next;
+	struct meta_extent *map;       /* sorted by lblk, disjoint; grows to MINODE_MAP_CACHE */
+	unsigned nmap, map_cap;
 
 	/* Participant state (cluster.c, fsops.c); guarded by the cluster's
 	 * lock unless noted. The layout lock holds a reference on the minode. */

@@ -313,6 +313,15 @@ wait_corosync() {
 
 start_corosync() { spawn_corosync "$1"; wait_corosync "$1"; }
 
+# wait_quorate_node K SECONDS — until node K's corosync says quorate.
+wait_quorate_node() {
+  local k=$1 deadline=$(( $(date +%s) + $2 ))
+  until [[ "$(quorum_line "$k" 2>/dev/null)" == *" quorate=yes "* ]]; do
+    [ "$(date +%s)" -lt "$deadline" ] || return 1
+    sleep 0.2
+  done
+}
+
 # wait_members M SECONDS NODES... — until each node sees M members, quorate.
 wait_members() {
   local m=$1 limit=$2 k ok deadline
@@ -335,7 +344,9 @@ wait_members() {
 start_daemon() {  # start_daemon K
   local k=$1 d opts
   d=$(ndir "$k")
-  opts="cluster,node=$(node_name "$k"),nodeid=$k,lun=$LUN,cred=/run/csvfs-cred${CSVFS_LAB_DAEMON_OPTS:+,$CSVFS_LAB_DAEMON_OPTS}"
+  # The options the lab was brought up with, unless the caller gives others.
+  local extra=${CSVFS_LAB_DAEMON_OPTS-${DAEMON_OPTS:-}}
+  opts="cluster,node=$(node_name "$k"),nodeid=$k,lun=$LUN,cred=/run/csvfs-cred${extra:+,$extra}"
   spawn "$k" "$d/csvfs.log" "$d/csvfs.pid" "$BIN/csvfs" -f -o "$opts" "UUID=$GUID" "$MNT"
 }
 
@@ -433,6 +444,7 @@ prepare_lun() {
 write_env() {
   {
     printf 'N=%q\nCLUSTER=%q\nMOUNT=%q\nTOKEN=%q\n' "$N" "$CLUSTER" "$MOUNT" "$TOKEN"
+    printf 'DAEMON_OPTS=%q\n' "${CSVFS_LAB_DAEMON_OPTS:-}"
     printf 'LUN=%q\nLUN_OWNED=%q\nGUID=%q\n' "${LUN:-}" "${LUN_OWNED:-0}" "${GUID:-}"
   } >"$STATE/lab.env.tmp"
   mv "$STATE/lab.env.tmp" "$STATE/lab.env"
@@ -804,15 +816,23 @@ cmd_kill() {
   what=$(which_procs "${2:-all}")
   take_lock
   d=$(ndir "$k")
-  for p in $what; do
+  # "all" is a node crash: every process gets SIGKILL before any is waited
+  # for, corosync first, so the others see the node vanish (not a daemon
+  # leaving cleanly ahead of its corosync).
+  local pids=() names=()
+  for p in $(printf '%s\n' $what | sort); do
     if pid=$(rec_pid "$d/$p.pid"); then
       kill -9 "$pid"
-      wait_gone "$pid" 5 || die $E_FAIL "node$k: $p pid $pid survives kill -9"
-      say "node$k: killed $p (pid $pid)"
+      pids+=("$pid"); names+=("$p")
     else
       say "node$k: $p is not running"
     fi
     rm -f "$d/$p.pid"
+  done
+  local i
+  for i in "${!pids[@]}"; do
+    wait_gone "${pids[$i]}" 5 || die $E_FAIL "node$k: ${names[$i]} pid ${pids[$i]} survives kill -9"
+    say "node$k: killed ${names[$i]} (pid ${pids[$i]})"
   done
 }
 
@@ -826,6 +846,12 @@ cmd_start() {
   take_lock
   d=$(ndir "$k")
   if [ "$what" != csvfs ]; then start_corosync "$k"; fi
+  if [ "$what" = all ] && [ -n "${GUID:-}" ] && [ "$MOUNT" = 1 ]; then
+    # The daemon joins the volume's lock group: let corosync rejoin the others
+    # first, or it would found a lineage of its own and be merged away.
+    wait_quorate_node "$k" "$QUORUM_TIMEOUT" ||
+      say "node$k: corosync is not quorate after $QUORUM_TIMEOUT s; starting csvfs anyway (it pauses until quorum)"
+  fi
   if [ "$what" = csvfs ] || { [ "$what" = all ] && [ -n "${GUID:-}" ] && [ "$MOUNT" = 1 ]; }; then
     start_csvfs "$k"
     wait_mounted "$MOUNT_TIMEOUT" "$k"
