@@ -477,6 +477,22 @@ static int local_open(struct volume *v, ext2_ino_t ino, int truncate, struct min
 	return 0;
 }
 
+/* The coordinator counts an open of ours: ours to count too. */
+static int remote_opened(struct volume *v, const struct meta_attr *a, struct minode **out)
+{
+	ext2_ino_t ino = (ext2_ino_t)a->ino;
+	struct minode *m = minode_get(v, ino);
+	if (!m)
+		return -ENOMEM;   /* the coordinator's open is undone at its next takeover */
+	atomic_store(&m->size, a->size);
+	atomic_store(&m->size_stale, 0);
+	pthread_mutex_lock(&v->lock);
+	m->open_count++;
+	pthread_mutex_unlock(&v->lock);
+	*out = m;
+	return 0;
+}
+
 static int r_open(struct volume *v, ext2_ino_t ino, int truncate, struct minode **out)
 {
 	struct rio_writer w = req_init();
@@ -484,18 +500,35 @@ static int r_open(struct volume *v, ext2_ino_t ino, int truncate, struct minode 
 	rio_put_u32(&w, ino);
 	rio_put_u8(&w, (uint8_t)truncate);
 	int rc = call_attr(v, OP_OPEN, 0, &w, &a);
-	if (rc)
-		return rc;
-	struct minode *m = minode_get(v, ino);
-	if (!m)
-		return -ENOMEM;   /* the coordinator's open is undone at its next takeover */
-	atomic_store(&m->size, a.size);
-	atomic_store(&m->size_stale, 0);
-	pthread_mutex_lock(&v->lock);
-	m->open_count++;
-	pthread_mutex_unlock(&v->lock);
-	*out = m;
-	return 0;
+	return rc ? rc : remote_opened(v, &a, out);
+}
+
+/* A new regular file, opened: one round trip for a participant. */
+static int local_create_open(struct volume *v, ext2_ino_t parent, const char *name, uint32_t mode,
+			     const struct meta_cred *cred, struct meta_attr *out, struct minode **m)
+{
+	int rc = meta_create(v, parent, name, mode, 0, cred, out);
+	return rc ? rc : local_open(v, (ext2_ino_t)out->ino, 0, m);
+}
+
+static int r_create_open(struct volume *v, ext2_ino_t parent, const char *name, uint32_t mode,
+			 const struct meta_cred *cred, struct meta_attr *out, struct minode **m)
+{
+	struct rio_writer w = req_init();
+	rio_put_u32(&w, parent);
+	rio_put_str(&w, name);
+	rio_put_u32(&w, mode);
+	rio_put_u32(&w, 0);
+	proto_put_cred(&w, cred);
+	int rc = call_attr(v, OP_CREATE_OPEN, 0, &w, out);
+	return rc ? rc : remote_opened(v, out, m);
+}
+
+int fsop_create_open(struct volume *v, ext2_ino_t parent, const char *name, uint32_t mode,
+		     const struct meta_cred *cred, struct meta_attr *out, struct minode **m)
+{
+	DISPATCH(v, local_create_open(v, parent, name, mode, cred, out, m),
+		 r_create_open(v, parent, name, mode, cred, out, m));
 }
 
 int fsop_open(struct volume *v, ext2_ino_t ino, int truncate, struct minode **out)

@@ -32,6 +32,9 @@ int fsop_setxattr(struct volume *v, ext2_ino_t ino, const char *name, const void
 		  size_t size, int flags);
 int fsop_removexattr(struct volume *v, ext2_ino_t ino, const char *name);
 
+/* Creates a regular file and opens it (one round trip for a participant). */
+int fsop_create_open(struct volume *v, ext2_ino_t parent, const char *name, uint32_t mode,
+		     const struct meta_cred *cred, struct meta_attr *out, struct minode **m);
 /* Opens ino (O_TRUNC: truncate); *out is the referenced minode. */
 int fsop_open(struct volume *v, ext2_ino_t ino, int truncate, struct minode **out);
 /* Closes one open and drops the reference fsop_open took. */

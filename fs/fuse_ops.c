@@ -203,22 +203,13 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 	fuse_reply_err(req, -fsop_rename(vol(req), to_ext(parent), name, to_ext(newparent), newname, mf));
 }
 
-/* Attaches an open file to its in-memory inode state. */
-static int open_handle(struct volume *v, ext2_ino_t ino, struct fuse_file_info *fi)
+/* The file handle of an open inode. */
+static int attach_handle(struct minode *m, struct fuse_file_info *fi)
 {
-	if (v->read_only && (fi->flags & O_ACCMODE) != O_RDONLY)
-		return -EROFS;
 	struct csvfs_file *fh = calloc(1, sizeof(*fh));
 	if (!fh)
 		return -ENOMEM;
-	/* With FUSE_CAP_ATOMIC_O_TRUNC (libfuse's default) O_TRUNC arrives here,
-	 * not as a setattr. */
-	int trunc = (fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY;
-	int rc = fsop_open(v, ino, trunc, &fh->m);
-	if (rc) {
-		free(fh);
-		return rc;
-	}
+	fh->m = m;
 	fh->flags = fi->flags;
 	fi->fh = (uintptr_t)fh;
 	/* O_DIRECT bypasses the kernel's page cache; buffered opens drop it on
@@ -228,15 +219,31 @@ static int open_handle(struct volume *v, ext2_ino_t ino, struct fuse_file_info *
 	return 0;
 }
 
+static int open_handle(struct volume *v, ext2_ino_t ino, struct fuse_file_info *fi)
+{
+	if (v->read_only && (fi->flags & O_ACCMODE) != O_RDONLY)
+		return -EROFS;
+	/* With FUSE_CAP_ATOMIC_O_TRUNC (libfuse's default) O_TRUNC arrives here,
+	 * not as a setattr. */
+	int trunc = (fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY;
+	struct minode *m;
+	int rc = fsop_open(v, ino, trunc, &m);
+	if (rc == 0 && (rc = attach_handle(m, fi)) != 0)
+		fsop_release(v, m);
+	return rc;
+}
+
 static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 		      struct fuse_file_info *fi)
 {
 	struct volume *v = vol(req);
 	struct meta_cred c = cred_of(req);
 	struct meta_attr a;
-	int rc = fsop_create(v, to_ext(parent), name, (mode & 07777) | S_IFREG, 0, &c, &a);
-	if (rc == 0)
-		rc = open_handle(v, (ext2_ino_t)a.ino, fi);
+	struct minode *m;
+	int rc = v->read_only ? -EROFS
+			      : fsop_create_open(v, to_ext(parent), name, (mode & 07777) | S_IFREG, &c, &a, &m);
+	if (rc == 0 && (rc = attach_handle(m, fi)) != 0)
+		fsop_release(v, m);
 	if (rc) {
 		fuse_reply_err(req, -rc);
 		return;

@@ -171,7 +171,7 @@ const char *proto_op_name(uint16_t op)
 		"?", "lookup", "getattr", "setattr", "create", "symlink", "link", "unlink", "rmdir",
 		"rename", "readlink", "readdir", "statfs", "getxattr", "listxattr", "setxattr",
 		"removexattr", "open", "release", "fsync", "map", "alloc", "commit", "touch",
-		"fallocate", "seek", "syncfs", "move", "readdirplus",
+		"fallocate", "seek", "syncfs", "move", "readdirplus", "create_open",
 	};
 	return op < OP_MAX_ ? names[op] : "?";
 }

@@ -207,7 +207,7 @@ static int h_setattr(struct ctx *c)
 	return rc;
 }
 
-static int h_create(struct ctx *c)
+static int h_create(struct ctx *c, int open)
 {
 	uint32_t parent = 0, mode = 0, rdev = 0;
 	char name[PROTO_NAME_MAX];
@@ -217,10 +217,15 @@ static int h_create(struct ctx *c)
 	rio_get_u32(&c->r, &mode);
 	rio_get_u32(&c->r, &rdev);
 	proto_get_cred(&c->r, &cred);
-	if (rio_reader_end(&c->r) || !valid_ino(parent) || !valid_create_mode(mode))
+	if (rio_reader_end(&c->r) || !valid_ino(parent) || !valid_create_mode(mode) ||
+	    (open && (!S_ISREG(mode) || rdev)))
 		return -EPROTO;
 	struct meta_attr a;
-	int rc = fsop_create(c->s->v, parent, name, mode, rdev, &cred, &a);
+	struct minode *m = NULL;
+	int rc = open ? fsop_create_open(c->s->v, parent, name, mode, &cred, &a, &m)
+		      : fsop_create(c->s->v, parent, name, mode, rdev, &cred, &a);
+	if (rc == 0 && m && (rc = open_record(c->s, c->peer->node, m)) != 0)
+		fsop_release(c->s->v, m);
 	if (rc == 0)
 		proto_put_attr(c->w, &a);
 	return rc;
@@ -625,7 +630,8 @@ static int dispatch(struct ctx *c, uint16_t op)
 	case OP_LOOKUP: return h_lookup(c);
 	case OP_GETATTR: return h_getattr(c);
 	case OP_SETATTR: return h_setattr(c);
-	case OP_CREATE: return h_create(c);
+	case OP_CREATE: return h_create(c, 0);
+	case OP_CREATE_OPEN: return h_create(c, 1);
 	case OP_SYMLINK: return h_symlink(c);
 	case OP_LINK: return h_link(c);
 	case OP_UNLINK: case OP_RMDIR: case OP_REMOVEXATTR: return h_ino_name(c, op);

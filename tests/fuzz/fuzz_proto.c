@@ -257,7 +257,7 @@ static void check_reply(uint16_t op, const uint8_t *p, size_t len)
 	rio_reader_init(&r, p, len);
 	switch (op) {
 	case OP_LOOKUP: case OP_GETATTR: case OP_SETATTR: case OP_CREATE: case OP_SYMLINK:
-	case OP_LINK: case OP_OPEN:
+	case OP_LINK: case OP_OPEN: case OP_CREATE_OPEN:
 		check_attr_reply(&r);
 		break;
 	case OP_READLINK: {

@@ -229,7 +229,7 @@ check "node$part can write again" sh_on "$part" "echo back > $V/back-$part"
 # ---- self-fence deadline; after heal the old coordinator drops its engine
 # ---- without a write and comes back as a participant -------------------------------
 C3=$(coordinator 1); cpart=${C3#node}; cwatch=$(( cpart % 3 + 1 ))
-sh_on "$cpart" "echo before > $V/before-cut && sync"
+sh_on "$cpart" "echo before > $V/before-cut && sync $V/before-cut $V"   # fsync: what survives a cut
 "$LAB" partition "$cpart" >/dev/null
 cut_at=$(date +%s%3N)
 check "with $C3 cut off, node$cwatch gets a new coordinator (fence deadline, then takeover)" \

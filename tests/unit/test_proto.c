@@ -960,6 +960,21 @@ static void test_open_release(void **state)
 	assert_int_equal(a.size, 0);
 	assert_int_equal(a.blocks, 0);
 	assert_int_equal(s_release(f, NODE_A, f->file), 0);
+	/* CREATE_OPEN: a regular file, created and opened for the node. */
+	w = W();
+	b_create(&w, ROOT, "co", S_IFREG | 0600);
+	assert_int_equal(callw(f, OP_CREATE_OPEN, &w), 0);
+	assert_int_equal(s_lookup(f, ROOT, "co", &a), 0);
+	assert_int_equal(s_release(f, NODE_B, (uint32_t)a.ino), EBADF);
+	assert_int_equal(s_release(f, NODE_A, (uint32_t)a.ino), 0);
+	assert_int_equal(s_release(f, NODE_A, (uint32_t)a.ino), EBADF);
+	w = W();
+	b_create(&w, ROOT, "co", S_IFREG | 0600);
+	assert_int_equal(callw(f, OP_CREATE_OPEN, &w), EEXIST);
+	w = W();
+	b_create(&w, ROOT, "codir", S_IFDIR | 0700);
+	assert_int_equal(callw(f, OP_CREATE_OPEN, &w), EPROTO);
+	assert_int_equal(s_lookup(f, ROOT, "codir", NULL), ENOENT);
 }
 
 static void test_alloc_commit_map(void **state)
@@ -1347,6 +1362,7 @@ static void valid_request(struct sfx *f, uint16_t op, struct rio_writer *w)
 	case OP_GETATTR: rio_put_u32(w, f->file); break;
 	case OP_SETATTR: rio_put_u32(w, f->file); proto_put_setattr(w, &sa); break;
 	case OP_CREATE: b_create(w, ROOT, "newfile", S_IFREG | 0644); break;
+	case OP_CREATE_OPEN: b_create(w, ROOT, "newopen", S_IFREG | 0644); break;
 	case OP_SYMLINK: b_ino_name(w, ROOT, "newlink"); rio_put_str(w, "target"); proto_put_cred(w, &CRED); break;
 	case OP_LINK: rio_put_u32(w, f->file); rio_put_u32(w, f->dir); rio_put_str(w, "hl"); break;
 	case OP_UNLINK: b_ino_name(w, ROOT, "sl"); break;
@@ -1385,6 +1401,7 @@ static const struct layout LAYOUTS[] = {
 	{ OP_GETATTR, { 0, -1 }, { -1, -1 } },
 	{ OP_SETATTR, { 0, -1 }, { -1, -1 } },
 	{ OP_CREATE, { 0, -1 }, { 4, -1 } },
+	{ OP_CREATE_OPEN, { 0, -1 }, { 4, -1 } },
 	{ OP_SYMLINK, { 0, -1 }, { 4, 4 + 2 + 7 } },
 	{ OP_LINK, { 0, 4 }, { 8, -1 } },
 	{ OP_READLINK, { 0, -1 }, { -1, -1 } },
