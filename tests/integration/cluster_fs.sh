@@ -225,6 +225,18 @@ check "node$part is back to direct I/O" wait_until 30 sh -c \
   "\"$LAB\" exec $part -- \"$BIN/csvctl\" status 2>/dev/null | grep -qE '^  node$part +up +yes +direct'"
 check "node$part can write again" sh_on "$part" "echo back > $V/back-$part"
 
+# ---- a participant's corosync dies: it pauses, the others fence it and go on;
+# ---- corosync back, it rejoins fresh ------------------------------------------------
+C4=$(coordinator 1); kc=$(( ${C4#node} % 3 + 1 )); kw=${C4#node}
+"$LAB" kill "$kc" corosync >/dev/null
+check "node$kc (corosync killed) is fenced in node$kw's view" wait_until 30 sh -c \
+  "\"$LAB\" exec $kw -- \"$BIN/csvctl\" status 2>/dev/null | grep -qE '^  node$kc +fenced'"
+check "the others go on: create on node$kw" sh_on "$kw" "echo kc > $V/corosync-killed"
+"$LAB" start "$kc" corosync >/dev/null
+check "with corosync back, node$kc rejoins and sees the file" \
+  wait_until 60 sh -c "\"$LAB\" exec $kc -- cat $V/corosync-killed 2>/dev/null | grep -q kc"
+check "... and writes again" wait_until 30 sh_on "$kc" "echo back > $V/corosync-back-$kc"
+
 # ---- the coordinator itself is cut off: the majority takes over after the
 # ---- self-fence deadline; after heal the old coordinator drops its engine
 # ---- without a write and comes back as a participant -------------------------------
