@@ -44,6 +44,11 @@
 # The seed fixes every thread's operation sequence and the kill delays; the
 # exact kill point still depends on timing. "crash_workload run -s WSEED -j 1
 # -n OPS -v" replays one thread's sequence with a trace.
+# In a mount namespace of its own: a namespace that another process creates
+# meanwhile (unshare -m, e.g. a lab cluster's corosync) would otherwise get a
+# copy of our FUSE mounts, which keeps each daemon alive after our unmount.
+[ -n "${CSVFS_TEST_OWN_NS:-}" ] ||
+	exec env CSVFS_TEST_OWN_NS=1 unshare -m --propagation private -- bash "$0" "$@"
 source "$(dirname "$0")/../lib.sh"
 source "$(dirname "$0")/../crash_lib.sh"
 

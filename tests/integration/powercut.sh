@@ -33,6 +33,11 @@
 #   POWERCUT_SEED (from the clock; printed)
 #   POWERCUT_WORKLOAD_OPTS (extra "crash_workload run" options; default
 #     "-j 2 -n 60": two threads, 60 operations each)
+# In a mount namespace of its own: a namespace that another process creates
+# meanwhile (unshare -m, e.g. a lab cluster's corosync) would otherwise get a
+# copy of our FUSE mounts, which keeps each daemon alive after our unmount.
+[ -n "${CSVFS_TEST_OWN_NS:-}" ] ||
+	exec env CSVFS_TEST_OWN_NS=1 unshare -m --propagation private -- bash "$0" "$@"
 source "$(dirname "$0")/../lib.sh"
 source "$(dirname "$0")/../crash_lib.sh"
 
