@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Helpers shared by the crash tests (tests/integration/crash.sh, powercut.sh),
 # sourced after tests/lib.sh. The caller sets: d (scratch directory), img (the
 # LUN image), mnt (its mount point), log (the daemon's log), WL (the

@@ -104,11 +104,11 @@ verify_args() {
 	done
 }
 
-# save_evidence [N] — a failing iteration keeps its crashed image (the first
+# save_evidence — a failing iteration keeps its crashed image (the first
 # two), logs and records.
 saved=0
 save_evidence() {
-	local n=${1:-$i}
+	local n=$i
 	local dest="$EVIDENCE/seed$SEED-it$n"
 	mkdir -p "$dest"
 	cp "$d"/rec.* "$d"/wl.$n.* "$log" "$d"/*.out "$dest/" 2>/dev/null
