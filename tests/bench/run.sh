@@ -26,6 +26,10 @@
 #   BENCH_OUT        the report [docs/benchmarks.md]
 #   BENCH_TARGETS    subset, e.g. "raw csvfs" [raw csvfs fuse2fs ext4]
 set -u
+# In a mount namespace of its own (as the crash tests): a namespace another
+# process creates meanwhile would otherwise pin our FUSE mounts.
+[ -n "${CSVFS_TEST_OWN_NS:-}" ] ||
+  exec env CSVFS_TEST_OWN_NS=1 unshare -m --propagation private -- bash "$0" "$@"
 BUILD=${BUILD:-build}
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=../lib.sh
