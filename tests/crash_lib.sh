@@ -88,6 +88,18 @@ fsck_out() {
 		head -12 | sed "s/^/# $1: /"
 }
 
+# fsck_line LABEL IMAGE OUT — "ok - LABEL" when e2fsck -fn IMAGE is clean,
+# else "not ok - LABEL" and the interesting lines: for background jobs, whose
+# lines are counted when they are collected.
+fsck_line() {
+	if e2fsck -fn "$2" >"$3" 2>&1; then
+		echo "ok - $1"
+	else
+		echo "not ok - $1"
+		fsck_out "e2fsck -fn" "$3"
+	fi
+}
+
 fail() { not_ok "$@"; iter_failed=1; }
 
 # run_verify OUTFILE ARGS... — crash_workload verify prints the check lines.

@@ -337,7 +337,12 @@ static void op_failed(struct thr *t, const char *what, const char *path, int e)
 	}
 	t->errors++;
 	snprintf(t->last_err, sizeof(t->last_err), "%s %s: %s", what, path, strerror(e));
-	if (e != ENOSPC && e != EDQUOT)
+	/* After a power cut (-c) the process runs on over a LUN that lost
+	 * writes: what it does then no longer matters, only what the LUN holds */
+	if (cut_check())
+		fprintf(stderr, "crash_workload: thread %d, after the power cut: %s %s: %s\n", t->id, what,
+			path, strerror(e));
+	else if (e != ENOSPC && e != EDQUOT)
 		fprintf(stderr, "# crash_workload: thread %d: %s %s: %s\n", t->id, what, path, strerror(e));
 	if (e == EIO)
 		t->stop = 1;

@@ -159,12 +159,7 @@ job_e2fsck() {
 			echo "not ok - it $n: e2fsck -fy replaying the journal itself (exit $rc)"
 			fsck_out "e2fsck -fy" "$w/fsck-e.out"
 		fi
-		if e2fsck -fn "$w/crash.img" >"$w/fsck-en.out" 2>&1; then
-			echo "ok - it $n: e2fsck -fn clean after e2fsck's own replay"
-		else
-			echo "not ok - it $n: e2fsck -fn clean after e2fsck's own replay"
-			fsck_out "e2fsck -fn" "$w/fsck-en.out"
-		fi
+		fsck_line "it $n: e2fsck -fn clean after e2fsck's own replay" "$w/crash.img" "$w/fsck-en.out"
 		l=
 		if l=$(losetup -f --show -r "$w/crash.img") && mount -t ext4 -o ro "$l" "$km"; then
 			"$WL" verify -l "it $n: e2fsck's own replay, kernel view" "$@" 2>&1
@@ -196,12 +191,7 @@ job_tools() {
 				echo "not ok - it $n: after tune2fs -f -E clear_mmp's replay, e2fsck -fy exited $rc"
 				fsck_out "e2fsck -fy" "$w/fsck-t.out"
 			fi
-			if e2fsck -fn "$w/t.img" >"$w/fsck-tn.out" 2>&1; then
-				echo "ok - it $n: e2fsck -fn clean after tune2fs's replay"
-			else
-				echo "not ok - it $n: e2fsck -fn clean after tune2fs's replay"
-				fsck_out "e2fsck -fn" "$w/fsck-tn.out"
-			fi
+			fsck_line "it $n: e2fsck -fn clean after tune2fs's replay" "$w/t.img" "$w/fsck-tn.out"
 		else
 			echo "not ok - it $n: tune2fs -f -E clear_mmp: $(tail -1 "$w/tune2fs.out")"
 		fi
@@ -215,12 +205,7 @@ job_tools() {
 			echo "not ok - it $n: e2fsck -p -E journal_only (exit $rc)"
 			fsck_out "journal_only" "$w/fsck-j.out"
 		fi
-		if e2fsck -fn "$w/j.img" >"$w/fsck-jn.out" 2>&1; then
-			echo "ok - it $n: e2fsck -fn clean after the journal-only replay"
-		else
-			echo "not ok - it $n: e2fsck -fn clean after the journal-only replay"
-			fsck_out "e2fsck -fn" "$w/fsck-jn.out"
-		fi
+		fsck_line "it $n: e2fsck -fn clean after the journal-only replay" "$w/j.img" "$w/fsck-jn.out"
 		rm -f "$w/j.img"
 	} >"$w/out" 2>&1
 }
