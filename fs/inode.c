@@ -231,6 +231,17 @@ struct minode *minode_get(struct volume *v, ext2_ino_t ino)
 	return m;
 }
 
+/* Under v->table_lock: takes m out of the table (if it is still there). */
+static void table_remove_locked(struct volume *v, struct minode *m)
+{
+	struct minode **pp = &v->buckets[m->ino % v->nbuckets];
+	while (*pp && *pp != m)
+		pp = &(*pp)->hash_next;
+	if (*pp)
+		*pp = m->hash_next;
+	m->hash_next = NULL;
+}
+
 void minode_put(struct volume *v, struct minode *m)
 {
 	if (!m)
@@ -240,10 +251,7 @@ void minode_put(struct volume *v, struct minode *m)
 		pthread_mutex_unlock(&v->table_lock);
 		return;
 	}
-	struct minode **pp = &v->buckets[m->ino % v->nbuckets];
-	while (*pp != m)
-		pp = &(*pp)->hash_next;
-	*pp = m->hash_next;
+	table_remove_locked(v, m);
 	pthread_mutex_unlock(&v->table_lock);
 	pthread_rwlock_destroy(&m->io_lock);
 	pthread_mutex_destroy(&m->write_lock);
@@ -571,6 +579,16 @@ int meta_release(struct volume *v, struct minode *m)
 				rc = inode_read(v, m->ino, &in);
 			if (rc == 0)
 				rc = inode_free(v, m->ino, &in);
+			/* The inode number is free for the next create now, while
+			 * m (its size, its map) lives on until the last reference
+			 * goes: FUSE sends RELEASE after close() has returned, so
+			 * a create can reuse the number before minode_put. It
+			 * must get a fresh minode, not this one. */
+			if (rc == 0) {
+				pthread_mutex_lock(&v->table_lock);
+				table_remove_locked(v, m);
+				pthread_mutex_unlock(&v->table_lock);
+			}
 		} else {
 			rc = flush_times(v, m, &in);
 			if (rc == 0)

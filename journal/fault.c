@@ -2,7 +2,10 @@
  * environment, the first N writes to the LUN happen and every later one is
  * silently dropped (reported as done), as if power failed after write N while
  * the process ran on. Process-wide by nature (it models the one LUN the
- * process writes), hence a global: an atomic counter, set once. */
+ * process writes), hence a global: an atomic counter, set once.
+ * At a normal exit (not kill -9) the process reports how many writes it
+ * issued, so a test can spread its limits over a workload's writes
+ * (tests/integration/powercut.sh calibrates with a limit it never reaches). */
 #include "journal/journal.h"
 
 #include <pthread.h>
@@ -15,11 +18,21 @@ static long long fault_limit = -1;              /* written once under fault_once
 static atomic_llong fault_writes;
 static atomic_int fault_announced;
 
+static void fault_report(void)
+{
+	long long n = atomic_load(&fault_writes);
+	fprintf(stderr, "csvfs: fault injection: %lld LUN writes issued, %lld dropped\n", n,
+		n > fault_limit ? n - fault_limit : 0);
+}
+
 static void fault_init(void)
 {
 	const char *s = getenv("CSVFS_FAULT_WRITE_LIMIT");
-	if (s && *s)
+	if (s && *s) {
 		fault_limit = atoll(s);
+		if (fault_limit >= 0)
+			atexit(fault_report);
+	}
 }
 
 int journal_fault_drop_write(void)

@@ -1678,6 +1678,39 @@ static void test_freed_inode_is_stale(void **state)
 	}
 }
 
+/* FUSE sends RELEASE after close(2) has returned: the last release of an
+ * unlinked file frees its inode number, and a create may reuse the number
+ * before the release's minode_put. The new file must get a fresh minode —
+ * the old one's size made meta_commit_write skip i_size, so the disk had
+ * written extents past an i_size of 0 (found by tests/integration/crash.sh). */
+static void test_reused_ino_gets_fresh_minode(void **state)
+{
+	struct efx *f = *state;
+	struct volume *v = f->v;
+	ext2_ino_t ino = mkfile(v, ROOT, "old");
+	struct minode *m = open_m(v, ino);
+	assert_int_equal(meta_alloc(v, m, 0, 4), 0);
+	assert_int_equal(meta_commit_write(v, m, 0, 4, 4 * BS), 0);
+	assert_int_equal(meta_unlink(v, ROOT, "old"), 0);
+	assert_int_equal(meta_release(v, m), 0);      /* frees the inode ... */
+	ext2_ino_t again = mkfile(v, ROOT, "new");     /* ... which is reused */
+	struct minode *n = open_m(v, again);
+	minode_put(v, m);                              /* the release's put comes late */
+	if (again == ino)
+		assert_ptr_not_equal(n, m);
+	assert_int_equal(meta_alloc(v, n, 0, 2), 0);
+	assert_int_equal(meta_commit_write(v, n, 0, 2, 2 * BS), 0);
+	struct meta_attr a;
+	assert_int_equal(meta_getattr(v, again, &a), 0);
+	assert_int_equal(a.size, 2 * BS);
+	struct ext2_inode_large in;
+	pthread_mutex_lock(&v->lock);
+	assert_int_equal(inode_read(v, again, &in), 0);
+	pthread_mutex_unlock(&v->lock);
+	assert_int_equal(EXT2_I_SIZE(&in), 2 * BS);   /* on disk, not only in memory */
+	close_m(v, n);
+}
+
 /* KNOWN BUG (fs/namei.c check_name and callers): "." and ".." are accepted as
  * names. dir_find does not see them in an htree directory (they sit before
  * the dx root), so meta_create(ROOT, "..") adds a second ".." entry; and a
@@ -1817,6 +1850,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_read_only_volume, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_concurrent_operations, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_freed_inode_is_stale, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reused_ino_gets_fresh_minode, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_dot_names_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_prealloc_with_deferred_frees, setup_small, teardown),
 		cmocka_unit_test_setup_teardown(test_split_without_space, setup_small, teardown),
