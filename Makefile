@@ -4,7 +4,7 @@
 #   make deps       install every Debian package the project and its tests use
 #   make check      all tests (unit + real mounts); ends with "N passed, N failed"
 #   make demo       format a LUN image, mount it, write and verify a VM disk
-#   make bench      benchmarks, written to docs/benchmarks.md
+#   make bench      benchmarks, written to docs/benchmarks.md and docs/benchmarks-cluster.md
 #   make SAN=1 ...  ASan + UBSan build (into build-san/)
 #   make CC=clang   any C11 compiler; warnings are errors under gcc and clang
 
@@ -104,6 +104,7 @@ demo: deps
 
 bench: all $(HELPER_BIN)
 	@BUILD=$(BUILD) tests/bench/run.sh
+	@BUILD=$(BUILD) tests/bench/cluster.sh
 
 # libFuzzer harnesses over every network and on-disk decoder (clang only).
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)

@@ -242,6 +242,13 @@ static void table_remove_locked(struct volume *v, struct minode *m)
 	m->hash_next = NULL;
 }
 
+void minode_forget(struct volume *v, struct minode *m)
+{
+	pthread_mutex_lock(&v->table_lock);
+	table_remove_locked(v, m);
+	pthread_mutex_unlock(&v->table_lock);
+}
+
 void minode_put(struct volume *v, struct minode *m)
 {
 	if (!m)

@@ -71,6 +71,7 @@ struct minode {
 	uint64_t layout_token;         /* names the lock in its callbacks */
 	int layout_state;              /* LAYOUT_* */
 	_Atomic int size_stale;        /* refresh size from the coordinator before a read */
+	uint32_t generation;           /* participant: of the inode this minode was opened as */
 	/* Written ranges committed to a coordinator but not yet made durable
 	 * by an fsync there: sent again to a new coordinator (map_lock). */
 	struct pending_commit { uint64_t lblk, len, size; uint32_t epoch; } *pend;
@@ -148,6 +149,9 @@ int volume_sync_locked(struct volume *v);
 /* With the engine attached the inode must exist; without (a participant)
  * the minode starts with size 0 and the caller sets it. */
 struct minode *minode_get(struct volume *v, ext2_ino_t ino);
+/* Takes m out of the table: the next minode_get of its number gets a fresh
+ * one (its inode was freed and the number may be reused). */
+void minode_forget(struct volume *v, struct minode *m);
 /* A reference to ino's minode if one is live, else NULL. */
 struct minode *minode_find(struct volume *v, ext2_ino_t ino);
 /* Calls fn on every live minode (each held by a reference during the call). */
