@@ -109,6 +109,11 @@ struct volume {
 	size_t nbuckets;
 
 	int dirty;                     /* volume lock: bitmaps/sb need writing */
+	/* Group commit (volume_sync), under the volume lock: a leader is
+	 * writing a transaction; how many were taken, finished, finished well. */
+	pthread_cond_t sync_cond;
+	int sync_busy;
+	uint64_t sync_prepared, sync_done, sync_ok_upto;
 	int mmp_held;                  /* we hold the MMP block (fsck state + heartbeat) */
 	int journaled;                 /* metadata goes through the JBD2 journal */
 	int opened;                    /* volume_open succeeded: close writes state */

@@ -61,16 +61,44 @@ int volume_sync_locked(struct volume *v)
 }
 
 /* The same, with v->lock held only while the transaction is taken: other
- * operations go on while it is written, and fsyncs that arrive meanwhile
- * share the next commit (group commit). */
+ * operations go on while it is written. Group commit: one caller at a time
+ * (the leader) writes a transaction; callers that arrive meanwhile wait for
+ * it, then the first of them takes everything they all changed as the next
+ * transaction and the others wait for that one. N concurrent fsyncs cost
+ * about two commits, not N. */
 int volume_sync(struct volume *v)
 {
+	pthread_mutex_lock(&v->lock);
+	uint64_t entry = v->sync_prepared;
+	while (v->sync_busy && v->sync_prepared == entry)
+		pthread_cond_wait(&v->sync_cond, &v->lock);
+	if (v->sync_prepared > entry) {
+		/* A transaction taken after we came holds our changes. */
+		uint64_t mine = v->sync_prepared;
+		while (v->sync_done < mine)
+			pthread_cond_wait(&v->sync_cond, &v->lock);
+		/* Transactions finish in order, and a failed one's blocks go
+		 * into the next: durable if any at or after ours succeeded. */
+		int rc = v->sync_ok_upto >= mine ? 0 : -EIO;
+		pthread_mutex_unlock(&v->lock);
+		return rc;
+	}
 	struct journal_txn *txn;
 	uint64_t wait_id;
-	pthread_mutex_lock(&v->lock);
+	v->sync_busy = 1;
 	int rc = commit_begin(v, &txn, &wait_id);
+	uint64_t mine = ++v->sync_prepared;
 	pthread_mutex_unlock(&v->lock);
-	return rc ? rc : journal_commit_finish(v->journal, txn, wait_id);
+	if (rc == 0)
+		rc = journal_commit_finish(v->journal, txn, wait_id);
+	pthread_mutex_lock(&v->lock);
+	v->sync_done = mine;
+	if (rc == 0)
+		v->sync_ok_upto = mine;
+	v->sync_busy = 0;
+	pthread_cond_broadcast(&v->sync_cond);
+	pthread_mutex_unlock(&v->lock);
+	return rc;
 }
 
 static void *flusher_main(void *arg)
@@ -364,6 +392,7 @@ int volume_new(const struct volume_opts *o, struct volume **out, char *err, size
 	v->cache_bytes = o->cache_bytes;
 	v->data_fd = -1;
 	pthread_mutex_init(&v->lock, NULL);
+	pthread_cond_init(&v->sync_cond, NULL);
 	pthread_mutex_init(&v->table_lock, NULL);
 	pthread_mutex_init(&v->flusher_lock, NULL);
 	pthread_cond_init(&v->flusher_cond, NULL);
@@ -557,6 +586,7 @@ void volume_free(struct volume *v)
 		close(v->data_fd);
 	free(v->buckets);
 	pthread_mutex_destroy(&v->lock);
+	pthread_cond_destroy(&v->sync_cond);
 	pthread_mutex_destroy(&v->table_lock);
 	pthread_mutex_destroy(&v->flusher_lock);
 	pthread_cond_destroy(&v->flusher_cond);
