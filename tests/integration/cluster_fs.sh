@@ -149,6 +149,16 @@ on 2 qemu-io -t none -f raw -c 'write -P 0xcd 0 4M' -c 'write -P 0xef 1500M 512k
 on 3 qemu-io -t none -f raw -r -c 'read -P 0xcd 0 4M' -c 'read -P 0xef 1500M 512k' -c 'read -P 0 700M 4M' "$V/vm.raw" >"$S/raw3.out" 2>&1
 check "raw sparse disk: written on node2, read and verified on node3 (holes read zeros)" \
   sh -c "[ \$(grep -c '^read' '$S/raw3.out') -eq 3 ] && ! grep -q 'Pattern verification failed' '$S/raw3.out'"
+# the destination opens the raw disk before the source has written and closed
+on 1 qemu-img create -f raw "$V/vm2.raw" 1G >/dev/null
+on 3 qemu-io -t none -f raw -r -c 'sleep 6000' -c 'read -P 0x77 0 2M' -c 'read -P 0x78 900M 1M' \
+  -c 'read -P 0 500M 1M' "$V/vm2.raw" >"$S/raw-open.out" 2>&1 &
+rop=$!
+sleep 1
+on 2 qemu-io -t none -f raw -c 'write -P 0x77 0 2M' -c 'write -P 0x78 900M 1M' -c flush "$V/vm2.raw" >/dev/null 2>&1
+wait $rop
+check "raw disk held open on node3 while node2 writes and closes it: node3 reads node2's data" \
+  sh -c "[ \$(grep -c '^read' '$S/raw-open.out') -eq 3 ] && ! grep -q 'Pattern verification failed' '$S/raw-open.out'"
 check_eq "the raw disk stays sparse" "yes" "$(sh_on 1 "[ \$(stat -c %b $V/vm.raw) -lt 20000 ] && echo yes")"
 
 # ---- fio from three nodes at once ---------------------------------------------------------
