@@ -81,6 +81,9 @@ int volume_sync(struct volume *v)
 		 * into the next: durable if any at or after ours succeeded. */
 		int rc = v->sync_ok_upto >= mine ? 0 : -EIO;
 		pthread_mutex_unlock(&v->lock);
+		if (rc)
+			csvfs_log(LOG_ERR_L, "sync: transaction %llu, which holds these changes, failed",
+				  (unsigned long long)mine);
 		return rc;
 	}
 	struct journal_txn *txn;

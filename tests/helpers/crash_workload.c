@@ -331,6 +331,12 @@ static int gone(int e)
  * is reported, and the paths the operation touched are forgotten. */
 static void op_failed(struct thr *t, const char *what, const char *path, int e)
 {
+	/* A request the kernel was answering as the daemon died can fail with
+	 * EIO rather than ENOTCONN: if the filesystem is gone the moment the
+	 * error is seen, the daemon's death caused it. */
+	struct stat st;
+	if (!gone(e) && fstatat(root_fd, ".", &st, 0) != 0 && gone(errno))
+		e = errno;
 	if (gone(e)) {
 		t->stop = 1;
 		return;
