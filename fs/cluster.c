@@ -148,6 +148,10 @@ static void held_ast(void *arg, int status, enum dg_mode granted, const uint8_t 
 		h->lost = 1;   /* the lineage it lived in is gone, pending or not */
 	pthread_cond_broadcast(&h->cv);
 	pthread_mutex_unlock(&h->mu);
+	/* A coordinator whose role lock is gone may not write one more block:
+	 * another node owns the volume now (lose_role drops the engine). */
+	if (status == -ENOTCONN && h == &h->c->coord && atomic_load(&h->c->role) == CL_COORDINATOR)
+		journal_gate_set(JOURNAL_GATE_CLOSED);
 	if (status == -ENOTCONN)
 		poke(h->c);
 }
@@ -814,6 +818,9 @@ static void lose_role(struct cluster *c)
 	held_unlock(&c->coord, 0, NULL);
 	pthread_mutex_lock(&c->mu);
 	c->coord_nodeid = 0;
+	/* The stale engine is gone: as a participant this node may use the
+	 * LUN again with fresh layouts (or stays paused without quorum). */
+	journal_gate_set(c->quorate ? JOURNAL_GATE_OPEN : JOURNAL_GATE_PAUSED);
 	pthread_mutex_unlock(&c->mu);
 	csvfs_log(LOG_ERR_L, "this node lost the coordinator role while cut off from the cluster; "
 		  "its unsaved metadata changes are dropped, it rejoins as a participant");
@@ -826,11 +833,11 @@ static void try_take_role(struct cluster *c, const struct coord_info *ci)
 	int rc = held_lock(&c->coord, c->ls, "coord", DG_EX, DG_NOQUEUE);
 	if (rc)
 		return;                       /* someone holds it (maybe departed, not yet fenced) */
+	/* The value block as it is now that nobody else can write it: the
+	 * epoch we follow, and whether a predecessor has to be taken over. */
 	struct coord_info now = *ci;
-	if (info_read(c, &now) == 0 && now.nodeid && now.nodeid != c->self &&
-	    member_find(c, now.nodeid, NULL, NULL)) {
-		/* It published itself and released: let it be (a move in flight). */
-	}
+	if (info_read(c, &now) != 0)
+		now = *ci;
 	if (become_coordinator(c, &now) != 0) {
 		held_unlock(&c->coord, 0, NULL);
 		sleep(1);
@@ -950,6 +957,11 @@ static void cb_quorum(void *arg, int quorate)
 		if (journal_gate_get() == JOURNAL_GATE_OPEN)
 			journal_gate_set(JOURNAL_GATE_PAUSED);
 		csvfs_log(LOG_WARN_L, "quorum lost: this node is paused (no LUN I/O; requests held)");
+	} else if (atomic_load(&c->role) == CL_COORDINATOR && held_lost(&c->coord)) {
+		/* Back, but superseded: the gate stays shut until the stale
+		 * engine is dropped (lose_role). */
+		journal_gate_set(JOURNAL_GATE_CLOSED);
+		csvfs_log(LOG_WARN_L, "quorum regained, but this node's coordinator role was taken over");
 	} else {
 		if (journal_gate_get() != JOURNAL_GATE_OPEN)
 			journal_gate_set(JOURNAL_GATE_OPEN);
