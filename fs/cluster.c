@@ -871,7 +871,8 @@ static void participant_step(struct cluster *c)
 	pthread_mutex_unlock(&c->mu);
 	struct dg_member mb;
 	int settled = 0;
-	if (ci.nodeid && ci.nodeid != c->self && member_find(c, ci.nodeid, NULL, &mb)) {
+	int live = ci.nodeid && ci.nodeid != c->self && member_find(c, ci.nodeid, NULL, &mb);
+	if (live) {
 		if (!connected)
 			connected = connect_to(c, &ci, &mb) == 0;
 		char peer[RIO_NODE_NAME_MAX + 1] = "";
@@ -885,7 +886,7 @@ static void participant_step(struct cluster *c)
 	pthread_mutex_lock(&c->mu);
 	c->settled = settled;
 	pthread_mutex_unlock(&c->mu);
-	if (ci.nodeid && ci.nodeid != c->self && member_find(c, ci.nodeid, NULL, NULL))
+	if (live)
 		return;
 	/* No live coordinator: whoever gets "coord" first takes over. */
 	if (!move_waiting(c, &ci))
