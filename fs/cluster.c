@@ -35,6 +35,7 @@
 #define CONNECT_TIMEOUT_MS 5000
 #define LOOP_MS 500
 #define QUICK_MS 100
+#define WAIT_COORD_MS 50     /* a waiting request tries again this often */
 #define MOVE_GRACE_MS 10000
 #define MAX_NODES 64
 
@@ -352,6 +353,7 @@ static void reclaim_one(struct volume *v, struct minode *m, void *arg)
 		rio_writer_init(&w, 0);
 		rio_put_u32(&w, m->ino);
 		rio_put_u8(&w, 0);
+		rio_put_u32(&w, m->generation);
 		int rc = rio_client_call(k->cl, OP_OPEN, 0, rio_writer_data(&w), w.len, &rep, CALL_TIMEOUT_MS);
 		rio_writer_free(&w);
 		if (rc == RIO_OK && rep.status)
@@ -535,6 +537,9 @@ int cluster_layout_hold(struct cluster *c, struct minode *m)
 		m->layout_token = token;
 		m->layout_state = LAYOUT_WAITING;
 		m->nmap = 0;     /* nothing cached without the lock */
+		/* Truncates by others while we held no lock recalled nothing of
+		 * ours: the size we know must be asked again once granted. */
+		atomic_store(&m->size_stale, 1);
 		pthread_mutex_unlock(&m->map_lock);
 		char name[32];
 		layout_name(m->ino, name, sizeof(name));
@@ -1047,18 +1052,24 @@ void cluster_leave(struct cluster *c)
 	pthread_rwlock_unlock(&c->role_lock);
 }
 
-int cluster_wait_coordinator(struct cluster *c, unsigned attempt)
+int cluster_wait_coordinator(struct cluster *c, uint64_t *since_ms)
 {
-	/* attempts are ~250 ms apart */
-	if ((uint64_t)attempt * 250 >= c->o.coord_wait_ms) {
+	/* Bounded by time, not by wake-ups: many waiting requests wake each
+	 * other, and a count of wake-ups ran out within milliseconds. */
+	uint64_t now = now_ms();
+	if (*since_ms == 0)
+		*since_ms = now;
+	if (now - *since_ms >= c->o.coord_wait_ms) {
 		csvfs_log(LOG_ERR_L, "no coordinator reachable for %u ms: request fails with EIO",
 			  c->o.coord_wait_ms);
 		return -EIO;
 	}
 	pthread_mutex_lock(&c->mu);
-	c->recheck = 1;
-	pthread_cond_broadcast(&c->cv);
-	struct timespec dl = deadline_in(250);
+	if (!c->recheck) {
+		c->recheck = 1;
+		pthread_cond_broadcast(&c->cv);
+	}
+	struct timespec dl = deadline_in(WAIT_COORD_MS);
 	pthread_cond_timedwait(&c->cv, &c->mu, &dl);
 	int stop = c->stopping;
 	pthread_mutex_unlock(&c->mu);

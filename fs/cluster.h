@@ -38,9 +38,10 @@ int cluster_enter(struct cluster *c);
 void cluster_leave(struct cluster *c);
 /* Requests would be served now: not paused, and a coordinator at hand. */
 int cluster_ready(struct cluster *c);
-/* After a request failed with -ERESTART (coordinator unreachable): waits,
- * bounded, for a coordinator. 0 = try again, else give up with the errno. */
-int cluster_wait_coordinator(struct cluster *c, unsigned attempt);
+/* After a request failed with -ERESTART (coordinator unreachable): waits a
+ * little for a coordinator. 0 = try again, else give up with the errno once
+ * coord_wait has passed since *since_ms (0: the first wait, set here). */
+int cluster_wait_coordinator(struct cluster *c, uint64_t *since_ms);
 
 /* Participant: an RPC to the coordinator. -ERESTART when it cannot be
  * reached (the caller leaves and retries), else the operation's result. */

@@ -74,7 +74,7 @@ ssize_t data_read(struct volume *v, struct minode *m, char *buf, size_t len, uin
 	if (!bb)
 		return -ENOMEM;
 	pthread_rwlock_rdlock(&m->io_lock);
-	int rc = fsop_size_for_read(v, m, off + len);
+	int rc = fsop_refresh_size(v, m, off + len);
 	if (rc) {
 		pthread_rwlock_unlock(&m->io_lock);
 		return rc;
@@ -175,10 +175,9 @@ static int write_allocating(struct volume *v, struct minode *m, const char *src,
 		memset(bb + (span_end - span_start - bs), 0, bs);
 		memcpy(bb + (pos - span_start), src, stop - pos);
 		rc = lun_io(v, 1, bb, span_end - span_start, e.pblk + (span_start / bs - e.lblk), m->ino);
-		uint64_t size = atomic_load(&m->size);
+		/* The commit grows the size to at least stop, never shrinks it. */
 		if (rc == 0)
-			rc = fsop_commit_write(v, m, span_start / bs, (span_end - span_start) / bs,
-					       stop > size ? stop : size);
+			rc = fsop_commit_write(v, m, span_start / bs, (span_end - span_start) / bs, stop);
 		if (rc == 0)
 			*advanced = stop;
 	}
@@ -198,7 +197,7 @@ ssize_t data_write(struct volume *v, struct minode *m, const char *buf, size_t l
 		return -EFBIG;
 	pthread_rwlock_rdlock(&m->io_lock);
 	uint64_t pos = off, end = off + len;
-	int rc = 0, overwrote = 0;
+	int rc = fsop_refresh_size(v, m, 0), overwrote = 0;
 	for (unsigned guard = 0; pos < end && rc == 0 && guard < 100000; guard++) {
 		struct meta_extent e;
 		rc = fsop_map(v, m, pos / bs, &e);

@@ -21,7 +21,7 @@
 	do {                                                                         \
 		if (!(v)->cluster)                                                   \
 			return (LOCAL);                                              \
-		for (unsigned try_ = 0;; try_++) {                                   \
+		for (uint64_t since_ = 0;;) {                                        \
 			int role_ = cluster_enter((v)->cluster);                     \
 			if (role_ < 0)                                               \
 				return role_;                                        \
@@ -29,10 +29,18 @@
 			cluster_leave((v)->cluster);                                 \
 			if (rc_ != -ERESTART)                                        \
 				return rc_;                                          \
-			int wait_ = cluster_wait_coordinator((v)->cluster, try_);    \
+			int wait_ = cluster_wait_coordinator((v)->cluster, &since_); \
 			if (wait_)                                                   \
 				return wait_;                                        \
 		}                                                                    \
+	} while (0)
+
+/* Every role refuses a bad name the same way, before anything is sent. */
+#define CHECK_NAME(name)                                                             \
+	do {                                                                         \
+		int bad_ = meta_check_name(name);                                    \
+		if (bad_)                                                            \
+			return bad_;                                                 \
 	} while (0)
 
 /* ---- participant side: requests to the coordinator -------------------- */
@@ -126,13 +134,30 @@ static int r_getattr(struct volume *v, ext2_ino_t ino, struct meta_attr *out)
 	return call_attr(v, OP_GETATTR, 1, &w, out);
 }
 
+/* Our own size change: what this node's open files know follows it at
+ * once (a truncate elsewhere reaches them through a layout recall). */
+static void remote_size_changed(struct volume *v, ext2_ino_t ino, uint64_t size)
+{
+	struct minode *m = minode_find(v, ino);
+	if (m) {
+		atomic_store(&m->size, size);
+		minode_put(v, m);
+	}
+}
+
 static int r_setattr(struct volume *v, ext2_ino_t ino, const struct meta_setattr *sa,
 		     struct meta_attr *out)
 {
 	struct rio_writer w = req_init();
 	rio_put_u32(&w, ino);
 	proto_put_setattr(&w, sa);
-	return call_attr(v, OP_SETATTR, 0, &w, out);
+	struct meta_attr a;
+	int rc = call_attr(v, OP_SETATTR, 0, &w, &a);
+	if (rc == 0 && (sa->valid & META_SET_SIZE))
+		remote_size_changed(v, ino, a.size);
+	if (rc == 0 && out)
+		*out = a;
+	return rc;
 }
 
 static int r_create(struct volume *v, ext2_ino_t parent, const char *name, uint32_t mode,
@@ -325,6 +350,7 @@ static int r_setxattr(struct volume *v, ext2_ino_t ino, const char *name, const 
 
 int fsop_lookup(struct volume *v, ext2_ino_t parent, const char *name, struct meta_attr *out)
 {
+	CHECK_NAME(name);
 	DISPATCH(v, meta_lookup(v, parent, name, out), r_ino_name(v, OP_LOOKUP, 1, parent, name, out));
 }
 
@@ -357,6 +383,7 @@ int fsop_setattr(struct volume *v, ext2_ino_t ino, const struct meta_setattr *sa
 int fsop_create(struct volume *v, ext2_ino_t parent, const char *name, uint32_t mode,
 		uint32_t rdev, const struct meta_cred *cred, struct meta_attr *out)
 {
+	CHECK_NAME(name);
 	DISPATCH(v, meta_create(v, parent, name, mode, rdev, cred, out),
 		 r_create(v, parent, name, mode, rdev, cred, out));
 }
@@ -364,6 +391,7 @@ int fsop_create(struct volume *v, ext2_ino_t parent, const char *name, uint32_t 
 int fsop_symlink(struct volume *v, ext2_ino_t parent, const char *name, const char *target,
 		 const struct meta_cred *cred, struct meta_attr *out)
 {
+	CHECK_NAME(name);
 	DISPATCH(v, meta_symlink(v, parent, name, target, cred, out),
 		 r_symlink(v, parent, name, target, cred, out));
 }
@@ -371,22 +399,27 @@ int fsop_symlink(struct volume *v, ext2_ino_t parent, const char *name, const ch
 int fsop_link(struct volume *v, ext2_ino_t ino, ext2_ino_t newparent, const char *newname,
 	      struct meta_attr *out)
 {
+	CHECK_NAME(newname);
 	DISPATCH(v, meta_link(v, ino, newparent, newname, out), r_link(v, ino, newparent, newname, out));
 }
 
 int fsop_unlink(struct volume *v, ext2_ino_t parent, const char *name)
 {
+	CHECK_NAME(name);
 	DISPATCH(v, meta_unlink(v, parent, name), r_ino_name(v, OP_UNLINK, 0, parent, name, NULL));
 }
 
 int fsop_rmdir(struct volume *v, ext2_ino_t parent, const char *name)
 {
+	CHECK_NAME(name);
 	DISPATCH(v, meta_rmdir(v, parent, name), r_ino_name(v, OP_RMDIR, 0, parent, name, NULL));
 }
 
 int fsop_rename(struct volume *v, ext2_ino_t parent, const char *name, ext2_ino_t newparent,
 		const char *newname, unsigned flags)
 {
+	CHECK_NAME(name);
+	CHECK_NAME(newname);
 	DISPATCH(v, meta_rename(v, parent, name, newparent, newname, flags),
 		 r_rename(v, parent, name, newparent, newname, flags));
 }
@@ -458,7 +491,8 @@ int fsop_removexattr(struct volume *v, ext2_ino_t ino, const char *name)
 
 /* ---- open files ------------------------------------------------------------ */
 
-static int local_open(struct volume *v, ext2_ino_t ino, int truncate, struct minode **out)
+static int local_open(struct volume *v, ext2_ino_t ino, uint32_t gen, int truncate,
+		      struct minode **out)
 {
 	struct minode *m = minode_get(v, ino);
 	if (!m)
@@ -466,7 +500,7 @@ static int local_open(struct volume *v, ext2_ino_t ino, int truncate, struct min
 	void *recall = NULL;
 	int rc = truncate && v->cluster ? cluster_recall_begin(v->cluster, ino, &recall) : 0;
 	if (rc == 0)
-		rc = meta_open(v, m, truncate);
+		rc = meta_open(v, m, gen, truncate);
 	if (recall)
 		cluster_recall_end(v->cluster, recall);
 	if (rc) {
@@ -512,12 +546,13 @@ static int remote_opened(struct volume *v, const struct meta_attr *a, struct min
 	return 0;
 }
 
-static int r_open(struct volume *v, ext2_ino_t ino, int truncate, struct minode **out)
+static int r_open(struct volume *v, ext2_ino_t ino, uint32_t gen, int truncate, struct minode **out)
 {
 	struct rio_writer w = req_init();
 	struct meta_attr a;
 	rio_put_u32(&w, ino);
 	rio_put_u8(&w, (uint8_t)truncate);
+	rio_put_u32(&w, gen);
 	int rc = call_attr(v, OP_OPEN, 0, &w, &a);
 	return rc ? rc : remote_opened(v, &a, out);
 }
@@ -527,7 +562,7 @@ static int local_create_open(struct volume *v, ext2_ino_t parent, const char *na
 			     const struct meta_cred *cred, struct meta_attr *out, struct minode **m)
 {
 	int rc = meta_create(v, parent, name, mode, 0, cred, out);
-	return rc ? rc : local_open(v, (ext2_ino_t)out->ino, 0, m);
+	return rc ? rc : local_open(v, (ext2_ino_t)out->ino, out->generation, 0, m);
 }
 
 static int r_create_open(struct volume *v, ext2_ino_t parent, const char *name, uint32_t mode,
@@ -546,13 +581,14 @@ static int r_create_open(struct volume *v, ext2_ino_t parent, const char *name, 
 int fsop_create_open(struct volume *v, ext2_ino_t parent, const char *name, uint32_t mode,
 		     const struct meta_cred *cred, struct meta_attr *out, struct minode **m)
 {
+	CHECK_NAME(name);
 	DISPATCH(v, local_create_open(v, parent, name, mode, cred, out, m),
 		 r_create_open(v, parent, name, mode, cred, out, m));
 }
 
-int fsop_open(struct volume *v, ext2_ino_t ino, int truncate, struct minode **out)
+int fsop_open(struct volume *v, ext2_ino_t ino, uint32_t gen, int truncate, struct minode **out)
 {
-	DISPATCH(v, local_open(v, ino, truncate, out), r_open(v, ino, truncate, out));
+	DISPATCH(v, local_open(v, ino, gen, truncate, out), r_open(v, ino, gen, truncate, out));
 }
 
 /* A participant's dirty times travel with its release and fsync. */
@@ -785,7 +821,7 @@ static ssize_t transfer(struct volume *v, struct minode *m, char *rbuf, const ch
 	if (!v->cluster)
 		return rbuf ? data_read(v, m, rbuf, len, off) : data_write(v, m, wbuf, len, off);
 	size_t done = 0;
-	for (unsigned attempt = 0;;) {
+	for (uint64_t since = 0;;) {
 		int role = cluster_enter(v->cluster);
 		if (role < 0)
 			return done ? (ssize_t)done : role;
@@ -800,7 +836,7 @@ static ssize_t transfer(struct volume *v, struct minode *m, char *rbuf, const ch
 		}
 		if (n == 0)
 			return (ssize_t)done;
-		if (n != -ERESTART || cluster_wait_coordinator(v->cluster, attempt++))
+		if (n != -ERESTART || cluster_wait_coordinator(v->cluster, &since))
 			return done ? (ssize_t)done : (n == -ERESTART ? -EIO : n);
 	}
 }
@@ -911,9 +947,14 @@ void fsop_touch_write(struct volume *v, struct minode *m)
 	pthread_mutex_unlock(&v->lock);
 }
 
-int fsop_size_for_read(struct volume *v, struct minode *m, uint64_t end)
+int fsop_refresh_size(struct volume *v, struct minode *m, uint64_t end)
 {
-	if (v->fs || (!atomic_load(&m->size_stale) && end <= atomic_load(&m->size)))
+	if (v->fs)
+		return 0;
+	/* The size is ours to trust only under the layout lock (a truncate
+	 * elsewhere recalls it and marks the size stale), so hold it first. */
+	int held = cluster_layout_hold(v->cluster, m) == 0;
+	if (held && !atomic_load(&m->size_stale) && end <= atomic_load(&m->size))
 		return 0;
 	struct meta_attr a;
 	int rc = r_getattr(v, m->ino, &a);

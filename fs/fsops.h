@@ -35,8 +35,9 @@ int fsop_removexattr(struct volume *v, ext2_ino_t ino, const char *name);
 /* Creates a regular file and opens it (one round trip for a participant). */
 int fsop_create_open(struct volume *v, ext2_ino_t parent, const char *name, uint32_t mode,
 		     const struct meta_cred *cred, struct meta_attr *out, struct minode **m);
-/* Opens ino (O_TRUNC: truncate); *out is the referenced minode. */
-int fsop_open(struct volume *v, ext2_ino_t ino, int truncate, struct minode **out);
+/* Opens ino of generation gen (O_TRUNC: truncate); *out is the referenced
+ * minode. -ESTALE: that file is gone (the kernel looks the name up again). */
+int fsop_open(struct volume *v, ext2_ino_t ino, uint32_t gen, int truncate, struct minode **out);
 /* Closes one open and drops the reference fsop_open took. */
 int fsop_release(struct volume *v, struct minode *m);
 int fsop_fsync(struct volume *v, struct minode *m, int datasync);
@@ -52,8 +53,8 @@ int fsop_alloc(struct volume *v, struct minode *m, uint64_t lblk, uint64_t len);
 int fsop_commit_write(struct volume *v, struct minode *m, uint64_t lblk, uint64_t len,
 		      uint64_t new_size);
 void fsop_touch_write(struct volume *v, struct minode *m);
-/* Makes m->size current for a read up to end (participants ask the
- * coordinator when the read goes past what they know). */
-int fsop_size_for_read(struct volume *v, struct minode *m, uint64_t end);
+/* Makes m->size current for I/O up to end: a participant asks the
+ * coordinator when its size is stale or the I/O goes past what it knows. */
+int fsop_refresh_size(struct volume *v, struct minode *m, uint64_t end);
 
 #endif

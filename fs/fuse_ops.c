@@ -20,14 +20,28 @@
 #define ENTRY_TIMEOUT(req) ATTR_TIMEOUT(req)
 
 /* FUSE's root is 1; ext4's is 2. ext4 inode 1 (bad blocks) is never shown. */
-static ext2_ino_t to_ext(fuse_ino_t ino)
+/* The kernel's node id carries the inode's generation with its number: a
+ * number freed and reused by another file is another node id, so a name
+ * looked up before the reuse can never reach the new file. */
+static ext2_ino_t to_ext(fuse_ino_t id)
 {
-	return ino == FUSE_ROOT_ID ? EXT2_ROOT_INO : (ext2_ino_t)ino;
+	return id == FUSE_ROOT_ID ? EXT2_ROOT_INO : (ext2_ino_t)(id & 0xffffffffu);
 }
 
-static fuse_ino_t to_fuse(uint64_t ino)
+static uint32_t gen_of(fuse_ino_t id)
 {
-	return ino == EXT2_ROOT_INO ? FUSE_ROOT_ID : (fuse_ino_t)ino;
+	return id == FUSE_ROOT_ID ? 0 : (uint32_t)(id >> 32);
+}
+
+static fuse_ino_t to_fuse(const struct meta_attr *a)
+{
+	return a->ino == EXT2_ROOT_INO ? FUSE_ROOT_ID : ((fuse_ino_t)a->generation << 32) | a->ino;
+}
+
+/* Attributes that came back for the number of id, but of another file. */
+static int other_file(fuse_ino_t id, const struct meta_attr *a)
+{
+	return id != FUSE_ROOT_ID && a->generation != gen_of(id);
 }
 
 static struct volume *vol(fuse_req_t req)
@@ -69,7 +83,7 @@ static void reply_entry(fuse_req_t req, int rc, const struct meta_attr *a)
 		return;
 	}
 	struct fuse_entry_param e = { 0 };
-	e.ino = to_fuse(a->ino);
+	e.ino = to_fuse(a);
 	e.generation = a->generation;
 	e.attr_timeout = ATTR_TIMEOUT(req);
 	e.entry_timeout = ENTRY_TIMEOUT(req);
@@ -107,6 +121,8 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	(void)fi;
 	struct meta_attr a;
 	int rc = fsop_getattr(vol(req), to_ext(ino), &a);
+	if (rc == 0 && other_file(ino, &a))
+		rc = -ESTALE;
 	if (rc) {
 		fuse_reply_err(req, -rc);
 		return;
@@ -219,7 +235,7 @@ static int attach_handle(struct minode *m, struct fuse_file_info *fi)
 	return 0;
 }
 
-static int open_handle(struct volume *v, ext2_ino_t ino, struct fuse_file_info *fi)
+static int open_handle(struct volume *v, fuse_ino_t id, struct fuse_file_info *fi)
 {
 	if (v->read_only && (fi->flags & O_ACCMODE) != O_RDONLY)
 		return -EROFS;
@@ -227,7 +243,7 @@ static int open_handle(struct volume *v, ext2_ino_t ino, struct fuse_file_info *
 	 * not as a setattr. */
 	int trunc = (fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY;
 	struct minode *m;
-	int rc = fsop_open(v, ino, trunc, &m);
+	int rc = fsop_open(v, to_ext(id), gen_of(id), trunc, &m);
 	if (rc == 0 && (rc = attach_handle(m, fi)) != 0)
 		fsop_release(v, m);
 	return rc;
@@ -249,7 +265,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 		return;
 	}
 	struct fuse_entry_param e = { 0 };
-	e.ino = to_fuse(a.ino);
+	e.ino = to_fuse(&a);
 	e.generation = a.generation;
 	e.attr_timeout = ATTR_TIMEOUT(req);
 	e.entry_timeout = ENTRY_TIMEOUT(req);
@@ -259,7 +275,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	int rc = open_handle(vol(req), to_ext(ino), fi);
+	int rc = open_handle(vol(req), ino, fi);
 	if (rc)
 		fuse_reply_err(req, -rc);
 	else
@@ -365,7 +381,7 @@ static void do_readdir(fuse_req_t req, size_t size, off_t off, struct fuse_file_
 			struct meta_attr a = d->attr;
 			if (!d->has_attr && fsop_getattr(vol(req), (ext2_ino_t)d->ino, &a) != 0)
 				continue; /* removed since the snapshot */
-			e.ino = to_fuse(a.ino);
+			e.ino = to_fuse(&a);
 			e.generation = a.generation;
 			e.attr_timeout = ATTR_TIMEOUT(req);
 			e.entry_timeout = ENTRY_TIMEOUT(req);

@@ -534,17 +534,25 @@ static int truncate_locked(struct volume *v, ext2_ino_t ino, struct ext2_inode_l
 
 /* ---- open, release, fsync ---------------------------------------------- */
 
-int meta_open(struct volume *v, struct minode *m, int truncate)
+/* Counts an open only of the file the caller looked up, checked under the
+ * same hold of the volume lock: not one whose last link and last open are
+ * gone (it is being freed), nor another file that reused its number. */
+int meta_open(struct volume *v, struct minode *m, uint32_t generation, int truncate)
 {
-	int rc = 0;
-	if (truncate) {
+	struct ext2_inode_large in;
+	pthread_mutex_lock(&v->lock);
+	int rc = inode_read(v, m->ino, &in);
+	if (rc == 0 && ((in.i_links_count == 0 && m->open_count == 0) ||
+			(m->ino != EXT2_ROOT_INO && in.i_generation != generation)))
+		rc = -ESTALE;
+	if (rc == 0)
+		m->open_count++;
+	pthread_mutex_unlock(&v->lock);
+	if (rc == 0 && truncate) {
 		struct meta_setattr sa = { .valid = META_SET_SIZE, .size = 0 };
 		rc = meta_setattr(v, m->ino, &sa, NULL);
-	}
-	if (rc == 0) {
-		pthread_mutex_lock(&v->lock);
-		m->open_count++;
-		pthread_mutex_unlock(&v->lock);
+		if (rc)
+			meta_release(v, m);
 	}
 	return rc;
 }

@@ -215,6 +215,8 @@ struct meta_dirent {
 	struct meta_attr attr;
 };
 
+/* 0, or the errno the engine gives a name it cannot hold (ENAMETOOLONG, ...). */
+int meta_check_name(const char *name);
 int meta_lookup(struct volume *v, ext2_ino_t parent, const char *name, struct meta_attr *out);
 int meta_getattr(struct volume *v, ext2_ino_t ino, struct meta_attr *out);
 int meta_setattr(struct volume *v, ext2_ino_t ino, const struct meta_setattr *sa,
@@ -247,7 +249,8 @@ int meta_setxattr(struct volume *v, ext2_ino_t ino, const char *name, const void
 int meta_removexattr(struct volume *v, ext2_ino_t ino, const char *name);
 
 /* Open counts keep unlinked files alive until their last close. */
-int meta_open(struct volume *v, struct minode *m, int truncate);
+/* -ESTALE: the inode is being freed, or its number now names another file. */
+int meta_open(struct volume *v, struct minode *m, uint32_t generation, int truncate);
 int meta_release(struct volume *v, struct minode *m);
 /* Makes the inode's metadata durable (fsync). */
 int meta_fsync(struct volume *v, struct minode *m, int datasync);

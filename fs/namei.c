@@ -8,7 +8,9 @@
 
 #define LINK_MAX_EXT4 65000u
 
-static int check_name(const char *name)
+/* The one check of a new name, for every role: a participant runs it before
+ * forwarding, so it never sends what the engine would refuse. */
+int meta_check_name(const char *name)
 {
 	size_t len = strlen(name);
 	if (len == 0)
@@ -182,7 +184,7 @@ static void discard_inode(struct volume *v, ext2_ino_t ino)
 int meta_create(struct volume *v, ext2_ino_t parent, const char *name, uint32_t mode,
 		uint32_t rdev, const struct meta_cred *cred, struct meta_attr *out)
 {
-	int rc = check_name(name);
+	int rc = meta_check_name(name);
 	if (rc)
 		return rc;
 	struct ext2_inode_large pin, in;
@@ -226,7 +228,7 @@ int meta_create(struct volume *v, ext2_ino_t parent, const char *name, uint32_t 
 int meta_symlink(struct volume *v, ext2_ino_t parent, const char *name, const char *target,
 		 const struct meta_cred *cred, struct meta_attr *out)
 {
-	int rc = check_name(name);
+	int rc = meta_check_name(name);
 	if (rc)
 		return rc;
 	size_t tlen = strlen(target);
@@ -279,7 +281,7 @@ int meta_symlink(struct volume *v, ext2_ino_t parent, const char *name, const ch
 int meta_link(struct volume *v, ext2_ino_t ino, ext2_ino_t newparent, const char *newname,
 	      struct meta_attr *out)
 {
-	int rc = check_name(newname);
+	int rc = meta_check_name(newname);
 	if (rc)
 		return rc;
 	struct ext2_inode_large pin, in;
@@ -525,7 +527,7 @@ int meta_rename(struct volume *v, ext2_ino_t parent, const char *name,
 {
 	if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
 		return -EBUSY;
-	int rc = check_name(newname);
+	int rc = meta_check_name(newname);
 	if (rc)
 		return rc == -EEXIST ? -EBUSY : rc;
 	if ((flags & META_RENAME_NOREPLACE) && (flags & META_RENAME_EXCHANGE))

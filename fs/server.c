@@ -410,10 +410,11 @@ static int with_minode(struct ctx *c, uint32_t ino, struct minode **m)
 
 static int h_open(struct ctx *c)
 {
-	uint32_t ino = 0;
+	uint32_t ino = 0, gen = 0;
 	uint8_t trunc = 0;
 	rio_get_u32(&c->r, &ino);
 	rio_get_u8(&c->r, &trunc);
+	rio_get_u32(&c->r, &gen);
 	if (rio_reader_end(&c->r) || !valid_ino(ino) || trunc > 1)
 		return -EPROTO;
 	struct minode *m;
@@ -421,7 +422,7 @@ static int h_open(struct ctx *c)
 	if (rc)
 		return rc;
 	minode_put(c->s->v, m);
-	rc = fsop_open(c->s->v, ino, trunc, &m);
+	rc = fsop_open(c->s->v, ino, gen, trunc, &m);
 	if (rc)
 		return rc;
 	struct meta_attr a;

@@ -111,6 +111,35 @@ sh_on 2 "mkdir $V/mk" & p2=$!; sh_on 3 "mkdir $V/mk" & p3=$!
 wait $p2; r2=$?; wait $p3; r3=$?
 check "mkdir of one name from two nodes: exactly one succeeds" test $(( (r2 == 0) + (r3 == 0) )) -eq 1
 
+# ---- a participant's own changes, on one open descriptor (issue 15) ---------------------
+# perl holds one descriptor, as an application does: the participant's cached
+# size must follow its own truncates.
+size_after() {  # size_after NODE FILE PERL-OPS — ops on one fd, prints the final fstat size
+  sh_on "$1" "perl -e 'open(F, \"+>\", \$ARGV[0]) or die \"\$ARGV[0]: \$!\"; $3; print((stat(F))[7]);' $V/$2"
+}
+for k in 2 1; do
+  check_eq "node$k: write 8192, ftruncate 5000, write 100 at 6000 -> size 6100" 6100 \
+    "$(size_after $k sz$k-a 'syswrite(F, "A" x 8192); truncate(F, 5000); sysseek(F, 6000, 0); syswrite(F, "B" x 100)')"
+  check_eq "node$k: write 8192, ftruncate 4096, write 100 at 4096 -> size 4196" 4196 \
+    "$(size_after $k sz$k-b 'syswrite(F, "A" x 8192); truncate(F, 4096); sysseek(F, 4096, 0); syswrite(F, "B" x 100)')"
+  check_eq "node$k: write 100, ftruncate up to 1 MiB, write 10 at 4096 -> size 1 MiB" 1048576 \
+    "$(size_after $k sz$k-c 'syswrite(F, "A" x 100); truncate(F, 1048576); sysseek(F, 4096, 0); syswrite(F, "B" x 10)')"
+done
+check_eq "node3 reads node2's truncated-then-extended file: 5000 A, 1000 zeros, 100 B" \
+  "$( { head -c 5000 /dev/zero | tr '\0' A; head -c 1000 /dev/zero; head -c 100 /dev/zero | tr '\0' B; } | md5sum | cut -d' ' -f1)" \
+  "$(md5_on 3 sz2-a)"
+long=$(printf 'x%.0s' $(seq 1 256))
+for k in 2 1; do
+  sh_on "$k" "touch $V/$long" 2>"$S/long.err"
+  check "node$k: a 256-byte name is ENAMETOOLONG on create" grep -q 'File name too long' "$S/long.err"
+  sh_on "$k" "mkdir $V/$long" 2>"$S/long.err"
+  check "node$k: ... on mkdir" grep -q 'File name too long' "$S/long.err"
+  sh_on "$k" "ln -s target $V/$long" 2>"$S/long.err"
+  check "node$k: ... on symlink" grep -q 'File name too long' "$S/long.err"
+  sh_on "$k" "touch $V/short$k && mv $V/short$k $V/$long" 2>"$S/long.err"
+  check "node$k: ... on rename" grep -q 'File name too long' "$S/long.err"
+done
+
 # ---- data coherence -----------------------------------------------------------------------
 dd if=/dev/urandom of="$S/pattern" bs=1M count=8 2>/dev/null
 P=$(md5sum <"$S/pattern" | cut -d' ' -f1)
@@ -206,6 +235,17 @@ check "node$cn's daemon restarts and joins as a participant" sh -c "grep -q moun
 
 # ---- csvctl move: a round trip -------------------------------------------------------------
 C1=$(coordinator 1)
+# Applications on every node, the one giving the role up included, keep
+# working through the moves: requests wait, none fails (issue 15).
+movers=()
+for k in 1 2 3; do
+  sh_on "$k" "mkdir -p $V/mv$k; e=0; for i in \$(seq 1 4000); do
+      [ -e $S/moves.done ] && break
+      echo \$i > $V/mv$k/f\$((i % 7)) || e=\$((e + 1))
+      cat $V/mv$k/f\$(((i + 3) % 7)) >/dev/null 2>&1
+      rm -f $V/mv$k/f\$(((i + 5) % 7)) || e=\$((e + 1))
+    done; echo "\$i \$e" > $S/moves.node$k" 2>"$S/moves.node$k.err" &
+done
 for target in node1 node3 node2; do
   [ "$target" = "$C1" ] && continue
   on 2 "$BIN/csvctl" move "$target" >"$S/move.out" 2>&1; rc=$?
@@ -215,6 +255,12 @@ for target in node1 node3 node2; do
   check_eq "data written before the move reads back after it" "$P" "$(md5_on 2 buffered.bin)"
   check "metadata changes work after the move" sh_on 3 "touch $V/moved-$target && test -f $V/moved-$target"
   C1=$target
+done
+touch "$S/moves.done"; wait "${movers[@]}"
+for k in 1 2 3; do
+  read -r iters errs < "$S/moves.node$k" 2>/dev/null || { iters=0; errs=unknown; }
+  check_eq "node$k: no request failed during the moves ($iters iterations)" 0 "$errs"
+  [ -s "$S/moves.node$k.err" ] && sed 's/^/#   /' "$S/moves.node$k.err" | head -5
 done
 check_fails "csvctl move to a node that is not a member is refused" on 1 "$BIN/csvctl" move node9
 

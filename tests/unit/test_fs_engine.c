@@ -310,12 +310,20 @@ static void expect_map(struct volume *v, struct minode *m, uint64_t lblk, enum e
 			 (unsigned long long)e_lblk, (unsigned long long)e_len, (unsigned long long)e_pblk);
 }
 
+/* The generation of ino, as the kernel's node id carries it. */
+static uint32_t gen_of(struct volume *v, ext2_ino_t ino)
+{
+	struct meta_attr a;
+	assert_int_equal(meta_getattr(v, ino, &a), 0);
+	return a.generation;
+}
+
 /* Opens a file's in-memory inode the way the FUSE front end does. */
 static struct minode *open_m(struct volume *v, ext2_ino_t ino)
 {
 	struct minode *m = minode_get(v, ino);
 	assert_non_null(m);
-	assert_int_equal(meta_open(v, m, 0), 0);
+	assert_int_equal(meta_open(v, m, gen_of(v, ino), 0), 0);
 	return m;
 }
 
@@ -1262,7 +1270,7 @@ static void test_truncate(void **state)
 	write_blocks(v, m, 0, 8);
 	struct minode *m2 = minode_get(v, ino);
 	assert_ptr_equal(m2, m);
-	assert_int_equal(meta_open(v, m2, 1), 0);
+	assert_int_equal(meta_open(v, m2, gen_of(v, ino), 1), 0);
 	assert_int_equal(meta_getattr(v, ino, &a), 0);
 	assert_int_equal(a.size, 0);
 	assert_int_equal(free_blocks(v), free0 + 100);
@@ -1561,7 +1569,7 @@ static void *worker_main(void *arg)
 			werr(w, "minode_get", 0);
 			continue;
 		}
-		if ((rc = meta_open(v, m, 0)) != 0)
+		if ((rc = meta_open(v, m, a.generation, 0)) != 0)
 			werr(w, "open", rc);
 		uint64_t n = 1 + (uint64_t)(i % 4);
 		/* the size first, so no speculative preallocation (see
@@ -1675,6 +1683,38 @@ static void test_freed_inode_is_stale(void **state)
 	if (m) {
 		minode_put(v, m);
 		fail_msg("minode_get of freed inode %u succeeded", ino);
+	}
+}
+
+/* An open names the file the caller looked up: its number and generation
+ * (the kernel's node id carries both). A file whose number was reused by
+ * another, or whose last link and last open are gone, is -ESTALE, so the
+ * kernel looks the name up again instead of opening the wrong file (issue 15:
+ * a participant appended to another file whose inode reused the number). */
+static void test_open_checks_generation(void **state)
+{
+	struct efx *f = *state;
+	struct volume *v = f->v;
+	ext2_ino_t ino = mkfile(v, ROOT, "f");
+	uint32_t gen = gen_of(v, ino);
+	struct minode *m = minode_get(v, ino);
+	assert_non_null(m);
+	assert_int_equal(meta_open(v, m, gen + 1, 0), -ESTALE);
+	assert_int_equal(meta_open(v, m, gen + 1, 1), -ESTALE);   /* and truncates nothing */
+	assert_int_equal(meta_open(v, m, gen, 0), 0);
+	assert_int_equal(meta_unlink(v, ROOT, "f"), 0);
+	struct minode *again = minode_get(v, ino);
+	assert_ptr_equal(again, m);
+	assert_int_equal(meta_open(v, again, gen, 0), 0);          /* still open: usable */
+	assert_int_equal(meta_release(v, again), 0);
+	minode_put(v, again);
+	assert_int_equal(meta_release(v, m), 0);                   /* the last close frees it */
+	minode_put(v, m);
+	struct minode *gone = minode_get(v, ino);
+	if (gone) {
+		int rc = meta_open(v, gone, gen, 0);
+		minode_put(v, gone);
+		assert_int_equal(rc, -ESTALE);
 	}
 }
 
@@ -1850,6 +1890,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_read_only_volume, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_concurrent_operations, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_freed_inode_is_stale, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_open_checks_generation, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reused_ino_gets_fresh_minode, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_dot_names_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_prealloc_with_deferred_frees, setup_small, teardown),

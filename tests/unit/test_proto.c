@@ -537,11 +537,19 @@ static int s_setattr(struct sfx *f, uint32_t ino, const struct meta_setattr *sa,
 	return rc;
 }
 
+/* The generation of ino, as a participant's kernel knows it (0 if none). */
+static uint32_t gen_of(struct sfx *f, uint32_t ino)
+{
+	struct meta_attr a;
+	return meta_getattr(f->v, ino, &a) == 0 ? a.generation : 0;
+}
+
 static int s_open(struct sfx *f, const char *node, uint32_t ino, int trunc, struct meta_attr *a)
 {
 	struct rio_writer w = W();
 	rio_put_u32(&w, ino);
 	rio_put_u8(&w, (uint8_t)trunc);
+	rio_put_u32(&w, gen_of(f, ino));
 	int rc = call_from(f, node, OP_OPEN, rio_writer_data(&w), w.len);
 	rio_writer_free(&w);
 	if (rc == 0 && a)
@@ -1379,7 +1387,7 @@ static void valid_request(struct sfx *f, uint16_t op, struct rio_writer *w)
 	case OP_LISTXATTR: rio_put_u32(w, f->file); rio_put_u32(w, 64); break;
 	case OP_SETXATTR: b_ino_name(w, f->file, "user.y"); rio_put_bytes(w, "v", 1); rio_put_u32(w, 0); break;
 	case OP_REMOVEXATTR: b_ino_name(w, f->file, "user.x"); break;
-	case OP_OPEN: rio_put_u32(w, f->file); rio_put_u8(w, 1); break;
+	case OP_OPEN: rio_put_u32(w, f->file); rio_put_u8(w, 1); rio_put_u32(w, gen_of(f, f->file)); break;
 	case OP_RELEASE: rio_put_u32(w, f->file); break;
 	case OP_FSYNC: rio_put_u32(w, f->file); rio_put_u8(w, 1); break;
 	case OP_MAP: rio_put_u32(w, f->file); rio_put_u64(w, 0); break;
