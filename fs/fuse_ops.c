@@ -121,8 +121,10 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	(void)fi;
 	struct meta_attr a;
 	int rc = fsop_getattr(vol(req), to_ext(ino), &a);
-	if (rc == 0 && other_file(ino, &a))
-		rc = -ESTALE;
+	/* The file is gone (freed, or its number reused): a stat racing an
+	 * unlink on another node finds no file, as if it came just after. */
+	if (rc == -ESTALE || (rc == 0 && other_file(ino, &a)))
+		rc = -ENOENT;
 	if (rc) {
 		fuse_reply_err(req, -rc);
 		return;
@@ -249,15 +251,68 @@ static int open_handle(struct volume *v, fuse_ino_t id, struct fuse_file_info *f
 	return rc;
 }
 
+/* The kernel checks permissions on what it looked up; a file another node
+ * created after that lookup is checked here, by its mode bits (an ACL's
+ * mask is in the group bits, so this is never more permissive). */
+static int may_open_existing(fuse_req_t req, const struct meta_attr *a, int flags)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	unsigned want = ((flags & O_ACCMODE) != O_WRONLY ? 4 : 0) |
+			((flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC) ? 2 : 0);
+	if (ctx->uid == 0)
+		return 0;
+	unsigned bits = a->mode & 07;
+	if (ctx->uid == a->uid) {
+		bits = (a->mode >> 6) & 07;
+	} else {
+		gid_t groups[64];
+		int n = fuse_req_getgroups(req, 64, groups);
+		int member = ctx->gid == a->gid;
+		for (int i = 0; i < n && i < 64 && !member; i++)
+			member = groups[i] == a->gid;
+		if (member)
+			bits = (a->mode >> 3) & 07;
+	}
+	return (bits & want) == want ? 0 : -EACCES;
+}
+
+/* open(O_CREAT) without O_EXCL of a name that another node or process
+ * created after the kernel's lookup: open that file, as a local filesystem
+ * does (its VFS holds the directory lock from lookup to create; a cluster
+ * cannot). Bounded: the name may come and go meanwhile. */
+static int create_or_open(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+			  struct fuse_file_info *fi, struct meta_attr *a, struct minode **m)
+{
+	struct volume *v = vol(req);
+	struct meta_cred c = cred_of(req);
+	int trunc = (fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY;
+	int rc = -EEXIST;
+	for (int tries = 0; tries < 8 && rc == -EEXIST; tries++) {
+		rc = fsop_create_open(v, to_ext(parent), name, (mode & 07777) | S_IFREG, &c, a, m);
+		if (rc != -EEXIST || (fi->flags & O_EXCL))
+			return rc;
+		rc = fsop_lookup(v, to_ext(parent), name, a);
+		if (rc == 0 && !S_ISREG(a->mode))
+			return S_ISDIR(a->mode) ? -EISDIR : -EEXIST;
+		if (rc == 0)
+			rc = may_open_existing(req, a, fi->flags);
+		if (rc == 0)
+			rc = fsop_open(v, (ext2_ino_t)a->ino, a->generation, trunc, m);
+		if (rc == 0 && trunc)
+			a->size = a->blocks = 0;
+		if (rc == -ENOENT || rc == -ESTALE)
+			rc = -EEXIST;                                  /* gone again: create */
+	}
+	return rc;
+}
+
 static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 		      struct fuse_file_info *fi)
 {
 	struct volume *v = vol(req);
-	struct meta_cred c = cred_of(req);
 	struct meta_attr a;
 	struct minode *m;
-	int rc = v->read_only ? -EROFS
-			      : fsop_create_open(v, to_ext(parent), name, (mode & 07777) | S_IFREG, &c, &a, &m);
+	int rc = v->read_only ? -EROFS : create_or_open(req, parent, name, mode, fi, &a, &m);
 	if (rc == 0 && (rc = attach_handle(m, fi)) != 0)
 		fsop_release(v, m);
 	if (rc) {

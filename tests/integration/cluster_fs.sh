@@ -140,6 +140,21 @@ for k in 2 1; do
   check "node$k: ... on rename" grep -q 'File name too long' "$S/long.err"
 done
 
+# ---- many processes on two nodes racing on a few names (issue 15) ----------------------
+# No wrong file through a name (inode numbers are reused: node ids carry the
+# generation), no EIO on descriptors whose names went, no EEXIST for an
+# open(O_CREAT) without O_EXCL that lost a create race to another node.
+for mode in -R ""; do
+  dir=$V/race${mode:-rn}
+  on 1 "$TBIN/nsrace" $mode -p 8 -t 8 "$dir" "node1${mode}" >"$S/nsrace.1" 2>&1 & r1=$!
+  on 2 "$TBIN/nsrace" $mode -p 8 -t 8 "$dir" "node2${mode}" >"$S/nsrace.2" 2>&1; e2=$?
+  wait $r1; e1=$?
+  what="creates, appends, unlinks and renames"; [ -n "$mode" ] && what="creates, appends and unlinks (no renames: strict file identity)"
+  check "racing $what on node1 and node2: no error ($(tail -1 "$S/nsrace.1"); $(tail -1 "$S/nsrace.2"))" \
+    test "$e1$e2" = 00
+  grep -h '^#' "$S/nsrace.1" "$S/nsrace.2" | head -8
+done
+
 # ---- data coherence -----------------------------------------------------------------------
 dd if=/dev/urandom of="$S/pattern" bs=1M count=8 2>/dev/null
 P=$(md5sum <"$S/pattern" | cut -d' ' -f1)
