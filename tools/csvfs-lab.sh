@@ -27,6 +27,7 @@ ROOT=${CSVFS_LAB_ROOT:-/run/csvfs-lab}
 DATA=${CSVFS_LAB_DATA:-/var/tmp/csvfs-lab}
 QUORUM_TIMEOUT=${CSVFS_LAB_TIMEOUT:-30}
 MOUNT_TIMEOUT=${CSVFS_LAB_MOUNT_TIMEOUT:-30}
+STOP_TIMEOUT=${CSVFS_LAB_STOP_TIMEOUT:-20}
 TOKEN=${CSVFS_LAB_TOKEN:-1000}
 DEFAULT_SIZE=1G
 BIN=${CSVFS_BIN:-$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")" && pwd)}
@@ -217,6 +218,40 @@ other_labs() { local d; for d in "$ROOT"/*/lab.env; do d=${d%/lab.env}; [ "$d" =
 orphan_netns() {
   ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^${PFX//./\\.}(sw|n[0-9]+)$" || true
 }
+
+# foreign_mounts (an awk program over /proc/self/mountinfo, run inside a new
+# node mount namespace) — prints "FSTYPE MOUNTPOINT", deepest first, for each
+# copied mount that can pin something the host may want to let go of:
+#   * FUSE (fuse, fuse.*, fuseblk): its daemon runs until the last copy of
+#     the mount is gone — a standalone csvfs would keep its MMP held;
+#   * nsfs: it keeps a namespace alive (another lab's nodes, a netns);
+#   * anything on a loop device: a loop-mounted image (the kernel's ext4
+#     on a csvfs image runs its MMP thread while mounted).
+# Not "/", nor a mount that holds a path in $CSVFS_LAB_KEEP (one a line).
+FOREIGN_AWK='
+function unesc(s,   out, c) {
+  out = ""
+  while (match(s, /\\[0-7][0-7][0-7]/)) {
+    c = substr(s, RSTART + 1, 3)
+    out = out substr(s, 1, RSTART - 1) sprintf("%c", substr(c, 1, 1) * 64 + substr(c, 2, 1) * 8 + substr(c, 3, 1))
+    s = substr(s, RSTART + 4)
+  }
+  return out s
+}
+function needed(mp,   i) {
+  for (i = 1; i <= nkeep; i++)
+    if (kp[i] == mp || index(kp[i], mp "/") == 1) return 1
+  return 0
+}
+BEGIN { nkeep = split(ENVIRON["CSVFS_LAB_KEEP"], kp, "\n") }
+{
+  for (i = 7; i <= NF && $i != "-"; i++) ;
+  t = $(i + 1); src = $(i + 2); mp = unesc($5)
+  if (mp == "/" || mp ~ /\n/) next
+  if (t == "fuse" || t == "fuseblk" || t ~ /^fuse\./ || t == "nsfs" || src ~ /^\/dev\/loop[0-9]/)
+    if (!needed(mp)) out[++n] = t " " mp
+}
+END { for (i = n; i >= 1; i--) print out[i] }'
 
 # --------------------------------------------------------------- corosync --
 
@@ -529,6 +564,10 @@ cmd_up() {
   done
 
   # Mount + UTS namespaces, persisted as nsfs bind mounts under a private mount.
+  # Paths the nodes need: a mount holding one of them is never detached.
+  local keep
+  keep=$(printf '%s\n' "$BIN" "$ROOT" "$STATE" "$DATA" "$PWD")
+  if [ -n "$lun" ]; then keep+=$'\n'$(readlink -f "$(dirname "$lun")" 2>/dev/null || dirname "$lun"); fi
   record bindself "$NSDIR"
   mkdir -p "$NSDIR"
   mount --bind "$NSDIR" "$NSDIR"
@@ -573,18 +612,28 @@ cmd_up() {
     # /var/lib/corosync, /dev/shm (libqb IPC rings), /sys (this netns), an
     # /etc/hosts naming the nodes, and /run (corosync's lock file; bound last
     # since $d is itself under /run).
+    # The new mount namespace starts as a copy of the host's mount table,
+    # and a copy keeps what it holds alive: first detach what is not the
+    # lab's to keep (foreign_mounts), so that a FUSE daemon or a volume
+    # unmounted on the host later is really released. Propagation is
+    # private: later host mounts do not reach the node either.
     # shellcheck disable=SC2016
     nsenter --net="/run/netns/$(node_netns "$k")" \
       unshare --mount="$NSDIR/n$k.mnt" --uts="$NSDIR/n$k.uts" --propagation private -- sh -euc '
+        CSVFS_LAB_KEEP="$3" awk "$4" /proc/self/mountinfo >"$1/detached-mounts"
+        while read -r t m; do umount -i -l -c "$m" 2>/dev/null || true; done <"$1/detached-mounts"
         hostname "$2"
         mount --bind "$1/etc" /etc/corosync
         mount --bind "$1/lib" /var/lib/corosync
         mount -t tmpfs -o mode=1777,nosuid,nodev csvfslab-shm /dev/shm
         mount -t sysfs csvfslab-sysfs /sys 2>/dev/null || true
         mount --bind "$1/hosts" /etc/hosts
-        mount --bind "$1/run" /run' sh "$d" "$(node_name "$k")" ||
+        mount --bind "$1/run" /run' sh "$d" "$(node_name "$k")" "$keep" "$FOREIGN_AWK" ||
       die $E_FAIL "node$k: cannot set up its mount namespace"
   done
+  local foreign
+  foreign=$(awk '$1 != "nsfs" {print $2}' "$(ndir 1)/detached-mounts" 2>/dev/null | tr '\n' ' ')
+  [ -z "$foreign" ] || say "node namespaces: detached host mounts the lab does not use (so they do not pin a daemon or a volume): ${foreign% }"
   say "$N nodes on $NET.0/24 ($(node_addr 1)..$(node_addr "$N")), bridge $BRIDGE in netns $SW"
 
   for ((k = 1; k <= N; k++)); do spawn_corosync "$k"; done
@@ -619,6 +668,9 @@ cmd_down() {
       *) die $E_USAGE "down: unknown argument '$1'" ;;
     esac
   done
+  if ! [[ $STOP_TIMEOUT =~ ^[0-9]+$ ]] || [ "$STOP_TIMEOUT" -lt 1 ]; then
+    die $E_USAGE "CSVFS_LAB_STOP_TIMEOUT must be a number of seconds >= 1"
+  fi
   need_root
   take_lock
   if [ ! -d "$STATE" ]; then
@@ -637,6 +689,36 @@ cmd_down() {
   [ -f "$STATE/lab.env" ] && . "$STATE/lab.env"
   [[ ${N:-0} =~ ^[0-9]+$ ]] || N=0
 
+  # 1. csvfs daemons, while every corosync still runs (a daemon whose
+  # corosync is gone loses quorum and pauses: it could not finish its clean
+  # detach). The participants first, the coordinator last: a coordinator
+  # that leaves first hands its role to a participant that is itself about
+  # to leave (a chain of takeovers), and if that one then has to be killed
+  # the volume stays dirty. The coordinator's clean unmount checkpoints the
+  # journal and releases MMP.
+  local live=() parts=() coords=() unknown=() role
+  for d in "$STATE"/nodes/*; do
+    k=${d##*/}
+    rec_pid "$d/csvfs.pid" >/dev/null && live+=("$k")
+  done
+  for k in "${live[@]}"; do
+    role=$(node_role "$k")
+    case $role in
+      coordinator) coords+=("$k") ;;
+      participant) parts+=("$k") ;;
+      *) unknown+=("$k") ;;
+    esac
+  done
+  stop_daemons participant "${parts[@]}"
+  stop_daemons "daemon of unknown role" "${unknown[@]}"
+  stop_daemons coordinator "${coords[@]}"
+  # 2. corosync: SIGTERM, bounded; then kill -9.
+  pids=()
+  for d in "$STATE"/nodes/*; do
+    if pid=$(rec_pid "$d/corosync.pid"); then kill -TERM "$pid" 2>/dev/null || true; pids+=("$pid"); fi
+  done
+  stop_pids 5 "${pids[@]}"
+  # The logs, now that they hold the daemons' and corosyncs' last words.
   if [ -n "$save" ]; then
     mkdir -p "$save"
     for d in "$STATE"/nodes/*; do
@@ -647,24 +729,6 @@ cmd_down() {
     done
     say "logs saved in $save"
   fi
-
-  # 1. csvfs daemons: unmount (the daemon then exits), bounded; then kill -9.
-  for d in "$STATE"/nodes/*; do
-    k=${d##*/}
-    if pid=$(rec_pid "$d/csvfs.pid"); then
-      if [ -e "$NSDIR/n$k.mnt" ]; then
-        nsenter --mount="$NSDIR/n$k.mnt" -- timeout -k 1 5 umount "$MNT" >/dev/null 2>&1 || true
-      fi
-      pids+=("$pid")
-    fi
-  done
-  stop_pids 10 "${pids[@]}"
-  # 2. corosync: SIGTERM, bounded; then kill -9.
-  pids=()
-  for d in "$STATE"/nodes/*; do
-    if pid=$(rec_pid "$d/corosync.pid"); then kill -TERM "$pid" 2>/dev/null || true; pids+=("$pid"); fi
-  done
-  stop_pids 5 "${pids[@]}"
   # 3. Processes someone else started inside the nodes: named, left alone.
   for d in "$STATE"/nodes/*; do
     k=${d##*/}
@@ -687,6 +751,77 @@ cmd_down() {
     warn "lab '$INST' is partly down; state kept in $STATE — run '$PROG$LABOPT down' again"
   fi
   return $failed
+}
+
+# node_role K — "coordinator" or "participant" as node K's daemon says
+# (csvctl status, 3 s at most), else as the last role line of its log says;
+# empty when neither tells.
+node_role() {
+  local k=$1 d out line
+  d=$(ndir "$k")
+  if [ -x "$BIN/csvctl" ] && [ -e "$NSDIR/n$k.mnt" ]; then
+    nsargs "$k"
+    out=$(timeout -k 1 3 nsenter "${NSA[@]}" -- "$BIN/csvctl" status --json 2>/dev/null) || out=
+    out=$(grep -o '"role":"[a-z]*"' <<<"$out" | head -n 1 | cut -d'"' -f4) || out=
+    case $out in coordinator|participant) echo "$out"; return 0 ;; esac
+  fi
+  line=$(grep -E 'this node is now the coordinator|this node stepped down|lost the coordinator role|this node is a participant' \
+    "$d/csvfs.log" 2>/dev/null | tail -n 1) || line=
+  case $line in
+    *"is now the coordinator"*) echo coordinator ;;
+    ?*) echo participant ;;
+  esac
+}
+
+# stop_daemons ROLE K... — unmount the volume in each node K at once (fusermount3
+# -u: it does not stat the mount point, which could hang on a paused
+# daemon), wait up to $STOP_TIMEOUT s for every daemon to exit (a clean
+# unmount ends the daemon), then kill -9 any that is left, saying so and
+# what it means for the volume (ROLE: what those nodes are).
+stop_daemons() {
+  local role=$1 k d pid i alive out pids=() nodes=() bg=() what
+  shift
+  [ $# -gt 0 ] || return 0
+  for k in "$@"; do
+    d=$(ndir "$k")
+    pid=$(rec_pid "$d/csvfs.pid") || continue
+    pids+=("$pid"); nodes+=("$k")
+    [ -e "$NSDIR/n$k.mnt" ] || continue
+    (
+      if ! out=$(nsenter --mount="$NSDIR/n$k.mnt" -- timeout -k 1 5 fusermount3 -u "$MNT" 2>&1); then
+        # Busy (a process has a file open or its working directory there) or
+        # hung: detach it lazily; the daemon exits once the last user is gone.
+        if nsenter --mount="$NSDIR/n$k.mnt" -- awk -v m="$MNT" '$2 == m {f = 1} END {exit !f}' /proc/self/mounts 2>/dev/null; then
+          warn "node$k: cannot unmount $MNT (${out##*: }); detaching it lazily"
+          nsenter --mount="$NSDIR/n$k.mnt" -- timeout -k 1 5 fusermount3 -u -z "$MNT" >/dev/null 2>&1 ||
+            nsenter --mount="$NSDIR/n$k.mnt" -- timeout -k 1 5 umount -l -c "$MNT" >/dev/null 2>&1 || true
+        fi
+      fi
+    ) &
+    bg+=("$!")
+  done
+  [ ${#bg[@]} -eq 0 ] || wait "${bg[@]}" 2>/dev/null || true
+  for ((i = 0; i < STOP_TIMEOUT * 10; i++)); do
+    alive=0
+    for pid in "${pids[@]}"; do
+      if [ -d "/proc/$pid" ] && [ "$(proc_field "$pid" 3 2>/dev/null)" != Z ]; then alive=1; break; fi
+    done
+    [ "$alive" = 0 ] && break
+    sleep 0.1
+  done
+  for i in "${!pids[@]}"; do
+    pid=${pids[$i]}
+    if [ -d "/proc/$pid" ] && [ "$(proc_field "$pid" 3 2>/dev/null)" != Z ]; then
+      case $role in
+        participant) what="what it had not written is lost; the coordinator still detaches the volume cleanly unless it has to be killed too" ;;
+        coordinator) what="the volume will need journal recovery (MMP left held; the next mount or e2fsck -fy replays the journal)" ;;
+        *) what="if it was the coordinator, the volume will need journal recovery (MMP left held; the next mount or e2fsck -fy replays the journal)" ;;
+      esac
+      warn "node${nodes[$i]}: its csvfs daemon ($role, pid $pid) did not exit within $STOP_TIMEOUT s of its unmount; had to kill it (kill -9): $what"
+      kill -9 "$pid" 2>/dev/null || true
+      wait_gone "$pid" 5 || warn "pid $pid does not die"
+    fi
+  done
 }
 
 # stop_pids SECONDS PID... — wait (bounded) for our processes to exit, then kill -9.
