@@ -23,13 +23,24 @@ done
 on_exit "'$LAB' down >/dev/null 2>&1"
 
 # What the host looks like before: compared after `down`. Only lab-shaped
-# objects are listed, so other work on the machine does not disturb the diff.
+# objects are listed, so other work on the machine does not disturb the diff;
+# other named labs (other tests may run one meanwhile) are left out, and so
+# are the dirs labs share while another lab is up.
 snapshot() {
-  echo "## netns"; ip netns list 2>/dev/null | awk '$1 ~ /csvfslab/ {print $1}' | sort
-  echo "## links"; ip -o link show | awk -F': ' '$2 ~ /csvfslab/ {print $2}' | sort
-  echo "## mounts"; awk '$1 ~ /csvfslab/ || $3 == "nsfs" ||
-    $2 ~ "^(/run/netns|/run/csvfs-lab|/ClusterStorage|/var/tmp/csvfs-lab)" {print $1, $2, $3}' /proc/self/mounts | sort
-  echo "## dirs"; ls -d /ClusterStorage /var/tmp/csvfs-lab /run/csvfs-lab/labtest 2>/dev/null
+  local others
+  others=$(ls /run/csvfs-lab 2>/dev/null | grep -vx labtest)
+  { echo "## netns"; ip netns list 2>/dev/null | awk '$1 ~ /csvfslab/ {print $1}' | sort
+    echo "## links"; ip -o link show | awk -F': ' '$2 ~ /csvfslab/ {print $2}' | sort
+    echo "## mounts"; awk '$1 ~ /csvfslab/ || $3 == "nsfs" ||
+      $2 ~ "^(/run/netns|/run/csvfs-lab|/ClusterStorage|/var/tmp/csvfs-lab)" {print $1, $2, $3}' /proc/self/mounts | sort
+    echo "## dirs"
+    [ -n "$others" ] || ls -d /ClusterStorage /var/tmp/csvfs-lab 2>/dev/null
+    ls -d /run/csvfs-lab/labtest 2>/dev/null
+  } | awk '
+    match($0, /csvfslab-[a-z0-9]+-(sw|n[0-9]+)/) {
+      n = substr($0, RSTART + 9, RLENGTH - 9); sub(/-(sw|n[0-9]+)$/, "", n); if (n != "labtest") next }
+    match($0, /\/run\/csvfs-lab\/[a-z0-9]+/) { if (substr($0, RSTART + 15, RLENGTH - 15) != "labtest") next }
+    { print }'
 }
 # Pids the lab started (corosync and csvfs of every node), remembered so we can
 # check after `down` that none of them still runs.
