@@ -45,8 +45,10 @@ usage: $PROG [--lab NAME] COMMAND [ARGS]
                          corosync; wait for a quorate membership of N; then format
                          the LUN if it is blank and mount csvfs on every node at
                          $MNT (skipped with --no-mount)
-  down [--save-logs DIR] stop everything the lab started and remove everything it
-                         created; safe to repeat and after a partial 'up'
+  down [--save-logs DIR] unmount csvfs on every node (participants first, the
+                         coordinator last) before stopping corosync; stop everything
+                         the lab started and remove everything it created; safe to
+                         repeat and after a partial 'up'
   status                 nodes, addresses, pids, membership/quorum seen by each
                          node, link state, whether the volume is mounted there
   exec NODE [-- CMD...]  run CMD (default: a shell) inside NODE's mount, UTS and
@@ -62,6 +64,7 @@ NODE is 1..N or node1..nodeN. --lab NAME (or CSVFS_LAB=NAME) selects an
 independent lab instance (own namespaces and state, same addresses).
 Environment: CSVFS_LAB_TOKEN (corosync token ms, default 1000),
 CSVFS_LAB_TIMEOUT (quorum wait s, 30), CSVFS_LAB_MOUNT_TIMEOUT (s, 30),
+CSVFS_LAB_STOP_TIMEOUT (s down waits for the daemons to exit, 20),
 CSVFS_LAB_DAEMON_OPTS (extra -o options for csvfs), CSVFS_BIN (binaries dir).
 See docs/lab.md.
 EOF
