@@ -7,7 +7,7 @@
 . "$(dirname "$0")/../lib.sh"
 
 LAB="$BIN/csvfs-lab"
-export CSVFS_LAB=hygiene          # our own instance: a user's lab is untouched
+export CSVFS_LAB=${CSVFS_TEST_LAB:-hygiene}   # our own instance (see lab_cluster.sh)
 unset CSVFS_BIN CSVFS_LAB_DAEMON_OPTS CSVFS_LAB_STOP_TIMEOUT
 t_start=$(date +%s)
 
