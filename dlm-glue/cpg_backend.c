@@ -84,13 +84,6 @@ enum { ENV_LS = 1, ENV_SNAP = 2, ENV_REJECT = 3 };
 
 /* ---- small helpers ------------------------------------------------------------- */
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void put32(uint8_t *p, uint32_t v)
 {
 	p[0] = (uint8_t)(v >> 24);
@@ -156,24 +149,6 @@ struct adm {
 	uint64_t since_join;   /* raw events since its join, while not synced */
 };
 
-enum cb_kind {
-	CB_AST = 1, CB_BAST, CB_FREE, CB_MEMBERSHIP, CB_NODE_DOWN, CB_NODE_FENCED,
-	CB_RECOVERY_DONE, CB_QUORUM,
-};
-
-struct cpg_lock;
-
-struct cb {
-	struct cb *next;
-	int kind;
-	struct cpg_lock *lk;
-	int status;
-	int mode;
-	bool has_lvb;
-	uint8_t lvb[DG_LVB_LEN];
-	uint32_t nodeid;
-};
-
 struct outmsg {
 	struct outmsg *next;
 	size_t len;
@@ -191,17 +166,11 @@ struct cpg_lock {
 	struct cpg_lock *hnext;      /* lockid hash chain */
 	uint64_t lockid;
 	char name[DG_RESOURCE_MAX];
-	dg_ast_fn ast;
-	dg_bast_fn bast;
-	void *arg;
 	unsigned flags;              /* DG_VALBLK of the lock */
 	int granted;                 /* LS_MODE_NONE or a mode */
 	uint64_t req_tag;            /* LOCK or CONVERT in flight (0: none) */
 	uint64_t unlock_tag;
 	uint64_t cancel_tag;
-	bool unlocking;              /* dg_unlock called: no more callbacks */
-	bool dead;                   /* orphaned: its lineage is gone */
-	bool freeing;                /* a CB_FREE is queued */
 	uint8_t lvb[DG_LVB_LEN];     /* last value block seen or written */
 };
 
@@ -327,7 +296,7 @@ struct cpg_ls {
 	struct inflight *inflight;
 
 	/* callbacks queued for the dispatch thread */
-	struct cb *cb_head, *cb_tail;
+	struct dg_cbq cbq;
 	bool app_quorate;
 
 	/* effects of the current ls_apply_* call */
@@ -352,33 +321,6 @@ static const char *node_name(const struct cpg_ls *ls, uint32_t nodeid)
 		if (ls->nodes[i].nodeid == nodeid)
 			return ls->nodes[i].name;
 	return "?";
-}
-
-/* ---- callbacks queue ----------------------------------------------------------- */
-
-static struct cb *cb_push(struct cpg_ls *ls, int kind)
-{
-	struct cb *c = calloc(1, sizeof(*c));
-	if (!c) {
-		LOG(ls, 3, "out of memory queueing a callback");
-		return NULL;
-	}
-	c->kind = kind;
-	if (ls->cb_tail)
-		ls->cb_tail->next = c;
-	else
-		ls->cb_head = c;
-	ls->cb_tail = c;
-	return c;
-}
-
-static void cb_simple(struct cpg_ls *ls, int kind, uint32_t nodeid, int status)
-{
-	struct cb *c = cb_push(ls, kind);
-	if (c) {
-		c->nodeid = nodeid;
-		c->status = status;
-	}
 }
 
 /* ---- lock table ----------------------------------------------------------------- */
@@ -417,28 +359,13 @@ static void lock_remove(struct cpg_ls *ls, struct cpg_lock *lk)
 
 static void queue_free(struct cpg_ls *ls, struct cpg_lock *lk)
 {
-	if (lk->freeing)
-		return;
-	lk->freeing = true;
-	struct cb *c = cb_push(ls, CB_FREE);
-	if (c)
-		c->lk = lk;
+	if (!lk->base.freeing)
+		dg_cb_free(&ls->cbq, &lk->base);
 }
 
-static void queue_ast(struct cpg_ls *ls, struct cpg_lock *lk, int status, int mode, const uint8_t *lvb)
+static void forget_lock(void *owner, struct dg_lock *lk)
 {
-	if (lk->unlocking || lk->freeing || !lk->ast)
-		return;
-	struct cb *c = cb_push(ls, CB_AST);
-	if (!c)
-		return;
-	c->lk = lk;
-	c->status = status;
-	c->mode = mode == LS_MODE_NONE ? DG_NL : mode;
-	if (lvb) {
-		c->has_lvb = true;
-		memcpy(c->lvb, lvb, DG_LVB_LEN);
-	}
+	lock_remove(owner, (struct cpg_lock *)lk);
 }
 
 /* Every handle loses its lock: the lineage it lived in is gone. */
@@ -447,14 +374,14 @@ static void orphan_all(struct cpg_ls *ls, const char *why)
 	size_t n = 0;
 	for (size_t b = 0; b < LOCK_BUCKETS; b++) {
 		for (struct cpg_lock *lk = ls->buckets[b]; lk; lk = lk->hnext) {
-			if (lk->dead)
+			if (lk->base.dead)
 				continue;
-			lk->dead = true;
+			lk->base.dead = true;
 			n++;
-			if (lk->unlocking)
+			if (lk->base.unlocking)
 				queue_free(ls, lk);
 			else
-				queue_ast(ls, lk, -ENOTCONN, lk->granted, NULL);
+				dg_cb_ast(&ls->cbq, &lk->base, -ENOTCONN, lk->granted, NULL);
 			lk->req_tag = lk->unlock_tag = lk->cancel_tag = 0;
 			lk->granted = LS_MODE_NONE;
 		}
@@ -484,7 +411,7 @@ static void out_flush(struct cpg_ls *ls)
 {
 	if (!ls->cpg_open)
 		return;
-	if (ls->out_retry_at && now_ms() < ls->out_retry_at)
+	if (ls->out_retry_at && dg_now_ms() < ls->out_retry_at)
 		return;
 	ls->out_retry_at = 0;
 	while (ls->out_head) {
@@ -495,7 +422,7 @@ static void out_flush(struct cpg_ls *ls)
 			ls->out_backoff = ls->out_backoff ? ls->out_backoff * 2 : 1;
 			if (ls->out_backoff > BACKOFF_MAX_MS)
 				ls->out_backoff = BACKOFF_MAX_MS;
-			ls->out_retry_at = now_ms() + ls->out_backoff;
+			ls->out_retry_at = dg_now_ms() + ls->out_backoff;
 			return;
 		}
 		ls->out_backoff = 0;
@@ -721,7 +648,7 @@ static size_t departed_pending(struct cpg_ls *ls)
 static void handle_own_effect(struct cpg_ls *ls, const struct ls_effect *e)
 {
 	struct cpg_lock *lk = lock_find(ls, e->lockid);
-	if (!lk || lk->dead)
+	if (!lk || lk->base.dead)
 		return;
 	switch (e->kind) {
 	case LS_EFFECT_GRANT: {
@@ -737,7 +664,7 @@ static void handle_own_effect(struct cpg_ls *ls, const struct ls_effect *e)
 				lvb = lk->lvb;
 			}
 		}
-		queue_ast(ls, lk, 0, e->mode, lvb);
+		dg_cb_ast(&ls->cbq, &lk->base, 0, e->mode, lvb);
 		break;
 	}
 	case LS_EFFECT_QUEUED:
@@ -745,13 +672,7 @@ static void handle_own_effect(struct cpg_ls *ls, const struct ls_effect *e)
 			LOG(ls, 6, "lock %s: %s waits for quorum", lk->name, ls_mode_name(e->mode));
 		break;
 	case LS_EFFECT_BLOCKING:
-		if (!lk->unlocking && lk->bast) {
-			struct cb *c = cb_push(ls, CB_BAST);
-			if (c) {
-				c->lk = lk;
-				c->mode = e->mode;
-			}
-		}
+		dg_cb_bast(&ls->cbq, &lk->base, e->mode);
 		break;
 	case LS_EFFECT_FAILED: {
 		int err = errno_of_failure(e->failure);
@@ -763,11 +684,11 @@ static void handle_own_effect(struct cpg_ls *ls, const struct ls_effect *e)
 			lk->req_tag = 0;
 			if (e->mode == LS_MODE_NONE) {
 				/* a new request that never existed: the handle dies */
-				queue_ast(ls, lk, err, DG_NL, NULL);
+				dg_cb_ast(&ls->cbq, &lk->base, err, DG_NL, NULL);
 				queue_free(ls, lk);
 			} else {
 				lk->granted = e->mode;
-				queue_ast(ls, lk, err, e->mode, NULL);
+				dg_cb_ast(&ls->cbq, &lk->base, err, e->mode, NULL);
 			}
 		}
 		break;
@@ -776,11 +697,11 @@ static void handle_own_effect(struct cpg_ls *ls, const struct ls_effect *e)
 		lk->cancel_tag = 0;
 		lk->req_tag = 0;
 		if (e->mode == LS_MODE_NONE) {
-			queue_ast(ls, lk, -ECANCELED, DG_NL, NULL);
+			dg_cb_ast(&ls->cbq, &lk->base, -ECANCELED, DG_NL, NULL);
 			queue_free(ls, lk);
 		} else {
 			lk->granted = e->mode;
-			queue_ast(ls, lk, -ECANCELED, e->mode, NULL);
+			dg_cb_ast(&ls->cbq, &lk->base, -ECANCELED, e->mode, NULL);
 		}
 		break;
 	case LS_EFFECT_UNLOCKED:
@@ -799,7 +720,7 @@ static void arm_fence(struct cpg_ls *ls, uint32_t nodeid, uint32_t inc)
 	memset(f, 0, sizeof(*f));
 	f->nodeid = nodeid;
 	f->incarnation = inc;
-	f->deadline = now_ms() + ls->deadline_ms;
+	f->deadline = dg_now_ms() + ls->deadline_ms;
 }
 
 static void handle_membership_effect(struct cpg_ls *ls, const struct ls_effect *e)
@@ -809,16 +730,16 @@ static void handle_membership_effect(struct cpg_ls *ls, const struct ls_effect *
 		fenced_nodes_set(ls, e->nodeid, false);
 		LOG(ls, 5, "membership: node %u (%s) joined the lockspace, incarnation %u", e->nodeid,
 		    node_name(ls, e->nodeid), e->incarnation);
-		cb_simple(ls, CB_MEMBERSHIP, 0, 0);
+		dg_cb_event(&ls->cbq, DG_CB_MEMBERSHIP, 0, 0);
 		break;
 	case LS_EFFECT_DEPARTED:
-		cb_simple(ls, CB_NODE_DOWN, e->nodeid, 0);
+		dg_cb_event(&ls->cbq, DG_CB_NODE_DOWN, e->nodeid, 0);
 		if (!(e->flags & LS_EF_NEEDS_FENCE)) {
 			LOG(ls, 5, "membership: node %u (%s) left the lockspace holding no locks",
 			    e->nodeid, node_name(ls, e->nodeid));
-			cb_simple(ls, CB_NODE_FENCED, e->nodeid, 0);
+			dg_cb_event(&ls->cbq, DG_CB_NODE_FENCED, e->nodeid, 0);
 			if (!departed_pending(ls))
-				cb_simple(ls, CB_RECOVERY_DONE, 0, 0);
+				dg_cb_event(&ls->cbq, DG_CB_RECOVERY_DONE, 0, 0);
 		} else if (ls->clean_leave_ctx) {
 			LOG(ls, 5, "membership: node %u (%s) left the lockspace cleanly (its process is gone): "
 			    "releasing its locks", e->nodeid, node_name(ls, e->nodeid));
@@ -833,18 +754,18 @@ static void handle_membership_effect(struct cpg_ls *ls, const struct ls_effect *
 			    ls->fence_command ? "fence command, or the " : "the ", ls->deadline_ms);
 			arm_fence(ls, e->nodeid, e->incarnation);
 		}
-		cb_simple(ls, CB_MEMBERSHIP, 0, 0);
+		dg_cb_event(&ls->cbq, DG_CB_MEMBERSHIP, 0, 0);
 		break;
 	case LS_EFFECT_FENCED:
 		fence_remove_upto(ls, e->nodeid, e->incarnation);
 		fenced_nodes_set(ls, e->nodeid, ls_live_incarnation(ls->lst, e->nodeid) == 0);
 		LOG(ls, 5, "fence: node %u (%s) incarnation %u fenced, its locks are released", e->nodeid,
 		    node_name(ls, e->nodeid), e->incarnation);
-		cb_simple(ls, CB_NODE_FENCED, e->nodeid, 0);
-		cb_simple(ls, CB_MEMBERSHIP, 0, 0);
+		dg_cb_event(&ls->cbq, DG_CB_NODE_FENCED, e->nodeid, 0);
+		dg_cb_event(&ls->cbq, DG_CB_MEMBERSHIP, 0, 0);
 		if (!departed_pending(ls)) {
 			LOG(ls, 5, "recovery done: no departed member holds locks");
-			cb_simple(ls, CB_RECOVERY_DONE, 0, 0);
+			dg_cb_event(&ls->cbq, DG_CB_RECOVERY_DONE, 0, 0);
 		}
 		break;
 	case LS_EFFECT_QUORUM: {
@@ -852,12 +773,12 @@ static void handle_membership_effect(struct cpg_ls *ls, const struct ls_effect *
 		LOG(ls, q ? 5 : 4, "quorum: lockspace %s at ring %" PRIu64, q ? "regained quorum" : "lost quorum",
 		    ls_ring_seq(ls->lst));
 		if (!q) {
-			ls->quorum_lost_at = now_ms();
+			ls->quorum_lost_at = dg_now_ms();
 		} else {
 			/* A departed node can only have lost contact with a
 			 * quorate partition from now on: its deadline counts
 			 * from here (design.md §6). */
-			int64_t d = now_ms() + ls->deadline_ms;
+			int64_t d = dg_now_ms() + ls->deadline_ms;
 			for (size_t i = 0; i < ls->nfences; i++)
 				if (ls->fences[i].deadline < d && ls->fences[i].fenced_sent_at == 0 &&
 				    ls->fences[i].cmd_state != 2)
@@ -880,7 +801,7 @@ static void update_app_quorum(struct cpg_ls *ls)
 	bool q = ls->state == ST_SYNCED && ls->q_have && ls->q_quorate;
 	if (q != ls->app_quorate) {
 		ls->app_quorate = q;
-		cb_simple(ls, CB_QUORUM, 0, q);
+		dg_cb_event(&ls->cbq, DG_CB_QUORUM, 0, q);
 	}
 }
 
@@ -1033,11 +954,11 @@ static void set_state(struct cpg_ls *ls, int st)
 	if (ls->state != st)
 		LOG(ls, 6, "state %s -> %s", st_name(ls->state), st_name(st));
 	ls->state = st;
-	ls->state_since = now_ms();
+	ls->state_since = dg_now_ms();
 	pthread_cond_broadcast(&ls->cv);
 	if (st != ST_SYNCED && ls->app_quorate) {
 		ls->app_quorate = false;
-		cb_simple(ls, CB_QUORUM, 0, 0);
+		dg_cb_event(&ls->cbq, DG_CB_QUORUM, 0, 0);
 	}
 }
 
@@ -1068,7 +989,7 @@ static void found_lineage(struct cpg_ls *ls)
 	uint64_t id = 0;
 	while (id == 0)
 		if (getrandom(&id, sizeof(id), 0) != (ssize_t)sizeof(id))
-			id = (uint64_t)now_ms() ^ ((uint64_t)ls->self_pid << 32) ^ ls->self_nodeid;
+			id = (uint64_t)dg_now_ms() ^ ((uint64_t)ls->self_pid << 32) ^ ls->self_nodeid;
 	ls->lineage = id;
 	ls->seen_own_join = true;
 	adm_add(ls, ls->self_nodeid, ls->self_pid, true);
@@ -1079,7 +1000,7 @@ static void found_lineage(struct cpg_ls *ls)
 	 * grant nothing before the self-fence deadline (like DLM's startup
 	 * fencing). */
 	bool everyone = all_nodes_in_quorum_view(ls);
-	ls->grace_until = everyone ? 0 : now_ms() + ls->deadline_ms;
+	ls->grace_until = everyone ? 0 : dg_now_ms() + ls->deadline_ms;
 	set_state(ls, ST_SYNCED);
 	LOG(ls, 5, "membership: founded lockspace %s (lineage %016" PRIx64 "): alone in the group%s",
 	    ls->lockspace_name, ls->lineage,
@@ -1095,12 +1016,12 @@ static void go_stale(struct cpg_ls *ls, const char *why)
 	int64_t lost = ls->quorum_lost_at ? ls->quorum_lost_at : ls->state_since;
 	int64_t at = lost + ls->deadline_ms;
 	LOG(ls, 4, "takeover: %s: dropping this lineage and rejoining fresh in %" PRId64 " ms "
-	    "(after our own self-fence deadline)", why, at > now_ms() ? at - now_ms() : 0);
+	    "(after our own self-fence deadline)", why, at > dg_now_ms() ? at - dg_now_ms() : 0);
 	orphan_all(ls, "our lineage was superseded");
 	ls->reconnect_at = at;
 	ls->join_attempts = 0;
 	set_state(ls, ST_STALE);
-	cb_simple(ls, CB_MEMBERSHIP, 0, 0);
+	dg_cb_event(&ls->cbq, DG_CB_MEMBERSHIP, 0, 0);
 	wake(ls);
 }
 
@@ -1110,7 +1031,7 @@ static void lost_member_state(struct cpg_ls *ls, const char *why)
 		return;
 	LOG(ls, 3, "%s: leaving the group and rejoining fresh", why);
 	orphan_all(ls, why);
-	ls->reconnect_at = now_ms();
+	ls->reconnect_at = dg_now_ms();
 	set_state(ls, ST_STALE);
 	wake(ls);
 }
@@ -1141,7 +1062,7 @@ static void send_snapshot(struct cpg_ls *ls)
 	put32(p, BLOB_MAGIC), p += 4;
 	put32(p, BLOB_VERSION), p += 4;
 	put64(p, ls->lineage), p += 8;
-	int64_t grace = ls->grace_until - now_ms();
+	int64_t grace = ls->grace_until - dg_now_ms();
 	put32(p, grace > 0 ? (uint32_t)grace : 0), p += 4;
 	put32(p, (uint32_t)ls->nadm), p += 4;
 	struct cpg_address covered[CPG_MEMBERS_MAX];
@@ -1482,7 +1403,7 @@ static int install_snapshot(struct cpg_ls *ls, const uint8_t *blob, size_t len, 
 	ls->incarnation = ls_live_incarnation(lst, ls->self_nodeid);
 	ls->nadm = nadm;
 	memcpy(ls->adm, adm, nadm * sizeof(adm[0]));
-	ls->grace_until = grace ? now_ms() + grace : 0;
+	ls->grace_until = grace ? dg_now_ms() + grace : 0;
 	ls->ndown = 0;
 	set_state(ls, ST_SYNCED);
 	LOG(ls, 5, "membership: joined lockspace %s (lineage %016" PRIx64 ") from node %u's snapshot: position %"
@@ -1599,7 +1520,7 @@ static void maybe_send_quorum(struct cpg_ls *ls)
 {
 	if (ls->state != ST_SYNCED || !ls->q_have || !ls->lst)
 		return;
-	if (ls->q_quorate && ls->grace_until && now_ms() < ls->grace_until)
+	if (ls->q_quorate && ls->grace_until && dg_now_ms() < ls->grace_until)
 		return;
 	uint64_t ring = ls->q_ring;
 	int q = ls->q_quorate ? 1 : 0;
@@ -1634,7 +1555,7 @@ static void run_fencing(struct cpg_ls *ls)
 {
 	if (ls->state != ST_SYNCED || !ls->lst)
 		return;
-	int64_t now = now_ms();
+	int64_t now = dg_now_ms();
 	bool quorate = ls_quorate(ls->lst);
 	for (size_t i = 0; i < ls->nfences; i++) {
 		struct fence_entry *f = &ls->fences[i];
@@ -1693,9 +1614,9 @@ static void *fence_thread(void *arg)
 		pid_t pid;
 		if (posix_spawn(&pid, "/bin/sh", NULL, NULL, argv, environ) == 0) {
 			int status = 0;
-			int64_t end = now_ms() + FENCE_CMD_TIMEOUT_MS;
+			int64_t end = dg_now_ms() + FENCE_CMD_TIMEOUT_MS;
 			pid_t r = 0;
-			while ((r = waitpid(pid, &status, WNOHANG)) == 0 && now_ms() < end)
+			while ((r = waitpid(pid, &status, WNOHANG)) == 0 && dg_now_ms() < end)
 				sleep_ms(50);
 			if (r == 0) {
 				kill(pid, SIGKILL);
@@ -1960,76 +1881,9 @@ static int open_corosync(struct cpg_ls *ls, char *err, size_t errlen)
 
 /* ---- dispatch thread -------------------------------------------------------------------------- */
 
-static void run_callbacks(struct cpg_ls *ls)
-{
-	for (int round = 0; round < 1000; round++) {
-		pthread_mutex_lock(&ls->mu);
-		struct cb *list = ls->cb_head;
-		ls->cb_head = ls->cb_tail = NULL;
-		pthread_mutex_unlock(&ls->mu);
-		if (!list)
-			return;
-		while (list) {
-			struct cb *c = list;
-			list = c->next;
-			const struct dg_callbacks *cb = &ls->cfg.cb;
-			switch (c->kind) {
-			case CB_AST: {
-				pthread_mutex_lock(&ls->mu);
-				bool skip = c->lk->unlocking;
-				dg_ast_fn ast = c->lk->ast;
-				void *arg = c->lk->arg;
-				pthread_mutex_unlock(&ls->mu);
-				if (!skip && ast)
-					ast(arg, c->status, (enum dg_mode)c->mode, c->has_lvb ? c->lvb : NULL);
-				break;
-			}
-			case CB_BAST: {
-				pthread_mutex_lock(&ls->mu);
-				bool skip = c->lk->unlocking || c->lk->dead;
-				dg_bast_fn bast = c->lk->bast;
-				void *arg = c->lk->arg;
-				pthread_mutex_unlock(&ls->mu);
-				if (!skip && bast)
-					bast(arg, (enum dg_mode)c->mode);
-				break;
-			}
-			case CB_FREE:
-				pthread_mutex_lock(&ls->mu);
-				lock_remove(ls, c->lk);
-				pthread_mutex_unlock(&ls->mu);
-				dg_lock_base_release(&c->lk->base);
-				free(c->lk);
-				break;
-			case CB_MEMBERSHIP:
-				if (cb->membership)
-					cb->membership(cb->arg);
-				break;
-			case CB_NODE_DOWN:
-				if (cb->node_down)
-					cb->node_down(cb->arg, c->nodeid);
-				break;
-			case CB_NODE_FENCED:
-				if (cb->node_fenced)
-					cb->node_fenced(cb->arg, c->nodeid);
-				break;
-			case CB_RECOVERY_DONE:
-				if (cb->recovery_done)
-					cb->recovery_done(cb->arg);
-				break;
-			case CB_QUORUM:
-				if (cb->quorum)
-					cb->quorum(cb->arg, c->status);
-				break;
-			}
-			free(c);
-		}
-	}
-}
-
 static int64_t next_timer(struct cpg_ls *ls)
 {
-	int64_t now = now_ms();
+	int64_t now = dg_now_ms();
 	int64_t t = now + 1000;
 	if (ls->out_head)
 		t = ls->out_retry_at && ls->out_retry_at > now ? ls->out_retry_at : now;
@@ -2051,10 +1905,10 @@ static void connection_lost(struct cpg_ls *ls, const char *why)
 	orphan_all(ls, "corosync connection lost");
 	close_corosync(ls);
 	reset_lineage(ls);
-	ls->reconnect_at = now_ms() + RECONNECT_EVERY_MS;
+	ls->reconnect_at = dg_now_ms() + RECONNECT_EVERY_MS;
 	ls->reconnect_attempts = 0;
 	set_state(ls, ST_DISCONNECTED);
-	cb_simple(ls, CB_MEMBERSHIP, 0, 0);
+	dg_cb_event(&ls->cbq, DG_CB_MEMBERSHIP, 0, 0);
 }
 
 static void try_rejoin(struct cpg_ls *ls)
@@ -2083,7 +1937,7 @@ static void try_rejoin(struct cpg_ls *ls)
 	if (rc < 0) {
 		if (ls->reconnect_attempts <= 1 || ls->reconnect_attempts % 30 == 0)
 			LOG(ls, 4, "reconnect: %s", err);
-		ls->reconnect_at = now_ms() + RECONNECT_EVERY_MS;
+		ls->reconnect_at = dg_now_ms() + RECONNECT_EVERY_MS;
 		set_state(ls, ST_DISCONNECTED);
 	} else {
 		LOG(ls, 5, "membership: rejoining lockspace %s fresh", ls->lockspace_name);
@@ -2099,7 +1953,7 @@ static void *dispatch_main(void *arg)
 			pthread_mutex_unlock(&ls->mu);
 			break;
 		}
-		int64_t now = now_ms();
+		int64_t now = dg_now_ms();
 		if ((ls->state == ST_STALE || ls->state == ST_DISCONNECTED) && now >= ls->reconnect_at)
 			try_rejoin(ls);
 		if (ls->state == ST_JOINING && now - ls->state_since > JOIN_TIMEOUT_MS) {
@@ -2135,8 +1989,8 @@ static void *dispatch_main(void *arg)
 		quorum_handle_t qh = ls->qh;
 		pthread_mutex_unlock(&ls->mu);
 
-		run_callbacks(ls);
-		int timeout = (int)(t - now_ms());
+		dg_cb_run(&ls->cbq, 1000);
+		int timeout = (int)(t - dg_now_ms());
 		if (timeout < 0)
 			timeout = 0;
 		if (timeout > 1000)
@@ -2173,7 +2027,7 @@ static void *dispatch_main(void *arg)
 				pthread_mutex_unlock(&ls->mu);
 			}
 		}
-		run_callbacks(ls);
+		dg_cb_run(&ls->cbq, 1000);
 	}
 	return NULL;
 }
@@ -2197,11 +2051,7 @@ static void destroy(struct cpg_ls *ls)
 			free(lk);
 		}
 	}
-	while (ls->cb_head) {
-		struct cb *c = ls->cb_head;
-		ls->cb_head = c->next;
-		free(c);
-	}
+	dg_cb_clear(&ls->cbq);
 	free(ls->fx);
 	if (ls->wake_fd >= 0)
 		close(ls->wake_fd);
@@ -2250,6 +2100,7 @@ static int cpg_connect(const struct dg_config *cfg, struct dg_lockspace **out, c
 	ls->self_pid = (uint32_t)getpid();
 	ls->sent_q_quorate = -1;
 	pthread_mutex_init(&ls->mu, NULL);
+	dg_cbq_init(&ls->cbq, &ls->mu, &ls->cfg, forget_lock, ls);
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -2420,11 +2271,7 @@ static int cpg_lock(struct dg_lockspace *p, const char *name, enum dg_mode mode,
 	if (!lk)
 		return -ENOMEM;
 	snprintf(lk->name, sizeof(lk->name), "%s", name);
-	lk->base.ls = p;
-	lk->base.wait_ctx = dg_wait_ctx_for(ast, arg);
-	lk->ast = ast;
-	lk->bast = bast;
-	lk->arg = arg;
+	dg_lock_init(&lk->base, p, ast, bast, arg);
 	lk->flags = flags & DG_VALBLK;
 	lk->granted = LS_MODE_NONE;
 	pthread_mutex_lock(&ls->mu);
@@ -2464,9 +2311,9 @@ static int cpg_convert(struct dg_lock *plk, enum dg_mode mode, unsigned flags, c
 		return -EINVAL;
 	pthread_mutex_lock(&ls->mu);
 	int rc = 0;
-	if (lk->dead || ls->state != ST_SYNCED)
+	if (lk->base.dead || ls->state != ST_SYNCED)
 		rc = -ENOTCONN;
-	else if (lk->unlocking || lk->freeing)
+	else if (lk->base.unlocking || lk->base.freeing)
 		rc = -EINVAL;
 	else if (lk->req_tag || lk->granted == LS_MODE_NONE)
 		rc = -EBUSY;
@@ -2494,13 +2341,13 @@ static int cpg_unlock(struct dg_lock *plk, unsigned flags, const uint8_t *lvb)
 	struct cpg_ls *ls = impl(plk->ls);
 	pthread_mutex_lock(&ls->mu);
 	int rc = 0;
-	if (lk->unlocking || lk->freeing) {
+	if (lk->base.unlocking || lk->base.freeing) {
 		rc = -EINVAL;
-	} else if (lk->dead || ls->state != ST_SYNCED) {
+	} else if (lk->base.dead || ls->state != ST_SYNCED) {
 		/* nothing to release any more: free the handle (on the
 		 * dispatch thread, after any callback already queued) */
-		lk->unlocking = true;
-		lk->dead = true;
+		lk->base.unlocking = true;
+		lk->base.dead = true;
 		queue_free(ls, lk);
 		wake(ls);
 	} else {
@@ -2514,7 +2361,7 @@ static int cpg_unlock(struct dg_lock *plk, unsigned flags, const uint8_t *lvb)
 		msg.lockid = lk->lockid;
 		rc = send_ls(ls, &msg);
 		if (rc == 0) {
-			lk->unlocking = true;
+			lk->base.unlocking = true;
 			lk->unlock_tag = msg.tag;
 		}
 	}
@@ -2528,9 +2375,9 @@ static int cpg_cancel(struct dg_lock *plk)
 	struct cpg_ls *ls = impl(plk->ls);
 	pthread_mutex_lock(&ls->mu);
 	int rc = 0;
-	if (lk->dead || ls->state != ST_SYNCED)
+	if (lk->base.dead || ls->state != ST_SYNCED)
 		rc = -ENOTCONN;
-	else if (lk->unlocking || lk->freeing || !lk->req_tag)
+	else if (lk->base.unlocking || lk->base.freeing || !lk->req_tag)
 		rc = -EINVAL;
 	else if (!lk->cancel_tag) {
 		struct ls_msg msg;

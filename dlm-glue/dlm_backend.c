@@ -65,31 +65,13 @@ struct dlm_lk {
 	struct dlm_lk *hnext;         /* in ls->buckets: every live handle */
 	struct dlm_lksb lksb;         /* sb_lvbptr -> lvb */
 	char lvb[DG_LVB_LEN];
-	dg_ast_fn ast;
-	dg_bast_fn bast;
-	void *arg;
 	int granted;                  /* DG mode held, -1 while none */
 	int requested;                /* mode of the request in flight, -1 none */
 	bool req_valblk;              /* the request in flight reads the LVB */
 	bool valblk;                  /* requested with DG_VALBLK: sticky */
 	bool pending;                 /* a lock/convert is in flight */
 	bool cancel_sent;
-	bool unlocking;               /* dg_unlock called: no more app callbacks */
 	bool unlock_after_convert;    /* writing the LVB by a convert to NL first */
-	bool freeing;
-	bool dead;                    /* the lockspace is gone */
-};
-
-enum { CB_AST, CB_BAST, CB_FREE, CB_MEMBERSHIP, CB_QUORUM };
-
-struct cb {
-	struct cb *next;
-	int kind;
-	struct dlm_lk *lk;
-	int status;
-	int mode;
-	bool has_lvb;
-	uint8_t lvb[DG_LVB_LEN];
 };
 
 struct dlm_ls {
@@ -111,7 +93,7 @@ struct dlm_ls {
 	 * never touch freed memory. */
 	struct dlm_lk *buckets[LOCK_BUCKETS];
 	int64_t last_poll_ms;
-	struct cb *cb_head, *cb_tail;
+	struct dg_cbq cbq;            /* callbacks for the dispatch thread */
 	/* membership / quorum (polled) */
 	uint32_t self_nodeid;
 	uint32_t members[MAX_MEMBERS];
@@ -181,49 +163,16 @@ static uint32_t dlm_flags_of(unsigned flags)
 	       (flags & DG_VALBLK ? LKF_VALBLK : 0);
 }
 
-/* ---- callbacks --------------------------------------------------------------------- */
-
-static struct cb *cb_push(struct dlm_ls *ls, int kind, struct dlm_lk *lk)
-{
-	struct cb *c = calloc(1, sizeof(*c));
-	if (!c) {
-		LOG(ls, 3, "out of memory queueing a callback");
-		return NULL;
-	}
-	c->kind = kind;
-	c->lk = lk;
-	if (ls->cb_tail)
-		ls->cb_tail->next = c;
-	else
-		ls->cb_head = c;
-	ls->cb_tail = c;
-	return c;
-}
-
-static void queue_ast(struct dlm_ls *ls, struct dlm_lk *lk, int status, int mode, const char *lvb)
-{
-	if (lk->unlocking || lk->freeing || !lk->ast)
-		return;
-	struct cb *c = cb_push(ls, CB_AST, lk);
-	if (!c)
-		return;
-	c->status = status;
-	c->mode = mode < 0 ? DG_NL : mode;
-	if (lvb) {
-		c->has_lvb = true;
-		memcpy(c->lvb, lvb, DG_LVB_LEN);
-	}
-}
+/* ---- lock table ---------------------------------------------------------------------- */
 
 /* The handle is freed on the dispatch thread after every callback queued
  * before it, so an ast never runs on freed memory. */
 static void queue_free(struct dlm_ls *ls, struct dlm_lk *lk)
 {
-	if (lk->freeing)
+	if (lk->base.freeing)
 		return;
-	lk->freeing = true;
-	if (!cb_push(ls, CB_FREE, lk))
-		lk->freeing = false; /* leaked to disconnect, which frees it */
+	if (!dg_cb_free(&ls->cbq, &lk->base))
+		lk->base.freeing = false; /* leaked to disconnect, which frees it */
 }
 
 static size_t bucket_of(const void *p)
@@ -256,60 +205,9 @@ static void lock_unlink(struct dlm_ls *ls, struct dlm_lk *lk)
 	lk->hnext = NULL;
 }
 
-static void run_callbacks(struct dlm_ls *ls)
+static void forget_lock(void *owner, struct dg_lock *lk)
 {
-	for (;;) {
-		pthread_mutex_lock(&ls->mu);
-		struct cb *list = ls->cb_head;
-		ls->cb_head = ls->cb_tail = NULL;
-		pthread_mutex_unlock(&ls->mu);
-		if (!list)
-			return;
-		while (list) {
-			struct cb *c = list;
-			list = c->next;
-			const struct dg_callbacks *cb = &ls->cfg.cb;
-			switch (c->kind) {
-			case CB_AST: {
-				/* dg_unlock may have been called since it was queued */
-				pthread_mutex_lock(&ls->mu);
-				bool skip = c->lk->unlocking;
-				dg_ast_fn ast = c->lk->ast;
-				void *arg = c->lk->arg;
-				pthread_mutex_unlock(&ls->mu);
-				if (!skip && ast)
-					ast(arg, c->status, (enum dg_mode)c->mode, c->has_lvb ? c->lvb : NULL);
-				break;
-			}
-			case CB_BAST: {
-				pthread_mutex_lock(&ls->mu);
-				bool skip = c->lk->unlocking || c->lk->dead;
-				dg_bast_fn bast = c->lk->bast;
-				void *arg = c->lk->arg;
-				pthread_mutex_unlock(&ls->mu);
-				if (!skip && bast)
-					bast(arg, (enum dg_mode)c->mode);
-				break;
-			}
-			case CB_FREE:
-				pthread_mutex_lock(&ls->mu);
-				lock_unlink(ls, c->lk);
-				pthread_mutex_unlock(&ls->mu);
-				dg_lock_base_release(&c->lk->base);
-				free(c->lk);
-				break;
-			case CB_MEMBERSHIP:
-				if (cb->membership)
-					cb->membership(cb->arg);
-				break;
-			case CB_QUORUM:
-				if (cb->quorum)
-					cb->quorum(cb->arg, c->status);
-				break;
-			}
-			free(c);
-		}
-	}
+	lock_unlink(owner, (struct dlm_lk *)lk);
 }
 
 /* ---- requests (called with ls->mu held) --------------------------------------------- */
@@ -370,8 +268,8 @@ static void on_completion(struct dlm_ls *ls, struct dlm_lk *lk, int status, int 
 		/* VALNOTVALID: a holder of PW/EX died without writing it back;
 		 * report it as no value, as the cpg backend does for fenced
 		 * writers. */
-		const char *lvb = lk->req_valblk && !(sb_flags & DLM_SBF_VALNOTVALID) ? lk->lvb : NULL;
-		queue_ast(ls, lk, 0, lk->granted, lvb);
+		const uint8_t *lvb = lk->req_valblk && !(sb_flags & DLM_SBF_VALNOTVALID) ? (uint8_t *)lk->lvb : NULL;
+		dg_cb_ast(&ls->cbq, &lk->base, 0, lk->granted, lvb);
 		return;
 	}
 	lk->requested = -1;
@@ -394,10 +292,10 @@ static void on_completion(struct dlm_ls *ls, struct dlm_lk *lk, int status, int 
 	if (is_new) {
 		/* a new request that failed holds nothing: the handle goes
 		 * once its ast has run */
-		queue_ast(ls, lk, err, DG_NL, NULL);
+		dg_cb_ast(&ls->cbq, &lk->base, err, DG_NL, NULL);
 		queue_free(ls, lk);
 	} else {
-		queue_ast(ls, lk, err, lk->granted, NULL);
+		dg_cb_ast(&ls->cbq, &lk->base, err, lk->granted, NULL);
 	}
 }
 
@@ -420,9 +318,7 @@ static void on_record(struct dlm_ls *ls, const char *buf, size_t n)
 	}
 	struct dlm_lk *lk = res.user_astparam;
 	if (res.user_astaddr == (void *)bast_marker) {
-		struct cb *c = lk->unlocking || lk->freeing ? NULL : cb_push(ls, CB_BAST, lk);
-		if (c)
-			c->mode = dg_mode_of(res.bast_mode);
+		dg_cb_bast(&ls->cbq, &lk->base, dg_mode_of(res.bast_mode));
 		return;
 	}
 	lk->lksb.sb_lkid = res.lksb.sb_lkid;
@@ -521,25 +417,16 @@ static void poll_membership(struct dlm_ls *ls, bool notify)
 	ls->quorate = quorate;
 	if (notify && changed) {
 		LOG(ls, 5, "membership: lockspace %s has %zu member(s)", ls->dlm_name, n);
-		cb_push(ls, CB_MEMBERSHIP, NULL);
+		dg_cb_event(&ls->cbq, DG_CB_MEMBERSHIP, 0, 0);
 	}
 	if (notify && qchanged) {
 		LOG(ls, 5, "quorum: %s", quorate ? "regained" : "lost");
-		struct cb *c = cb_push(ls, CB_QUORUM, NULL);
-		if (c)
-			c->status = quorate;
+		dg_cb_event(&ls->cbq, DG_CB_QUORUM, 0, quorate);
 	}
 	pthread_mutex_unlock(&ls->mu);
 }
 
 /* ---- dispatch thread ------------------------------------------------------------------ */
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void drain_device(struct dlm_ls *ls)
 {
@@ -582,14 +469,14 @@ static void *dispatch_main(void *arg)
 		}
 		if (r > 0 && (p[0].revents & (POLLIN | POLLERR | POLLHUP)))
 			drain_device(ls);
-		int64_t now = now_ms();
+		int64_t now = dg_now_ms();
 		if (now - ls->last_poll_ms >= POLL_MS) {
 			ls->last_poll_ms = now;
 			poll_membership(ls, true);
 		}
-		run_callbacks(ls);
+		dg_cb_run(&ls->cbq, 0);
 	}
-	run_callbacks(ls);
+	dg_cb_run(&ls->cbq, 0);
 	return NULL;
 }
 
@@ -618,11 +505,7 @@ static void destroy(struct dlm_ls *ls)
 			free(lk);
 		}
 	}
-	while (ls->cb_head) {
-		struct cb *c = ls->cb_head;
-		ls->cb_head = c->next;
-		free(c);
-	}
+	dg_cb_clear(&ls->cbq);
 	if (ls->wake_fd >= 0)
 		close(ls->wake_fd);
 	pthread_mutex_destroy(&ls->mu);
@@ -681,6 +564,7 @@ static int dlmb_connect(const struct dg_config *cfg, struct dg_lockspace **out, 
 	ls->fd = -1;
 	ls->quorate = 0;
 	pthread_mutex_init(&ls->mu, NULL);
+	dg_cbq_init(&ls->cbq, &ls->mu, &ls->cfg, forget_lock, ls);
 	ls->lockspace_name = strdup(cfg->lockspace);
 	ls->cfg.lockspace = ls->lockspace_name;
 	ls->cfg.fence_command = NULL; /* dlm_controld fences, not us */
@@ -744,7 +628,7 @@ static int dlmb_connect(const struct dg_config *cfg, struct dg_lockspace **out, 
 		LOG(ls, 4, "lockspace %s: corosync quorum service not reachable: reporting not quorate",
 		    ls->dlm_name);
 	poll_membership(ls, false);
-	ls->last_poll_ms = now_ms();
+	ls->last_poll_ms = dg_now_ms();
 
 	int rc = pthread_create(&ls->thread, NULL, dispatch_main, ls);
 	if (rc != 0) {
@@ -766,7 +650,7 @@ static void dlmb_disconnect(struct dg_lockspace *p)
 	ls->stop = true;
 	for (size_t b = 0; b < LOCK_BUCKETS; b++)
 		for (struct dlm_lk *lk = ls->buckets[b]; lk; lk = lk->hnext)
-			lk->dead = true;
+			lk->base.dead = true;
 	pthread_mutex_unlock(&ls->mu);
 	wake(ls);
 	if (ls->thread_started)
@@ -813,12 +697,8 @@ static int dlmb_lock(struct dg_lockspace *p, const char *name, enum dg_mode mode
 	struct dlm_lk *lk = calloc(1, sizeof(*lk));
 	if (!lk)
 		return -ENOMEM;
-	lk->base.ls = p;
-	lk->base.wait_ctx = dg_wait_ctx_for(ast, arg);
+	dg_lock_init(&lk->base, p, ast, bast, arg);
 	lk->ls = ls;
-	lk->ast = ast;
-	lk->bast = bast;
-	lk->arg = arg;
 	lk->granted = -1;
 	lk->requested = -1;
 	lk->valblk = (flags & DG_VALBLK) != 0;
@@ -835,7 +715,7 @@ static int dlmb_lock(struct dg_lockspace *p, const char *name, enum dg_mode mode
 		 * the same way so callers see one behaviour. */
 		lk->requested = -1;
 		lock_link(ls, lk);
-		queue_ast(ls, lk, -EAGAIN, DG_NL, NULL);
+		dg_cb_ast(&ls->cbq, &lk->base, -EAGAIN, DG_NL, NULL);
 		queue_free(ls, lk);
 		wake(ls);
 		rc = 0;
@@ -861,9 +741,9 @@ static int dlmb_convert(struct dg_lock *plk, enum dg_mode mode, unsigned flags, 
 		return -EINVAL;
 	pthread_mutex_lock(&ls->mu);
 	int rc = 0;
-	if (lk->dead || ls->stop)
+	if (lk->base.dead || ls->stop)
 		rc = -ENOTCONN;
-	else if (lk->unlocking || lk->freeing)
+	else if (lk->base.unlocking || lk->base.freeing)
 		rc = -EINVAL;
 	else if (lk->pending || lk->granted < 0)
 		rc = -EBUSY;
@@ -873,7 +753,7 @@ static int dlmb_convert(struct dg_lock *plk, enum dg_mode mode, unsigned flags, 
 		unsigned f = flags | DG_CONVERT | (lk->valblk ? DG_VALBLK : 0);
 		rc = submit_lock(ls, lk, NULL, mode, f);
 		if (rc == -EAGAIN && (flags & DG_NOQUEUE)) {
-			queue_ast(ls, lk, -EAGAIN, lk->granted, NULL);
+			dg_cb_ast(&ls->cbq, &lk->base, -EAGAIN, lk->granted, NULL);
 			wake(ls);
 			rc = 0;
 		}
@@ -888,10 +768,10 @@ static int dlmb_unlock(struct dg_lock *plk, unsigned flags, const uint8_t *lvb)
 	struct dlm_ls *ls = lk->ls;
 	pthread_mutex_lock(&ls->mu);
 	int rc = 0;
-	if (lk->unlocking || lk->freeing) {
+	if (lk->base.unlocking || lk->base.freeing) {
 		rc = -EINVAL;
-	} else if (lk->dead || ls->stop) {
-		lk->unlocking = true;
+	} else if (lk->base.dead || ls->stop) {
+		lk->base.unlocking = true;
 		queue_free(ls, lk);
 		wake(ls);
 	} else if (lk->pending) {
@@ -900,7 +780,7 @@ static int dlmb_unlock(struct dg_lock *plk, unsigned flags, const uint8_t *lvb)
 		 * with EBUSY). Nothing is written to the value block. */
 		rc = submit_unlock(ls, lk, LKF_FORCEUNLOCK);
 		if (rc == 0)
-			lk->unlocking = true;
+			lk->base.unlocking = true;
 	} else if (((flags & DG_VALBLK) || lk->valblk) && lk->granted >= DG_PW) {
 		/* libdlm's dlm_ls_unlock does not pass our value block to the
 		 * kernel (it sends an uninitialised one, which the kernel
@@ -910,13 +790,13 @@ static int dlmb_unlock(struct dg_lock *plk, unsigned flags, const uint8_t *lvb)
 			memcpy(lk->lvb, lvb, DG_LVB_LEN);
 		rc = submit_lock(ls, lk, NULL, DG_NL, DG_CONVERT | DG_VALBLK);
 		if (rc == 0) {
-			lk->unlocking = true;
+			lk->base.unlocking = true;
 			lk->unlock_after_convert = true;
 		}
 	} else {
 		rc = submit_unlock(ls, lk, 0);
 		if (rc == 0)
-			lk->unlocking = true;
+			lk->base.unlocking = true;
 	}
 	pthread_mutex_unlock(&ls->mu);
 	return rc;
@@ -928,9 +808,9 @@ static int dlmb_cancel(struct dg_lock *plk)
 	struct dlm_ls *ls = lk->ls;
 	pthread_mutex_lock(&ls->mu);
 	int rc = 0;
-	if (lk->dead || ls->stop)
+	if (lk->base.dead || ls->stop)
 		rc = -ENOTCONN;
-	else if (lk->unlocking || lk->freeing || !lk->pending)
+	else if (lk->base.unlocking || lk->base.freeing || !lk->pending)
 		rc = -EINVAL;
 	else if (!lk->cancel_sent) {
 		/* granted meanwhile: the kernel answers nothing, the grant's

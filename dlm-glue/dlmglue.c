@@ -1,6 +1,8 @@
-/* dlm-glue dispatcher: picks the backend named by dg_config.backend and
- * forwards every public call to it; dg_lock_wait is built on dg_lock here so
- * both backends share it. */
+/* dlm-glue core: picks the backend named by dg_config.backend and forwards
+ * every public call to it through its struct dg_backend_ops; dg_lock_wait is
+ * built on dg_lock here so both backends share it. Also the helpers every
+ * backend uses (dg_logf, dg_now_ms, dg_lock_init). The callback queue is in
+ * callbacks.c. */
 #include "dlm-glue/backend.h"
 
 #include <errno.h>
@@ -34,6 +36,13 @@ void dg_logf(const struct dg_config *cfg, int level, const char *fmt, ...)
 			ts.tv_nsec / 1000000, line);
 	}
 	va_end(ap);
+}
+
+int64_t dg_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 int dg_connect(const struct dg_config *cfg, struct dg_lockspace **out, char *err, size_t errlen)
@@ -169,9 +178,13 @@ static void wait_ast(void *arg, int status, enum dg_mode granted, const uint8_t 
 	pthread_mutex_unlock(&w->mu);
 }
 
-void *dg_wait_ctx_for(dg_ast_fn ast, void *arg)
+void dg_lock_init(struct dg_lock *lk, struct dg_lockspace *ls, dg_ast_fn ast, dg_bast_fn bast, void *arg)
 {
-	return ast == wait_ast ? arg : NULL;
+	lk->ls = ls;
+	lk->wait_ctx = ast == wait_ast ? arg : NULL;
+	lk->ast = ast;
+	lk->bast = bast;
+	lk->arg = arg;
 }
 
 void dg_lock_base_release(struct dg_lock *lk)
@@ -227,7 +240,7 @@ int dg_lock_wait(struct dg_lockspace *ls, const char *name, enum dg_mode mode, u
 		return rc;
 	}
 	/* The handle may already be gone (a failed request is freed once its
-	 * ast returns); the backend stored the waiter in it (dg_wait_ctx_for)
+	 * ast returns); the backend stored the waiter in it (dg_lock_init)
 	 * before any ast could run, so the handle's reference is accounted. */
 	struct timespec dl = deadline_in(timeout_ms);
 	if (!wait_done(w, &dl)) {
