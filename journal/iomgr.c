@@ -2,8 +2,8 @@
  *
  * Blocks are cached in 4 KiB units (the LUN's O_DIRECT alignment) and written
  * back: a metadata change stays in memory until journal_flush() (sync, fsync,
- * the periodic flusher) or until its entry is evicted. This is where the JBD2
- * transaction overlay goes: dirty blocks become a transaction's blocks.
+ * the periodic flusher) or until its entry is evicted. With the journal
+ * attached, the dirty blocks become a transaction's blocks (txn.c).
  * One mutex guards the cache: libext2fs calls arrive under the metadata
  * engine's lock, but flush and stats may come from other threads.
  */

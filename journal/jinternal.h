@@ -64,7 +64,7 @@ struct journal_txn {
 	unsigned char *data;           /* n * UNIT, aligned */
 };
 
-
+/* ---- iomgr.c: the cache and the LUN ---- */
 void jlog(struct journal *j, int level, const char *fmt, ...);
 errcode_t lun_read_units(struct journal *j, uint64_t unit, unsigned n, void *buf);
 errcode_t lun_write_units(struct journal *j, uint64_t unit, unsigned n, const void *buf);
@@ -74,9 +74,11 @@ void mark_dirty(struct journal *j, struct cache_entry *e);
 struct cache_entry *cache_find(struct journal *j, uint64_t unit);
 void cache_drop_all(struct journal *j);
 void cache_remove_entry(struct journal *j, struct cache_entry *e);
+
+/* ---- txn.c: transactions ---- */
 /* Under j->lock: takes the dirty blocks as the next transaction. */
 int txn_prepare_locked(struct journal *j, struct journal_txn **out);
-/* Without j->lock: makes it durable and writes it home (txn_commit.c). */
+/* Without j->lock: makes it durable and writes it home. */
 int txn_finish(struct journal *j, struct journal_txn *txn);
 void txn_free(struct journal *j);
 

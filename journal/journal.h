@@ -2,9 +2,11 @@
  * volume's metadata (design.md §3).
  *
  * Every metadata block libext2fs touches goes through the io_manager this module
- * provides. Today the layer is a write-back block cache over the LUN opened
- * O_DIRECT; the JBD2 transaction overlay (issue: journal) slots in here without
- * changing the metadata engine. File data never passes through this layer.
+ * provides (iomgr.c): a write-back block cache over the LUN opened O_DIRECT.
+ * With the ext4 internal journal attached, each commit takes the dirty blocks
+ * as one JBD2 transaction (txn.c, encoded by jbd2_writer.c, replayed by
+ * jbd2_replay.c; docs/journal-format.md). File data never passes through this
+ * layer.
  */
 #ifndef CSVFS_JOURNAL_H
 #define CSVFS_JOURNAL_H
