@@ -51,69 +51,80 @@ static size_t departed_pending(struct cpg_ls *ls)
 	return c.n;
 }
 
+static void on_joined(struct cpg_ls *ls, const struct ls_effect *e)
+{
+	cpgb_fenced_nodes_set(ls, e->nodeid, false);
+	LOG(ls, 5, "membership: node %u (%s) joined the lockspace, incarnation %u", e->nodeid,
+	    cpgb_node_name(ls, e->nodeid), e->incarnation);
+	dg_cb_event(&ls->cbq, DG_CB_MEMBERSHIP, 0, 0);
+}
+
+static void on_departed(struct cpg_ls *ls, const struct ls_effect *e)
+{
+	dg_cb_event(&ls->cbq, DG_CB_NODE_DOWN, e->nodeid, 0);
+	if (!(e->flags & LS_EF_NEEDS_FENCE)) {
+		LOG(ls, 5, "membership: node %u (%s) left the lockspace holding no locks",
+		    e->nodeid, cpgb_node_name(ls, e->nodeid));
+		dg_cb_event(&ls->cbq, DG_CB_NODE_FENCED, e->nodeid, 0);
+		if (!departed_pending(ls))
+			dg_cb_event(&ls->cbq, DG_CB_RECOVERY_DONE, 0, 0);
+	} else if (ls->clean_leave_ctx) {
+		LOG(ls, 5, "membership: node %u (%s) left the lockspace cleanly (its process is gone): "
+		    "releasing its locks", e->nodeid, cpgb_node_name(ls, e->nodeid));
+		/* Every member sends it (the first one delivered
+		 * releases, the others are ignored), so it does not
+		 * depend on any one of us staying. */
+		if (!ls->replaying)
+			cpgb_send_fenced(ls, e->nodeid, e->incarnation);
+	} else {
+		LOG(ls, 4, "membership: node %u (%s) is down holding locks: they stay blocked until it is "
+		    "fenced (%s%u ms self-fence deadline while quorate)", e->nodeid, cpgb_node_name(ls, e->nodeid),
+		    ls->fence_command ? "fence command, or the " : "the ", ls->deadline_ms);
+		cpgb_arm_fence(ls, e->nodeid, e->incarnation);
+	}
+	dg_cb_event(&ls->cbq, DG_CB_MEMBERSHIP, 0, 0);
+}
+
+static void on_fenced(struct cpg_ls *ls, const struct ls_effect *e)
+{
+	cpgb_fence_remove_upto(ls, e->nodeid, e->incarnation);
+	cpgb_fenced_nodes_set(ls, e->nodeid, ls_live_incarnation(ls->lst, e->nodeid) == 0);
+	LOG(ls, 5, "fence: node %u (%s) incarnation %u fenced, its locks are released", e->nodeid,
+	    cpgb_node_name(ls, e->nodeid), e->incarnation);
+	dg_cb_event(&ls->cbq, DG_CB_NODE_FENCED, e->nodeid, 0);
+	dg_cb_event(&ls->cbq, DG_CB_MEMBERSHIP, 0, 0);
+	if (!departed_pending(ls)) {
+		LOG(ls, 5, "recovery done: no departed member holds locks");
+		dg_cb_event(&ls->cbq, DG_CB_RECOVERY_DONE, 0, 0);
+	}
+}
+
+static void on_quorum(struct cpg_ls *ls, const struct ls_effect *e)
+{
+	bool q = !(e->flags & LS_EF_NOT_QUORATE);
+	LOG(ls, q ? 5 : 4, "quorum: lockspace %s at ring %" PRIu64, q ? "regained quorum" : "lost quorum",
+	    ls_ring_seq(ls->lst));
+	if (!q)
+		ls->quorum_lost_at = dg_now_ms();
+	else
+		cpgb_fence_deadlines_from_now(ls);
+}
+
 static void handle_membership_effect(struct cpg_ls *ls, const struct ls_effect *e)
 {
 	switch (e->kind) {
 	case LS_EFFECT_JOINED:
-		cpgb_fenced_nodes_set(ls, e->nodeid, false);
-		LOG(ls, 5, "membership: node %u (%s) joined the lockspace, incarnation %u", e->nodeid,
-		    cpgb_node_name(ls, e->nodeid), e->incarnation);
-		dg_cb_event(&ls->cbq, DG_CB_MEMBERSHIP, 0, 0);
+		on_joined(ls, e);
 		break;
 	case LS_EFFECT_DEPARTED:
-		dg_cb_event(&ls->cbq, DG_CB_NODE_DOWN, e->nodeid, 0);
-		if (!(e->flags & LS_EF_NEEDS_FENCE)) {
-			LOG(ls, 5, "membership: node %u (%s) left the lockspace holding no locks",
-			    e->nodeid, cpgb_node_name(ls, e->nodeid));
-			dg_cb_event(&ls->cbq, DG_CB_NODE_FENCED, e->nodeid, 0);
-			if (!departed_pending(ls))
-				dg_cb_event(&ls->cbq, DG_CB_RECOVERY_DONE, 0, 0);
-		} else if (ls->clean_leave_ctx) {
-			LOG(ls, 5, "membership: node %u (%s) left the lockspace cleanly (its process is gone): "
-			    "releasing its locks", e->nodeid, cpgb_node_name(ls, e->nodeid));
-			/* Every member sends it (the first one delivered
-			 * releases, the others are ignored), so it does not
-			 * depend on any one of us staying. */
-			if (!ls->replaying)
-				cpgb_send_fenced(ls, e->nodeid, e->incarnation);
-		} else {
-			LOG(ls, 4, "membership: node %u (%s) is down holding locks: they stay blocked until it is "
-			    "fenced (%s%u ms self-fence deadline while quorate)", e->nodeid, cpgb_node_name(ls, e->nodeid),
-			    ls->fence_command ? "fence command, or the " : "the ", ls->deadline_ms);
-			cpgb_arm_fence(ls, e->nodeid, e->incarnation);
-		}
-		dg_cb_event(&ls->cbq, DG_CB_MEMBERSHIP, 0, 0);
+		on_departed(ls, e);
 		break;
 	case LS_EFFECT_FENCED:
-		cpgb_fence_remove_upto(ls, e->nodeid, e->incarnation);
-		cpgb_fenced_nodes_set(ls, e->nodeid, ls_live_incarnation(ls->lst, e->nodeid) == 0);
-		LOG(ls, 5, "fence: node %u (%s) incarnation %u fenced, its locks are released", e->nodeid,
-		    cpgb_node_name(ls, e->nodeid), e->incarnation);
-		dg_cb_event(&ls->cbq, DG_CB_NODE_FENCED, e->nodeid, 0);
-		dg_cb_event(&ls->cbq, DG_CB_MEMBERSHIP, 0, 0);
-		if (!departed_pending(ls)) {
-			LOG(ls, 5, "recovery done: no departed member holds locks");
-			dg_cb_event(&ls->cbq, DG_CB_RECOVERY_DONE, 0, 0);
-		}
+		on_fenced(ls, e);
 		break;
-	case LS_EFFECT_QUORUM: {
-		bool q = !(e->flags & LS_EF_NOT_QUORATE);
-		LOG(ls, q ? 5 : 4, "quorum: lockspace %s at ring %" PRIu64, q ? "regained quorum" : "lost quorum",
-		    ls_ring_seq(ls->lst));
-		if (!q) {
-			ls->quorum_lost_at = dg_now_ms();
-		} else {
-			/* A departed node can only have lost contact with a
-			 * quorate partition from now on: its deadline counts
-			 * from here (design.md §6). */
-			int64_t d = dg_now_ms() + ls->deadline_ms;
-			for (size_t i = 0; i < ls->nfences; i++)
-				if (ls->fences[i].deadline < d && ls->fences[i].fenced_sent_at == 0 &&
-				    ls->fences[i].cmd_state != 2)
-					ls->fences[i].deadline = d;
-		}
+	case LS_EFFECT_QUORUM:
+		on_quorum(ls, e);
 		break;
-	}
 	default:
 		break;
 	}
@@ -170,6 +181,71 @@ static const char *reason_name(uint32_t reason)
 	}
 }
 
+static void apply_leave(struct cpg_ls *ls, const struct cpg_address *a)
+{
+	if (ls->snap.active && ls->snap.nodeid == a->nodeid && ls->snap.pid == a->pid) {
+		free(ls->snap.buf);
+		memset(&ls->snap, 0, sizeof(ls->snap));
+	}
+	struct adm *m = cpgb_adm_find(ls, a->nodeid);
+	if (!m || m->pid != a->pid) {
+		LOG(ls, 6, "group: process %u/%u left (%s); it was not a lockspace member", a->nodeid, a->pid,
+		    reason_name(a->reason));
+		return;
+	}
+	bool was_synced = m->synced;
+	cpgb_adm_remove(ls, a->nodeid);
+	if (a->reason == CPG_REASON_NODEDOWN) {
+		LOG(ls, 4, "membership: node %u (%s) pid %u left the group (node down); applied at the next ring",
+		    a->nodeid, cpgb_node_name(ls, a->nodeid), a->pid);
+		if (ls->ndown < LS_MAX_CONFCHG)
+			ls->down[ls->ndown++] = a->nodeid;
+		return;
+	}
+	LOG(ls, 5, "membership: node %u (%s) pid %u left the group (%s)%s", a->nodeid, cpgb_node_name(ls, a->nodeid),
+	    a->pid, reason_name(a->reason), was_synced ? "" : " before its snapshot arrived");
+	ls->clean_leave_ctx = true;
+	int rc = ls_apply_confchg(ls->lst, ls_ring_seq(ls->lst), &a->nodeid, 1, NULL, 0, cpgb_sink_of(ls));
+	cpgb_process_effects(ls);
+	ls->clean_leave_ctx = false;
+	cpgb_check_apply(ls, rc, "leave");
+}
+
+/* Returns false when the join made this member stale (stop applying). */
+static bool apply_join(struct cpg_ls *ls, const struct cpg_address *a)
+{
+	if (a->nodeid == ls->self_nodeid && a->pid == ls->self_pid)
+		return true;
+	if (a->reason == CPG_REASON_NODEUP) {
+		if (!ls_quorate(ls->lst)) {
+			char why[160];
+			snprintf(why, sizeof(why), "partition merge: node %u pid %u came back while our lineage is "
+				 "not quorate", a->nodeid, a->pid);
+			cpgb_go_stale(ls, why);
+			return false;
+		}
+		LOG(ls, 5, "membership: node %u (%s) pid %u merged back from another partition; it must "
+		    "rejoin fresh before it is a member", a->nodeid, cpgb_node_name(ls, a->nodeid), a->pid);
+		return true;
+	}
+	struct adm *m = cpgb_adm_find(ls, a->nodeid);
+	if (m) {
+		LOG(ls, 4, "membership: node %u pid %u joined while pid %u of that node is a member: refused",
+		    a->nodeid, a->pid, m->pid);
+		if (cpgb_designated(ls) == ls->self_nodeid && !ls->replaying)
+			cpgb_send_reject(ls, a->nodeid, a->pid);
+		return true;
+	}
+	if (!cpgb_adm_add(ls, a->nodeid, a->pid, false))
+		return true;
+	LOG(ls, 5, "membership: node %u (%s) pid %u joined the group; snapshot pending", a->nodeid,
+	    cpgb_node_name(ls, a->nodeid), a->pid);
+	int rc = ls_apply_confchg(ls->lst, ls_ring_seq(ls->lst), NULL, 0, &a->nodeid, 1, cpgb_sink_of(ls));
+	cpgb_process_effects(ls);
+	cpgb_check_apply(ls, rc, "join");
+	return true;
+}
+
 static void apply_confchg_synced(struct cpg_ls *ls, const struct ev *e)
 {
 	const struct cpg_address *member = e->addrs;
@@ -177,72 +253,11 @@ static void apply_confchg_synced(struct cpg_ls *ls, const struct ev *e)
 	const struct cpg_address *joined = left + e->nleft;
 	ls->npresent = e->nmember < CPG_MEMBERS_MAX ? e->nmember : CPG_MEMBERS_MAX;
 	memcpy(ls->present, member, ls->npresent * sizeof(*member));
-
-	for (size_t i = 0; i < e->nleft; i++) {
-		const struct cpg_address *a = &left[i];
-		if (ls->snap.active && ls->snap.nodeid == a->nodeid && ls->snap.pid == a->pid) {
-			free(ls->snap.buf);
-			memset(&ls->snap, 0, sizeof(ls->snap));
-		}
-		struct adm *m = cpgb_adm_find(ls, a->nodeid);
-		if (!m || m->pid != a->pid) {
-			LOG(ls, 6, "group: process %u/%u left (%s); it was not a lockspace member", a->nodeid, a->pid,
-			    reason_name(a->reason));
-			continue;
-		}
-		bool was_synced = m->synced;
-		cpgb_adm_remove(ls, a->nodeid);
-		if (a->reason == CPG_REASON_NODEDOWN) {
-			LOG(ls, 4, "membership: node %u (%s) pid %u left the group (node down); applied at the next ring",
-			    a->nodeid, cpgb_node_name(ls, a->nodeid), a->pid);
-			if (ls->ndown < LS_MAX_CONFCHG)
-				ls->down[ls->ndown++] = a->nodeid;
-			continue;
-		}
-		LOG(ls, 5, "membership: node %u (%s) pid %u left the group (%s)%s", a->nodeid, cpgb_node_name(ls, a->nodeid),
-		    a->pid, reason_name(a->reason), was_synced ? "" : " before its snapshot arrived");
-		ls->clean_leave_ctx = true;
-		int rc = ls_apply_confchg(ls->lst, ls_ring_seq(ls->lst), &a->nodeid, 1, NULL, 0, cpgb_sink_of(ls));
-		cpgb_process_effects(ls);
-		ls->clean_leave_ctx = false;
-		cpgb_check_apply(ls, rc, "leave");
-	}
-	for (size_t i = 0; i < e->njoined; i++) {
-		const struct cpg_address *a = &joined[i];
-		if (a->nodeid == ls->self_nodeid && a->pid == ls->self_pid)
-			continue;
-		if (a->reason == CPG_REASON_NODEUP) {
-			if (!ls_quorate(ls->lst)) {
-				char why[160];
-				snprintf(why, sizeof(why), "partition merge: node %u pid %u came back while our lineage is "
-					 "not quorate", a->nodeid, a->pid);
-				cpgb_go_stale(ls, why);
-				return;
-			}
-			LOG(ls, 5, "membership: node %u (%s) pid %u merged back from another partition; it must "
-			    "rejoin fresh before it is a member", a->nodeid, cpgb_node_name(ls, a->nodeid), a->pid);
-			continue;
-		}
-		struct adm *m = cpgb_adm_find(ls, a->nodeid);
-		if (m) {
-			LOG(ls, 4, "membership: node %u pid %u joined while pid %u of that node is a member: refused",
-			    a->nodeid, a->pid, m->pid);
-			if (cpgb_designated(ls) == ls->self_nodeid && !ls->replaying) {
-				uint8_t p[8];
-				put32(p, a->nodeid);
-				put32(p + 4, a->pid);
-				cpgb_send_raw(ls, ENV_REJECT, p, sizeof(p));
-			}
-			continue;
-		}
-		if (!cpgb_adm_add(ls, a->nodeid, a->pid, false))
-			continue;
-		LOG(ls, 5, "membership: node %u (%s) pid %u joined the group; snapshot pending", a->nodeid,
-		    cpgb_node_name(ls, a->nodeid), a->pid);
-		int rc = ls_apply_confchg(ls->lst, ls_ring_seq(ls->lst), NULL, 0, &a->nodeid, 1, cpgb_sink_of(ls));
-		cpgb_process_effects(ls);
-		cpgb_check_apply(ls, rc, "join");
-	}
+	for (size_t i = 0; i < e->nleft; i++)
+		apply_leave(ls, &left[i]);
+	for (size_t i = 0; i < e->njoined; i++)
+		if (!apply_join(ls, &joined[i]))
+			return;
 }
 
 static void apply_totem_synced(struct cpg_ls *ls, const struct ev *e)
@@ -258,13 +273,14 @@ static void apply_totem_synced(struct cpg_ls *ls, const struct ev *e)
 
 static void apply_msg_synced(struct cpg_ls *ls, const struct ev *e)
 {
-	if (e->len < ENV_LEN || get32(e->data) != ENV_MAGIC || e->data[4] != ENV_VERSION)
+	struct env env;
+	if (!cpgb_env_open(e, &env))
 		return;
-	int type = e->data[5];
-	uint64_t lineage = get64(e->data + 8);
-	uint32_t inc = get32(e->data + 16);
-	const uint8_t *payload = e->data + ENV_LEN;
-	size_t plen = e->len - ENV_LEN;
+	int type = env.type;
+	uint64_t lineage = env.lineage;
+	uint32_t inc = env.incarnation;
+	const uint8_t *payload = env.payload;
+	size_t plen = env.len;
 	bool own = e->nodeid == ls->self_nodeid && e->pid == ls->self_pid;
 	if (type == ENV_LS) {
 		struct adm *m = cpgb_adm_find(ls, e->nodeid);

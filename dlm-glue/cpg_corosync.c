@@ -351,6 +351,104 @@ static void try_rejoin(struct cpg_ls *ls)
 	}
 }
 
+/* Under mu: nobody sent a snapshot (e.g. every other process in the group is
+ * stale or joining too): step out for a random while so that one of us ends
+ * up alone and founds. */
+static void join_timed_out(struct cpg_ls *ls, int64_t now)
+{
+	uint32_t jitter = 0;
+	if (getrandom(&jitter, sizeof(jitter), 0) != (ssize_t)sizeof(jitter))
+		jitter = (uint32_t)now;
+	ls->reconnect_at = now + jitter % 3000;
+	LOG(ls, 4, "membership: no snapshot after %d ms; rejoining in %" PRId64 " ms", JOIN_TIMEOUT_MS,
+	    ls->reconnect_at - now);
+	cpgb_close_corosync(ls);
+	cpgb_set_state(ls, ST_STALE);
+}
+
+/* Under mu: the work due at each turn of the loop. */
+static void periodic(struct cpg_ls *ls)
+{
+	int64_t now = dg_now_ms();
+	if ((ls->state == ST_STALE || ls->state == ST_DISCONNECTED) && now >= ls->reconnect_at)
+		try_rejoin(ls);
+	if (ls->state == ST_JOINING && now - ls->state_since > JOIN_TIMEOUT_MS)
+		join_timed_out(ls, now);
+	cpgb_post_event(ls);
+	cpgb_update_app_quorum(ls);
+	cpgb_out_flush(ls);
+}
+
+/* What the loop polls, taken under mu. */
+struct poll_set {
+	struct pollfd fds[3];
+	int nfds, cpg_idx, q_idx;
+	cpg_handle_t h;
+	quorum_handle_t qh;
+};
+
+static void poll_set_of(struct cpg_ls *ls, struct poll_set *p)
+{
+	p->nfds = 0;
+	p->fds[p->nfds++] = (struct pollfd){ .fd = ls->wake_fd, .events = POLLIN };
+	p->cpg_idx = p->q_idx = -1;
+	if (ls->cpg_open) {
+		p->cpg_idx = p->nfds;
+		p->fds[p->nfds++] = (struct pollfd){ .fd = ls->cpg_fd, .events = POLLIN };
+	}
+	if (ls->q_open) {
+		p->q_idx = p->nfds;
+		p->fds[p->nfds++] = (struct pollfd){ .fd = ls->q_fd, .events = POLLIN };
+	}
+	p->h = ls->cpg;
+	p->qh = ls->qh;
+}
+
+/* Without mu: a dispatch error loses the connection, unless the handle was
+ * replaced meanwhile. */
+static void dispatch_failed(struct cpg_ls *ls, bool cpg, cs_error_t e, const struct poll_set *p)
+{
+	pthread_mutex_lock(&ls->mu);
+	bool current = cpg ? ls->cpg_open && ls->cpg == p->h : ls->q_open && ls->qh == p->qh;
+	if (current) {
+		char why[64];
+		snprintf(why, sizeof(why), "%s_dispatch error %d", cpg ? "cpg" : "quorum", e);
+		connection_lost(ls, why);
+	}
+	pthread_mutex_unlock(&ls->mu);
+}
+
+/* Without mu: waits (at most until the next timer, and 1 s) and dispatches
+ * what came in; corosync's callbacks take mu themselves. */
+static void poll_and_dispatch(struct cpg_ls *ls, const struct poll_set *p, int64_t t)
+{
+	struct pollfd fds[3];
+	memcpy(fds, p->fds, sizeof(fds));
+	int timeout = (int)(t - dg_now_ms());
+	if (timeout < 0)
+		timeout = 0;
+	if (timeout > 1000)
+		timeout = 1000;
+	int n = poll(fds, (nfds_t)p->nfds, timeout);
+	if (n < 0 && errno != EINTR)
+		sleep_ms(10);
+	if (n > 0 && (fds[0].revents & POLLIN)) {
+		uint64_t v;
+		ssize_t r = read(ls->wake_fd, &v, sizeof(v));
+		(void)r;
+	}
+	if (n > 0 && p->cpg_idx >= 0 && fds[p->cpg_idx].revents) {
+		cs_error_t e = cpg_dispatch(p->h, CS_DISPATCH_ALL);
+		if (e != CS_OK && e != CS_ERR_TRY_AGAIN)
+			dispatch_failed(ls, true, e, p);
+	}
+	if (n > 0 && p->q_idx >= 0 && fds[p->q_idx].revents) {
+		cs_error_t e = quorum_dispatch(p->qh, CS_DISPATCH_ALL);
+		if (e != CS_OK && e != CS_ERR_TRY_AGAIN)
+			dispatch_failed(ls, false, e, p);
+	}
+}
+
 void *cpgb_dispatch_main(void *arg)
 {
 	struct cpg_ls *ls = arg;
@@ -360,80 +458,14 @@ void *cpgb_dispatch_main(void *arg)
 			pthread_mutex_unlock(&ls->mu);
 			break;
 		}
-		int64_t now = dg_now_ms();
-		if ((ls->state == ST_STALE || ls->state == ST_DISCONNECTED) && now >= ls->reconnect_at)
-			try_rejoin(ls);
-		if (ls->state == ST_JOINING && now - ls->state_since > JOIN_TIMEOUT_MS) {
-			/* Nobody sent a snapshot (e.g. every other process in
-			 * the group is stale or joining too): step out for a
-			 * random while so that one of us ends up alone and founds. */
-			uint32_t jitter = 0;
-			if (getrandom(&jitter, sizeof(jitter), 0) != (ssize_t)sizeof(jitter))
-				jitter = (uint32_t)now;
-			ls->reconnect_at = now + jitter % 3000;
-			LOG(ls, 4, "membership: no snapshot after %d ms; rejoining in %" PRId64 " ms", JOIN_TIMEOUT_MS,
-			    ls->reconnect_at - now);
-			cpgb_close_corosync(ls);
-			cpgb_set_state(ls, ST_STALE);
-		}
-		cpgb_post_event(ls);
-		cpgb_update_app_quorum(ls);
-		cpgb_out_flush(ls);
+		periodic(ls);
 		int64_t t = next_timer(ls);
-		struct pollfd fds[3];
-		int nfds = 0;
-		fds[nfds++] = (struct pollfd){ .fd = ls->wake_fd, .events = POLLIN };
-		int cpg_idx = -1, q_idx = -1;
-		if (ls->cpg_open) {
-			cpg_idx = nfds;
-			fds[nfds++] = (struct pollfd){ .fd = ls->cpg_fd, .events = POLLIN };
-		}
-		if (ls->q_open) {
-			q_idx = nfds;
-			fds[nfds++] = (struct pollfd){ .fd = ls->q_fd, .events = POLLIN };
-		}
-		cpg_handle_t h = ls->cpg;
-		quorum_handle_t qh = ls->qh;
+		struct poll_set p;
+		poll_set_of(ls, &p);
 		pthread_mutex_unlock(&ls->mu);
 
 		dg_cb_run(&ls->cbq, 1000);
-		int timeout = (int)(t - dg_now_ms());
-		if (timeout < 0)
-			timeout = 0;
-		if (timeout > 1000)
-			timeout = 1000;
-		int n = poll(fds, (nfds_t)nfds, timeout);
-		if (n < 0 && errno != EINTR)
-			sleep_ms(10);
-		if (n > 0 && (fds[0].revents & POLLIN)) {
-			uint64_t v;
-			ssize_t r = read(ls->wake_fd, &v, sizeof(v));
-			(void)r;
-		}
-		if (n > 0 && cpg_idx >= 0 && fds[cpg_idx].revents) {
-			cs_error_t e = cpg_dispatch(h, CS_DISPATCH_ALL);
-			if (e != CS_OK && e != CS_ERR_TRY_AGAIN) {
-				pthread_mutex_lock(&ls->mu);
-				if (ls->cpg_open && ls->cpg == h) {
-					char why[64];
-					snprintf(why, sizeof(why), "cpg_dispatch error %d", e);
-					connection_lost(ls, why);
-				}
-				pthread_mutex_unlock(&ls->mu);
-			}
-		}
-		if (n > 0 && q_idx >= 0 && fds[q_idx].revents) {
-			cs_error_t e = quorum_dispatch(qh, CS_DISPATCH_ALL);
-			if (e != CS_OK && e != CS_ERR_TRY_AGAIN) {
-				pthread_mutex_lock(&ls->mu);
-				if (ls->q_open && ls->qh == qh) {
-					char why[64];
-					snprintf(why, sizeof(why), "quorum_dispatch error %d", e);
-					connection_lost(ls, why);
-				}
-				pthread_mutex_unlock(&ls->mu);
-			}
-		}
+		poll_and_dispatch(ls, &p, t);
 		dg_cb_run(&ls->cbq, 1000);
 	}
 	return NULL;

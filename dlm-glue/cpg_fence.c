@@ -51,6 +51,18 @@ void cpgb_arm_fence(struct cpg_ls *ls, uint32_t nodeid, uint32_t inc)
 	f->deadline = dg_now_ms() + ls->deadline_ms;
 }
 
+/* Quorum regained: a departed node can only have lost contact with a
+ * quorate partition from now on, so its deadline counts from here
+ * (design.md §6). */
+void cpgb_fence_deadlines_from_now(struct cpg_ls *ls)
+{
+	int64_t d = dg_now_ms() + ls->deadline_ms;
+	for (size_t i = 0; i < ls->nfences; i++)
+		if (ls->fences[i].deadline < d && ls->fences[i].fenced_sent_at == 0 &&
+		    ls->fences[i].cmd_state != 2)
+			ls->fences[i].deadline = d;
+}
+
 struct fence_job {
 	struct cpg_ls *ls;
 	uint32_t nodeid, incarnation;

@@ -139,6 +139,15 @@ struct ev {
 	size_t len;
 };
 
+/* A delivered message's envelope (cpgb_env_open). */
+struct env {
+	int type;                        /* ENV_LS, ENV_SNAP, ENV_REJECT */
+	uint64_t lineage;
+	uint32_t incarnation;            /* the sender's */
+	const uint8_t *payload;
+	size_t len;
+};
+
 /* A process admitted to the lineage (one per nodeid). */
 struct adm {
 	uint32_t nodeid, pid;
@@ -364,16 +373,19 @@ void cpgb_process_joining(struct cpg_ls *ls, const struct ev *e);
 void cpgb_fence_remove_upto(struct cpg_ls *ls, uint32_t nodeid, uint32_t inc);
 void cpgb_fenced_nodes_set(struct cpg_ls *ls, uint32_t nodeid, bool fenced);
 void cpgb_arm_fence(struct cpg_ls *ls, uint32_t nodeid, uint32_t inc);
+void cpgb_fence_deadlines_from_now(struct cpg_ls *ls);
 void cpgb_run_fencing(struct cpg_ls *ls);
 
 /* ---- cpg_wire.c (wire format) ------------------------------------------------ */
 
+bool cpgb_env_open(const struct ev *e, struct env *env);
 void cpgb_out_clear(struct cpg_ls *ls);
 void cpgb_out_flush(struct cpg_ls *ls);
 int cpgb_send_raw(struct cpg_ls *ls, int type, const uint8_t *payload, size_t len);
 int cpgb_send_ls(struct cpg_ls *ls, struct ls_msg *msg);
 void cpgb_inflight_delivered(struct cpg_ls *ls, uint64_t tag, bool applied);
 void cpgb_send_fenced(struct cpg_ls *ls, uint32_t nodeid, uint32_t incarnation);
+void cpgb_send_reject(struct cpg_ls *ls, uint32_t nodeid, uint32_t pid);
 bool cpgb_parse_snap(const uint8_t *p, size_t len, struct snap_hdr *h);
 bool cpgb_snap_covers(const struct snap_hdr *h, uint32_t nodeid, uint32_t pid);
 

@@ -261,40 +261,45 @@ static void arm_snapshot_fences(void *ctx, const struct ls_member_info *m)
 		cpgb_arm_fence(ls, m->nodeid, m->incarnation);
 }
 
-void cpgb_process_joining(struct cpg_ls *ls, const struct ev *e)
+/* A confchg while joining; false when nothing more is to be done with it
+ * (not our own join yet, or we are alone and founded a lineage). */
+static bool joining_confchg(struct cpg_ls *ls, const struct ev *e)
 {
-	if (e->kind == EV_CONFCHG) {
-		const struct cpg_address *member = e->addrs;
-		const struct cpg_address *left = member + e->nmember;
-		const struct cpg_address *joined = left + e->nleft;
-		bool own_join = false;
-		for (size_t i = 0; i < e->njoined; i++)
-			own_join |= joined[i].nodeid == ls->self_nodeid && joined[i].pid == ls->self_pid;
-		if (!ls->seen_own_join && !own_join)
-			return;
-		ls->seen_own_join = true;
-		bool alone = e->nmember == 1 && member[0].nodeid == ls->self_nodeid && member[0].pid == ls->self_pid;
-		if (alone) {
-			cpgb_found_lineage(ls);
-			return;
-		}
-		for (size_t i = 0; i < e->nleft; i++)
-			if (ls->snap.active && ls->snap.nodeid == left[i].nodeid && ls->snap.pid == left[i].pid) {
-				LOG(ls, 5, "membership: node %u left while sending us its snapshot", left[i].nodeid);
-				free(ls->snap.buf);
-				memset(&ls->snap, 0, sizeof(ls->snap));
-			}
+	const struct cpg_address *member = e->addrs;
+	const struct cpg_address *left = member + e->nmember;
+	const struct cpg_address *joined = left + e->nleft;
+	bool own_join = false;
+	for (size_t i = 0; i < e->njoined; i++)
+		own_join |= joined[i].nodeid == ls->self_nodeid && joined[i].pid == ls->self_pid;
+	if (!ls->seen_own_join && !own_join)
+		return false;
+	ls->seen_own_join = true;
+	bool alone = e->nmember == 1 && member[0].nodeid == ls->self_nodeid && member[0].pid == ls->self_pid;
+	if (alone) {
+		cpgb_found_lineage(ls);
+		return false;
 	}
-	if (!ls->seen_own_join)
-		return;
+	for (size_t i = 0; i < e->nleft; i++)
+		if (ls->snap.active && ls->snap.nodeid == left[i].nodeid && ls->snap.pid == left[i].pid) {
+			LOG(ls, 5, "membership: node %u left while sending us its snapshot", left[i].nodeid);
+			free(ls->snap.buf);
+			memset(&ls->snap, 0, sizeof(ls->snap));
+		}
+	return true;
+}
+
+/* Keeps a copy of every raw event from our own join on, for the replay
+ * after the snapshot; false when we had to give up. */
+static bool buffer_event(struct cpg_ls *ls, const struct ev *e)
+{
 	if (ls->buf_count >= BUFFER_MAX_EVENTS || ls->buf_bytes >= BUFFER_MAX_BYTES) {
 		cpgb_lost_member_state(ls, "too many events buffered while waiting for a snapshot");
-		return;
+		return false;
 	}
 	struct ev *copy = ev_copy(e);
 	if (!copy) {
 		cpgb_lost_member_state(ls, "out of memory buffering events");
-		return;
+		return false;
 	}
 	if (ls->buf_tail)
 		ls->buf_tail->next = copy;
@@ -303,24 +308,25 @@ void cpgb_process_joining(struct cpg_ls *ls, const struct ev *e)
 	ls->buf_tail = copy;
 	ls->buf_count++;
 	ls->buf_bytes += e->len + 64;
+	return true;
+}
 
-	if (e->kind != EV_MSG || e->len < ENV_LEN || get32(e->data) != ENV_MAGIC || e->data[4] != ENV_VERSION)
+static void rejected(struct cpg_ls *ls, const struct env *env)
+{
+	if (env->len != 8 || get32(env->payload) != ls->self_nodeid || get32(env->payload + 4) != ls->self_pid)
 		return;
-	int type = e->data[5];
-	const uint8_t *payload = e->data + ENV_LEN;
-	size_t plen = e->len - ENV_LEN;
-	if (type == ENV_REJECT && plen == 8 && get32(payload) == ls->self_nodeid && get32(payload + 4) == ls->self_pid) {
-		snprintf(ls->fail_msg, sizeof(ls->fail_msg), "another process of node %u is already a member of "
-			 "lockspace %s", ls->self_nodeid, ls->lockspace_name);
-		LOG(ls, 3, "%s", ls->fail_msg);
-		ls->fail_status = -EEXIST;
-		cpgb_set_state(ls, ST_FAILED);
-		return;
-	}
-	if (type != ENV_SNAP)
-		return;
+	snprintf(ls->fail_msg, sizeof(ls->fail_msg), "another process of node %u is already a member of "
+		 "lockspace %s", ls->self_nodeid, ls->lockspace_name);
+	LOG(ls, 3, "%s", ls->fail_msg);
+	ls->fail_status = -EEXIST;
+	cpgb_set_state(ls, ST_FAILED);
+}
+
+/* A snapshot chunk: the last one that covers us is installed. */
+static void joining_snap_chunk(struct cpg_ls *ls, const struct ev *e, const struct env *env)
+{
 	struct snap_hdr h;
-	if (!cpgb_parse_snap(payload, plen, &h))
+	if (!cpgb_parse_snap(env->payload, env->len, &h))
 		return;
 	if (h.idx == 0 && !cpgb_snap_covers(&h, ls->self_nodeid, ls->self_pid))
 		return;
@@ -339,4 +345,19 @@ void cpgb_process_joining(struct cpg_ls *ls, const struct ev *e)
 	} else if (rc == 0 && ls->lst) {
 		ls_foreach_member(ls->lst, arm_snapshot_fences, ls);
 	}
+}
+
+void cpgb_process_joining(struct cpg_ls *ls, const struct ev *e)
+{
+	if (e->kind == EV_CONFCHG && !joining_confchg(ls, e))
+		return;
+	if (!ls->seen_own_join || !buffer_event(ls, e))
+		return;
+	struct env env;
+	if (!cpgb_env_open(e, &env))
+		return;
+	if (env.type == ENV_REJECT)
+		rejected(ls, &env);
+	else if (env.type == ENV_SNAP)
+		joining_snap_chunk(ls, e, &env);
 }

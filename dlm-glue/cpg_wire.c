@@ -83,6 +83,20 @@ int cpgb_send_raw(struct cpg_ls *ls, int type, const uint8_t *payload, size_t le
 	return 0;
 }
 
+/* The envelope of a delivered message: false unless it is a message with our
+ * magic and version. */
+bool cpgb_env_open(const struct ev *e, struct env *env)
+{
+	if (e->kind != EV_MSG || e->len < ENV_LEN || get32(e->data) != ENV_MAGIC || e->data[4] != ENV_VERSION)
+		return false;
+	env->type = e->data[5];
+	env->lineage = get64(e->data + 8);
+	env->incarnation = get32(e->data + 16);
+	env->payload = e->data + ENV_LEN;
+	env->len = e->len - ENV_LEN;
+	return true;
+}
+
 /* Sends one state machine request with a fresh tag; it stays in flight until
  * its own delivery is seen. */
 int cpgb_send_ls(struct cpg_ls *ls, struct ls_msg *msg)
@@ -136,6 +150,15 @@ void cpgb_send_fenced(struct cpg_ls *ls, uint32_t nodeid, uint32_t incarnation)
 	msg.fenced_nodeid = nodeid;
 	msg.fenced_incarnation = incarnation;
 	cpgb_send_ls(ls, &msg);
+}
+
+/* The designated member refuses a second process of an admitted node. */
+void cpgb_send_reject(struct cpg_ls *ls, uint32_t nodeid, uint32_t pid)
+{
+	uint8_t p[8];
+	put32(p, nodeid);
+	put32(p + 4, pid);
+	cpgb_send_raw(ls, ENV_REJECT, p, sizeof(p));
 }
 
 bool cpgb_parse_snap(const uint8_t *p, size_t len, struct snap_hdr *h)
