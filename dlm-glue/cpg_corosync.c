@@ -123,6 +123,19 @@ static void cpg_confchg_cb(cpg_handle_t h, const struct cpg_name *group,
 	free(all);
 }
 
+/* Under mu: votequorum's verdict for a ring, as this node sees it. */
+static void note_quorum(struct cpg_ls *ls, bool quorate, uint64_t ring_seq, uint32_t nmember, const uint32_t *members)
+{
+	if (!ls->q_have || ls->q_quorate != (quorate ? 1u : 0u))
+		LOG(ls, quorate ? 5 : 4, "quorum: votequorum: this node is %s (ring %" PRIu64 ", %u node(s))",
+		    quorate ? "quorate" : "NOT quorate", ring_seq, nmember);
+	ls->q_ring = ring_seq;
+	ls->q_quorate = quorate ? 1 : 0;
+	ls->q_have = true;
+	ls->q_nmembers = nmember < MAX_NODES ? nmember : MAX_NODES;
+	memcpy(ls->q_members, members, ls->q_nmembers * sizeof(*members));
+}
+
 static void cpg_totem_cb(cpg_handle_t h, struct cpg_ring_id ring, uint32_t nmember, const uint32_t *members)
 {
 	struct cpg_ls *ls = ctx_of(h);
@@ -133,16 +146,8 @@ static void cpg_totem_cb(cpg_handle_t h, struct cpg_ring_id ring, uint32_t nmemb
 	 * (it notifies on changes of the verdict). */
 	if (ring.seq > ls->q_ring && ls->q_open) {
 		int q = 0;
-		if (quorum_getquorate(ls->qh, &q) == CS_OK) {
-			if (!ls->q_have || ls->q_quorate != (q ? 1u : 0u))
-				LOG(ls, q ? 5 : 4, "quorum: votequorum: this node is %s (ring %" PRIu64 ", %u node(s))",
-				    q ? "quorate" : "NOT quorate", ring.seq, nmember);
-			ls->q_ring = ring.seq;
-			ls->q_quorate = q ? 1 : 0;
-			ls->q_have = true;
-			ls->q_nmembers = nmember < MAX_NODES ? nmember : MAX_NODES;
-			memcpy(ls->q_members, members, ls->q_nmembers * sizeof(*members));
-		}
+		if (quorum_getquorate(ls->qh, &q) == CS_OK)
+			note_quorum(ls, q != 0, ring.seq, nmember, members);
 	}
 	pthread_mutex_unlock(&ls->mu);
 	/* The ring's representative and size ride in nodeid/pid (log only). */
@@ -158,16 +163,8 @@ static void quorum_notify_cb(quorum_handle_t h, uint32_t quorate, struct quorum_
 		return;
 	struct cpg_ls *ls = (struct cpg_ls *)ctx;
 	pthread_mutex_lock(&ls->mu);
-	if (ring.seq >= ls->q_ring) {
-		if (!ls->q_have || ls->q_quorate != (quorate ? 1u : 0u))
-			LOG(ls, quorate ? 5 : 4, "quorum: votequorum: this node is %s (ring %" PRIu64 ", %u node(s))",
-			    quorate ? "quorate" : "NOT quorate", ring.seq, nmember);
-		ls->q_ring = ring.seq;
-		ls->q_quorate = quorate ? 1 : 0;
-		ls->q_have = true;
-		ls->q_nmembers = nmember < MAX_NODES ? nmember : MAX_NODES;
-		memcpy(ls->q_members, members, ls->q_nmembers * sizeof(*members));
-	}
+	if (ring.seq >= ls->q_ring)
+		note_quorum(ls, quorate != 0, ring.seq, nmember, members);
 	cpgb_post_event(ls);
 	cpgb_update_app_quorum(ls);
 	pthread_mutex_unlock(&ls->mu);
