@@ -496,7 +496,7 @@ static int local_open(struct volume *v, ext2_ino_t ino, uint32_t gen, int trunca
 {
 	struct minode *m = minode_get(v, ino);
 	if (!m)
-		return -ENOENT;
+		return -ESTALE;   /* freed since the lookup: the kernel looks up again (meta_open) */
 	void *recall = NULL;
 	int rc = truncate && v->cluster ? cluster_recall_begin(v->cluster, ino, &recall) : 0;
 	if (rc == 0)

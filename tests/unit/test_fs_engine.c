@@ -1774,6 +1774,69 @@ static void test_dot_names_refused(void **state)
 	assert_int_equal(lookup_ino(v, ROOT, "."), ROOT);
 }
 
+/* open(2) racing unlink(2) (issue 15): FUSE looks the name up, then opens the
+ * inode by number; an unlink between the two freed the inode, and the open
+ * was counted on it anyway — reads, writes and the release then failed
+ * (EIO/ESTALE, "release failed: Stale file handle"). And the minode the
+ * open held stayed in the table for the freed number: a create reusing the
+ * number got it, with the old file's size (getattr, and the data path's
+ * size). The open must be refused (ESTALE: the kernel looks the name up
+ * again), count nothing, and the new file must get a fresh minode. */
+static void test_open_races_unlink(void **state)
+{
+	struct efx *f = *state;
+	struct volume *v = f->v;
+	uint64_t inodes0 = free_inodes(v);
+	ext2_ino_t ino = mkfile(v, ROOT, "f");
+	uint32_t gen = gen_of(v, ino);
+	struct minode *m = minode_get(v, ino);          /* the open's lookup ... */
+	assert_non_null(m);
+	assert_int_equal(meta_unlink(v, ROOT, "f"), 0); /* ... an unlink frees the inode ... */
+	assert_int_equal(meta_open(v, m, gen, 0), -ESTALE);   /* ... and the open is refused */
+	assert_int_equal(m->open_count, 0);
+	minode_put(v, m);
+	assert_int_equal(free_inodes(v), inodes0);
+
+	/* a file with data, its minode held (an open on its way) while an
+	 * unlink frees it and a create reuses the number */
+	ino = mkfile(v, ROOT, "g");
+	struct minode *w = open_m(v, ino);
+	write_blocks(v, w, 0, 2);
+	close_m(v, w);
+	gen = gen_of(v, ino);
+	m = minode_get(v, ino);
+	assert_non_null(m);
+	assert_int_equal(atomic_load(&m->size), 2 * BS);
+	assert_int_equal(meta_unlink(v, ROOT, "g"), 0);
+	ext2_ino_t again = mkfile(v, ROOT, "h");
+	uint32_t gen2 = gen_of(v, again);
+	assert_int_equal(meta_open(v, m, gen, 1), -ESTALE);   /* O_TRUNC too: h is not cut */
+	struct meta_attr a;
+	assert_int_equal(meta_getattr(v, again, &a), 0);
+	assert_int_equal(a.size, 0);                           /* not g's size */
+	if (again == ino)
+		assert_int_equal(meta_open(v, m, gen2, 0), -ESTALE);   /* not through g's minode */
+	struct minode *n = minode_get(v, again);
+	assert_non_null(n);
+	if (again == ino)
+		assert_ptr_not_equal(n, m);
+	assert_int_equal(atomic_load(&n->size), 0);
+	minode_put(v, m);
+	assert_int_equal(meta_open(v, n, gen2, 0), 0);
+	write_blocks(v, n, 0, 1);
+	assert_int_equal(meta_getattr(v, again, &a), 0);
+	assert_int_equal(a.size, BS);
+	/* unlinked but open: still openable (e.g. through /proc/PID/fd) */
+	assert_int_equal(meta_unlink(v, ROOT, "h"), 0);
+	struct minode *o = minode_get(v, again);
+	assert_ptr_equal(o, n);
+	assert_int_equal(meta_open(v, o, gen2, 0), 0);
+	assert_int_equal(n->open_count, 2);
+	close_m(v, o);
+	close_m(v, n);
+	assert_int_equal(free_inodes(v), inodes0);
+}
+
 static int setup_small(void **state)
 {
 	*state = efx_new(64 * MiB);
@@ -1893,6 +1956,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_open_checks_generation, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reused_ino_gets_fresh_minode, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_dot_names_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_open_races_unlink, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_prealloc_with_deferred_frees, setup_small, teardown),
 		cmocka_unit_test_setup_teardown(test_split_without_space, setup_small, teardown),
 	};
