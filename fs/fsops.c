@@ -196,7 +196,7 @@ static int r_link(struct volume *v, ext2_ino_t ino, ext2_ino_t newparent, const 
 }
 
 static int r_rename(struct volume *v, ext2_ino_t parent, const char *name, ext2_ino_t newparent,
-		    const char *newname, unsigned flags)
+		    const char *newname, unsigned flags, const struct meta_cred *cred)
 {
 	struct rio_writer w = req_init();
 	rio_put_u32(&w, parent);
@@ -204,6 +204,8 @@ static int r_rename(struct volume *v, ext2_ino_t parent, const char *name, ext2_
 	rio_put_u32(&w, newparent);
 	rio_put_str(&w, newname);
 	rio_put_u32(&w, flags);
+	if (flags & META_RENAME_WHITEOUT)
+		proto_put_cred(&w, cred);
 	return call_void(v, OP_RENAME, 0, &w);
 }
 
@@ -416,12 +418,12 @@ int fsop_rmdir(struct volume *v, ext2_ino_t parent, const char *name)
 }
 
 int fsop_rename(struct volume *v, ext2_ino_t parent, const char *name, ext2_ino_t newparent,
-		const char *newname, unsigned flags)
+		const char *newname, unsigned flags, const struct meta_cred *cred)
 {
 	CHECK_NAME(name);
 	CHECK_NAME(newname);
-	DISPATCH(v, meta_rename(v, parent, name, newparent, newname, flags),
-		 r_rename(v, parent, name, newparent, newname, flags));
+	DISPATCH(v, meta_rename_cred(v, parent, name, newparent, newname, flags, cred),
+		 r_rename(v, parent, name, newparent, newname, flags, cred));
 }
 
 int fsop_readlink(struct volume *v, ext2_ino_t ino, char *buf, size_t size)

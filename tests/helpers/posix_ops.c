@@ -1123,6 +1123,34 @@ static void sec_rename(void)
 	t_eq(3, nlink_of("x1"), "RENAME_EXCHANGE: the parent that gained the directory has nlink 3");
 	t_eq(2, nlink_of("x2"), "RENAME_EXCHANGE: the parent that lost the directory has nlink 2");
 	T_ERR(renameat2_("x1/f", "x1/none", RENAME_EXCHANGE), ENOENT, "RENAME_EXCHANGE with a missing target is ENOENT");
+
+	/* RENAME_WHITEOUT (overlayfs): the source name is left holding a whiteout,
+	 * a character device 0:0 with mode 0 (the tree keeps some for the manifest) */
+	struct stat ws;
+	mkdir("wd", 0755);
+	if ((fd = make_file("w1", 28, 1000)) >= 0)
+		close(fd);
+	if ((fd = make_file("w3", 29, 10)) >= 0)
+		close(fd);
+	T_OK(renameat2_("w1", "w2", RENAME_WHITEOUT), "RENAME_WHITEOUT to a new name");
+	check(lstat("w1", &ws) == 0 && S_ISCHR(ws.st_mode) && (ws.st_mode & 07777) == 0 && ws.st_rdev == makedev(0, 0) &&
+	      ws.st_nlink == 1 && ws.st_ino != (ino_t)ino_of("w2"),
+	      D("mode 0%o rdev %u:%u nlink %lu", ws.st_mode, major(ws.st_rdev), minor(ws.st_rdev), (unsigned long)ws.st_nlink),
+	      "RENAME_WHITEOUT leaves a 0:0 character device with mode 0 at the source name");
+	check(read_is("w2", 28, 1000), NULL, "RENAME_WHITEOUT moves the file and its content");
+	T_OK(renameat2_("w2", "w3", RENAME_WHITEOUT), "RENAME_WHITEOUT over an existing file");
+	check(read_is("w3", 28, 1000) && lstat("w2", &ws) == 0 && S_ISCHR(ws.st_mode), NULL,
+	      "the target has the source's content and the source name is a whiteout");
+	T_OK(renameat2_("w3", "wd/w4", RENAME_WHITEOUT | RENAME_NOREPLACE), "RENAME_WHITEOUT|RENAME_NOREPLACE into another directory");
+	check(read_is("wd/w4", 28, 1000) && lstat("w3", &ws) == 0 && S_ISCHR(ws.st_mode) && ws.st_rdev == makedev(0, 0), NULL,
+	      "across directories the whiteout stays in the source directory");
+	mkdir("wdir", 0755);
+	T_OK(renameat2_("wdir", "wd/wdir", RENAME_WHITEOUT), "RENAME_WHITEOUT of a directory");
+	check(S_ISDIR(mode_of("wd/wdir")) && S_ISCHR(mode_of("wdir")) && nlink_of("wd") == 3, NULL,
+	      "the directory moved (its new parent has nlink 3) and a whiteout took its name");
+	T_ERR(renameat2_("wd/w4", "w1", RENAME_WHITEOUT | RENAME_EXCHANGE), EINVAL,
+	      "RENAME_WHITEOUT|RENAME_EXCHANGE is EINVAL");
+	T_OK(unlink("w1"), "a whiteout can be removed");
 	leave();
 }
 

@@ -1837,6 +1837,63 @@ static void test_open_races_unlink(void **state)
 	assert_int_equal(free_inodes(v), inodes0);
 }
 
+/* renameat2(RENAME_WHITEOUT), as overlayfs uses it: the source name is left
+ * holding a 0:0 character device with mode 0, made in the same step; it was
+ * refused with EINVAL. */
+static void test_rename_whiteout(void **state)
+{
+	struct efx *f = *state;
+	struct volume *v = f->v;
+	const unsigned WO = META_RENAME_WHITEOUT;
+	ext2_ino_t a = mkfile(v, ROOT, "a"), d = mkdirat_(v, ROOT, "d");
+	ext2_ino_t b = mkfile(v, d, "b");
+	uint64_t inodes0 = free_inodes(v);
+	assert_int_equal(meta_rename_cred(v, ROOT, "a", ROOT, "a2", WO, &CRED), 0);
+	assert_int_equal(lookup_ino(v, ROOT, "a2"), a);
+	struct meta_attr w;
+	assert_int_equal(meta_lookup(v, ROOT, "a", &w), 0);
+	assert_true(w.ino != a);
+	assert_int_equal(w.mode, LINUX_S_IFCHR);        /* mode 0 */
+	assert_int_equal(w.rdev, makedev(0, 0));
+	assert_int_equal(w.nlink, 1);
+	assert_int_equal(w.uid, CRED.uid);
+	assert_int_equal(w.gid, CRED.gid);
+	assert_int_equal(free_inodes(v), inodes0 - 1);
+	/* over an existing file in another directory: b is freed, a whiteout
+	 * takes a2's place in the root */
+	assert_int_equal(meta_rename_cred(v, ROOT, "a2", d, "b", WO | META_RENAME_NOREPLACE, &CRED), -EEXIST);
+	assert_int_equal(meta_rename_cred(v, ROOT, "a2", d, "b", WO, &CRED), 0);
+	assert_int_equal(lookup_ino(v, d, "b"), a);
+	assert_int_equal(meta_lookup(v, ROOT, "a2", &w), 0);
+	assert_int_equal(w.mode, LINUX_S_IFCHR);
+	assert_int_equal(free_inodes(v), inodes0 - 1);   /* +1 whiteout, -1 b */
+	(void)b;
+	/* a directory: nlinks follow, the whiteout stays */
+	ext2_ino_t sub = mkdirat_(v, ROOT, "sub");
+	uint32_t root_links = nlink_of(v, ROOT);
+	assert_int_equal(meta_rename_cred(v, ROOT, "sub", d, "sub", WO, &CRED), 0);
+	assert_int_equal(lookup_ino(v, d, "sub"), sub);
+	assert_int_equal(dotdot_of(v, sub), d);
+	assert_int_equal(nlink_of(v, ROOT), root_links - 1);
+	assert_int_equal(nlink_of(v, d), 3);
+	assert_int_equal(meta_lookup(v, ROOT, "sub", &w), 0);
+	assert_int_equal(w.mode, LINUX_S_IFCHR);
+	/* refused renames leave no whiteout behind */
+	ext2_ino_t full = mkdirat_(v, ROOT, "full");
+	mkfile(v, full, "x");
+	mkdirat_(v, ROOT, "e");
+	uint64_t inodes1 = free_inodes(v);
+	assert_int_equal(meta_rename_cred(v, ROOT, "e", ROOT, "full", WO, &CRED), -ENOTEMPTY);
+	assert_int_equal(meta_rename_cred(v, ROOT, "e", d, "b", WO, &CRED), -ENOTDIR);
+	assert_int_equal(meta_rename_cred(v, ROOT, "e", ROOT, "nowhere", WO | META_RENAME_EXCHANGE, &CRED), -EINVAL);
+	assert_int_equal(meta_rename_cred(v, ROOT, "missing", ROOT, "z", WO, &CRED), -ENOENT);
+	assert_int_equal(free_inodes(v), inodes1);
+	assert_int_equal(meta_lookup(v, ROOT, "e", &w), 0);
+	assert_true(LINUX_S_ISDIR(w.mode));
+	/* a whiteout is removed like any device node */
+	assert_int_equal(meta_unlink(v, ROOT, "a"), 0);
+}
+
 static int setup_small(void **state)
 {
 	*state = efx_new(64 * MiB);
@@ -1957,6 +2014,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_reused_ino_gets_fresh_minode, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_dot_names_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_open_races_unlink, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rename_whiteout, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_prealloc_with_deferred_frees, setup_small, teardown),
 		cmocka_unit_test_setup_teardown(test_split_without_space, setup_small, teardown),
 	};
