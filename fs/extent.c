@@ -595,6 +595,8 @@ static int fallocate_locked(struct volume *v, struct minode *m, struct ext2_inod
 	return rc;
 }
 
+/* Collapse and insert range are refused: the kernel's FUSE client never
+ * sends them (docs/cluster.md). */
 int meta_fallocate(struct volume *v, struct minode *m, int mode, uint64_t off, uint64_t len)
 {
 	int supported = FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE;

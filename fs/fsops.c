@@ -766,8 +766,8 @@ int fsop_syncfs(struct volume *v)
 	DISPATCH(v, volume_sync(v), r_syncfs(v));
 }
 
-#define FALLOC_UNWRITES (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE | FALLOC_FL_COLLAPSE_RANGE | \
-			 FALLOC_FL_INSERT_RANGE)
+/* Collapse and insert range are refused (meta_fallocate, docs/cluster.md). */
+#define FALLOC_UNWRITES (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)
 
 static int local_fallocate(struct volume *v, struct minode *m, int mode, uint64_t off, uint64_t len)
 {

@@ -1803,6 +1803,25 @@ zero:
 		t_eq(MiB + 64 * KiB, size_of(fd), "ZERO_RANGE|KEEP_SIZE keeps the size");
 		close(fd);
 	}
+	/* COLLAPSE_RANGE / INSERT_RANGE: csvfs refuses them (the kernel's FUSE
+	 * client does not even send them); ext4 does them. Either way, right. */
+	if ((fd = make_file("shift", 68, 64 * KiB)) >= 0) {
+		fsync(fd);
+		static const int modes[2] = { FALLOC_FL_COLLAPSE_RANGE, FALLOC_FL_INSERT_RANGE };
+		static const char *const names[2] = { "COLLAPSE_RANGE", "INSERT_RANGE" };
+		for (int i = 0; i < 2; i++) {
+			long long before = size_of(fd);
+			if (fallocate(fd, modes[i], 16 * KiB, 16 * KiB) != 0) {
+				int e = errno;
+				c = cmp_range(fd, 0, 64 * KiB, 68);
+				check(e == EOPNOTSUPP && before == size_of(fd) && !c, c ? c : D("%s", ename(e)),
+				      "%s is refused with EOPNOTSUPP and changes nothing", names[i]);
+			} else {
+				t_eq(before + (i ? 16 : -16) * KiB, size_of(fd), "%s shifts the end of the file", names[i]);
+			}
+		}
+		close(fd);
+	}
 	/* Freed blocks of another file never show through new allocations. */
 	if ((fd = make_file("stale", 66, 16 * MiB)) >= 0) {
 		fsync(fd);

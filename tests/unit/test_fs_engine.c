@@ -1894,6 +1894,27 @@ static void test_rename_whiteout(void **state)
 	assert_int_equal(meta_unlink(v, ROOT, "a"), 0);
 }
 
+/* FALLOC_FL_COLLAPSE_RANGE and FALLOC_FL_INSERT_RANGE are refused (the kernel's
+ * FUSE client never sends them: docs/cluster.md), changing nothing. */
+static void test_collapse_insert_refused(void **state)
+{
+	struct efx *f = *state;
+	struct volume *v = f->v;
+	ext2_ino_t ino = mkfile(v, ROOT, "c");
+	struct minode *m = open_m(v, ino);
+	struct meta_setattr sa = { .valid = META_SET_SIZE, .size = 16 * BS };
+	assert_int_equal(meta_setattr(v, ino, &sa, NULL), 0);
+	write_blocks(v, m, 0, 16);
+	struct meta_extent e0 = map_at(v, m, 0);
+	assert_int_equal(meta_fallocate(v, m, FALLOC_FL_COLLAPSE_RANGE, 4 * BS, 4 * BS), -EOPNOTSUPP);
+	assert_int_equal(meta_fallocate(v, m, FALLOC_FL_INSERT_RANGE, 4 * BS, 4 * BS), -EOPNOTSUPP);
+	expect_map(v, m, 0, EXTENT_WRITTEN, 0, e0.len, e0.pblk);
+	struct meta_attr a;
+	assert_int_equal(meta_getattr(v, ino, &a), 0);
+	assert_int_equal(a.size, 16 * BS);
+	close_m(v, m);
+}
+
 static int setup_small(void **state)
 {
 	*state = efx_new(64 * MiB);
@@ -2015,6 +2036,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_dot_names_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_open_races_unlink, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rename_whiteout, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_collapse_insert_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_prealloc_with_deferred_frees, setup_small, teardown),
 		cmocka_unit_test_setup_teardown(test_split_without_space, setup_small, teardown),
 	};
