@@ -30,6 +30,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <et/com_err.h>
+
 #include "fs/csvfs.h"
 #include "fs/internal.h"
 
@@ -1915,6 +1917,57 @@ static void test_collapse_insert_refused(void **state)
 	close_m(v, m);
 }
 
+static int com_err_calls;
+static char com_err_first[256];
+static void count_com_err(const char *who, long code, const char *fmt, va_list ap)
+{
+	if (com_err_calls++ == 0) {
+		int n = snprintf(com_err_first, sizeof(com_err_first), "%s: %s ", who ? who : "",
+				 code ? error_message(code) : "");
+		if (n > 0 && (size_t)n < sizeof(com_err_first))
+			vsnprintf(com_err_first + n, sizeof(com_err_first) - (size_t)n, fmt, ap);
+	}
+}
+
+/* libext2fs 1.47.0's ext2fs_fallocate, filling a hole exactly between two
+ * unwritten extents when the right one lies before the left one on the LUN,
+ * computes the merge's block count as right.pblk - left_end + 1 — below zero
+ * — and its bitmap search then prints "Illegal block number passed to
+ * ext2fs_test_block_bitmap" into the daemon's log. The engine fills such a
+ * hole itself: no warning, and the new blocks merge into the left extent. */
+static void test_fallocate_between_unwritten_extents(void **state)
+{
+	struct efx *f = *state;
+	struct volume *v = f->v;
+	ext2_ino_t ino = mkfile(v, ROOT, "t"), gi = mkfile(v, ROOT, "g");
+	struct minode *m = open_m(v, ino), *g = open_m(v, gi);
+	const int ks = FALLOC_FL_KEEP_SIZE;
+	assert_int_equal(meta_fallocate(v, m, ks, 20 * BS, 10 * BS), 0);   /* right: [20, 30) */
+	assert_int_equal(meta_fallocate(v, g, 0, 0, 2000 * BS), 0);        /* the blocks around it */
+	assert_int_equal(meta_fallocate(v, m, ks, 0, 10 * BS), 0);         /* left: [0, 10), after them */
+	struct meta_extent l = map_at(v, m, 0), r = map_at(v, m, 20);
+	assert_int_equal(l.state, EXTENT_UNWRITTEN);
+	assert_int_equal(r.state, EXTENT_UNWRITTEN);
+	if (!(r.pblk < l.pblk + l.len))
+		fail_msg("setup: the right extent (pblk %llu) must lie before the left one (pblk %llu)",
+			 (unsigned long long)r.pblk, (unsigned long long)l.pblk);
+	uint64_t free0 = free_blocks(v);
+	com_err_calls = 0;
+	set_com_err_hook(count_com_err);
+	int rc = meta_fallocate(v, m, ks, 10 * BS, 10 * BS);               /* the hole between */
+	reset_com_err_hook();
+	assert_int_equal(rc, 0);
+	if (com_err_calls)
+		fail_msg("libext2fs printed %d message(s), the first: %s", com_err_calls, com_err_first);
+	for (uint64_t b = 0; b < 30; b++)
+		assert_int_equal(map_at(v, m, b).state, EXTENT_UNWRITTEN);
+	expect_map(v, m, 10, EXTENT_UNWRITTEN, 0, 20, l.pblk);             /* merged into the left */
+	assert_int_equal(free_blocks(v), free0 - 10);
+	expect_i_blocks_consistent(v, ino);
+	close_m(v, g);
+	close_m(v, m);
+}
+
 static int setup_small(void **state)
 {
 	*state = efx_new(64 * MiB);
@@ -2037,6 +2090,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_open_races_unlink, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rename_whiteout, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_collapse_insert_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fallocate_between_unwritten_extents, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_prealloc_with_deferred_frees, setup_small, teardown),
 		cmocka_unit_test_setup_teardown(test_split_without_space, setup_small, teardown),
 	};
