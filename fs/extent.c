@@ -82,12 +82,15 @@ int extent_map(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in, ui
 	return rc;
 }
 
-/* Allocates [lblk, lblk+len) as unwritten extents in a hole that lies before
- * the file's first extent. ext2fs_fallocate (1.47.0) fills such a hole up to
- * the next extent whatever `len` says, so this case is done here. */
-static errcode_t alloc_before_first(struct volume *v, ext2_extent_handle_t h,
-				    struct ext2_inode_large *in, uint64_t lblk, uint64_t len,
-				    blk64_t goal)
+static errcode_t merge_with_prev(ext2_extent_handle_t h, struct ext2fs_extent cur);
+
+/* Allocates [lblk, lblk+len) of a hole as unwritten extents, each inserted
+ * after the extent before it (before the first one if none is), the first
+ * merged into the extent before it when they are contiguous. For the holes
+ * ext2fs_fallocate (1.47.0) gets wrong: see extent_alloc_unwritten. */
+static errcode_t alloc_in_hole(struct volume *v, ext2_extent_handle_t h,
+			       struct ext2_inode_large *in, uint64_t lblk, uint64_t len,
+			       blk64_t goal)
 {
 	ext2_filsys fs = v->fs;
 	while (len > 0) {
@@ -111,6 +114,8 @@ static errcode_t alloc_before_first(struct volume *v, ext2_extent_handle_t h,
 			return e;
 		}
 		ext2fs_iblk_add_blocks(fs, (struct ext2_inode *)in, plen);
+		if (ext2fs_extent_goto(h, lblk) == 0 && (e = merge_with_prev(h, ex)) != 0)
+			return e;
 		lblk += plen;
 		len -= plen;
 		goal = pblk + plen;
@@ -118,31 +123,60 @@ static errcode_t alloc_before_first(struct volume *v, ext2_extent_handle_t h,
 	return 0;
 }
 
-/* The first extent of the file if it starts after lblk (0 if none does). */
-static int first_extent_after(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in,
-			      uint64_t lblk, ext2_extent_handle_t *h, struct ext2fs_extent *first)
+/* Whether [lblk, lblk+len) (inside a hole) is one ext2fs_fallocate 1.47.0
+ * must not be given, and if so the goal to allocate it at ourselves:
+ *
+ * - a hole before the file's first extent: it fills the hole up to the next
+ *   extent whatever `len` says;
+ * - exactly a whole hole between two unwritten extents whose lengths add up
+ *   to one extent's: it first tries to merge all three by allocating, at the
+ *   left extent's end, right.pblk - (left.pblk + left.len) + 1 blocks. When
+ *   the right extent lies before the left one on the LUN that count wraps
+ *   below zero, ext2fs_new_range's bitmap search runs from a start past its
+ *   end, and libext2fs prints "Illegal block number passed to
+ *   ext2fs_test_block_bitmap #<left end> for block bitmap for ..." before
+ *   giving the merge up (later e2fsprogs check that the three are contiguous
+ *   first). Nothing is harmed, but a warning in the log says something is
+ *   wrong when nothing is. */
+static int alloc_needs_us(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in,
+			  uint64_t lblk, uint64_t len, ext2_extent_handle_t *h, blk64_t *goal,
+			  uint64_t *room)
 {
+	struct ext2fs_extent left, right;
 	if (!(in->i_flags & EXT4_EXTENTS_FL) ||
 	    ext2fs_extent_open2(v->fs, ino, (struct ext2_inode *)in, h))
 		return 0;
 	ext2fs_extent_goto(*h, lblk);
-	if (ext2fs_extent_get(*h, EXT2_EXTENT_CURRENT, first) == 0 && first->e_lblk > lblk)
+	if (ext2fs_extent_get(*h, EXT2_EXTENT_CURRENT, &left) == 0 && left.e_lblk > lblk) {
+		*room = left.e_lblk - lblk;       /* "left" is the first extent */
+		*goal = left.e_pblk > *room ? left.e_pblk - *room : 0;
 		return 1;
-	ext2fs_extent_free(*h);
-	return 0;
+	}
+	int wraps = 0;
+	if (ext2fs_extent_get(*h, EXT2_EXTENT_CURRENT, &left) == 0 &&
+	    left.e_lblk + left.e_len == lblk && (left.e_flags & EXT2_EXTENT_FLAGS_UNINIT) &&
+	    ext2fs_extent_get(*h, EXT2_EXTENT_NEXT_LEAF, &right) == 0 && right.e_lblk == lblk + len &&
+	    (right.e_flags & EXT2_EXTENT_FLAGS_UNINIT) &&
+	    left.e_len + len + right.e_len <= UNINIT_MAX_LEN &&
+	    right.e_pblk < left.e_pblk + left.e_len) {
+		*room = len;
+		*goal = left.e_pblk + left.e_len;
+		wraps = 1;
+	}
+	if (!wraps)
+		ext2fs_extent_free(*h);
+	return wraps;
 }
 
 int extent_alloc_unwritten(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in,
 			   uint64_t lblk, uint64_t len)
 {
-	uint64_t size = EXT2_I_SIZE(in);
+	uint64_t size = EXT2_I_SIZE(in), room = 0;
 	ext2_extent_handle_t h;
-	struct ext2fs_extent first;
+	blk64_t goal = 0;
 	errcode_t e;
-	if (first_extent_after(v, ino, in, lblk, &h, &first)) {
-		uint64_t room = first.e_lblk - lblk;
-		e = alloc_before_first(v, h, in, lblk, len < room ? len : room,
-				       first.e_pblk > room ? first.e_pblk - room : 0);
+	if (alloc_needs_us(v, ino, in, lblk, len, &h, &goal, &room)) {
+		e = alloc_in_hole(v, h, in, lblk, len < room ? len : room, goal);
 		ext2fs_extent_free(h);
 	} else {
 		e = ext2fs_fallocate(v->fs, EXT2_FALLOCATE_FORCE_UNINIT, ino,
@@ -595,6 +629,8 @@ static int fallocate_locked(struct volume *v, struct minode *m, struct ext2_inod
 	return rc;
 }
 
+/* Collapse and insert range are refused: the kernel's FUSE client never
+ * sends them (docs/cluster.md). */
 int meta_fallocate(struct volume *v, struct minode *m, int mode, uint64_t off, uint64_t len)
 {
 	int supported = FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE;

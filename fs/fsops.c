@@ -196,7 +196,7 @@ static int r_link(struct volume *v, ext2_ino_t ino, ext2_ino_t newparent, const 
 }
 
 static int r_rename(struct volume *v, ext2_ino_t parent, const char *name, ext2_ino_t newparent,
-		    const char *newname, unsigned flags)
+		    const char *newname, unsigned flags, const struct meta_cred *cred)
 {
 	struct rio_writer w = req_init();
 	rio_put_u32(&w, parent);
@@ -204,6 +204,8 @@ static int r_rename(struct volume *v, ext2_ino_t parent, const char *name, ext2_
 	rio_put_u32(&w, newparent);
 	rio_put_str(&w, newname);
 	rio_put_u32(&w, flags);
+	if (flags & META_RENAME_WHITEOUT)
+		proto_put_cred(&w, cred);
 	return call_void(v, OP_RENAME, 0, &w);
 }
 
@@ -416,12 +418,12 @@ int fsop_rmdir(struct volume *v, ext2_ino_t parent, const char *name)
 }
 
 int fsop_rename(struct volume *v, ext2_ino_t parent, const char *name, ext2_ino_t newparent,
-		const char *newname, unsigned flags)
+		const char *newname, unsigned flags, const struct meta_cred *cred)
 {
 	CHECK_NAME(name);
 	CHECK_NAME(newname);
-	DISPATCH(v, meta_rename(v, parent, name, newparent, newname, flags),
-		 r_rename(v, parent, name, newparent, newname, flags));
+	DISPATCH(v, meta_rename_cred(v, parent, name, newparent, newname, flags, cred),
+		 r_rename(v, parent, name, newparent, newname, flags, cred));
 }
 
 int fsop_readlink(struct volume *v, ext2_ino_t ino, char *buf, size_t size)
@@ -496,7 +498,7 @@ static int local_open(struct volume *v, ext2_ino_t ino, uint32_t gen, int trunca
 {
 	struct minode *m = minode_get(v, ino);
 	if (!m)
-		return -ENOENT;
+		return -ESTALE;   /* freed since the lookup: the kernel looks up again (meta_open) */
 	void *recall = NULL;
 	int rc = truncate && v->cluster ? cluster_recall_begin(v->cluster, ino, &recall) : 0;
 	if (rc == 0)
@@ -764,8 +766,8 @@ int fsop_syncfs(struct volume *v)
 	DISPATCH(v, volume_sync(v), r_syncfs(v));
 }
 
-#define FALLOC_UNWRITES (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE | FALLOC_FL_COLLAPSE_RANGE | \
-			 FALLOC_FL_INSERT_RANGE)
+/* Collapse and insert range are refused (meta_fallocate, docs/cluster.md). */
+#define FALLOC_UNWRITES (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)
 
 static int local_fallocate(struct volume *v, struct minode *m, int mode, uint64_t off, uint64_t len)
 {

@@ -20,8 +20,9 @@ int fsop_link(struct volume *v, ext2_ino_t ino, ext2_ino_t newparent, const char
 	      struct meta_attr *out);
 int fsop_unlink(struct volume *v, ext2_ino_t parent, const char *name);
 int fsop_rmdir(struct volume *v, ext2_ino_t parent, const char *name);
+/* cred: the caller (owner of a RENAME_WHITEOUT whiteout). */
 int fsop_rename(struct volume *v, ext2_ino_t parent, const char *name, ext2_ino_t newparent,
-		const char *newname, unsigned flags);
+		const char *newname, unsigned flags, const struct meta_cred *cred);
 int fsop_readlink(struct volume *v, ext2_ino_t ino, char *buf, size_t size);
 int fsop_readdir(struct volume *v, ext2_ino_t ino, struct meta_dirent **out, size_t *n);
 int fsop_statfs(struct volume *v, struct statvfs *out);

@@ -210,7 +210,7 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 		      const char *newname, unsigned int flags)
 {
 	unsigned mf = 0;
-	if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) {
+	if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE | RENAME_WHITEOUT)) {
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
@@ -218,7 +218,10 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 		mf |= META_RENAME_NOREPLACE;
 	if (flags & RENAME_EXCHANGE)
 		mf |= META_RENAME_EXCHANGE;
-	fuse_reply_err(req, -fsop_rename(vol(req), to_ext(parent), name, to_ext(newparent), newname, mf));
+	if (flags & RENAME_WHITEOUT)
+		mf |= META_RENAME_WHITEOUT;
+	struct meta_cred c = cred_of(req);
+	fuse_reply_err(req, -fsop_rename(vol(req), to_ext(parent), name, to_ext(newparent), newname, mf, &c));
 }
 
 /* The file handle of an open inode. */

@@ -437,7 +437,17 @@ int inode_drop_link(struct volume *v, ext2_ino_t ino)
 	struct minode *m = minode_peek(v, ino);
 	if (m && m->open_count > 0)
 		return orphan_add(v, ino, &in);
-	return inode_free(v, ino, &in);
+	rc = inode_free(v, ino, &in);
+	/* Someone may hold a reference without an open (an open on its way
+	 * to meta_open, a stat, a truncate): that minode names a freed inode
+	 * now. Out of the table with it, so that meta_open refuses it and a
+	 * create that reuses the number gets a fresh one. */
+	if (rc == 0 && m) {
+		pthread_mutex_lock(&v->table_lock);
+		table_remove_locked(v, m);
+		pthread_mutex_unlock(&v->table_lock);
+	}
+	return rc;
 }
 
 /* ---- setattr ----------------------------------------------------------- */
@@ -535,20 +545,34 @@ static int truncate_locked(struct volume *v, ext2_ino_t ino, struct ext2_inode_l
 /* ---- open, release, fsync ---------------------------------------------- */
 
 /* Counts an open only of the file the caller looked up, checked under the
- * same hold of the volume lock: not one whose last link and last open are
- * gone (it is being freed), nor another file that reused its number. */
+ * same hold of the volume lock: the caller found m (minode_get) before taking
+ * the lock, and an unlink may have freed the inode since — its number may
+ * even belong to a new file by now. Live: m is still the table's minode for
+ * the number (an unlink that frees an inode takes its minode out), the inode
+ * is allocated, has the generation the caller looked up, and has a link or
+ * is already open (an unlinked file open elsewhere stays openable, e.g.
+ * through /proc/PID/fd). After a takeover the orphans other nodes hold open
+ * have no open counted here until those nodes reclaim them: live too.
+ *
+ * Not live is -ESTALE, not -ENOENT: the kernel's open(2) (do_filp_open)
+ * walks the path again once with LOOKUP_REVAL on ESTALE, so the open ends as
+ * on ext4 — ENOENT if the name is gone, or the file now under the name (for
+ * O_CREAT a new one), where ENOENT would fail open(O_CREAT) of an existing
+ * name. */
 int meta_open(struct volume *v, struct minode *m, uint32_t generation, int truncate)
 {
 	struct ext2_inode_large in;
 	pthread_mutex_lock(&v->lock);
-	int rc = inode_read(v, m->ino, &in);
-	if (rc == 0 && ((in.i_links_count == 0 && m->open_count == 0) ||
+	int rc = minode_peek(v, m->ino) == m ? inode_read(v, m->ino, &in) : -ESTALE;
+	if (rc == 0 && ((in.i_links_count == 0 && m->open_count == 0 && !v->takeover) ||
 			(m->ino != EXT2_ROOT_INO && in.i_generation != generation)))
 		rc = -ESTALE;
 	if (rc == 0)
 		m->open_count++;
 	pthread_mutex_unlock(&v->lock);
 	if (rc == 0 && truncate) {
+		/* Counted first: an unlink meanwhile orphans the file instead
+		 * of freeing it under the truncate. */
 		struct meta_setattr sa = { .valid = META_SET_SIZE, .size = 0 };
 		rc = meta_setattr(v, m->ino, &sa, NULL);
 		if (rc)

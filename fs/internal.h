@@ -232,8 +232,16 @@ int meta_unlink(struct volume *v, ext2_ino_t parent, const char *name);
 int meta_rmdir(struct volume *v, ext2_ino_t parent, const char *name);
 #define META_RENAME_NOREPLACE 1u
 #define META_RENAME_EXCHANGE 2u
+/* The source name is left holding a whiteout (overlayfs): a character device
+ * 0:0 with mode 0, owned by cred, made in the same step as the rename. */
+#define META_RENAME_WHITEOUT 4u
+#define META_RENAME_FLAGS (META_RENAME_NOREPLACE | META_RENAME_EXCHANGE | META_RENAME_WHITEOUT)
 int meta_rename(struct volume *v, ext2_ino_t parent, const char *name,
 		ext2_ino_t newparent, const char *newname, unsigned flags);
+/* cred: the caller, owner of a whiteout (NULL: root). */
+int meta_rename_cred(struct volume *v, ext2_ino_t parent, const char *name,
+		     ext2_ino_t newparent, const char *newname, unsigned flags,
+		     const struct meta_cred *cred);
 int meta_readlink(struct volume *v, ext2_ino_t ino, char *buf, size_t size);
 /* Reads all entries of a directory (including . and ..). */
 int meta_readdir(struct volume *v, ext2_ino_t ino, struct meta_dirent **out, size_t *n);

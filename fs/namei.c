@@ -479,9 +479,11 @@ static int rename_exchange(struct volume *v, ext2_ino_t parent, const char *name
 	return rc;
 }
 
+/* whiteout: 0, or the inode the source name is to hold afterwards. */
 static int rename_replace(struct volume *v, ext2_ino_t parent, const char *name,
 			  ext2_ino_t newparent, const char *newname,
-			  const struct rename_ends *src, const struct rename_ends *dst)
+			  const struct rename_ends *src, const struct rename_ends *dst,
+			  ext2_ino_t whiteout)
 {
 	int rc;
 	if (dst->ino) {
@@ -496,7 +498,8 @@ static int rename_replace(struct volume *v, ext2_ino_t parent, const char *name,
 		rc = dir_add(v, newparent, newname, src->ino, src->ftype);
 	}
 	if (rc == 0)
-		rc = dir_remove(v, parent, name);
+		rc = whiteout ? dir_set_entry(v, parent, name, whiteout, EXT2_FT_CHRDEV)
+			      : dir_remove(v, parent, name);
 	if (rc == 0 && src->is_dir && parent != newparent)
 		rc = set_dotdot(v, src->ino, newparent);
 	int moved = src->is_dir && parent != newparent;
@@ -522,15 +525,40 @@ static int stamp_ctime(struct volume *v, ext2_ino_t ino)
 	return inode_write(v, ino, &in);
 }
 
+/* The whiteout RENAME_WHITEOUT leaves at the source name: made before the
+ * rename changes anything, so that a failure (ENOSPC) changes nothing. As
+ * in ext4: a character device 0:0, mode 0, owned by the caller (the group
+ * of a setgid directory), the directory's default ACL applied. */
+static int make_whiteout(struct volume *v, ext2_ino_t parent, const struct meta_cred *cred,
+			 ext2_ino_t *ino)
+{
+	static const struct meta_cred root = { 0, 0, 0 };
+	struct ext2_inode_large pin, in;
+	int rc = read_dir_inode(v, parent, &pin);
+	if (rc == 0)
+		rc = new_inode(v, parent, &pin, LINUX_S_IFCHR, 0, cred ? cred : &root, ino, &in);
+	if (rc == 0 && (rc = acl_inherit(v, parent, *ino, &in)) != 0)
+		discard_inode(v, *ino);
+	return rc;
+}
+
 int meta_rename(struct volume *v, ext2_ino_t parent, const char *name,
 		ext2_ino_t newparent, const char *newname, unsigned flags)
+{
+	return meta_rename_cred(v, parent, name, newparent, newname, flags, NULL);
+}
+
+int meta_rename_cred(struct volume *v, ext2_ino_t parent, const char *name,
+		     ext2_ino_t newparent, const char *newname, unsigned flags,
+		     const struct meta_cred *cred)
 {
 	if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
 		return -EBUSY;
 	int rc = meta_check_name(newname);
 	if (rc)
 		return rc == -EEXIST ? -EBUSY : rc;
-	if ((flags & META_RENAME_NOREPLACE) && (flags & META_RENAME_EXCHANGE))
+	if ((flags & ~META_RENAME_FLAGS) ||
+	    ((flags & META_RENAME_EXCHANGE) && (flags & (META_RENAME_NOREPLACE | META_RENAME_WHITEOUT))))
 		return -EINVAL;
 	struct rename_ends src = { 0 }, dst = { 0 };
 	pthread_mutex_lock(&v->lock);
@@ -557,10 +585,15 @@ int meta_rename(struct volume *v, ext2_ino_t parent, const char *name,
 		pthread_mutex_unlock(&v->lock);
 		return 0; /* two names of one inode: POSIX says do nothing */
 	}
+	ext2_ino_t whiteout = 0;
+	if (rc == 0 && (flags & META_RENAME_WHITEOUT))
+		rc = make_whiteout(v, parent, cred, &whiteout);
 	if (rc == 0)
 		rc = (flags & META_RENAME_EXCHANGE)
 			? rename_exchange(v, parent, name, newparent, newname, &src, &dst)
-			: rename_replace(v, parent, name, newparent, newname, &src, &dst);
+			: rename_replace(v, parent, name, newparent, newname, &src, &dst, whiteout);
+	if (rc && whiteout && dir_find(v, parent, name, &src.ino, &src.ftype) == 0 && src.ino != whiteout)
+		discard_inode(v, whiteout);   /* not linked: the rename failed before the source name changed */
 	if (rc == 0)
 		rc = stamp_ctime(v, src.ino);
 	if (rc == 0 && dst.ino && (flags & META_RENAME_EXCHANGE))

@@ -285,15 +285,18 @@ static int h_rename(struct ctx *c)
 {
 	uint32_t parent = 0, newparent = 0, flags = 0;
 	char name[PROTO_NAME_MAX], newname[PROTO_NAME_MAX];
+	struct meta_cred cred = { 0 };
 	rio_get_u32(&c->r, &parent);
 	rio_get_str(&c->r, name, sizeof(name));
 	rio_get_u32(&c->r, &newparent);
 	rio_get_str(&c->r, newname, sizeof(newname));
 	rio_get_u32(&c->r, &flags);
+	if (flags & META_RENAME_WHITEOUT)
+		proto_get_cred(&c->r, &cred);
 	if (rio_reader_end(&c->r) || !valid_ino(parent) || !valid_ino(newparent) ||
-	    (flags & ~(META_RENAME_NOREPLACE | META_RENAME_EXCHANGE)))
+	    (flags & ~META_RENAME_FLAGS))
 		return -EPROTO;
-	return fsop_rename(c->s->v, parent, name, newparent, newname, flags);
+	return fsop_rename(c->s->v, parent, name, newparent, newname, flags, &cred);
 }
 
 static int h_readlink(struct ctx *c)

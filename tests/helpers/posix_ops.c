@@ -15,6 +15,12 @@
  *       COUNT random lookups: e<i> exists iff i % K == 0, else ENOENT.
  *   posix_ops [-t SECONDS] bigdir remove DIR N K_FROM K_TO
  *       unlink the entries of set K_FROM that are not in set K_TO.
+ *   posix_ops [-t SECONDS] openrace DIR NPROCS
+ *       NPROCS processes loop for SECONDS (default 5) over four names in DIR:
+ *       create+append, unlink, open+append, open+read, stat. Each call may
+ *       fail only as on ext4 (ENOENT where the name can be gone); an open that
+ *       succeeded must give a descriptor whose write, fstat and close work —
+ *       never EIO or ESTALE (an open racing an unlink of its inode).
  *   posix_ops [-n] treesum FILE...
  *       "<digest> <size> <path>": SHA-256 over the SHA-256 of every 1 MiB chunk of
  *       the file's content. Chunks SEEK_DATA says are holes are hashed as zeros
@@ -40,6 +46,7 @@
 #include <sys/types.h>
 #include <sys/uio.h>
 #include <sys/xattr.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1116,6 +1123,34 @@ static void sec_rename(void)
 	t_eq(3, nlink_of("x1"), "RENAME_EXCHANGE: the parent that gained the directory has nlink 3");
 	t_eq(2, nlink_of("x2"), "RENAME_EXCHANGE: the parent that lost the directory has nlink 2");
 	T_ERR(renameat2_("x1/f", "x1/none", RENAME_EXCHANGE), ENOENT, "RENAME_EXCHANGE with a missing target is ENOENT");
+
+	/* RENAME_WHITEOUT (overlayfs): the source name is left holding a whiteout,
+	 * a character device 0:0 with mode 0 (the tree keeps some for the manifest) */
+	struct stat ws;
+	mkdir("wd", 0755);
+	if ((fd = make_file("w1", 28, 1000)) >= 0)
+		close(fd);
+	if ((fd = make_file("w3", 29, 10)) >= 0)
+		close(fd);
+	T_OK(renameat2_("w1", "w2", RENAME_WHITEOUT), "RENAME_WHITEOUT to a new name");
+	check(lstat("w1", &ws) == 0 && S_ISCHR(ws.st_mode) && (ws.st_mode & 07777) == 0 && ws.st_rdev == makedev(0, 0) &&
+	      ws.st_nlink == 1 && ws.st_ino != (ino_t)ino_of("w2"),
+	      D("mode 0%o rdev %u:%u nlink %lu", ws.st_mode, major(ws.st_rdev), minor(ws.st_rdev), (unsigned long)ws.st_nlink),
+	      "RENAME_WHITEOUT leaves a 0:0 character device with mode 0 at the source name");
+	check(read_is("w2", 28, 1000), NULL, "RENAME_WHITEOUT moves the file and its content");
+	T_OK(renameat2_("w2", "w3", RENAME_WHITEOUT), "RENAME_WHITEOUT over an existing file");
+	check(read_is("w3", 28, 1000) && lstat("w2", &ws) == 0 && S_ISCHR(ws.st_mode), NULL,
+	      "the target has the source's content and the source name is a whiteout");
+	T_OK(renameat2_("w3", "wd/w4", RENAME_WHITEOUT | RENAME_NOREPLACE), "RENAME_WHITEOUT|RENAME_NOREPLACE into another directory");
+	check(read_is("wd/w4", 28, 1000) && lstat("w3", &ws) == 0 && S_ISCHR(ws.st_mode) && ws.st_rdev == makedev(0, 0), NULL,
+	      "across directories the whiteout stays in the source directory");
+	mkdir("wdir", 0755);
+	T_OK(renameat2_("wdir", "wd/wdir", RENAME_WHITEOUT), "RENAME_WHITEOUT of a directory");
+	check(S_ISDIR(mode_of("wd/wdir")) && S_ISCHR(mode_of("wdir")) && nlink_of("wd") == 3, NULL,
+	      "the directory moved (its new parent has nlink 3) and a whiteout took its name");
+	T_ERR(renameat2_("wd/w4", "w1", RENAME_WHITEOUT | RENAME_EXCHANGE), EINVAL,
+	      "RENAME_WHITEOUT|RENAME_EXCHANGE is EINVAL");
+	T_OK(unlink("w1"), "a whiteout can be removed");
 	leave();
 }
 
@@ -1768,6 +1803,25 @@ zero:
 		t_eq(MiB + 64 * KiB, size_of(fd), "ZERO_RANGE|KEEP_SIZE keeps the size");
 		close(fd);
 	}
+	/* COLLAPSE_RANGE / INSERT_RANGE: csvfs refuses them (the kernel's FUSE
+	 * client does not even send them); ext4 does them. Either way, right. */
+	if ((fd = make_file("shift", 68, 64 * KiB)) >= 0) {
+		fsync(fd);
+		static const int modes[2] = { FALLOC_FL_COLLAPSE_RANGE, FALLOC_FL_INSERT_RANGE };
+		static const char *const names[2] = { "COLLAPSE_RANGE", "INSERT_RANGE" };
+		for (int i = 0; i < 2; i++) {
+			long long before = size_of(fd);
+			if (fallocate(fd, modes[i], 16 * KiB, 16 * KiB) != 0) {
+				int e = errno;
+				c = cmp_range(fd, 0, 64 * KiB, 68);
+				check(e == EOPNOTSUPP && before == size_of(fd) && !c, c ? c : D("%s", ename(e)),
+				      "%s is refused with EOPNOTSUPP and changes nothing", names[i]);
+			} else {
+				t_eq(before + (i ? 16 : -16) * KiB, size_of(fd), "%s shifts the end of the file", names[i]);
+			}
+		}
+		close(fd);
+	}
 	/* Freed blocks of another file never show through new allocations. */
 	if ((fd = make_file("stale", 66, 16 * MiB)) >= 0) {
 		fsync(fd);
@@ -2149,10 +2203,170 @@ static int treesum(int argc, char **argv, bool noseek)
 	return rc;
 }
 
+/* ------------------------------------------------------------------ openrace */
+
+enum { OR_CREATE, OR_UNLINK, OR_APPEND, OR_READ, OR_STAT, OR_NOPS };
+static const char *const or_names[OR_NOPS] = { "create+append", "unlink", "open+append", "open+read", "stat" };
+
+struct or_counts {
+	long ops[OR_NOPS], ok[OR_NOPS], enoent[OR_NOPS];
+	long estale[OR_NOPS];           /* ESTALE from open: see openrace() */
+	long bad[OR_NOPS];              /* an error ext4 would not give */
+	int bad_errno[OR_NOPS];         /* the first such error */
+	char bad_step[OR_NOPS][24];     /* and where: open, write, fstat, read, close */
+};
+
+static void or_bad(struct or_counts *c, int op, const char *step, int e)
+{
+	if (c->bad[op]++ == 0) {
+		c->bad_errno[op] = e;
+		snprintf(c->bad_step[op], sizeof c->bad_step[op], "%s", step);
+	}
+}
+
+/* One process's loop; counts into its own slot of shared memory. */
+static void or_worker(struct or_counts *c, unsigned id, double seconds)
+{
+	struct timespec t0;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	uint64_t r = 0x9E3779B97F4A7C15ULL * (id + 1) ^ (uint64_t)getpid();
+	char line[64], buf[256], name[8];
+	int len = snprintf(line, sizeof line, "p%u\n", id);
+	for (long n = 0; (n & 63) || elapsed(t0) < seconds; n++) {
+		r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+		snprintf(name, sizeof name, "n%u", (unsigned)(r >> 8) % 4);
+		int op = (int)((r >> 16) % OR_NOPS), fd;
+		struct stat st;
+		c->ops[op]++;
+		switch (op) {
+		case OR_CREATE:
+		case OR_APPEND:
+			fd = open(name, O_WRONLY | O_APPEND | (op == OR_CREATE ? O_CREAT : 0), 0644);
+			if (fd < 0) {
+				if (errno == ENOENT && op == OR_APPEND)
+					c->enoent[op]++;
+				else if (errno == ESTALE)
+					c->estale[op]++;
+				else
+					or_bad(c, op, "open", errno);
+				break;
+			}
+			if (write(fd, line, (size_t)len) != len)
+				or_bad(c, op, "write", errno);
+			else if (fstat(fd, &st) != 0)
+				or_bad(c, op, "fstat", errno);
+			else
+				c->ok[op]++;
+			if (close(fd) != 0) {
+				or_bad(c, op, "close", errno);
+				c->ok[op]--;
+			}
+			break;
+		case OR_READ:
+			fd = open(name, O_RDONLY);
+			if (fd < 0) {
+				if (errno == ENOENT)
+					c->enoent[op]++;
+				else if (errno == ESTALE)
+					c->estale[op]++;
+				else
+					or_bad(c, op, "open", errno);
+				break;
+			}
+			if (read(fd, buf, sizeof buf) < 0)
+				or_bad(c, op, "read", errno);
+			else
+				c->ok[op]++;
+			if (close(fd) != 0) {
+				or_bad(c, op, "close", errno);
+				c->ok[op]--;
+			}
+			break;
+		case OR_UNLINK:
+		case OR_STAT:
+			if ((op == OR_UNLINK ? unlink(name) : stat(name, &st)) == 0)
+				c->ok[op]++;
+			else if (errno == ENOENT)
+				c->enoent[op]++;
+			else
+				or_bad(c, op, op == OR_UNLINK ? "unlink" : "stat", errno);
+			break;
+		}
+	}
+}
+
+/* ESTALE from open(2): FUSE opens by node id after a lookup, and csvfs frees
+ * an unlinked inode no one has open even while the kernel still holds its
+ * node id (it keeps no lookup counts), so an open that lost the race with an
+ * unlink gets ESTALE from the daemon; the kernel then walks the path again
+ * once (LOOKUP_REVAL). Only an open that loses that second race too sees
+ * ESTALE: tolerated when rare (under 0.1 % of the opens), never EIO later. */
+static int openrace(int argc, char **argv)
+{
+	section = "openrace";
+	if (argc < 2)
+		return 2;
+	const char *dir = argv[0];
+	int nprocs = atoi(argv[1]);
+	double seconds = time_limit < 300 ? time_limit : 5;
+	if (nprocs < 1 || nprocs > 1024 || chdir(dir) != 0) {
+		perror(dir);
+		return 2;
+	}
+	struct or_counts *all = mmap(NULL, sizeof(*all) * (size_t)nprocs, PROT_READ | PROT_WRITE,
+				     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (all == MAP_FAILED) {
+		perror("mmap");
+		return 2;
+	}
+	memset(all, 0, sizeof(*all) * (size_t)nprocs);
+	for (int i = 0; i < nprocs; i++) {
+		pid_t pid = fork();
+		if (pid == 0) {
+			or_worker(&all[i], (unsigned)i, seconds);
+			_exit(0);
+		}
+		if (pid < 0)
+			nprocs = i;
+	}
+	int crashed = 0, st;
+	while (wait(&st) > 0)
+		crashed += !WIFEXITED(st) || WEXITSTATUS(st) != 0;
+	struct or_counts sum = { 0 };
+	for (int i = 0; i < nprocs; i++)
+		for (int op = 0; op < OR_NOPS; op++) {
+			sum.ops[op] += all[i].ops[op];
+			sum.ok[op] += all[i].ok[op];
+			sum.enoent[op] += all[i].enoent[op];
+			sum.estale[op] += all[i].estale[op];
+			if (all[i].bad[op] && !sum.bad[op]) {
+				sum.bad_errno[op] = all[i].bad_errno[op];
+				memcpy(sum.bad_step[op], all[i].bad_step[op], sizeof sum.bad_step[op]);
+			}
+			sum.bad[op] += all[i].bad[op];
+		}
+	munmap(all, sizeof(*all) * (size_t)nprocs);
+	check(crashed == 0, D("%d died", crashed), "%d processes ran for %.0f s", nprocs, seconds);
+	for (int op = 0; op < OR_NOPS; op++) {
+		check(sum.bad[op] == 0 && sum.ok[op] > 0 && sum.estale[op] * 1000 < sum.ops[op],
+		      sum.bad[op] ? D("%ld unexpected failures, the first %s at %s", sum.bad[op],
+				      ename(sum.bad_errno[op]), sum.bad_step[op])
+		      : sum.ok[op] ? D("ESTALE from %ld of %ld opens", sum.estale[op], sum.ops[op])
+				   : "never succeeded",
+		      "%s racing unlink: %ld ok, %ld ENOENT, no other error", or_names[op], sum.ok[op],
+		      sum.enoent[op]);
+		if (sum.estale[op])
+			diag("%s: ESTALE from %ld of %ld opens (lost the race twice)", or_names[op],
+			     sum.estale[op], sum.ops[op]);
+	}
+	return n_fail ? 1 : 0;
+}
+
 static void usage(void)
 {
 	fprintf(stderr, "usage: posix_ops [-k SECTION] [-S SEED] all DIR\n"
 			"       posix_ops [-t SECONDS] bigdir create|verify|lookup|remove DIR N ...\n"
+			"       posix_ops [-t SECONDS] openrace DIR NPROCS\n"
 			"       posix_ops [-n] treesum FILE...\n");
 	exit(2);
 }
@@ -2183,6 +2397,8 @@ int main(int argc, char **argv)
 		return treesum(argc - optind - 1, argv + optind + 1, noseek);
 	if (strcmp(mode, "bigdir") == 0)
 		return bigdir(argc - optind - 1, argv + optind + 1);
+	if (strcmp(mode, "openrace") == 0)
+		return openrace(argc - optind - 1, argv + optind + 1);
 	if (strcmp(mode, "all") != 0 || optind + 1 >= argc)
 		usage();
 	if (chdir(argv[optind + 1]) != 0) {

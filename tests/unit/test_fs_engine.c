@@ -30,6 +30,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <et/com_err.h>
+
 #include "fs/csvfs.h"
 #include "fs/internal.h"
 
@@ -1774,6 +1776,198 @@ static void test_dot_names_refused(void **state)
 	assert_int_equal(lookup_ino(v, ROOT, "."), ROOT);
 }
 
+/* open(2) racing unlink(2) (issue 15): FUSE looks the name up, then opens the
+ * inode by number; an unlink between the two freed the inode, and the open
+ * was counted on it anyway — reads, writes and the release then failed
+ * (EIO/ESTALE, "release failed: Stale file handle"). And the minode the
+ * open held stayed in the table for the freed number: a create reusing the
+ * number got it, with the old file's size (getattr, and the data path's
+ * size). The open must be refused (ESTALE: the kernel looks the name up
+ * again), count nothing, and the new file must get a fresh minode. */
+static void test_open_races_unlink(void **state)
+{
+	struct efx *f = *state;
+	struct volume *v = f->v;
+	uint64_t inodes0 = free_inodes(v);
+	ext2_ino_t ino = mkfile(v, ROOT, "f");
+	uint32_t gen = gen_of(v, ino);
+	struct minode *m = minode_get(v, ino);          /* the open's lookup ... */
+	assert_non_null(m);
+	assert_int_equal(meta_unlink(v, ROOT, "f"), 0); /* ... an unlink frees the inode ... */
+	assert_int_equal(meta_open(v, m, gen, 0), -ESTALE);   /* ... and the open is refused */
+	assert_int_equal(m->open_count, 0);
+	minode_put(v, m);
+	assert_int_equal(free_inodes(v), inodes0);
+
+	/* a file with data, its minode held (an open on its way) while an
+	 * unlink frees it and a create reuses the number */
+	ino = mkfile(v, ROOT, "g");
+	struct minode *w = open_m(v, ino);
+	write_blocks(v, w, 0, 2);
+	close_m(v, w);
+	gen = gen_of(v, ino);
+	m = minode_get(v, ino);
+	assert_non_null(m);
+	assert_int_equal(atomic_load(&m->size), 2 * BS);
+	assert_int_equal(meta_unlink(v, ROOT, "g"), 0);
+	ext2_ino_t again = mkfile(v, ROOT, "h");
+	uint32_t gen2 = gen_of(v, again);
+	assert_int_equal(meta_open(v, m, gen, 1), -ESTALE);   /* O_TRUNC too: h is not cut */
+	struct meta_attr a;
+	assert_int_equal(meta_getattr(v, again, &a), 0);
+	assert_int_equal(a.size, 0);                           /* not g's size */
+	if (again == ino)
+		assert_int_equal(meta_open(v, m, gen2, 0), -ESTALE);   /* not through g's minode */
+	struct minode *n = minode_get(v, again);
+	assert_non_null(n);
+	if (again == ino)
+		assert_ptr_not_equal(n, m);
+	assert_int_equal(atomic_load(&n->size), 0);
+	minode_put(v, m);
+	assert_int_equal(meta_open(v, n, gen2, 0), 0);
+	write_blocks(v, n, 0, 1);
+	assert_int_equal(meta_getattr(v, again, &a), 0);
+	assert_int_equal(a.size, BS);
+	/* unlinked but open: still openable (e.g. through /proc/PID/fd) */
+	assert_int_equal(meta_unlink(v, ROOT, "h"), 0);
+	struct minode *o = minode_get(v, again);
+	assert_ptr_equal(o, n);
+	assert_int_equal(meta_open(v, o, gen2, 0), 0);
+	assert_int_equal(n->open_count, 2);
+	close_m(v, o);
+	close_m(v, n);
+	assert_int_equal(free_inodes(v), inodes0);
+}
+
+/* renameat2(RENAME_WHITEOUT), as overlayfs uses it: the source name is left
+ * holding a 0:0 character device with mode 0, made in the same step; it was
+ * refused with EINVAL. */
+static void test_rename_whiteout(void **state)
+{
+	struct efx *f = *state;
+	struct volume *v = f->v;
+	const unsigned WO = META_RENAME_WHITEOUT;
+	ext2_ino_t a = mkfile(v, ROOT, "a"), d = mkdirat_(v, ROOT, "d");
+	ext2_ino_t b = mkfile(v, d, "b");
+	uint64_t inodes0 = free_inodes(v);
+	assert_int_equal(meta_rename_cred(v, ROOT, "a", ROOT, "a2", WO, &CRED), 0);
+	assert_int_equal(lookup_ino(v, ROOT, "a2"), a);
+	struct meta_attr w;
+	assert_int_equal(meta_lookup(v, ROOT, "a", &w), 0);
+	assert_true(w.ino != a);
+	assert_int_equal(w.mode, LINUX_S_IFCHR);        /* mode 0 */
+	assert_int_equal(w.rdev, makedev(0, 0));
+	assert_int_equal(w.nlink, 1);
+	assert_int_equal(w.uid, CRED.uid);
+	assert_int_equal(w.gid, CRED.gid);
+	assert_int_equal(free_inodes(v), inodes0 - 1);
+	/* over an existing file in another directory: b is freed, a whiteout
+	 * takes a2's place in the root */
+	assert_int_equal(meta_rename_cred(v, ROOT, "a2", d, "b", WO | META_RENAME_NOREPLACE, &CRED), -EEXIST);
+	assert_int_equal(meta_rename_cred(v, ROOT, "a2", d, "b", WO, &CRED), 0);
+	assert_int_equal(lookup_ino(v, d, "b"), a);
+	assert_int_equal(meta_lookup(v, ROOT, "a2", &w), 0);
+	assert_int_equal(w.mode, LINUX_S_IFCHR);
+	assert_int_equal(free_inodes(v), inodes0 - 1);   /* +1 whiteout, -1 b */
+	(void)b;
+	/* a directory: nlinks follow, the whiteout stays */
+	ext2_ino_t sub = mkdirat_(v, ROOT, "sub");
+	uint32_t root_links = nlink_of(v, ROOT);
+	assert_int_equal(meta_rename_cred(v, ROOT, "sub", d, "sub", WO, &CRED), 0);
+	assert_int_equal(lookup_ino(v, d, "sub"), sub);
+	assert_int_equal(dotdot_of(v, sub), d);
+	assert_int_equal(nlink_of(v, ROOT), root_links - 1);
+	assert_int_equal(nlink_of(v, d), 3);
+	assert_int_equal(meta_lookup(v, ROOT, "sub", &w), 0);
+	assert_int_equal(w.mode, LINUX_S_IFCHR);
+	/* refused renames leave no whiteout behind */
+	ext2_ino_t full = mkdirat_(v, ROOT, "full");
+	mkfile(v, full, "x");
+	mkdirat_(v, ROOT, "e");
+	uint64_t inodes1 = free_inodes(v);
+	assert_int_equal(meta_rename_cred(v, ROOT, "e", ROOT, "full", WO, &CRED), -ENOTEMPTY);
+	assert_int_equal(meta_rename_cred(v, ROOT, "e", d, "b", WO, &CRED), -ENOTDIR);
+	assert_int_equal(meta_rename_cred(v, ROOT, "e", ROOT, "nowhere", WO | META_RENAME_EXCHANGE, &CRED), -EINVAL);
+	assert_int_equal(meta_rename_cred(v, ROOT, "missing", ROOT, "z", WO, &CRED), -ENOENT);
+	assert_int_equal(free_inodes(v), inodes1);
+	assert_int_equal(meta_lookup(v, ROOT, "e", &w), 0);
+	assert_true(LINUX_S_ISDIR(w.mode));
+	/* a whiteout is removed like any device node */
+	assert_int_equal(meta_unlink(v, ROOT, "a"), 0);
+}
+
+/* FALLOC_FL_COLLAPSE_RANGE and FALLOC_FL_INSERT_RANGE are refused (the kernel's
+ * FUSE client never sends them: docs/cluster.md), changing nothing. */
+static void test_collapse_insert_refused(void **state)
+{
+	struct efx *f = *state;
+	struct volume *v = f->v;
+	ext2_ino_t ino = mkfile(v, ROOT, "c");
+	struct minode *m = open_m(v, ino);
+	struct meta_setattr sa = { .valid = META_SET_SIZE, .size = 16 * BS };
+	assert_int_equal(meta_setattr(v, ino, &sa, NULL), 0);
+	write_blocks(v, m, 0, 16);
+	struct meta_extent e0 = map_at(v, m, 0);
+	assert_int_equal(meta_fallocate(v, m, FALLOC_FL_COLLAPSE_RANGE, 4 * BS, 4 * BS), -EOPNOTSUPP);
+	assert_int_equal(meta_fallocate(v, m, FALLOC_FL_INSERT_RANGE, 4 * BS, 4 * BS), -EOPNOTSUPP);
+	expect_map(v, m, 0, EXTENT_WRITTEN, 0, e0.len, e0.pblk);
+	struct meta_attr a;
+	assert_int_equal(meta_getattr(v, ino, &a), 0);
+	assert_int_equal(a.size, 16 * BS);
+	close_m(v, m);
+}
+
+static int com_err_calls;
+static char com_err_first[256];
+static void count_com_err(const char *who, long code, const char *fmt, va_list ap)
+{
+	if (com_err_calls++ == 0) {
+		int n = snprintf(com_err_first, sizeof(com_err_first), "%s: %s ", who ? who : "",
+				 code ? error_message(code) : "");
+		if (n > 0 && (size_t)n < sizeof(com_err_first))
+			vsnprintf(com_err_first + n, sizeof(com_err_first) - (size_t)n, fmt, ap);
+	}
+}
+
+/* libext2fs 1.47.0's ext2fs_fallocate, filling a hole exactly between two
+ * unwritten extents when the right one lies before the left one on the LUN,
+ * computes the merge's block count as right.pblk - left_end + 1 — below zero
+ * — and its bitmap search then prints "Illegal block number passed to
+ * ext2fs_test_block_bitmap" into the daemon's log. The engine fills such a
+ * hole itself: no warning, and the new blocks merge into the left extent. */
+static void test_fallocate_between_unwritten_extents(void **state)
+{
+	struct efx *f = *state;
+	struct volume *v = f->v;
+	ext2_ino_t ino = mkfile(v, ROOT, "t"), gi = mkfile(v, ROOT, "g");
+	struct minode *m = open_m(v, ino), *g = open_m(v, gi);
+	const int ks = FALLOC_FL_KEEP_SIZE;
+	assert_int_equal(meta_fallocate(v, m, ks, 20 * BS, 10 * BS), 0);   /* right: [20, 30) */
+	assert_int_equal(meta_fallocate(v, g, 0, 0, 2000 * BS), 0);        /* the blocks around it */
+	assert_int_equal(meta_fallocate(v, m, ks, 0, 10 * BS), 0);         /* left: [0, 10), after them */
+	struct meta_extent l = map_at(v, m, 0), r = map_at(v, m, 20);
+	assert_int_equal(l.state, EXTENT_UNWRITTEN);
+	assert_int_equal(r.state, EXTENT_UNWRITTEN);
+	if (!(r.pblk < l.pblk + l.len))
+		fail_msg("setup: the right extent (pblk %llu) must lie before the left one (pblk %llu)",
+			 (unsigned long long)r.pblk, (unsigned long long)l.pblk);
+	uint64_t free0 = free_blocks(v);
+	com_err_calls = 0;
+	set_com_err_hook(count_com_err);
+	int rc = meta_fallocate(v, m, ks, 10 * BS, 10 * BS);               /* the hole between */
+	reset_com_err_hook();
+	assert_int_equal(rc, 0);
+	if (com_err_calls)
+		fail_msg("libext2fs printed %d message(s), the first: %s", com_err_calls, com_err_first);
+	for (uint64_t b = 0; b < 30; b++)
+		assert_int_equal(map_at(v, m, b).state, EXTENT_UNWRITTEN);
+	expect_map(v, m, 10, EXTENT_UNWRITTEN, 0, 20, l.pblk);             /* merged into the left */
+	assert_int_equal(free_blocks(v), free0 - 10);
+	expect_i_blocks_consistent(v, ino);
+	close_m(v, g);
+	close_m(v, m);
+}
+
 static int setup_small(void **state)
 {
 	*state = efx_new(64 * MiB);
@@ -1893,6 +2087,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_open_checks_generation, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reused_ino_gets_fresh_minode, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_dot_names_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_open_races_unlink, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rename_whiteout, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_collapse_insert_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fallocate_between_unwritten_extents, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_prealloc_with_deferred_frees, setup_small, teardown),
 		cmocka_unit_test_setup_teardown(test_split_without_space, setup_small, teardown),
 	};
