@@ -564,8 +564,11 @@ int meta_open(struct volume *v, struct minode *m, uint32_t generation, int trunc
 	struct ext2_inode_large in;
 	pthread_mutex_lock(&v->lock);
 	int rc = minode_peek(v, m->ino) == m ? inode_read(v, m->ino, &in) : -ESTALE;
-	if (rc == 0 && ((in.i_links_count == 0 && m->open_count == 0 && !v->takeover) ||
-			(m->ino != EXT2_ROOT_INO && in.i_generation != generation)))
+	/* A freed inode keeps its mode: the bitmap tells. After a takeover an
+	 * unlinked file is kept for the participants that reclaim their opens. */
+	int freed = rc == 0 && (!ext2fs_test_inode_bitmap2(v->fs->inode_map, m->ino) ||
+				(in.i_links_count == 0 && m->open_count == 0 && !v->takeover));
+	if (freed || (rc == 0 && m->ino != EXT2_ROOT_INO && in.i_generation != generation))
 		rc = -ESTALE;
 	if (rc == 0)
 		m->open_count++;
