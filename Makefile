@@ -3,6 +3,7 @@
 #   make            build everything into build/bin
 #   make deps       install every Debian package the project and its tests use
 #   make check      all tests (unit + real mounts); ends with "N passed, N failed"
+#   make unit       the cmocka unit tests only (no root needed)
 #   make demo       format a LUN image, mount it, write and verify a VM disk
 #   make bench      benchmarks, written to docs/benchmarks.md and docs/benchmarks-cluster.md
 #   make SAN=1 ...  ASan + UBSan build (into build-san/)
@@ -90,7 +91,9 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/helpers/%.o $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+# The cmocka unit tests alone: no root, no FUSE, no cluster (a few seconds).
 unit: $(UNIT_BIN)
+	@BUILD=$(BUILD) UNIT_ONLY=1 tests/run.sh
 
 deps:
 	@tools/deps.sh
