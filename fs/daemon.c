@@ -5,6 +5,7 @@
 #include "fs/csvfs.h"
 #include "fs/internal.h"
 #include "fs/fuse_ops.h"
+#include "fs/fuse_alias.h"
 #include "fs/cluster.h"
 
 #include <blkid/blkid.h>
@@ -290,6 +291,8 @@ static int serve(struct daemon_opts *d, struct volume *v)
 	} else {
 		if (!d->foreground)
 			fuse_daemonize(0);
+		/* after the fork: the thread must be the daemon's */
+		cf.aliases = d->cluster ? alias_start(se) : NULL;
 		volume_start(v);
 		char host[64] = "localhost";
 		gethostname(host, sizeof(host) - 1);
@@ -304,6 +307,7 @@ static int serve(struct daemon_opts *d, struct volume *v)
 			control_stop(&ctl);
 		}
 		fuse_session_unmount(se);
+		alias_stop(cf.aliases);
 		cluster_stop(v);
 		csvfs_log(LOG_INFO_L, "unmounted %s", d->mountpoint);
 	}

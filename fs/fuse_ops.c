@@ -6,6 +6,7 @@
 #include "fs/internal.h"
 #include "fs/fsops.h"
 #include "fs/fuse_ops.h"
+#include "fs/fuse_alias.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -110,10 +111,24 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	cf->acl_enforced = (conn->want & FUSE_CAP_POSIX_ACL) != 0;
 }
 
+static struct alias_table *aliases(fuse_req_t req)
+{
+	return ((struct csvfs_fuse *)fuse_req_userdata(req))->aliases;
+}
+
+/* A directory about to be told to the kernel as parent/name. */
+static void seen(fuse_req_t req, int rc, const struct meta_attr *a, fuse_ino_t parent, const char *name)
+{
+	if (rc == 0 && S_ISDIR(a->mode))
+		alias_seen_dir(aliases(req), to_fuse(a), parent, name);
+}
+
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct meta_attr a;
-	reply_entry(req, fsop_lookup(vol(req), to_ext(parent), name, &a), &a);
+	int rc = fsop_lookup(vol(req), to_ext(parent), name, &a);
+	seen(req, rc, &a, parent, name);
+	reply_entry(req, rc, &a);
 }
 
 static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -180,7 +195,9 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 {
 	struct meta_cred c = cred_of(req);
 	struct meta_attr a;
-	reply_entry(req, fsop_create(vol(req), to_ext(parent), name, (mode & 07777) | S_IFDIR, 0, &c, &a), &a);
+	int rc = fsop_create(vol(req), to_ext(parent), name, (mode & 07777) | S_IFDIR, 0, &c, &a);
+	seen(req, rc, &a, parent, name);
+	reply_entry(req, rc, &a);
 }
 
 static void op_symlink(fuse_req_t req, const char *target, fuse_ino_t parent, const char *name)
@@ -221,7 +238,10 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 	if (flags & RENAME_WHITEOUT)
 		mf |= META_RENAME_WHITEOUT;
 	struct meta_cred c = cred_of(req);
-	fuse_reply_err(req, -fsop_rename(vol(req), to_ext(parent), name, to_ext(newparent), newname, mf, &c));
+	int rc = fsop_rename(vol(req), to_ext(parent), name, to_ext(newparent), newname, mf, &c);
+	if (rc == 0)
+		alias_renamed(aliases(req), parent, name, newparent, newname, (flags & RENAME_EXCHANGE) != 0);
+	fuse_reply_err(req, -rc);
 }
 
 /* The file handle of an open inode. */
@@ -422,7 +442,8 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	fuse_reply_open(req, fi);
 }
 
-static void do_readdir(fuse_req_t req, size_t size, off_t off, struct fuse_file_info *fi, int plus)
+static void do_readdir(fuse_req_t req, fuse_ino_t dir, size_t size, off_t off,
+		       struct fuse_file_info *fi, int plus)
 {
 	struct dir_handle *dh = (struct dir_handle *)(uintptr_t)fi->fh;
 	char *buf = malloc(size);
@@ -444,6 +465,7 @@ static void do_readdir(fuse_req_t req, size_t size, off_t off, struct fuse_file_
 			e.attr_timeout = ATTR_TIMEOUT(req);
 			e.entry_timeout = ENTRY_TIMEOUT(req);
 			attr_to_stat(&a, &e.attr);
+			seen(req, 0, &a, dir, d->name);
 			need = fuse_add_direntry_plus(req, buf + used, size - used, d->name, &e, (off_t)i + 1);
 		} else {
 			struct stat st = { .st_ino = d->ino, .st_mode = d->type << 12 };
@@ -459,15 +481,13 @@ static void do_readdir(fuse_req_t req, size_t size, off_t off, struct fuse_file_
 
 static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
 {
-	(void)ino;
-	do_readdir(req, size, off, fi, 0);
+	do_readdir(req, ino, size, off, fi, 0);
 }
 
 static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			   struct fuse_file_info *fi)
 {
-	(void)ino;
-	do_readdir(req, size, off, fi, 1);
+	do_readdir(req, ino, size, off, fi, 1);
 }
 
 static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)

@@ -8,9 +8,12 @@
 #define XATTR_CREATE_FLAG 1
 #define XATTR_REPLACE_FLAG 2
 
+struct alias_table;
+
 struct csvfs_fuse {
 	struct volume *vol;
 	int acl_enforced;      /* the kernel took FUSE_CAP_POSIX_ACL */
+	struct alias_table *aliases;   /* cluster mode: fs/fuse_alias.h */
 };
 
 struct fuse_lowlevel_ops;

@@ -1,0 +1,160 @@
+/* Directory aliases in this node's kernel: fs/fuse_alias.h says why. */
+#include "fs/fuse_alias.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Direct-mapped by node id: a collision forgets a directory, which costs at
+ * most the ESTALE this table is there to avoid, never a wrong answer. */
+#define ALIAS_SLOTS 4096
+#define ALIAS_NAME_MAX 255
+
+struct alias_slot {
+	fuse_ino_t id, parent;          /* id 0: empty */
+	char name[ALIAS_NAME_MAX + 1];
+};
+
+struct inval {
+	struct inval *next;
+	fuse_ino_t parent;
+	char name[ALIAS_NAME_MAX + 1];
+};
+
+struct alias_table {
+	struct fuse_session *se;
+	pthread_mutex_t lock;            /* guards everything below */
+	pthread_cond_t cond;
+	struct alias_slot *slots;
+	struct inval *head, **tail;      /* invalidations to send, in order */
+	int stopping;
+	pthread_t thread;
+};
+
+static struct alias_slot *slot_of(struct alias_table *t, fuse_ino_t id)
+{
+	return &t->slots[(id ^ (id >> 32)) % ALIAS_SLOTS];
+}
+
+/* Under t->lock. */
+static void queue_inval(struct alias_table *t, fuse_ino_t parent, const char *name)
+{
+	struct inval *iv = malloc(sizeof(*iv));
+	if (!iv)
+		return;
+	iv->next = NULL;
+	iv->parent = parent;
+	memcpy(iv->name, name, strlen(name) + 1);
+	*t->tail = iv;
+	t->tail = &iv->next;
+	pthread_cond_signal(&t->cond);
+}
+
+/* Sends invalidations: each waits in the kernel for the old parent's lock,
+ * which the request that found the alias may hold; so never a FUSE thread. */
+static void *inval_main(void *arg)
+{
+	struct alias_table *t = arg;
+	pthread_mutex_lock(&t->lock);
+	for (;;) {
+		while (!t->head && !t->stopping)
+			pthread_cond_wait(&t->cond, &t->lock);
+		struct inval *iv = t->head;
+		if (!iv)
+			break;
+		t->head = iv->next;
+		if (!t->head)
+			t->tail = &t->head;
+		pthread_mutex_unlock(&t->lock);
+		if (!t->stopping)
+			fuse_lowlevel_notify_inval_entry(t->se, iv->parent, iv->name, strlen(iv->name));
+		free(iv);
+		pthread_mutex_lock(&t->lock);
+	}
+	pthread_mutex_unlock(&t->lock);
+	return NULL;
+}
+
+struct alias_table *alias_start(struct fuse_session *se)
+{
+	struct alias_table *t = calloc(1, sizeof(*t));
+	if (!t || !(t->slots = calloc(ALIAS_SLOTS, sizeof(*t->slots)))) {
+		free(t);
+		return NULL;
+	}
+	t->se = se;
+	t->tail = &t->head;
+	pthread_mutex_init(&t->lock, NULL);
+	pthread_cond_init(&t->cond, NULL);
+	if (pthread_create(&t->thread, NULL, inval_main, t) != 0) {
+		free(t->slots);
+		free(t);
+		return NULL;
+	}
+	return t;
+}
+
+void alias_stop(struct alias_table *t)
+{
+	if (!t)
+		return;
+	pthread_mutex_lock(&t->lock);
+	t->stopping = 1;
+	pthread_cond_signal(&t->cond);
+	pthread_mutex_unlock(&t->lock);
+	pthread_join(t->thread, NULL);
+	while (t->head) {
+		struct inval *iv = t->head;
+		t->head = iv->next;
+		free(iv);
+	}
+	pthread_cond_destroy(&t->cond);
+	pthread_mutex_destroy(&t->lock);
+	free(t->slots);
+	free(t);
+}
+
+void alias_seen_dir(struct alias_table *t, fuse_ino_t id, fuse_ino_t parent, const char *name)
+{
+	if (!t || strlen(name) > ALIAS_NAME_MAX || !strcmp(name, ".") || !strcmp(name, ".."))
+		return;
+	pthread_mutex_lock(&t->lock);
+	struct alias_slot *s = slot_of(t, id);
+	if (s->id == id && (s->parent != parent || strcmp(s->name, name) != 0))
+		queue_inval(t, s->parent, s->name);
+	s->id = id;
+	s->parent = parent;
+	memcpy(s->name, name, strlen(name) + 1);
+	pthread_mutex_unlock(&t->lock);
+}
+
+/* Under t->lock: the slot now told as parent/name, if any (a scan: renames
+ * are rare next to lookups, and the table is small). */
+static struct alias_slot *slot_named(struct alias_table *t, fuse_ino_t parent, const char *name)
+{
+	for (unsigned i = 0; i < ALIAS_SLOTS; i++)
+		if (t->slots[i].id && t->slots[i].parent == parent && !strcmp(t->slots[i].name, name))
+			return &t->slots[i];
+	return NULL;
+}
+
+void alias_renamed(struct alias_table *t, fuse_ino_t parent, const char *name,
+		   fuse_ino_t newparent, const char *newname, int exchange)
+{
+	if (!t || strlen(name) > ALIAS_NAME_MAX || strlen(newname) > ALIAS_NAME_MAX)
+		return;
+	pthread_mutex_lock(&t->lock);
+	struct alias_slot *from = slot_named(t, parent, name);
+	struct alias_slot *to = slot_named(t, newparent, newname);
+	if (to && to != from)
+		to->id = exchange ? to->id : 0;   /* replaced: that directory is gone */
+	if (to && exchange && to != from) {
+		to->parent = parent;
+		memcpy(to->name, name, strlen(name) + 1);
+	}
+	if (from) {
+		from->parent = newparent;
+		memcpy(from->name, newname, strlen(newname) + 1);
+	}
+	pthread_mutex_unlock(&t->lock);
+}

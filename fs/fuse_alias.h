@@ -1,0 +1,37 @@
+/* Directory aliases in this node's kernel (internal to the FUSE front end).
+ *
+ * The kernel keeps one dentry per directory inode. When another node renames
+ * a directory, this node's kernel still has it under its old name; a lookup
+ * that finds it under the new name must move that dentry, and cannot while a
+ * rename on this node holds the rename lock: the VFS answers ESTALE (its
+ * d_splice_alias), and retries once. So every directory told to the kernel is
+ * remembered with the (parent, name) it was told under; when it turns up
+ * elsewhere, the old dentry is invalidated (fuse_lowlevel_notify_inval_entry)
+ * by a thread of its own — it waits for the old parent's lock, which the
+ * rename that asked holds until it fails, so its retry finds no stale alias.
+ */
+#ifndef CSVFS_FS_FUSE_ALIAS_H
+#define CSVFS_FS_FUSE_ALIAS_H
+
+#ifndef FUSE_USE_VERSION
+#define FUSE_USE_VERSION 34
+#endif
+#include <fuse_lowlevel.h>
+#include <stdint.h>
+
+struct alias_table;
+
+/* NULL if there is no memory or no thread: aliases are then not tracked,
+ * and every call below is a no-op. */
+struct alias_table *alias_start(struct fuse_session *se);
+/* After the session is unmounted (an invalidation in flight then fails). */
+void alias_stop(struct alias_table *t);
+
+/* The kernel is told that directory id (node id) is parent/name. */
+void alias_seen_dir(struct alias_table *t, fuse_ino_t id, fuse_ino_t parent, const char *name);
+/* This node renamed parent/name to newparent/newname (exchange: both ways);
+ * the kernel moved its own dentries. */
+void alias_renamed(struct alias_table *t, fuse_ino_t parent, const char *name,
+		   fuse_ino_t newparent, const char *newname, int exchange);
+
+#endif
