@@ -40,7 +40,9 @@
  *   -m N mean operations between root switches (8), -w SECONDS per-operation
  *   watchdog (90), -S SECONDS shrink budget (60), -M BYTES largest file
  *   offset (4 MiB), -p PREFIX name prefix of the work file/dir ("fsrand"),
- *   -K keep the work file/dir, -v trace each operation on stderr.
+ *   -x OP,OP... do not generate these operations (names as printed, e.g.
+ *   -x ftruncate,peek), -N no 256-byte names, -K keep the work file/dir,
+ *   -v trace each operation on stderr.
  *
  *   Exit: 0 and one summary line when every check held. 1 on the first
  *   unexpected errno, mismatch or hang (watchdog): the seed, the operation,
@@ -95,6 +97,8 @@ static double opt_shrink = 60;
 static int opt_verbose, opt_keep;
 static int64_t opt_max = 4 << 20;
 static const char *opt_prefix = "fsrand";
+static const char *opt_exclude = ""; /* -x: operation kinds not generated */
+static int opt_nolong;              /* -N: no 256-byte names */
 
 struct root {
 	char label[64];
@@ -237,6 +241,16 @@ static void on_bus(int sig)
 	raise(sig);
 }
 
+/* -x: a comma-separated list of operation names (as printed) not to generate */
+static int excluded(const char *name)
+{
+	size_t l = strlen(name);
+	for (const char *p = opt_exclude; (p = strstr(p, name)); p += l)
+		if ((p == opt_exclude || p[-1] == ',') && (p[l] == ',' || !p[l]))
+			return 1;
+	return 0;
+}
+
 /* ---------------------------------------------------------------- the ops */
 
 struct op {
@@ -259,6 +273,7 @@ static void push_op(const struct op *o)
 }
 
 static int cur_attempt;
+static int replaying; /* minimiser replays: no periodic full compare, only the final one */
 static char mode_name[8];
 
 /* ======================================================== file mode ===== */
@@ -704,6 +719,8 @@ static void f_gen(struct fgen *g, const struct fst *st, struct op *o)
 		}
 		if (k == F_COPY && (f_disabled & DIS_COPY))
 			continue;
+		if (excluded(fk_name[k]))
+			continue;
 		if (k == F_FALLOC && (f_disabled & 0x1f) == 0x1f)
 			continue;
 		break;
@@ -832,7 +849,7 @@ static int f_session(struct fst *st, const struct op *list, long n, int gen, lon
 			roots[o.root].ops++;
 		alarm(opt_wd);
 		int rc = f_exec(st, &o);
-		if (!rc && (i + 1) % k == 0)
+		if (!rc && !replaying && (i + 1) % k == 0)
 			rc = f_fullcmp(st, o.root, "full compare");
 		alarm(0);
 		if (rc) {
@@ -1787,7 +1804,7 @@ static const char *rand_name(void)
 	int r = (int)rn(1000);
 	if (r < 8)
 		return long255;
-	if (r < 14)
+	if (r < 14 && !opt_nolong)
 		return long256;
 	return NAMES[rn(8)];
 }
@@ -1867,12 +1884,14 @@ static void n_gen(struct ngen *g, const struct nst *st, struct op *o)
 	int tot = 0, k;
 	for (k = 0; k < N_NK; k++)
 		tot += nk_weight[k];
-	int64_t r = rn(tot);
-	for (k = 0; k < N_NK; k++) {
-		if (r < nk_weight[k])
-			break;
-		r -= nk_weight[k];
-	}
+	do {
+		int64_t r = rn(tot);
+		for (k = 0; k < N_NK; k++) {
+			if (r < nk_weight[k])
+				break;
+			r -= nk_weight[k];
+		}
+	} while (excluded(nk_name[k]));
 	o->kind = (uint8_t)k;
 	switch (k) {
 	case N_CREATE:
@@ -2035,7 +2054,7 @@ static int n_session(struct nst *st, const struct op *list, long n, int gen, lon
 		lastroot = o.root;
 		alarm(opt_wd);
 		int rc = n_exec(st, &o);
-		if (!rc && (i + 1) % k == 0)
+		if (!rc && !replaying && (i + 1) % k == 0)
 			rc = n_fullcmp(st, o.root);
 		alarm(0);
 		if (rc) {
@@ -2090,6 +2109,7 @@ static int replay(struct op *list, long n, long *fail_at, struct sig *s)
 {
 	int failed;
 	memset(&fl, 0, sizeof(fl));
+	replaying = 1;
 	if (is_file_mode) {
 		static struct fst st;
 		if (!st.m) {
@@ -2235,7 +2255,7 @@ static void minimise(long fail_at, const struct sig *orig)
 static void usage(void)
 {
 	fprintf(stderr, "usage: fsrand file|ns [-s SEED] [-n OPS] [-t SECONDS] [-k K] [-m N] [-w SECONDS] [-S SECONDS]\n"
-			"              [-M BYTES] [-p PREFIX] [-K] [-v] [LABEL=]ROOT [[LABEL=]ROOT...]\n");
+			"              [-M BYTES] [-p PREFIX] [-x OP,OP...] [-N] [-K] [-v] [LABEL=]ROOT [[LABEL=]ROOT...]\n");
 	exit(2);
 }
 
@@ -2254,7 +2274,7 @@ int main(int argc, char **argv)
 	opt_seed %= 1000000000ULL;
 	int c;
 	optind = 2;
-	while ((c = getopt(argc, argv, "s:n:t:k:m:w:S:M:p:Kv")) != -1) {
+	while ((c = getopt(argc, argv, "s:n:t:k:m:w:S:M:p:x:NKv")) != -1) {
 		switch (c) {
 		case 's': opt_seed = strtoull(optarg, NULL, 0); break;
 		case 'n': opt_ops = strtol(optarg, NULL, 0); break;
@@ -2265,6 +2285,8 @@ int main(int argc, char **argv)
 		case 'S': opt_shrink = strtod(optarg, NULL); break;
 		case 'M': opt_max = strtoll(optarg, NULL, 0); break;
 		case 'p': opt_prefix = optarg; break;
+		case 'x': opt_exclude = optarg; break;
+		case 'N': opt_nolong = 1; break;
 		case 'K': opt_keep = 1; break;
 		case 'v': opt_verbose = 1; break;
 		default: usage();
@@ -2341,6 +2363,10 @@ int main(int argc, char **argv)
 			printf(" -m %d", opt_switch);
 		if (opt_max != 4 << 20)
 			printf(" -M %" PRId64, opt_max);
+		if (*opt_exclude)
+			printf(" -x %s", opt_exclude);
+		if (opt_nolong)
+			printf(" -N");
 		for (int r = 0; r < nroots; r++)
 			printf(" %s=%s", roots[r].label, roots[r].path);
 		printf("\n");
