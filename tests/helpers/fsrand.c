@@ -41,7 +41,9 @@
  *   watchdog (90), -S SECONDS shrink budget (60), -M BYTES largest file
  *   offset (4 MiB), -p PREFIX name prefix of the work file/dir ("fsrand"),
  *   -x OP,OP... do not generate these operations (names as printed, e.g.
- *   -x ftruncate,peek), -N no 256-byte names, -K keep the work file/dir,
+ *   -x ftruncate,peek), -N no 256-byte names, -D (ns) fsync the directory
+ *   (and the object) after every change, so that nothing acknowledged may be
+ *   lost when a coordinator dies, -K keep the work file/dir,
  *   -v trace each operation on stderr.
  *
  *   Exit: 0 and one summary line when every check held. 1 on the first
@@ -99,6 +101,7 @@ static int64_t opt_max = 4 << 20;
 static const char *opt_prefix = "fsrand";
 static const char *opt_exclude = ""; /* -x: operation kinds not generated */
 static int opt_nolong;              /* -N: no 256-byte names */
+static int opt_durable;             /* -D: ns: every change made durable (fsync) before the next op */
 
 struct root {
 	char label[64];
@@ -457,7 +460,7 @@ static void f_zero(struct fst *st, int64_t a, int64_t b)
 static int f_exec(struct fst *st, const struct op *o)
 {
 	int64_t off = o->a, len = o->b;
-	char what[64];
+	char what[96];
 	snprintf(what, sizeof(what), "after %s", fk_name[o->kind]);
 	st->cnt[o->kind]++;
 
@@ -1380,7 +1383,72 @@ static int n_hclose(struct nst *st)
 	return 0;
 }
 
+/* -D: fsync the directory holding path (and the object itself when it can be
+ * opened), so that a change acknowledged is durable before the next operation:
+ * after a coordinator dies, nothing of it may be lost. */
+static int n_sync_path(struct nst *st, int r, const char *rel, int object)
+{
+	char tmp[1400];
+	snprintf(tmp, sizeof(tmp), "%s", rel);
+	char *sl = strrchr(tmp, '/');
+	const char *dir = NULL;
+	if (sl) {
+		*sl = 0;
+		dir = tmp;
+	}
+	const char *full = object ? npath(st, r, rel) : npath(st, r, dir);
+	int fd = open(full, O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
+	if (fd < 0 && object && errno == ELOOP)
+		return 0; /* a symlink: its directory is synced by the caller */
+	if (fd < 0)
+		return fail_errno(0, errno, "-D: open %s to fsync it", object ? short_name(rel) : dir ? short_name(dir) : "(work dir)");
+	int rc = fsync(fd) ? fail_errno(0, errno, "-D: fsync %s", object ? short_name(rel) : dir ? short_name(dir) : "(work dir)") : 0;
+	close(fd);
+	return rc;
+}
+
+static int n_durable(struct nst *st, const struct op *o)
+{
+	switch (o->kind) {
+	case N_READLINK:
+	case N_GETX:
+	case N_LSTAT:
+	case N_HOLD:
+	case N_HWRITE:
+	case N_HREAD:
+	case N_HCLOSE:
+		return 0;
+	case N_CHMOD:
+	case N_TRUNC:
+	case N_UTIMES:
+	case N_SETX:
+	case N_REMX:
+	case N_WRITE:
+	case N_OTRUNC:
+		if (n_sync_path(st, o->root, strs[o->p1], 1))
+			return -1;
+		break;
+	default:
+		break;
+	}
+	if (n_sync_path(st, o->root, strs[o->p1], 0))
+		return -1;
+	if ((o->kind == N_RENAME || o->kind == N_LINK) && n_sync_path(st, o->root, strs[o->p2], 0))
+		return -1;
+	return 0;
+}
+
+static int n_exec1(struct nst *st, const struct op *o);
 static int n_exec(struct nst *st, const struct op *o)
+{
+	long before = st->errs;
+	int rc = n_exec1(st, o);
+	if (rc || !opt_durable || st->errs != before)
+		return rc;
+	return n_durable(st, o);
+}
+
+static int n_exec1(struct nst *st, const struct op *o)
 {
 	const char *p1 = o->p1 >= 0 ? strs[o->p1] : NULL, *p2 = o->p2 >= 0 ? strs[o->p2] : NULL;
 	const char *f1 = p1 ? npath(st, o->root, p1) : NULL;
@@ -2258,7 +2326,7 @@ static void minimise(long fail_at, const struct sig *orig)
 static void usage(void)
 {
 	fprintf(stderr, "usage: fsrand file|ns [-s SEED] [-n OPS] [-t SECONDS] [-k K] [-m N] [-w SECONDS] [-S SECONDS]\n"
-			"              [-M BYTES] [-p PREFIX] [-x OP,OP...] [-N] [-K] [-v] [LABEL=]ROOT [[LABEL=]ROOT...]\n");
+			"              [-M BYTES] [-p PREFIX] [-x OP,OP...] [-N] [-D] [-K] [-v] [LABEL=]ROOT [[LABEL=]ROOT...]\n");
 	exit(2);
 }
 
@@ -2277,7 +2345,7 @@ int main(int argc, char **argv)
 	opt_seed %= 1000000000ULL;
 	int c;
 	optind = 2;
-	while ((c = getopt(argc, argv, "s:n:t:k:m:w:S:M:p:x:NKv")) != -1) {
+	while ((c = getopt(argc, argv, "s:n:t:k:m:w:S:M:p:x:NDKv")) != -1) {
 		switch (c) {
 		case 's': opt_seed = strtoull(optarg, NULL, 0); break;
 		case 'n': opt_ops = strtol(optarg, NULL, 0); break;
@@ -2290,6 +2358,7 @@ int main(int argc, char **argv)
 		case 'p': opt_prefix = optarg; break;
 		case 'x': opt_exclude = optarg; break;
 		case 'N': opt_nolong = 1; break;
+		case 'D': opt_durable = 1; break;
 		case 'K': opt_keep = 1; break;
 		case 'v': opt_verbose = 1; break;
 		default: usage();
@@ -2370,6 +2439,8 @@ int main(int argc, char **argv)
 			printf(" -x %s", opt_exclude);
 		if (opt_nolong)
 			printf(" -N");
+		if (opt_durable)
+			printf(" -D");
 		for (int r = 0; r < nroots; r++)
 			printf(" %s=%s", roots[r].label, roots[r].path);
 		printf("\n");

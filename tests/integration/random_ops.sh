@@ -137,7 +137,9 @@ SECS_SAVE=$SECS; SECS=$ROLE_SECS
 ( fsrand_run "node2+node3 while node1 moves and dies" file -m 6 "$R2" "$R3" >"$S/role-file.tap" ) &
 fp=$!
 RUNS=$((RUNS + 1))   # the two runs go on side by side: distinct run numbers
-( fsrand_run "node2+node3 while node1 moves and dies" ns -m 6 "$R2" "$R3" >"$S/role-ns.tap" ) &
+# ns -D: every change is fsynced before the next operation, so nothing acknowledged may
+# be lost when node1's daemon dies as coordinator (what was not fsynced may be).
+( fsrand_run "node2+node3 while node1 moves and dies" ns -D -m 6 "$R2" "$R3" >"$S/role-ns.tap" ) &
 np=$!
 wait $fp; wait $np
 RUNS=$((RUNS + 1)); SECS=$SECS_SAVE
