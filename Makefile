@@ -6,6 +6,7 @@
 #   make unit       the cmocka unit tests only (no root needed)
 #   make demo       format a LUN image, mount it, write and verify a VM disk
 #   make bench      benchmarks, written to docs/benchmarks.md and docs/benchmarks-cluster.md
+#   make soak       random operations against a model for SOAK_SECONDS (docs/testing.md)
 #   make SAN=1 ...  ASan + UBSan build (into build-san/)
 #   make CC=clang   any C11 compiler; warnings are errors under gcc and clang
 
@@ -56,7 +57,7 @@ UNIT_BIN  := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 HELPER_SRC := $(wildcard tests/helpers/*.c)
 HELPER_BIN := $(patsubst tests/helpers/%.c,$(BUILD)/tests/%,$(HELPER_SRC))
 
-.PHONY: all deps check demo bench clean unit fuzz
+.PHONY: all deps check demo bench soak clean unit fuzz
 # Objects are intermediate to the pattern rules; keep them for incremental builds.
 .SECONDARY:
 all: $(DAEMON) $(TOOL_BIN) $(SCRIPT_BIN)
@@ -108,6 +109,10 @@ demo: deps
 bench: all $(HELPER_BIN)
 	@BUILD=$(BUILD) tests/bench/run.sh
 	@BUILD=$(BUILD) tests/bench/cluster.sh
+
+# The random_ops runs for as long as asked (SOAK_SECONDS, SOAK_OPS per role); not in check.
+soak: all $(HELPER_BIN)
+	@BUILD=$(BUILD) tests/soak.sh
 
 # libFuzzer harnesses over every network and on-disk decoder (clang only).
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)

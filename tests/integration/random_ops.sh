@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# Random operation sequences checked against a model (issue 15; tests/helpers/fsrand.c,
+# docs/testing.md): file and namespace runs on a standalone mount, then on a 3-node
+# csvfs-lab — on the coordinator, on a participant, across all three nodes (one
+# directory seen through each node's mount, a VM-migration handoff at every switch),
+# and on node2 + node3 while node1 keeps changing role (csvctl move to node1, then
+# kill -9 of node1's daemon and a restart), so the tester's own mounts never die and
+# it must see no error. Ends with the lab down and e2fsck -fn of the LUN clean.
+#
+# Knobs (make soak sets them, tests/soak.sh): RANDOPS_OPS operations per run (3000),
+# RANDOPS_SECONDS time cap per run (20), RANDOPS_ROLE_SECONDS length of the
+# role-change run (40), RANDOPS_SHRINK minimiser budget per failure (15),
+# RANDOPS_SEED a fixed seed (default: a new one per run, printed).
+. "$(dirname "$0")/../lib.sh"
+
+LAB="$BIN/csvfs-lab"
+export CSVFS_LAB=randops
+unset CSVFS_BIN CSVFS_LAB_TOKEN
+export CSVFS_LAB_DAEMON_OPTS="fence_deadline=4000,pause_timeout=20000"
+V=/ClusterStorage/Volume1
+FSRAND="$TBIN/fsrand"
+OPS=${RANDOPS_OPS:-3000}
+SECS=${RANDOPS_SECONDS:-20}
+ROLE_SECS=${RANDOPS_ROLE_SECONDS:-40}
+SHRINK=${RANDOPS_SHRINK:-15}
+SEED=${RANDOPS_SEED:-}
+
+skip() { ok "random_ops skipped: $* # SKIP"; exit 0; }
+[ "$(id -u)" -eq 0 ] || skip "needs root"
+for c in corosync ip nsenter unshare e2fsck; do
+  command -v "$c" >/dev/null 2>&1 || skip "$c not installed (make deps)"
+done
+[ -x "$LAB" ] || { not_ok "$LAB missing"; finish; exit; }
+[ -x "$FSRAND" ] || { not_ok "$FSRAND missing (make $BUILD/tests/fsrand)"; finish; exit; }
+
+S=$(scratch_dir)
+RUNS=0
+t_start=$(date +%s)
+
+# fsrand_run WHAT MODE [fsrand options] ROOT... — one bounded run; an ok/not ok line,
+# then fsrand's summary (or its failure and minimised sequence) as "# " lines.
+fsrand_run() {
+  local what=$1 mode=$2; shift 2
+  RUNS=$((RUNS + 1))
+  local out="$S/fsrand-$RUNS.out" rc
+  timeout $((SECS + SHRINK * 4 + 240)) "$FSRAND" "$mode" -n "$OPS" -t "$SECS" -S "$SHRINK" ${SEED:+-s "$SEED"} \
+    -p "ro$RUNS" "$@" >"$out" 2>&1
+  rc=$?
+  if [ "$rc" -eq 0 ]; then ok "$what: fsrand $mode"; else not_ok "$what: fsrand $mode (exit $rc)"; fi
+  if [ "$(wc -l <"$out")" -gt 70 ]; then
+    head -12 "$out" | sed 's/^\([^#]\)/# \1/'; echo "#   ... ($(wc -l <"$out") lines, all in $out)"
+    tail -45 "$out" | sed 's/^\([^#]\)/# \1/'
+  else
+    sed 's/^\([^#]\)/# \1/' "$out"
+  fi
+  cat "$out" >>"$S/all-runs.out"
+  return "$rc"
+}
+
+# ---- standalone -----------------------------------------------------------------------
+truncate -s 1G "$S/sa.img"
+"$BIN/mkfs.csvfs" "$S/sa.img" >/dev/null
+if mount_csvfs "$S/sa.img" "$S/sa"; then
+  mkdir -p "$S/sa/rt"
+  fsrand_run "standalone" file standalone="$S/sa/rt"
+  fsrand_run "standalone" ns standalone="$S/sa/rt"
+  umount_csvfs "$S/sa"
+  fsck_clean "$S/sa.img" "$S/sa-fsck.out"; rc=$?
+  check_eq "standalone: e2fsck -fn clean after the runs" 0 "$rc"
+else
+  not_ok "standalone mount"
+fi
+
+# ---- a 3-node lab ----------------------------------------------------------------------
+LUN=$S/lun.img
+truncate -s 2G "$LUN"
+"$LAB" down >/dev/null 2>&1 || true
+on_exit "'$LAB' down --save-logs '$S/logs' >/dev/null 2>&1; mkdir -p '$TOP/$BUILD/test-logs/random_ops'; cp -a '$S/logs/.' '$TOP/$BUILD/test-logs/random_ops/' 2>/dev/null"
+"$LAB" up -n 3 --lun "$LUN" >"$S/up.out" 2>&1; rc=$?
+check_eq "lab up: 3 nodes, csvfs mounted on every node" 0 "$rc"
+[ "$rc" -eq 0 ] || { sed 's/^/# /' "$S/up.out"; finish; exit; }
+
+on() { local k=$1; shift; timeout 60 "$LAB" exec "$k" -- "$@"; }
+coordinator() {
+  on "$1" "$BIN/csvctl" status --json 2>/dev/null | sed -n 's/.*"coordinator":"\([^"]*\)".*/\1/p' | head -1
+}
+daemon_pid() { (eval "$("$LAB" env "$1")"; echo "${CSVFS_LAB_CSVFS_PID:-}"); }
+# root K — the test directory as node K's mount sees it, through the magic link
+# /proc/<node K's csvfs pid>/root (one process drives every node).
+root() { echo "node$1=/proc/$(daemon_pid "$1")/root$V/rt"; }
+
+check "every node knows the coordinator" wait_until 30 sh -c "[ -n \"\$(\"$LAB\" exec 1 -- \"$BIN/csvctl\" status --json 2>/dev/null | sed -n 's/.*\"coordinator\":\"\\([^\"]\\+\\)\".*/\\1/p')\" ]"
+on 1 mkdir -p "$V/rt"
+for k in 1 2 3; do
+  r=$(root "$k"); p=${r#*=}
+  check "node$k's mount is reachable as ${p%$V/rt}" test -d "$p"
+done
+d1=$(stat -c %d "$(root 1 | cut -d= -f2)"); d2=$(stat -c %d "$(root 2 | cut -d= -f2)")
+check "... and each node's root is its own mount (st_dev $d1 vs $d2)" test "$d1" != "$d2"
+
+C=$(coordinator 1); cn=${C#node}; pn=$(( cn % 3 + 1 ))
+diag "coordinator node$cn, participant node$pn"
+fsrand_run "coordinator node$cn" file "$(root "$cn")"
+fsrand_run "coordinator node$cn" ns "$(root "$cn")"
+fsrand_run "participant node$pn" file "$(root "$pn")"
+fsrand_run "participant node$pn" ns "$(root "$pn")"
+fsrand_run "across node1, node2, node3" file -m 6 "$(root 1)" "$(root 2)" "$(root 3)"
+fsrand_run "across node1, node2, node3" ns -m 6 "$(root 1)" "$(root 2)" "$(root 3)"
+
+# ---- role changes under the tester ------------------------------------------------------
+# fsrand drives node2 and node3 only; node1 is moved to and killed, so the tester's own
+# mounts never die. Every loop is bounded (deadline and iterations).
+role_loop() {
+  local stop=$1 deadline=$(( $(date +%s) + ROLE_SECS + 60 )) i=0 moves=0 kills=0 fails=0 c
+  while [ ! -e "$stop" ] && [ "$(date +%s)" -lt "$deadline" ] && [ "$i" -lt 60 ]; do
+    i=$((i + 1))
+    sleep 2
+    [ -e "$stop" ] && break
+    c=$(coordinator 2)
+    if [ "$c" = node1 ]; then
+      if "$LAB" kill 1 csvfs >/dev/null 2>&1 && "$LAB" start 1 csvfs >/dev/null 2>&1; then
+        kills=$((kills + 1))
+      else fails=$((fails + 1)); fi
+    elif [ -n "$c" ]; then
+      if on 2 "$BIN/csvctl" move node1 >/dev/null 2>&1; then moves=$((moves + 1)); else fails=$((fails + 1)); fi
+    fi
+    # wait (bounded) until node2 names a live coordinator again
+    wait_until 30 sh -c "[ -n \"\$(\"$LAB\" exec 2 -- \"$BIN/csvctl\" status --json 2>/dev/null | sed -n 's/.*\"coordinator\":\"\\([^\"]\\+\\)\".*/\\1/p')\" ]" || fails=$((fails + 1))
+  done
+  echo "moves=$moves kills=$kills failed=$fails" >"$S/roles.out"
+}
+R2=$(root 2); R3=$(root 3)
+stop=$S/roles.stop
+role_loop "$stop" &
+rl=$!
+SECS_SAVE=$SECS; SECS=$ROLE_SECS
+( fsrand_run "node2+node3 while node1 moves and dies" file -m 6 "$R2" "$R3" >"$S/role-file.tap" ) &
+fp=$!
+RUNS=$((RUNS + 1))   # the two runs go on side by side: distinct run numbers
+# ns -D: every change is fsynced before the next operation, so nothing acknowledged may
+# be lost when node1's daemon dies as coordinator (what was not fsynced may be).
+( fsrand_run "node2+node3 while node1 moves and dies" ns -D -m 6 "$R2" "$R3" >"$S/role-ns.tap" ) &
+np=$!
+wait $fp; wait $np
+RUNS=$((RUNS + 1)); SECS=$SECS_SAVE
+touch "$stop"
+wait $rl
+cat "$S/role-file.tap" "$S/role-ns.tap"
+grep -q '^not ok' "$S/role-file.tap" "$S/role-ns.tap" && TEST_FAILS=$((TEST_FAILS + 1))
+roles=$(cat "$S/roles.out" 2>/dev/null)
+diag "role changes during the run: $roles"
+check "at least one role change happened under the tester ($roles)" \
+  sh -c "echo '$roles' | grep -qvE 'moves=0 kills=0'"
+
+# ---- the end: lab down, logs, e2fsck ------------------------------------------------------
+"$LAB" down --save-logs "$S/logs" >"$S/down.out" 2>&1
+check "lab down" test $? -eq 0
+check "no daemon crashed or hit a sanitizer (logs)" \
+  sh -c "! grep -lE 'ERROR: (Address|Leak)Sanitizer|runtime error:|Segmentation' $S/logs/*/csvfs.log 2>/dev/null | grep -q ."
+fsck_clean "$LUN" "$S/fsck.out"; rc=$?
+check_eq "e2fsck -fn of the LUN is clean after every run" 0 "$rc"
+[ "$rc" -eq 0 ] || sed 's/^/# /' "$S/fsck.out" | head -30
+total=$(sed -n 's/^ok fsrand [a-z]* seed=[0-9]* ops=\([0-9]*\).*/\1/p' "$S/all-runs.out" 2>/dev/null | awk '{s+=$1} END {print s+0}')
+diag "random_ops: $RUNS runs, $total operations in passing runs, $(( $(date +%s) - t_start )) s"
+finish

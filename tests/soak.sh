@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# make soak: the random_ops runs (tests/integration/random_ops.sh, docs/testing.md) for as
+# long as asked. SOAK_SECONDS (default 600) is the whole budget, shared by the eight runs
+# (standalone file/ns, coordinator, participant, across three nodes, and the role-change
+# pair, which gets a quarter); SOAK_OPS (default 100000) caps each run's operations, i.e.
+# the operations per role. SOAK_SEED fixes the seed. Not part of make check.
+# Ends with a summary: operations done per run, role changes, failures.
+set -u
+BUILD=${BUILD:-build}
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+secs=${SOAK_SECONDS:-600}
+ops=${SOAK_OPS:-100000}
+per=$(( secs * 3 / 4 / 6 )); [ "$per" -ge 5 ] || per=5
+role=$(( secs / 4 )); [ "$role" -ge 10 ] || role=10
+log_dir="$BUILD/test-logs"; mkdir -p "$log_dir"
+out="$log_dir/soak.log"
+echo "soak: up to $ops operations per run, $per s per run, $role s under role changes (log: $out)"
+start=$(date +%s)
+RANDOPS_OPS=$ops RANDOPS_SECONDS=$per RANDOPS_ROLE_SECONDS=$role RANDOPS_SHRINK=${SOAK_SHRINK:-60} \
+  RANDOPS_SEED=${SOAK_SEED:-} BUILD="$BUILD" timeout $(( secs * 2 + 1800 )) bash tests/integration/random_ops.sh >"$out" 2>&1
+rc=$?
+grep -E '^(ok|not ok)' "$out"
+echo "---- soak summary ($(( $(date +%s) - start )) s)"
+sed -n 's/^# \(ok fsrand .*\)/\1/p; s/^# \(FAIL fsrand .*\)/\1/p' "$out" | cut -c1-160
+awk '/^# ok fsrand/ { for (i = 1; i <= NF; i++) if ($i ~ /^ops=/) { sub("ops=", "", $i); s += $i } }
+     END { print "operations in passing runs: " s + 0 }' "$out"
+grep -E '^# role changes' "$out" | sed 's/^# //'
+p=$(grep -c '^ok ' "$out"); f=$(grep -c '^not ok ' "$out")
+echo "$p passed, $f failed"
+[ "$rc" -eq 0 ] && [ "$f" -eq 0 ]
