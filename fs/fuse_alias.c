@@ -4,11 +4,13 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* Direct-mapped by node id: a collision forgets a directory, which costs at
  * most the ESTALE this table is there to avoid, never a wrong answer. */
 #define ALIAS_SLOTS 4096
 #define ALIAS_NAME_MAX 255
+#define ALIAS_WAIT_MS 100   /* a lookup waits this long at most for its invalidation */
 
 struct alias_slot {
 	fuse_ino_t id, parent;          /* id 0: empty */
@@ -27,6 +29,8 @@ struct alias_table {
 	pthread_cond_t cond;
 	struct alias_slot *slots;
 	struct inval *head, **tail;      /* invalidations to send, in order */
+	pthread_cond_t done_cond;
+	uint64_t queued, done;           /* invalidations queued and sent, counted */
 	int stopping;
 	pthread_t thread;
 };
@@ -47,6 +51,7 @@ static void queue_inval(struct alias_table *t, fuse_ino_t parent, const char *na
 	memcpy(iv->name, name, strlen(name) + 1);
 	*t->tail = iv;
 	t->tail = &iv->next;
+	t->queued++;
 	pthread_cond_signal(&t->cond);
 }
 
@@ -70,6 +75,8 @@ static void *inval_main(void *arg)
 			fuse_lowlevel_notify_inval_entry(t->se, iv->parent, iv->name, strlen(iv->name));
 		free(iv);
 		pthread_mutex_lock(&t->lock);
+		t->done++;
+		pthread_cond_broadcast(&t->done_cond);
 	}
 	pthread_mutex_unlock(&t->lock);
 	return NULL;
@@ -86,6 +93,7 @@ struct alias_table *alias_start(struct fuse_session *se)
 	t->tail = &t->head;
 	pthread_mutex_init(&t->lock, NULL);
 	pthread_cond_init(&t->cond, NULL);
+	pthread_cond_init(&t->done_cond, NULL);
 	if (pthread_create(&t->thread, NULL, inval_main, t) != 0) {
 		free(t->slots);
 		free(t);
@@ -109,9 +117,28 @@ void alias_stop(struct alias_table *t)
 		free(iv);
 	}
 	pthread_cond_destroy(&t->cond);
+	pthread_cond_destroy(&t->done_cond);
 	pthread_mutex_destroy(&t->lock);
 	free(t->slots);
 	free(t);
+}
+
+/* Under t->lock: waits (bounded) until the invalidations queued so far are
+ * sent. The kernel would otherwise take the reply while the invalidation
+ * holds the old parent's lock, and the lookup fails its trylock (ESTALE);
+ * bounded, since the request waiting may itself hold that lock (a rename
+ * here), and then only the VFS's retry, after it, can succeed. */
+static void wait_sent(struct alias_table *t, unsigned ms)
+{
+	struct timespec dl;
+	clock_gettime(CLOCK_REALTIME, &dl);
+	dl.tv_nsec += (long)ms * 1000000L;
+	dl.tv_sec += dl.tv_nsec / 1000000000L;
+	dl.tv_nsec %= 1000000000L;
+	uint64_t want = t->queued;
+	while (t->done < want && !t->stopping)
+		if (pthread_cond_timedwait(&t->done_cond, &t->lock, &dl) != 0)
+			break;
 }
 
 void alias_seen_dir(struct alias_table *t, fuse_ino_t id, fuse_ino_t parent, const char *name)
@@ -120,11 +147,14 @@ void alias_seen_dir(struct alias_table *t, fuse_ino_t id, fuse_ino_t parent, con
 		return;
 	pthread_mutex_lock(&t->lock);
 	struct alias_slot *s = slot_of(t, id);
-	if (s->id == id && (s->parent != parent || strcmp(s->name, name) != 0))
+	int moved = s->id == id && (s->parent != parent || strcmp(s->name, name) != 0);
+	if (moved)
 		queue_inval(t, s->parent, s->name);
 	s->id = id;
 	s->parent = parent;
 	memcpy(s->name, name, strlen(name) + 1);
+	if (moved)
+		wait_sent(t, ALIAS_WAIT_MS);
 	pthread_mutex_unlock(&t->lock);
 }
 

@@ -7,8 +7,10 @@
  * d_splice_alias), and retries once. So every directory told to the kernel is
  * remembered with the (parent, name) it was told under; when it turns up
  * elsewhere, the old dentry is invalidated (fuse_lowlevel_notify_inval_entry)
- * by a thread of its own — it waits for the old parent's lock, which the
- * rename that asked holds until it fails, so its retry finds no stale alias.
+ * by a thread of its own, and the lookup's reply waits (100 ms at most) until
+ * that is done. The thread waits for the old parent's lock: a rename here
+ * that asked holds it until it fails, and its retry then finds no stale
+ * alias; any other lookup gets its reply after the old dentry is gone.
  */
 #ifndef CSVFS_FS_FUSE_ALIAS_H
 #define CSVFS_FS_FUSE_ALIAS_H

@@ -570,8 +570,11 @@ int meta_open(struct volume *v, struct minode *m, uint32_t generation, int trunc
 				(in.i_links_count == 0 && m->open_count == 0 && !v->takeover));
 	if (freed || (rc == 0 && m->ino != EXT2_ROOT_INO && in.i_generation != generation))
 		rc = -ESTALE;
-	if (rc == 0)
+	if (rc == 0) {
 		m->open_count++;
+		/* what this node reclaims its opens as if it hands the role on */
+		m->generation = in.i_generation;
+	}
 	pthread_mutex_unlock(&v->lock);
 	if (rc == 0 && truncate) {
 		/* Counted first: an unlink meanwhile orphans the file instead

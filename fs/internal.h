@@ -71,7 +71,7 @@ struct minode {
 	uint64_t layout_token;         /* names the lock in its callbacks */
 	int layout_state;              /* LAYOUT_* */
 	_Atomic int size_stale;        /* refresh size from the coordinator before a read */
-	uint32_t generation;           /* participant: of the inode this minode was opened as */
+	uint32_t generation;           /* of the inode this minode was opened as (reclaim sends it) */
 	/* Written ranges committed to a coordinator but not yet made durable
 	 * by an fsync there: sent again to a new coordinator (map_lock). */
 	struct pending_commit { uint64_t lblk, len, size; uint32_t epoch; } *pend;

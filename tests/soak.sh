@@ -3,7 +3,8 @@
 # long as asked. SOAK_SECONDS (default 600) is the whole budget, shared by the eight runs
 # (standalone file/ns, coordinator, participant, across three nodes, and the role-change
 # pair, which gets a quarter); SOAK_OPS (default 100000) caps each run's operations, i.e.
-# the operations per role. SOAK_SEED fixes the seed. Not part of make check.
+# the operations per role. SOAK_SEED fixes the seed. SOAK_KILLS=0 leaves out the
+# kill -9 of the coordinator (on by default; see random_ops.sh). Not part of make check.
 # Ends with a summary: operations done per run, role changes, failures.
 set -u
 BUILD=${BUILD:-build}
@@ -17,7 +18,7 @@ log_dir="$BUILD/test-logs"; mkdir -p "$log_dir"
 out="$log_dir/soak.log"
 echo "soak: up to $ops operations per run, $per s per run, $role s under role changes (log: $out)"
 start=$(date +%s)
-RANDOPS_OPS=$ops RANDOPS_SECONDS=$per RANDOPS_ROLE_SECONDS=$role RANDOPS_SHRINK=${SOAK_SHRINK:-60} \
+RANDOPS_KILLS=${SOAK_KILLS:-1} RANDOPS_OPS=$ops RANDOPS_SECONDS=$per RANDOPS_ROLE_SECONDS=$role RANDOPS_SHRINK=${SOAK_SHRINK:-60} \
   RANDOPS_SEED=${SOAK_SEED:-} BUILD="$BUILD" timeout $(( secs * 2 + 1800 )) bash tests/integration/random_ops.sh >"$out" 2>&1
 rc=$?
 grep -E '^(ok|not ok)' "$out"
