@@ -268,6 +268,9 @@ wait_until 30 sh -c "[ \"\$(\"$LAB\" exec 1 -- \"$BIN/csvctl\" status --json 2>/
 sh_on "$other1" "mkdir -p $V/reuse && for i in \$(seq 1 40); do ln -s x $V/reuse/s\$i; done"
 touch "$S/held.go"; wait "$held"
 check_eq "an unlinked file held open on the old coordinator stays usable after a move" "held ok" "$(cat "$S/held.out")"
+held_log=$(eval "$("$LAB" env "$cn1")"; echo "$CSVFS_LAB_DIR/csvfs.log")
+check "... its open was reclaimed at the new coordinator, and its release found it counted (node$cn1's log)" \
+  sh -c "! grep -E 'refused our open|release failed' '$held_log'"
 C1=$(coordinator 1)
 # Applications on every node, the one giving the role up included, keep
 # working through the moves: requests wait, none fails (issue 15).
