@@ -141,10 +141,11 @@ static void wait_sent(struct alias_table *t, unsigned ms)
 			break;
 }
 
-void alias_seen_dir(struct alias_table *t, fuse_ino_t id, fuse_ino_t parent, const char *name)
+int alias_seen_dir(struct alias_table *t, fuse_ino_t id, fuse_ino_t parent, const char *name,
+		   int wait)
 {
 	if (!t || strlen(name) > ALIAS_NAME_MAX || !strcmp(name, ".") || !strcmp(name, ".."))
-		return;
+		return 0;
 	pthread_mutex_lock(&t->lock);
 	struct alias_slot *s = slot_of(t, id);
 	int moved = s->id == id && (s->parent != parent || strcmp(s->name, name) != 0);
@@ -153,9 +154,13 @@ void alias_seen_dir(struct alias_table *t, fuse_ino_t id, fuse_ino_t parent, con
 	s->id = id;
 	s->parent = parent;
 	memcpy(s->name, name, strlen(name) + 1);
-	if (moved)
+	int stuck = 0;
+	if (moved && wait) {
 		wait_sent(t, ALIAS_WAIT_MS);
+		stuck = t->done < t->queued;
+	}
 	pthread_mutex_unlock(&t->lock);
+	return stuck;
 }
 
 /* Under t->lock: the slot now told as parent/name, if any (a scan: renames
@@ -187,4 +192,43 @@ void alias_renamed(struct alias_table *t, fuse_ino_t parent, const char *name,
 		memcpy(from->name, newname, strlen(newname) + 1);
 	}
 	pthread_mutex_unlock(&t->lock);
+}
+
+/* ---- alternate node ids ------------------------------------------------------
+ * Process-wide, like the node ids themselves (one FUSE session per daemon),
+ * and looked up by every request's gen_of(). An alternate id keeps the inode
+ * number and shifts the generation, so it can never name another file; a
+ * slot is reused after ALT_SLOTS others, and an id whose slot moved on
+ * resolves to itself — a generation no file has, so ESTALE. */
+#define ALT_SLOTS 1024u
+
+static pthread_mutex_t alt_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct { fuse_ino_t alt, canonical; } alt_ids[ALT_SLOTS];
+static uint32_t alt_next;
+
+static unsigned alt_slot(fuse_ino_t id)
+{
+	return (unsigned)((id ^ (id >> 32)) % ALT_SLOTS);
+}
+
+fuse_ino_t alias_alt_id(fuse_ino_t canonical)
+{
+	pthread_mutex_lock(&alt_lock);
+	uint32_t shift = ++alt_next ? alt_next : ++alt_next;   /* never 0 */
+	fuse_ino_t alt = ((fuse_ino_t)((uint32_t)(canonical >> 32) + shift) << 32) |
+			 (canonical & 0xffffffffu);
+	unsigned slot = alt_slot(alt);
+	alt_ids[slot].alt = alt;
+	alt_ids[slot].canonical = canonical;
+	pthread_mutex_unlock(&alt_lock);
+	return alt;
+}
+
+fuse_ino_t alias_canonical(fuse_ino_t id)
+{
+	pthread_mutex_lock(&alt_lock);
+	unsigned slot = alt_slot(id);
+	fuse_ino_t canonical = alt_ids[slot].alt == id && id ? alt_ids[slot].canonical : id;
+	pthread_mutex_unlock(&alt_lock);
+	return canonical;
 }

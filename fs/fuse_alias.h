@@ -29,8 +29,18 @@ struct alias_table *alias_start(struct fuse_session *se);
 /* After the session is unmounted (an invalidation in flight then fails). */
 void alias_stop(struct alias_table *t);
 
-/* The kernel is told that directory id (node id) is parent/name. */
-void alias_seen_dir(struct alias_table *t, fuse_ino_t id, fuse_ino_t parent, const char *name);
+/* The kernel is told that directory id (node id) is parent/name. With wait,
+ * returns 1 if its old dentry could not be invalidated in time: the old
+ * parent is locked, by the very operation that asked (a rename here), and
+ * the kernel would refuse the reply (ESTALE) — it is then given an
+ * alternate node id for the directory (alias_alt_id), a second kernel inode
+ * with no alias; the stale one goes when the invalidation gets through. */
+int alias_seen_dir(struct alias_table *t, fuse_ino_t id, fuse_ino_t parent, const char *name,
+		   int wait);
+/* An alternate node id for canonical (same inode number, another
+ * generation), and back (any other id comes back as it is). */
+fuse_ino_t alias_alt_id(fuse_ino_t canonical);
+fuse_ino_t alias_canonical(fuse_ino_t id);
 /* This node renamed parent/name to newparent/newname (exchange: both ways);
  * the kernel moved its own dentries. */
 void alias_renamed(struct alias_table *t, fuse_ino_t parent, const char *name,

@@ -31,6 +31,7 @@ static ext2_ino_t to_ext(fuse_ino_t id)
 
 static uint32_t gen_of(fuse_ino_t id)
 {
+	id = alias_canonical(id);
 	return id == FUSE_ROOT_ID ? 0 : (uint32_t)(id >> 32);
 }
 
@@ -77,19 +78,24 @@ static void attr_to_stat(const struct meta_attr *a, struct stat *st)
 	st->st_ctim = a->ctime;
 }
 
+static void reply_entry_as(fuse_req_t req, const struct meta_attr *a, fuse_ino_t id)
+{
+	struct fuse_entry_param e = { 0 };
+	e.ino = id;
+	e.generation = a->generation;
+	e.attr_timeout = ATTR_TIMEOUT(req);
+	e.entry_timeout = ENTRY_TIMEOUT(req);
+	attr_to_stat(a, &e.attr);
+	fuse_reply_entry(req, &e);
+}
+
 static void reply_entry(fuse_req_t req, int rc, const struct meta_attr *a)
 {
 	if (rc) {
 		fuse_reply_err(req, -rc);
 		return;
 	}
-	struct fuse_entry_param e = { 0 };
-	e.ino = to_fuse(a);
-	e.generation = a->generation;
-	e.attr_timeout = ATTR_TIMEOUT(req);
-	e.entry_timeout = ENTRY_TIMEOUT(req);
-	attr_to_stat(a, &e.attr);
-	fuse_reply_entry(req, &e);
+	reply_entry_as(req, a, to_fuse(a));
 }
 
 static struct meta_cred cred_of(fuse_req_t req)
@@ -116,19 +122,24 @@ static struct alias_table *aliases(fuse_req_t req)
 	return ((struct csvfs_fuse *)fuse_req_userdata(req))->aliases;
 }
 
-/* A directory about to be told to the kernel as parent/name. */
-static void seen(fuse_req_t req, int rc, const struct meta_attr *a, fuse_ino_t parent, const char *name)
+/* A directory about to be told to the kernel as parent/name; readdirplus
+ * does not wait (it holds the directory it reads, often the old parent). */
+static int seen(fuse_req_t req, int rc, const struct meta_attr *a, fuse_ino_t parent, const char *name,
+		int wait)
 {
-	if (rc == 0 && S_ISDIR(a->mode))
-		alias_seen_dir(aliases(req), to_fuse(a), parent, name);
+	return rc == 0 && S_ISDIR(a->mode) && alias_seen_dir(aliases(req), to_fuse(a), parent, name, wait);
 }
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct meta_attr a;
 	int rc = fsop_lookup(vol(req), to_ext(parent), name, &a);
-	seen(req, rc, &a, parent, name);
-	reply_entry(req, rc, &a);
+	if (seen(req, rc, &a, parent, name, 1)) {
+		csvfs_log(LOG_DEBUG_L, "directory inode %llu, moved by another node: its old dentry "
+			  "is locked here, so %s gets an alternate node id", (unsigned long long)a.ino, name);
+		reply_entry_as(req, &a, alias_alt_id(to_fuse(&a)));
+	} else
+		reply_entry(req, rc, &a);
 }
 
 static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -196,7 +207,7 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	struct meta_cred c = cred_of(req);
 	struct meta_attr a;
 	int rc = fsop_create(vol(req), to_ext(parent), name, (mode & 07777) | S_IFDIR, 0, &c, &a);
-	seen(req, rc, &a, parent, name);
+	seen(req, rc, &a, parent, name, 0);   /* a new directory: no alias to move */
 	reply_entry(req, rc, &a);
 }
 
@@ -465,7 +476,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t dir, size_t size, off_t off,
 			e.attr_timeout = ATTR_TIMEOUT(req);
 			e.entry_timeout = ENTRY_TIMEOUT(req);
 			attr_to_stat(&a, &e.attr);
-			seen(req, 0, &a, dir, d->name);
+			seen(req, 0, &a, dir, d->name, 0);
 			need = fuse_add_direntry_plus(req, buf + used, size - used, d->name, &e, (off_t)i + 1);
 		} else {
 			struct stat st = { .st_ino = d->ino, .st_mode = d->type << 12 };
