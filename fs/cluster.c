@@ -338,6 +338,13 @@ static void conn_retire(struct cluster *c)
 	free(k);
 }
 
+/* Idempotent or not, as the protocol's table says (fs/proto.c). */
+static unsigned call_flags(uint16_t op)
+{
+	const struct proto_op *o = proto_op(op);
+	return o && o->idempotent ? RIO_CALL_IDEMPOTENT : 0;
+}
+
 /* Tells a new coordinator what this node has open (it knows nothing of the
  * old one's opens), and commits again what the old one may not have made
  * durable. */
@@ -350,11 +357,11 @@ static void reclaim_one(struct volume *v, struct minode *m, void *arg)
 	for (unsigned i = 0; i < opens; i++) {
 		struct rio_writer w;
 		struct rio_reply rep;
+		struct proto_req q = { .open = { .ino = m->ino, .generation = m->generation } };
 		rio_writer_init(&w, 0);
-		rio_put_u32(&w, m->ino);
-		rio_put_u8(&w, 0);
-		rio_put_u32(&w, m->generation);
-		int rc = rio_client_call(k->cl, OP_OPEN, 0, rio_writer_data(&w), w.len, &rep, CALL_TIMEOUT_MS);
+		proto_op(OP_OPEN)->put_req(&w, &q);
+		int rc = rio_client_call(k->cl, OP_OPEN, call_flags(OP_OPEN), rio_writer_data(&w), w.len,
+					 &rep, CALL_TIMEOUT_MS);
 		rio_writer_free(&w);
 		if (rc == RIO_OK && rep.status)
 			csvfs_log(LOG_WARN_L, "inode %u: the new coordinator refused our open: %s", m->ino,
@@ -402,22 +409,21 @@ static int connect_to(struct cluster *c, const struct coord_info *ci, const stru
 	return 0;
 }
 
-int cluster_call(struct cluster *c, uint16_t op, int idempotent, struct rio_writer *req,
-		 struct rio_reply *reply)
+int cluster_call(struct cluster *c, uint16_t op, struct rio_writer *req, struct rio_reply *reply)
 {
-	return cluster_call_timeout(c, op, idempotent, req, reply, CALL_TIMEOUT_MS);
+	return cluster_call_timeout(c, op, req, reply, CALL_TIMEOUT_MS);
 }
 
-int cluster_call_timeout(struct cluster *c, uint16_t op, int idempotent, struct rio_writer *req,
+int cluster_call_timeout(struct cluster *c, uint16_t op, struct rio_writer *req,
 			 struct rio_reply *reply, unsigned timeout_ms)
 {
+	unsigned flags = call_flags(op);
 	struct conn *k = conn_get(c);
 	if (!k) {
 		poke(c);
 		return -ERESTART;
 	}
-	int rc = rio_client_call(k->cl, op, idempotent ? RIO_CALL_IDEMPOTENT : 0, rio_writer_data(req),
-				 req->len, reply, timeout_ms);
+	int rc = rio_client_call(k->cl, op, flags, rio_writer_data(req), req->len, reply, timeout_ms);
 	conn_put(c, k);
 	if (rc == RIO_OK) {
 		int status = reply->status;
@@ -430,7 +436,7 @@ int cluster_call_timeout(struct cluster *c, uint16_t op, int idempotent, struct 
 		}
 		return -status;
 	}
-	if (rc == RIO_E_SHUTDOWN || rc == RIO_E_CLOSED || (idempotent && rc != RIO_E_TOOBIG)) {
+	if (rc == RIO_E_SHUTDOWN || rc == RIO_E_CLOSED || ((flags & RIO_CALL_IDEMPOTENT) && rc != RIO_E_TOOBIG)) {
 		poke(c);
 		return -ERESTART;
 	}
@@ -1096,9 +1102,10 @@ int cluster_move(struct cluster *c, const char *target, char *err, size_t errlen
 	if (atomic_load(&c->role) != CL_COORDINATOR) {
 		struct rio_writer w;
 		struct rio_reply rep;
+		struct proto_req q = { .move = { target } };
 		rio_writer_init(&w, 0);
-		rio_put_str(&w, target);
-		int rc = cluster_call(c, OP_MOVE, 0, &w, &rep);
+		proto_op(OP_MOVE)->put_req(&w, &q);
+		int rc = cluster_call(c, OP_MOVE, &w, &rep);
 		rio_writer_free(&w);
 		if (rc == 0)
 			rio_reply_free(&rep);

@@ -43,11 +43,11 @@ int cluster_ready(struct cluster *c);
  * coord_wait has passed since *since_ms (0: the first wait, set here). */
 int cluster_wait_coordinator(struct cluster *c, uint64_t *since_ms);
 
-/* Participant: an RPC to the coordinator. -ERESTART when it cannot be
- * reached (the caller leaves and retries), else the operation's result. */
-int cluster_call(struct cluster *c, uint16_t op, int idempotent, struct rio_writer *req,
-		 struct rio_reply *reply);
-int cluster_call_timeout(struct cluster *c, uint16_t op, int idempotent, struct rio_writer *req,
+/* Participant: an RPC to the coordinator, idempotent or not as the
+ * protocol's table says (fs/proto.h). -ERESTART when it cannot be reached
+ * (the caller leaves and retries), else the operation's result. */
+int cluster_call(struct cluster *c, uint16_t op, struct rio_writer *req, struct rio_reply *reply);
+int cluster_call_timeout(struct cluster *c, uint16_t op, struct rio_writer *req,
 			 struct rio_reply *reply, unsigned timeout_ms);
 /* Participant: holds the inode's layout lock (PR) so written mappings may
  * be cached; a conflicting recall drops the cache and the lock. */

@@ -45,93 +45,83 @@
 
 /* ---- participant side: requests to the coordinator -------------------- */
 
-static struct rio_writer req_init(void)
+/* Sends o's request q (timeout_ms 0: the usual call timeout); on 0 the
+ * caller decodes and frees *rep. */
+static int send_request(struct volume *v, const struct proto_op *o, const struct proto_req *q,
+			struct rio_reply *rep, unsigned timeout_ms)
 {
 	struct rio_writer w;
 	rio_writer_init(&w, 0);
-	return w;
-}
-
-/* Sends w (freed here); on 0 the caller decodes and frees *rep. */
-static int call(struct volume *v, uint16_t op, int idempotent, struct rio_writer *w,
-		struct rio_reply *rep)
-{
-	int rc = rio_writer_error(w) ? -ENAMETOOLONG
-				     : cluster_call(v->cluster, op, idempotent, w, rep);
-	rio_writer_free(w);
+	o->put_req(&w, q);
+	int rc = rio_writer_error(&w) ? -ENAMETOOLONG
+		 : timeout_ms ? cluster_call_timeout(v->cluster, o->code, &w, rep, timeout_ms)
+			      : cluster_call(v->cluster, o->code, &w, rep);
+	rio_writer_free(&w);
 	return rc;
 }
 
 /* A reply that does not decode is the coordinator's fault, not ours. */
-static int decoded(struct rio_reader *r, struct rio_reply *rep, uint16_t op)
+static int decode_reply(const struct proto_op *o, struct rio_reply *rep, union proto_reply *out)
 {
-	int rc = rio_reader_end(r);
+	int rc = proto_decode_reply(o, rep->payload, rep->len, out);
 	rio_reply_free(rep);
-	if (rc) {
-		csvfs_log(LOG_ERR_L, "coordinator sent a malformed %s reply", proto_op_name(op));
-		return -EIO;
-	}
-	return 0;
+	if (rc && rc != RIO_E_NOMEM)
+		csvfs_log(LOG_ERR_L, "coordinator sent a malformed %s reply", o->name);
+	return rc == 0 ? 0 : rc == RIO_E_NOMEM ? -ENOMEM : -EIO;
 }
 
-static int call_attr(struct volume *v, uint16_t op, int idem, struct rio_writer *w,
+/* op's request q to the coordinator, its reply's fields into *out. */
+static int call_within(struct volume *v, uint16_t op, const struct proto_req *q,
+		       union proto_reply *out, unsigned timeout_ms)
+{
+	const struct proto_op *o = proto_op(op);
+	struct rio_reply rep;
+	int rc = send_request(v, o, q, &rep, timeout_ms);
+	return rc ? rc : decode_reply(o, &rep, out);
+}
+
+static int call(struct volume *v, uint16_t op, const struct proto_req *q, union proto_reply *out)
+{
+	return call_within(v, op, q, out, 0);
+}
+
+static int call_void(struct volume *v, uint16_t op, const struct proto_req *q)
+{
+	union proto_reply p;
+	return call(v, op, q, &p);
+}
+
+static int call_u64(struct volume *v, uint16_t op, const struct proto_req *q, uint64_t *out)
+{
+	union proto_reply p;
+	int rc = call(v, op, q, &p);
+	if (rc == 0 && out)
+		*out = p.u64;
+	return rc;
+}
+
+/* Operations that answer with an attr (out may be NULL), or nothing. */
+static int call_attr(struct volume *v, uint16_t op, const struct proto_req *q,
 		     struct meta_attr *out)
 {
-	struct rio_reply rep;
-	int rc = call(v, op, idem, w, &rep);
-	if (rc)
-		return rc;
-	struct rio_reader r;
-	struct meta_attr a;
-	rio_reader_init(&r, rep.payload, rep.len);
-	proto_get_attr(&r, &a);
-	rc = decoded(&r, &rep, op);
+	union proto_reply p;
+	int rc = call(v, op, q, &p);
 	if (rc == 0 && out)
-		*out = a;
+		*out = p.attr;
 	return rc;
 }
 
-static int call_void(struct volume *v, uint16_t op, int idem, struct rio_writer *w)
-{
-	struct rio_reply rep;
-	int rc = call(v, op, idem, w, &rep);
-	if (rc)
-		return rc;
-	struct rio_reader r;
-	rio_reader_init(&r, rep.payload, rep.len);
-	return decoded(&r, &rep, op);
-}
-
-static int call_u64(struct volume *v, uint16_t op, int idem, struct rio_writer *w, uint64_t *out)
-{
-	struct rio_reply rep;
-	int rc = call(v, op, idem, w, &rep);
-	if (rc)
-		return rc;
-	struct rio_reader r;
-	uint64_t x = 0;
-	rio_reader_init(&r, rep.payload, rep.len);
-	rio_get_u64(&r, &x);
-	rc = decoded(&r, &rep, op);
-	if (rc == 0 && out)
-		*out = x;
-	return rc;
-}
-
-static int r_ino_name(struct volume *v, uint16_t op, int idem, ext2_ino_t ino, const char *name,
+static int r_ino_name(struct volume *v, uint16_t op, ext2_ino_t ino, const char *name,
 		      struct meta_attr *out)
 {
-	struct rio_writer w = req_init();
-	rio_put_u32(&w, ino);
-	rio_put_str(&w, name);
-	return out ? call_attr(v, op, idem, &w, out) : call_void(v, op, idem, &w);
+	struct proto_req q = { .ino_name = { ino, name } };
+	return call_attr(v, op, &q, out);
 }
 
 static int r_getattr(struct volume *v, ext2_ino_t ino, struct meta_attr *out)
 {
-	struct rio_writer w = req_init();
-	rio_put_u32(&w, ino);
-	return call_attr(v, OP_GETATTR, 1, &w, out);
+	struct proto_req q = { .inode = { ino } };
+	return call_attr(v, OP_GETATTR, &q, out);
 }
 
 /* Our own size change: what this node's open files know follows it at
@@ -148,11 +138,9 @@ static void remote_size_changed(struct volume *v, ext2_ino_t ino, uint64_t size)
 static int r_setattr(struct volume *v, ext2_ino_t ino, const struct meta_setattr *sa,
 		     struct meta_attr *out)
 {
-	struct rio_writer w = req_init();
-	rio_put_u32(&w, ino);
-	proto_put_setattr(&w, sa);
+	struct proto_req q = { .setattr = { ino, *sa } };
 	struct meta_attr a;
-	int rc = call_attr(v, OP_SETATTR, 0, &w, &a);
+	int rc = call_attr(v, OP_SETATTR, &q, &a);
 	if (rc == 0 && (sa->valid & META_SET_SIZE))
 		remote_size_changed(v, ino, a.size);
 	if (rc == 0 && out)
@@ -163,13 +151,8 @@ static int r_setattr(struct volume *v, ext2_ino_t ino, const struct meta_setattr
 static int r_create(struct volume *v, ext2_ino_t parent, const char *name, uint32_t mode,
 		    uint32_t rdev, const struct meta_cred *cred, struct meta_attr *out)
 {
-	struct rio_writer w = req_init();
-	rio_put_u32(&w, parent);
-	rio_put_str(&w, name);
-	rio_put_u32(&w, mode);
-	rio_put_u32(&w, rdev);
-	proto_put_cred(&w, cred);
-	return call_attr(v, OP_CREATE, 0, &w, out);
+	struct proto_req q = { .create = { parent, name, mode, rdev, *cred } };
+	return call_attr(v, OP_CREATE, &q, out);
 }
 
 static int r_symlink(struct volume *v, ext2_ino_t parent, const char *name, const char *target,
@@ -177,106 +160,73 @@ static int r_symlink(struct volume *v, ext2_ino_t parent, const char *name, cons
 {
 	if (strlen(target) >= PROTO_PATH_MAX)
 		return -ENAMETOOLONG;
-	struct rio_writer w = req_init();
-	rio_put_u32(&w, parent);
-	rio_put_str(&w, name);
-	rio_put_str(&w, target);
-	proto_put_cred(&w, cred);
-	return call_attr(v, OP_SYMLINK, 0, &w, out);
+	struct proto_req q = { .symlink = { parent, name, target, *cred } };
+	return call_attr(v, OP_SYMLINK, &q, out);
 }
 
 static int r_link(struct volume *v, ext2_ino_t ino, ext2_ino_t newparent, const char *newname,
 		  struct meta_attr *out)
 {
-	struct rio_writer w = req_init();
-	rio_put_u32(&w, ino);
-	rio_put_u32(&w, newparent);
-	rio_put_str(&w, newname);
-	return call_attr(v, OP_LINK, 0, &w, out);
+	struct proto_req q = { .link = { ino, newparent, newname } };
+	return call_attr(v, OP_LINK, &q, out);
 }
 
 static int r_rename(struct volume *v, ext2_ino_t parent, const char *name, ext2_ino_t newparent,
 		    const char *newname, unsigned flags, const struct meta_cred *cred)
 {
-	struct rio_writer w = req_init();
-	rio_put_u32(&w, parent);
-	rio_put_str(&w, name);
-	rio_put_u32(&w, newparent);
-	rio_put_str(&w, newname);
-	rio_put_u32(&w, flags);
+	struct proto_req q = { .rename = { .parent = parent, .name = name, .newparent = newparent,
+					   .newname = newname, .flags = flags } };
 	if (flags & META_RENAME_WHITEOUT)
-		proto_put_cred(&w, cred);
-	return call_void(v, OP_RENAME, 0, &w);
+		q.rename.cred = *cred;
+	return call_void(v, OP_RENAME, &q);
 }
 
 static int r_readlink(struct volume *v, ext2_ino_t ino, char *buf, size_t size)
 {
-	struct rio_writer w = req_init();
-	struct rio_reply rep;
-	rio_put_u32(&w, ino);
-	int rc = call(v, OP_READLINK, 1, &w, &rep);
-	if (rc)
-		return rc;
-	struct rio_reader r;
-	char target[PROTO_PATH_MAX];
-	rio_reader_init(&r, rep.payload, rep.len);
-	rio_get_str(&r, target, sizeof(target));
-	rc = decoded(&r, &rep, OP_READLINK);
-	if (rc == 0 && strlen(target) >= size)
+	struct proto_req q = { .inode = { ino } };
+	union proto_reply p;
+	int rc = call(v, OP_READLINK, &q, &p);
+	if (rc == 0 && strlen(p.target) >= size)
 		rc = -ENAMETOOLONG;
 	if (rc == 0)
-		memcpy(buf, target, strlen(target) + 1);
+		memcpy(buf, p.target, strlen(p.target) + 1);
 	return rc;
+}
+
+/* Appends a page's entries to *d (n of them, room for *cap); frees the page. */
+static int dirents_append(struct proto_dirents *pg, struct meta_dirent **d, size_t *n, size_t *cap)
+{
+	if (*n + pg->n > *cap) {
+		size_t want = *cap ? *cap : 64;
+		while (want < *n + pg->n)
+			want *= 2;
+		struct meta_dirent *p = realloc(*d, want * sizeof(*p));
+		if (!p) {
+			meta_free_dirents(pg->d, pg->n);
+			return -ENOMEM;
+		}
+		*d = p;
+		*cap = want;
+	}
+	if (pg->n)
+		memcpy(*d + *n, pg->d, pg->n * sizeof(*pg->d));
+	*n += pg->n;
+	free(pg->d);
+	return 0;
 }
 
 /* One page of entries from index start; *more when the directory goes on. */
 static int r_readdir_page(struct volume *v, ext2_ino_t ino, uint64_t start,
 			  struct meta_dirent **d, size_t *n, size_t *cap, int *more)
 {
-	struct rio_writer w = req_init();
-	struct rio_reply rep;
-	rio_put_u32(&w, ino);
-	rio_put_u64(&w, start);
+	struct proto_req q = { .readdir = { ino, start } };
+	union proto_reply p;
 	/* With attributes: readdirplus then needs no round trip per entry. */
-	int rc = call(v, OP_READDIRPLUS, 1, &w, &rep);
+	int rc = call(v, OP_READDIRPLUS, &q, &p);
 	if (rc)
 		return rc;
-	struct rio_reader r;
-	uint8_t m = 0;
-	uint32_t count = 0;
-	rio_reader_init(&r, rep.payload, rep.len);
-	rio_get_u8(&r, &m);
-	rio_get_u32(&r, &count);
-	for (uint32_t i = 0; i < count && rc == 0 && r.err == 0; i++) {
-		char name[PROTO_NAME_MAX];
-		uint64_t e_ino = 0;
-		uint8_t type = 0;
-		uint8_t have = 0;
-		struct meta_attr a;
-		memset(&a, 0, sizeof(a));
-		rio_get_u64(&r, &e_ino);
-		rio_get_u8(&r, &type);
-		rio_get_str(&r, name, sizeof(name));
-		if (rio_get_u8(&r, &have) || have > 1 || (have && proto_get_attr(&r, &a)))
-			break;
-		if (*n == *cap) {
-			struct meta_dirent *p = realloc(*d, (*cap = *cap ? 2 * *cap : 64) * sizeof(*p));
-			if (!p) {
-				rc = -ENOMEM;
-				break;
-			}
-			*d = p;
-		}
-		(*d)[*n] = (struct meta_dirent){ .name = strdup(name), .ino = e_ino, .type = type,
-						 .has_attr = have, .attr = a };
-		if (!(*d)[*n].name)
-			rc = -ENOMEM;
-		else
-			(*n)++;
-	}
-	int dec = decoded(&r, &rep, OP_READDIR);
-	*more = m;
-	return rc ? rc : dec;
+	*more = p.dirents.more;
+	return dirents_append(&p.dirents, d, n, cap);
 }
 
 static int r_readdir(struct volume *v, ext2_ino_t ino, struct meta_dirent **out, size_t *n)
@@ -295,44 +245,32 @@ static int r_readdir(struct volume *v, ext2_ino_t ino, struct meta_dirent **out,
 	return 0;
 }
 
+static int r_statfs_within(struct volume *v, struct statvfs *out, unsigned timeout_ms)
+{
+	struct proto_req q = { 0 };
+	union proto_reply p;
+	int rc = call_within(v, OP_STATFS, &q, &p, timeout_ms);
+	if (rc == 0)
+		*out = p.statfs;
+	return rc;
+}
+
 static int r_statfs(struct volume *v, struct statvfs *out)
 {
-	struct rio_writer w = req_init();
-	struct rio_reply rep;
-	int rc = call(v, OP_STATFS, 1, &w, &rep);
-	if (rc)
-		return rc;
-	struct rio_reader r;
-	rio_reader_init(&r, rep.payload, rep.len);
-	proto_get_statfs(&r, out);
-	return decoded(&r, &rep, OP_STATFS);
+	return r_statfs_within(v, out, 0);
 }
 
 /* getxattr and listxattr: size 0 asks for the length only. */
 static int r_xattr_get(struct volume *v, uint16_t op, ext2_ino_t ino, const char *name, void *buf,
 		       size_t size)
 {
-	struct rio_writer w = req_init();
-	struct rio_reply rep;
-	rio_put_u32(&w, ino);
-	if (name)
-		rio_put_str(&w, name);
-	rio_put_u32(&w, (uint32_t)(size > PROTO_XATTR_MAX ? PROTO_XATTR_MAX : size));
-	int rc = call(v, op, 1, &w, &rep);
-	if (rc)
-		return rc;
-	struct rio_reader r;
-	uint32_t len = 0, n = 0;
-	const uint8_t *p = NULL;
-	rio_reader_init(&r, rep.payload, rep.len);
-	rio_get_u32(&r, &len);
-	rio_get_bytes(&r, &p, &n, PROTO_XATTR_MAX);
-	if (r.err == 0 && size && n <= size && n)
-		memcpy(buf, p, n);
-	rc = decoded(&r, &rep, op);
-	if (rc == 0 && size && n > size)
+	uint32_t ask = (uint32_t)(size > PROTO_XATTR_MAX ? PROTO_XATTR_MAX : size);
+	struct proto_req q = { .xattr_get = { ino, name, ask } };
+	union proto_reply p = { .xattr = { .buf = buf, .size = size } };
+	int rc = call(v, op, &q, &p);
+	if (rc == 0 && size && p.xattr.n > size)
 		rc = -EIO;
-	return rc ? rc : (int)len;
+	return rc ? rc : (int)p.xattr.len;
 }
 
 static int r_setxattr(struct volume *v, ext2_ino_t ino, const char *name, const void *value,
@@ -340,12 +278,8 @@ static int r_setxattr(struct volume *v, ext2_ino_t ino, const char *name, const 
 {
 	if (size > PROTO_XATTR_MAX)
 		return -E2BIG;
-	struct rio_writer w = req_init();
-	rio_put_u32(&w, ino);
-	rio_put_str(&w, name);
-	rio_put_bytes(&w, value, size);
-	rio_put_u32(&w, (uint32_t)flags);
-	return call_void(v, OP_SETXATTR, 0, &w);
+	struct proto_req q = { .setxattr = { ino, name, value, (uint32_t)size, (uint32_t)flags } };
+	return call_void(v, OP_SETXATTR, &q);
 }
 
 /* ---- namespace and attribute operations -------------------------------- */
@@ -353,7 +287,7 @@ static int r_setxattr(struct volume *v, ext2_ino_t ino, const char *name, const 
 int fsop_lookup(struct volume *v, ext2_ino_t parent, const char *name, struct meta_attr *out)
 {
 	CHECK_NAME(name);
-	DISPATCH(v, meta_lookup(v, parent, name, out), r_ino_name(v, OP_LOOKUP, 1, parent, name, out));
+	DISPATCH(v, meta_lookup(v, parent, name, out), r_ino_name(v, OP_LOOKUP, parent, name, out));
 }
 
 int fsop_getattr(struct volume *v, ext2_ino_t ino, struct meta_attr *out)
@@ -408,13 +342,13 @@ int fsop_link(struct volume *v, ext2_ino_t ino, ext2_ino_t newparent, const char
 int fsop_unlink(struct volume *v, ext2_ino_t parent, const char *name)
 {
 	CHECK_NAME(name);
-	DISPATCH(v, meta_unlink(v, parent, name), r_ino_name(v, OP_UNLINK, 0, parent, name, NULL));
+	DISPATCH(v, meta_unlink(v, parent, name), r_ino_name(v, OP_UNLINK, parent, name, NULL));
 }
 
 int fsop_rmdir(struct volume *v, ext2_ino_t parent, const char *name)
 {
 	CHECK_NAME(name);
-	DISPATCH(v, meta_rmdir(v, parent, name), r_ino_name(v, OP_RMDIR, 0, parent, name, NULL));
+	DISPATCH(v, meta_rmdir(v, parent, name), r_ino_name(v, OP_RMDIR, parent, name, NULL));
 }
 
 int fsop_rename(struct volume *v, ext2_ino_t parent, const char *name, ext2_ino_t newparent,
@@ -452,16 +386,7 @@ int fsop_statfs_quick(struct volume *v, struct statvfs *out)
 	if (role == CL_COORDINATOR) {
 		rc = meta_statfs(v, out);
 	} else if (role > 0) {
-		struct rio_writer w = req_init();
-		struct rio_reply rep;
-		rc = cluster_call_timeout(v->cluster, OP_STATFS, 1, &w, &rep, 2000);
-		rio_writer_free(&w);
-		if (rc == 0) {
-			struct rio_reader r;
-			rio_reader_init(&r, rep.payload, rep.len);
-			proto_get_statfs(&r, out);
-			rc = decoded(&r, &rep, OP_STATFS);
-		}
+		rc = r_statfs_within(v, out, 2000);
 	}
 	if (role > 0)
 		cluster_leave(v->cluster);
@@ -488,7 +413,7 @@ int fsop_setxattr(struct volume *v, ext2_ino_t ino, const char *name, const void
 
 int fsop_removexattr(struct volume *v, ext2_ino_t ino, const char *name)
 {
-	DISPATCH(v, meta_removexattr(v, ino, name), r_ino_name(v, OP_REMOVEXATTR, 0, ino, name, NULL));
+	DISPATCH(v, meta_removexattr(v, ino, name), r_ino_name(v, OP_REMOVEXATTR, ino, name, NULL));
 }
 
 /* ---- open files ------------------------------------------------------------ */
@@ -550,12 +475,9 @@ static int remote_opened(struct volume *v, const struct meta_attr *a, struct min
 
 static int r_open(struct volume *v, ext2_ino_t ino, uint32_t gen, int truncate, struct minode **out)
 {
-	struct rio_writer w = req_init();
+	struct proto_req q = { .open = { ino, (uint8_t)truncate, gen } };
 	struct meta_attr a;
-	rio_put_u32(&w, ino);
-	rio_put_u8(&w, (uint8_t)truncate);
-	rio_put_u32(&w, gen);
-	int rc = call_attr(v, OP_OPEN, 0, &w, &a);
+	int rc = call_attr(v, OP_OPEN, &q, &a);
 	return rc ? rc : remote_opened(v, &a, out);
 }
 
@@ -570,13 +492,8 @@ static int local_create_open(struct volume *v, ext2_ino_t parent, const char *na
 static int r_create_open(struct volume *v, ext2_ino_t parent, const char *name, uint32_t mode,
 			 const struct meta_cred *cred, struct meta_attr *out, struct minode **m)
 {
-	struct rio_writer w = req_init();
-	rio_put_u32(&w, parent);
-	rio_put_str(&w, name);
-	rio_put_u32(&w, mode);
-	rio_put_u32(&w, 0);
-	proto_put_cred(&w, cred);
-	int rc = call_attr(v, OP_CREATE_OPEN, 0, &w, out);
+	struct proto_req q = { .create = { parent, name, mode, 0, *cred } };
+	int rc = call_attr(v, OP_CREATE_OPEN, &q, out);
 	return rc ? rc : remote_opened(v, out, m);
 }
 
@@ -602,9 +519,8 @@ static int r_touch_if_dirty(struct volume *v, struct minode *m)
 	pthread_mutex_unlock(&v->lock);
 	if (!dirty)
 		return 0;
-	struct rio_writer w = req_init();
-	rio_put_u32(&w, m->ino);
-	return call_void(v, OP_TOUCH, 1, &w);
+	struct proto_req q = { .inode = { m->ino } };
+	return call_void(v, OP_TOUCH, &q);
 }
 
 static int r_release(struct volume *v, struct minode *m)
@@ -618,9 +534,8 @@ static int r_release(struct volume *v, struct minode *m)
 	/* The layouts go before the coordinator may free the blocks. */
 	if (last)
 		cluster_layout_drop(v->cluster, m);
-	struct rio_writer w = req_init();
-	rio_put_u32(&w, m->ino);
-	rc = call_void(v, OP_RELEASE, 0, &w);
+	struct proto_req q = { .inode = { m->ino } };
+	rc = call_void(v, OP_RELEASE, &q);
 	if (rc == -ERESTART) {
 		/* Not applied: keep the open so the retry (or a reclaim) counts it. */
 		pthread_mutex_lock(&v->lock);
@@ -678,13 +593,9 @@ static unsigned pending_count(struct minode *m)
 static int r_commit_send(struct volume *v, struct minode *m, uint64_t lblk, uint64_t len,
 			 uint64_t new_size)
 {
-	struct rio_writer w = req_init();
+	struct proto_req q = { .commit = { m->ino, lblk, len, new_size } };
 	uint64_t size = 0;
-	rio_put_u32(&w, m->ino);
-	rio_put_u64(&w, lblk);
-	rio_put_u64(&w, len);
-	rio_put_u64(&w, new_size);
-	int rc = call_u64(v, OP_COMMIT, 1, &w, &size);
+	int rc = call_u64(v, OP_COMMIT, &q, &size);
 	if (rc == 0 && size > atomic_load(&m->size))
 		atomic_store(&m->size, size);
 	return rc;
@@ -736,13 +647,9 @@ static int r_fsync(struct volume *v, struct minode *m, int datasync)
 		pending_clear(m, 0);
 		return -EIO;
 	}
-	struct rio_writer w = req_init();
-	rio_put_u32(&w, m->ino);
-	rio_put_u8(&w, (uint8_t)datasync);
+	struct proto_req q = { .fsync = { m->ino, (uint8_t)datasync } };
 	if (rc == 0)
-		rc = call_void(v, OP_FSYNC, 1, &w);
-	else
-		rio_writer_free(&w);
+		rc = call_void(v, OP_FSYNC, &q);
 	if (rc == 0)
 		pending_clear(m, epoch);
 	return rc;
@@ -757,8 +664,8 @@ static int r_syncfs(struct volume *v)
 {
 	if (fdatasync(v->data_fd) != 0)
 		return -errno;
-	struct rio_writer w = req_init();
-	return call_void(v, OP_SYNCFS, 1, &w);
+	struct proto_req q = { 0 };
+	return call_void(v, OP_SYNCFS, &q);
 }
 
 int fsop_syncfs(struct volume *v)
@@ -782,13 +689,9 @@ static int local_fallocate(struct volume *v, struct minode *m, int mode, uint64_
 
 static int r_fallocate(struct volume *v, struct minode *m, int mode, uint64_t off, uint64_t len)
 {
-	struct rio_writer w = req_init();
+	struct proto_req q = { .fallocate = { m->ino, (uint32_t)mode, off, len } };
 	uint64_t size = 0;
-	rio_put_u32(&w, m->ino);
-	rio_put_u32(&w, (uint32_t)mode);
-	rio_put_u64(&w, off);
-	rio_put_u64(&w, len);
-	int rc = call_u64(v, OP_FALLOCATE, 0, &w, &size);
+	int rc = call_u64(v, OP_FALLOCATE, &q, &size);
 	if (rc == 0)
 		atomic_store(&m->size, size);
 	return rc;
@@ -801,11 +704,8 @@ int fsop_fallocate(struct volume *v, struct minode *m, int mode, uint64_t off, u
 
 static int r_seek(struct volume *v, struct minode *m, uint64_t off, int whence, uint64_t *out)
 {
-	struct rio_writer w = req_init();
-	rio_put_u32(&w, m->ino);
-	rio_put_u64(&w, off);
-	rio_put_u32(&w, (uint32_t)whence);
-	return call_u64(v, OP_SEEK, 1, &w, out);
+	struct proto_req q = { .seek = { m->ino, off, (uint32_t)whence } };
+	return call_u64(v, OP_SEEK, &q, out);
 }
 
 int fsop_seek(struct volume *v, struct minode *m, uint64_t off, int whence, uint64_t *out)
@@ -865,24 +765,14 @@ static int r_map(struct volume *v, struct minode *m, uint64_t lblk, struct meta_
 	pthread_mutex_lock(&m->map_lock);
 	uint64_t token = m->layout_token;
 	pthread_mutex_unlock(&m->map_lock);
-	struct rio_writer w = req_init();
-	struct rio_reply rep;
-	rio_put_u32(&w, m->ino);
-	rio_put_u64(&w, lblk);
-	int rc = call(v, OP_MAP, 1, &w, &rep);
+	struct proto_req q = { .map = { m->ino, lblk } };
+	union proto_reply p;
+	int rc = call(v, OP_MAP, &q, &p);
 	if (rc)
 		return rc;
-	struct rio_reader r;
-	struct meta_extent e;
-	uint64_t size = 0;
-	rio_reader_init(&r, rep.payload, rep.len);
-	proto_get_extent(&r, &e);
-	rio_get_u64(&r, &size);
-	rc = decoded(&r, &rep, OP_MAP);
-	if (rc == 0 && (lblk < e.lblk || lblk >= e.lblk + e.len))
-		rc = -EIO;
-	if (rc)
-		return rc;
+	struct meta_extent e = p.map.e;
+	if (lblk < e.lblk || lblk >= e.lblk + e.len)
+		return -EIO;
 	*out = e;
 	if (e.state == EXTENT_WRITTEN && held) {
 		pthread_mutex_lock(&m->map_lock);
@@ -901,11 +791,8 @@ int fsop_map(struct volume *v, struct minode *m, uint64_t lblk, struct meta_exte
 
 static int r_alloc(struct volume *v, struct minode *m, uint64_t lblk, uint64_t len)
 {
-	struct rio_writer w = req_init();
-	rio_put_u32(&w, m->ino);
-	rio_put_u64(&w, lblk);
-	rio_put_u64(&w, len);
-	return call_void(v, OP_ALLOC, 1, &w);
+	struct proto_req q = { .alloc = { m->ino, lblk, len } };
+	return call_void(v, OP_ALLOC, &q);
 }
 
 int fsop_alloc(struct volume *v, struct minode *m, uint64_t lblk, uint64_t len)

@@ -1,7 +1,13 @@
-/* Codecs of the structures the metadata operations share (fs/proto.h). */
+/* The metadata operations, defined once (fs/proto.h): the codecs of the
+ * shared structures, one encoder and one decoder per request shape and per
+ * reply shape, and the table OPS that names, for every operation, its code,
+ * name, idempotency and codecs, row for row as docs/protocol.md. */
 #include "fs/proto.h"
 
+#include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* A value out of range fails the reader like a short read, so a handler that
  * checks only rio_reader_end() refuses it too. */
@@ -165,13 +171,603 @@ int proto_get_statfs(struct rio_reader *r, struct statvfs *st)
 	return rc;
 }
 
-const char *proto_op_name(uint16_t op)
+
+/* ---- request fields ------------------------------------------------------- */
+
+/* The root and ordinary inodes; never a reserved one (journal, resize, ...),
+ * whatever a peer asks. Numbers past the volume's fail in the engine. */
+static void get_ino(struct rio_reader *r, uint32_t *ino)
 {
-	static const char *const names[OP_MAX_] = {
-		"?", "lookup", "getattr", "setattr", "create", "symlink", "link", "unlink", "rmdir",
-		"rename", "readlink", "readdir", "statfs", "getxattr", "listxattr", "setxattr",
-		"removexattr", "open", "release", "fsync", "map", "alloc", "commit", "touch",
-		"fallocate", "seek", "syncfs", "move", "readdirplus", "create_open",
-	};
-	return op < OP_MAX_ ? names[op] : "?";
+	if (rio_get_u32(r, ino) == 0 && *ino != EXT2_ROOT_INO && *ino < EXT2_GOOD_OLD_FIRST_INO)
+		refuse(r);
+}
+
+/* A string of at most max bytes with its NUL, into buf. */
+static const char *get_str(struct rio_reader *r, char *buf, size_t max)
+{
+	rio_get_str(r, buf, max);
+	return buf;
+}
+
+/* A block range of a file: lblk + len within ext4's 2^32 blocks, no wrap. */
+static int valid_range(uint64_t lblk, uint64_t len)
+{
+	return lblk < (1ull << 32) && len <= (1ull << 32) - lblk;
+}
+
+/* What CREATE makes: regular files, directories, devices, fifos, sockets. */
+static int valid_create_mode(uint32_t mode)
+{
+	uint32_t t = mode & S_IFMT;
+	return !(mode & ~(uint32_t)(S_IFMT | 07777)) &&
+	       (t == S_IFREG || t == S_IFDIR || t == S_IFCHR || t == S_IFBLK || t == S_IFIFO ||
+		t == S_IFSOCK);
+}
+
+/* 0, or refuses: the reader fails. */
+static int check(struct rio_reader *r, int ok)
+{
+	return ok ? r->err : refuse(r);
+}
+
+/* ---- requests: one encoder and one decoder per shape ----------------------- */
+
+static void put_none(struct rio_writer *w, const struct proto_req *q)
+{
+}
+
+static int get_none(struct rio_reader *r, struct proto_req *q)
+{
+	return r->err;
+}
+
+static void put_inode(struct rio_writer *w, const struct proto_req *q)
+{
+	rio_put_u32(w, q->inode.ino);
+}
+
+static int get_inode(struct rio_reader *r, struct proto_req *q)
+{
+	get_ino(r, &q->inode.ino);
+	return r->err;
+}
+
+static void put_ino_name(struct rio_writer *w, const struct proto_req *q)
+{
+	rio_put_u32(w, q->ino_name.ino);
+	rio_put_str(w, q->ino_name.name);
+}
+
+static int get_ino_name(struct rio_reader *r, struct proto_req *q)
+{
+	get_ino(r, &q->ino_name.ino);
+	q->ino_name.name = get_str(r, q->str[0], PROTO_NAME_MAX);
+	return r->err;
+}
+
+static void put_setattr(struct rio_writer *w, const struct proto_req *q)
+{
+	rio_put_u32(w, q->setattr.ino);
+	proto_put_setattr(w, &q->setattr.sa);
+}
+
+static int get_setattr(struct rio_reader *r, struct proto_req *q)
+{
+	get_ino(r, &q->setattr.ino);
+	proto_get_setattr(r, &q->setattr.sa);
+	return r->err;
+}
+
+static void put_create(struct rio_writer *w, const struct proto_req *q)
+{
+	const struct proto_create *c = &q->create;
+	rio_put_u32(w, c->parent);
+	rio_put_str(w, c->name);
+	rio_put_u32(w, c->mode);
+	rio_put_u32(w, c->rdev);
+	proto_put_cred(w, &c->cred);
+}
+
+static int get_create(struct rio_reader *r, struct proto_req *q)
+{
+	struct proto_create *c = &q->create;
+	get_ino(r, &c->parent);
+	c->name = get_str(r, q->str[0], PROTO_NAME_MAX);
+	rio_get_u32(r, &c->mode);
+	rio_get_u32(r, &c->rdev);
+	proto_get_cred(r, &c->cred);
+	return check(r, valid_create_mode(c->mode));
+}
+
+/* CREATE_OPEN makes regular files only. */
+static int get_create_open(struct rio_reader *r, struct proto_req *q)
+{
+	get_create(r, q);
+	return check(r, S_ISREG(q->create.mode) && q->create.rdev == 0);
+}
+
+static void put_symlink(struct rio_writer *w, const struct proto_req *q)
+{
+	rio_put_u32(w, q->symlink.parent);
+	rio_put_str(w, q->symlink.name);
+	rio_put_str(w, q->symlink.target);
+	proto_put_cred(w, &q->symlink.cred);
+}
+
+static int get_symlink(struct rio_reader *r, struct proto_req *q)
+{
+	get_ino(r, &q->symlink.parent);
+	q->symlink.name = get_str(r, q->str[0], PROTO_NAME_MAX);
+	q->symlink.target = get_str(r, q->str[1], PROTO_PATH_MAX);
+	proto_get_cred(r, &q->symlink.cred);
+	return r->err;
+}
+
+static void put_link(struct rio_writer *w, const struct proto_req *q)
+{
+	rio_put_u32(w, q->link.ino);
+	rio_put_u32(w, q->link.newparent);
+	rio_put_str(w, q->link.newname);
+}
+
+static int get_link(struct rio_reader *r, struct proto_req *q)
+{
+	get_ino(r, &q->link.ino);
+	get_ino(r, &q->link.newparent);
+	q->link.newname = get_str(r, q->str[0], PROTO_NAME_MAX);
+	return r->err;
+}
+
+static void put_rename(struct rio_writer *w, const struct proto_req *q)
+{
+	const struct proto_rename *n = &q->rename;
+	rio_put_u32(w, n->parent);
+	rio_put_str(w, n->name);
+	rio_put_u32(w, n->newparent);
+	rio_put_str(w, n->newname);
+	rio_put_u32(w, n->flags);
+	if (n->flags & META_RENAME_WHITEOUT)
+		proto_put_cred(w, &n->cred);
+}
+
+static int get_rename(struct rio_reader *r, struct proto_req *q)
+{
+	struct proto_rename *n = &q->rename;
+	get_ino(r, &n->parent);
+	n->name = get_str(r, q->str[0], PROTO_NAME_MAX);
+	get_ino(r, &n->newparent);
+	n->newname = get_str(r, q->str[1], PROTO_NAME_MAX);
+	rio_get_u32(r, &n->flags);
+	if (n->flags & META_RENAME_WHITEOUT)
+		proto_get_cred(r, &n->cred);
+	return check(r, !(n->flags & ~META_RENAME_FLAGS));
+}
+
+static void put_readdir(struct rio_writer *w, const struct proto_req *q)
+{
+	rio_put_u32(w, q->readdir.ino);
+	rio_put_u64(w, q->readdir.start);
+}
+
+static int get_readdir(struct rio_reader *r, struct proto_req *q)
+{
+	get_ino(r, &q->readdir.ino);
+	rio_get_u64(r, &q->readdir.start);
+	return r->err;
+}
+
+static void put_getxattr(struct rio_writer *w, const struct proto_req *q)
+{
+	rio_put_u32(w, q->xattr_get.ino);
+	rio_put_str(w, q->xattr_get.name);
+	rio_put_u32(w, q->xattr_get.size);
+}
+
+static int get_getxattr(struct rio_reader *r, struct proto_req *q)
+{
+	get_ino(r, &q->xattr_get.ino);
+	q->xattr_get.name = get_str(r, q->str[0], PROTO_NAME_MAX);
+	rio_get_u32(r, &q->xattr_get.size);
+	return check(r, q->xattr_get.size <= PROTO_XATTR_MAX);
+}
+
+static void put_listxattr(struct rio_writer *w, const struct proto_req *q)
+{
+	rio_put_u32(w, q->xattr_get.ino);
+	rio_put_u32(w, q->xattr_get.size);
+}
+
+static int get_listxattr(struct rio_reader *r, struct proto_req *q)
+{
+	get_ino(r, &q->xattr_get.ino);
+	rio_get_u32(r, &q->xattr_get.size);
+	return check(r, q->xattr_get.size <= PROTO_XATTR_MAX);
+}
+
+static void put_setxattr(struct rio_writer *w, const struct proto_req *q)
+{
+	rio_put_u32(w, q->setxattr.ino);
+	rio_put_str(w, q->setxattr.name);
+	rio_put_bytes(w, q->setxattr.value, q->setxattr.size);
+	rio_put_u32(w, q->setxattr.flags);
+}
+
+static int get_setxattr(struct rio_reader *r, struct proto_req *q)
+{
+	struct proto_setxattr *x = &q->setxattr;
+	const uint8_t *value = NULL;
+	get_ino(r, &x->ino);
+	x->name = get_str(r, q->str[0], PROTO_NAME_MAX);
+	rio_get_bytes(r, &value, &x->size, PROTO_XATTR_MAX);
+	x->value = value;
+	rio_get_u32(r, &x->flags);
+	return check(r, !(x->flags & ~(uint32_t)(META_XATTR_CREATE | META_XATTR_REPLACE)));
+}
+
+static void put_open(struct rio_writer *w, const struct proto_req *q)
+{
+	rio_put_u32(w, q->open.ino);
+	rio_put_u8(w, q->open.truncate);
+	rio_put_u32(w, q->open.generation);
+}
+
+static int get_open(struct rio_reader *r, struct proto_req *q)
+{
+	get_ino(r, &q->open.ino);
+	rio_get_u8(r, &q->open.truncate);
+	rio_get_u32(r, &q->open.generation);
+	return check(r, q->open.truncate <= 1);
+}
+
+static void put_fsync(struct rio_writer *w, const struct proto_req *q)
+{
+	rio_put_u32(w, q->fsync.ino);
+	rio_put_u8(w, q->fsync.datasync);
+}
+
+static int get_fsync(struct rio_reader *r, struct proto_req *q)
+{
+	get_ino(r, &q->fsync.ino);
+	rio_get_u8(r, &q->fsync.datasync);
+	return r->err;
+}
+
+static void put_map(struct rio_writer *w, const struct proto_req *q)
+{
+	rio_put_u32(w, q->map.ino);
+	rio_put_u64(w, q->map.lblk);
+}
+
+static int get_map(struct rio_reader *r, struct proto_req *q)
+{
+	get_ino(r, &q->map.ino);
+	rio_get_u64(r, &q->map.lblk);
+	return check(r, valid_range(q->map.lblk, 1));
+}
+
+static void put_alloc(struct rio_writer *w, const struct proto_req *q)
+{
+	rio_put_u32(w, q->alloc.ino);
+	rio_put_u64(w, q->alloc.lblk);
+	rio_put_u64(w, q->alloc.len);
+}
+
+static int get_alloc(struct rio_reader *r, struct proto_req *q)
+{
+	struct proto_alloc *a = &q->alloc;
+	get_ino(r, &a->ino);
+	rio_get_u64(r, &a->lblk);
+	rio_get_u64(r, &a->len);
+	return check(r, a->len > 0 && a->len <= PROTO_ALLOC_MAX && valid_range(a->lblk, a->len));
+}
+
+static void put_commit(struct rio_writer *w, const struct proto_req *q)
+{
+	rio_put_u32(w, q->commit.ino);
+	rio_put_u64(w, q->commit.lblk);
+	rio_put_u64(w, q->commit.len);
+	rio_put_u64(w, q->commit.size);
+}
+
+static int get_commit(struct rio_reader *r, struct proto_req *q)
+{
+	struct proto_commit *c = &q->commit;
+	get_ino(r, &c->ino);
+	rio_get_u64(r, &c->lblk);
+	rio_get_u64(r, &c->len);
+	rio_get_u64(r, &c->size);
+	return check(r, valid_range(c->lblk, c->len) && c->size <= PROTO_FILE_SIZE_MAX);
+}
+
+static void put_fallocate(struct rio_writer *w, const struct proto_req *q)
+{
+	rio_put_u32(w, q->fallocate.ino);
+	rio_put_u32(w, q->fallocate.mode);
+	rio_put_u64(w, q->fallocate.off);
+	rio_put_u64(w, q->fallocate.len);
+}
+
+static int get_fallocate(struct rio_reader *r, struct proto_req *q)
+{
+	struct proto_fallocate *f = &q->fallocate;
+	get_ino(r, &f->ino);
+	rio_get_u32(r, &f->mode);
+	rio_get_u64(r, &f->off);
+	rio_get_u64(r, &f->len);
+	return check(r, f->len > 0 && f->off <= PROTO_FILE_SIZE_MAX &&
+			f->len <= PROTO_FILE_SIZE_MAX - f->off);
+}
+
+static void put_seek(struct rio_writer *w, const struct proto_req *q)
+{
+	rio_put_u32(w, q->seek.ino);
+	rio_put_u64(w, q->seek.off);
+	rio_put_u32(w, q->seek.whence);
+}
+
+static int get_seek(struct rio_reader *r, struct proto_req *q)
+{
+	get_ino(r, &q->seek.ino);
+	rio_get_u64(r, &q->seek.off);
+	rio_get_u32(r, &q->seek.whence);
+	return check(r, q->seek.whence == SEEK_DATA || q->seek.whence == SEEK_HOLE);
+}
+
+static void put_move(struct rio_writer *w, const struct proto_req *q)
+{
+	rio_put_str(w, q->move.target);
+}
+
+static int get_move(struct rio_reader *r, struct proto_req *q)
+{
+	q->move.target = get_str(r, q->str[0], RIO_NODE_NAME_MAX + 1);
+	return r->err;
+}
+
+/* ---- replies --------------------------------------------------------------- */
+
+static void put_none_reply(struct rio_writer *w, const union proto_reply *p)
+{
+}
+
+static int get_none_reply(struct rio_reader *r, union proto_reply *p)
+{
+	return r->err;
+}
+
+static void put_attr_reply(struct rio_writer *w, const union proto_reply *p)
+{
+	proto_put_attr(w, &p->attr);
+}
+
+static int get_attr_reply(struct rio_reader *r, union proto_reply *p)
+{
+	return proto_get_attr(r, &p->attr);
+}
+
+static void put_u64_reply(struct rio_writer *w, const union proto_reply *p)
+{
+	rio_put_u64(w, p->u64);
+}
+
+static int get_u64_reply(struct rio_reader *r, union proto_reply *p)
+{
+	p->u64 = 0;
+	return rio_get_u64(r, &p->u64);
+}
+
+static void put_target_reply(struct rio_writer *w, const union proto_reply *p)
+{
+	rio_put_str(w, p->target);
+}
+
+static int get_target_reply(struct rio_reader *r, union proto_reply *p)
+{
+	p->target[0] = 0;
+	return rio_get_str(r, p->target, sizeof(p->target));
+}
+
+static void put_statfs_reply(struct rio_writer *w, const union proto_reply *p)
+{
+	proto_put_statfs(w, &p->statfs);
+}
+
+static int get_statfs_reply(struct rio_reader *r, union proto_reply *p)
+{
+	return proto_get_statfs(r, &p->statfs);
+}
+
+static void put_map_reply(struct rio_writer *w, const union proto_reply *p)
+{
+	proto_put_extent(w, &p->map.e);
+	rio_put_u64(w, p->map.size);
+}
+
+static int get_map_reply(struct rio_reader *r, union proto_reply *p)
+{
+	p->map.size = 0;
+	proto_get_extent(r, &p->map.e);
+	rio_get_u64(r, &p->map.size);
+	return r->err;
+}
+
+static void put_xattr_reply(struct rio_writer *w, const union proto_reply *p)
+{
+	rio_put_u32(w, p->xattr.len);
+	rio_put_bytes(w, p->xattr.value, p->xattr.n);
+}
+
+static int get_xattr_reply(struct rio_reader *r, union proto_reply *p)
+{
+	struct proto_xattr_reply *x = &p->xattr;
+	const uint8_t *value = NULL;
+	x->len = x->n = 0;
+	rio_get_u32(r, &x->len);
+	rio_get_bytes(r, &value, &x->n, PROTO_XATTR_MAX);
+	x->value = value;
+	if (r->err == 0 && x->buf && x->n && x->n <= x->size)
+		memcpy(x->buf, value, x->n);
+	return r->err;
+}
+
+static void put_dirent(struct rio_writer *w, const struct meta_dirent *e, int plus)
+{
+	rio_put_u64(w, e->ino);
+	rio_put_u8(w, (uint8_t)e->type);
+	rio_put_str(w, e->name);
+	if (!plus)
+		return;
+	rio_put_u8(w, e->has_attr != 0);
+	if (e->has_attr)
+		proto_put_attr(w, &e->attr);
+}
+
+static void put_page(struct rio_writer *w, const struct proto_dirents *pg, int plus)
+{
+	rio_put_u8(w, pg->more);
+	rio_put_u32(w, (uint32_t)pg->n);
+	for (size_t i = 0; i < pg->n; i++)
+		put_dirent(w, &pg->d[i], plus);
+}
+
+/* One entry into e, its name allocated; on failure the reader fails. */
+static int get_dirent(struct rio_reader *r, struct meta_dirent *e, int plus)
+{
+	char name[PROTO_NAME_MAX];
+	uint8_t type = 0, have = 0;
+	rio_get_u64(r, &e->ino);
+	rio_get_u8(r, &type);
+	rio_get_str(r, name, sizeof(name));
+	if (plus && rio_get_u8(r, &have) == 0 && have > 1)
+		refuse(r);
+	if (have)
+		proto_get_attr(r, &e->attr);
+	e->type = type;
+	e->has_attr = have;
+	if (r->err == 0 && !(e->name = strdup(name)))
+		r->err = RIO_E_NOMEM;
+	return r->err;
+}
+
+/* An entry takes at least 11 bytes: a count past that is a lie. */
+static int get_page(struct rio_reader *r, struct proto_dirents *pg, int plus)
+{
+	uint32_t count = 0;
+	*pg = (struct proto_dirents){ 0 };
+	rio_get_u8(r, &pg->more);
+	rio_get_u32(r, &count);
+	if (r->err || pg->more > 1 || count > rio_reader_left(r) / 11)
+		return refuse(r);
+	pg->d = calloc(count ? count : 1, sizeof(*pg->d));
+	if (!pg->d)
+		return r->err = RIO_E_NOMEM;
+	while (pg->n < count && get_dirent(r, &pg->d[pg->n], plus) == 0)
+		pg->n++;
+	return r->err;
+}
+
+static void put_readdir_reply(struct rio_writer *w, const union proto_reply *p)
+{
+	put_page(w, &p->dirents, 0);
+}
+
+static int get_readdir_reply(struct rio_reader *r, union proto_reply *p)
+{
+	return get_page(r, &p->dirents, 0);
+}
+
+static void put_readdirplus_reply(struct rio_writer *w, const union proto_reply *p)
+{
+	put_page(w, &p->dirents, 1);
+}
+
+static int get_readdirplus_reply(struct rio_reader *r, union proto_reply *p)
+{
+	return get_page(r, &p->dirents, 1);
+}
+
+static void free_dirents(union proto_reply *p)
+{
+	meta_free_dirents(p->dirents.d, p->dirents.n);
+	p->dirents = (struct proto_dirents){ 0 };
+}
+
+/* ---- the table: docs/protocol.md "Operations", row for row ------------------ */
+
+#define REQ(shape) put_##shape, get_##shape
+#define REQ2(put, get) put_##put, get_##get
+#define REP(shape) put_##shape##_reply, get_##shape##_reply, NULL
+#define PAGE(shape) put_##shape##_reply, get_##shape##_reply, free_dirents
+
+static const struct proto_op OPS[OP_MAX_] = {
+	[OP_LOOKUP] = { OP_LOOKUP, "lookup", true, REQ(ino_name), REP(attr) },
+	[OP_GETATTR] = { OP_GETATTR, "getattr", true, REQ(inode), REP(attr) },
+	[OP_SETATTR] = { OP_SETATTR, "setattr", false, REQ(setattr), REP(attr) },
+	[OP_CREATE] = { OP_CREATE, "create", false, REQ(create), REP(attr) },
+	[OP_SYMLINK] = { OP_SYMLINK, "symlink", false, REQ(symlink), REP(attr) },
+	[OP_LINK] = { OP_LINK, "link", false, REQ(link), REP(attr) },
+	[OP_UNLINK] = { OP_UNLINK, "unlink", false, REQ(ino_name), REP(none) },
+	[OP_RMDIR] = { OP_RMDIR, "rmdir", false, REQ(ino_name), REP(none) },
+	[OP_RENAME] = { OP_RENAME, "rename", false, REQ(rename), REP(none) },
+	[OP_READLINK] = { OP_READLINK, "readlink", true, REQ(inode), REP(target) },
+	[OP_READDIR] = { OP_READDIR, "readdir", true, REQ(readdir), PAGE(readdir) },
+	[OP_STATFS] = { OP_STATFS, "statfs", true, REQ(none), REP(statfs) },
+	[OP_GETXATTR] = { OP_GETXATTR, "getxattr", true, REQ(getxattr), REP(xattr) },
+	[OP_LISTXATTR] = { OP_LISTXATTR, "listxattr", true, REQ(listxattr), REP(xattr) },
+	[OP_SETXATTR] = { OP_SETXATTR, "setxattr", false, REQ(setxattr), REP(none) },
+	[OP_REMOVEXATTR] = { OP_REMOVEXATTR, "removexattr", false, REQ(ino_name), REP(none) },
+	[OP_OPEN] = { OP_OPEN, "open", false, REQ(open), REP(attr) },
+	[OP_RELEASE] = { OP_RELEASE, "release", false, REQ(inode), REP(none) },
+	[OP_FSYNC] = { OP_FSYNC, "fsync", true, REQ(fsync), REP(none) },
+	[OP_MAP] = { OP_MAP, "map", true, REQ(map), REP(map) },
+	[OP_ALLOC] = { OP_ALLOC, "alloc", true, REQ(alloc), REP(none) },
+	[OP_COMMIT] = { OP_COMMIT, "commit", true, REQ(commit), REP(u64) },
+	[OP_TOUCH] = { OP_TOUCH, "touch", true, REQ(inode), REP(none) },
+	[OP_FALLOCATE] = { OP_FALLOCATE, "fallocate", false, REQ(fallocate), REP(u64) },
+	[OP_SEEK] = { OP_SEEK, "seek", true, REQ(seek), REP(u64) },
+	[OP_SYNCFS] = { OP_SYNCFS, "syncfs", true, REQ(none), REP(none) },
+	[OP_MOVE] = { OP_MOVE, "move", false, REQ(move), REP(none) },
+	[OP_READDIRPLUS] = { OP_READDIRPLUS, "readdirplus", true, REQ(readdir), PAGE(readdirplus) },
+	[OP_CREATE_OPEN] = { OP_CREATE_OPEN, "create_open", false, REQ2(create, create_open),
+			     REP(attr) },
+};
+
+const struct proto_op *proto_op(uint16_t code)
+{
+	return code < OP_MAX_ && OPS[code].name ? &OPS[code] : NULL;
+}
+
+const char *proto_op_name(uint16_t code)
+{
+	const struct proto_op *o = proto_op(code);
+	return o ? o->name : "?";
+}
+
+int proto_decode_request(const struct proto_op *o, const uint8_t *p, size_t len,
+			 struct proto_req *q)
+{
+	struct rio_reader r;
+	memset(q, 0, offsetof(struct proto_req, str));
+	q->str[0][0] = q->str[1][0] = 0;
+	rio_reader_init(&r, p, len);
+	o->get_req(&r, q);
+	return rio_reader_end(&r);
+}
+
+int proto_decode_reply(const struct proto_op *o, const uint8_t *p, size_t len,
+		       union proto_reply *out)
+{
+	struct rio_reader r;
+	rio_reader_init(&r, p, len);
+	o->get_reply(&r, out);
+	int rc = rio_reader_end(&r);
+	if (rc)
+		proto_free_reply(o, out);
+	return rc;
+}
+
+void proto_free_reply(const struct proto_op *o, union proto_reply *p)
+{
+	if (o->free_reply)
+		o->free_reply(p);
 }

@@ -1,13 +1,26 @@
-/* The metadata operations carried over redirect-io (internal to fs): op
- * codes and the codecs of the structures they share. Requests and replies
- * are built only with the bounds-checked rio_put_* / rio_get_* helpers; a
- * RESPONSE's status is 0 or a positive errno. docs/protocol.md, "Operations",
- * lists every payload. */
+/* The metadata operations carried over redirect-io (internal to fs): one
+ * table of operations (proto_op: code, name, idempotent or not, request
+ * codec, reply codec) that mirrors docs/protocol.md's "Operations" table row
+ * for row, and the codecs of the structures the payloads share.
+ *
+ * Requests and replies are built only with the bounds-checked rio_put_* /
+ * rio_get_* helpers. A request decoder refuses every field out of range
+ * (an inode number that is neither the root nor an ordinary inode, a name
+ * too long, unknown flag bits, a block range past ext4's limits, ...) as it
+ * refuses a short read: the reader fails, and proto_decode_request says so.
+ * A RESPONSE's status is 0 or a positive errno; an error reply has no fields.
+ *
+ * Adding an operation: an OP_ code, a row in proto.c's OPS (with a request
+ * shape below, new or shared, and its codec), a client call in fsops.c, a
+ * handler in server.c, a row in docs/protocol.md (test_proto checks the
+ * table against it). */
 #ifndef CSVFS_FS_PROTO_H
 #define CSVFS_FS_PROTO_H
 
 #include "fs/internal.h"
 #include "redirect-io/rio.h"
+
+#include <stdbool.h>
 
 enum csv_op {
 	OP_LOOKUP = 1, OP_GETATTR = 2, OP_SETATTR = 3, OP_CREATE = 4, OP_SYMLINK = 5,
@@ -23,6 +36,128 @@ enum csv_op {
 #define PROTO_PATH_MAX 4097     /* a symlink target with its NUL */
 #define PROTO_XATTR_MAX 65536   /* an xattr value or list */
 #define PROTO_READDIR_BYTES (1u << 20)
+#define PROTO_ALLOC_MAX (1u << 20)   /* blocks one ALLOC may ask for */
+/* An extent file's size stays below 2^32 blocks of 4 KiB (e2fsck: "i_size
+ * is 17592186044416, should be ..."). */
+#define PROTO_FILE_SIZE_MAX ((1ull << 44) - 1)
+
+/* ---- requests: one struct per shape, named in the OPS table --------------- */
+
+struct proto_inode { uint32_t ino; };                 /* GETATTR READLINK RELEASE TOUCH */
+struct proto_ino_name { uint32_t ino; const char *name; };  /* LOOKUP UNLINK RMDIR REMOVEXATTR */
+struct proto_setattr { uint32_t ino; struct meta_setattr sa; };
+struct proto_create {                                 /* CREATE CREATE_OPEN */
+	uint32_t parent;
+	const char *name;
+	uint32_t mode, rdev;
+	struct meta_cred cred;
+};
+struct proto_symlink { uint32_t parent; const char *name, *target; struct meta_cred cred; };
+struct proto_link { uint32_t ino, newparent; const char *newname; };
+struct proto_rename {
+	uint32_t parent;
+	const char *name;
+	uint32_t newparent;
+	const char *newname;
+	uint32_t flags;             /* META_RENAME_* */
+	struct meta_cred cred;      /* on the wire only with META_RENAME_WHITEOUT */
+};
+struct proto_readdir { uint32_t ino; uint64_t start; };    /* READDIR READDIRPLUS */
+/* GETXATTR (name) and LISTXATTR (no name): size 0 asks for the length only. */
+struct proto_xattr_get { uint32_t ino; const char *name; uint32_t size; };
+struct proto_setxattr {
+	uint32_t ino;
+	const char *name;
+	const void *value;          /* decoded: points into the payload */
+	uint32_t size, flags;       /* flags: META_XATTR_CREATE / REPLACE */
+};
+struct proto_open { uint32_t ino; uint8_t truncate; uint32_t generation; };
+struct proto_fsync { uint32_t ino; uint8_t datasync; };
+struct proto_map { uint32_t ino; uint64_t lblk; };
+struct proto_alloc { uint32_t ino; uint64_t lblk, len; };
+struct proto_commit { uint32_t ino; uint64_t lblk, len, size; };
+struct proto_fallocate { uint32_t ino, mode; uint64_t off, len; };
+struct proto_seek { uint32_t ino; uint64_t off; uint32_t whence; };
+struct proto_move { const char *target; };           /* "" = any node */
+
+/* A request of any operation (STATFS and SYNCFS have no fields). Decoding
+ * copies its strings into str[], which the const char * fields point to. */
+struct proto_req {
+	union {
+		struct proto_inode inode;
+		struct proto_ino_name ino_name;
+		struct proto_setattr setattr;
+		struct proto_create create;
+		struct proto_symlink symlink;
+		struct proto_link link;
+		struct proto_rename rename;
+		struct proto_readdir readdir;
+		struct proto_xattr_get xattr_get;
+		struct proto_setxattr setxattr;
+		struct proto_open open;
+		struct proto_fsync fsync;
+		struct proto_map map;
+		struct proto_alloc alloc;
+		struct proto_commit commit;
+		struct proto_fallocate fallocate;
+		struct proto_seek seek;
+		struct proto_move move;
+	};
+	char str[2][PROTO_PATH_MAX];
+};
+
+/* ---- replies ---------------------------------------------------------------- */
+
+struct proto_map_reply { struct meta_extent e; uint64_t size; };
+/* GETXATTR / LISTXATTR: the length, and the bytes when the request's size
+ * was not 0. Decoding points value into the payload and, when n <= size,
+ * copies the bytes to buf (set buf and size before decoding). */
+struct proto_xattr_reply {
+	uint32_t len, n;
+	const void *value;
+	void *buf;
+	size_t size;
+};
+/* One page of a directory: n entries (names allocated when decoded, freed
+ * with meta_free_dirents); READDIRPLUS entries carry has_attr and attr. */
+struct proto_dirents { uint8_t more; struct meta_dirent *d; size_t n; };
+
+union proto_reply {
+	struct meta_attr attr;      /* LOOKUP GETATTR SETATTR CREATE SYMLINK LINK OPEN CREATE_OPEN */
+	uint64_t u64;               /* COMMIT, FALLOCATE: the size; SEEK: the offset */
+	char target[PROTO_PATH_MAX];    /* READLINK */
+	struct statvfs statfs;
+	struct proto_map_reply map;
+	struct proto_xattr_reply xattr;
+	struct proto_dirents dirents;   /* READDIR READDIRPLUS */
+};
+
+/* ---- the table ---------------------------------------------------------------- */
+
+struct proto_op {
+	uint16_t code;
+	const char *name;           /* docs/protocol.md's name, in lower case (logs) */
+	bool idempotent;            /* sent with RIO_CALL_IDEMPOTENT, never cached (protocol.md §7) */
+	void (*put_req)(struct rio_writer *w, const struct proto_req *q);
+	int (*get_req)(struct rio_reader *r, struct proto_req *q);
+	void (*put_reply)(struct rio_writer *w, const union proto_reply *p);
+	int (*get_reply)(struct rio_reader *r, union proto_reply *p);
+	void (*free_reply)(union proto_reply *p);   /* NULL: nothing allocated */
+};
+
+/* The operation with this code, or NULL. */
+const struct proto_op *proto_op(uint16_t code);
+/* Its name for log lines ("?" if unknown). */
+const char *proto_op_name(uint16_t code);
+/* Whole payloads: every field decodes and is in range, no byte is left
+ * over. 0 or a RIO_E_* code; a failed reply decode frees what it allocated. */
+int proto_decode_request(const struct proto_op *o, const uint8_t *p, size_t len,
+			 struct proto_req *q);
+int proto_decode_reply(const struct proto_op *o, const uint8_t *p, size_t len,
+		       union proto_reply *out);
+void proto_free_reply(const struct proto_op *o, union proto_reply *p);
+
+/* ---- the structures the payloads share (docs/protocol.md "Field types") ---- */
 
 void proto_put_attr(struct rio_writer *w, const struct meta_attr *a);
 int proto_get_attr(struct rio_reader *r, struct meta_attr *a);
@@ -34,6 +169,5 @@ void proto_put_extent(struct rio_writer *w, const struct meta_extent *e);
 int proto_get_extent(struct rio_reader *r, struct meta_extent *e);
 void proto_put_statfs(struct rio_writer *w, const struct statvfs *st);
 int proto_get_statfs(struct rio_reader *r, struct statvfs *st);
-const char *proto_op_name(uint16_t op);
 
 #endif

@@ -1,8 +1,8 @@
-/* The coordinator's side of the metadata protocol (fs/proto.h): decodes a
- * participant's request, runs it through fsops (the engine, with layout
- * recalls where blocks are freed), encodes the reply. Every field is
- * bounds-checked by the rio_get_* helpers; a request that does not decode is
- * answered EPROTO and logged, never applied.
+/* The coordinator's side of the metadata protocol: decodes a
+ * participant's request with the protocol's table (fs/proto.h), runs it
+ * through fsops (the engine, with layout recalls where blocks are freed) in
+ * the op's handler, encodes the reply. A request that does not decode whole,
+ * or has a field out of range, is answered EPROTO and logged, never applied.
  *
  * Opens: a participant's open counts on the coordinator like a local one
  * (unlinked files live until the last close anywhere). The server keeps them
@@ -129,278 +129,184 @@ void server_drop_node(struct server *s, const char *node)
 		csvfs_log(LOG_WARN_L, "node %s is gone: closed the %u file(s) it had open", node, n);
 }
 
-/* ---- request handlers: decode, run, encode ----------------------------- */
+/* ---- request handlers: run a decoded request, encode the reply ---------- */
 
+/* The requests arrive decoded and in range (fs/proto.c refuses the rest). */
 struct ctx {
 	struct server *s;
 	const struct rio_peer *peer;
-	struct rio_reader r;
+	const struct proto_op *op;
 	struct rio_writer *w;
 };
 
-/* The root and ordinary inodes; never a reserved one (journal, resize, ...),
- * whatever a peer asks. Out-of-range numbers fail in the engine. */
-static int valid_ino(uint32_t ino)
+/* The reply's fields, in the op's reply codec; returns 0. */
+static int reply(struct ctx *c, const union proto_reply *p)
 {
-	return ino == EXT2_ROOT_INO || ino >= EXT2_GOOD_OLD_FIRST_INO;
+	c->op->put_reply(c->w, p);
+	return 0;
 }
 
-/* A block range of a file: lblk + len within ext4's 2^32 blocks, no wrap. */
-static int valid_range(uint64_t lblk, uint64_t len)
+static int h_lookup(struct ctx *c, const struct proto_req *q)
 {
-	return lblk < (1ull << 32) && len <= (1ull << 32) - lblk;
+	union proto_reply p;
+	int rc = fsop_lookup(c->s->v, q->ino_name.ino, q->ino_name.name, &p.attr);
+	return rc ? rc : reply(c, &p);
 }
 
-/* An extent file's size stays below 2^32 blocks of 4 KiB (e2fsck: "i_size
- * is 17592186044416, should be ..."). */
-#define MAX_FILE_SIZE ((1ull << 44) - 1)
-
-/* What CREATE makes: regular files, directories, devices, fifos, sockets. */
-static int valid_create_mode(uint32_t mode)
+static int h_getattr(struct ctx *c, const struct proto_req *q)
 {
-	uint32_t t = mode & S_IFMT;
-	return !(mode & ~(uint32_t)(S_IFMT | 07777)) &&
-	       (t == S_IFREG || t == S_IFDIR || t == S_IFCHR || t == S_IFBLK || t == S_IFIFO ||
-		t == S_IFSOCK);
+	union proto_reply p;
+	int rc = fsop_getattr(c->s->v, q->inode.ino, &p.attr);
+	return rc ? rc : reply(c, &p);
 }
 
-static int h_lookup(struct ctx *c)
+static int h_setattr(struct ctx *c, const struct proto_req *q)
 {
-	uint32_t parent = 0;
-	char name[PROTO_NAME_MAX];
-	rio_get_u32(&c->r, &parent);
-	rio_get_str(&c->r, name, sizeof(name));
-	if (rio_reader_end(&c->r) || !valid_ino(parent))
-		return -EPROTO;
-	struct meta_attr a;
-	int rc = fsop_lookup(c->s->v, parent, name, &a);
-	if (rc == 0)
-		proto_put_attr(c->w, &a);
-	return rc;
+	union proto_reply p;
+	int rc = fsop_setattr(c->s->v, q->setattr.ino, &q->setattr.sa, &p.attr);
+	return rc ? rc : reply(c, &p);
 }
 
-static int h_getattr(struct ctx *c)
+static int h_create(struct ctx *c, const struct proto_req *q)
 {
-	uint32_t ino = 0;
-	rio_get_u32(&c->r, &ino);
-	if (rio_reader_end(&c->r) || !valid_ino(ino))
-		return -EPROTO;
-	struct meta_attr a;
-	int rc = fsop_getattr(c->s->v, ino, &a);
-	if (rc == 0)
-		proto_put_attr(c->w, &a);
-	return rc;
+	const struct proto_create *a = &q->create;
+	union proto_reply p;
+	int rc = fsop_create(c->s->v, a->parent, a->name, a->mode, a->rdev, &a->cred, &p.attr);
+	return rc ? rc : reply(c, &p);
 }
 
-static int h_setattr(struct ctx *c)
+static int h_create_open(struct ctx *c, const struct proto_req *q)
 {
-	uint32_t ino = 0;
-	struct meta_setattr sa;
-	rio_get_u32(&c->r, &ino);
-	proto_get_setattr(&c->r, &sa);
-	if (rio_reader_end(&c->r) || !valid_ino(ino))
-		return -EPROTO;
-	struct meta_attr a;
-	int rc = fsop_setattr(c->s->v, ino, &sa, &a);
-	if (rc == 0)
-		proto_put_attr(c->w, &a);
-	return rc;
-}
-
-static int h_create(struct ctx *c, int open)
-{
-	uint32_t parent = 0, mode = 0, rdev = 0;
-	char name[PROTO_NAME_MAX];
-	struct meta_cred cred;
-	rio_get_u32(&c->r, &parent);
-	rio_get_str(&c->r, name, sizeof(name));
-	rio_get_u32(&c->r, &mode);
-	rio_get_u32(&c->r, &rdev);
-	proto_get_cred(&c->r, &cred);
-	if (rio_reader_end(&c->r) || !valid_ino(parent) || !valid_create_mode(mode) ||
-	    (open && (!S_ISREG(mode) || rdev)))
-		return -EPROTO;
-	struct meta_attr a;
+	const struct proto_create *a = &q->create;
+	union proto_reply p;
 	struct minode *m = NULL;
-	int rc = open ? fsop_create_open(c->s->v, parent, name, mode, &cred, &a, &m)
-		      : fsop_create(c->s->v, parent, name, mode, rdev, &cred, &a);
+	int rc = fsop_create_open(c->s->v, a->parent, a->name, a->mode, &a->cred, &p.attr, &m);
 	if (rc == 0 && m && (rc = open_record(c->s, c->peer->node, m)) != 0)
 		fsop_release(c->s->v, m);
-	if (rc == 0)
-		proto_put_attr(c->w, &a);
-	return rc;
+	return rc ? rc : reply(c, &p);
 }
 
-static int h_symlink(struct ctx *c)
+static int h_symlink(struct ctx *c, const struct proto_req *q)
 {
-	uint32_t parent = 0;
-	char name[PROTO_NAME_MAX], target[PROTO_PATH_MAX];
-	struct meta_cred cred;
-	rio_get_u32(&c->r, &parent);
-	rio_get_str(&c->r, name, sizeof(name));
-	rio_get_str(&c->r, target, sizeof(target));
-	proto_get_cred(&c->r, &cred);
-	if (rio_reader_end(&c->r) || !valid_ino(parent))
-		return -EPROTO;
-	struct meta_attr a;
-	int rc = fsop_symlink(c->s->v, parent, name, target, &cred, &a);
-	if (rc == 0)
-		proto_put_attr(c->w, &a);
-	return rc;
+	const struct proto_symlink *a = &q->symlink;
+	union proto_reply p;
+	int rc = fsop_symlink(c->s->v, a->parent, a->name, a->target, &a->cred, &p.attr);
+	return rc ? rc : reply(c, &p);
 }
 
-static int h_link(struct ctx *c)
+static int h_link(struct ctx *c, const struct proto_req *q)
 {
-	uint32_t ino = 0, newparent = 0;
-	char name[PROTO_NAME_MAX];
-	rio_get_u32(&c->r, &ino);
-	rio_get_u32(&c->r, &newparent);
-	rio_get_str(&c->r, name, sizeof(name));
-	if (rio_reader_end(&c->r) || !valid_ino(ino) || !valid_ino(newparent))
-		return -EPROTO;
-	struct meta_attr a;
-	int rc = fsop_link(c->s->v, ino, newparent, name, &a);
-	if (rc == 0)
-		proto_put_attr(c->w, &a);
-	return rc;
+	union proto_reply p;
+	int rc = fsop_link(c->s->v, q->link.ino, q->link.newparent, q->link.newname, &p.attr);
+	return rc ? rc : reply(c, &p);
 }
 
-/* unlink, rmdir, removexattr: an inode and a name. */
-static int h_ino_name(struct ctx *c, uint16_t op)
+static int h_unlink(struct ctx *c, const struct proto_req *q)
 {
-	uint32_t ino = 0;
-	char name[PROTO_NAME_MAX];
-	rio_get_u32(&c->r, &ino);
-	rio_get_str(&c->r, name, sizeof(name));
-	if (rio_reader_end(&c->r) || !valid_ino(ino))
-		return -EPROTO;
-	if (op == OP_UNLINK)
-		return fsop_unlink(c->s->v, ino, name);
-	if (op == OP_RMDIR)
-		return fsop_rmdir(c->s->v, ino, name);
-	return fsop_removexattr(c->s->v, ino, name);
+	return fsop_unlink(c->s->v, q->ino_name.ino, q->ino_name.name);
 }
 
-static int h_rename(struct ctx *c)
+static int h_rmdir(struct ctx *c, const struct proto_req *q)
 {
-	uint32_t parent = 0, newparent = 0, flags = 0;
-	char name[PROTO_NAME_MAX], newname[PROTO_NAME_MAX];
-	struct meta_cred cred = { 0 };
-	rio_get_u32(&c->r, &parent);
-	rio_get_str(&c->r, name, sizeof(name));
-	rio_get_u32(&c->r, &newparent);
-	rio_get_str(&c->r, newname, sizeof(newname));
-	rio_get_u32(&c->r, &flags);
-	if (flags & META_RENAME_WHITEOUT)
-		proto_get_cred(&c->r, &cred);
-	if (rio_reader_end(&c->r) || !valid_ino(parent) || !valid_ino(newparent) ||
-	    (flags & ~META_RENAME_FLAGS))
-		return -EPROTO;
-	return fsop_rename(c->s->v, parent, name, newparent, newname, flags, &cred);
+	return fsop_rmdir(c->s->v, q->ino_name.ino, q->ino_name.name);
 }
 
-static int h_readlink(struct ctx *c)
+static int h_rename(struct ctx *c, const struct proto_req *q)
 {
-	uint32_t ino = 0;
-	rio_get_u32(&c->r, &ino);
-	if (rio_reader_end(&c->r) || !valid_ino(ino))
-		return -EPROTO;
-	char buf[PROTO_PATH_MAX];
-	int rc = fsop_readlink(c->s->v, ino, buf, sizeof(buf));
-	if (rc == 0)
-		rio_put_str(c->w, buf);
-	return rc;
+	const struct proto_rename *n = &q->rename;
+	return fsop_rename(c->s->v, n->parent, n->name, n->newparent, n->newname, n->flags, &n->cred);
 }
 
-static int h_readdir(struct ctx *c, int plus)
+static int h_readlink(struct ctx *c, const struct proto_req *q)
 {
-	uint32_t ino = 0;
-	uint64_t start = 0;
-	rio_get_u32(&c->r, &ino);
-	rio_get_u64(&c->r, &start);
-	if (rio_reader_end(&c->r) || !valid_ino(ino))
-		return -EPROTO;
-	struct meta_dirent *d;
-	size_t n;
-	int rc = fsop_readdir(c->s->v, ino, &d, &n);
-	if (rc)
-		return rc;
-	size_t end = start < n ? (size_t)start : n, bytes = 0;
+	union proto_reply p;
+	int rc = fsop_readlink(c->s->v, q->inode.ino, p.target, sizeof(p.target));
+	return rc ? rc : reply(c, &p);
+}
+
+/* The page of d[0..n) from index start: about PROTO_READDIR_BYTES. */
+static struct proto_dirents page_of(struct meta_dirent *d, size_t n, uint64_t start, int plus)
+{
+	size_t first = start < n ? (size_t)start : n, end = first, bytes = 0;
 	while (end < n && bytes < PROTO_READDIR_BYTES)
 		bytes += 16 + (plus ? 90 : 0) + strlen(d[end++].name);
-	rio_put_u8(c->w, end < n);
-	rio_put_u32(c->w, (uint32_t)(end - (start < n ? start : n)));
-	for (size_t i = start < n ? (size_t)start : n; i < end; i++) {
-		rio_put_u64(c->w, d[i].ino);
-		rio_put_u8(c->w, (uint8_t)d[i].type);
-		rio_put_str(c->w, d[i].name);
-		if (!plus)
-			continue;
-		/* An entry removed since the listing goes without attributes. */
-		struct meta_attr a;
-		int have = fsop_getattr(c->s->v, (ext2_ino_t)d[i].ino, &a) == 0;
-		rio_put_u8(c->w, (uint8_t)have);
-		if (have)
-			proto_put_attr(c->w, &a);
+	return (struct proto_dirents){ .more = end < n, .d = d + first, .n = end - first };
+}
+
+/* An entry removed since the listing goes without attributes. */
+static void page_attrs(struct ctx *c, struct proto_dirents *pg)
+{
+	for (size_t i = 0; i < pg->n; i++) {
+		struct meta_dirent *e = &pg->d[i];
+		e->has_attr = fsop_getattr(c->s->v, (ext2_ino_t)e->ino, &e->attr) == 0;
 	}
+}
+
+static int readdir_page(struct ctx *c, const struct proto_req *q, int plus)
+{
+	struct meta_dirent *d;
+	size_t n;
+	int rc = fsop_readdir(c->s->v, q->readdir.ino, &d, &n);
+	if (rc)
+		return rc;
+	union proto_reply p = { .dirents = page_of(d, n, q->readdir.start, plus) };
+	if (plus)
+		page_attrs(c, &p.dirents);
+	reply(c, &p);
 	meta_free_dirents(d, n);
 	return 0;
 }
 
-static int h_statfs(struct ctx *c)
+static int h_readdir(struct ctx *c, const struct proto_req *q)
 {
-	if (rio_reader_end(&c->r))
-		return -EPROTO;
-	struct statvfs st;
-	int rc = fsop_statfs(c->s->v, &st);
-	if (rc == 0)
-		proto_put_statfs(c->w, &st);
-	return rc;
+	return readdir_page(c, q, 0);
 }
 
-static int h_xattr_get(struct ctx *c, uint16_t op)
+static int h_readdirplus(struct ctx *c, const struct proto_req *q)
 {
-	uint32_t ino = 0, size = 0;
-	char name[PROTO_NAME_MAX];
-	rio_get_u32(&c->r, &ino);
-	if (op == OP_GETXATTR)
-		rio_get_str(&c->r, name, sizeof(name));
-	rio_get_u32(&c->r, &size);
-	if (rio_reader_end(&c->r) || !valid_ino(ino) || size > PROTO_XATTR_MAX)
-		return -EPROTO;
-	char *buf = size ? malloc(size) : NULL;
-	if (size && !buf)
+	return readdir_page(c, q, 1);
+}
+
+static int h_statfs(struct ctx *c, const struct proto_req *q)
+{
+	union proto_reply p;
+	int rc = fsop_statfs(c->s->v, &p.statfs);
+	return rc ? rc : reply(c, &p);
+}
+
+/* getxattr and listxattr: the length, and the bytes when size > 0. */
+static int h_xattr_get(struct ctx *c, const struct proto_req *q)
+{
+	const struct proto_xattr_get *x = &q->xattr_get;
+	char *buf = x->size ? malloc(x->size) : NULL;
+	if (x->size && !buf)
 		return -ENOMEM;
-	int n = op == OP_GETXATTR ? fsop_getxattr(c->s->v, ino, name, buf, size)
-				  : fsop_listxattr(c->s->v, ino, buf, size);
+	int n = c->op->code == OP_GETXATTR ? fsop_getxattr(c->s->v, x->ino, x->name, buf, x->size)
+					   : fsop_listxattr(c->s->v, x->ino, buf, x->size);
 	if (n >= 0) {
-		rio_put_u32(c->w, (uint32_t)n);
-		rio_put_bytes(c->w, buf, size ? (size_t)n : 0);
+		uint32_t len = (uint32_t)n;
+		union proto_reply p = { .xattr = { .len = len, .n = x->size ? len : 0, .value = buf } };
+		reply(c, &p);
 	}
 	free(buf);
 	return n < 0 ? n : 0;
 }
 
-static int h_setxattr(struct ctx *c)
+static int h_setxattr(struct ctx *c, const struct proto_req *q)
 {
-	uint32_t ino = 0, flags = 0, n = 0;
-	char name[PROTO_NAME_MAX];
-	const uint8_t *value = NULL;
-	rio_get_u32(&c->r, &ino);
-	rio_get_str(&c->r, name, sizeof(name));
-	rio_get_bytes(&c->r, &value, &n, PROTO_XATTR_MAX);
-	rio_get_u32(&c->r, &flags);
-	if (rio_reader_end(&c->r) || !valid_ino(ino) || (flags & ~3u))
-		return -EPROTO;
-	return fsop_setxattr(c->s->v, ino, name, value, n, (int)flags);
+	const struct proto_setxattr *x = &q->setxattr;
+	return fsop_setxattr(c->s->v, x->ino, x->name, x->value, x->size, (int)x->flags);
+}
+
+static int h_removexattr(struct ctx *c, const struct proto_req *q)
+{
+	return fsop_removexattr(c->s->v, q->ino_name.ino, q->ino_name.name);
 }
 
 /* The data-path handlers work on regular files only, with a reference for
  * the call. */
 static int with_minode(struct ctx *c, uint32_t ino, struct minode **m)
 {
-	if (!valid_ino(ino))
-		return -EPROTO;
 	struct meta_attr a;
 	int rc = fsop_getattr(c->s->v, ino, &a);
 	if (rc)
@@ -411,101 +317,71 @@ static int with_minode(struct ctx *c, uint32_t ino, struct minode **m)
 	return *m ? 0 : -ENOENT;
 }
 
-static int h_open(struct ctx *c)
+static int h_open(struct ctx *c, const struct proto_req *q)
 {
-	uint32_t ino = 0, gen = 0;
-	uint8_t trunc = 0;
-	rio_get_u32(&c->r, &ino);
-	rio_get_u8(&c->r, &trunc);
-	rio_get_u32(&c->r, &gen);
-	if (rio_reader_end(&c->r) || !valid_ino(ino) || trunc > 1)
-		return -EPROTO;
+	const struct proto_open *o = &q->open;
 	struct minode *m;
-	int rc = with_minode(c, ino, &m);
+	int rc = with_minode(c, o->ino, &m);
 	if (rc)
 		return rc;
 	minode_put(c->s->v, m);
-	rc = fsop_open(c->s->v, ino, gen, trunc, &m);
+	rc = fsop_open(c->s->v, o->ino, o->generation, o->truncate, &m);
 	if (rc)
 		return rc;
-	struct meta_attr a;
+	union proto_reply p;
 	rc = open_record(c->s, c->peer->node, m);
 	if (rc == 0)
-		rc = fsop_getattr(c->s->v, ino, &a);
+		rc = fsop_getattr(c->s->v, o->ino, &p.attr);
 	if (rc) {
-		struct minode *back = open_take(c->s, c->peer->node, ino);
+		struct minode *back = open_take(c->s, c->peer->node, o->ino);
 		fsop_release(c->s->v, back ? back : m);
 		return rc;
 	}
-	proto_put_attr(c->w, &a);
-	return 0;
+	return reply(c, &p);
 }
 
-static int h_release(struct ctx *c)
+static int h_release(struct ctx *c, const struct proto_req *q)
 {
-	uint32_t ino = 0;
-	rio_get_u32(&c->r, &ino);
-	if (rio_reader_end(&c->r) || !valid_ino(ino))
-		return -EPROTO;
-	struct minode *m = open_take(c->s, c->peer->node, ino);
+	struct minode *m = open_take(c->s, c->peer->node, q->inode.ino);
 	if (!m)
 		return -EBADF;   /* not open by this node (a reclaim was refused) */
 	return fsop_release(c->s->v, m);
 }
 
-static int h_fsync(struct ctx *c)
+static int h_fsync(struct ctx *c, const struct proto_req *q)
 {
-	uint32_t ino = 0;
-	uint8_t datasync = 0;
 	struct minode *m;
-	rio_get_u32(&c->r, &ino);
-	rio_get_u8(&c->r, &datasync);
-	if (rio_reader_end(&c->r))
-		return -EPROTO;
-	int rc = with_minode(c, ino, &m);
+	int rc = with_minode(c, q->fsync.ino, &m);
 	if (rc == 0) {
-		rc = fsop_fsync(c->s->v, m, datasync != 0);
+		rc = fsop_fsync(c->s->v, m, q->fsync.datasync != 0);
 		minode_put(c->s->v, m);
 	}
 	return rc;
 }
 
-static int h_map(struct ctx *c)
+static int h_map(struct ctx *c, const struct proto_req *q)
 {
-	uint32_t ino = 0;
-	uint64_t lblk = 0;
 	struct minode *m;
-	rio_get_u32(&c->r, &ino);
-	rio_get_u64(&c->r, &lblk);
-	if (rio_reader_end(&c->r) || !valid_range(lblk, 1))
-		return -EPROTO;
-	int rc = with_minode(c, ino, &m);
+	int rc = with_minode(c, q->map.ino, &m);
 	if (rc)
 		return rc;
-	struct meta_extent e;
-	rc = fsop_map(c->s->v, m, lblk, &e);
+	union proto_reply p;
+	rc = fsop_map(c->s->v, m, q->map.lblk, &p.map.e);
 	if (rc == 0) {
-		proto_put_extent(c->w, &e);
-		rio_put_u64(c->w, atomic_load(&m->size));
+		p.map.size = atomic_load(&m->size);
+		reply(c, &p);
 	}
 	minode_put(c->s->v, m);
 	return rc;
 }
 
-static int h_alloc(struct ctx *c)
+static int h_alloc(struct ctx *c, const struct proto_req *q)
 {
-	uint32_t ino = 0;
-	uint64_t lblk = 0, len = 0;
 	struct minode *m;
-	rio_get_u32(&c->r, &ino);
-	rio_get_u64(&c->r, &lblk);
-	rio_get_u64(&c->r, &len);
-	if (rio_reader_end(&c->r) || len == 0 || len > (1u << 20) || !valid_range(lblk, len))
-		return -EPROTO;
-	int rc = with_minode(c, ino, &m);
+	int rc = with_minode(c, q->alloc.ino, &m);
 	if (rc)
 		return rc;
-	rc = fsop_alloc(c->s->v, m, lblk, len);
+	rc = fsop_alloc(c->s->v, m, q->alloc.lblk, q->alloc.len);
 	minode_put(c->s->v, m);
 	return rc;
 }
@@ -526,41 +402,33 @@ static int range_allocated(struct volume *v, struct minode *m, uint64_t lblk, ui
 	return 0;
 }
 
-static int h_commit(struct ctx *c)
+/* Written blocks lie inside the file (e2fsck: "i_size is X, should be Y"). */
+static int commit_checked(struct volume *v, struct minode *m, const struct proto_commit *k)
 {
-	uint32_t ino = 0;
-	uint64_t lblk = 0, len = 0, size = 0;
+	uint64_t cur = atomic_load(&m->size), end = k->size > cur ? k->size : cur;
+	int rc = k->len && (k->lblk + k->len - 1) * v->blocksize >= end ? -EINVAL : 0;
+	if (rc == 0 && k->len)
+		rc = range_allocated(v, m, k->lblk, k->len);
+	return rc ? rc : fsop_commit_write(v, m, k->lblk, k->len, k->size);
+}
+
+static int h_commit(struct ctx *c, const struct proto_req *q)
+{
 	struct minode *m;
-	rio_get_u32(&c->r, &ino);
-	rio_get_u64(&c->r, &lblk);
-	rio_get_u64(&c->r, &len);
-	rio_get_u64(&c->r, &size);
-	if (rio_reader_end(&c->r) || !valid_range(lblk, len) || size > MAX_FILE_SIZE)
-		return -EPROTO;
-	int rc = with_minode(c, ino, &m);
+	int rc = with_minode(c, q->commit.ino, &m);
 	if (rc)
 		return rc;
-	/* Written blocks lie inside the file (e2fsck: "i_size is X, should be Y"). */
-	uint64_t cur = atomic_load(&m->size), end = size > cur ? size : cur;
-	rc = len && (lblk + len - 1) * c->s->v->blocksize >= end ? -EINVAL : 0;
-	if (rc == 0 && len)
-		rc = range_allocated(c->s->v, m, lblk, len);
+	rc = commit_checked(c->s->v, m, &q->commit);
 	if (rc == 0)
-		rc = fsop_commit_write(c->s->v, m, lblk, len, size);
-	if (rc == 0)
-		rio_put_u64(c->w, atomic_load(&m->size));
+		reply(c, &(union proto_reply){ .u64 = atomic_load(&m->size) });
 	minode_put(c->s->v, m);
 	return rc;
 }
 
-static int h_touch(struct ctx *c)
+static int h_touch(struct ctx *c, const struct proto_req *q)
 {
-	uint32_t ino = 0;
 	struct minode *m;
-	rio_get_u32(&c->r, &ino);
-	if (rio_reader_end(&c->r))
-		return -EPROTO;
-	int rc = with_minode(c, ino, &m);
+	int rc = with_minode(c, q->inode.ino, &m);
 	if (rc == 0) {
 		fsop_touch_write(c->s->v, m);
 		minode_put(c->s->v, m);
@@ -568,106 +436,84 @@ static int h_touch(struct ctx *c)
 	return rc;
 }
 
-static int h_fallocate(struct ctx *c)
+static int h_fallocate(struct ctx *c, const struct proto_req *q)
 {
-	uint32_t ino = 0, mode = 0;
-	uint64_t off = 0, len = 0;
+	const struct proto_fallocate *f = &q->fallocate;
 	struct minode *m;
-	rio_get_u32(&c->r, &ino);
-	rio_get_u32(&c->r, &mode);
-	rio_get_u64(&c->r, &off);
-	rio_get_u64(&c->r, &len);
-	if (rio_reader_end(&c->r) || len == 0 || off > MAX_FILE_SIZE || len > MAX_FILE_SIZE - off)
-		return -EPROTO;
-	int rc = with_minode(c, ino, &m);
+	int rc = with_minode(c, f->ino, &m);
 	if (rc)
 		return rc;
-	rc = fsop_fallocate(c->s->v, m, (int)mode, off, len);
+	rc = fsop_fallocate(c->s->v, m, (int)f->mode, f->off, f->len);
 	if (rc == 0)
-		rio_put_u64(c->w, atomic_load(&m->size));
+		reply(c, &(union proto_reply){ .u64 = atomic_load(&m->size) });
 	minode_put(c->s->v, m);
 	return rc;
 }
 
-static int h_seek(struct ctx *c)
+static int h_seek(struct ctx *c, const struct proto_req *q)
 {
-	uint32_t ino = 0, whence = 0;
-	uint64_t off = 0, at = 0;
 	struct minode *m;
-	rio_get_u32(&c->r, &ino);
-	rio_get_u64(&c->r, &off);
-	rio_get_u32(&c->r, &whence);
-	if (rio_reader_end(&c->r) || (whence != SEEK_DATA && whence != SEEK_HOLE))
-		return -EPROTO;
-	int rc = with_minode(c, ino, &m);
+	int rc = with_minode(c, q->seek.ino, &m);
 	if (rc)
 		return rc;
-	rc = fsop_seek(c->s->v, m, off, (int)whence, &at);
+	union proto_reply p;
+	rc = fsop_seek(c->s->v, m, q->seek.off, (int)q->seek.whence, &p.u64);
 	if (rc == 0)
-		rio_put_u64(c->w, at);
+		reply(c, &p);
 	minode_put(c->s->v, m);
 	return rc;
 }
 
-static int h_syncfs(struct ctx *c)
+static int h_syncfs(struct ctx *c, const struct proto_req *q)
 {
-	return rio_reader_end(&c->r) ? -EPROTO : fsop_syncfs(c->s->v);
+	return fsop_syncfs(c->s->v);
 }
 
-static int h_move(struct ctx *c)
+static int h_move(struct ctx *c, const struct proto_req *q)
 {
-	char target[RIO_NODE_NAME_MAX + 1], err[256];
-	rio_get_str(&c->r, target, sizeof(target));
-	if (rio_reader_end(&c->r))
-		return -EPROTO;
+	char err[256];
 	if (!c->s->v->cluster)
 		return -EOPNOTSUPP;   /* standalone: no roles to move */
-	int rc = cluster_move(c->s->v->cluster, target, err, sizeof(err));
+	int rc = cluster_move(c->s->v->cluster, q->move.target, err, sizeof(err));
 	if (rc)
 		csvfs_log(LOG_WARN_L, "move requested by %s refused: %s", c->peer->node, err);
 	return rc;
 }
 
-static int dispatch(struct ctx *c, uint16_t op)
+typedef int (*handler_fn)(struct ctx *c, const struct proto_req *q);
+
+/* One handler per operation of fs/proto.c's table. */
+static const handler_fn HANDLERS[OP_MAX_] = {
+	[OP_LOOKUP] = h_lookup, [OP_GETATTR] = h_getattr, [OP_SETATTR] = h_setattr,
+	[OP_CREATE] = h_create, [OP_SYMLINK] = h_symlink, [OP_LINK] = h_link,
+	[OP_UNLINK] = h_unlink, [OP_RMDIR] = h_rmdir, [OP_RENAME] = h_rename,
+	[OP_READLINK] = h_readlink, [OP_READDIR] = h_readdir, [OP_STATFS] = h_statfs,
+	[OP_GETXATTR] = h_xattr_get, [OP_LISTXATTR] = h_xattr_get, [OP_SETXATTR] = h_setxattr,
+	[OP_REMOVEXATTR] = h_removexattr, [OP_OPEN] = h_open, [OP_RELEASE] = h_release,
+	[OP_FSYNC] = h_fsync, [OP_MAP] = h_map, [OP_ALLOC] = h_alloc, [OP_COMMIT] = h_commit,
+	[OP_TOUCH] = h_touch, [OP_FALLOCATE] = h_fallocate, [OP_SEEK] = h_seek,
+	[OP_SYNCFS] = h_syncfs, [OP_MOVE] = h_move, [OP_READDIRPLUS] = h_readdirplus,
+	[OP_CREATE_OPEN] = h_create_open,
+};
+
+/* Decodes the request whole and in range, then runs its handler. */
+static int run(struct ctx *c, const uint8_t *payload, uint32_t len)
 {
-	switch (op) {
-	case OP_LOOKUP: return h_lookup(c);
-	case OP_GETATTR: return h_getattr(c);
-	case OP_SETATTR: return h_setattr(c);
-	case OP_CREATE: return h_create(c, 0);
-	case OP_CREATE_OPEN: return h_create(c, 1);
-	case OP_SYMLINK: return h_symlink(c);
-	case OP_LINK: return h_link(c);
-	case OP_UNLINK: case OP_RMDIR: case OP_REMOVEXATTR: return h_ino_name(c, op);
-	case OP_RENAME: return h_rename(c);
-	case OP_READLINK: return h_readlink(c);
-	case OP_READDIR: return h_readdir(c, 0);
-	case OP_READDIRPLUS: return h_readdir(c, 1);
-	case OP_STATFS: return h_statfs(c);
-	case OP_GETXATTR: case OP_LISTXATTR: return h_xattr_get(c, op);
-	case OP_SETXATTR: return h_setxattr(c);
-	case OP_OPEN: return h_open(c);
-	case OP_RELEASE: return h_release(c);
-	case OP_FSYNC: return h_fsync(c);
-	case OP_MAP: return h_map(c);
-	case OP_ALLOC: return h_alloc(c);
-	case OP_COMMIT: return h_commit(c);
-	case OP_TOUCH: return h_touch(c);
-	case OP_FALLOCATE: return h_fallocate(c);
-	case OP_SEEK: return h_seek(c);
-	case OP_SYNCFS: return h_syncfs(c);
-	case OP_MOVE: return h_move(c);
-	default: return -EOPNOTSUPP;
-	}
+	handler_fn h = c->op ? HANDLERS[c->op->code] : NULL;
+	if (!h)
+		return -EOPNOTSUPP;
+	struct proto_req q;
+	if (proto_decode_request(c->op, payload, len, &q))
+		return -EPROTO;
+	return h(c, &q);
 }
 
 int server_request(struct server *s, const char *node, const char *addr, uint16_t op,
 		   const uint8_t *payload, uint32_t len, struct rio_writer *out)
 {
 	struct rio_peer peer = { .node = node, .addr = addr };
-	struct ctx c = { .s = s, .peer = &peer, .w = out };
-	rio_reader_init(&c.r, payload, len);
-	int rc = dispatch(&c, op);
+	struct ctx c = { .s = s, .peer = &peer, .op = proto_op(op), .w = out };
+	int rc = run(&c, payload, len);
 	if (rc == -EPROTO)
 		csvfs_log(LOG_WARN_L, "malformed %s request from %s (%s): not applied",
 			  proto_op_name(op), node, addr);

@@ -5,9 +5,14 @@
  *    heap buffer of exactly that length, so ASan sees any over-read), out-of-
  *    range values are refused, and a refusal is sticky in the reader, so a
  *    handler that checks only rio_reader_end() still refuses;
+ *  - the table of operations (proto_op): row for row as docs/protocol.md's
+ *    "Operations" table (code, name, idempotent); each op's request and
+ *    reply codec encodes a sample to the bytes its documented layout gives
+ *    (written here field by field: the frames are those sent before the
+ *    table existed), and decodes them back to the same bytes;
  *  - server_request() against a real standalone volume (csvfs_format'ed
  *    scratch image, volume_open, v->cluster NULL so fsops run the engine),
- *    with requests built by rio_put_* exactly as fsops.c's r_* build them.
+ *    with requests built by the table's encoders as fsops.c's r_* build them.
  *    Well-formed requests work; every op's malformed variants (truncated at
  *    every length, a trailing byte, ino 0, a name longer than its bytes or
  *    than a name may be, an embedded NUL) answer EPROTO with no reply fields
@@ -44,6 +49,7 @@
 #define ADDR "10.0.0.2:7100"
 
 static const struct meta_cred CRED = { 1000, 100, 022 };
+#define NOCRED { 0, 0, 0 }   /* RENAME without WHITEOUT sends none */
 
 /* ---- codecs ------------------------------------------------------------ */
 
@@ -54,7 +60,8 @@ static uint8_t *take_bytes(struct rio_writer *w, size_t *len)
 	*len = w->len;
 	uint8_t *p = malloc(w->len ? w->len : 1);
 	assert_non_null(p);
-	memcpy(p, rio_writer_data(w), w->len);
+	if (w->len)
+		memcpy(p, rio_writer_data(w), w->len);
 	rio_writer_free(w);
 	return p;
 }
@@ -398,6 +405,308 @@ static void test_op_names(void **state)
 		assert_string_not_equal(proto_op_name(op), "?");
 }
 
+/* q encoded as op's request, as fsops.c's r_* encode it. */
+static struct rio_writer encode(uint16_t op, const struct proto_req *q)
+{
+	const struct proto_op *o = proto_op(op);
+	struct rio_writer w;
+	assert_non_null(o);
+	rio_writer_init(&w, 0);
+	o->put_req(&w, q);
+	assert_int_equal(rio_writer_error(&w), RIO_OK);
+	return w;
+}
+
+/* ---- the table (fs/proto.c OPS) against docs/protocol.md ------------------ */
+
+/* docs/protocol.md from the source tree: the working directory is the
+ * repository (make check), or the binary is build/tests/test_proto. */
+static FILE *open_protocol_md(void)
+{
+	FILE *fp = fopen("docs/protocol.md", "r");
+	char path[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", path, sizeof(path) - 32);
+	if (fp || n <= 0)
+		return fp;
+	path[n] = 0;
+	for (int up = 0; up < 3; up++) {
+		char *slash = strrchr(path, '/');
+		if (slash)
+			*slash = 0;
+	}
+	strcat(path, "/docs/protocol.md");
+	return fopen(path, "r");
+}
+
+/* Every row of the "Operations" table: code, name, idempotent yes/no, in
+ * the order of the codes, one table operation per row and no other. */
+static void test_op_table_matches_docs(void **state)
+{
+	FILE *fp = open_protocol_md();
+	if (!fp)
+		fail_msg("docs/protocol.md not found (run from the repository)");
+	char line[1024], name[64], idem[8];
+	unsigned code, last = 0, rows = 0, in_ops = 0;
+	while (fgets(line, sizeof(line), fp)) {
+		if (strncmp(line, "## ", 3) == 0)
+			in_ops = strncmp(line, "## Operations", 13) == 0;
+		if (!in_ops || sscanf(line, "| %u | %63[A-Z_] | %7[a-z] |", &code, name, idem) != 3)
+			continue;
+		const struct proto_op *o = proto_op((uint16_t)code);
+		if (!o)
+			fail_msg("protocol.md op %u (%s) is not in the table", code, name);
+		if (code <= last || o->code != code || strcasecmp(o->name, name) != 0)
+			fail_msg("protocol.md row %u %s: the table says %u %s", code, name, o->code, o->name);
+		if (o->idempotent != (strcmp(idem, "yes") == 0))
+			fail_msg("protocol.md says %s is %sidempotent; the table does not", name,
+				 strcmp(idem, "yes") == 0 ? "" : "not ");
+		last = code;
+		rows++;
+	}
+	fclose(fp);
+	unsigned ops = 0;
+	for (unsigned c = 0; c <= UINT16_MAX; c++) {
+		const struct proto_op *o = proto_op((uint16_t)c);
+		if (!o)
+			continue;
+		ops++;
+		assert_non_null(o->put_req);
+		assert_non_null(o->get_req);
+		assert_non_null(o->put_reply);
+		assert_non_null(o->get_reply);
+	}
+	assert_true(rows > 0);
+	assert_int_equal(rows, ops);
+}
+
+/* ---- the table's codecs against the documented layouts ---------------------- */
+
+/* Sample request q of op and, written field by field as protocol.md lays
+ * them out (independently of fs/proto.c), the bytes it must encode to: the
+ * frames fsops.c sent before the table existed. */
+static void documented_request(uint16_t op, struct proto_req *q, struct rio_writer *w)
+{
+	static const struct meta_cred c = { 1000, 100, 022 };
+	const struct meta_setattr sa = sample_setattr();
+	switch (op) {
+	case OP_LOOKUP: case OP_UNLINK: case OP_RMDIR: case OP_REMOVEXATTR:
+		*q = (struct proto_req){ .ino_name = { 12, "name" } };
+		rio_put_u32(w, 12), rio_put_str(w, "name");
+		break;
+	case OP_GETATTR: case OP_READLINK: case OP_RELEASE: case OP_TOUCH:
+		*q = (struct proto_req){ .inode = { 13 } };
+		rio_put_u32(w, 13);
+		break;
+	case OP_SETATTR:
+		*q = (struct proto_req){ .setattr = { 14, sa } };
+		rio_put_u32(w, 14), proto_put_setattr(w, &sa);
+		break;
+	case OP_CREATE: case OP_CREATE_OPEN:
+		*q = (struct proto_req){ .create = { 2, "new", S_IFREG | 0640, 0, c } };
+		rio_put_u32(w, 2), rio_put_str(w, "new"), rio_put_u32(w, S_IFREG | 0640);
+		rio_put_u32(w, 0), proto_put_cred(w, &c);
+		break;
+	case OP_SYMLINK:
+		*q = (struct proto_req){ .symlink = { 15, "sl", "../target", c } };
+		rio_put_u32(w, 15), rio_put_str(w, "sl"), rio_put_str(w, "../target");
+		proto_put_cred(w, &c);
+		break;
+	case OP_LINK:
+		*q = (struct proto_req){ .link = { 16, 17, "hard" } };
+		rio_put_u32(w, 16), rio_put_u32(w, 17), rio_put_str(w, "hard");
+		break;
+	case OP_RENAME:
+		*q = (struct proto_req){ .rename = { 18, "a", 19, "b", META_RENAME_WHITEOUT, c } };
+		rio_put_u32(w, 18), rio_put_str(w, "a"), rio_put_u32(w, 19), rio_put_str(w, "b");
+		rio_put_u32(w, META_RENAME_WHITEOUT), proto_put_cred(w, &c);
+		break;
+	case OP_READDIR: case OP_READDIRPLUS:
+		*q = (struct proto_req){ .readdir = { 20, 0x123456789ull } };
+		rio_put_u32(w, 20), rio_put_u64(w, 0x123456789ull);
+		break;
+	case OP_STATFS: case OP_SYNCFS:
+		*q = (struct proto_req){ 0 };
+		break;
+	case OP_GETXATTR:
+		*q = (struct proto_req){ .xattr_get = { 21, "user.k", 300 } };
+		rio_put_u32(w, 21), rio_put_str(w, "user.k"), rio_put_u32(w, 300);
+		break;
+	case OP_LISTXATTR:
+		*q = (struct proto_req){ .xattr_get = { 22, NULL, 400 } };
+		rio_put_u32(w, 22), rio_put_u32(w, 400);
+		break;
+	case OP_SETXATTR:
+		*q = (struct proto_req){ .setxattr = { 23, "user.v", "v\0w", 3, META_XATTR_REPLACE } };
+		rio_put_u32(w, 23), rio_put_str(w, "user.v"), rio_put_bytes(w, "v\0w", 3);
+		rio_put_u32(w, META_XATTR_REPLACE);
+		break;
+	case OP_OPEN:
+		*q = (struct proto_req){ .open = { 24, 1, 0xabcdef01u } };
+		rio_put_u32(w, 24), rio_put_u8(w, 1), rio_put_u32(w, 0xabcdef01u);
+		break;
+	case OP_FSYNC:
+		*q = (struct proto_req){ .fsync = { 25, 1 } };
+		rio_put_u32(w, 25), rio_put_u8(w, 1);
+		break;
+	case OP_MAP:
+		*q = (struct proto_req){ .map = { 26, 77 } };
+		rio_put_u32(w, 26), rio_put_u64(w, 77);
+		break;
+	case OP_ALLOC:
+		*q = (struct proto_req){ .alloc = { 27, 78, 9 } };
+		rio_put_u32(w, 27), rio_put_u64(w, 78), rio_put_u64(w, 9);
+		break;
+	case OP_COMMIT:
+		*q = (struct proto_req){ .commit = { 28, 79, 10, 1ull << 40 } };
+		rio_put_u32(w, 28), rio_put_u64(w, 79), rio_put_u64(w, 10), rio_put_u64(w, 1ull << 40);
+		break;
+	case OP_FALLOCATE:
+		*q = (struct proto_req){ .fallocate = { 29, FALLOC_FL_KEEP_SIZE, 4096, 8192 } };
+		rio_put_u32(w, 29), rio_put_u32(w, FALLOC_FL_KEEP_SIZE), rio_put_u64(w, 4096);
+		rio_put_u64(w, 8192);
+		break;
+	case OP_SEEK:
+		*q = (struct proto_req){ .seek = { 30, 5000, SEEK_DATA } };
+		rio_put_u32(w, 30), rio_put_u64(w, 5000), rio_put_u32(w, SEEK_DATA);
+		break;
+	case OP_MOVE:
+		*q = (struct proto_req){ .move = { "node-c" } };
+		rio_put_str(w, "node-c");
+		break;
+	default:
+		fail_msg("no documented request for op %u", op);
+	}
+}
+
+/* Encodes q with op's codec, compares with want, decodes it back and
+ * encodes the decoded request again: the same bytes. */
+static void check_request_codec(uint16_t op, const struct proto_req *q, struct rio_writer *want)
+{
+	const struct proto_op *o = proto_op(op);
+	struct rio_writer w = encode(op, q);
+	if (w.len != want->len || (w.len && memcmp(rio_writer_data(&w), rio_writer_data(want), w.len)))
+		fail_msg("%s: the table encodes %zu bytes unlike the documented %zu", o->name, w.len,
+			 want->len);
+	size_t len;
+	uint8_t *p = take_bytes(&w, &len);
+	struct proto_req *back = malloc(sizeof(*back));
+	assert_non_null(back);
+	if (proto_decode_request(o, p, len, back) != RIO_OK)
+		fail_msg("%s: the documented request does not decode", o->name);
+	struct rio_writer again = encode(op, back);
+	assert_int_equal(again.len, len);
+	if (len)
+		assert_memory_equal(rio_writer_data(&again), p, len);
+	rio_writer_free(&again);
+	rio_writer_free(want);
+	free(back);
+	free(p);
+}
+
+static void test_request_layouts(void **state)
+{
+	for (uint16_t op = 0; op < OP_MAX_; op++) {
+		if (!proto_op(op))
+			continue;
+		struct proto_req *q = malloc(sizeof(*q));
+		struct rio_writer want;
+		assert_non_null(q);
+		rio_writer_init(&want, 0);
+		documented_request(op, q, &want);
+		check_request_codec(op, q, &want);
+		if (op == OP_RENAME) {   /* without WHITEOUT: no cred */
+			rio_writer_init(&want, 0);
+			rio_put_u32(&want, 18), rio_put_str(&want, "a"), rio_put_u32(&want, 19);
+			rio_put_str(&want, "b"), rio_put_u32(&want, META_RENAME_NOREPLACE);
+			q->rename.flags = META_RENAME_NOREPLACE;
+			check_request_codec(op, q, &want);
+		}
+		free(q);
+	}
+}
+
+/* Sample reply of op and its documented bytes. */
+static void documented_reply(uint16_t op, union proto_reply *p, struct rio_writer *w,
+			     struct meta_dirent *d)
+{
+	const struct meta_attr a = sample_attr();
+	switch (op) {
+	case OP_LOOKUP: case OP_GETATTR: case OP_SETATTR: case OP_CREATE: case OP_SYMLINK:
+	case OP_LINK: case OP_OPEN: case OP_CREATE_OPEN:
+		p->attr = a;
+		proto_put_attr(w, &a);
+		break;
+	case OP_COMMIT: case OP_FALLOCATE: case OP_SEEK:
+		p->u64 = 0x1122334455ull;
+		rio_put_u64(w, 0x1122334455ull);
+		break;
+	case OP_READLINK:
+		snprintf(p->target, sizeof(p->target), "../t");
+		rio_put_str(w, "../t");
+		break;
+	case OP_STATFS:
+		memset(&p->statfs, 0, sizeof(p->statfs));
+		p->statfs.f_bsize = 4096;
+		p->statfs.f_namemax = 255;
+		proto_put_statfs(w, &p->statfs);
+		break;
+	case OP_MAP:
+		p->map = (struct proto_map_reply){ { 8, 4, 1234, EXTENT_WRITTEN }, 65536 };
+		proto_put_extent(w, &p->map.e), rio_put_u64(w, 65536);
+		break;
+	case OP_GETXATTR: case OP_LISTXATTR:
+		p->xattr = (struct proto_xattr_reply){ .len = 9, .n = 3, .value = "abc" };
+		rio_put_u32(w, 9), rio_put_bytes(w, "abc", 3);
+		break;
+	case OP_READDIR: case OP_READDIRPLUS:
+		d[0] = (struct meta_dirent){ .name = "..", .ino = 2, .type = 4 };
+		d[1] = (struct meta_dirent){ .name = "f", .ino = a.ino, .type = 8, .has_attr = 1, .attr = a };
+		p->dirents = (struct proto_dirents){ 1, d, 2 };
+		rio_put_u8(w, 1), rio_put_u32(w, 2);
+		rio_put_u64(w, 2), rio_put_u8(w, 4), rio_put_str(w, "..");
+		if (op == OP_READDIRPLUS)
+			rio_put_u8(w, 0);
+		rio_put_u64(w, a.ino), rio_put_u8(w, 8), rio_put_str(w, "f");
+		if (op == OP_READDIRPLUS)
+			rio_put_u8(w, 1), proto_put_attr(w, &a);
+		break;
+	default:   /* no fields */
+		break;
+	}
+}
+
+static void test_reply_layouts(void **state)
+{
+	for (uint16_t op = 0; op < OP_MAX_; op++) {
+		const struct proto_op *o = proto_op(op);
+		if (!o)
+			continue;
+		union proto_reply *p = calloc(1, sizeof(*p)), *back = calloc(1, sizeof(*back));
+		struct meta_dirent d[2];
+		struct rio_writer want, w, again;
+		assert_true(p && back);
+		rio_writer_init(&want, 0);
+		rio_writer_init(&w, 0);
+		rio_writer_init(&again, 0);
+		documented_reply(op, p, &want, d);
+		o->put_reply(&w, p);
+		if (w.len != want.len || (w.len && memcmp(rio_writer_data(&w), rio_writer_data(&want), w.len)))
+			fail_msg("%s: the table encodes a reply unlike the documented one", o->name);
+		if (proto_decode_reply(o, rio_writer_data(&w), w.len, back) != RIO_OK)
+			fail_msg("%s: the documented reply does not decode", o->name);
+		o->put_reply(&again, back);
+		assert_int_equal(again.len, w.len);
+		if (w.len)
+			assert_memory_equal(rio_writer_data(&again), rio_writer_data(&w), w.len);
+		proto_free_reply(o, back);
+		rio_writer_free(&want);
+		rio_writer_free(&w);
+		rio_writer_free(&again);
+		free(p);
+		free(back);
+	}
+}
+
 /* ---- server_request against a real volume ------------------------------ */
 
 struct sfx {
@@ -433,28 +742,27 @@ static int call_from(struct sfx *f, const char *node, uint16_t op, const uint8_t
 	return rc;
 }
 
-/* Sends w (freed here) as node-a. */
-static int callw(struct sfx *f, uint16_t op, struct rio_writer *w)
+/* ---- requests and replies through the protocol's table (fs/proto.h) ---- */
+
+/* Sends op's request q from node; the status, the reply in f->rep. */
+static int req_from(struct sfx *f, const char *node, uint16_t op, const struct proto_req *q)
 {
-	assert_int_equal(rio_writer_error(w), RIO_OK);
-	int rc = call_from(f, NODE_A, op, rio_writer_data(w), w->len);
-	rio_writer_free(w);
+	struct rio_writer w = encode(op, q);
+	int rc = call_from(f, node, op, rio_writer_data(&w), w.len);
+	rio_writer_free(&w);
 	return rc;
 }
 
-static struct rio_reader reply(struct sfx *f)
+static int req(struct sfx *f, uint16_t op, const struct proto_req *q)
 {
-	struct rio_reader r;
-	rio_reader_init(&r, rio_writer_data(&f->rep), f->rep.len);
-	return r;
+	return req_from(f, NODE_A, op, q);
 }
 
-/* An attr reply decodes whole. */
-static void reply_attr(struct sfx *f, struct meta_attr *a)
+/* The last reply, decoded whole as op's reply (as fsops.c's r_* do). */
+static void decode(struct sfx *f, uint16_t op, union proto_reply *p)
 {
-	struct rio_reader r = reply(f);
-	assert_int_equal(proto_get_attr(&r, a), 0);
-	assert_int_equal(rio_reader_end(&r), RIO_OK);
+	assert_int_equal(proto_decode_reply(proto_op(op), rio_writer_data(&f->rep), f->rep.len, p),
+			 RIO_OK);
 }
 
 static void reply_void(struct sfx *f)
@@ -462,79 +770,55 @@ static void reply_void(struct sfx *f)
 	assert_int_equal(f->rep.len, 0);
 }
 
-static uint64_t reply_u64(struct sfx *f)
+/* op's request q; its attr reply into *a (when not NULL). */
+static int req_attr(struct sfx *f, const char *node, uint16_t op, const struct proto_req *q,
+		    struct meta_attr *a)
 {
-	struct rio_reader r = reply(f);
-	uint64_t x = 0;
-	rio_get_u64(&r, &x);
-	assert_int_equal(rio_reader_end(&r), RIO_OK);
-	return x;
+	union proto_reply p;
+	int rc = req_from(f, node, op, q);
+	if (rc == 0 && a) {
+		decode(f, op, &p);
+		*a = p.attr;
+	}
+	return rc;
 }
 
-/* ---- request builders: the layouts of fsops.c's r_* -------------------- */
-
-static struct rio_writer W(void)
+/* op's request q; its u64 reply. */
+static uint64_t req_u64(struct sfx *f, uint16_t op, const struct proto_req *q, int *rc)
 {
-	struct rio_writer w;
-	rio_writer_init(&w, 0);
-	return w;
-}
-
-static void b_ino_name(struct rio_writer *w, uint32_t ino, const char *name)
-{
-	rio_put_u32(w, ino);
-	rio_put_str(w, name);
-}
-
-static void b_create(struct rio_writer *w, uint32_t parent, const char *name, uint32_t mode)
-{
-	rio_put_u32(w, parent);
-	rio_put_str(w, name);
-	rio_put_u32(w, mode);
-	rio_put_u32(w, 0);
-	proto_put_cred(w, &CRED);
+	union proto_reply p = { .u64 = 0 };
+	*rc = req(f, op, q);
+	if (*rc == 0)
+		decode(f, op, &p);
+	return p.u64;
 }
 
 static int s_lookup(struct sfx *f, uint32_t parent, const char *name, struct meta_attr *a)
 {
-	struct rio_writer w = W();
-	b_ino_name(&w, parent, name);
-	int rc = callw(f, OP_LOOKUP, &w);
-	if (rc == 0 && a)
-		reply_attr(f, a);
-	return rc;
+	return req_attr(f, NODE_A, OP_LOOKUP, &(struct proto_req){ .ino_name = { parent, name } }, a);
 }
 
 static int s_getattr(struct sfx *f, uint32_t ino, struct meta_attr *a)
 {
-	struct rio_writer w = W();
-	rio_put_u32(&w, ino);
-	int rc = callw(f, OP_GETATTR, &w);
-	if (rc == 0 && a)
-		reply_attr(f, a);
-	return rc;
+	return req_attr(f, NODE_A, OP_GETATTR, &(struct proto_req){ .inode = { ino } }, a);
+}
+
+/* LOOKUP, UNLINK, RMDIR, REMOVEXATTR: an inode and a name. */
+static int s_ino_name(struct sfx *f, uint16_t op, uint32_t ino, const char *name)
+{
+	return req(f, op, &(struct proto_req){ .ino_name = { ino, name } });
 }
 
 static int s_create(struct sfx *f, uint32_t parent, const char *name, uint32_t mode,
 		    struct meta_attr *a)
 {
-	struct rio_writer w = W();
-	b_create(&w, parent, name, mode);
-	int rc = callw(f, OP_CREATE, &w);
-	if (rc == 0 && a)
-		reply_attr(f, a);
-	return rc;
+	struct proto_req q = { .create = { parent, name, mode, 0, CRED } };
+	return req_attr(f, NODE_A, OP_CREATE, &q, a);
 }
 
 static int s_setattr(struct sfx *f, uint32_t ino, const struct meta_setattr *sa, struct meta_attr *a)
 {
-	struct rio_writer w = W();
-	rio_put_u32(&w, ino);
-	proto_put_setattr(&w, sa);
-	int rc = callw(f, OP_SETATTR, &w);
-	if (rc == 0 && a)
-		reply_attr(f, a);
-	return rc;
+	return req_attr(f, NODE_A, OP_SETATTR, &(struct proto_req){ .setattr = { ino, *sa } }, a);
 }
 
 /* The generation of ino, as a participant's kernel knows it (0 if none). */
@@ -546,23 +830,13 @@ static uint32_t gen_of(struct sfx *f, uint32_t ino)
 
 static int s_open(struct sfx *f, const char *node, uint32_t ino, int trunc, struct meta_attr *a)
 {
-	struct rio_writer w = W();
-	rio_put_u32(&w, ino);
-	rio_put_u8(&w, (uint8_t)trunc);
-	rio_put_u32(&w, gen_of(f, ino));
-	int rc = call_from(f, node, OP_OPEN, rio_writer_data(&w), w.len);
-	rio_writer_free(&w);
-	if (rc == 0 && a)
-		reply_attr(f, a);
-	return rc;
+	struct proto_req q = { .open = { ino, (uint8_t)trunc, gen_of(f, ino) } };
+	return req_attr(f, node, OP_OPEN, &q, a);
 }
 
 static int s_release(struct sfx *f, const char *node, uint32_t ino)
 {
-	struct rio_writer w = W();
-	rio_put_u32(&w, ino);
-	int rc = call_from(f, node, OP_RELEASE, rio_writer_data(&w), w.len);
-	rio_writer_free(&w);
+	int rc = req_from(f, node, OP_RELEASE, &(struct proto_req){ .inode = { ino } });
 	if (rc == 0)
 		reply_void(f);
 	return rc;
@@ -570,11 +844,7 @@ static int s_release(struct sfx *f, const char *node, uint32_t ino)
 
 static int s_alloc(struct sfx *f, uint32_t ino, uint64_t lblk, uint64_t len)
 {
-	struct rio_writer w = W();
-	rio_put_u32(&w, ino);
-	rio_put_u64(&w, lblk);
-	rio_put_u64(&w, len);
-	int rc = callw(f, OP_ALLOC, &w);
+	int rc = req(f, OP_ALLOC, &(struct proto_req){ .alloc = { ino, lblk, len } });
 	if (rc == 0)
 		reply_void(f);
 	return rc;
@@ -583,35 +853,23 @@ static int s_alloc(struct sfx *f, uint32_t ino, uint64_t lblk, uint64_t len)
 static int s_commit(struct sfx *f, uint32_t ino, uint64_t lblk, uint64_t len, uint64_t size,
 		    uint64_t *size_out)
 {
-	struct rio_writer w = W();
-	rio_put_u32(&w, ino);
-	rio_put_u64(&w, lblk);
-	rio_put_u64(&w, len);
-	rio_put_u64(&w, size);
-	int rc = callw(f, OP_COMMIT, &w);
-	if (rc == 0) {
-		uint64_t s = reply_u64(f);
-		if (size_out)
-			*size_out = s;
-	}
+	int rc;
+	uint64_t s = req_u64(f, OP_COMMIT, &(struct proto_req){ .commit = { ino, lblk, len, size } }, &rc);
+	if (rc == 0 && size_out)
+		*size_out = s;
 	return rc;
 }
 
 static int s_map(struct sfx *f, uint32_t ino, uint64_t lblk, struct meta_extent *e, uint64_t *size)
 {
-	struct rio_writer w = W();
-	rio_put_u32(&w, ino);
-	rio_put_u64(&w, lblk);
-	int rc = callw(f, OP_MAP, &w);
+	int rc = req(f, OP_MAP, &(struct proto_req){ .map = { ino, lblk } });
 	if (rc == 0) {
-		struct rio_reader r = reply(f);
-		uint64_t sz = 0;
-		assert_int_equal(proto_get_extent(&r, e), 0);
-		rio_get_u64(&r, &sz);
-		assert_int_equal(rio_reader_end(&r), RIO_OK);
+		union proto_reply p;
+		decode(f, OP_MAP, &p);
+		*e = p.map.e;
 		assert_true(e->lblk <= lblk && lblk < e->lblk + e->len);
 		if (size)
-			*size = sz;
+			*size = p.map.size;
 	}
 	return rc;
 }
@@ -619,12 +877,8 @@ static int s_map(struct sfx *f, uint32_t ino, uint64_t lblk, struct meta_extent 
 static int s_setxattr(struct sfx *f, uint32_t ino, const char *name, const void *val, size_t n,
 		      uint32_t flags)
 {
-	struct rio_writer w = W();
-	rio_put_u32(&w, ino);
-	rio_put_str(&w, name);
-	rio_put_bytes(&w, val, n);
-	rio_put_u32(&w, flags);
-	int rc = callw(f, OP_SETXATTR, &w);
+	struct proto_req q = { .setxattr = { ino, name, val, (uint32_t)n, flags } };
+	int rc = req(f, OP_SETXATTR, &q);
 	if (rc == 0)
 		reply_void(f);
 	return rc;
@@ -635,23 +889,14 @@ static int s_setxattr(struct sfx *f, uint32_t ino, const char *name, const void 
 static int s_xattr_get(struct sfx *f, uint32_t ino, const char *name, uint32_t size, void *buf,
 		       uint32_t *len)
 {
-	struct rio_writer w = W();
-	rio_put_u32(&w, ino);
-	if (name)
-		rio_put_str(&w, name);
-	rio_put_u32(&w, size);
-	int rc = callw(f, name ? OP_GETXATTR : OP_LISTXATTR, &w);
+	uint16_t op = name ? OP_GETXATTR : OP_LISTXATTR;
+	int rc = req(f, op, &(struct proto_req){ .xattr_get = { ino, name, size } });
 	if (rc == 0) {
-		struct rio_reader r = reply(f);
-		const uint8_t *p = NULL;
-		uint32_t n = 0;
-		rio_get_u32(&r, len);
-		rio_get_bytes(&r, &p, &n, PROTO_XATTR_MAX);
-		assert_int_equal(rio_reader_end(&r), RIO_OK);
-		assert_int_equal(n, size ? *len : 0);
-		assert_true(n <= size);
-		if (n)
-			memcpy(buf, p, n);
+		union proto_reply p = { .xattr = { .buf = buf, .size = size } };
+		decode(f, op, &p);
+		*len = p.xattr.len;
+		assert_int_equal(p.xattr.n, size ? *len : 0);
+		assert_true(p.xattr.n <= size);
 	}
 	return rc;
 }
@@ -662,35 +907,23 @@ struct page { int more; uint32_t count; };
 static int s_readdir(struct sfx *f, uint32_t ino, uint64_t start, struct page *pg,
 		     char ***names, size_t *n)
 {
-	struct rio_writer w = W();
-	rio_put_u32(&w, ino);
-	rio_put_u64(&w, start);
-	int rc = callw(f, OP_READDIR, &w);
+	int rc = req(f, OP_READDIR, &(struct proto_req){ .readdir = { ino, start } });
 	if (rc)
 		return rc;
-	struct rio_reader r = reply(f);
-	uint8_t more = 0;
-	uint32_t count = 0;
-	rio_get_u8(&r, &more);
-	rio_get_u32(&r, &count);
-	assert_true(more <= 1);
-	for (uint32_t i = 0; i < count; i++) {
-		uint64_t e_ino = 0;
-		uint8_t type = 0;
-		char name[PROTO_NAME_MAX];
-		rio_get_u64(&r, &e_ino);
-		rio_get_u8(&r, &type);
-		assert_int_equal(rio_get_str(&r, name, sizeof(name)), RIO_OK);
-		assert_true(e_ino >= 1 && e_ino <= UINT32_MAX);
+	union proto_reply p;
+	decode(f, OP_READDIR, &p);
+	for (size_t i = 0; i < p.dirents.n; i++) {
+		const struct meta_dirent *e = &p.dirents.d[i];
+		assert_true(e->ino >= 1 && e->ino <= UINT32_MAX);
 		if (names) {
 			*names = realloc(*names, (*n + 1) * sizeof(**names));
 			assert_non_null(*names);
-			(*names)[(*n)++] = strdup(name);
+			(*names)[(*n)++] = strdup(e->name);
 		}
 	}
-	assert_int_equal(rio_reader_end(&r), RIO_OK);
-	pg->more = more;
-	pg->count = count;
+	pg->more = p.dirents.more;
+	pg->count = (uint32_t)p.dirents.n;
+	proto_free_reply(proto_op(OP_READDIR), &p);
 	return 0;
 }
 
@@ -745,12 +978,8 @@ static int setup(void **state)
 	f->file = (uint32_t)a.ino;
 	assert_int_equal(s_create(f, ROOT, "d", S_IFDIR | 0755, &a), 0);
 	f->dir = (uint32_t)a.ino;
-	struct rio_writer w = W();
-	b_ino_name(&w, ROOT, "sl");
-	rio_put_str(&w, "f");
-	proto_put_cred(&w, &CRED);
-	assert_int_equal(callw(f, OP_SYMLINK, &w), 0);
-	reply_attr(f, &a);
+	struct proto_req q = { .symlink = { ROOT, "sl", "f", CRED } };
+	assert_int_equal(req_attr(f, NODE_A, OP_SYMLINK, &q, &a), 0);
 	f->link = (uint32_t)a.ino;
 	assert_int_equal(s_setxattr(f, f->file, "user.x", "xv", 2, 0), 0);
 	*state = f;
@@ -815,14 +1044,11 @@ static void fingerprint(struct sfx *f, struct fingerprint *fp)
 			fp->a[i].ino = (uint64_t)rc;   /* gone: compare the error */
 		}
 	}
-	struct rio_writer w = W();
-	assert_int_equal(callw(f, OP_STATFS, &w), 0);
-	struct rio_reader r = reply(f);
-	struct statvfs st;
-	assert_int_equal(proto_get_statfs(&r, &st), 0);
-	assert_int_equal(rio_reader_end(&r), RIO_OK);
-	fp->bfree = st.f_bfree;
-	fp->ffree = st.f_ffree;
+	union proto_reply p;
+	assert_int_equal(req(f, OP_STATFS, &(struct proto_req){ 0 }), 0);
+	decode(f, OP_STATFS, &p);
+	fp->bfree = p.statfs.f_bfree;
+	fp->ffree = p.statfs.f_ffree;
 	char **names = NULL;
 	size_t n = 0;
 	struct page pg;
@@ -910,20 +1136,13 @@ static void test_create_lookup_getattr(void **state)
 	assert_int_equal(s_create(f, f->dir, "sub", S_IFDIR | 0777, &a), 0);
 	assert_true(S_ISDIR(a.mode));
 	assert_int_equal(a.nlink, 2);
-	struct rio_writer w = W();
-	rio_put_u32(&w, f->link);
-	assert_int_equal(callw(f, OP_READLINK, &w), 0);
-	struct rio_reader r = reply(f);
-	char target[PROTO_PATH_MAX];
-	assert_int_equal(rio_get_str(&r, target, sizeof(target)), RIO_OK);
-	assert_int_equal(rio_reader_end(&r), RIO_OK);
-	assert_string_equal(target, "f");
-	w = W();
-	assert_int_equal(callw(f, OP_STATFS, &w), 0);
-	r = reply(f);
-	struct statvfs st;
-	assert_int_equal(proto_get_statfs(&r, &st), 0);
-	assert_int_equal(rio_reader_end(&r), RIO_OK);
+	union proto_reply p;
+	assert_int_equal(req(f, OP_READLINK, &(struct proto_req){ .inode = { f->link } }), 0);
+	decode(f, OP_READLINK, &p);
+	assert_string_equal(p.target, "f");
+	assert_int_equal(req(f, OP_STATFS, &(struct proto_req){ 0 }), 0);
+	decode(f, OP_STATFS, &p);
+	const struct statvfs st = p.statfs;
 	assert_int_equal(st.f_bsize, 4096);
 	assert_true(st.f_blocks > 0 && st.f_bfree <= st.f_blocks && st.f_ffree < st.f_files);
 }
@@ -954,9 +1173,7 @@ static void test_open_release(void **state)
 	assert_int_equal(s_create(f, ROOT, "tmp", S_IFREG | 0644, &a), 0);
 	uint32_t ino = (uint32_t)a.ino;
 	assert_int_equal(s_open(f, NODE_A, ino, 0, NULL), 0);
-	struct rio_writer w = W();
-	b_ino_name(&w, ROOT, "tmp");
-	assert_int_equal(callw(f, OP_UNLINK, &w), 0);
+	assert_int_equal(s_ino_name(f, OP_UNLINK, ROOT, "tmp"), 0);
 	assert_int_equal(s_getattr(f, ino, &a), 0);
 	assert_int_equal(a.nlink, 0);
 	assert_int_equal(s_release(f, NODE_A, ino), 0);
@@ -969,19 +1186,13 @@ static void test_open_release(void **state)
 	assert_int_equal(a.blocks, 0);
 	assert_int_equal(s_release(f, NODE_A, f->file), 0);
 	/* CREATE_OPEN: a regular file, created and opened for the node. */
-	w = W();
-	b_create(&w, ROOT, "co", S_IFREG | 0600);
-	assert_int_equal(callw(f, OP_CREATE_OPEN, &w), 0);
+	assert_int_equal(req(f, OP_CREATE_OPEN, &(struct proto_req){ .create = { ROOT, "co", S_IFREG | 0600, 0, CRED } }), 0);
 	assert_int_equal(s_lookup(f, ROOT, "co", &a), 0);
 	assert_int_equal(s_release(f, NODE_B, (uint32_t)a.ino), EBADF);
 	assert_int_equal(s_release(f, NODE_A, (uint32_t)a.ino), 0);
 	assert_int_equal(s_release(f, NODE_A, (uint32_t)a.ino), EBADF);
-	w = W();
-	b_create(&w, ROOT, "co", S_IFREG | 0600);
-	assert_int_equal(callw(f, OP_CREATE_OPEN, &w), EEXIST);
-	w = W();
-	b_create(&w, ROOT, "codir", S_IFDIR | 0700);
-	assert_int_equal(callw(f, OP_CREATE_OPEN, &w), EPROTO);
+	assert_int_equal(req(f, OP_CREATE_OPEN, &(struct proto_req){ .create = { ROOT, "co", S_IFREG | 0600, 0, CRED } }), EEXIST);
+	assert_int_equal(req(f, OP_CREATE_OPEN, &(struct proto_req){ .create = { ROOT, "codir", S_IFDIR | 0700, 0, CRED } }), EPROTO);
 	assert_int_equal(s_lookup(f, ROOT, "codir", NULL), ENOENT);
 }
 
@@ -1052,39 +1263,22 @@ static void test_alloc_commit_map(void **state)
 	assert_int_not_equal(s_alloc(f, 60000, 0, 1), 0);
 	assert_int_not_equal(s_map(f, 60000, 0, &e, NULL), 0);
 	/* FSYNC, TOUCH, SEEK, FALLOCATE on the open file. */
-	struct rio_writer w = W();
-	rio_put_u32(&w, f->file);
-	rio_put_u8(&w, 0);
-	assert_int_equal(callw(f, OP_FSYNC, &w), 0);
+	assert_int_equal(req(f, OP_FSYNC, &(struct proto_req){ .fsync = { f->file, 0 } }), 0);
 	reply_void(f);
-	w = W();
-	rio_put_u32(&w, f->file);
-	assert_int_equal(callw(f, OP_TOUCH, &w), 0);
+	assert_int_equal(req(f, OP_TOUCH, &(struct proto_req){ .inode = { f->file } }), 0);
 	reply_void(f);
-	w = W();
-	rio_put_u32(&w, f->file);
-	rio_put_u64(&w, 8 * 4096);
-	rio_put_u32(&w, SEEK_DATA);
-	assert_int_equal(callw(f, OP_SEEK, &w), 0);
-	assert_int_equal(reply_u64(f), 1002 * 4096);
-	w = W();
-	rio_put_u32(&w, f->file);
-	rio_put_u32(&w, 0);
-	rio_put_u64(&w, 2000 * 4096ull);
-	rio_put_u64(&w, 4096);
-	assert_int_equal(callw(f, OP_FALLOCATE, &w), 0);
-	assert_int_equal(reply_u64(f), 2001 * 4096);
-	w = W();
-	rio_put_u32(&w, f->file);
-	rio_put_u32(&w, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE);
-	rio_put_u64(&w, 0);
-	rio_put_u64(&w, 4096);
-	assert_int_equal(callw(f, OP_FALLOCATE, &w), 0);
-	assert_int_equal(reply_u64(f), 2001 * 4096);
+	struct proto_req q = { .seek = { f->file, 8 * 4096, SEEK_DATA } };
+	assert_int_equal(req_u64(f, OP_SEEK, &q, &rc), 1002 * 4096);
+	assert_int_equal(rc, 0);
+	q = (struct proto_req){ .fallocate = { f->file, 0, 2000 * 4096ull, 4096 } };
+	assert_int_equal(req_u64(f, OP_FALLOCATE, &q, &rc), 2001 * 4096);
+	assert_int_equal(rc, 0);
+	q = (struct proto_req){ .fallocate = { f->file, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, 4096 } };
+	assert_int_equal(req_u64(f, OP_FALLOCATE, &q, &rc), 2001 * 4096);
+	assert_int_equal(rc, 0);
 	assert_int_equal(s_map(f, f->file, 0, &e, NULL), 0);
 	assert_int_equal(e.state, EXTENT_HOLE);
-	w = W();
-	assert_int_equal(callw(f, OP_SYNCFS, &w), 0);
+	assert_int_equal(req(f, OP_SYNCFS, &(struct proto_req){ 0 }), 0);
 	reply_void(f);
 	assert_int_equal(s_release(f, NODE_A, f->file), 0);
 }
@@ -1135,11 +1329,8 @@ static void test_readdir_paging(void **state)
 	char name[PROTO_NAME_MAX];
 	for (int i = 0; i < N; i++) {
 		snprintf(name, sizeof(name), "%06d-%0*d", i, 233, 0);
-		struct rio_writer w = W();
-		rio_put_u32(&w, f->file);
-		rio_put_u32(&w, f->dir);
-		rio_put_str(&w, name);
-		assert_int_equal(callw(f, OP_LINK, &w), 0);
+		struct proto_req q = { .link = { f->file, f->dir, name } };
+		assert_int_equal(req(f, OP_LINK, &q), 0);
 	}
 	char **names = NULL;
 	size_t n = 0;
@@ -1189,39 +1380,28 @@ static void test_readdirplus_attrs(void **state)
 	struct sfx *f = *state;
 	struct meta_attr made;
 	assert_int_equal(s_create(f, f->dir, "p1", S_IFREG | 0640, &made), 0);
-	struct rio_writer w = W();
-	rio_put_u32(&w, f->dir);
-	rio_put_u64(&w, 0);
-	assert_int_equal(callw(f, OP_READDIRPLUS, &w), 0);
-	struct rio_reader r = reply(f);
-	uint8_t more = 9;
-	uint32_t count = 0, seen = 0;
-	rio_get_u8(&r, &more);
-	rio_get_u32(&r, &count);
-	assert_int_equal(more, 0);
-	assert_true(count >= 3);   /* ".", "..", "p1" */
-	for (uint32_t i = 0; i < count; i++) {
-		uint64_t ino = 0;
-		uint8_t type = 0, have = 0;
-		char name[PROTO_NAME_MAX];
-		struct meta_attr a, g;
-		rio_get_u64(&r, &ino);
-		rio_get_u8(&r, &type);
-		assert_int_equal(rio_get_str(&r, name, sizeof(name)), RIO_OK);
-		assert_int_equal(rio_get_u8(&r, &have), RIO_OK);
-		assert_int_equal(have, 1);
-		assert_int_equal(proto_get_attr(&r, &a), RIO_OK);
-		assert_int_equal(a.ino, ino);
-		assert_int_equal(s_getattr(f, (uint32_t)ino, &g), 0);
-		assert_int_equal(a.mode, g.mode);
-		assert_int_equal(a.size, g.size);
-		if (strcmp(name, "p1") == 0) {
-			assert_int_equal(a.ino, made.ino);
-			assert_int_equal(a.mode, S_IFREG | 0640);
+	assert_int_equal(req(f, OP_READDIRPLUS, &(struct proto_req){ .readdir = { f->dir, 0 } }), 0);
+	union proto_reply p;
+	decode(f, OP_READDIRPLUS, &p);
+	uint32_t seen = 0;
+	assert_int_equal(p.dirents.more, 0);
+	assert_true(p.dirents.n >= 3);   /* ".", "..", "p1" */
+	for (size_t i = 0; i < p.dirents.n; i++) {
+		const struct meta_dirent *e = &p.dirents.d[i];
+		const struct meta_attr *a = &e->attr;
+		struct meta_attr g;
+		assert_int_equal(e->has_attr, 1);
+		assert_int_equal(a->ino, e->ino);
+		assert_int_equal(s_getattr(f, (uint32_t)e->ino, &g), 0);
+		assert_int_equal(a->mode, g.mode);
+		assert_int_equal(a->size, g.size);
+		if (strcmp(e->name, "p1") == 0) {
+			assert_int_equal(a->ino, made.ino);
+			assert_int_equal(a->mode, S_IFREG | 0640);
 			seen++;
 		}
 	}
-	assert_int_equal(rio_reader_end(&r), RIO_OK);
+	proto_free_reply(proto_op(OP_READDIRPLUS), &p);
 	assert_int_equal(seen, 1);
 }
 
@@ -1273,9 +1453,7 @@ static void test_xattrs(void **state)
 	expect_status(rc1, EOPNOTSUPP, "SETXATTR of \"foo.k\"");
 	expect_status(rc3, EOPNOTSUPP, "SETXATTR of \"bar.k\"");
 	/* remove */
-	struct rio_writer w = W();
-	b_ino_name(&w, f->file, "user.test");
-	assert_int_equal(callw(f, OP_REMOVEXATTR, &w), 0);
+	assert_int_equal(s_ino_name(f, OP_REMOVEXATTR, f->file, "user.test"), 0);
 	assert_int_equal(s_xattr_get(f, f->file, "user.test", 64, buf, &len), ENODATA);
 	end_soft(__func__);
 }
@@ -1284,56 +1462,32 @@ static void test_namespace_ops(void **state)
 {
 	struct sfx *f = *state;
 	struct meta_attr a;
-	struct rio_writer w = W();
-	rio_put_u32(&w, f->file);
-	rio_put_u32(&w, f->dir);
-	rio_put_str(&w, "hard");
-	assert_int_equal(callw(f, OP_LINK, &w), 0);
-	reply_attr(f, &a);
+	struct proto_req q = { .link = { f->file, f->dir, "hard" } };
+	assert_int_equal(req_attr(f, NODE_A, OP_LINK, &q, &a), 0);
 	assert_int_equal(a.nlink, 2);
-	w = W();
-	rio_put_u32(&w, f->dir);
-	rio_put_str(&w, "hard");
-	rio_put_u32(&w, ROOT);
-	rio_put_str(&w, "moved");
-	rio_put_u32(&w, 0);
-	assert_int_equal(callw(f, OP_RENAME, &w), 0);
+	q = (struct proto_req){ .rename = { f->dir, "hard", ROOT, "moved", 0, NOCRED } };
+	assert_int_equal(req(f, OP_RENAME, &q), 0);
 	reply_void(f);
 	assert_int_equal(s_lookup(f, ROOT, "moved", &a), 0);
 	assert_int_equal(a.ino, f->file);
-	w = W();
-	rio_put_u32(&w, ROOT);
-	rio_put_str(&w, "moved");
-	rio_put_u32(&w, ROOT);
-	rio_put_str(&w, "f");
-	rio_put_u32(&w, META_RENAME_NOREPLACE);
-	assert_int_equal(callw(f, OP_RENAME, &w), EEXIST);
-	w = W();
-	rio_put_u32(&w, ROOT);
-	rio_put_str(&w, "moved");
-	rio_put_u32(&w, ROOT);
-	rio_put_str(&w, "f");
-	rio_put_u32(&w, 4);
-	assert_int_equal(callw(f, OP_RENAME, &w), EPROTO);
-	w = W();
-	b_ino_name(&w, ROOT, "moved");
-	assert_int_equal(callw(f, OP_UNLINK, &w), 0);
-	w = W();
-	b_ino_name(&w, ROOT, "d");
-	assert_int_equal(callw(f, OP_UNLINK, &w), EISDIR);
-	w = W();
-	b_ino_name(&w, ROOT, "f");
-	assert_int_equal(callw(f, OP_RMDIR, &w), ENOTDIR);
+	q = (struct proto_req){ .rename = { ROOT, "moved", ROOT, "f", META_RENAME_NOREPLACE, NOCRED } };
+	assert_int_equal(req(f, OP_RENAME, &q), EEXIST);
+	/* WHITEOUT without the cred that must follow it. */
+	q.rename.flags = 0;
+	struct rio_writer w = encode(OP_RENAME, &q);
+	uint8_t bytes[64];
+	assert_true(w.len <= sizeof(bytes));
+	memcpy(bytes, rio_writer_data(&w), w.len);
+	bytes[w.len - 1] = META_RENAME_WHITEOUT;
+	assert_int_equal(call_from(f, NODE_A, OP_RENAME, bytes, w.len), EPROTO);
+	rio_writer_free(&w);
+	assert_int_equal(s_ino_name(f, OP_UNLINK, ROOT, "moved"), 0);
+	assert_int_equal(s_ino_name(f, OP_UNLINK, ROOT, "d"), EISDIR);
+	assert_int_equal(s_ino_name(f, OP_RMDIR, ROOT, "f"), ENOTDIR);
 	assert_int_equal(s_create(f, f->dir, "x", S_IFREG | 0644, NULL), 0);
-	w = W();
-	b_ino_name(&w, ROOT, "d");
-	assert_int_equal(callw(f, OP_RMDIR, &w), ENOTEMPTY);
-	w = W();
-	b_ino_name(&w, f->dir, "x");
-	assert_int_equal(callw(f, OP_UNLINK, &w), 0);
-	w = W();
-	b_ino_name(&w, ROOT, "d");
-	assert_int_equal(callw(f, OP_RMDIR, &w), 0);
+	assert_int_equal(s_ino_name(f, OP_RMDIR, ROOT, "d"), ENOTEMPTY);
+	assert_int_equal(s_ino_name(f, OP_UNLINK, f->dir, "x"), 0);
+	assert_int_equal(s_ino_name(f, OP_RMDIR, ROOT, "d"), 0);
 	assert_int_equal(s_lookup(f, ROOT, "d", NULL), ENOENT);
 	f->dir = ROOT;   /* the fingerprint goes on without it */
 }
@@ -1362,44 +1516,44 @@ struct layout {
 };
 
 /* A valid request of op, aimed at the fixture's objects. */
-static void valid_request(struct sfx *f, uint16_t op, struct rio_writer *w)
+static struct proto_req valid_req(struct sfx *f, uint16_t op)
 {
 	struct meta_setattr sa = { .valid = META_SET_MODE, .mode = 0640 };
 	switch (op) {
-	case OP_LOOKUP: b_ino_name(w, ROOT, "f"); break;
-	case OP_GETATTR: rio_put_u32(w, f->file); break;
-	case OP_SETATTR: rio_put_u32(w, f->file); proto_put_setattr(w, &sa); break;
-	case OP_CREATE: b_create(w, ROOT, "newfile", S_IFREG | 0644); break;
-	case OP_CREATE_OPEN: b_create(w, ROOT, "newopen", S_IFREG | 0644); break;
-	case OP_SYMLINK: b_ino_name(w, ROOT, "newlink"); rio_put_str(w, "target"); proto_put_cred(w, &CRED); break;
-	case OP_LINK: rio_put_u32(w, f->file); rio_put_u32(w, f->dir); rio_put_str(w, "hl"); break;
-	case OP_UNLINK: b_ino_name(w, ROOT, "sl"); break;
-	case OP_RMDIR: b_ino_name(w, ROOT, "d"); break;
-	case OP_RENAME:
-		b_ino_name(w, ROOT, "f");
-		b_ino_name(w, f->dir, "g");
-		rio_put_u32(w, 0);
-		break;
-	case OP_READLINK: rio_put_u32(w, f->link); break;
-	case OP_READDIR: case OP_READDIRPLUS: rio_put_u32(w, ROOT); rio_put_u64(w, 0); break;
-	case OP_STATFS: break;
-	case OP_GETXATTR: b_ino_name(w, f->file, "user.x"); rio_put_u32(w, 64); break;
-	case OP_LISTXATTR: rio_put_u32(w, f->file); rio_put_u32(w, 64); break;
-	case OP_SETXATTR: b_ino_name(w, f->file, "user.y"); rio_put_bytes(w, "v", 1); rio_put_u32(w, 0); break;
-	case OP_REMOVEXATTR: b_ino_name(w, f->file, "user.x"); break;
-	case OP_OPEN: rio_put_u32(w, f->file); rio_put_u8(w, 1); rio_put_u32(w, gen_of(f, f->file)); break;
-	case OP_RELEASE: rio_put_u32(w, f->file); break;
-	case OP_FSYNC: rio_put_u32(w, f->file); rio_put_u8(w, 1); break;
-	case OP_MAP: rio_put_u32(w, f->file); rio_put_u64(w, 0); break;
-	case OP_ALLOC: rio_put_u32(w, f->file); rio_put_u64(w, 0); rio_put_u64(w, 2); break;
-	case OP_COMMIT: rio_put_u32(w, f->file); rio_put_u64(w, 0); rio_put_u64(w, 2); rio_put_u64(w, 8192); break;
-	case OP_TOUCH: rio_put_u32(w, f->file); break;
-	case OP_FALLOCATE: rio_put_u32(w, f->file); rio_put_u32(w, 0); rio_put_u64(w, 0); rio_put_u64(w, 4096); break;
-	case OP_SEEK: rio_put_u32(w, f->file); rio_put_u64(w, 0); rio_put_u32(w, SEEK_HOLE); break;
-	case OP_SYNCFS: break;
+	case OP_LOOKUP: return (struct proto_req){ .ino_name = { ROOT, "f" } };
+	case OP_GETATTR: return (struct proto_req){ .inode = { f->file } };
+	case OP_SETATTR: return (struct proto_req){ .setattr = { f->file, sa } };
+	case OP_CREATE: return (struct proto_req){ .create = { ROOT, "newfile", S_IFREG | 0644, 0, CRED } };
+	case OP_CREATE_OPEN: return (struct proto_req){ .create = { ROOT, "newopen", S_IFREG | 0644, 0, CRED } };
+	case OP_SYMLINK: return (struct proto_req){ .symlink = { ROOT, "newlink", "target", CRED } };
+	case OP_LINK: return (struct proto_req){ .link = { f->file, f->dir, "hl" } };
+	case OP_UNLINK: return (struct proto_req){ .ino_name = { ROOT, "sl" } };
+	case OP_RMDIR: return (struct proto_req){ .ino_name = { ROOT, "d" } };
+	case OP_RENAME: return (struct proto_req){ .rename = { ROOT, "f", f->dir, "g", 0, NOCRED } };
+	case OP_READLINK: return (struct proto_req){ .inode = { f->link } };
+	case OP_READDIR: case OP_READDIRPLUS: return (struct proto_req){ .readdir = { ROOT, 0 } };
+	case OP_STATFS: case OP_SYNCFS: return (struct proto_req){ 0 };
+	case OP_GETXATTR: return (struct proto_req){ .xattr_get = { f->file, "user.x", 64 } };
+	case OP_LISTXATTR: return (struct proto_req){ .xattr_get = { f->file, NULL, 64 } };
+	case OP_SETXATTR: return (struct proto_req){ .setxattr = { f->file, "user.y", "v", 1, 0 } };
+	case OP_REMOVEXATTR: return (struct proto_req){ .ino_name = { f->file, "user.x" } };
+	case OP_OPEN: return (struct proto_req){ .open = { f->file, 1, gen_of(f, f->file) } };
+	case OP_RELEASE: case OP_TOUCH: return (struct proto_req){ .inode = { f->file } };
+	case OP_FSYNC: return (struct proto_req){ .fsync = { f->file, 1 } };
+	case OP_MAP: return (struct proto_req){ .map = { f->file, 0 } };
+	case OP_ALLOC: return (struct proto_req){ .alloc = { f->file, 0, 2 } };
+	case OP_COMMIT: return (struct proto_req){ .commit = { f->file, 0, 2, 8192 } };
+	case OP_FALLOCATE: return (struct proto_req){ .fallocate = { f->file, 0, 0, 4096 } };
+	case OP_SEEK: return (struct proto_req){ .seek = { f->file, 0, SEEK_HOLE } };
 	default: fail_msg("no valid request for op %u", op);
 	}
-	assert_int_equal(rio_writer_error(w), RIO_OK);
+	return (struct proto_req){ 0 };
+}
+
+static void valid_request(struct sfx *f, uint16_t op, struct rio_writer *w)
+{
+	struct proto_req q = valid_req(f, op);
+	*w = encode(op, &q);
 }
 
 /* OP_MOVE is left out: it needs a cluster (see the report on h_move). The
@@ -1448,7 +1602,7 @@ static void test_malformed_every_op(void **state)
 	struct sfx *f = *state;
 	for (size_t i = 0; i < sizeof(LAYOUTS) / sizeof(LAYOUTS[0]); i++) {
 		const struct layout *l = &LAYOUTS[i];
-		struct rio_writer w = W();
+		struct rio_writer w;
 		valid_request(f, l->op, &w);
 		size_t len = w.len;
 		uint8_t *p = malloc(len + 8);
@@ -1527,7 +1681,7 @@ static void test_out_of_range_values(void **state)
 	struct fingerprint before;
 	assert_int_equal(s_open(f, NODE_A, f->file, 0, NULL), 0);
 	fingerprint(f, &before);
-	struct rio_writer w;
+	struct proto_req q;
 	char what[128];
 
 	/* setattr: unknown valid bits; nanoseconds >= 1e9 in each time. */
@@ -1546,42 +1700,20 @@ static void test_out_of_range_values(void **state)
 		ts[i]->tv_nsec = 0;
 	}
 	/* create/symlink: umask over 0777. */
-	w = W();
-	rio_put_u32(&w, ROOT);
-	rio_put_str(&w, "badumask");
-	rio_put_u32(&w, S_IFREG | 0644);
-	rio_put_u32(&w, 0);
-	proto_put_cred(&w, &(struct meta_cred){ 0, 0, 01000 });
-	expect_status(callw(f, OP_CREATE, &w), EPROTO, "CREATE with umask 01000");
-	w = W();
-	b_ino_name(&w, ROOT, "badumask2");
-	rio_put_str(&w, "t");
-	proto_put_cred(&w, &(struct meta_cred){ 0, 0, 0xffffffffu });
-	expect_status(callw(f, OP_SYMLINK, &w), EPROTO, "SYMLINK with umask 0xffffffff");
+	q = (struct proto_req){ .create = { ROOT, "badumask", S_IFREG | 0644, 0, { 0, 0, 01000 } } };
+	expect_status(req(f, OP_CREATE, &q), EPROTO, "CREATE with umask 01000");
+	q = (struct proto_req){ .symlink = { ROOT, "badumask2", "t", { 0, 0, 0xffffffffu } } };
+	expect_status(req(f, OP_SYMLINK, &q), EPROTO, "SYMLINK with umask 0xffffffff");
 	/* alloc/commit ranges that wrap past 2^64 and land back below 2^32. */
-	w = W();
-	rio_put_u32(&w, f->file);
-	rio_put_u64(&w, UINT64_MAX);
-	rio_put_u64(&w, 2);
-	expect_status(callw(f, OP_ALLOC, &w), EPROTO, "ALLOC lblk 2^64-1 len 2 (wraps)");
-	w = W();
-	rio_put_u32(&w, f->file);
-	rio_put_u64(&w, UINT64_MAX);
-	rio_put_u64(&w, 2);
-	rio_put_u64(&w, 0);
-	expect_status(callw(f, OP_COMMIT, &w), EPROTO, "COMMIT lblk 2^64-1 len 2 (wraps)");
-	w = W();
-	rio_put_u32(&w, f->file);
-	rio_put_u64(&w, 1);
-	rio_put_u64(&w, UINT64_MAX);
-	rio_put_u64(&w, 0);
-	expect_status(callw(f, OP_COMMIT, &w), EPROTO, "COMMIT lblk 1 len 2^64-1 (wraps)");
+	q = (struct proto_req){ .alloc = { f->file, UINT64_MAX, 2 } };
+	expect_status(req(f, OP_ALLOC, &q), EPROTO, "ALLOC lblk 2^64-1 len 2 (wraps)");
+	q = (struct proto_req){ .commit = { f->file, UINT64_MAX, 2, 0 } };
+	expect_status(req(f, OP_COMMIT, &q), EPROTO, "COMMIT lblk 2^64-1 len 2 (wraps)");
+	q = (struct proto_req){ .commit = { f->file, 1, UINT64_MAX, 0 } };
+	expect_status(req(f, OP_COMMIT, &q), EPROTO, "COMMIT lblk 1 len 2^64-1 (wraps)");
 	/* rename flags, setxattr flags, getxattr size. */
-	w = W();
-	b_ino_name(&w, ROOT, "f");
-	b_ino_name(&w, ROOT, "g");
-	rio_put_u32(&w, 0x100);
-	expect_status(callw(f, OP_RENAME, &w), EPROTO, "RENAME with flag 0x100");
+	q = (struct proto_req){ .rename = { ROOT, "f", ROOT, "g", 0x100, NOCRED } };
+	expect_status(req(f, OP_RENAME, &q), EPROTO, "RENAME with flag 0x100");
 	expect_status(s_setxattr(f, f->file, "user.z", "v", 1, 8), EPROTO, "SETXATTR with flag 8");
 	uint32_t len;
 	char buf[8];
@@ -1592,11 +1724,8 @@ static void test_out_of_range_values(void **state)
 	assert_non_null(target);
 	memset(target, 't', PROTO_PATH_MAX);
 	target[PROTO_PATH_MAX] = 0;
-	w = W();
-	b_ino_name(&w, ROOT, "longlink");
-	rio_put_str(&w, target);
-	proto_put_cred(&w, &CRED);
-	expect_status(callw(f, OP_SYMLINK, &w), EPROTO, "SYMLINK to a 4097-byte target");
+	q = (struct proto_req){ .symlink = { ROOT, "longlink", target, CRED } };
+	expect_status(req(f, OP_SYMLINK, &q), EPROTO, "SYMLINK to a 4097-byte target");
 	free(target);
 	/* An xattr value over 64 KiB. */
 	char *big = calloc(1, PROTO_XATTR_MAX + 1);
@@ -1605,11 +1734,7 @@ static void test_out_of_range_values(void **state)
 		      "SETXATTR of 64 KiB + 1");
 	free(big);
 	/* SEEK only knows SEEK_DATA and SEEK_HOLE. */
-	w = W();
-	rio_put_u32(&w, f->file);
-	rio_put_u64(&w, 0);
-	rio_put_u32(&w, 77);
-	int rc = callw(f, OP_SEEK, &w);
+	int rc = req(f, OP_SEEK, &(struct proto_req){ .seek = { f->file, 0, 77 } });
 	if (rc != EPROTO && rc != EINVAL && rc != ENXIO) {
 		fprintf(stderr, "FAIL: SEEK with whence 77: status %d\n", rc);
 		soft_failures++;
@@ -1640,12 +1765,8 @@ static void test_data_ops_on_other_inodes(void **state)
 		snprintf(what, sizeof(what), "COMMIT of size 2^40 to %s", names[i]);
 		expect_refused(s_commit(f, targets[i], 0, 0, 1ull << 40, NULL), what);
 		snprintf(what, sizeof(what), "FALLOCATE on %s", names[i]);
-		struct rio_writer w = W();
-		rio_put_u32(&w, targets[i]);
-		rio_put_u32(&w, 0);
-		rio_put_u64(&w, 1ull << 30);
-		rio_put_u64(&w, 4096);
-		expect_refused(callw(f, OP_FALLOCATE, &w), what);
+		struct proto_req q = { .fallocate = { targets[i], 0, 1ull << 30, 4096 } };
+		expect_refused(req(f, OP_FALLOCATE, &q), what);
 	}
 	/* The journal (8) and the other reserved inodes are not files. */
 	for (uint32_t ino = 1; ino < 11; ino++) {
@@ -1667,11 +1788,8 @@ static void test_data_ops_on_other_inodes(void **state)
 		snprintf(what, sizeof(what), "SETXATTR on reserved inode %u", ino);
 		expect_refused(s_setxattr(f, ino, "user.evil", "x", 1, 0), what);
 		snprintf(what, sizeof(what), "LINK of reserved inode %u into /", ino);
-		struct rio_writer w = W();
-		rio_put_u32(&w, ino);
-		rio_put_u32(&w, ROOT);
-		rio_put_str(&w, "reserved");
-		expect_refused(callw(f, OP_LINK, &w), what);
+		struct proto_req q = { .link = { ino, ROOT, "reserved" } };
+		expect_refused(req(f, OP_LINK, &q), what);
 	}
 	/* CREATE makes files, fifos, sockets, devices and directories only. */
 	uint32_t modes[] = { 0644, S_IFLNK | 0777, 0170000 | 0644, 0070000 | 0644 };
@@ -1694,20 +1812,12 @@ static void test_size_limit(void **state)
 	expect_refused(s_commit(f, f->file, 0, 0, 1ull << 44, NULL), "COMMIT of size 2^44");
 	struct meta_setattr sa = { .valid = META_SET_SIZE, .size = 1ull << 44 };
 	expect_refused(s_setattr(f, f->file, &sa, NULL), "SETATTR size 2^44");
-	struct rio_writer w = W();
-	rio_put_u32(&w, f->file);
-	rio_put_u32(&w, FALLOC_FL_KEEP_SIZE);
-	rio_put_u64(&w, (1ull << 44) - 4096);
-	rio_put_u64(&w, 4096);
-	int rc = callw(f, OP_FALLOCATE, &w);   /* the last block: allowed or ENOSPC/EFBIG */
+	struct proto_req q = { .fallocate = { f->file, FALLOC_FL_KEEP_SIZE, (1ull << 44) - 4096, 4096 } };
+	int rc = req(f, OP_FALLOCATE, &q);   /* the last block: allowed or ENOSPC/EFBIG */
 	(void)rc;
 	/* Without KEEP_SIZE the same fallocate would make the size 2^44. */
-	w = W();
-	rio_put_u32(&w, f->file);
-	rio_put_u32(&w, 0);
-	rio_put_u64(&w, (1ull << 44) - 4096);
-	rio_put_u64(&w, 4096);
-	expect_refused(callw(f, OP_FALLOCATE, &w), "FALLOCATE to end at 2^44");
+	q.fallocate.mode = 0;
+	expect_refused(req(f, OP_FALLOCATE, &q), "FALLOCATE to end at 2^44");
 	sa.size = 0;
 	assert_int_equal(s_setattr(f, f->file, &sa, NULL), 0);
 	sa.size = (1ull << 44) - 1;   /* the largest size is fine */
@@ -1746,6 +1856,9 @@ int main(void)
 		cmocka_unit_test(test_codec_extent),
 		cmocka_unit_test(test_codec_statfs),
 		cmocka_unit_test(test_op_names),
+		cmocka_unit_test(test_op_table_matches_docs),
+		cmocka_unit_test(test_request_layouts),
+		cmocka_unit_test(test_reply_layouts),
 		cmocka_unit_test_setup_teardown(test_create_lookup_getattr, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_open_release, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_alloc_commit_map, setup, teardown),
