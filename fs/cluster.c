@@ -351,9 +351,7 @@ static unsigned call_flags(uint16_t op)
 static void reclaim_one(struct volume *v, struct minode *m, void *arg)
 {
 	struct conn *k = arg;
-	pthread_mutex_lock(&v->lock);
-	unsigned opens = m->open_count;
-	pthread_mutex_unlock(&v->lock);
+	unsigned opens = minode_open_count(v, m);
 	for (unsigned i = 0; i < opens; i++) {
 		struct rio_writer w;
 		struct rio_reply rep;
@@ -549,9 +547,7 @@ int cluster_layout_hold(struct cluster *c, struct minode *m)
 		pthread_mutex_unlock(&m->map_lock);
 		char name[32];
 		layout_name(m->ino, name, sizeof(name));
-		pthread_mutex_lock(&c->v->table_lock);
-		m->refs++;             /* the lock's reference */
-		pthread_mutex_unlock(&c->v->table_lock);
+		minode_ref(c->v, m);   /* the lock's reference */
 		struct dg_lock *lk = NULL;
 		int rc = dg_lock(c->ls, name, DG_PR, 0, layout_ast, layout_bast,
 				 (void *)(uintptr_t)token, &lk);
@@ -670,24 +666,9 @@ static void minode_to_coordinator(struct volume *v, struct minode *m, void *arg)
 {
 	struct cluster *c = arg;
 	cluster_layout_drop(c, m);
-	struct ext2_inode_large in;
-	pthread_mutex_lock(&v->lock);
-	if (inode_read(v, m->ino, &in) == 0)
-		atomic_store(&m->size, EXT2_I_SIZE(&in));
-	pthread_mutex_unlock(&v->lock);
+	minode_reload_size(v, m);
 	/* Our own written ranges the old coordinator may have lost. */
-	pthread_mutex_lock(&m->map_lock);
-	unsigned n = m->npend;
-	struct pending_commit *p = n ? malloc(n * sizeof(*p)) : NULL;
-	if (p)
-		memcpy(p, m->pend, n * sizeof(*p));
-	m->npend = 0;
-	pthread_mutex_unlock(&m->map_lock);
-	for (unsigned i = 0; p && i < n; i++)
-		if (meta_commit_write(v, m, p[i].lblk, p[i].len, p[i].size))
-			csvfs_log(LOG_ERR_L, "inode %u: blocks %" PRIu64 "+%" PRIu64 " written before the "
-				  "takeover were lost with their allocation", m->ino, p[i].lblk, p[i].len);
-	free(p);
+	meta_replay_pending(v, m);
 	atomic_store(&m->size_stale, 0);
 }
 

@@ -3,6 +3,7 @@
 #include "fs/internal.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <dirent.h>
@@ -276,6 +277,49 @@ struct minode *minode_find(struct volume *v, ext2_ino_t ino)
 		m->refs++;
 	pthread_mutex_unlock(&v->table_lock);
 	return m;
+}
+
+void minode_ref(struct volume *v, struct minode *m)
+{
+	pthread_mutex_lock(&v->table_lock);
+	m->refs++;
+	pthread_mutex_unlock(&v->table_lock);
+}
+
+unsigned minode_open_count(struct volume *v, struct minode *m)
+{
+	pthread_mutex_lock(&v->lock);
+	unsigned n = m->open_count;
+	pthread_mutex_unlock(&v->lock);
+	return n;
+}
+
+void minode_reload_size(struct volume *v, struct minode *m)
+{
+	struct ext2_inode_large in;
+	pthread_mutex_lock(&v->lock);
+	if (inode_read(v, m->ino, &in) == 0)
+		atomic_store(&m->size, EXT2_I_SIZE(&in));
+	pthread_mutex_unlock(&v->lock);
+}
+
+/* The ranges are taken out first: a commit that fails here is reported, not
+ * kept, since no later coordinator could apply it either (its allocation
+ * died with the old coordinator's unjournaled state). */
+void meta_replay_pending(struct volume *v, struct minode *m)
+{
+	pthread_mutex_lock(&m->map_lock);
+	unsigned n = m->npend;
+	struct pending_commit *p = n ? malloc(n * sizeof(*p)) : NULL;
+	if (p)
+		memcpy(p, m->pend, n * sizeof(*p));
+	m->npend = 0;
+	pthread_mutex_unlock(&m->map_lock);
+	for (unsigned i = 0; p && i < n; i++)
+		if (meta_commit_write(v, m, p[i].lblk, p[i].len, p[i].size))
+			csvfs_log(LOG_ERR_L, "inode %u: blocks %" PRIu64 "+%" PRIu64 " written before the "
+				  "takeover were lost with their allocation", m->ino, p[i].lblk, p[i].len);
+	free(p);
 }
 
 void minode_foreach(struct volume *v, void (*fn)(struct volume *v, struct minode *m, void *arg),

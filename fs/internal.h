@@ -159,6 +159,18 @@ struct minode *minode_get(struct volume *v, ext2_ino_t ino);
 void minode_forget(struct volume *v, struct minode *m);
 /* A reference to ino's minode if one is live, else NULL. */
 struct minode *minode_find(struct volume *v, ext2_ino_t ino);
+/* One more reference on m, which the caller already holds one of (a lock
+ * that outlives the caller's use keeps its own). */
+void minode_ref(struct volume *v, struct minode *m);
+/* How many opens this node's engine or front end counts on m. */
+unsigned minode_open_count(struct volume *v, struct minode *m);
+/* Engine attached: m's size read again from its inode (what a participant
+ * knew may be stale). */
+void minode_reload_size(struct volume *v, struct minode *m);
+/* Engine attached: applies the written ranges this node committed as a
+ * participant that no fsync made durable (the coordinator they went to may
+ * have lost them); logs a range whose allocation is gone. */
+void meta_replay_pending(struct volume *v, struct minode *m);
 /* Calls fn on every live minode (each held by a reference during the call). */
 void minode_foreach(struct volume *v, void (*fn)(struct volume *v, struct minode *m, void *arg),
 		    void *arg);
