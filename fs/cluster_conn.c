@@ -1,0 +1,208 @@
+/* Cluster mode, participant side: the redirect-io connection to the
+ * coordinator, calls over it, and telling a new coordinator what this node
+ * has open (reclaim). docs/cluster.md. */
+#include "fs/cluster_internal.h"
+#include "fs/proto.h"
+#include "redirect-io/rio.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void conn_rio_log(void *arg, enum rio_log_level level, const char *line)
+{
+	(void)arg;
+	static const int map[] = { LOG_ERR_L, LOG_WARN_L, LOG_INFO_L, LOG_DEBUG_L };
+	csvfs_log(map[level], "%s", line);
+}
+
+static struct conn *conn_get(struct cluster *c)
+{
+	pthread_mutex_lock(&c->mu);
+	struct conn *k = c->conn && !c->conn->dead ? c->conn : NULL;
+	if (k)
+		k->refs++;
+	pthread_mutex_unlock(&c->mu);
+	return k;
+}
+
+static void conn_put(struct cluster *c, struct conn *k)
+{
+	pthread_mutex_lock(&c->mu);
+	if (--k->refs == 0 && k->dead)
+		pthread_cond_broadcast(&c->cv);
+	pthread_mutex_unlock(&c->mu);
+}
+
+/* Calls in flight fail (and their requests retry elsewhere); then it goes. */
+void conn_retire(struct cluster *c)
+{
+	pthread_mutex_lock(&c->mu);
+	struct conn *k = c->conn;
+	c->conn = NULL;
+	if (k)
+		k->dead = 1;
+	pthread_mutex_unlock(&c->mu);
+	if (!k)
+		return;
+	rio_client_shutdown(k->cl);
+	pthread_mutex_lock(&c->mu);
+	while (k->refs)
+		pthread_cond_wait(&c->cv, &c->mu);
+	pthread_mutex_unlock(&c->mu);
+	rio_client_destroy(k->cl);
+	free(k);
+}
+
+/* Idempotent or not, as the protocol's table says (fs/proto.c). */
+static unsigned call_flags(uint16_t op)
+{
+	const struct proto_op *o = proto_op(op);
+	return o && o->idempotent ? RIO_CALL_IDEMPOTENT : 0;
+}
+
+/* Tells a new coordinator what this node has open (it knows nothing of the
+ * old one's opens), and commits again what the old one may not have made
+ * durable. */
+static void reclaim_one(struct volume *v, struct minode *m, void *arg)
+{
+	struct conn *k = arg;
+	unsigned opens = minode_open_count(v, m);
+	for (unsigned i = 0; i < opens; i++) {
+		struct rio_writer w;
+		struct rio_reply rep;
+		struct proto_req q = { .open = { .ino = m->ino, .generation = m->generation } };
+		rio_writer_init(&w, 0);
+		proto_op(OP_OPEN)->put_req(&w, &q);
+		int rc = rio_client_call(k->cl, OP_OPEN, call_flags(OP_OPEN), rio_writer_data(&w), w.len,
+					 &rep, CALL_TIMEOUT_MS);
+		rio_writer_free(&w);
+		if (rc == RIO_OK && rep.status)
+			csvfs_log(LOG_WARN_L, "inode %u: the new coordinator refused our open: %s", m->ino,
+				  strerror(rep.status));
+		else if (rc != RIO_OK)
+			csvfs_log(LOG_WARN_L, "inode %u: reclaiming our open failed: %s", m->ino, rio_strerror(rc));
+		rio_reply_free(&rep);
+	}
+}
+
+static int connect_to(struct cluster *c, const struct coord_info *ci, const struct dg_member *mb)
+{
+	struct conn *k = calloc(1, sizeof(*k));
+	if (!k)
+		return -ENOMEM;
+	struct rio_client_config cfg = {
+		.cred_dir = c->o.cred_dir, .host = mb->address, .port = (uint16_t)ci->port,
+		.expect_peer = mb->name, .log = conn_rio_log,
+		.connect_timeout_ms = CONNECT_TIMEOUT_MS,
+	};
+	char err[512];
+	int rc = rio_client_create(&cfg, &k->cl, err, sizeof(err));
+	if (rc == RIO_OK)
+		rc = rio_client_wait_connected(k->cl, CONNECT_TIMEOUT_MS, err, sizeof(err));
+	if (rc != RIO_OK) {
+		csvfs_log(LOG_WARN_L, "cannot reach coordinator %s (%s:%u): %s", mb->name, mb->address,
+			  ci->port, err);
+		rio_client_destroy(k->cl);
+		free(k);
+		return -EHOSTUNREACH;
+	}
+	k->epoch = ci->epoch;
+	k->nodeid = ci->nodeid;
+	snprintf(k->name, sizeof(k->name), "%s", mb->name);
+	minode_foreach(c->v, reclaim_one, k);
+	conn_retire(c);
+	pthread_mutex_lock(&c->mu);
+	c->conn = k;
+	c->epoch = ci->epoch;
+	c->coord_nodeid = ci->nodeid;
+	pthread_cond_broadcast(&c->cv);
+	pthread_mutex_unlock(&c->mu);
+	csvfs_log(LOG_INFO_L, "coordinator is %s (node %u, epoch %u); this node is a participant",
+		  mb->name, ci->nodeid, ci->epoch);
+	return 0;
+}
+
+int conn_is_to(struct cluster *c, const struct coord_info *ci)
+{
+	pthread_mutex_lock(&c->mu);
+	int connected = c->conn && !c->conn->dead && c->epoch == ci->epoch && ci->nodeid &&
+			c->coord_nodeid == ci->nodeid;
+	pthread_mutex_unlock(&c->mu);
+	return connected;
+}
+
+int conn_settle(struct cluster *c, const struct coord_info *ci, const struct dg_member *mb,
+		int connected)
+{
+	if (!connected)
+		connected = connect_to(c, ci, mb) == 0;
+	char peer[RIO_NODE_NAME_MAX + 1] = "";
+	struct conn *k = connected ? conn_get(c) : NULL;
+	if (k) {
+		rio_client_peer(k->cl, peer, sizeof(peer));
+		conn_put(c, k);
+	}
+	return peer[0] != 0;
+}
+
+int cluster_call(struct cluster *c, uint16_t op, struct rio_writer *req, struct rio_reply *reply)
+{
+	return cluster_call_timeout(c, op, req, reply, CALL_TIMEOUT_MS);
+}
+
+int cluster_call_timeout(struct cluster *c, uint16_t op, struct rio_writer *req,
+			 struct rio_reply *reply, unsigned timeout_ms)
+{
+	unsigned flags = call_flags(op);
+	struct conn *k = conn_get(c);
+	if (!k) {
+		cl_poke(c);
+		return -ERESTART;
+	}
+	int rc = rio_client_call(k->cl, op, flags, rio_writer_data(req), req->len, reply, timeout_ms);
+	conn_put(c, k);
+	if (rc == RIO_OK) {
+		int status = reply->status;
+		if (status == 0)
+			return 0;
+		rio_reply_free(reply);
+		if (status == EREMCHG) {
+			cl_poke(c);
+			return -ERESTART;
+		}
+		return -status;
+	}
+	if (rc == RIO_E_SHUTDOWN || rc == RIO_E_CLOSED || ((flags & RIO_CALL_IDEMPOTENT) && rc != RIO_E_TOOBIG)) {
+		cl_poke(c);
+		return -ERESTART;
+	}
+	csvfs_log(LOG_WARN_L, "%s request to coordinator failed: %s", proto_op_name(op), rio_strerror(rc));
+	return rc == RIO_E_TOOBIG ? -E2BIG : rc == RIO_E_TIMEOUT ? -ETIMEDOUT : -EIO;
+}
+
+uint32_t cluster_epoch(struct cluster *c)
+{
+	pthread_mutex_lock(&c->mu);
+	uint32_t e = c->epoch;
+	pthread_mutex_unlock(&c->mu);
+	return e;
+}
+
+int cluster_check_credential(const struct cluster_opts *o, char *err, size_t errlen)
+{
+	char name[RIO_NODE_NAME_MAX + 1], why[512];
+	const char *dir = o->cred_dir[0] ? o->cred_dir : RIO_DEFAULT_CRED_DIR;
+	if (rio_cred_check(dir, name, sizeof(name), why, sizeof(why)) != 0) {
+		snprintf(err, errlen, "node credential: %s (issue one with 'csvctl keygen --node %s')",
+			 why, o->node);
+		return -EACCES;
+	}
+	if (strcmp(name, o->node) != 0) {
+		snprintf(err, errlen, "the credential in %s is node %s's, not this node's (%s)", dir, name,
+			 o->node);
+		return -EACCES;
+	}
+	return 0;
+}

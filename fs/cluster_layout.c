@@ -1,0 +1,219 @@
+/* Cluster mode: layout locks ("L<ino>"). A participant holds PR while it
+ * caches written mappings of an inode; its recall thread drops them when the
+ * coordinator takes EX before a change that frees or unwrites blocks.
+ * docs/cluster.md, "Data: layouts, unwritten extents, recalls". */
+#include "fs/cluster_internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TOKEN_INO(t) ((ext2_ino_t)((t) >> 32))
+
+static void layout_name(ext2_ino_t ino, char *out, size_t len)
+{
+	snprintf(out, len, "L%u", ino);
+}
+
+/* Layout-lock callbacks carry one word: a token (ino << 32 | sequence).
+ * The token's cluster is the process's one cluster (a daemon serves one
+ * volume); it is set while the lockspace is connected. */
+static pthread_mutex_t owner_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct cluster *layout_owner;
+
+static struct cluster *owner_get(void)
+{
+	pthread_mutex_lock(&owner_lock);
+	struct cluster *c = layout_owner;
+	pthread_mutex_unlock(&owner_lock);
+	return c;
+}
+
+void layout_owner_set(struct cluster *c)
+{
+	pthread_mutex_lock(&owner_lock);
+	layout_owner = c;
+	pthread_mutex_unlock(&owner_lock);
+}
+
+static void recall_queue(struct cluster *c, uint64_t token)
+{
+	struct recall_item *it = calloc(1, sizeof(*it));
+	pthread_mutex_lock(&c->mu);
+	if (it) {
+		it->ino = TOKEN_INO(token);
+		it->token = token;
+		it->next = c->recalls;
+		c->recalls = it;
+	}
+	pthread_cond_broadcast(&c->cv);
+	pthread_mutex_unlock(&c->mu);
+	if (!it)
+		csvfs_log(LOG_ERR_L, "inode %u: out of memory queueing a layout recall", TOKEN_INO(token));
+}
+
+static void layout_ast(void *arg, int status, enum dg_mode granted, const uint8_t *lvb)
+{
+	(void)granted; (void)lvb;
+	uint64_t token = (uint64_t)(uintptr_t)arg;
+	struct cluster *c = owner_get();
+	struct minode *m = c ? minode_find(c->v, TOKEN_INO(token)) : NULL;
+	if (!m)
+		return;
+	int lost = 0;
+	pthread_mutex_lock(&m->map_lock);
+	if (m->layout_token == token) {
+		if (m->layout_state == LAYOUT_WAITING)
+			m->layout_state = status == 0 ? LAYOUT_GRANTED : LAYOUT_FAILED;
+		else if (status == -ENOTCONN)
+			lost = 1;   /* our lineage is gone: so is the lock */
+	}
+	pthread_mutex_unlock(&m->map_lock);
+	minode_put(c->v, m);
+	if (lost)
+		recall_queue(c, token);
+	pthread_mutex_lock(&c->mu);
+	pthread_cond_broadcast(&c->cv);
+	pthread_mutex_unlock(&c->mu);
+}
+
+static void layout_bast(void *arg, enum dg_mode blocking)
+{
+	(void)blocking;
+	struct cluster *c = owner_get();
+	if (c)
+		recall_queue(c, (uint64_t)(uintptr_t)arg);
+}
+
+int cluster_layout_hold(struct cluster *c, struct minode *m)
+{
+	pthread_mutex_lock(&m->map_lock);
+	int state = m->layout_state;
+	uint64_t token = m->layout_token;
+	if (state == LAYOUT_NONE || state == LAYOUT_FAILED) {
+		pthread_mutex_lock(&c->mu);
+		token = ((uint64_t)m->ino << 32) | (++c->next_token & 0xffffffffu);
+		pthread_mutex_unlock(&c->mu);
+		m->layout_token = token;
+		m->layout_state = LAYOUT_WAITING;
+		m->nmap = 0;     /* nothing cached without the lock */
+		/* Truncates by others while we held no lock recalled nothing of
+		 * ours: the size we know must be asked again once granted. */
+		atomic_store(&m->size_stale, 1);
+		pthread_mutex_unlock(&m->map_lock);
+		char name[32];
+		layout_name(m->ino, name, sizeof(name));
+		minode_ref(c->v, m);   /* the lock's reference */
+		struct dg_lock *lk = NULL;
+		int rc = dg_lock(c->ls, name, DG_PR, 0, layout_ast, layout_bast,
+				 (void *)(uintptr_t)token, &lk);
+		pthread_mutex_lock(&m->map_lock);
+		if (rc) {
+			m->layout_state = LAYOUT_FAILED;
+			pthread_mutex_unlock(&m->map_lock);
+			minode_put(c->v, m);
+			return rc;
+		}
+		m->layout_lk = lk;
+	}
+	uint64_t until = cl_now_ms() + LOCK_TIMEOUT_MS;
+	while (m->layout_state == LAYOUT_WAITING && m->layout_token == token && cl_now_ms() < until) {
+		pthread_mutex_unlock(&m->map_lock);
+		pthread_mutex_lock(&c->mu);
+		struct timespec dl = cl_deadline_in(50);
+		pthread_cond_timedwait(&c->cv, &c->mu, &dl);
+		pthread_mutex_unlock(&c->mu);
+		pthread_mutex_lock(&m->map_lock);
+	}
+	int rc = m->layout_state == LAYOUT_GRANTED ? 0 : -EAGAIN;
+	pthread_mutex_unlock(&m->map_lock);
+	return rc;
+}
+
+/* Caller may not hold m->io_lock: in-flight I/O that uses the cached
+ * mappings finishes before they go. */
+void cluster_layout_drop(struct cluster *c, struct minode *m)
+{
+	pthread_rwlock_wrlock(&m->io_lock);
+	pthread_mutex_lock(&m->map_lock);
+	struct dg_lock *lk = m->layout_lk;
+	int had = m->layout_state != LAYOUT_NONE;
+	m->layout_lk = NULL;
+	m->layout_state = LAYOUT_NONE;
+	m->layout_token = 0;
+	m->nmap = 0;
+	pthread_mutex_unlock(&m->map_lock);
+	atomic_store(&m->size_stale, 1);
+	if (lk)
+		dg_unlock(lk, 0, NULL);
+	pthread_rwlock_unlock(&m->io_lock);
+	if (had)
+		minode_put(c->v, m);   /* the lock's reference */
+}
+
+void *layout_recall_main(void *arg)
+{
+	struct cluster *c = arg;
+	pthread_mutex_lock(&c->mu);
+	while (!c->stopping || c->recalls) {
+		struct recall_item *it = c->recalls;
+		if (!it) {
+			pthread_cond_wait(&c->cv, &c->mu);
+			continue;
+		}
+		c->recalls = it->next;
+		pthread_mutex_unlock(&c->mu);
+		struct minode *m = minode_find(c->v, it->ino);
+		if (m) {
+			pthread_mutex_lock(&m->map_lock);
+			int ours = m->layout_token == it->token && m->layout_state != LAYOUT_NONE;
+			pthread_mutex_unlock(&m->map_lock);
+			if (ours)
+				cluster_layout_drop(c, m);
+			minode_put(c->v, m);
+		}
+		free(it);
+		pthread_mutex_lock(&c->mu);
+	}
+	pthread_mutex_unlock(&c->mu);
+	return NULL;
+}
+
+static void layout_drop_one(struct volume *v, struct minode *m, void *arg)
+{
+	(void)v;
+	cluster_layout_drop(arg, m);
+}
+
+void layout_drop_all(struct cluster *c)
+{
+	minode_foreach(c->v, layout_drop_one, c);
+}
+
+/* ---- coordinator: recalls -------------------------------------------------- */
+
+int cluster_recall_begin(struct cluster *c, ext2_ino_t ino, void **token)
+{
+	*token = NULL;
+	if (!cl_others_up(c))
+		return 0;
+	char name[32];
+	layout_name(ino, name, sizeof(name));
+	struct dg_lock *lk = NULL;
+	int rc = dg_lock_wait(c->ls, name, DG_EX, 0, LOCK_TIMEOUT_MS, NULL, &lk);
+	if (rc) {
+		csvfs_log(LOG_ERR_L, "inode %u: other nodes did not give up their layouts: %s", ino,
+			  strerror(-rc));
+		return -EIO;
+	}
+	*token = lk;
+	return 0;
+}
+
+void cluster_recall_end(struct cluster *c, void *token)
+{
+	(void)c;
+	if (token)
+		dg_unlock(token, 0, NULL);
+}

@@ -1,0 +1,384 @@
+/* Cluster mode: this node's role. Who the coordinator is ("coordinfo"),
+ * the election ("coord"), becoming coordinator, stepping down, losing the
+ * role after a partition, the cluster thread that drives it all, and
+ * csvctl move. docs/cluster.md, "Roles and the coordinator election". */
+#include "fs/cluster_internal.h"
+#include "fs/proto.h"
+#include "redirect-io/rio.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+/* ---- who is the coordinator ------------------------------------------------ */
+
+static void info_decode(const uint8_t *lvb, struct coord_info *ci)
+{
+	uint32_t f[5];
+	memcpy(f, lvb, sizeof(f));
+	if (f[0] != INFO_MAGIC) {
+		memset(ci, 0, sizeof(*ci));
+		return;
+	}
+	*ci = (struct coord_info){ f[1], f[2], f[3], f[4] };
+}
+
+static int info_read(struct cluster *c, struct coord_info *ci)
+{
+	int rc = held_convert(&c->info, DG_PR, DG_VALBLK, NULL);
+	if (rc)
+		return rc;
+	info_decode(c->info.lvb, ci);
+	return held_convert(&c->info, DG_NL, 0, NULL);
+}
+
+static int info_write(struct cluster *c, const struct coord_info *ci)
+{
+	int rc = held_convert(&c->info, DG_EX, DG_VALBLK, NULL);
+	if (rc)
+		return rc;
+	uint8_t lvb[DG_LVB_LEN] = { 0 };
+	uint32_t f[5] = { INFO_MAGIC, ci->epoch, ci->nodeid, ci->port, ci->move_target };
+	memcpy(lvb, f, sizeof(f));
+	return held_convert(&c->info, DG_NL, DG_VALBLK, lvb);
+}
+
+/* The info lock is lost with our lineage after a partition: take it anew. */
+static int info_ensure(struct cluster *c)
+{
+	if (c->info.lk && !held_lost(&c->info))
+		return 0;
+	held_unlock(&c->info, 0, NULL);
+	return held_lock(&c->info, c->ls, "coordinfo", DG_NL, 0);
+}
+
+/* ---- roles ----------------------------------------------------------------- */
+
+struct server *cluster_server(struct cluster *c)
+{
+	pthread_mutex_lock(&c->mu);
+	struct server *s = c->srv_state;
+	pthread_mutex_unlock(&c->mu);
+	return s;
+}
+
+/* What a participant cached is no use to a coordinator (its engine knows),
+ * and sizes come from the engine again. */
+static void minode_to_coordinator(struct volume *v, struct minode *m, void *arg)
+{
+	struct cluster *c = arg;
+	cluster_layout_drop(c, m);
+	minode_reload_size(v, m);
+	/* Our own written ranges the old coordinator may have lost. */
+	meta_replay_pending(v, m);
+	atomic_store(&m->size_stale, 0);
+}
+
+static int server_start(struct cluster *c)
+{
+	struct server *st;
+	if (server_create(c->v, &st))
+		return -ENOMEM;
+	struct rio_server_config cfg = {
+		.cred_dir = c->o.cred_dir, .listen_addr = "0.0.0.0", .port = c->o.port,
+		.handler = server_handle, .handler_arg = c, .log = conn_rio_log,
+	};
+	pthread_mutex_lock(&c->mu);
+	c->srv_state = st;
+	pthread_mutex_unlock(&c->mu);
+	char err[512];
+	struct rio_server *srv;
+	int rc = rio_server_start(&cfg, &srv, err, sizeof(err));
+	if (rc != RIO_OK) {
+		csvfs_log(LOG_ERR_L, "coordinator cannot serve other nodes on port %u: %s", c->o.port, err);
+		pthread_mutex_lock(&c->mu);
+		c->srv_state = NULL;
+		pthread_mutex_unlock(&c->mu);
+		server_destroy(st);
+		return -EADDRINUSE;
+	}
+	pthread_mutex_lock(&c->mu);
+	c->srv = srv;
+	pthread_mutex_unlock(&c->mu);
+	return 0;
+}
+
+/* Stops serving (handlers finish, GOAWAY) and forgets the other nodes' opens. */
+static void server_stop(struct cluster *c)
+{
+	pthread_mutex_lock(&c->mu);
+	struct rio_server *srv = c->srv;
+	c->srv = NULL;
+	pthread_mutex_unlock(&c->mu);
+	if (srv)
+		rio_server_stop(srv);
+	pthread_mutex_lock(&c->mu);
+	struct server *st = c->srv_state;
+	c->srv_state = NULL;
+	pthread_mutex_unlock(&c->mu);
+	server_destroy(st);
+}
+
+static void set_role(struct cluster *c, int role)
+{
+	atomic_store(&c->role, role);
+}
+
+/* We hold "coord" EX: open the engine (replaying the journal), serve, and
+ * tell everyone. prev is what the value block said before us. */
+static int become_coordinator(struct cluster *c, const struct coord_info *prev)
+{
+	int takeover = prev->nodeid != 0 && prev->nodeid != c->self;
+	int keep_orphans = cl_others_up(c);
+	conn_retire(c);                  /* requests to the old one give up and wait */
+	pthread_rwlock_wrlock(&c->role_lock);
+	char err[1024];
+	uint64_t t0 = cl_now_ms();
+	int rc = volume_attach_engine(c->v, takeover || keep_orphans, err, sizeof(err));
+	if (rc) {
+		pthread_rwlock_unlock(&c->role_lock);
+		csvfs_log(LOG_ERR_L, "cannot become coordinator: %s", err);
+		return rc;
+	}
+	minode_foreach(c->v, minode_to_coordinator, c);
+	set_role(c, CL_COORDINATOR);
+	pthread_rwlock_unlock(&c->role_lock);
+	volume_start(c->v);
+	server_start(c);
+	struct coord_info ci = { .epoch = prev->epoch + 1, .nodeid = c->self, .port = c->o.port };
+	rc = info_ensure(c);
+	if (rc == 0)
+		rc = info_write(c, &ci);
+	if (rc)
+		csvfs_log(LOG_ERR_L, "cannot publish this node as coordinator: %s", strerror(-rc));
+	pthread_mutex_lock(&c->mu);
+	c->epoch = ci.epoch;
+	c->coord_nodeid = c->self;
+	c->move_target = 0;
+	pthread_cond_broadcast(&c->cv);
+	pthread_mutex_unlock(&c->mu);
+	if (takeover)
+		csvfs_log(LOG_WARN_L, "this node is now the coordinator (epoch %u): took over from node %u, "
+			  "journal replayed, in %" PRIu64 " ms", ci.epoch, prev->nodeid, cl_now_ms() - t0);
+	else
+		csvfs_log(LOG_WARN_L, "this node is now the coordinator (epoch %u): volume opened in %" PRIu64
+			  " ms", ci.epoch, cl_now_ms() - t0);
+	return 0;
+}
+
+/* What the engine's map cache held (holes and unwritten extents too) is not
+ * protected by any layout lock: a participant starts from nothing. */
+static void minode_to_participant(struct volume *v, struct minode *m, void *arg)
+{
+	(void)v; (void)arg;
+	minode_invalidate_map(m);
+	atomic_store(&m->size_stale, 1);
+}
+
+/* Hands the role over: everything durable, the journal clean, MMP released. */
+void role_step_down(struct cluster *c, uint32_t target)
+{
+	server_stop(c);
+	pthread_rwlock_wrlock(&c->role_lock);
+	volume_detach_engine(c->v);
+	minode_foreach(c->v, minode_to_participant, NULL);
+	set_role(c, CL_PARTICIPANT);
+	pthread_rwlock_unlock(&c->role_lock);
+	pthread_mutex_lock(&c->mu);
+	uint32_t epoch = c->epoch;
+	c->coord_nodeid = 0;
+	c->move_target = target;
+	c->move_deadline = cl_deadline_in(MOVE_GRACE_MS);
+	pthread_mutex_unlock(&c->mu);
+	struct coord_info ci = { .epoch = epoch, .nodeid = 0, .port = 0, .move_target = target };
+	if (info_ensure(c) || info_write(c, &ci))
+		csvfs_log(LOG_WARN_L, "could not announce the move in the coordinator value block");
+	held_unlock(&c->coord, 0, NULL);
+	csvfs_log(LOG_WARN_L, "this node stepped down as coordinator (epoch %u)%s", epoch,
+		  target ? "; handing over" : "");
+}
+
+/* Our lineage was superseded while we were cut off: another node is the
+ * coordinator now. Nothing of ours may reach the LUN any more. */
+void role_lose(struct cluster *c)
+{
+	journal_gate_set(JOURNAL_GATE_CLOSED);
+	server_stop(c);
+	pthread_rwlock_wrlock(&c->role_lock);
+	volume_abandon_engine(c->v);
+	minode_foreach(c->v, minode_to_participant, NULL);
+	set_role(c, CL_PARTICIPANT);
+	pthread_rwlock_unlock(&c->role_lock);
+	held_unlock(&c->coord, 0, NULL);
+	pthread_mutex_lock(&c->mu);
+	c->coord_nodeid = 0;
+	/* The stale engine is gone: as a participant this node may use the
+	 * LUN again with fresh layouts (or stays paused without quorum). */
+	journal_gate_set(c->quorate ? JOURNAL_GATE_OPEN : JOURNAL_GATE_PAUSED);
+	pthread_mutex_unlock(&c->mu);
+	csvfs_log(LOG_ERR_L, "this node lost the coordinator role while cut off from the cluster; "
+		  "its unsaved metadata changes are dropped, it rejoins as a participant");
+}
+
+/* ---- the cluster thread ---------------------------------------------------- */
+
+static void try_take_role(struct cluster *c, const struct coord_info *ci)
+{
+	int rc = held_lock(&c->coord, c->ls, "coord", DG_EX, DG_NOQUEUE);
+	if (rc)
+		return;                       /* someone holds it (maybe departed, not yet fenced) */
+	/* The value block as it is now that nobody else can write it: the
+	 * epoch we follow, and whether a predecessor has to be taken over. */
+	struct coord_info now = *ci;
+	if (info_read(c, &now) != 0)
+		now = *ci;
+	if (become_coordinator(c, &now) != 0) {
+		held_unlock(&c->coord, 0, NULL);
+		sleep(1);
+	}
+}
+
+static int move_waiting(struct cluster *c, const struct coord_info *ci)
+{
+	if (!ci->move_target || ci->move_target == c->self || ci->nodeid)
+		return 0;
+	pthread_mutex_lock(&c->mu);
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	if (c->move_target != ci->move_target) {
+		c->move_target = ci->move_target;
+		c->move_deadline = cl_deadline_in(MOVE_GRACE_MS);
+	}
+	int waiting = now.tv_sec < c->move_deadline.tv_sec;
+	pthread_mutex_unlock(&c->mu);
+	return waiting && cl_member_find(c, ci->move_target, NULL, NULL);
+}
+
+static void participant_step(struct cluster *c)
+{
+	struct coord_info ci;
+	if (info_ensure(c) != 0 || info_read(c, &ci) != 0)
+		return;
+	int connected = conn_is_to(c, &ci);
+	struct dg_member mb;
+	int live = ci.nodeid && ci.nodeid != c->self && cl_member_find(c, ci.nodeid, NULL, &mb);
+	int settled = live && conn_settle(c, &ci, &mb, connected);
+	pthread_mutex_lock(&c->mu);
+	c->settled = settled;
+	pthread_mutex_unlock(&c->mu);
+	if (live)
+		return;
+	/* No live coordinator: whoever gets "coord" first takes over. */
+	if (!move_waiting(c, &ci))
+		try_take_role(c, &ci);
+}
+
+/* Coordinator: files a fenced node had open are closed for it. */
+static void close_fenced_opens(struct cluster *c)
+{
+	pthread_mutex_lock(&c->mu);
+	uint32_t ids[MAX_NODES];
+	unsigned n = c->nfenced;
+	memcpy(ids, c->fenced, n * sizeof(ids[0]));
+	c->nfenced = 0;
+	pthread_mutex_unlock(&c->mu);
+	struct server *s = cluster_server(c);
+	if (!s || !n)
+		return;
+	struct dg_member m[MAX_NODES];
+	int q = 0, count = dg_members(c->ls, m, MAX_NODES, &q);
+	for (unsigned i = 0; i < n; i++)
+		for (int j = 0; j < count; j++)
+			if (m[j].nodeid == ids[i] && m[j].state != DG_NODE_UP)
+				server_drop_node(s, m[j].name);
+}
+
+void *role_thread_main(void *arg)
+{
+	struct cluster *c = arg;
+	pthread_mutex_lock(&c->mu);
+	while (!c->stopping) {
+		/* A participant without a working link to a live coordinator looks
+		 * again soon: a new one publishes itself within milliseconds. */
+		int quick = c->recheck || (!c->settled && atomic_load(&c->role) != CL_COORDINATOR);
+		c->recheck = 0;
+		if (!quick) {
+			struct timespec dl = cl_deadline_in(LOOP_MS * 4);
+			pthread_cond_timedwait(&c->cv, &c->mu, &dl);
+		}
+		int stop = c->stopping, quorate = c->quorate;
+		pthread_mutex_unlock(&c->mu);
+		if (stop)
+			break;
+		pthread_mutex_lock(&c->mu);
+		uint32_t move = c->move_request;
+		c->move_request = 0;
+		pthread_mutex_unlock(&c->mu);
+		if (atomic_load(&c->role) == CL_COORDINATOR && held_lost(&c->coord))
+			role_lose(c);
+		else if (atomic_load(&c->role) == CL_COORDINATOR && move && quorate)
+			role_step_down(c, move);
+		if (atomic_load(&c->role) == CL_COORDINATOR)
+			close_fenced_opens(c);
+		else if (quorate && atomic_load(&c->role) == CL_PARTICIPANT)
+			participant_step(c);
+		if (quick)
+			usleep(QUICK_MS * 1000);
+		pthread_mutex_lock(&c->mu);
+	}
+	pthread_mutex_unlock(&c->mu);
+	return NULL;
+}
+
+/* ---- csvctl move ----------------------------------------------------------- */
+
+static uint32_t pick_target(struct cluster *c, const char *name)
+{
+	struct dg_member m[MAX_NODES];
+	int q = 0, n = dg_members(c->ls, m, MAX_NODES, &q);
+	for (int i = 0; i < n; i++) {
+		if (m[i].state != DG_NODE_UP || m[i].nodeid == c->self)
+			continue;
+		if (!name[0] || strcmp(m[i].name, name) == 0)
+			return m[i].nodeid;
+	}
+	return 0;
+}
+
+int cluster_move(struct cluster *c, const char *target, char *err, size_t errlen)
+{
+	if (atomic_load(&c->role) != CL_COORDINATOR) {
+		struct rio_writer w;
+		struct rio_reply rep;
+		struct proto_req q = { .move = { target } };
+		rio_writer_init(&w, 0);
+		proto_op(OP_MOVE)->put_req(&w, &q);
+		int rc = cluster_call(c, OP_MOVE, &w, &rep);
+		rio_writer_free(&w);
+		if (rc == 0)
+			rio_reply_free(&rep);
+		else
+			snprintf(err, errlen, "the coordinator refused or could not be reached: %s",
+				 strerror(rc == -ERESTART ? EHOSTUNREACH : -rc));
+		return rc == -ERESTART ? -EHOSTUNREACH : rc;
+	}
+	if (target[0] && strcmp(target, c->o.node) == 0) {
+		snprintf(err, errlen, "%s is already the coordinator", target);
+		return -EALREADY;
+	}
+	uint32_t id = pick_target(c, target);
+	if (!id) {
+		snprintf(err, errlen, target[0] ? "node %s is not a live member of this volume's cluster"
+						: "no other live node to move to%s", target);
+		return -ENOENT;
+	}
+	pthread_mutex_lock(&c->mu);
+	c->move_request = id;
+	c->recheck = 1;
+	pthread_cond_broadcast(&c->cv);
+	pthread_mutex_unlock(&c->mu);
+	csvfs_log(LOG_WARN_L, "moving the coordinator role to node %u", id);
+	return 0;
+}
