@@ -6,9 +6,9 @@
  *   cluster_conn.c    participant: the connection to the coordinator, calls,
  *                     reclaim of opens
  *   cluster_layout.c  layout locks, the recall thread, coordinator recalls
- *   cluster_locks.c   waiting on the long-held locks
- * cluster_internal.h holds their shared state (struct cluster) and the list
- * of lock types.
+ *   cluster_locks.c   the table of lock types; every lock goes through it
+ * cluster_internal.h holds their shared state (struct cluster) and the
+ * lock-type structs.
  *
  * Threads: the cluster thread elects, connects, takes over and steps down;
  * the recall thread drops layouts on blocking callbacks; dlm-glue's dispatch
@@ -235,13 +235,13 @@ void cluster_status_json(struct cluster *c, char *out, size_t len)
 
 /* ---- start and stop ------------------------------------------------------- */
 
-int cluster_start(struct volume *v, const struct cluster_opts *o, char *err, size_t errlen)
+/* A cluster not yet joined: a participant until the cluster thread finds
+ * otherwise. */
+static struct cluster *cluster_new(struct volume *v, const struct cluster_opts *o)
 {
 	struct cluster *c = calloc(1, sizeof(*c));
-	if (!c) {
-		snprintf(err, errlen, "out of memory");
-		return -ENOMEM;
-	}
+	if (!c)
+		return NULL;
 	c->v = v;
 	c->o = *o;
 	if (!c->o.coord_wait_ms)
@@ -259,10 +259,20 @@ int cluster_start(struct volume *v, const struct cluster_opts *o, char *err, siz
 	pthread_condattr_init(&ca);
 	pthread_cond_init(&c->cv, &ca);
 	pthread_condattr_destroy(&ca);
-	held_init(&c->coord, c);
-	held_init(&c->info, c);
+	held_init(&c->coord, c, CL_LOCK_COORD);
+	held_init(&c->info, c, CL_LOCK_COORDINFO);
 	atomic_store(&c->role, CL_PARTICIPANT);
 	c->quorate = 1;
+	return c;
+}
+
+int cluster_start(struct volume *v, const struct cluster_opts *o, char *err, size_t errlen)
+{
+	struct cluster *c = cluster_new(v, o);
+	if (!c) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
 	struct dg_config cfg = {
 		.backend = c->o.backend[0] ? c->o.backend : "cpg", .lockspace = v->uuid,
 		.fence_command = c->o.fence_command[0] ? c->o.fence_command : NULL,
@@ -272,7 +282,6 @@ int cluster_start(struct volume *v, const struct cluster_opts *o, char *err, siz
 		.log = dg_log_to_csvfs,
 	};
 	v->cluster = c;
-	layout_owner_set(c);
 	int rc = dg_connect(&cfg, &c->ls, err, errlen);
 	if (rc == 0) {
 		c->self = dg_this_node(c->ls);
@@ -329,7 +338,7 @@ void cluster_stop(struct volume *v)
 	held_unlock(&c->info, 0, NULL);
 	if (c->ls)
 		dg_disconnect(c->ls);
-	layout_owner_set(NULL);
+	lockres_free_all(c);
 	v->cluster = NULL;
 	pthread_rwlock_destroy(&c->role_lock);
 	free(c);

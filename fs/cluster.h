@@ -1,7 +1,8 @@
 /* Cluster mode (internal to fs): this node's role for the volume, the
  * coordinator election through dlm-glue, the redirect-io channel to the
  * coordinator, layout locks and recalls, and pausing on quorum loss.
- * docs/cluster.md describes the protocol and the reasons. */
+ * Implemented in fs/cluster*.c (which file holds what: fs/cluster.c's
+ * header); docs/cluster.md describes the protocol and the reasons. */
 #ifndef CSVFS_FS_CLUSTER_H
 #define CSVFS_FS_CLUSTER_H
 

@@ -1,20 +1,7 @@
 /* Cluster mode, private to fs/cluster*.c: the state one volume's cluster
- * membership keeps, and the functions the files share. fs/cluster.h is the
- * interface the rest of fs uses; docs/cluster.md describes the protocol.
- *
- * Locks (dlm-glue, one lockspace per volume GUID):
- *   "coord"      EX while this node is the coordinator (design.md §1). Taken
- *                with NOQUEUE by whichever node finds no live coordinator;
- *                a departed holder keeps it until it is fenced, so a new
- *                coordinator never overlaps the old one.
- *   "coordinfo"  its value block says who the coordinator is: magic, epoch,
- *                nodeid, port, and a move target. Every node holds it NL
- *                (keeps the value block), reads it by converting to PR, and
- *                the coordinator writes it by converting EX -> NL.
- *   "L<ino>"     a participant holds PR while it caches written mappings of
- *                ino; the coordinator takes EX (a recall) before a change
- *                that frees or unwrites blocks of ino.
- */
+ * membership keeps, the lock types, and the functions the files share.
+ * fs/cluster.h is the interface the rest of fs uses; docs/cluster.md
+ * describes the protocol. */
 #ifndef CSVFS_FS_CLUSTER_INTERNAL_H
 #define CSVFS_FS_CLUSTER_INTERNAL_H
 
@@ -36,15 +23,41 @@ struct coord_info {
 	uint32_t epoch, nodeid, port, move_target;
 };
 
+/* ---- lock types (the table is in cluster_locks.c) ----------------------- */
+
+enum cl_lock_kind { CL_LOCK_COORD, CL_LOCK_COORDINFO, CL_LOCK_LAYOUT, CL_LOCK_KINDS };
+
+/* A lock resource: what a lock's callbacks get as their argument. */
+struct cl_lockres {
+	enum cl_lock_kind kind;
+	struct cluster *c;
+	uint32_t id;                     /* fills the name pattern (layout: the inode) */
+	uint64_t token;                  /* layout: ino << 32 | sequence, names one request */
+	struct cl_lockres *next;         /* on the cluster's retired list */
+};
+
+struct cl_lock_type {
+	const char *name;                /* resource name; "%u" takes the id */
+	unsigned modes;                  /* 1 << mode for each mode it is taken in */
+	/* Completion of a request or conversion (dispatch thread). */
+	void (*ast)(struct cl_lockres *r, int status, const uint8_t *lvb);
+	/* Another node wants a conflicting mode: what this node drops (NULL:
+	 * nobody ever asks a holder of this type). */
+	void (*bast)(struct cl_lockres *r, enum dg_mode blocking);
+	/* The lock is gone with our lineage (-ENOTCONN). NULL: nothing but
+	 * waking the cluster thread. */
+	void (*lost)(struct cl_lockres *r);
+};
+
 /* A lock this module waits on and may lose (-ENOTCONN: the lineage it lived
  * in was superseded after a partition). */
 struct held_lock {
+	struct cl_lockres res;
 	struct dg_lock *lk;
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	int pending, status, lost;
 	uint8_t lvb[DG_LVB_LEN];
-	struct cluster *c;
 };
 
 /* Participant: the link to the coordinator; calls hold a reference. */
@@ -90,6 +103,9 @@ struct cluster {
 	struct server *srv_state;        /* coordinator: opens per node */
 	struct rio_server *srv;
 
+	struct cl_lockres *lockres_retired; /* layout lockres to free (cluster_locks.c) */
+	struct cl_lockres *lockres_kept; /* whose unlock failed: freed at stop */
+
 	struct held_lock coord;          /* "coord", EX while coordinator */
 	struct held_lock info;           /* "coordinfo", NL kept */
 	pthread_t thread, recall_thread;
@@ -107,14 +123,36 @@ int cl_member_find(struct cluster *c, uint32_t nodeid, const char *name, struct 
 /* Live members other than this node. */
 int cl_others_up(struct cluster *c);
 
-/* ---- cluster_locks.c: the long-held locks -------------------------------- */
+/* ---- cluster_locks.c: locks, through the table of lock types ------------ */
 
-void held_init(struct held_lock *h, struct cluster *c);
-int held_lock(struct held_lock *h, struct dg_lockspace *ls, const char *name,
-	      enum dg_mode mode, unsigned flags);
+void lockres_init(struct cl_lockres *r, struct cluster *c, enum cl_lock_kind kind, uint32_t id,
+		  uint64_t token);
+struct cl_lockres *lockres_new(struct cluster *c, enum cl_lock_kind kind, uint32_t id, uint64_t token);
+/* r's lock is unlocked (unlock_rc: what dg_unlock said) or its request
+ * failed: r is freed once no callback can be running with it. */
+void lockres_retire(struct cl_lockres *r, int unlock_rc);
+/* After dg_disconnect: no callback runs any more. */
+void lockres_free_all(struct cluster *c);
+/* Requests r's lock in mode (which its type must list); the type's
+ * callbacks get r. */
+int cl_lock(struct cl_lockres *r, enum dg_mode mode, unsigned flags, struct dg_lock **out);
+/* Takes a lock of that kind and id, waiting for it (no callbacks). */
+int cl_lock_wait(struct cluster *c, enum cl_lock_kind kind, uint32_t id, enum dg_mode mode,
+		 struct dg_lock **out);
+/* Runs what the type does when the lock is lost. */
+void cl_lock_lost(struct cl_lockres *r);
+
+void held_init(struct held_lock *h, struct cluster *c, enum cl_lock_kind kind);
+int held_lock(struct held_lock *h, enum dg_mode mode, unsigned flags);
 int held_convert(struct held_lock *h, enum dg_mode mode, unsigned flags, const uint8_t *lvb);
 void held_unlock(struct held_lock *h, unsigned flags, const uint8_t *lvb);
 int held_lost(struct held_lock *h);
+/* The table's callbacks. */
+void held_ast(struct cl_lockres *r, int status, const uint8_t *lvb);
+void layout_ast(struct cl_lockres *r, int status, const uint8_t *lvb);
+void layout_bast(struct cl_lockres *r, enum dg_mode blocking);
+void layout_lost(struct cl_lockres *r);
+void role_coord_lost(struct cl_lockres *r);
 
 /* ---- cluster_conn.c: the connection to the coordinator ------------------ */
 
@@ -132,7 +170,6 @@ void conn_retire(struct cluster *c);
 /* ---- cluster_layout.c: layout locks --------------------------------------- */
 
 void *layout_recall_main(void *arg);
-void layout_owner_set(struct cluster *c);
 /* Every layout this node holds goes (leaving the cluster). */
 void layout_drop_all(struct cluster *c);
 

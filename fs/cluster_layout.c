@@ -11,32 +11,6 @@
 
 #define TOKEN_INO(t) ((ext2_ino_t)((t) >> 32))
 
-static void layout_name(ext2_ino_t ino, char *out, size_t len)
-{
-	snprintf(out, len, "L%u", ino);
-}
-
-/* Layout-lock callbacks carry one word: a token (ino << 32 | sequence).
- * The token's cluster is the process's one cluster (a daemon serves one
- * volume); it is set while the lockspace is connected. */
-static pthread_mutex_t owner_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct cluster *layout_owner;
-
-static struct cluster *owner_get(void)
-{
-	pthread_mutex_lock(&owner_lock);
-	struct cluster *c = layout_owner;
-	pthread_mutex_unlock(&owner_lock);
-	return c;
-}
-
-void layout_owner_set(struct cluster *c)
-{
-	pthread_mutex_lock(&owner_lock);
-	layout_owner = c;
-	pthread_mutex_unlock(&owner_lock);
-}
-
 static void recall_queue(struct cluster *c, uint64_t token)
 {
 	struct recall_item *it = calloc(1, sizeof(*it));
@@ -53,17 +27,18 @@ static void recall_queue(struct cluster *c, uint64_t token)
 		csvfs_log(LOG_ERR_L, "inode %u: out of memory queueing a layout recall", TOKEN_INO(token));
 }
 
-static void layout_ast(void *arg, int status, enum dg_mode granted, const uint8_t *lvb)
+/* A layout lock's resource carries its request's token: a callback of an
+ * older request of the same inode finds another token there and does nothing. */
+void layout_ast(struct cl_lockres *r, int status, const uint8_t *lvb)
 {
-	(void)granted; (void)lvb;
-	uint64_t token = (uint64_t)(uintptr_t)arg;
-	struct cluster *c = owner_get();
-	struct minode *m = c ? minode_find(c->v, TOKEN_INO(token)) : NULL;
+	(void)lvb;
+	struct cluster *c = r->c;
+	struct minode *m = minode_find(c->v, TOKEN_INO(r->token));
 	if (!m)
 		return;
 	int lost = 0;
 	pthread_mutex_lock(&m->map_lock);
-	if (m->layout_token == token) {
+	if (m->layout_token == r->token) {
 		if (m->layout_state == LAYOUT_WAITING)
 			m->layout_state = status == 0 ? LAYOUT_GRANTED : LAYOUT_FAILED;
 		else if (status == -ENOTCONN)
@@ -72,51 +47,66 @@ static void layout_ast(void *arg, int status, enum dg_mode granted, const uint8_
 	pthread_mutex_unlock(&m->map_lock);
 	minode_put(c->v, m);
 	if (lost)
-		recall_queue(c, token);
+		cl_lock_lost(r);
 	pthread_mutex_lock(&c->mu);
 	pthread_cond_broadcast(&c->cv);
 	pthread_mutex_unlock(&c->mu);
 }
 
-static void layout_bast(void *arg, enum dg_mode blocking)
+void layout_bast(struct cl_lockres *r, enum dg_mode blocking)
 {
 	(void)blocking;
-	struct cluster *c = owner_get();
-	if (c)
-		recall_queue(c, (uint64_t)(uintptr_t)arg);
+	recall_queue(r->c, r->token);
 }
 
-int cluster_layout_hold(struct cluster *c, struct minode *m)
+void layout_lost(struct cl_lockres *r)
 {
+	recall_queue(r->c, r->token);
+}
+
+/* Under m->map_lock: a new request's token and resource; nothing is cached
+ * without the lock. The resource it replaces is a failed request's, whose
+ * ast has run: it is retired. */
+static uint64_t layout_mark_waiting(struct cluster *c, struct minode *m)
+{
+	pthread_mutex_lock(&c->mu);
+	uint64_t token = ((uint64_t)m->ino << 32) | (++c->next_token & 0xffffffffu);
+	pthread_mutex_unlock(&c->mu);
+	lockres_retire(m->layout_res, 0);
+	m->layout_res = lockres_new(c, CL_LOCK_LAYOUT, m->ino, token);
+	m->layout_token = token;
+	m->layout_state = LAYOUT_WAITING;
+	m->nmap = 0;
+	/* Truncates by others while we held no lock recalled nothing of
+	 * ours: the size we know must be asked again once granted. */
+	atomic_store(&m->size_stale, 1);
+	return token;
+}
+
+/* Asks for PR. Returns 0 with m->map_lock held again, or the error with the
+ * request failed and the lock released. */
+static int layout_request(struct cluster *c, struct minode *m, struct cl_lockres *r)
+{
+	minode_ref(c->v, m);   /* the lock's reference */
+	struct dg_lock *lk = NULL;
+	int rc = r ? cl_lock(r, DG_PR, 0, &lk) : -ENOMEM;
 	pthread_mutex_lock(&m->map_lock);
-	int state = m->layout_state;
-	uint64_t token = m->layout_token;
-	if (state == LAYOUT_NONE || state == LAYOUT_FAILED) {
-		pthread_mutex_lock(&c->mu);
-		token = ((uint64_t)m->ino << 32) | (++c->next_token & 0xffffffffu);
-		pthread_mutex_unlock(&c->mu);
-		m->layout_token = token;
-		m->layout_state = LAYOUT_WAITING;
-		m->nmap = 0;     /* nothing cached without the lock */
-		/* Truncates by others while we held no lock recalled nothing of
-		 * ours: the size we know must be asked again once granted. */
-		atomic_store(&m->size_stale, 1);
+	if (rc) {
+		m->layout_state = LAYOUT_FAILED;
+		if (m->layout_res == r)
+			m->layout_res = NULL;
 		pthread_mutex_unlock(&m->map_lock);
-		char name[32];
-		layout_name(m->ino, name, sizeof(name));
-		minode_ref(c->v, m);   /* the lock's reference */
-		struct dg_lock *lk = NULL;
-		int rc = dg_lock(c->ls, name, DG_PR, 0, layout_ast, layout_bast,
-				 (void *)(uintptr_t)token, &lk);
-		pthread_mutex_lock(&m->map_lock);
-		if (rc) {
-			m->layout_state = LAYOUT_FAILED;
-			pthread_mutex_unlock(&m->map_lock);
-			minode_put(c->v, m);
-			return rc;
-		}
-		m->layout_lk = lk;
+		lockres_retire(r, 0);
+		minode_put(c->v, m);
+		return rc;
 	}
+	m->layout_lk = lk;
+	return 0;
+}
+
+/* Under m->map_lock, which it releases. */
+static int layout_wait(struct cluster *c, struct minode *m, uint64_t token)
+{
 	uint64_t until = cl_now_ms() + LOCK_TIMEOUT_MS;
 	while (m->layout_state == LAYOUT_WAITING && m->layout_token == token && cl_now_ms() < until) {
 		pthread_mutex_unlock(&m->map_lock);
@@ -131,6 +121,22 @@ int cluster_layout_hold(struct cluster *c, struct minode *m)
 	return rc;
 }
 
+int cluster_layout_hold(struct cluster *c, struct minode *m)
+{
+	pthread_mutex_lock(&m->map_lock);
+	int state = m->layout_state;
+	uint64_t token = m->layout_token;
+	if (state == LAYOUT_NONE || state == LAYOUT_FAILED) {
+		token = layout_mark_waiting(c, m);
+		struct cl_lockres *r = m->layout_res;
+		pthread_mutex_unlock(&m->map_lock);
+		int rc = layout_request(c, m, r);
+		if (rc)
+			return rc;
+	}
+	return layout_wait(c, m, token);
+}
+
 /* Caller may not hold m->io_lock: in-flight I/O that uses the cached
  * mappings finishes before they go. */
 void cluster_layout_drop(struct cluster *c, struct minode *m)
@@ -138,15 +144,17 @@ void cluster_layout_drop(struct cluster *c, struct minode *m)
 	pthread_rwlock_wrlock(&m->io_lock);
 	pthread_mutex_lock(&m->map_lock);
 	struct dg_lock *lk = m->layout_lk;
+	struct cl_lockres *r = m->layout_res;
 	int had = m->layout_state != LAYOUT_NONE;
 	m->layout_lk = NULL;
+	m->layout_res = NULL;
 	m->layout_state = LAYOUT_NONE;
 	m->layout_token = 0;
 	m->nmap = 0;
 	pthread_mutex_unlock(&m->map_lock);
 	atomic_store(&m->size_stale, 1);
-	if (lk)
-		dg_unlock(lk, 0, NULL);
+	int rc = lk ? dg_unlock(lk, 0, NULL) : 0;
+	lockres_retire(r, rc);
 	pthread_rwlock_unlock(&m->io_lock);
 	if (had)
 		minode_put(c->v, m);   /* the lock's reference */
@@ -198,10 +206,8 @@ int cluster_recall_begin(struct cluster *c, ext2_ino_t ino, void **token)
 	*token = NULL;
 	if (!cl_others_up(c))
 		return 0;
-	char name[32];
-	layout_name(ino, name, sizeof(name));
 	struct dg_lock *lk = NULL;
-	int rc = dg_lock_wait(c->ls, name, DG_EX, 0, LOCK_TIMEOUT_MS, NULL, &lk);
+	int rc = cl_lock_wait(c, CL_LOCK_LAYOUT, ino, DG_EX, &lk);
 	if (rc) {
 		csvfs_log(LOG_ERR_L, "inode %u: other nodes did not give up their layouts: %s", ino,
 			  strerror(-rc));

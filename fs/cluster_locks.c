@@ -1,15 +1,189 @@
-/* Cluster mode: waiting on the locks this module holds for a long time
- * ("coord", "coordinfo"). docs/cluster.md; the lock types are listed in
- * fs/cluster_internal.h. */
+/* Cluster mode: the lock types, in one table, and the plumbing every lock
+ * of this module goes through (docs/cluster.md, "Lock types").
+ *
+ * Modelled on OCFS2's dlmglue: each row says how a kind of lock is named,
+ * which modes it is taken in, what its completion does, what a blocking
+ * callback makes this node drop, and what losing it does (-ENOTCONN: the
+ * lineage it lived in was superseded after a partition). A lock's callback
+ * argument is its lock resource (struct cl_lockres), which names the row and
+ * the cluster, so a callback needs nothing process-wide to find either. The
+ * file locks and the freeze lock to come are rows here. */
 #include "fs/cluster_internal.h"
 
 #include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
-static void held_ast(void *arg, int status, enum dg_mode granted, const uint8_t *lvb)
+#define MODE(m) (1u << (m))
+
+static const struct cl_lock_type lock_types[CL_LOCK_KINDS] = {
+	/* The role: EX while this node is the coordinator. Nobody is asked to
+	 * give it up (the others try NOQUEUE); a departed holder keeps it
+	 * until fenced. Lost: the LUN gate closes at once. */
+	[CL_LOCK_COORD] = {
+		.name = "coord", .modes = MODE(DG_EX),
+		.ast = held_ast, .bast = NULL, .lost = role_coord_lost,
+	},
+	/* Who the coordinator is, in the value block: NL kept by everyone, PR
+	 * to read, EX to write; both are converted back to NL at once, so no
+	 * blocking callback is needed. Lost: the cluster thread takes it anew. */
+	[CL_LOCK_COORDINFO] = {
+		.name = "coordinfo", .modes = MODE(DG_NL) | MODE(DG_PR) | MODE(DG_EX),
+		.ast = held_ast, .bast = NULL, .lost = NULL,
+	},
+	/* L<ino>: PR while a participant caches written mappings of ino; EX by
+	 * the coordinator (a recall) before it frees or unwrites blocks. The
+	 * blocking callback and loss both queue a recall: in-flight I/O on the
+	 * inode finishes, the cached mappings go, the size is stale, unlock. */
+	[CL_LOCK_LAYOUT] = {
+		.name = "L%u", .modes = MODE(DG_PR) | MODE(DG_EX),
+		.ast = layout_ast, .bast = layout_bast, .lost = layout_lost,
+	},
+};
+
+static const struct cl_lock_type *type_of(const struct cl_lockres *r)
+{
+	return &lock_types[r->kind];
+}
+
+/* ---- lock resources ------------------------------------------------------- */
+
+void lockres_init(struct cl_lockres *r, struct cluster *c, enum cl_lock_kind kind, uint32_t id,
+		  uint64_t token)
+{
+	*r = (struct cl_lockres){ .kind = kind, .c = c, .id = id, .token = token };
+}
+
+struct cl_lockres *lockres_new(struct cluster *c, enum cl_lock_kind kind, uint32_t id, uint64_t token)
+{
+	struct cl_lockres *r = malloc(sizeof(*r));
+	if (r)
+		lockres_init(r, c, kind, id, token);
+	return r;
+}
+
+/* dlm-glue skips every callback of a lock once dg_unlock has returned, but
+ * one it had started may still be running with r. Callbacks run one at a
+ * time on the lockspace's dispatch thread, so r is freed by the next lock
+ * callback that starts (lockres_reap), or when the lockspace is gone. If the
+ * unlock failed, callbacks may still come: r stays until then. */
+void lockres_retire(struct cl_lockres *r, int unlock_rc)
+{
+	if (!r)
+		return;
+	struct cluster *c = r->c;
+	pthread_mutex_lock(&c->mu);
+	struct cl_lockres **list = unlock_rc ? &c->lockres_kept : &c->lockres_retired;
+	r->next = *list;
+	*list = r;
+	pthread_mutex_unlock(&c->mu);
+}
+
+static void free_list(struct cl_lockres *r)
+{
+	while (r) {
+		struct cl_lockres *next = r->next;
+		free(r);
+		r = next;
+	}
+}
+
+/* Dispatch thread, at the start of a callback of self: no other callback
+ * runs, so only self may still be in use. */
+static void lockres_reap(struct cl_lockres *self)
+{
+	struct cluster *c = self->c;
+	pthread_mutex_lock(&c->mu);
+	struct cl_lockres *list = c->lockres_retired, *keep = NULL, **pp = &list;
+	c->lockres_retired = NULL;
+	pthread_mutex_unlock(&c->mu);
+	while (*pp && *pp != self)
+		pp = &(*pp)->next;
+	if (*pp) {
+		keep = self;
+		*pp = self->next;
+	}
+	free_list(list);
+	if (keep)
+		lockres_retire(keep, 0);
+}
+
+void lockres_free_all(struct cluster *c)
+{
+	free_list(c->lockres_retired);
+	free_list(c->lockres_kept);
+	c->lockres_retired = c->lockres_kept = NULL;
+}
+
+/* ---- requests, through the table ------------------------------------------ */
+
+static void lock_ast(void *arg, int status, enum dg_mode granted, const uint8_t *lvb)
 {
 	(void)granted;
-	struct held_lock *h = arg;
+	struct cl_lockres *r = arg;
+	lockres_reap(r);
+	type_of(r)->ast(r, status, lvb);
+}
+
+static void lock_bast(void *arg, enum dg_mode blocking)
+{
+	struct cl_lockres *r = arg;
+	lockres_reap(r);
+	type_of(r)->bast(r, blocking);
+}
+
+static int mode_ok(enum cl_lock_kind kind, enum dg_mode mode)
+{
+	if (lock_types[kind].modes & MODE(mode))
+		return 1;
+	csvfs_log(LOG_ERR_L, "lock %s is never taken in mode %d", lock_types[kind].name, mode);
+	return 0;
+}
+
+int cl_lock(struct cl_lockres *r, enum dg_mode mode, unsigned flags, struct dg_lock **out)
+{
+	if (!mode_ok(r->kind, mode))
+		return -EINVAL;
+	char name[DG_RESOURCE_MAX];
+	snprintf(name, sizeof(name), type_of(r)->name, r->id);
+	return dg_lock(r->c->ls, name, mode, flags, lock_ast, type_of(r)->bast ? lock_bast : NULL, r,
+		       out);
+}
+
+int cl_lock_wait(struct cluster *c, enum cl_lock_kind kind, uint32_t id, enum dg_mode mode,
+		 struct dg_lock **out)
+{
+	if (!mode_ok(kind, mode))
+		return -EINVAL;
+	char name[DG_RESOURCE_MAX];
+	snprintf(name, sizeof(name), lock_types[kind].name, id);
+	return dg_lock_wait(c->ls, name, mode, 0, LOCK_TIMEOUT_MS, NULL, out);
+}
+
+static int cl_convert(struct cl_lockres *r, struct dg_lock *lk, enum dg_mode mode, unsigned flags,
+		      const uint8_t *lvb)
+{
+	return mode_ok(r->kind, mode) ? dg_convert(lk, mode, flags, lvb) : -EINVAL;
+}
+
+void cl_lock_lost(struct cl_lockres *r)
+{
+	if (type_of(r)->lost)
+		type_of(r)->lost(r);
+}
+
+/* ---- held locks: a thread waits for the grant ------------------------------ */
+
+static struct held_lock *held_of(struct cl_lockres *r)
+{
+	return (struct held_lock *)((char *)r - offsetof(struct held_lock, res));
+}
+
+void held_ast(struct cl_lockres *r, int status, const uint8_t *lvb)
+{
+	struct held_lock *h = held_of(r);
 	pthread_mutex_lock(&h->mu);
 	if (h->pending) {
 		h->pending = 0;
@@ -23,20 +197,18 @@ static void held_ast(void *arg, int status, enum dg_mode granted, const uint8_t 
 		h->lost = 1;   /* the lineage it lived in is gone, pending or not */
 	pthread_cond_broadcast(&h->cv);
 	pthread_mutex_unlock(&h->mu);
-	/* A coordinator whose role lock is gone may not write one more block:
-	 * another node owns the volume now (role_lose drops the engine). */
-	if (status == -ENOTCONN && h == &h->c->coord && atomic_load(&h->c->role) == CL_COORDINATOR)
-		journal_gate_set(JOURNAL_GATE_CLOSED);
-	if (status == -ENOTCONN)
-		cl_poke(h->c);
+	if (status == -ENOTCONN) {
+		cl_lock_lost(r);
+		cl_poke(r->c);
+	}
 }
 
-void held_init(struct held_lock *h, struct cluster *c)
+void held_init(struct held_lock *h, struct cluster *c, enum cl_lock_kind kind)
 {
 	memset(h, 0, sizeof(*h));
 	pthread_mutex_init(&h->mu, NULL);
 	pthread_cond_init(&h->cv, NULL);
-	h->c = c;
+	lockres_init(&h->res, c, kind, 0, 0);
 }
 
 static int held_wait(struct held_lock *h)
@@ -59,14 +231,13 @@ static int held_wait(struct held_lock *h)
 	return rc;
 }
 
-int held_lock(struct held_lock *h, struct dg_lockspace *ls, const char *name,
-		     enum dg_mode mode, unsigned flags)
+int held_lock(struct held_lock *h, enum dg_mode mode, unsigned flags)
 {
 	pthread_mutex_lock(&h->mu);
 	h->pending = 1;
 	h->lost = 0;
 	pthread_mutex_unlock(&h->mu);
-	int rc = dg_lock(ls, name, mode, flags, held_ast, NULL, h, &h->lk);
+	int rc = cl_lock(&h->res, mode, flags, &h->lk);
 	if (rc == 0)
 		rc = held_wait(h);
 	if (rc)
@@ -79,7 +250,7 @@ int held_convert(struct held_lock *h, enum dg_mode mode, unsigned flags, const u
 	pthread_mutex_lock(&h->mu);
 	h->pending = 1;
 	pthread_mutex_unlock(&h->mu);
-	int rc = dg_convert(h->lk, mode, flags, lvb);
+	int rc = cl_convert(&h->res, h->lk, mode, flags, lvb);
 	return rc ? rc : held_wait(h);
 }
 

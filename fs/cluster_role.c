@@ -51,7 +51,7 @@ static int info_ensure(struct cluster *c)
 	if (c->info.lk && !held_lost(&c->info))
 		return 0;
 	held_unlock(&c->info, 0, NULL);
-	return held_lock(&c->info, c->ls, "coordinfo", DG_NL, 0);
+	return held_lock(&c->info, DG_NL, 0);
 }
 
 /* ---- roles ----------------------------------------------------------------- */
@@ -177,15 +177,22 @@ static void minode_to_participant(struct volume *v, struct minode *m, void *arg)
 	atomic_store(&m->size_stale, 1);
 }
 
-/* Hands the role over: everything durable, the journal clean, MMP released. */
-void role_step_down(struct cluster *c, uint32_t target)
+/* Serving stops, then the engine goes with no request running: detach
+ * (cleanly) or abandon (without a write). */
+static void to_participant(struct cluster *c, void (*drop_engine)(struct volume *v))
 {
 	server_stop(c);
 	pthread_rwlock_wrlock(&c->role_lock);
-	volume_detach_engine(c->v);
+	drop_engine(c->v);
 	minode_foreach(c->v, minode_to_participant, NULL);
 	set_role(c, CL_PARTICIPANT);
 	pthread_rwlock_unlock(&c->role_lock);
+}
+
+/* Hands the role over: everything durable, the journal clean, MMP released. */
+void role_step_down(struct cluster *c, uint32_t target)
+{
+	to_participant(c, volume_detach_engine);
 	pthread_mutex_lock(&c->mu);
 	uint32_t epoch = c->epoch;
 	c->coord_nodeid = 0;
@@ -200,17 +207,21 @@ void role_step_down(struct cluster *c, uint32_t target)
 		  target ? "; handing over" : "");
 }
 
+/* The "coord" lock is gone with our lineage (dispatch thread). A coordinator
+ * whose role lock is gone may not write one more block: another node owns
+ * the volume now (role_lose drops the engine). */
+void role_coord_lost(struct cl_lockres *r)
+{
+	if (atomic_load(&r->c->role) == CL_COORDINATOR)
+		journal_gate_set(JOURNAL_GATE_CLOSED);
+}
+
 /* Our lineage was superseded while we were cut off: another node is the
  * coordinator now. Nothing of ours may reach the LUN any more. */
 void role_lose(struct cluster *c)
 {
 	journal_gate_set(JOURNAL_GATE_CLOSED);
-	server_stop(c);
-	pthread_rwlock_wrlock(&c->role_lock);
-	volume_abandon_engine(c->v);
-	minode_foreach(c->v, minode_to_participant, NULL);
-	set_role(c, CL_PARTICIPANT);
-	pthread_rwlock_unlock(&c->role_lock);
+	to_participant(c, volume_abandon_engine);
 	held_unlock(&c->coord, 0, NULL);
 	pthread_mutex_lock(&c->mu);
 	c->coord_nodeid = 0;
@@ -226,7 +237,7 @@ void role_lose(struct cluster *c)
 
 static void try_take_role(struct cluster *c, const struct coord_info *ci)
 {
-	int rc = held_lock(&c->coord, c->ls, "coord", DG_EX, DG_NOQUEUE);
+	int rc = held_lock(&c->coord, DG_EX, DG_NOQUEUE);
 	if (rc)
 		return;                       /* someone holds it (maybe departed, not yet fenced) */
 	/* The value block as it is now that nobody else can write it: the

@@ -65,9 +65,10 @@ struct minode {
 	struct meta_extent *map;       /* sorted by lblk, disjoint; grows to MINODE_MAP_CACHE */
 	unsigned nmap, map_cap;
 
-	/* Participant state (cluster.c, fsops.c); guarded by the cluster's
+	/* Participant state (cluster_layout.c, fsops.c); guarded by the cluster's
 	 * lock unless noted. The layout lock holds a reference on the minode. */
 	struct dg_lock *layout_lk;
+	struct cl_lockres *layout_res; /* its callbacks' argument (cluster_layout.c) */
 	uint64_t layout_token;         /* names the lock in its callbacks */
 	int layout_state;              /* LAYOUT_* */
 	_Atomic int size_stale;        /* refresh size from the coordinator before a read */
@@ -89,6 +90,7 @@ struct volume_opts {
 };
 
 struct cluster;
+struct cl_lockres;
 struct dg_lock;
 
 struct deferred_free { blk64_t blk, num; uint64_t txn; /* 0: running transaction */ };
@@ -127,7 +129,7 @@ struct volume {
 	int stopping;
 	size_t cache_bytes;
 	int takeover;                  /* the engine was attached by a takeover */
-	/* Cluster mode (cluster.c); NULL when standalone. The engine (fs,
+	/* Cluster mode (fs/cluster*.c); NULL when standalone. The engine (fs,
 	 * journal) is attached only while this node is the coordinator. */
 	struct cluster *cluster;
 };
