@@ -145,11 +145,9 @@ enum journal_gate journal_gate_get(void);
 /* Waits until no I/O that passed the gate is still in flight. */
 void journal_gate_drain(void);
 
-/* Until fs/ moves to lun_pread / lun_pwrite (the gate and the hook are the
- * layer's own): 0 go ahead then journal_gate_leave(), -EIO gate closed; 1 when
- * this LUN write must be dropped (CSVFS_FAULT_WRITE_LIMIT). */
-int journal_gate_enter(void);
-void journal_gate_leave(void);
-int journal_fault_drop_write(void);
+/* Test only: with CSVFS_FAULT_WRITE_LIMIT=N in the environment, every
+ * lun_pwrite after the Nth (LUN_NO_FAULT ones aside) is dropped and reported
+ * done, a power cut while the process runs on; a normal exit reports how many
+ * were issued. */
 
 #endif

@@ -44,9 +44,9 @@ enum journal_gate journal_gate_get(void)
 	return atomic_load(&gate_state);
 }
 
-/* 0: go ahead, then journal_gate_leave(); -EIO: the gate is closed. Waits while it
+/* 0: go ahead, then gate_leave(); -EIO: the gate is closed. Waits while it
  * is paused. The open gate is checked first without waiting on anyone. */
-int journal_gate_enter(void)
+static int gate_enter(void)
 {
 	if (atomic_load(&gate_state) == JOURNAL_GATE_OPEN) {
 		pthread_mutex_lock(&gate_lock);
@@ -67,7 +67,7 @@ int journal_gate_enter(void)
 	return rc;
 }
 
-void journal_gate_leave(void)
+static void gate_leave(void)
 {
 	pthread_mutex_lock(&gate_lock);
 	if (--gate_inside == 0)
@@ -114,7 +114,7 @@ static void fault_init(void)
 }
 
 /* 1 when this write must be dropped: it is past the limit. */
-int journal_fault_drop_write(void)
+static int fault_drop_write(void)
 {
 	pthread_once(&fault_once, fault_init);
 	if (fault_limit < 0)
@@ -180,23 +180,23 @@ static int transfer(const struct lun *l, int write, char *buf, size_t len, uint6
 
 int lun_pread(const struct lun *l, void *buf, size_t len, uint64_t off)
 {
-	if (journal_gate_enter())
+	if (gate_enter())
 		return -EIO;
 	int rc = transfer(l, 0, buf, len, off);
-	journal_gate_leave();
+	gate_leave();
 	return rc;
 }
 
 int lun_pwrite(const struct lun *l, const void *buf, size_t len, uint64_t off, unsigned flags)
 {
-	if (journal_gate_enter())
+	if (gate_enter())
 		return -EIO;
 	int rc = 0;
-	if ((flags & LUN_NO_FAULT) || !journal_fault_drop_write())
+	if ((flags & LUN_NO_FAULT) || !fault_drop_write())
 		rc = transfer(l, 1, (char *)buf, len, off);
 	/* The flush stays inside the same pass: a drain waits for it too. */
 	if (rc == 0 && (flags & LUN_SYNC) && fdatasync(l->fd) != 0)
 		rc = failed(l, "flush after a write", len, off, errno);
-	journal_gate_leave();
+	gate_leave();
 	return rc;
 }
