@@ -134,7 +134,7 @@ static void lun_log(const struct lun *l, const char *fmt, ...)
 	va_list ap;
 	va_start(ap, fmt);
 	if (l->log) {
-		l->log(l->log_arg, 3, fmt, ap);
+		l->log(l->log_arg, 3 /* error, as syslog LOG_ERR */, fmt, ap);
 	} else {
 		vfprintf(stderr, fmt, ap);
 		fputc('\n', stderr);
