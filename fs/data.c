@@ -1,10 +1,11 @@
-/* The data path: file data moves between the caller and the LUN with pread /
- * pwrite on an O_DIRECT descriptor, at the blocks a layout (meta_map) names.
+/* The data path: file data moves between the caller and the LUN with
+ * lun_pread / lun_pwrite (journal/lunio.c) on an O_DIRECT descriptor, at the
+ * blocks a layout (meta_map) names.
  * libext2fs never sees file data.
  *
  * Writes into holes allocate unwritten blocks, write the data, then mark the
  * blocks written (design.md §4); overwrites of written blocks are a single
- * pwrite with no metadata change but the in-memory mtime. */
+ * lun_pwrite with no metadata change but the in-memory mtime. */
 #include "fs/internal.h"
 #include "fs/data.h"
 #include "fs/fsops.h"
@@ -12,7 +13,6 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #define BOUNCE_BYTES (1u << 20)
 #define ALIGN 4096u
@@ -39,32 +39,14 @@ static char *bounce(void)
 	return b;
 }
 
-static int lun_io(struct volume *v, int write, void *buf, size_t len, uint64_t pblk, ext2_ino_t ino)
+/* The gate, the fault hook and the log line are lunio's; the caller only
+ * sees EIO, as from a local disk. */
+static int lun_io(struct volume *v, int write, void *buf, size_t len, uint64_t pblk)
 {
-	off_t at = (off_t)(pblk * v->blocksize);
-	size_t done = 0;
-	if (journal_gate_enter())
-		return -EIO;
-	if (write && journal_fault_drop_write()) {
-		journal_gate_leave();
-		return 0;
-	}
-	while (done < len) {
-		ssize_t n = write ? pwrite(v->data_fd, (char *)buf + done, len - done, at + (off_t)done)
-				  : pread(v->data_fd, (char *)buf + done, len - done, at + (off_t)done);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			int e = n < 0 ? errno : EIO;
-			csvfs_log(LOG_ERR_L, "inode %u: %s of %zu bytes at LUN block %llu failed: %s", ino,
-				  write ? "write" : "read", len, (unsigned long long)pblk, strerror(e));
-			journal_gate_leave();
-			return -EIO;
-		}
-		done += (size_t)n;
-	}
-	journal_gate_leave();
-	return 0;
+	uint64_t at = pblk * v->blocksize;
+	int rc = write ? lun_pwrite(&v->data_lun, buf, len, at, 0)
+		       : lun_pread(&v->data_lun, buf, len, at);
+	return rc ? -EIO : 0;
 }
 
 ssize_t data_read(struct volume *v, struct minode *m, char *buf, size_t len, uint64_t off)
@@ -98,7 +80,7 @@ ssize_t data_read(struct volume *v, struct minode *m, char *buf, size_t len, uin
 			stop = span_start + BOUNCE_BYTES;
 		if (e.state == EXTENT_WRITTEN) {
 			uint64_t span_end = (stop + bs - 1) / bs * bs;
-			rc = lun_io(v, 0, bb, span_end - span_start, e.pblk + (span_start / bs - e.lblk), m->ino);
+			rc = lun_io(v, 0, bb, span_end - span_start, e.pblk + (span_start / bs - e.lblk));
 			if (rc == 0)
 				memcpy(buf + (pos - off), bb + (pos - span_start), stop - pos);
 		} else {
@@ -112,16 +94,16 @@ ssize_t data_read(struct volume *v, struct minode *m, char *buf, size_t len, uin
 
 /* Fills the partial head and tail blocks of [pos, stop) in bb (which maps
  * span_start..) from the LUN; whole blocks are about to be overwritten. */
-static int read_edges(struct volume *v, struct minode *m, char *bb, const struct meta_extent *e,
+static int read_edges(struct volume *v, char *bb, const struct meta_extent *e,
 		      uint64_t span_start, uint64_t span_end, uint64_t pos, uint64_t stop)
 {
 	unsigned bs = v->blocksize;
 	int rc = 0;
 	if (pos % bs)
-		rc = lun_io(v, 0, bb, bs, e->pblk + (span_start / bs - e->lblk), m->ino);
+		rc = lun_io(v, 0, bb, bs, e->pblk + (span_start / bs - e->lblk));
 	uint64_t tail = span_end - bs;
 	if (rc == 0 && stop % bs && (tail != span_start || pos % bs == 0))
-		rc = lun_io(v, 0, bb + (tail - span_start), bs, e->pblk + (tail / bs - e->lblk), m->ino);
+		rc = lun_io(v, 0, bb + (tail - span_start), bs, e->pblk + (tail / bs - e->lblk));
 	return rc;
 }
 
@@ -135,10 +117,10 @@ static int write_written(struct volume *v, struct minode *m, const char *src, ui
 	int partial = pos % bs || stop % bs;
 	if (partial)
 		pthread_mutex_lock(&m->write_lock);
-	int rc = partial ? read_edges(v, m, bb, e, span_start, span_end, pos, stop) : 0;
+	int rc = partial ? read_edges(v, bb, e, span_start, span_end, pos, stop) : 0;
 	if (rc == 0) {
 		memcpy(bb + (pos - span_start), src, stop - pos);
-		rc = lun_io(v, 1, bb, span_end - span_start, e->pblk + (span_start / bs - e->lblk), m->ino);
+		rc = lun_io(v, 1, bb, span_end - span_start, e->pblk + (span_start / bs - e->lblk));
 	}
 	if (partial)
 		pthread_mutex_unlock(&m->write_lock);
@@ -174,7 +156,7 @@ static int write_allocating(struct volume *v, struct minode *m, const char *src,
 		memset(bb, 0, bs);
 		memset(bb + (span_end - span_start - bs), 0, bs);
 		memcpy(bb + (pos - span_start), src, stop - pos);
-		rc = lun_io(v, 1, bb, span_end - span_start, e.pblk + (span_start / bs - e.lblk), m->ino);
+		rc = lun_io(v, 1, bb, span_end - span_start, e.pblk + (span_start / bs - e.lblk));
 		/* The commit grows the size to at least stop, never shrinks it. */
 		if (rc == 0)
 			rc = fsop_commit_write(v, m, span_start / bs, (span_end - span_start) / bs, stop);

@@ -11,7 +11,6 @@
 #include <linux/falloc.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #define MAX_LBLK (1ull << 32)                  /* ext4 logical block limit */
 #define PREALLOC_BLOCKS 2048u                  /* 8 MiB ahead for growing files */
@@ -527,19 +526,13 @@ int extent_zero_in_block(struct volume *v, ext2_ino_t ino, struct ext2_inode_lar
 	void *buf;
 	if (posix_memalign(&buf, 4096, bs))
 		return -ENOMEM;
-	if (journal_gate_enter()) {
-		rc = -EIO;
-	} else if (pread(v->data_fd, buf, bs, (off_t)(pblk * bs)) != (ssize_t)bs) {
-		rc = -EIO;
-		journal_gate_leave();
-	} else {
+	/* Read, zero, write back: a gate closing in between refuses the write. */
+	rc = lun_pread(&v->data_lun, buf, bs, pblk * bs);
+	if (rc == 0) {
 		memset((char *)buf + off % bs, 0, len);
-		if (journal_fault_drop_write())
-			;
-		else if (pwrite(v->data_fd, buf, bs, (off_t)(pblk * bs)) != (ssize_t)bs)
-			rc = -EIO;
-		journal_gate_leave();
+		rc = lun_pwrite(&v->data_lun, buf, bs, pblk * bs, 0);
 	}
+	rc = rc ? -EIO : 0;
 	free(buf);
 	if (rc)
 		csvfs_log(LOG_ERR_L, "inode %u: zeroing bytes in block %llu failed", ino,

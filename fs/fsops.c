@@ -124,6 +124,34 @@ static int r_getattr(struct volume *v, ext2_ino_t ino, struct meta_attr *out)
 	return call_attr(v, OP_GETATTR, &q, out);
 }
 
+/* Our own truncate, punch or zeroing of [from, to) (blocks): written ranges
+ * there that wait to be committed again to a new coordinator are no longer
+ * ours to commit — a resend would fail on freed blocks (ESTALE, and fsync
+ * said EIO after a move), or mark zeroed blocks written again. */
+static void pending_forget(struct minode *m, uint64_t from, uint64_t to)
+{
+	pthread_mutex_lock(&m->map_lock);
+	unsigned keep = 0, n = m->npend;
+	struct pending_commit tail = { 0 };
+	int split = 0;
+	for (unsigned i = 0; i < n; i++) {
+		struct pending_commit p = m->pend[i];
+		uint64_t end = p.lblk + p.len;
+		if (end > from && p.lblk < to && p.lblk < from && end > to) {
+			tail = (struct pending_commit){ to, end - to, p.size, p.epoch };
+			split = 1;
+		}
+		if (end > from && p.lblk < to)
+			p.len = p.lblk < from ? from - p.lblk : 0;   /* the part before from */
+		if (p.len)
+			m->pend[keep++] = p;
+	}
+	m->npend = keep;
+	if (split && keep < m->pend_cap)
+		m->pend[m->npend++] = tail;   /* the part after to; dropped if no room */
+	pthread_mutex_unlock(&m->map_lock);
+}
+
 /* Our own size change: what this node's open files know follows it at
  * once (a truncate elsewhere reaches them through a layout recall). */
 static void remote_size_changed(struct volume *v, ext2_ino_t ino, uint64_t size)
@@ -131,6 +159,7 @@ static void remote_size_changed(struct volume *v, ext2_ino_t ino, uint64_t size)
 	struct minode *m = minode_find(v, ino);
 	if (m) {
 		atomic_store(&m->size, size);
+		pending_forget(m, (size + v->blocksize - 1) / v->blocksize, UINT64_MAX);
 		minode_put(v, m);
 	}
 }
@@ -478,6 +507,8 @@ static int r_open(struct volume *v, ext2_ino_t ino, uint32_t gen, int truncate, 
 	struct proto_req q = { .open = { ino, (uint8_t)truncate, gen } };
 	struct meta_attr a;
 	int rc = call_attr(v, OP_OPEN, &q, &a);
+	if (rc == 0 && truncate)
+		remote_size_changed(v, ino, 0);
 	return rc ? rc : remote_opened(v, &a, out);
 }
 
@@ -536,6 +567,12 @@ static int r_release(struct volume *v, struct minode *m)
 		cluster_layout_drop(v->cluster, m);
 	struct proto_req q = { .inode = { m->ino } };
 	rc = call_void(v, OP_RELEASE, &q);
+	if (rc == -EBADF) {
+		/* A new coordinator whose reclaim came while this release was
+		 * on its way (the open uncounted for that moment): not open there. */
+		csvfs_log(LOG_DEBUG_L, "inode %u: the new coordinator had no open of ours to release", m->ino);
+		rc = 0;
+	}
 	if (rc == -ERESTART) {
 		/* Not applied: keep the open so the retry (or a reclaim) counts it. */
 		pthread_mutex_lock(&v->lock);
@@ -694,6 +731,8 @@ static int r_fallocate(struct volume *v, struct minode *m, int mode, uint64_t of
 	int rc = call_u64(v, OP_FALLOCATE, &q, &size);
 	if (rc == 0)
 		atomic_store(&m->size, size);
+	if (rc == 0 && (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)))
+		pending_forget(m, (off + v->blocksize - 1) / v->blocksize, (off + len) / v->blocksize);
 	return rc;
 }
 

@@ -357,14 +357,15 @@ void minode_invalidate_map(struct minode *m)
 	pthread_mutex_unlock(&m->map_lock);
 }
 
-/* Under v->lock: the live state of ino, if any (no reference taken; valid
- * while v->lock is held because open counts and sizes change only under it). */
-static struct minode *minode_peek(struct volume *v, ext2_ino_t ino)
+/* Whether m is still the table's entry for its inode. Compares pointers
+ * only: a last minode_put frees an entry without v->lock, so an entry found
+ * here may not be dereferenced without a reference (minode_find). */
+static int minode_is_current(struct volume *v, const struct minode *m)
 {
 	pthread_mutex_lock(&v->table_lock);
-	struct minode *m = table_find(v, ino);
+	int current = table_find(v, m->ino) == m;
 	pthread_mutex_unlock(&v->table_lock);
-	return m;
+	return current;
 }
 
 /* ---- freeing, links and the orphan list -------------------------------- */
@@ -478,9 +479,13 @@ int inode_drop_link(struct volume *v, ext2_ino_t ino)
 	inode_set_time(v, &in, TIME_C, now_ts());
 	if (in.i_links_count > 0)
 		return inode_write(v, ino, &in);
-	struct minode *m = minode_peek(v, ino);
-	if (m && m->open_count > 0)
+	/* A reference, not a peek: a release elsewhere may drop the last one
+	 * at any moment (minode_put takes no v->lock). */
+	struct minode *m = minode_find(v, ino);
+	if (m && m->open_count > 0) {
+		minode_put(v, m);
 		return orphan_add(v, ino, &in);
+	}
 	rc = inode_free(v, ino, &in);
 	/* Someone may hold a reference without an open (an open on its way
 	 * to meta_open, a stat, a truncate): that minode names a freed inode
@@ -491,6 +496,7 @@ int inode_drop_link(struct volume *v, ext2_ino_t ino)
 		table_remove_locked(v, m);
 		pthread_mutex_unlock(&v->table_lock);
 	}
+	minode_put(v, m);
 	return rc;
 }
 
@@ -532,11 +538,12 @@ int meta_setattr(struct volume *v, ext2_ino_t ino, const struct meta_setattr *sa
 			inode_set_time(v, &in, TIME_M, now);
 	}
 	if (rc == 0) {
-		struct minode *live = minode_peek(v, ino);
+		struct minode *live = minode_find(v, ino);
 		if (live && live->times_dirty) {
 			inode_set_time(v, &in, TIME_M, live->mtime);
 			live->times_dirty = 0;
 		}
+		minode_put(v, live);
 		if (sa->valid & META_SET_ATIME_NOW)
 			inode_set_time(v, &in, TIME_A, now);
 		else if (sa->valid & META_SET_ATIME)
@@ -607,7 +614,7 @@ int meta_open(struct volume *v, struct minode *m, uint32_t generation, int trunc
 {
 	struct ext2_inode_large in;
 	pthread_mutex_lock(&v->lock);
-	int rc = minode_peek(v, m->ino) == m ? inode_read(v, m->ino, &in) : -ESTALE;
+	int rc = minode_is_current(v, m) ? inode_read(v, m->ino, &in) : -ESTALE;
 	/* A freed inode keeps its mode: the bitmap tells. After a takeover an
 	 * unlinked file is kept for the participants that reclaim their opens. */
 	int freed = rc == 0 && (!ext2fs_test_inode_bitmap2(v->fs->inode_map, m->ino) ||

@@ -100,6 +100,7 @@ struct volume {
 	struct journal *journal;
 	pthread_mutex_t lock;          /* libext2fs is not thread-safe: every call under it */
 	int data_fd;                   /* LUN, O_DIRECT, file data only */
+	struct lun data_lun;           /* data_fd named, for lun_pread / lun_pwrite */
 	unsigned blocksize;
 	int read_only;
 	char lun[4096];

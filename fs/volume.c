@@ -414,6 +414,7 @@ int volume_new(const struct volume_opts *o, struct volume **out, char *err, size
 		volume_free(v);
 		return rc;
 	}
+	v->data_lun = (struct lun){ v->data_fd, v->lun, csvfs_vlog, NULL };
 	*out = v;
 	return 0;
 }

@@ -162,24 +162,16 @@ void cache_drop_all(struct journal *j)
 
 /* ---- raw LUN access (aligned) ---------------------------------------- */
 
+/* Gate, fault hook and the log line are lunio.c's; only the errcode
+ * libext2fs expects and the counters are added here. */
 errcode_t lun_read_units(struct journal *j, uint64_t unit, unsigned n, void *buf)
 {
 	size_t len = (size_t)n * UNIT;
-	if (journal_gate_enter())
-		return EIO;
-	ssize_t got = pread(j->fd, buf, len, (off_t)(unit * UNIT));
-	journal_gate_leave();
-	if (got < 0) {
-		jlog(j, 3, "journal: read of %s at byte %" PRIu64 " failed: %s",
-		     j->lun_path, unit * UNIT, strerror(errno));
-		return errno;
-	}
-	if ((size_t)got < len) {
-		/* Past the end of an image file: the LUN is shorter than the volume. */
-		jlog(j, 3, "journal: short read of %s at byte %" PRIu64 " (%zd of %zu)",
-		     j->lun_path, unit * UNIT, got, len);
-		return EXT2_ET_SHORT_READ;
-	}
+	int rc = lun_pread(&j->lun, buf, len, unit * UNIT);
+	if (rc == -ENODATA)
+		return EXT2_ET_SHORT_READ;  /* the LUN is shorter than the volume */
+	if (rc)
+		return -rc;
 	j->stats.bytes_read += len;
 	return 0;
 }
@@ -187,20 +179,9 @@ errcode_t lun_read_units(struct journal *j, uint64_t unit, unsigned n, void *buf
 errcode_t lun_write_units(struct journal *j, uint64_t unit, unsigned n, const void *buf)
 {
 	size_t len = (size_t)n * UNIT;
-	if (journal_gate_enter())
-		return EIO;
-	if (journal_fault_drop_write()) {
-		journal_gate_leave();
-		return 0;
-	}
-	ssize_t put = pwrite(j->fd, buf, len, (off_t)(unit * UNIT));
-	journal_gate_leave();
-	if (put < 0 || (size_t)put < len) {
-		int e = put < 0 ? errno : ENOSPC;
-		jlog(j, 3, "journal: write of %s at byte %" PRIu64 " failed: %s",
-		     j->lun_path, unit * UNIT, strerror(e));
-		return e;
-	}
+	int rc = lun_pwrite(&j->lun, buf, len, unit * UNIT, 0);
+	if (rc)
+		return -rc;
 	j->stats.bytes_written += len;
 	return 0;
 }
@@ -539,6 +520,7 @@ int journal_open(const struct journal_config *cfg, struct journal **out, char *e
 	j->is_blockdev = S_ISBLK(st.st_mode);
 	j->log = cfg->log;
 	j->log_arg = cfg->log_arg;
+	j->lun = (struct lun){ fd, j->lun_path, cfg->log, cfg->log_arg };
 	size_t bytes = cfg->cache_bytes ? cfg->cache_bytes : DEFAULT_CACHE_BYTES;
 	j->capacity = bytes / UNIT ? bytes / UNIT : 1;
 	j->nbuckets = 1;

@@ -30,6 +30,7 @@ struct journal {
 	char channel_name[64];
 	journal_log_fn log;
 	void *log_arg;
+	struct lun lun;                /* fd and lun_path for lun_pread / lun_pwrite */
 
 	pthread_mutex_t lock;
 	struct cache_entry **buckets;
@@ -64,7 +65,7 @@ struct journal_txn {
 	unsigned char *data;           /* n * UNIT, aligned */
 };
 
-/* ---- iomgr.c: the cache and the LUN ---- */
+/* ---- iomgr.c: the cache and the LUN (through lunio.c) ---- */
 void jlog(struct journal *j, int level, const char *fmt, ...);
 errcode_t lun_read_units(struct journal *j, uint64_t unit, unsigned n, void *buf);
 errcode_t lun_write_units(struct journal *j, uint64_t unit, unsigned n, const void *buf);

@@ -1,12 +1,13 @@
 /* journal — the one io layer through which libext2fs reads and writes a csvfs
- * volume's metadata (design.md §3).
+ * volume's metadata (design.md §3), over the process's one LUN I/O layer.
  *
  * Every metadata block libext2fs touches goes through the io_manager this module
  * provides (iomgr.c): a write-back block cache over the LUN opened O_DIRECT.
  * With the ext4 internal journal attached, each commit takes the dirty blocks
  * as one JBD2 transaction (txn.c, encoded by jbd2_writer.c, replayed by
- * jbd2_replay.c; docs/journal-format.md). File data never passes through this
- * layer.
+ * jbd2_replay.c; docs/journal-format.md). File data never passes through the
+ * cache; it reaches the LUN, as the cache does, through lun_pread / lun_pwrite
+ * (lunio.c, last section), which hold the I/O gate and the test fault hook.
  */
 #ifndef CSVFS_JOURNAL_H
 #define CSVFS_JOURNAL_H
@@ -109,20 +110,44 @@ void journal_get_stats(struct journal *j, struct journal_stats *out);
 
 void journal_close(struct journal *j);
 
-/* The LUN I/O gate (gate.c): every LUN read and write of the process passes
- * it. PAUSED (quorum lost) holds I/O until the gate opens again or closes;
- * CLOSED (this node lost its right to the LUN) fails I/O with -EIO. */
+/* ---- LUN I/O (lunio.c) ---------------------------------------------------- */
+
+/* Every LUN read and write of the process goes through lun_pread / lun_pwrite:
+ * they pass the I/O gate, the power-cut test hook and one error path, which
+ * later path-failure handling and redirected I/O hook into. */
+
+/* A descriptor on the LUN (O_DIRECT: buffers, offsets and lengths aligned)
+ * and what a failure is logged with. */
+struct lun {
+	int fd;
+	const char *name;         /* device or image path, for the log */
+	journal_log_fn log;       /* NULL = stderr */
+	void *log_arg;
+};
+
+/* lun_pwrite flags. */
+enum {
+	LUN_SYNC = 1,             /* fdatasync before the gate is left */
+	LUN_NO_FAULT = 2,         /* not a write the power-cut hook counts or drops */
+};
+
+/* Transfer all of [off, off+len): 0, or a negative errno after one log line
+ * naming the LUN, the offset and the cause. -EIO without a log line: the gate
+ * is closed. -ENODATA (read) / -ENOSPC (write): the LUN ends inside the range. */
+int lun_pread(const struct lun *l, void *buf, size_t len, uint64_t off);
+int lun_pwrite(const struct lun *l, const void *buf, size_t len, uint64_t off, unsigned flags);
+
+/* The I/O gate. PAUSED (quorum lost) holds LUN I/O until the gate opens again
+ * or closes; CLOSED (this node lost its right to the LUN) fails it with -EIO. */
 enum journal_gate { JOURNAL_GATE_OPEN, JOURNAL_GATE_PAUSED, JOURNAL_GATE_CLOSED };
 void journal_gate_set(enum journal_gate state);
 enum journal_gate journal_gate_get(void);
-/* 0: go ahead, then call journal_gate_leave(); -EIO: the gate is closed. */
-int journal_gate_enter(void);
-void journal_gate_leave(void);
 /* Waits until no I/O that passed the gate is still in flight. */
 void journal_gate_drain(void);
 
-/* Test-only (CSVFS_FAULT_WRITE_LIMIT=N): 1 when this LUN write must be dropped
- * to simulate a power cut after the Nth write. Every LUN writer asks. */
-int journal_fault_drop_write(void);
+/* Test only: with CSVFS_FAULT_WRITE_LIMIT=N in the environment, every
+ * lun_pwrite after the Nth (LUN_NO_FAULT ones aside) is dropped and reported
+ * done, a power cut while the process runs on; a normal exit reports how many
+ * were issued. */
 
 #endif

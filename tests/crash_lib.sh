@@ -6,7 +6,7 @@
 # failed (iter_failed=1).
 
 # start_daemon [LIMIT] — csvfs on img, in the background; with a numeric
-# LIMIT, under CSVFS_FAULT_WRITE_LIMIT=LIMIT (journal/fault.c).
+# LIMIT, under CSVFS_FAULT_WRITE_LIMIT=LIMIT (journal/lunio.c).
 start_daemon() {
 	if [ -n "${1:-}" ] && [ "$1" != none ]; then
 		CSVFS_FAULT_WRITE_LIMIT=$1 "$BIN/csvfs" -f -o standalone "$img" "$mnt" >>"$log" 2>&1 &

@@ -18,7 +18,7 @@ log_dir="$BUILD/test-logs"; mkdir -p "$log_dir"
 out="$log_dir/soak.log"
 echo "soak: up to $ops operations per run, $per s per run, $role s under role changes (log: $out)"
 start=$(date +%s)
-RANDOPS_KILLS=${SOAK_KILLS:-1} RANDOPS_OPS=$ops RANDOPS_SECONDS=$per RANDOPS_ROLE_SECONDS=$role RANDOPS_SHRINK=${SOAK_SHRINK:-60} \
+RANDOPS_KILLS=${SOAK_KILLS:-1} RANDOPS_ROLE_CROSS=1 RANDOPS_OPS=$ops RANDOPS_SECONDS=$per RANDOPS_ROLE_SECONDS=$role RANDOPS_SHRINK=${SOAK_SHRINK:-60} \
   RANDOPS_SEED=${SOAK_SEED:-} BUILD="$BUILD" timeout $(( secs * 2 + 1800 )) bash tests/integration/random_ops.sh >"$out" 2>&1
 rc=$?
 grep -E '^(ok|not ok)' "$out"

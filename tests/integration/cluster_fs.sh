@@ -11,7 +11,7 @@
 . "$(dirname "$0")/../lib.sh"
 
 LAB="$BIN/csvfs-lab"
-export CSVFS_LAB=clustertest
+export CSVFS_LAB=${CSVFS_TEST_LAB:-clustertest}   # another name lets two checkouts run it side by side
 unset CSVFS_BIN CSVFS_LAB_TOKEN
 # Self-fence deadline 4 s (token 1 s + consensus 1.2 s detection, 1.8 s drain;
 # docs/lab.md); a paused node holds requests 20 s before EIO.

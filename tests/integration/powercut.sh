@@ -2,7 +2,7 @@
 # Power cuts (design.md §3, §11.6): the daemon runs with
 # CSVFS_FAULT_WRITE_LIMIT=N, so every LUN write after the Nth is silently
 # dropped while the process runs on (a power cut the process does not see;
-# journal/fault.c). A calibration run (no cut, clean unmount) counts the LUN
+# journal/lunio.c). A calibration run (no cut, clean unmount) counts the LUN
 # writes W of one mount + workload + unmount; then for N = 1 and N spread over
 # [2, W] (evenly, with jitter), a mount with the fault armed runs the same kind
 # of workload to its end (crash_workload run -c LOG notes, after each

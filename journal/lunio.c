@@ -1,0 +1,202 @@
+/* LUN I/O: the one way this process reads and writes its LUN.
+ *
+ * Every LUN transfer of csvfs — the metadata cache and journal commits
+ * (iomgr.c, txn.c), file data and zeroing (fs/data.c, fs/extent.c), the MMP
+ * block (fs/mmp.c) — is a lun_pread or a lun_pwrite, so that three things see
+ * all of them:
+ *   - the I/O gate (design.md §6, invariant 5): a node that lost quorum must
+ *     issue no LUN I/O after its deadline;
+ *   - the power-cut hook of the crash tests (CSVFS_FAULT_WRITE_LIMIT);
+ *   - one error path: whole transfers, one log line per failure.
+ * Redirected I/O and path-failure detection (design.md §7) hook in here too.
+ *
+ * The gate and the hook are process-wide by nature — they model this node's
+ * one path to the LUN — hence global state, each with its own guard.
+ */
+#include "journal/journal.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* ---- the I/O gate -------------------------------------------------------- */
+
+static pthread_mutex_t gate_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t gate_cond = PTHREAD_COND_INITIALIZER;
+static _Atomic int gate_state = JOURNAL_GATE_OPEN;
+static unsigned gate_inside;     /* I/Os between enter and leave (gate_lock) */
+
+void journal_gate_set(enum journal_gate state)
+{
+	pthread_mutex_lock(&gate_lock);
+	atomic_store(&gate_state, state);
+	pthread_cond_broadcast(&gate_cond);
+	pthread_mutex_unlock(&gate_lock);
+}
+
+enum journal_gate journal_gate_get(void)
+{
+	return atomic_load(&gate_state);
+}
+
+/* 0: go ahead, then gate_leave(); -EIO: the gate is closed. Waits while it
+ * is paused. The open gate is checked first without waiting on anyone. */
+static int gate_enter(void)
+{
+	if (atomic_load(&gate_state) == JOURNAL_GATE_OPEN) {
+		pthread_mutex_lock(&gate_lock);
+		if (atomic_load(&gate_state) == JOURNAL_GATE_OPEN) {
+			gate_inside++;
+			pthread_mutex_unlock(&gate_lock);
+			return 0;
+		}
+		pthread_mutex_unlock(&gate_lock);
+	}
+	pthread_mutex_lock(&gate_lock);
+	while (atomic_load(&gate_state) == JOURNAL_GATE_PAUSED)
+		pthread_cond_wait(&gate_cond, &gate_lock);
+	int rc = atomic_load(&gate_state) == JOURNAL_GATE_OPEN ? 0 : -EIO;
+	if (rc == 0)
+		gate_inside++;
+	pthread_mutex_unlock(&gate_lock);
+	return rc;
+}
+
+static void gate_leave(void)
+{
+	pthread_mutex_lock(&gate_lock);
+	if (--gate_inside == 0)
+		pthread_cond_broadcast(&gate_cond);
+	pthread_mutex_unlock(&gate_lock);
+}
+
+void journal_gate_drain(void)
+{
+	pthread_mutex_lock(&gate_lock);
+	while (gate_inside)
+		pthread_cond_wait(&gate_cond, &gate_lock);
+	pthread_mutex_unlock(&gate_lock);
+}
+
+/* ---- the power-cut hook (tests only) ------------------------------------- */
+
+/* With CSVFS_FAULT_WRITE_LIMIT=N in the environment, the first N writes to
+ * the LUN happen and every later one is silently dropped (reported as done),
+ * as if power failed after write N while the process ran on. At a normal exit
+ * (not kill -9) the process reports how many writes it issued, so a test can
+ * spread its limits over a workload's writes (tests/integration/powercut.sh
+ * calibrates with a limit it never reaches and parses that line). */
+static pthread_once_t fault_once = PTHREAD_ONCE_INIT;
+static long long fault_limit = -1;              /* written once under fault_once */
+static atomic_llong fault_writes;
+static atomic_int fault_announced;
+
+static void fault_report(void)
+{
+	long long n = atomic_load(&fault_writes);
+	fprintf(stderr, "csvfs: fault injection: %lld LUN writes issued, %lld dropped\n", n,
+		n > fault_limit ? n - fault_limit : 0);
+}
+
+static void fault_init(void)
+{
+	const char *s = getenv("CSVFS_FAULT_WRITE_LIMIT");
+	if (s && *s) {
+		fault_limit = atoll(s);
+		if (fault_limit >= 0)
+			atexit(fault_report);
+	}
+}
+
+/* 1 when this write must be dropped: it is past the limit. */
+static int fault_drop_write(void)
+{
+	pthread_once(&fault_once, fault_init);
+	if (fault_limit < 0)
+		return 0;
+	if (atomic_fetch_add(&fault_writes, 1) < fault_limit)
+		return 0;
+	if (atomic_exchange(&fault_announced, 1) == 0)
+		fprintf(stderr, "csvfs: fault injection: power cut after %lld LUN writes; "
+			"later writes are dropped\n", fault_limit);
+	return 1;
+}
+
+/* ---- transfers ----------------------------------------------------------- */
+
+static void lun_log(const struct lun *l, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	if (l->log) {
+		l->log(l->log_arg, 3 /* error, as syslog LOG_ERR */, fmt, ap);
+	} else {
+		vfprintf(stderr, fmt, ap);
+		fputc('\n', stderr);
+	}
+	va_end(ap);
+}
+
+static int failed(const struct lun *l, const char *what, size_t len, uint64_t off, int err)
+{
+	lun_log(l, "LUN %s: %s of %zu bytes at byte %" PRIu64 " failed: %s", l->name, what, len,
+		off, strerror(err));
+	return -err;
+}
+
+/* A transfer that returns 0 has reached the end of the LUN (an image file
+ * shorter than the volume): the caller is told which, not a bare EIO. */
+static int ended(const struct lun *l, int write, size_t len, uint64_t off, size_t done)
+{
+	lun_log(l, "LUN %s: %s of %zu bytes at byte %" PRIu64 " stopped after %zu: the LUN ends there",
+		l->name, write ? "write" : "read", len, off, done);
+	return write ? -ENOSPC : -ENODATA;
+}
+
+/* The whole range, however the kernel splits it: a signal or a partial
+ * transfer is not a failure. */
+static int transfer(const struct lun *l, int write, char *buf, size_t len, uint64_t off)
+{
+	size_t done = 0;
+	while (done < len) {
+		off_t at = (off_t)(off + done);
+		ssize_t n = write ? pwrite(l->fd, buf + done, len - done, at)
+				  : pread(l->fd, buf + done, len - done, at);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return failed(l, write ? "write" : "read", len, off, errno);
+		if (n == 0)
+			return ended(l, write, len, off, done);
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+int lun_pread(const struct lun *l, void *buf, size_t len, uint64_t off)
+{
+	if (gate_enter())
+		return -EIO;
+	int rc = transfer(l, 0, buf, len, off);
+	gate_leave();
+	return rc;
+}
+
+int lun_pwrite(const struct lun *l, const void *buf, size_t len, uint64_t off, unsigned flags)
+{
+	if (gate_enter())
+		return -EIO;
+	int rc = 0;
+	if ((flags & LUN_NO_FAULT) || !fault_drop_write())
+		rc = transfer(l, 1, (char *)buf, len, off);
+	/* The flush stays inside the same pass: a drain waits for it too. */
+	if (rc == 0 && (flags & LUN_SYNC) && fdatasync(l->fd) != 0)
+		rc = failed(l, "flush after a write", len, off, errno);
+	gate_leave();
+	return rc;
+}

@@ -1,0 +1,318 @@
+/* Unit tests for the LUN I/O layer (journal/lunio.c): lun_pread / lun_pwrite
+ * move whole ranges across signals and partial transfers, fail with one log
+ * line naming the LUN, the offset and the cause, obey the I/O gate, and the
+ * power-cut hook drops exactly the writes after the limit.
+ *
+ * pread64 / pwrite64 / fdatasync are wrapped (test_lunio.ldflags) so a test
+ * can script EINTR, partial transfers and errors; unscripted calls go to the
+ * real ones on a scratch file (no O_DIRECT: the layer does not care). The
+ * power-cut hook reads its limit once per process, so that test runs this
+ * binary again with CSVFS_FAULT_WRITE_LIMIT set. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "journal/journal.h"
+
+#define U 4096u
+#define FILE_UNITS 8u
+
+/* ---- scripted system calls ------------------------------------------------ */
+
+ssize_t __real_pread64(int fd, void *buf, size_t len, off_t off);
+ssize_t __real_pwrite64(int fd, const void *buf, size_t len, off_t off);
+int __real_fdatasync(int fd);
+ssize_t __wrap_pread64(int fd, void *buf, size_t len, off_t off);
+ssize_t __wrap_pwrite64(int fd, const void *buf, size_t len, off_t off);
+int __wrap_fdatasync(int fd);
+
+/* What the next calls do, in order: 0 = the real call, -E = fail with E,
+ * n > 0 = transfer at most n bytes. */
+static int script[8];
+static unsigned script_len, script_pos;
+static atomic_uint calls, syncs;
+
+static void scripted(unsigned n, const int *steps)
+{
+	memcpy(script, steps, n * sizeof(*steps));
+	script_len = n;
+	script_pos = 0;
+}
+
+static int next_step(void)
+{
+	return script_pos < script_len ? script[script_pos++] : 0;
+}
+
+ssize_t __wrap_pread64(int fd, void *buf, size_t len, off_t off)
+{
+	atomic_fetch_add(&calls, 1);
+	int s = next_step();
+	if (s < 0) {
+		errno = -s;
+		return -1;
+	}
+	return __real_pread64(fd, buf, s > 0 && (size_t)s < len ? (size_t)s : len, off);
+}
+
+ssize_t __wrap_pwrite64(int fd, const void *buf, size_t len, off_t off)
+{
+	atomic_fetch_add(&calls, 1);
+	int s = next_step();
+	if (s < 0) {
+		errno = -s;
+		return -1;
+	}
+	return __real_pwrite64(fd, buf, s > 0 && (size_t)s < len ? (size_t)s : len, off);
+}
+
+int __wrap_fdatasync(int fd)
+{
+	atomic_fetch_add(&syncs, 1);
+	int s = next_step();
+	if (s < 0) {
+		errno = -s;
+		return -1;
+	}
+	return __real_fdatasync(fd);
+}
+
+/* ---- fixture ---------------------------------------------------------------- */
+
+struct fx {
+	char path[PATH_MAX];
+	struct lun lun;
+	char log[4096];
+	unsigned lines;
+};
+
+static void capture_log(void *arg, int level, const char *fmt, va_list ap)
+{
+	struct fx *f = arg;
+	size_t at = strlen(f->log);
+	assert_int_equal(level, 3);
+	vsnprintf(f->log + at, sizeof(f->log) - at, fmt, ap);
+	f->lines++;
+}
+
+static int setup(void **state)
+{
+	struct fx *f = calloc(1, sizeof(*f));
+	assert_non_null(f);
+	const char *t = getenv("TMPDIR");
+	snprintf(f->path, sizeof(f->path), "%s/test_lunio.XXXXXX", t && *t ? t : "/tmp");
+	int fd = mkstemp(f->path);
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, FILE_UNITS * U), 0);
+	f->lun = (struct lun){ fd, f->path, capture_log, f };
+	scripted(0, NULL);
+	calls = syncs = 0;
+	journal_gate_set(JOURNAL_GATE_OPEN);
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fx *f = *state;
+	journal_gate_set(JOURNAL_GATE_OPEN);
+	close(f->lun.fd);
+	unlink(f->path);
+	free(f);
+	return 0;
+}
+
+static void fill(unsigned char *buf, size_t len, unsigned seed)
+{
+	for (size_t i = 0; i < len; i++)
+		buf[i] = (unsigned char)(i * 7 + seed * 31 + (i >> 12));
+}
+
+/* ---- transfers -------------------------------------------------------------- */
+
+static void test_whole_range_across_eintr_and_partial(void **state)
+{
+	struct fx *f = *state;
+	static unsigned char out[3 * U], in[3 * U];
+	fill(out, sizeof(out), 1);
+	scripted(3, (int[]){ -EINTR, 1000, U });
+	assert_int_equal(lun_pwrite(&f->lun, out, sizeof(out), U, 0), 0);
+	assert_int_equal(calls, 4);          /* EINTR, 1000 bytes, 4096, the rest */
+	scripted(2, (int[]){ 5, -EINTR });
+	assert_int_equal(lun_pread(&f->lun, in, sizeof(in), U), 0);
+	assert_memory_equal(in, out, sizeof(out));
+	assert_int_equal(f->lines, 0);
+}
+
+static void test_error_is_one_log_line(void **state)
+{
+	struct fx *f = *state;
+	static unsigned char buf[U];
+	scripted(1, (int[]){ -EIO });
+	assert_int_equal(lun_pread(&f->lun, buf, U, 2 * U), -EIO);
+	assert_int_equal(f->lines, 1);
+	if (!strstr(f->log, f->path) || !strstr(f->log, "read") || !strstr(f->log, "8192") ||
+	    !strstr(f->log, strerror(EIO)))
+		fail_msg("the log line does not name LUN, offset and cause: '%s'", f->log);
+	f->log[0] = 0;
+	scripted(2, (int[]){ 100, -ENOSPC });
+	assert_int_equal(lun_pwrite(&f->lun, buf, U, 0, 0), -ENOSPC);
+	assert_int_equal(f->lines, 2);
+	assert_non_null(strstr(f->log, "write"));
+}
+
+static void test_end_of_lun(void **state)
+{
+	struct fx *f = *state;
+	static unsigned char buf[2 * U];
+	assert_int_equal(lun_pread(&f->lun, buf, sizeof(buf), (FILE_UNITS - 1) * U), -ENODATA);
+	assert_int_equal(f->lines, 1);
+	assert_non_null(strstr(f->log, f->path));
+	assert_non_null(strstr(f->log, "ends"));
+}
+
+static void test_sync_inside_the_write(void **state)
+{
+	struct fx *f = *state;
+	static unsigned char buf[U];
+	fill(buf, U, 2);
+	assert_int_equal(lun_pwrite(&f->lun, buf, U, 0, 0), 0);
+	assert_int_equal(syncs, 0);
+	assert_int_equal(lun_pwrite(&f->lun, buf, U, 0, LUN_SYNC), 0);
+	assert_int_equal(syncs, 1);
+	scripted(2, (int[]){ 0, -EIO });     /* the write lands, the flush fails */
+	assert_int_equal(lun_pwrite(&f->lun, buf, U, 0, LUN_SYNC), -EIO);
+	assert_int_equal(f->lines, 1);
+	assert_non_null(strstr(f->log, "flush"));
+}
+
+/* ---- the gate ------------------------------------------------------------------- */
+
+static void test_closed_gate_refuses_quietly(void **state)
+{
+	struct fx *f = *state;
+	static unsigned char buf[U];
+	journal_gate_set(JOURNAL_GATE_CLOSED);
+	assert_int_equal(journal_gate_get(), JOURNAL_GATE_CLOSED);
+	assert_int_equal(lun_pread(&f->lun, buf, U, 0), -EIO);
+	assert_int_equal(lun_pwrite(&f->lun, buf, U, 0, LUN_SYNC), -EIO);
+	assert_int_equal(calls + syncs, 0);
+	assert_int_equal(f->lines, 0);   /* refused I/O is no LUN failure */
+	journal_gate_set(JOURNAL_GATE_OPEN);
+	assert_int_equal(lun_pread(&f->lun, buf, U, 0), 0);
+}
+
+struct writer { struct fx *f; atomic_int done; int rc; };
+
+static void *write_one(void *arg)
+{
+	struct writer *w = arg;
+	static unsigned char buf[U];
+	fill(buf, U, 3);
+	w->rc = lun_pwrite(&w->f->lun, buf, U, 0, 0);
+	atomic_store(&w->done, 1);
+	return NULL;
+}
+
+static void test_paused_gate_holds_until_open(void **state)
+{
+	struct writer w = { .f = *state };
+	pthread_t t;
+	journal_gate_set(JOURNAL_GATE_PAUSED);
+	assert_int_equal(pthread_create(&t, NULL, write_one, &w), 0);
+	nanosleep(&(struct timespec){ 0, 100 * 1000 * 1000 }, NULL);
+	assert_int_equal(atomic_load(&w.done), 0);
+	assert_int_equal(calls, 0);
+	journal_gate_set(JOURNAL_GATE_OPEN);
+	assert_int_equal(pthread_join(t, NULL), 0);
+	assert_int_equal(w.rc, 0);
+	assert_int_equal(calls, 1);
+	journal_gate_drain();            /* nothing in flight: returns at once */
+}
+
+/* ---- the power-cut hook ----------------------------------------------------------- */
+
+/* In a fresh process with CSVFS_FAULT_WRITE_LIMIT=2: units 0..4 each get one
+ * write; LUN_NO_FAULT ones (1 and 4) are not counted. */
+static int fault_child(const char *path)
+{
+	int fd = open(path, O_RDWR);
+	struct lun l = { fd, path, NULL, NULL };
+	static unsigned char buf[U];
+	unsigned flags[5] = { 0, LUN_NO_FAULT, 0, 0, LUN_NO_FAULT };
+	for (unsigned u = 0; u < 5; u++) {
+		memset(buf, 'A' + (int)u, U);
+		if (fd < 0 || lun_pwrite(&l, buf, U, u * U, flags[u]) != 0)
+			return 1;
+	}
+	return 0;
+}
+
+static void test_power_cut_drops_after_the_limit(void **state)
+{
+	struct fx *f = *state;
+	char self[PATH_MAX], err_path[PATH_MAX + 8];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	assert_true(n > 0);
+	self[n] = 0;
+	snprintf(err_path, sizeof(err_path), "%s.err", f->path);
+	pid_t pid = fork();
+	if (pid == 0) {
+		int e = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		dup2(e, 2);
+		setenv("CSVFS_FAULT_WRITE_LIMIT", "2", 1);
+		execl(self, self, "--fault-child", f->path, (char *)NULL);
+		_exit(127);
+	}
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	static unsigned char buf[U];
+	const char want[5] = { 'A', 'B', 'C', 0, 'E' };   /* unit 3: write 3, dropped */
+	for (unsigned u = 0; u < 5; u++) {
+		assert_int_equal(pread(f->lun.fd, buf, U, u * U), U);
+		if (buf[0] != (unsigned char)want[u] || buf[U - 1] != (unsigned char)want[u])
+			fail_msg("unit %u holds 0x%02x, expected 0x%02x", u, buf[0], want[u]);
+	}
+	char err[1024] = "";
+	FILE *fp = fopen(err_path, "r");
+	assert_non_null(fp);
+	size_t got = fread(err, 1, sizeof(err) - 1, fp);
+	err[got] = 0;
+	fclose(fp);
+	unlink(err_path);
+	/* tests/integration/powercut.sh parses the second line. */
+	if (!strstr(err, "power cut after 2 LUN writes") ||
+	    !strstr(err, "fault injection: 3 LUN writes issued, 1 dropped"))
+		fail_msg("the hook's report is not as expected: '%s'", err);
+}
+
+int main(int argc, char **argv)
+{
+	if (argc == 3 && strcmp(argv[1], "--fault-child") == 0)
+		return fault_child(argv[2]);
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_whole_range_across_eintr_and_partial, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_error_is_one_log_line, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_end_of_lun, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sync_inside_the_write, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_closed_gate_refuses_quietly, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_paused_gate_holds_until_open, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_power_cut_drops_after_the_limit, setup, teardown),
+	};
+	return cmocka_run_group_tests_name("lunio", tests, NULL, NULL);
+}
