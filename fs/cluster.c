@@ -282,6 +282,7 @@ int cluster_start(struct volume *v, const struct cluster_opts *o, char *err, siz
 		.log = dg_log_to_csvfs,
 	};
 	v->cluster = c;
+	conn_link_init(c);
 	int rc = dg_connect(&cfg, &c->ls, err, errlen);
 	if (rc == 0) {
 		c->self = dg_this_node(c->ls);
@@ -340,6 +341,7 @@ void cluster_stop(struct volume *v)
 		dg_disconnect(c->ls);
 	lockres_free_all(c);
 	v->cluster = NULL;
+	v->remote = NULL;
 	pthread_rwlock_destroy(&c->role_lock);
 	free(c);
 }

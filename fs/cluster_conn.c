@@ -190,6 +190,37 @@ uint32_t cluster_epoch(struct cluster *c)
 	return e;
 }
 
+/* ---- the participant's remote_link (fs/ops.h): this connection ---------- */
+
+static int link_call(void *ctx, uint16_t op, struct rio_writer *req, struct rio_reply *rep,
+		     unsigned timeout_ms)
+{
+	return cluster_call_timeout(ctx, op, req, rep, timeout_ms ? timeout_ms : CALL_TIMEOUT_MS);
+}
+
+static uint32_t link_epoch(void *ctx)
+{
+	return cluster_epoch(ctx);
+}
+
+static int link_layout_hold(void *ctx, struct minode *m)
+{
+	return cluster_layout_hold(ctx, m);
+}
+
+static void link_layout_drop(void *ctx, struct minode *m)
+{
+	cluster_layout_drop(ctx, m);
+}
+
+void conn_link_init(struct cluster *c)
+{
+	c->link = (struct remote_link){ .ctx = c, .call = link_call, .epoch = link_epoch,
+					.layout_hold = link_layout_hold,
+					.layout_drop = link_layout_drop };
+	c->v->remote = &c->link;
+}
+
 int cluster_check_credential(const struct cluster_opts *o, char *err, size_t errlen)
 {
 	char name[RIO_NODE_NAME_MAX + 1], why[512];

@@ -6,6 +6,7 @@
 #define CSVFS_FS_CLUSTER_INTERNAL_H
 
 #include "fs/cluster.h"
+#include "fs/ops.h"
 #include "dlm-glue/dlmglue.h"
 
 #define INFO_MAGIC 0x43535643u       /* "CSVC" */
@@ -78,6 +79,7 @@ struct recall_item {
 struct cluster {
 	struct volume *v;
 	struct cluster_opts o;
+	struct remote_link link;         /* v->remote: ops_remote's way to the coordinator */
 	struct dg_lockspace *ls;
 	uint32_t self;
 
@@ -166,6 +168,8 @@ int conn_settle(struct cluster *c, const struct coord_info *ci, const struct dg_
 		int connected);
 /* Calls in flight fail (and their requests retry elsewhere); then it goes. */
 void conn_retire(struct cluster *c);
+/* Points the volume's remote_link (fs/ops.h) at this connection. */
+void conn_link_init(struct cluster *c);
 
 /* ---- cluster_layout.c: layout locks --------------------------------------- */
 

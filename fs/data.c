@@ -1,6 +1,6 @@
 /* The data path: file data moves between the caller and the LUN with
  * lun_pread / lun_pwrite (journal/lunio.c) on an O_DIRECT descriptor, at the
- * blocks a layout (meta_map) names.
+ * blocks a layout names (ops->map: the engine's own, or the coordinator's).
  * libext2fs never sees file data.
  *
  * Writes into holes allocate unwritten blocks, write the data, then mark the
@@ -8,7 +8,7 @@
  * lun_pwrite with no metadata change but the in-memory mtime. */
 #include "fs/internal.h"
 #include "fs/data.h"
-#include "fs/fsops.h"
+#include "fs/ops.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -49,14 +49,15 @@ static int lun_io(struct volume *v, int write, void *buf, size_t len, uint64_t p
 	return rc ? -EIO : 0;
 }
 
-ssize_t data_read(struct volume *v, struct minode *m, char *buf, size_t len, uint64_t off)
+ssize_t data_read(struct volume *v, const struct fs_ops *ops, struct minode *m, char *buf,
+		  size_t len, uint64_t off)
 {
 	unsigned bs = v->blocksize;
 	char *bb = bounce();
 	if (!bb)
 		return -ENOMEM;
 	pthread_rwlock_rdlock(&m->io_lock);
-	int rc = fsop_refresh_size(v, m, off + len);
+	int rc = ops->refresh_size(v, m, off + len);
 	if (rc) {
 		pthread_rwlock_unlock(&m->io_lock);
 		return rc;
@@ -69,7 +70,7 @@ ssize_t data_read(struct volume *v, struct minode *m, char *buf, size_t len, uin
 	uint64_t pos = off, end = off + len;
 	while (pos < end && rc == 0) {
 		struct meta_extent e;
-		rc = fsop_map(v, m, pos / bs, &e);
+		rc = ops->map(v, m, pos / bs, &e);
 		if (rc)
 			break;
 		uint64_t stop = (e.lblk + e.len) * bs;
@@ -130,19 +131,19 @@ static int write_written(struct volume *v, struct minode *m, const char *src, ui
 /* Writes into a hole or unwritten extent: allocate (unwritten), write the
  * data with zeros around it, then mark the blocks written. Returns how far it
  * got (a concurrent writer may have changed the mapping: the caller loops). */
-static int write_allocating(struct volume *v, struct minode *m, const char *src, uint64_t pos,
-			    uint64_t end, char *bb, uint64_t *advanced)
+static int write_allocating(struct volume *v, const struct fs_ops *ops, struct minode *m,
+			    const char *src, uint64_t pos, uint64_t end, char *bb, uint64_t *advanced)
 {
 	unsigned bs = v->blocksize;
 	struct meta_extent e;
 	*advanced = pos;
 	pthread_mutex_lock(&m->write_lock);
-	int rc = fsop_map(v, m, pos / bs, &e);
+	int rc = ops->map(v, m, pos / bs, &e);
 	if (rc == 0 && e.state == EXTENT_HOLE) {
 		uint64_t want_end = end < (e.lblk + e.len) * bs ? end : (e.lblk + e.len) * bs;
-		rc = fsop_alloc(v, m, pos / bs, (want_end + bs - 1) / bs - pos / bs);
+		rc = ops->alloc(v, m, pos / bs, (want_end + bs - 1) / bs - pos / bs);
 		if (rc == 0)
-			rc = fsop_map(v, m, pos / bs, &e);
+			rc = ops->map(v, m, pos / bs, &e);
 	}
 	if (rc == 0 && e.state == EXTENT_UNWRITTEN) {
 		uint64_t stop = (e.lblk + e.len) * bs;
@@ -159,7 +160,7 @@ static int write_allocating(struct volume *v, struct minode *m, const char *src,
 		rc = lun_io(v, 1, bb, span_end - span_start, e.pblk + (span_start / bs - e.lblk));
 		/* The commit grows the size to at least stop, never shrinks it. */
 		if (rc == 0)
-			rc = fsop_commit_write(v, m, span_start / bs, (span_end - span_start) / bs, stop);
+			rc = ops->commit_write(v, m, span_start / bs, (span_end - span_start) / bs, stop);
 		if (rc == 0)
 			*advanced = stop;
 	}
@@ -167,7 +168,8 @@ static int write_allocating(struct volume *v, struct minode *m, const char *src,
 	return rc;
 }
 
-ssize_t data_write(struct volume *v, struct minode *m, const char *buf, size_t len, uint64_t off)
+ssize_t data_write(struct volume *v, const struct fs_ops *ops, struct minode *m, const char *buf,
+		   size_t len, uint64_t off)
 {
 	unsigned bs = v->blocksize;
 	char *bb = bounce();
@@ -179,15 +181,15 @@ ssize_t data_write(struct volume *v, struct minode *m, const char *buf, size_t l
 		return -EFBIG;
 	pthread_rwlock_rdlock(&m->io_lock);
 	uint64_t pos = off, end = off + len;
-	int rc = fsop_refresh_size(v, m, 0), overwrote = 0;
+	int rc = ops->refresh_size(v, m, 0), overwrote = 0;
 	for (unsigned guard = 0; pos < end && rc == 0 && guard < 100000; guard++) {
 		struct meta_extent e;
-		rc = fsop_map(v, m, pos / bs, &e);
+		rc = ops->map(v, m, pos / bs, &e);
 		if (rc)
 			break;
 		if (e.state != EXTENT_WRITTEN) {
 			uint64_t next;
-			rc = write_allocating(v, m, buf + (pos - off), pos, end, bb, &next);
+			rc = write_allocating(v, ops, m, buf + (pos - off), pos, end, bb, &next);
 			/* A new coordinator lost an allocation we were writing
 			 * into (it died before journaling it): map again. */
 			if (rc == -ESTALE && guard < 8)
@@ -206,9 +208,9 @@ ssize_t data_write(struct volume *v, struct minode *m, const char *buf, size_t l
 	}
 	if (rc == 0 && overwrote) {
 		if (end > atomic_load(&m->size))
-			rc = fsop_commit_write(v, m, 0, 0, end);
+			rc = ops->commit_write(v, m, 0, 0, end);
 		else
-			fsop_touch_write(v, m);
+			ops->touch_write(v, m);
 	}
 	pthread_rwlock_unlock(&m->io_lock);
 	if (pos > off && rc)

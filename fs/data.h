@@ -5,9 +5,15 @@
 #include <sys/types.h>
 #include "fs/internal.h"
 
+struct fs_ops;
+
+/* Layouts, allocations and commits come from ops (fs/ops.h): the engine's
+ * on the coordinator, the coordinator's on a participant. */
 /* Returns bytes read (short at EOF) or a negative errno. */
-ssize_t data_read(struct volume *v, struct minode *m, char *buf, size_t len, uint64_t off);
+ssize_t data_read(struct volume *v, const struct fs_ops *ops, struct minode *m, char *buf,
+		  size_t len, uint64_t off);
 /* Returns bytes written or a negative errno. */
-ssize_t data_write(struct volume *v, struct minode *m, const char *buf, size_t len, uint64_t off);
+ssize_t data_write(struct volume *v, const struct fs_ops *ops, struct minode *m, const char *buf,
+		   size_t len, uint64_t off);
 
 #endif

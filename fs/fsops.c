@@ -1,31 +1,38 @@
-/* Filesystem operations, dispatched by this node's role (fs/fsops.h): the
- * coordinator (or a standalone node) runs them in its metadata engine; a
- * participant forwards them to the coordinator (fs/proto.h) and moves file
- * data itself, directly on the LUN.
+/* The dispatcher (fs/fsops.h): every front-end operation runs in the
+ * implementation this node's role calls for (fs/ops.h) — the engine on the
+ * coordinator or a standalone node (ops_local), requests to the coordinator
+ * on a participant (ops_remote) — and data moves through fs/data.c with the
+ * same implementation's layouts.
  *
  * A role change (takeover, move) waits for the requests inside; a
  * participant's request that cannot reach a coordinator returns -ERESTART
- * from the inner call, leaves, waits for one and runs again. */
+ * from the implementation, leaves, waits for one and runs again, possibly
+ * in the other implementation (this node may have become the coordinator). */
 #include "fs/fsops.h"
 #include "fs/cluster.h"
 #include "fs/data.h"
-#include "fs/proto.h"
+#include "fs/ops.h"
 
 #include <errno.h>
-#include <linux/falloc.h>
-#include <stdlib.h>
-#include <string.h>
-#include <unistd.h>
 
-#define DISPATCH(v, LOCAL, REMOTE)                                                   \
+static const struct fs_ops *ops_for(int role)
+{
+	return role == CL_COORDINATOR ? &ops_local : &ops_remote;
+}
+
+/* Runs ops_->CALL in the role's implementation, retrying on -ERESTART. */
+#define DISPATCH(v, CALL)                                                            \
 	do {                                                                         \
-		if (!(v)->cluster)                                                   \
-			return (LOCAL);                                              \
+		if (!(v)->cluster) {                                                 \
+			const struct fs_ops *ops_ = &ops_local;                      \
+			return ops_->CALL;                                           \
+		}                                                                    \
 		for (uint64_t since_ = 0;;) {                                        \
 			int role_ = cluster_enter((v)->cluster);                     \
 			if (role_ < 0)                                               \
 				return role_;                                        \
-			int rc_ = role_ == CL_COORDINATOR ? (LOCAL) : (REMOTE);      \
+			const struct fs_ops *ops_ = ops_for(role_);                  \
+			int rc_ = ops_->CALL;                                        \
 			cluster_leave((v)->cluster);                                 \
 			if (rc_ != -ERESTART)                                        \
 				return rc_;                                          \
@@ -43,341 +50,56 @@
 			return bad_;                                                 \
 	} while (0)
 
-/* ---- participant side: requests to the coordinator -------------------- */
-
-/* Sends o's request q (timeout_ms 0: the usual call timeout); on 0 the
- * caller decodes and frees *rep. */
-static int send_request(struct volume *v, const struct proto_op *o, const struct proto_req *q,
-			struct rio_reply *rep, unsigned timeout_ms)
-{
-	struct rio_writer w;
-	rio_writer_init(&w, 0);
-	o->put_req(&w, q);
-	int rc = rio_writer_error(&w) ? -ENAMETOOLONG
-		 : timeout_ms ? cluster_call_timeout(v->cluster, o->code, &w, rep, timeout_ms)
-			      : cluster_call(v->cluster, o->code, &w, rep);
-	rio_writer_free(&w);
-	return rc;
-}
-
-/* A reply that does not decode is the coordinator's fault, not ours. */
-static int decode_reply(const struct proto_op *o, struct rio_reply *rep, union proto_reply *out)
-{
-	int rc = proto_decode_reply(o, rep->payload, rep->len, out);
-	rio_reply_free(rep);
-	if (rc && rc != RIO_E_NOMEM)
-		csvfs_log(LOG_ERR_L, "coordinator sent a malformed %s reply", o->name);
-	return rc == 0 ? 0 : rc == RIO_E_NOMEM ? -ENOMEM : -EIO;
-}
-
-/* op's request q to the coordinator, its reply's fields into *out. */
-static int call_within(struct volume *v, uint16_t op, const struct proto_req *q,
-		       union proto_reply *out, unsigned timeout_ms)
-{
-	const struct proto_op *o = proto_op(op);
-	struct rio_reply rep;
-	int rc = send_request(v, o, q, &rep, timeout_ms);
-	return rc ? rc : decode_reply(o, &rep, out);
-}
-
-static int call(struct volume *v, uint16_t op, const struct proto_req *q, union proto_reply *out)
-{
-	return call_within(v, op, q, out, 0);
-}
-
-static int call_void(struct volume *v, uint16_t op, const struct proto_req *q)
-{
-	union proto_reply p;
-	return call(v, op, q, &p);
-}
-
-static int call_u64(struct volume *v, uint16_t op, const struct proto_req *q, uint64_t *out)
-{
-	union proto_reply p;
-	int rc = call(v, op, q, &p);
-	if (rc == 0 && out)
-		*out = p.u64;
-	return rc;
-}
-
-/* Operations that answer with an attr (out may be NULL), or nothing. */
-static int call_attr(struct volume *v, uint16_t op, const struct proto_req *q,
-		     struct meta_attr *out)
-{
-	union proto_reply p;
-	int rc = call(v, op, q, &p);
-	if (rc == 0 && out)
-		*out = p.attr;
-	return rc;
-}
-
-static int r_ino_name(struct volume *v, uint16_t op, ext2_ino_t ino, const char *name,
-		      struct meta_attr *out)
-{
-	struct proto_req q = { .ino_name = { ino, name } };
-	return call_attr(v, op, &q, out);
-}
-
-static int r_getattr(struct volume *v, ext2_ino_t ino, struct meta_attr *out)
-{
-	struct proto_req q = { .inode = { ino } };
-	return call_attr(v, OP_GETATTR, &q, out);
-}
-
-/* Our own truncate, punch or zeroing of [from, to) (blocks): written ranges
- * there that wait to be committed again to a new coordinator are no longer
- * ours to commit — a resend would fail on freed blocks (ESTALE, and fsync
- * said EIO after a move), or mark zeroed blocks written again. */
-static void pending_forget(struct minode *m, uint64_t from, uint64_t to)
-{
-	pthread_mutex_lock(&m->map_lock);
-	unsigned keep = 0, n = m->npend;
-	struct pending_commit tail = { 0 };
-	int split = 0;
-	for (unsigned i = 0; i < n; i++) {
-		struct pending_commit p = m->pend[i];
-		uint64_t end = p.lblk + p.len;
-		if (end > from && p.lblk < to && p.lblk < from && end > to) {
-			tail = (struct pending_commit){ to, end - to, p.size, p.epoch };
-			split = 1;
-		}
-		if (end > from && p.lblk < to)
-			p.len = p.lblk < from ? from - p.lblk : 0;   /* the part before from */
-		if (p.len)
-			m->pend[keep++] = p;
-	}
-	m->npend = keep;
-	if (split && keep < m->pend_cap)
-		m->pend[m->npend++] = tail;   /* the part after to; dropped if no room */
-	pthread_mutex_unlock(&m->map_lock);
-}
-
-/* Our own size change: what this node's open files know follows it at
- * once (a truncate elsewhere reaches them through a layout recall). */
-static void remote_size_changed(struct volume *v, ext2_ino_t ino, uint64_t size)
-{
-	struct minode *m = minode_find(v, ino);
-	if (m) {
-		atomic_store(&m->size, size);
-		pending_forget(m, (size + v->blocksize - 1) / v->blocksize, UINT64_MAX);
-		minode_put(v, m);
-	}
-}
-
-static int r_setattr(struct volume *v, ext2_ino_t ino, const struct meta_setattr *sa,
-		     struct meta_attr *out)
-{
-	struct proto_req q = { .setattr = { ino, *sa } };
-	struct meta_attr a;
-	int rc = call_attr(v, OP_SETATTR, &q, &a);
-	if (rc == 0 && (sa->valid & META_SET_SIZE))
-		remote_size_changed(v, ino, a.size);
-	if (rc == 0 && out)
-		*out = a;
-	return rc;
-}
-
-static int r_create(struct volume *v, ext2_ino_t parent, const char *name, uint32_t mode,
-		    uint32_t rdev, const struct meta_cred *cred, struct meta_attr *out)
-{
-	struct proto_req q = { .create = { parent, name, mode, rdev, *cred } };
-	return call_attr(v, OP_CREATE, &q, out);
-}
-
-static int r_symlink(struct volume *v, ext2_ino_t parent, const char *name, const char *target,
-		     const struct meta_cred *cred, struct meta_attr *out)
-{
-	if (strlen(target) >= PROTO_PATH_MAX)
-		return -ENAMETOOLONG;
-	struct proto_req q = { .symlink = { parent, name, target, *cred } };
-	return call_attr(v, OP_SYMLINK, &q, out);
-}
-
-static int r_link(struct volume *v, ext2_ino_t ino, ext2_ino_t newparent, const char *newname,
-		  struct meta_attr *out)
-{
-	struct proto_req q = { .link = { ino, newparent, newname } };
-	return call_attr(v, OP_LINK, &q, out);
-}
-
-static int r_rename(struct volume *v, ext2_ino_t parent, const char *name, ext2_ino_t newparent,
-		    const char *newname, unsigned flags, const struct meta_cred *cred)
-{
-	struct proto_req q = { .rename = { .parent = parent, .name = name, .newparent = newparent,
-					   .newname = newname, .flags = flags } };
-	if (flags & META_RENAME_WHITEOUT)
-		q.rename.cred = *cred;
-	return call_void(v, OP_RENAME, &q);
-}
-
-static int r_readlink(struct volume *v, ext2_ino_t ino, char *buf, size_t size)
-{
-	struct proto_req q = { .inode = { ino } };
-	union proto_reply p;
-	int rc = call(v, OP_READLINK, &q, &p);
-	if (rc == 0 && strlen(p.target) >= size)
-		rc = -ENAMETOOLONG;
-	if (rc == 0)
-		memcpy(buf, p.target, strlen(p.target) + 1);
-	return rc;
-}
-
-/* Appends a page's entries to *d (n of them, room for *cap); frees the page. */
-static int dirents_append(struct proto_dirents *pg, struct meta_dirent **d, size_t *n, size_t *cap)
-{
-	if (*n + pg->n > *cap) {
-		size_t want = *cap ? *cap : 64;
-		while (want < *n + pg->n)
-			want *= 2;
-		struct meta_dirent *p = realloc(*d, want * sizeof(*p));
-		if (!p) {
-			meta_free_dirents(pg->d, pg->n);
-			return -ENOMEM;
-		}
-		*d = p;
-		*cap = want;
-	}
-	if (pg->n)
-		memcpy(*d + *n, pg->d, pg->n * sizeof(*pg->d));
-	*n += pg->n;
-	free(pg->d);
-	return 0;
-}
-
-/* One page of entries from index start; *more when the directory goes on. */
-static int r_readdir_page(struct volume *v, ext2_ino_t ino, uint64_t start,
-			  struct meta_dirent **d, size_t *n, size_t *cap, int *more)
-{
-	struct proto_req q = { .readdir = { ino, start } };
-	union proto_reply p;
-	/* With attributes: readdirplus then needs no round trip per entry. */
-	int rc = call(v, OP_READDIRPLUS, &q, &p);
-	if (rc)
-		return rc;
-	*more = p.dirents.more;
-	return dirents_append(&p.dirents, d, n, cap);
-}
-
-static int r_readdir(struct volume *v, ext2_ino_t ino, struct meta_dirent **out, size_t *n)
-{
-	struct meta_dirent *d = NULL;
-	size_t count = 0, cap = 0;
-	int more = 1, rc = 0;
-	for (unsigned guard = 0; more && rc == 0 && guard < 100000; guard++)
-		rc = r_readdir_page(v, ino, count, &d, &count, &cap, &more);
-	if (rc) {
-		meta_free_dirents(d, count);
-		return rc;
-	}
-	*out = d;
-	*n = count;
-	return 0;
-}
-
-static int r_statfs_within(struct volume *v, struct statvfs *out, unsigned timeout_ms)
-{
-	struct proto_req q = { 0 };
-	union proto_reply p;
-	int rc = call_within(v, OP_STATFS, &q, &p, timeout_ms);
-	if (rc == 0)
-		*out = p.statfs;
-	return rc;
-}
-
-static int r_statfs(struct volume *v, struct statvfs *out)
-{
-	return r_statfs_within(v, out, 0);
-}
-
-/* getxattr and listxattr: size 0 asks for the length only. */
-static int r_xattr_get(struct volume *v, uint16_t op, ext2_ino_t ino, const char *name, void *buf,
-		       size_t size)
-{
-	uint32_t ask = (uint32_t)(size > PROTO_XATTR_MAX ? PROTO_XATTR_MAX : size);
-	struct proto_req q = { .xattr_get = { ino, name, ask } };
-	union proto_reply p = { .xattr = { .buf = buf, .size = size } };
-	int rc = call(v, op, &q, &p);
-	if (rc == 0 && size && p.xattr.n > size)
-		rc = -EIO;
-	return rc ? rc : (int)p.xattr.len;
-}
-
-static int r_setxattr(struct volume *v, ext2_ino_t ino, const char *name, const void *value,
-		      size_t size, int flags)
-{
-	if (size > PROTO_XATTR_MAX)
-		return -E2BIG;
-	struct proto_req q = { .setxattr = { ino, name, value, (uint32_t)size, (uint32_t)flags } };
-	return call_void(v, OP_SETXATTR, &q);
-}
-
 /* ---- namespace and attribute operations -------------------------------- */
 
 int fsop_lookup(struct volume *v, ext2_ino_t parent, const char *name, struct meta_attr *out)
 {
 	CHECK_NAME(name);
-	DISPATCH(v, meta_lookup(v, parent, name, out), r_ino_name(v, OP_LOOKUP, parent, name, out));
+	DISPATCH(v, lookup(v, parent, name, out));
 }
 
 int fsop_getattr(struct volume *v, ext2_ino_t ino, struct meta_attr *out)
 {
-	DISPATCH(v, meta_getattr(v, ino, out), r_getattr(v, ino, out));
-}
-
-/* Coordinator: a truncate frees blocks other nodes may hold layouts of. */
-static int local_setattr(struct volume *v, ext2_ino_t ino, const struct meta_setattr *sa,
-			 struct meta_attr *out)
-{
-	void *recall = NULL;
-	int rc = 0;
-	if ((sa->valid & META_SET_SIZE) && v->cluster)
-		rc = cluster_recall_begin(v->cluster, ino, &recall);
-	if (rc == 0)
-		rc = meta_setattr(v, ino, sa, out);
-	if (recall)
-		cluster_recall_end(v->cluster, recall);
-	return rc;
+	DISPATCH(v, getattr(v, ino, out));
 }
 
 int fsop_setattr(struct volume *v, ext2_ino_t ino, const struct meta_setattr *sa,
 		 struct meta_attr *out)
 {
-	DISPATCH(v, local_setattr(v, ino, sa, out), r_setattr(v, ino, sa, out));
+	DISPATCH(v, setattr(v, ino, sa, out));
 }
 
 int fsop_create(struct volume *v, ext2_ino_t parent, const char *name, uint32_t mode,
 		uint32_t rdev, const struct meta_cred *cred, struct meta_attr *out)
 {
 	CHECK_NAME(name);
-	DISPATCH(v, meta_create(v, parent, name, mode, rdev, cred, out),
-		 r_create(v, parent, name, mode, rdev, cred, out));
+	DISPATCH(v, create(v, parent, name, mode, rdev, cred, out));
 }
 
 int fsop_symlink(struct volume *v, ext2_ino_t parent, const char *name, const char *target,
 		 const struct meta_cred *cred, struct meta_attr *out)
 {
 	CHECK_NAME(name);
-	DISPATCH(v, meta_symlink(v, parent, name, target, cred, out),
-		 r_symlink(v, parent, name, target, cred, out));
+	DISPATCH(v, symlink(v, parent, name, target, cred, out));
 }
 
 int fsop_link(struct volume *v, ext2_ino_t ino, ext2_ino_t newparent, const char *newname,
 	      struct meta_attr *out)
 {
 	CHECK_NAME(newname);
-	DISPATCH(v, meta_link(v, ino, newparent, newname, out), r_link(v, ino, newparent, newname, out));
+	DISPATCH(v, link(v, ino, newparent, newname, out));
 }
 
 int fsop_unlink(struct volume *v, ext2_ino_t parent, const char *name)
 {
 	CHECK_NAME(name);
-	DISPATCH(v, meta_unlink(v, parent, name), r_ino_name(v, OP_UNLINK, parent, name, NULL));
+	DISPATCH(v, unlink(v, parent, name));
 }
 
 int fsop_rmdir(struct volume *v, ext2_ino_t parent, const char *name)
 {
 	CHECK_NAME(name);
-	DISPATCH(v, meta_rmdir(v, parent, name), r_ino_name(v, OP_RMDIR, parent, name, NULL));
+	DISPATCH(v, rmdir(v, parent, name));
 }
 
 int fsop_rename(struct volume *v, ext2_ino_t parent, const char *name, ext2_ino_t newparent,
@@ -385,206 +107,77 @@ int fsop_rename(struct volume *v, ext2_ino_t parent, const char *name, ext2_ino_
 {
 	CHECK_NAME(name);
 	CHECK_NAME(newname);
-	DISPATCH(v, meta_rename_cred(v, parent, name, newparent, newname, flags, cred),
-		 r_rename(v, parent, name, newparent, newname, flags, cred));
+	DISPATCH(v, rename(v, parent, name, newparent, newname, flags, cred));
 }
 
 int fsop_readlink(struct volume *v, ext2_ino_t ino, char *buf, size_t size)
 {
-	DISPATCH(v, meta_readlink(v, ino, buf, size), r_readlink(v, ino, buf, size));
+	DISPATCH(v, readlink(v, ino, buf, size));
 }
 
 int fsop_readdir(struct volume *v, ext2_ino_t ino, struct meta_dirent **out, size_t *n)
 {
-	DISPATCH(v, meta_readdir(v, ino, out, n), r_readdir(v, ino, out, n));
+	DISPATCH(v, readdir(v, ino, out, n));
 }
 
 int fsop_statfs(struct volume *v, struct statvfs *out)
 {
-	DISPATCH(v, meta_statfs(v, out), r_statfs(v, out));
+	DISPATCH(v, statfs(v, out, 0));
 }
 
 /* For status reports: never waits for a coordinator (2 s at most). */
 int fsop_statfs_quick(struct volume *v, struct statvfs *out)
 {
 	if (!v->cluster)
-		return meta_statfs(v, out);
+		return ops_local.statfs(v, out, 0);
 	if (!cluster_ready(v->cluster))
 		return -EAGAIN;
-	int role = cluster_enter(v->cluster), rc = role;
-	if (role == CL_COORDINATOR) {
-		rc = meta_statfs(v, out);
-	} else if (role > 0) {
-		rc = r_statfs_within(v, out, 2000);
-	}
-	if (role > 0)
-		cluster_leave(v->cluster);
+	int role = cluster_enter(v->cluster);
+	if (role < 0)
+		return role;
+	int rc = ops_for(role)->statfs(v, out, 2000);
+	cluster_leave(v->cluster);
 	return rc;
 }
 
 int fsop_getxattr(struct volume *v, ext2_ino_t ino, const char *name, void *buf, size_t size)
 {
-	DISPATCH(v, meta_getxattr(v, ino, name, buf, size),
-		 r_xattr_get(v, OP_GETXATTR, ino, name, buf, size));
+	DISPATCH(v, getxattr(v, ino, name, buf, size));
 }
 
 int fsop_listxattr(struct volume *v, ext2_ino_t ino, char *buf, size_t size)
 {
-	DISPATCH(v, meta_listxattr(v, ino, buf, size), r_xattr_get(v, OP_LISTXATTR, ino, NULL, buf, size));
+	DISPATCH(v, listxattr(v, ino, buf, size));
 }
 
 int fsop_setxattr(struct volume *v, ext2_ino_t ino, const char *name, const void *value,
 		  size_t size, int flags)
 {
-	DISPATCH(v, meta_setxattr(v, ino, name, value, size, flags),
-		 r_setxattr(v, ino, name, value, size, flags));
+	DISPATCH(v, setxattr(v, ino, name, value, size, flags));
 }
 
 int fsop_removexattr(struct volume *v, ext2_ino_t ino, const char *name)
 {
-	DISPATCH(v, meta_removexattr(v, ino, name), r_ino_name(v, OP_REMOVEXATTR, ino, name, NULL));
+	DISPATCH(v, removexattr(v, ino, name));
 }
 
 /* ---- open files ------------------------------------------------------------ */
-
-static int local_open(struct volume *v, ext2_ino_t ino, uint32_t gen, int truncate,
-		      struct minode **out)
-{
-	struct minode *m = minode_get(v, ino);
-	if (!m)
-		return -ESTALE;   /* freed since the lookup: the kernel looks up again (meta_open) */
-	void *recall = NULL;
-	int rc = truncate && v->cluster ? cluster_recall_begin(v->cluster, ino, &recall) : 0;
-	if (rc == 0)
-		rc = meta_open(v, m, gen, truncate);
-	if (recall)
-		cluster_recall_end(v->cluster, recall);
-	if (rc) {
-		minode_put(v, m);
-		return rc;
-	}
-	*out = m;
-	return 0;
-}
-
-/* The coordinator counts an open of ours: ours to count too. */
-static int remote_opened(struct volume *v, const struct meta_attr *a, struct minode **out)
-{
-	ext2_ino_t ino = (ext2_ino_t)a->ino;
-	struct minode *m = minode_get(v, ino);
-	if (m) {
-		/* A minode left over from a file whose number was freed and
-		 * reused (its last release still on the way): not this file's. */
-		pthread_mutex_lock(&v->lock);
-		int stale = m->open_count == 0 && m->generation != a->generation;
-		if (m->open_count == 0)
-			m->generation = a->generation;
-		pthread_mutex_unlock(&v->lock);
-		pthread_mutex_lock(&v->table_lock);
-		int shared = m->refs > 1;
-		pthread_mutex_unlock(&v->table_lock);
-		if (stale && shared) {
-			minode_forget(v, m);
-			minode_put(v, m);
-			m = minode_get(v, ino);
-			if (m)
-				m->generation = a->generation;
-		}
-	}
-	if (!m)
-		return -ENOMEM;   /* the coordinator's open is undone at its next takeover */
-	atomic_store(&m->size, a->size);
-	atomic_store(&m->size_stale, 0);
-	pthread_mutex_lock(&v->lock);
-	m->open_count++;
-	pthread_mutex_unlock(&v->lock);
-	*out = m;
-	return 0;
-}
-
-static int r_open(struct volume *v, ext2_ino_t ino, uint32_t gen, int truncate, struct minode **out)
-{
-	struct proto_req q = { .open = { ino, (uint8_t)truncate, gen } };
-	struct meta_attr a;
-	int rc = call_attr(v, OP_OPEN, &q, &a);
-	if (rc == 0 && truncate)
-		remote_size_changed(v, ino, 0);
-	return rc ? rc : remote_opened(v, &a, out);
-}
-
-/* A new regular file, opened: one round trip for a participant. */
-static int local_create_open(struct volume *v, ext2_ino_t parent, const char *name, uint32_t mode,
-			     const struct meta_cred *cred, struct meta_attr *out, struct minode **m)
-{
-	int rc = meta_create(v, parent, name, mode, 0, cred, out);
-	return rc ? rc : local_open(v, (ext2_ino_t)out->ino, out->generation, 0, m);
-}
-
-static int r_create_open(struct volume *v, ext2_ino_t parent, const char *name, uint32_t mode,
-			 const struct meta_cred *cred, struct meta_attr *out, struct minode **m)
-{
-	struct proto_req q = { .create = { parent, name, mode, 0, *cred } };
-	int rc = call_attr(v, OP_CREATE_OPEN, &q, out);
-	return rc ? rc : remote_opened(v, out, m);
-}
 
 int fsop_create_open(struct volume *v, ext2_ino_t parent, const char *name, uint32_t mode,
 		     const struct meta_cred *cred, struct meta_attr *out, struct minode **m)
 {
 	CHECK_NAME(name);
-	DISPATCH(v, local_create_open(v, parent, name, mode, cred, out, m),
-		 r_create_open(v, parent, name, mode, cred, out, m));
+	DISPATCH(v, create_open(v, parent, name, mode, cred, out, m));
 }
 
 int fsop_open(struct volume *v, ext2_ino_t ino, uint32_t gen, int truncate, struct minode **out)
 {
-	DISPATCH(v, local_open(v, ino, gen, truncate, out), r_open(v, ino, gen, truncate, out));
-}
-
-/* A participant's dirty times travel with its release and fsync. */
-static int r_touch_if_dirty(struct volume *v, struct minode *m)
-{
-	pthread_mutex_lock(&v->lock);
-	int dirty = m->times_dirty;
-	m->times_dirty = 0;
-	pthread_mutex_unlock(&v->lock);
-	if (!dirty)
-		return 0;
-	struct proto_req q = { .inode = { m->ino } };
-	return call_void(v, OP_TOUCH, &q);
-}
-
-static int r_release(struct volume *v, struct minode *m)
-{
-	int rc = r_touch_if_dirty(v, m);
-	if (rc == -ERESTART)
-		return rc;
-	pthread_mutex_lock(&v->lock);
-	int last = m->open_count > 0 && --m->open_count == 0;
-	pthread_mutex_unlock(&v->lock);
-	/* The layouts go before the coordinator may free the blocks. */
-	if (last)
-		cluster_layout_drop(v->cluster, m);
-	struct proto_req q = { .inode = { m->ino } };
-	rc = call_void(v, OP_RELEASE, &q);
-	if (rc == -EBADF) {
-		/* A new coordinator whose reclaim came while this release was
-		 * on its way (the open uncounted for that moment): not open there. */
-		csvfs_log(LOG_DEBUG_L, "inode %u: the new coordinator had no open of ours to release", m->ino);
-		rc = 0;
-	}
-	if (rc == -ERESTART) {
-		/* Not applied: keep the open so the retry (or a reclaim) counts it. */
-		pthread_mutex_lock(&v->lock);
-		m->open_count++;
-		pthread_mutex_unlock(&v->lock);
-	}
-	return rc;
+	DISPATCH(v, open(v, ino, gen, truncate, out));
 }
 
 static int release_once(struct volume *v, struct minode *m)
 {
-	DISPATCH(v, meta_release(v, m), r_release(v, m));
+	DISPATCH(v, release(v, m));
 }
 
 int fsop_release(struct volume *v, struct minode *m)
@@ -594,162 +187,24 @@ int fsop_release(struct volume *v, struct minode *m)
 	return rc;
 }
 
-/* Remembers a written range the coordinator has not made durable yet. */
-static void pending_add(struct minode *m, uint64_t lblk, uint64_t len, uint64_t size,
-			uint32_t epoch)
-{
-	pthread_mutex_lock(&m->map_lock);
-	struct pending_commit *last = m->npend ? &m->pend[m->npend - 1] : NULL;
-	if (last && last->epoch == epoch && last->lblk + last->len == lblk) {
-		last->len += len;
-		if (size > last->size)
-			last->size = size;
-	} else {
-		if (m->npend == m->pend_cap) {
-			unsigned cap = m->pend_cap ? 2 * m->pend_cap : 8;
-			struct pending_commit *p = realloc(m->pend, cap * sizeof(*p));
-			if (p) {
-				m->pend = p;
-				m->pend_cap = cap;
-			}
-		}
-		if (m->npend < m->pend_cap)
-			m->pend[m->npend++] = (struct pending_commit){ lblk, len, size, epoch };
-	}
-	pthread_mutex_unlock(&m->map_lock);
-}
-
-static unsigned pending_count(struct minode *m)
-{
-	pthread_mutex_lock(&m->map_lock);
-	unsigned n = m->npend;
-	pthread_mutex_unlock(&m->map_lock);
-	return n;
-}
-
-static int r_commit_send(struct volume *v, struct minode *m, uint64_t lblk, uint64_t len,
-			 uint64_t new_size)
-{
-	struct proto_req q = { .commit = { m->ino, lblk, len, new_size } };
-	uint64_t size = 0;
-	int rc = call_u64(v, OP_COMMIT, &q, &size);
-	if (rc == 0 && size > atomic_load(&m->size))
-		atomic_store(&m->size, size);
-	return rc;
-}
-
-/* Ranges committed to an earlier coordinator may have died with it before
- * its journal made them durable: commit them again to this one. */
-static int pending_resend(struct volume *v, struct minode *m, uint32_t epoch)
-{
-	int rc = 0;
-	pthread_mutex_lock(&m->map_lock);
-	for (unsigned i = 0; i < m->npend && rc == 0; i++) {
-		struct pending_commit p = m->pend[i];
-		if (p.epoch == epoch)
-			continue;
-		pthread_mutex_unlock(&m->map_lock);
-		rc = r_commit_send(v, m, p.lblk, p.len, p.size);
-		pthread_mutex_lock(&m->map_lock);
-		if (rc == 0 && i < m->npend)
-			m->pend[i].epoch = epoch;
-	}
-	pthread_mutex_unlock(&m->map_lock);
-	return rc;
-}
-
-static void pending_clear(struct minode *m, uint32_t epoch)
-{
-	pthread_mutex_lock(&m->map_lock);
-	unsigned keep = 0;
-	for (unsigned i = 0; i < m->npend; i++)
-		if (m->pend[i].epoch != epoch)
-			m->pend[keep++] = m->pend[i];
-	m->npend = keep;
-	pthread_mutex_unlock(&m->map_lock);
-}
-
-static int r_fsync(struct volume *v, struct minode *m, int datasync)
-{
-	/* Our data first: the coordinator's commit cannot flush our writes. */
-	if (fdatasync(v->data_fd) != 0)
-		return -errno;
-	int rc = datasync ? 0 : r_touch_if_dirty(v, m);
-	uint32_t epoch = cluster_epoch(v->cluster);
-	if (rc == 0)
-		rc = pending_resend(v, m, epoch);
-	if (rc == -ESTALE) {
-		csvfs_log(LOG_ERR_L, "inode %u: data written before the coordinator changed was "
-			  "lost with its allocation", m->ino);
-		pending_clear(m, 0);
-		return -EIO;
-	}
-	struct proto_req q = { .fsync = { m->ino, (uint8_t)datasync } };
-	if (rc == 0)
-		rc = call_void(v, OP_FSYNC, &q);
-	if (rc == 0)
-		pending_clear(m, epoch);
-	return rc;
-}
-
 int fsop_fsync(struct volume *v, struct minode *m, int datasync)
 {
-	DISPATCH(v, meta_fsync(v, m, datasync), r_fsync(v, m, datasync));
-}
-
-static int r_syncfs(struct volume *v)
-{
-	if (fdatasync(v->data_fd) != 0)
-		return -errno;
-	struct proto_req q = { 0 };
-	return call_void(v, OP_SYNCFS, &q);
+	DISPATCH(v, fsync(v, m, datasync));
 }
 
 int fsop_syncfs(struct volume *v)
 {
-	DISPATCH(v, volume_sync(v), r_syncfs(v));
-}
-
-/* Collapse and insert range are refused (meta_fallocate, docs/cluster.md). */
-#define FALLOC_UNWRITES (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)
-
-static int local_fallocate(struct volume *v, struct minode *m, int mode, uint64_t off, uint64_t len)
-{
-	void *recall = NULL;
-	int rc = (mode & FALLOC_UNWRITES) && v->cluster ? cluster_recall_begin(v->cluster, m->ino, &recall) : 0;
-	if (rc == 0)
-		rc = meta_fallocate(v, m, mode, off, len);
-	if (recall)
-		cluster_recall_end(v->cluster, recall);
-	return rc;
-}
-
-static int r_fallocate(struct volume *v, struct minode *m, int mode, uint64_t off, uint64_t len)
-{
-	struct proto_req q = { .fallocate = { m->ino, (uint32_t)mode, off, len } };
-	uint64_t size = 0;
-	int rc = call_u64(v, OP_FALLOCATE, &q, &size);
-	if (rc == 0)
-		atomic_store(&m->size, size);
-	if (rc == 0 && (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)))
-		pending_forget(m, (off + v->blocksize - 1) / v->blocksize, (off + len) / v->blocksize);
-	return rc;
+	DISPATCH(v, syncfs(v));
 }
 
 int fsop_fallocate(struct volume *v, struct minode *m, int mode, uint64_t off, uint64_t len)
 {
-	DISPATCH(v, local_fallocate(v, m, mode, off, len), r_fallocate(v, m, mode, off, len));
-}
-
-static int r_seek(struct volume *v, struct minode *m, uint64_t off, int whence, uint64_t *out)
-{
-	struct proto_req q = { .seek = { m->ino, off, (uint32_t)whence } };
-	return call_u64(v, OP_SEEK, &q, out);
+	DISPATCH(v, fallocate(v, m, mode, off, len));
 }
 
 int fsop_seek(struct volume *v, struct minode *m, uint64_t off, int whence, uint64_t *out)
 {
-	DISPATCH(v, meta_seek(v, m, off, whence, out), r_seek(v, m, off, whence, out));
+	DISPATCH(v, seek(v, m, off, whence, out));
 }
 
 /* ---- file data ------------------------------------------------------------- */
@@ -760,14 +215,16 @@ static ssize_t transfer(struct volume *v, struct minode *m, char *rbuf, const ch
 			size_t len, uint64_t off)
 {
 	if (!v->cluster)
-		return rbuf ? data_read(v, m, rbuf, len, off) : data_write(v, m, wbuf, len, off);
+		return rbuf ? data_read(v, &ops_local, m, rbuf, len, off)
+			    : data_write(v, &ops_local, m, wbuf, len, off);
 	size_t done = 0;
 	for (uint64_t since = 0;;) {
 		int role = cluster_enter(v->cluster);
 		if (role < 0)
 			return done ? (ssize_t)done : role;
-		ssize_t n = rbuf ? data_read(v, m, rbuf + done, len - done, off + done)
-				 : data_write(v, m, wbuf + done, len - done, off + done);
+		const struct fs_ops *ops = ops_for(role);
+		ssize_t n = rbuf ? data_read(v, ops, m, rbuf + done, len - done, off + done)
+				 : data_write(v, ops, m, wbuf + done, len - done, off + done);
 		cluster_leave(v->cluster);
 		if (n > 0) {
 			done += (size_t)n;
@@ -790,105 +247,4 @@ ssize_t fsop_read(struct volume *v, struct minode *m, char *buf, size_t len, uin
 ssize_t fsop_write(struct volume *v, struct minode *m, const char *buf, size_t len, uint64_t off)
 {
 	return transfer(v, m, NULL, buf, len, off);
-}
-
-/* A participant caches only written mappings, and only under its layout
- * lock: they change only by truncate, punch or zeroing, which recall the
- * lock first. Holes and unwritten extents are asked for every time, since
- * another node may fill them at any moment. */
-static int r_map(struct volume *v, struct minode *m, uint64_t lblk, struct meta_extent *out)
-{
-	int held = cluster_layout_hold(v->cluster, m) == 0;
-	if (held && minode_map_lookup(m, lblk, out))
-		return 0;
-	pthread_mutex_lock(&m->map_lock);
-	uint64_t token = m->layout_token;
-	pthread_mutex_unlock(&m->map_lock);
-	struct proto_req q = { .map = { m->ino, lblk } };
-	union proto_reply p;
-	int rc = call(v, OP_MAP, &q, &p);
-	if (rc)
-		return rc;
-	struct meta_extent e = p.map.e;
-	if (lblk < e.lblk || lblk >= e.lblk + e.len)
-		return -EIO;
-	*out = e;
-	if (e.state == EXTENT_WRITTEN && held) {
-		pthread_mutex_lock(&m->map_lock);
-		int still = m->layout_state == LAYOUT_GRANTED && m->layout_token == token;
-		pthread_mutex_unlock(&m->map_lock);
-		if (still)
-			minode_map_store(m, &e);
-	}
-	return 0;
-}
-
-int fsop_map(struct volume *v, struct minode *m, uint64_t lblk, struct meta_extent *out)
-{
-	return v->fs ? meta_map(v, m, lblk, out) : r_map(v, m, lblk, out);
-}
-
-static int r_alloc(struct volume *v, struct minode *m, uint64_t lblk, uint64_t len)
-{
-	struct proto_req q = { .alloc = { m->ino, lblk, len } };
-	return call_void(v, OP_ALLOC, &q);
-}
-
-int fsop_alloc(struct volume *v, struct minode *m, uint64_t lblk, uint64_t len)
-{
-	return v->fs ? meta_alloc(v, m, lblk, len) : r_alloc(v, m, lblk, len);
-}
-
-#define PENDING_MAX 256
-
-static int r_commit_write(struct volume *v, struct minode *m, uint64_t lblk, uint64_t len,
-			  uint64_t new_size)
-{
-	/* The blocks become readable as data on every node: the data must be
-	 * durable first (design.md §4). */
-	if (len && fdatasync(v->data_fd) != 0)
-		return -errno;
-	uint32_t epoch = cluster_epoch(v->cluster);
-	int rc = r_commit_send(v, m, lblk, len, new_size);
-	if (rc == 0 && len)
-		pending_add(m, lblk, len, new_size, epoch);
-	if (rc == 0 && pending_count(m) > PENDING_MAX)
-		rc = r_fsync(v, m, 1);
-	return rc;
-}
-
-int fsop_commit_write(struct volume *v, struct minode *m, uint64_t lblk, uint64_t len,
-		      uint64_t new_size)
-{
-	return v->fs ? meta_commit_write(v, m, lblk, len, new_size)
-		     : r_commit_write(v, m, lblk, len, new_size);
-}
-
-void fsop_touch_write(struct volume *v, struct minode *m)
-{
-	if (v->fs) {
-		meta_touch_write(v, m);
-		return;
-	}
-	pthread_mutex_lock(&v->lock);
-	m->times_dirty = 1;
-	pthread_mutex_unlock(&v->lock);
-}
-
-int fsop_refresh_size(struct volume *v, struct minode *m, uint64_t end)
-{
-	if (v->fs)
-		return 0;
-	/* The size is ours to trust only under the layout lock (a truncate
-	 * elsewhere recalls it and marks the size stale), so hold it first. */
-	int held = cluster_layout_hold(v->cluster, m) == 0;
-	if (held && !atomic_load(&m->size_stale) && end <= atomic_load(&m->size))
-		return 0;
-	struct meta_attr a;
-	int rc = r_getattr(v, m->ino, &a);
-	if (rc == 0) {
-		atomic_store(&m->size, a.size);
-		atomic_store(&m->size_stale, 0);
-	}
-	return rc;
 }

@@ -1,7 +1,8 @@
 /* Filesystem operations as the FUSE front end sees them (internal to fs):
- * on the coordinator (or standalone) they run in the metadata engine; on a
- * participant they go to the coordinator over redirect-io, and file data
- * goes directly to the LUN at the blocks its layouts name. */
+ * fs/fsops.c runs each in the implementation this node's role calls for
+ * (fs/ops.h): on the coordinator (or standalone) the metadata engine, on a
+ * participant requests to the coordinator; file data goes directly to the
+ * LUN at the blocks the layouts name (fs/data.c). */
 #ifndef CSVFS_FS_FSOPS_H
 #define CSVFS_FS_FSOPS_H
 
@@ -47,15 +48,5 @@ int fsop_fallocate(struct volume *v, struct minode *m, int mode, uint64_t off, u
 int fsop_seek(struct volume *v, struct minode *m, uint64_t off, int whence, uint64_t *out);
 ssize_t fsop_read(struct volume *v, struct minode *m, char *buf, size_t len, uint64_t off);
 ssize_t fsop_write(struct volume *v, struct minode *m, const char *buf, size_t len, uint64_t off);
-
-/* The data path's metadata calls (data.c), inside a request. */
-int fsop_map(struct volume *v, struct minode *m, uint64_t lblk, struct meta_extent *out);
-int fsop_alloc(struct volume *v, struct minode *m, uint64_t lblk, uint64_t len);
-int fsop_commit_write(struct volume *v, struct minode *m, uint64_t lblk, uint64_t len,
-		      uint64_t new_size);
-void fsop_touch_write(struct volume *v, struct minode *m);
-/* Makes m->size current for I/O up to end: a participant asks the
- * coordinator when its size is stale or the I/O goes past what it knows. */
-int fsop_refresh_size(struct volume *v, struct minode *m, uint64_t end);
 
 #endif

@@ -95,6 +95,8 @@ struct dg_lock;
 
 struct deferred_free { blk64_t blk, num; uint64_t txn; /* 0: running transaction */ };
 
+struct remote_link;
+
 struct volume {
 	ext2_filsys fs;
 	struct journal *journal;
@@ -133,6 +135,9 @@ struct volume {
 	/* Cluster mode (fs/cluster*.c); NULL when standalone. The engine (fs,
 	 * journal) is attached only while this node is the coordinator. */
 	struct cluster *cluster;
+	/* A participant's way to the coordinator (fs/ops.h): the cluster's
+	 * connection; NULL when standalone. */
+	const struct remote_link *remote;
 };
 
 int volume_open(const struct volume_opts *o, struct volume **out, char *err, size_t errlen);

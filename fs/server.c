@@ -1,7 +1,8 @@
 /* The coordinator's side of the metadata protocol: decodes a
  * participant's request with the protocol's table (fs/proto.h), runs it
- * through fsops (the engine, with layout recalls where blocks are freed) in
- * the op's handler, encodes the reply. A request that does not decode whole,
+ * in the engine (ops_local, fs/ops.h: layouts are recalled where blocks are
+ * freed) in the op's handler, encodes the reply. One role check per request
+ * (server_handle): the engine stays attached until the request is done. A request that does not decode whole,
  * or has a field out of range, is answered EPROTO and logged, never applied.
  *
  * Opens: a participant's open counts on the coordinator like a local one
@@ -9,7 +10,7 @@
  * per node, so that a departed node's opens can be dropped and a new
  * coordinator can be told them again (reclaim). */
 #include "fs/cluster.h"
-#include "fs/fsops.h"
+#include "fs/ops.h"
 #include "fs/proto.h"
 
 #include <errno.h>
@@ -104,6 +105,14 @@ static struct minode *open_take(struct server *s, const char *node, ext2_ino_t i
 	return m;
 }
 
+/* Closes one open and drops the reference it held. */
+static int release_put(struct volume *v, struct minode *m)
+{
+	int rc = ops_local.release(v, m);
+	minode_put(v, m);
+	return rc;
+}
+
 void server_drop_node(struct server *s, const char *node)
 {
 	unsigned n = 0;
@@ -122,7 +131,7 @@ void server_drop_node(struct server *s, const char *node)
 		pthread_mutex_unlock(&s->lock);
 		if (!m)
 			break;
-		fsop_release(s->v, m);
+		release_put(s->v, m);
 		n++;
 	}
 	if (n)
@@ -149,21 +158,21 @@ static int reply(struct ctx *c, const union proto_reply *p)
 static int h_lookup(struct ctx *c, const struct proto_req *q)
 {
 	union proto_reply p;
-	int rc = fsop_lookup(c->s->v, q->ino_name.ino, q->ino_name.name, &p.attr);
+	int rc = ops_local.lookup(c->s->v, q->ino_name.ino, q->ino_name.name, &p.attr);
 	return rc ? rc : reply(c, &p);
 }
 
 static int h_getattr(struct ctx *c, const struct proto_req *q)
 {
 	union proto_reply p;
-	int rc = fsop_getattr(c->s->v, q->inode.ino, &p.attr);
+	int rc = ops_local.getattr(c->s->v, q->inode.ino, &p.attr);
 	return rc ? rc : reply(c, &p);
 }
 
 static int h_setattr(struct ctx *c, const struct proto_req *q)
 {
 	union proto_reply p;
-	int rc = fsop_setattr(c->s->v, q->setattr.ino, &q->setattr.sa, &p.attr);
+	int rc = ops_local.setattr(c->s->v, q->setattr.ino, &q->setattr.sa, &p.attr);
 	return rc ? rc : reply(c, &p);
 }
 
@@ -171,7 +180,7 @@ static int h_create(struct ctx *c, const struct proto_req *q)
 {
 	const struct proto_create *a = &q->create;
 	union proto_reply p;
-	int rc = fsop_create(c->s->v, a->parent, a->name, a->mode, a->rdev, &a->cred, &p.attr);
+	int rc = ops_local.create(c->s->v, a->parent, a->name, a->mode, a->rdev, &a->cred, &p.attr);
 	return rc ? rc : reply(c, &p);
 }
 
@@ -180,9 +189,9 @@ static int h_create_open(struct ctx *c, const struct proto_req *q)
 	const struct proto_create *a = &q->create;
 	union proto_reply p;
 	struct minode *m = NULL;
-	int rc = fsop_create_open(c->s->v, a->parent, a->name, a->mode, &a->cred, &p.attr, &m);
+	int rc = ops_local.create_open(c->s->v, a->parent, a->name, a->mode, &a->cred, &p.attr, &m);
 	if (rc == 0 && m && (rc = open_record(c->s, c->peer->node, m)) != 0)
-		fsop_release(c->s->v, m);
+		release_put(c->s->v, m);
 	return rc ? rc : reply(c, &p);
 }
 
@@ -190,37 +199,37 @@ static int h_symlink(struct ctx *c, const struct proto_req *q)
 {
 	const struct proto_symlink *a = &q->symlink;
 	union proto_reply p;
-	int rc = fsop_symlink(c->s->v, a->parent, a->name, a->target, &a->cred, &p.attr);
+	int rc = ops_local.symlink(c->s->v, a->parent, a->name, a->target, &a->cred, &p.attr);
 	return rc ? rc : reply(c, &p);
 }
 
 static int h_link(struct ctx *c, const struct proto_req *q)
 {
 	union proto_reply p;
-	int rc = fsop_link(c->s->v, q->link.ino, q->link.newparent, q->link.newname, &p.attr);
+	int rc = ops_local.link(c->s->v, q->link.ino, q->link.newparent, q->link.newname, &p.attr);
 	return rc ? rc : reply(c, &p);
 }
 
 static int h_unlink(struct ctx *c, const struct proto_req *q)
 {
-	return fsop_unlink(c->s->v, q->ino_name.ino, q->ino_name.name);
+	return ops_local.unlink(c->s->v, q->ino_name.ino, q->ino_name.name);
 }
 
 static int h_rmdir(struct ctx *c, const struct proto_req *q)
 {
-	return fsop_rmdir(c->s->v, q->ino_name.ino, q->ino_name.name);
+	return ops_local.rmdir(c->s->v, q->ino_name.ino, q->ino_name.name);
 }
 
 static int h_rename(struct ctx *c, const struct proto_req *q)
 {
 	const struct proto_rename *n = &q->rename;
-	return fsop_rename(c->s->v, n->parent, n->name, n->newparent, n->newname, n->flags, &n->cred);
+	return ops_local.rename(c->s->v, n->parent, n->name, n->newparent, n->newname, n->flags, &n->cred);
 }
 
 static int h_readlink(struct ctx *c, const struct proto_req *q)
 {
 	union proto_reply p;
-	int rc = fsop_readlink(c->s->v, q->inode.ino, p.target, sizeof(p.target));
+	int rc = ops_local.readlink(c->s->v, q->inode.ino, p.target, sizeof(p.target));
 	return rc ? rc : reply(c, &p);
 }
 
@@ -238,7 +247,7 @@ static void page_attrs(struct ctx *c, struct proto_dirents *pg)
 {
 	for (size_t i = 0; i < pg->n; i++) {
 		struct meta_dirent *e = &pg->d[i];
-		e->has_attr = fsop_getattr(c->s->v, (ext2_ino_t)e->ino, &e->attr) == 0;
+		e->has_attr = ops_local.getattr(c->s->v, (ext2_ino_t)e->ino, &e->attr) == 0;
 	}
 }
 
@@ -246,7 +255,7 @@ static int readdir_page(struct ctx *c, const struct proto_req *q, int plus)
 {
 	struct meta_dirent *d;
 	size_t n;
-	int rc = fsop_readdir(c->s->v, q->readdir.ino, &d, &n);
+	int rc = ops_local.readdir(c->s->v, q->readdir.ino, &d, &n);
 	if (rc)
 		return rc;
 	union proto_reply p = { .dirents = page_of(d, n, q->readdir.start, plus) };
@@ -270,7 +279,7 @@ static int h_readdirplus(struct ctx *c, const struct proto_req *q)
 static int h_statfs(struct ctx *c, const struct proto_req *q)
 {
 	union proto_reply p;
-	int rc = fsop_statfs(c->s->v, &p.statfs);
+	int rc = ops_local.statfs(c->s->v, &p.statfs, 0);
 	return rc ? rc : reply(c, &p);
 }
 
@@ -281,8 +290,8 @@ static int h_xattr_get(struct ctx *c, const struct proto_req *q)
 	char *buf = x->size ? malloc(x->size) : NULL;
 	if (x->size && !buf)
 		return -ENOMEM;
-	int n = c->op->code == OP_GETXATTR ? fsop_getxattr(c->s->v, x->ino, x->name, buf, x->size)
-					   : fsop_listxattr(c->s->v, x->ino, buf, x->size);
+	int n = c->op->code == OP_GETXATTR ? ops_local.getxattr(c->s->v, x->ino, x->name, buf, x->size)
+					   : ops_local.listxattr(c->s->v, x->ino, buf, x->size);
 	if (n >= 0) {
 		uint32_t len = (uint32_t)n;
 		union proto_reply p = { .xattr = { .len = len, .n = x->size ? len : 0, .value = buf } };
@@ -295,12 +304,12 @@ static int h_xattr_get(struct ctx *c, const struct proto_req *q)
 static int h_setxattr(struct ctx *c, const struct proto_req *q)
 {
 	const struct proto_setxattr *x = &q->setxattr;
-	return fsop_setxattr(c->s->v, x->ino, x->name, x->value, x->size, (int)x->flags);
+	return ops_local.setxattr(c->s->v, x->ino, x->name, x->value, x->size, (int)x->flags);
 }
 
 static int h_removexattr(struct ctx *c, const struct proto_req *q)
 {
-	return fsop_removexattr(c->s->v, q->ino_name.ino, q->ino_name.name);
+	return ops_local.removexattr(c->s->v, q->ino_name.ino, q->ino_name.name);
 }
 
 /* The data-path handlers work on regular files only, with a reference for
@@ -308,7 +317,7 @@ static int h_removexattr(struct ctx *c, const struct proto_req *q)
 static int with_minode(struct ctx *c, uint32_t ino, struct minode **m)
 {
 	struct meta_attr a;
-	int rc = fsop_getattr(c->s->v, ino, &a);
+	int rc = ops_local.getattr(c->s->v, ino, &a);
 	if (rc)
 		return rc;
 	if (!S_ISREG(a.mode))
@@ -325,16 +334,16 @@ static int h_open(struct ctx *c, const struct proto_req *q)
 	if (rc)
 		return rc;
 	minode_put(c->s->v, m);
-	rc = fsop_open(c->s->v, o->ino, o->generation, o->truncate, &m);
+	rc = ops_local.open(c->s->v, o->ino, o->generation, o->truncate, &m);
 	if (rc)
 		return rc;
 	union proto_reply p;
 	rc = open_record(c->s, c->peer->node, m);
 	if (rc == 0)
-		rc = fsop_getattr(c->s->v, o->ino, &p.attr);
+		rc = ops_local.getattr(c->s->v, o->ino, &p.attr);
 	if (rc) {
 		struct minode *back = open_take(c->s, c->peer->node, o->ino);
-		fsop_release(c->s->v, back ? back : m);
+		release_put(c->s->v, back ? back : m);
 		return rc;
 	}
 	return reply(c, &p);
@@ -345,7 +354,7 @@ static int h_release(struct ctx *c, const struct proto_req *q)
 	struct minode *m = open_take(c->s, c->peer->node, q->inode.ino);
 	if (!m)
 		return -EBADF;   /* not open by this node (a reclaim was refused) */
-	return fsop_release(c->s->v, m);
+	return release_put(c->s->v, m);
 }
 
 static int h_fsync(struct ctx *c, const struct proto_req *q)
@@ -353,7 +362,7 @@ static int h_fsync(struct ctx *c, const struct proto_req *q)
 	struct minode *m;
 	int rc = with_minode(c, q->fsync.ino, &m);
 	if (rc == 0) {
-		rc = fsop_fsync(c->s->v, m, q->fsync.datasync != 0);
+		rc = ops_local.fsync(c->s->v, m, q->fsync.datasync != 0);
 		minode_put(c->s->v, m);
 	}
 	return rc;
@@ -366,7 +375,7 @@ static int h_map(struct ctx *c, const struct proto_req *q)
 	if (rc)
 		return rc;
 	union proto_reply p;
-	rc = fsop_map(c->s->v, m, q->map.lblk, &p.map.e);
+	rc = ops_local.map(c->s->v, m, q->map.lblk, &p.map.e);
 	if (rc == 0) {
 		p.map.size = atomic_load(&m->size);
 		reply(c, &p);
@@ -381,7 +390,7 @@ static int h_alloc(struct ctx *c, const struct proto_req *q)
 	int rc = with_minode(c, q->alloc.ino, &m);
 	if (rc)
 		return rc;
-	rc = fsop_alloc(c->s->v, m, q->alloc.lblk, q->alloc.len);
+	rc = ops_local.alloc(c->s->v, m, q->alloc.lblk, q->alloc.len);
 	minode_put(c->s->v, m);
 	return rc;
 }
@@ -392,7 +401,7 @@ static int range_allocated(struct volume *v, struct minode *m, uint64_t lblk, ui
 {
 	for (uint64_t pos = lblk; pos < lblk + len;) {
 		struct meta_extent e;
-		int rc = fsop_map(v, m, pos, &e);
+		int rc = ops_local.map(v, m, pos, &e);
 		if (rc)
 			return rc;
 		if (e.state == EXTENT_HOLE)
@@ -409,7 +418,7 @@ static int commit_checked(struct volume *v, struct minode *m, const struct proto
 	int rc = k->len && (k->lblk + k->len - 1) * v->blocksize >= end ? -EINVAL : 0;
 	if (rc == 0 && k->len)
 		rc = range_allocated(v, m, k->lblk, k->len);
-	return rc ? rc : fsop_commit_write(v, m, k->lblk, k->len, k->size);
+	return rc ? rc : ops_local.commit_write(v, m, k->lblk, k->len, k->size);
 }
 
 static int h_commit(struct ctx *c, const struct proto_req *q)
@@ -430,7 +439,7 @@ static int h_touch(struct ctx *c, const struct proto_req *q)
 	struct minode *m;
 	int rc = with_minode(c, q->inode.ino, &m);
 	if (rc == 0) {
-		fsop_touch_write(c->s->v, m);
+		ops_local.touch_write(c->s->v, m);
 		minode_put(c->s->v, m);
 	}
 	return rc;
@@ -443,7 +452,7 @@ static int h_fallocate(struct ctx *c, const struct proto_req *q)
 	int rc = with_minode(c, f->ino, &m);
 	if (rc)
 		return rc;
-	rc = fsop_fallocate(c->s->v, m, (int)f->mode, f->off, f->len);
+	rc = ops_local.fallocate(c->s->v, m, (int)f->mode, f->off, f->len);
 	if (rc == 0)
 		reply(c, &(union proto_reply){ .u64 = atomic_load(&m->size) });
 	minode_put(c->s->v, m);
@@ -457,7 +466,7 @@ static int h_seek(struct ctx *c, const struct proto_req *q)
 	if (rc)
 		return rc;
 	union proto_reply p;
-	rc = fsop_seek(c->s->v, m, q->seek.off, (int)q->seek.whence, &p.u64);
+	rc = ops_local.seek(c->s->v, m, q->seek.off, (int)q->seek.whence, &p.u64);
 	if (rc == 0)
 		reply(c, &p);
 	minode_put(c->s->v, m);
@@ -466,7 +475,7 @@ static int h_seek(struct ctx *c, const struct proto_req *q)
 
 static int h_syncfs(struct ctx *c, const struct proto_req *q)
 {
-	return fsop_syncfs(c->s->v);
+	return ops_local.syncfs(c->s->v);
 }
 
 static int h_move(struct ctx *c, const struct proto_req *q)
@@ -530,12 +539,19 @@ int server_request(struct server *s, const char *node, const char *addr, uint16_
 int server_handle(void *arg, const struct rio_peer *peer, const struct rio_request *req,
 		  struct rio_response *resp)
 {
-	struct server *s = cluster_server(arg);
-	if (!s) {
-		resp->status = EREMCHG;   /* we are no longer the coordinator */
+	struct cluster *c = arg;
+	/* The one role check: the engine stays attached until cluster_leave. */
+	int role = cluster_enter(c);
+	if (role < 0) {
+		resp->status = (uint16_t)-role;   /* paused too long */
 		return 0;
 	}
-	resp->status = (uint16_t)server_request(s, peer->node, peer->addr, req->op, req->payload,
-						req->len, &resp->body);
+	struct server *s = role == CL_COORDINATOR ? cluster_server(c) : NULL;
+	if (s)
+		resp->status = (uint16_t)server_request(s, peer->node, peer->addr, req->op,
+							req->payload, req->len, &resp->body);
+	else
+		resp->status = EREMCHG;   /* we are no longer the coordinator */
+	cluster_leave(c);
 	return 0;
 }

@@ -1,0 +1,111 @@
+/* ops_local (fs/ops.h): the operations in this node's metadata engine (the
+ * coordinator, or a standalone node). Most are the engine's meta_* as they
+ * are; those that free or unwrite blocks other nodes may hold layouts of
+ * (truncate, O_TRUNC, punch, zero range) recall those layouts first. */
+#include "fs/ops.h"
+#include "fs/cluster.h"
+
+#include <errno.h>
+#include <linux/falloc.h>
+
+/* Coordinator: a truncate frees blocks other nodes may hold layouts of. */
+static int local_setattr(struct volume *v, ext2_ino_t ino, const struct meta_setattr *sa,
+			 struct meta_attr *out)
+{
+	void *recall = NULL;
+	int rc = 0;
+	if ((sa->valid & META_SET_SIZE) && v->cluster)
+		rc = cluster_recall_begin(v->cluster, ino, &recall);
+	if (rc == 0)
+		rc = meta_setattr(v, ino, sa, out);
+	if (recall)
+		cluster_recall_end(v->cluster, recall);
+	return rc;
+}
+
+static int local_open(struct volume *v, ext2_ino_t ino, uint32_t gen, int truncate,
+		      struct minode **out)
+{
+	struct minode *m = minode_get(v, ino);
+	if (!m)
+		return -ESTALE;   /* freed since the lookup: the kernel looks up again (meta_open) */
+	void *recall = NULL;
+	int rc = truncate && v->cluster ? cluster_recall_begin(v->cluster, ino, &recall) : 0;
+	if (rc == 0)
+		rc = meta_open(v, m, gen, truncate);
+	if (recall)
+		cluster_recall_end(v->cluster, recall);
+	if (rc) {
+		minode_put(v, m);
+		return rc;
+	}
+	*out = m;
+	return 0;
+}
+
+/* A new regular file, opened: one round trip for a participant. */
+static int local_create_open(struct volume *v, ext2_ino_t parent, const char *name, uint32_t mode,
+			     const struct meta_cred *cred, struct meta_attr *out, struct minode **m)
+{
+	int rc = meta_create(v, parent, name, mode, 0, cred, out);
+	return rc ? rc : local_open(v, (ext2_ino_t)out->ino, out->generation, 0, m);
+}
+
+/* Collapse and insert range are refused (meta_fallocate, docs/cluster.md). */
+#define FALLOC_UNWRITES (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)
+
+static int local_fallocate(struct volume *v, struct minode *m, int mode, uint64_t off, uint64_t len)
+{
+	void *recall = NULL;
+	int rc = (mode & FALLOC_UNWRITES) && v->cluster ? cluster_recall_begin(v->cluster, m->ino, &recall) : 0;
+	if (rc == 0)
+		rc = meta_fallocate(v, m, mode, off, len);
+	if (recall)
+		cluster_recall_end(v->cluster, recall);
+	return rc;
+}
+
+static int local_statfs(struct volume *v, struct statvfs *out, unsigned timeout_ms)
+{
+	(void)timeout_ms;   /* the engine answers at once */
+	return meta_statfs(v, out);
+}
+
+/* The engine's size is the size. */
+static int local_refresh_size(struct volume *v, struct minode *m, uint64_t end)
+{
+	(void)v, (void)m, (void)end;
+	return 0;
+}
+
+const struct fs_ops ops_local = {
+	.name = "local",
+	.lookup = meta_lookup,
+	.getattr = meta_getattr,
+	.setattr = local_setattr,
+	.create = meta_create,
+	.symlink = meta_symlink,
+	.link = meta_link,
+	.unlink = meta_unlink,
+	.rmdir = meta_rmdir,
+	.rename = meta_rename_cred,
+	.readlink = meta_readlink,
+	.readdir = meta_readdir,
+	.statfs = local_statfs,
+	.getxattr = meta_getxattr,
+	.listxattr = meta_listxattr,
+	.setxattr = meta_setxattr,
+	.removexattr = meta_removexattr,
+	.create_open = local_create_open,
+	.open = local_open,
+	.release = meta_release,
+	.fsync = meta_fsync,
+	.syncfs = volume_sync,
+	.fallocate = local_fallocate,
+	.seek = meta_seek,
+	.map = meta_map,
+	.alloc = meta_alloc,
+	.commit_write = meta_commit_write,
+	.touch_write = meta_touch_write,
+	.refresh_size = local_refresh_size,
+};
