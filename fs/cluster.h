@@ -6,7 +6,7 @@
 #ifndef CSVFS_FS_CLUSTER_H
 #define CSVFS_FS_CLUSTER_H
 
-#include "fs/internal.h"
+#include "fs/meta.h"
 
 struct rio_writer;
 struct rio_reply;
@@ -66,27 +66,5 @@ uint32_t cluster_epoch(struct cluster *c);
 int cluster_move(struct cluster *c, const char *target, char *err, size_t errlen);
 /* JSON members, coordinator and I/O state for csvctl status. */
 void cluster_status_json(struct cluster *c, char *out, size_t len);
-
-/* ---- the coordinator's RPC service (server.c) --------------------------- */
-struct server;
-struct rio_peer;
-struct rio_request;
-struct rio_response;
-int server_create(struct volume *v, struct server **out);
-/* The running server while this node is the coordinator, else NULL. */
-struct server *cluster_server(struct cluster *c);
-/* Drops every open the other nodes held through this server. */
-void server_destroy(struct server *s);
-/* rio handler; arg is the cluster. */
-int server_handle(void *arg, const struct rio_peer *peer, const struct rio_request *req,
-		  struct rio_response *resp);
-/* One request from node: decodes, runs, encodes the reply fields into out;
- * returns the status (0 or a positive errno; EPROTO when it does not decode). */
-int server_request(struct server *s, const char *node, const char *addr, uint16_t op,
-		   const uint8_t *payload, uint32_t len, struct rio_writer *out);
-/* A fenced node's opens are closed (unlinked files it held are freed). */
-void server_drop_node(struct server *s, const char *node);
-/* Node names with open files, connected recently (for status). */
-void server_peers_json(struct server *s, char *out, size_t len);
 
 #endif

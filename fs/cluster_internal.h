@@ -7,6 +7,7 @@
 
 #include "fs/cluster.h"
 #include "fs/ops.h"
+#include "fs/server.h"
 #include "dlm-glue/dlmglue.h"
 
 #define INFO_MAGIC 0x43535643u       /* "CSVC" */
@@ -168,6 +169,8 @@ int conn_settle(struct cluster *c, const struct coord_info *ci, const struct dg_
 		int connected);
 /* Calls in flight fail (and their requests retry elsewhere); then it goes. */
 void conn_retire(struct cluster *c);
+/* The running server while this node is the coordinator, else NULL. */
+struct server *cluster_server(struct cluster *c);
 /* Points the volume's remote_link (fs/ops.h) at this connection. */
 void conn_link_init(struct cluster *c);
 

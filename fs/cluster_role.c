@@ -76,14 +76,41 @@ static void minode_to_coordinator(struct volume *v, struct minode *m, void *arg)
 	atomic_store(&m->size_stale, 0);
 }
 
+/* rio's handler: the one role check for a participant's request; the
+ * engine stays attached until cluster_leave. */
+static int serve_request(void *arg, const struct rio_peer *peer, const struct rio_request *req,
+			 struct rio_response *resp)
+{
+	struct cluster *c = arg;
+	int role = cluster_enter(c);
+	if (role < 0) {
+		resp->status = (uint16_t)-role;   /* paused too long */
+		return 0;
+	}
+	struct server *s = role == CL_COORDINATOR ? cluster_server(c) : NULL;
+	if (s)
+		resp->status = (uint16_t)server_request(s, peer->node, peer->addr, req->op,
+							req->payload, req->len, &resp->body);
+	else
+		resp->status = EREMCHG;   /* we are no longer the coordinator */
+	cluster_leave(c);
+	return 0;
+}
+
+static int move_for_server(void *arg, const char *target, char *err, size_t errlen)
+{
+	return cluster_move(arg, target, err, errlen);
+}
+
 static int server_start(struct cluster *c)
 {
 	struct server *st;
 	if (server_create(c->v, &st))
 		return -ENOMEM;
+	server_set_mover(st, move_for_server, c);
 	struct rio_server_config cfg = {
 		.cred_dir = c->o.cred_dir, .listen_addr = "0.0.0.0", .port = c->o.port,
-		.handler = server_handle, .handler_arg = c, .log = conn_rio_log,
+		.handler = serve_request, .handler_arg = c, .log = conn_rio_log,
 	};
 	pthread_mutex_lock(&c->mu);
 	c->srv_state = st;

@@ -2,7 +2,8 @@
  * root only) on which csvctl asks the daemon for its state. One request line,
  * one JSON reply, then the connection closes. Requests: "status". */
 #include "fs/csvfs.h"
-#include "fs/internal.h"
+#include "fs/meta.h"
+#include "fs/control.h"
 #include "fs/cluster.h"
 #include "fs/fsops.h"
 

@@ -3,7 +3,8 @@
 #include <fuse_lowlevel.h>
 
 #include "fs/csvfs.h"
-#include "fs/internal.h"
+#include "fs/meta.h"
+#include "fs/control.h"
 #include "fs/fuse_ops.h"
 #include "fs/fuse_alias.h"
 #include "fs/cluster.h"

@@ -6,7 +6,7 @@
  * Writes into holes allocate unwritten blocks, write the data, then mark the
  * blocks written (design.md §4); overwrites of written blocks are a single
  * lun_pwrite with no metadata change but the in-memory mtime. */
-#include "fs/internal.h"
+#include "fs/meta.h"
 #include "fs/data.h"
 #include "fs/ops.h"
 

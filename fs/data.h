@@ -3,7 +3,7 @@
 #define CSVFS_FS_DATA_H
 
 #include <sys/types.h>
-#include "fs/internal.h"
+#include "fs/meta.h"
 
 struct fs_ops;
 

@@ -7,7 +7,7 @@
 #define CSVFS_FS_FSOPS_H
 
 #include <sys/types.h>
-#include "fs/internal.h"
+#include "fs/meta.h"
 
 int fsop_lookup(struct volume *v, ext2_ino_t parent, const char *name, struct meta_attr *out);
 int fsop_getattr(struct volume *v, ext2_ino_t ino, struct meta_attr *out);

@@ -3,7 +3,7 @@
 #define FUSE_USE_VERSION 34
 #include <fuse_lowlevel.h>
 
-#include "fs/internal.h"
+#include "fs/meta.h"
 #include "fs/fsops.h"
 #include "fs/fuse_ops.h"
 #include "fs/fuse_alias.h"

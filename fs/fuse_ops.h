@@ -2,7 +2,7 @@
 #ifndef CSVFS_FS_FUSE_OPS_H
 #define CSVFS_FS_FUSE_OPS_H
 
-#include "fs/internal.h"
+#include "fs/meta.h"
 
 /* setxattr flag values as the kernel passes them (linux/xattr.h). */
 #define XATTR_CREATE_FLAG 1

@@ -1,6 +1,6 @@
 /* Logging: one line per event, prefixed with node and volume, so a line read
  * alone in a cluster's merged logs says where it happened. */
-#include "fs/internal.h"
+#include "fs/log.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -21,7 +21,7 @@
 #define CSVFS_FS_OPS_H
 
 #include <sys/types.h>
-#include "fs/internal.h"
+#include "fs/meta.h"
 
 struct rio_writer;
 struct rio_reply;

@@ -17,7 +17,7 @@
 #ifndef CSVFS_FS_PROTO_H
 #define CSVFS_FS_PROTO_H
 
-#include "fs/internal.h"
+#include "fs/meta.h"
 #include "redirect-io/rio.h"
 
 #include <stdbool.h>

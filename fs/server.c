@@ -1,15 +1,15 @@
 /* The coordinator's side of the metadata protocol: decodes a
  * participant's request with the protocol's table (fs/proto.h), runs it
  * in the engine (ops_local, fs/ops.h: layouts are recalled where blocks are
- * freed) in the op's handler, encodes the reply. One role check per request
- * (server_handle): the engine stays attached until the request is done. A request that does not decode whole,
+ * freed) in the op's handler, encodes the reply. The caller checked the role
+ * once (fs/cluster_role.c): the engine stays attached until it is done. A request that does not decode whole,
  * or has a field out of range, is answered EPROTO and logged, never applied.
  *
  * Opens: a participant's open counts on the coordinator like a local one
  * (unlinked files live until the last close anywhere). The server keeps them
  * per node, so that a departed node's opens can be dropped and a new
  * coordinator can be told them again (reclaim). */
-#include "fs/cluster.h"
+#include "fs/server.h"
 #include "fs/ops.h"
 #include "fs/proto.h"
 
@@ -26,6 +26,8 @@ struct peer_open {
 
 struct server {
 	struct volume *v;
+	server_move_fn move;         /* OP_MOVE: the role code's (NULL standalone) */
+	void *move_arg;
 	pthread_mutex_t lock;        /* guards opens */
 	struct peer_open *opens;
 };
@@ -39,6 +41,12 @@ int server_create(struct volume *v, struct server **out)
 	pthread_mutex_init(&s->lock, NULL);
 	*out = s;
 	return 0;
+}
+
+void server_set_mover(struct server *s, server_move_fn move, void *arg)
+{
+	s->move = move;
+	s->move_arg = arg;
 }
 
 /* The opens die with the role: the engine they counted in is detached. */
@@ -58,19 +66,6 @@ void server_destroy(struct server *s)
 	}
 	pthread_mutex_destroy(&s->lock);
 	free(s);
-}
-
-void server_peers_json(struct server *s, char *out, size_t len)
-{
-	size_t o = 0;
-	out[0] = 0;
-	pthread_mutex_lock(&s->lock);
-	for (struct peer_open *p = s->opens; p && o + 80 < len; p = p->next) {
-		if (strstr(out, p->node))
-			continue;
-		o += (size_t)snprintf(out + o, len - o, "%s\"%s\"", o ? "," : "", p->node);
-	}
-	pthread_mutex_unlock(&s->lock);
 }
 
 static int open_record(struct server *s, const char *node, struct minode *m)
@@ -481,9 +476,9 @@ static int h_syncfs(struct ctx *c, const struct proto_req *q)
 static int h_move(struct ctx *c, const struct proto_req *q)
 {
 	char err[256];
-	if (!c->s->v->cluster)
+	if (!c->s->move)
 		return -EOPNOTSUPP;   /* standalone: no roles to move */
-	int rc = cluster_move(c->s->v->cluster, q->move.target, err, sizeof(err));
+	int rc = c->s->move(c->s->move_arg, q->move.target, err, sizeof(err));
 	if (rc)
 		csvfs_log(LOG_WARN_L, "move requested by %s refused: %s", c->peer->node, err);
 	return rc;
@@ -534,24 +529,4 @@ int server_request(struct server *s, const char *node, const char *addr, uint16_
 		out->err = 0;
 	}
 	return rc < 0 ? -rc : 0;
-}
-
-int server_handle(void *arg, const struct rio_peer *peer, const struct rio_request *req,
-		  struct rio_response *resp)
-{
-	struct cluster *c = arg;
-	/* The one role check: the engine stays attached until cluster_leave. */
-	int role = cluster_enter(c);
-	if (role < 0) {
-		resp->status = (uint16_t)-role;   /* paused too long */
-		return 0;
-	}
-	struct server *s = role == CL_COORDINATOR ? cluster_server(c) : NULL;
-	if (s)
-		resp->status = (uint16_t)server_request(s, peer->node, peer->addr, req->op,
-							req->payload, req->len, &resp->body);
-	else
-		resp->status = EREMCHG;   /* we are no longer the coordinator */
-	cluster_leave(c);
-	return 0;
 }

@@ -1,8 +1,8 @@
 /* LUN I/O: the one way this process reads and writes its LUN.
  *
  * Every LUN transfer of csvfs — the metadata cache and journal commits
- * (iomgr.c, txn.c), file data and zeroing (fs/data.c, fs/extent.c), the MMP
- * block (fs/mmp.c) — is a lun_pread or a lun_pwrite, so that three things see
+ * (iomgr.c, txn.c), file data and zeroing (fs/data.c, fs/meta_extent.c), the MMP
+ * block (fs/meta_mmp.c) — is a lun_pread or a lun_pwrite, so that three things see
  * all of them:
  *   - the I/O gate (design.md §6, invariant 5): a node that lost quorum must
  *     issue no LUN I/O after its deadline;

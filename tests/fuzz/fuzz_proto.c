@@ -34,11 +34,10 @@
  *    first input after which e2fsck fails.
  *
  * FUZZ_PROTO_VERBOSE=1 lets the engine's log lines through. */
-#include "fs/cluster.h"
 #include "fs/csvfs.h"
-#include "fs/fsops.h"
-#include "fs/internal.h"
+#include "fs/meta.h"
 #include "fs/proto.h"
+#include "fs/server.h"
 
 #include <errno.h>
 #include <fcntl.h>

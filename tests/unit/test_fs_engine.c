@@ -1,4 +1,4 @@
-/* The metadata engine (fs/namei.c, dir.c, extent.c, inode.c, volume.c) driven
+/* The metadata engine (fs/meta_namei.c, meta_dir.c, meta_extent.c, meta_inode.c, meta_volume.c) driven
  * directly, without FUSE: each test formats a scratch sparse image with
  * csvfs_format(), opens it with volume_open(), calls meta_* (which take the
  * volume lock themselves) and the extent_/dir_ helpers (under v->lock), and
@@ -33,7 +33,7 @@
 #include <et/com_err.h>
 
 #include "fs/csvfs.h"
-#include "fs/internal.h"
+#include "fs/meta_internal.h"
 
 #define MiB (1ull << 20)
 #define BS 4096u
@@ -1120,7 +1120,7 @@ static void make_deep_file(struct volume *v, struct minode *m, uint64_t nblocks)
 	expect_i_blocks_consistent(v, m->ino);
 }
 
-/* KNOWN BUG (fs/extent.c set_state_range + fallocate_locked): ZERO_RANGE over
+/* KNOWN BUG (fs/meta_extent.c set_state_range + fallocate_locked): ZERO_RANGE over
  * a hole of a file whose extent tree has a leaf block. fill_holes allocates
  * into the caller's inode copy (i_blocks += n, not written to disk: only the
  * leaf block changed); extent_mark_unwritten then finds nothing to convert
@@ -1720,7 +1720,7 @@ static void test_last_close_races_unlink(void **state)
 	assert_true(free_blocks(v) + 2 >= blocks0);
 }
 
-/* KNOWN BUG (fs/inode.c meta_getattr, minode_get): an inode freed by
+/* KNOWN BUG (fs/meta_inode.c meta_getattr, minode_get): an inode freed by
  * inode_free keeps its i_mode (only links, dtime and size change), so the
  * "freed" test `!i_links_count && i_dtime && !i_mode` never holds: getattr of a
  * freed inode number succeeds (nlink 0), minode_get returns it and meta_open
@@ -1812,7 +1812,7 @@ static void test_reused_ino_gets_fresh_minode(void **state)
 	close_m(v, n);
 }
 
-/* KNOWN BUG (fs/namei.c check_name and callers): "." and ".." are accepted as
+/* KNOWN BUG (fs/meta_namei.c check_name and callers): "." and ".." are accepted as
  * names. dir_find does not see them in an htree directory (they sit before
  * the dx root), so meta_create(ROOT, "..") adds a second ".." entry; and a
  * rename whose source is "." moves the directory by a name that is not an
@@ -2033,7 +2033,7 @@ static int setup_small(void **state)
 	return 0;
 }
 
-/* KNOWN BUG (fs/extent.c meta_alloc / extent_alloc_unwritten with libext2fs
+/* KNOWN BUG (fs/meta_extent.c meta_alloc / extent_alloc_unwritten with libext2fs
  * 1.47.0 ext2fs_fallocate): small files written once on a small volume. Each
  * first write allocates 2048 blocks ahead; release trims 2047 of them, and
  * those frees are deferred until a commit, so the allocator soon sees a full
@@ -2062,7 +2062,7 @@ static void test_prealloc_with_deferred_frees(void **state)
 	}
 }
 
-/* KNOWN BUG (fs/extent.c split_set_state): converting part of an extent
+/* KNOWN BUG (fs/meta_extent.c split_set_state): converting part of an extent
  * replaces the extent by its head first and inserts the rest afterwards. When
  * the insert needs a new extent block and none can be allocated, the call
  * fails (-ENOSPC) but the extent stays shortened: the tail's blocks are still

@@ -37,10 +37,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "fs/cluster.h"
 #include "fs/csvfs.h"
-#include "fs/internal.h"
+#include "fs/meta.h"
 #include "fs/proto.h"
+#include "fs/server.h"
 
 #define MiB (1ull << 20)
 #define ROOT EXT2_ROOT_INO

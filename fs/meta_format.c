@@ -2,7 +2,7 @@
  * libext2fs (64bit, extents, metadata_csum, dir_index, internal journal) with
  * an htree root directory. */
 #include "fs/csvfs.h"
-#include "fs/internal.h"
+#include "fs/meta_internal.h"
 
 #include <blkid/blkid.h>
 #include <errno.h>

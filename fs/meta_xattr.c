@@ -1,6 +1,6 @@
 /* Extended attributes through libext2fs (which also translates POSIX ACLs
  * between the VFS form and ext4's on-disk form, so setfacl works). */
-#include "fs/internal.h"
+#include "fs/meta_internal.h"
 
 #include <errno.h>
 #include <string.h>

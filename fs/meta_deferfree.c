@@ -8,7 +8,7 @@
  * block, and the range is remembered. The commit clears the bits just before
  * the bitmaps are written into the transaction, under the volume lock, so
  * nothing allocates between then and the durable commit. */
-#include "fs/internal.h"
+#include "fs/meta_internal.h"
 
 #include <stdlib.h>
 

@@ -4,7 +4,7 @@
  *
  * libext2fs inserts into htrees itself (ext2fs_link); its lookup and unlink are
  * linear scans, which is why they are here. Callers hold v->lock. */
-#include "fs/internal.h"
+#include "fs/meta_internal.h"
 
 #include <dirent.h>
 #include <errno.h>

@@ -1,6 +1,6 @@
 /* Namespace operations of the metadata engine. Each holds v->lock for its
  * whole duration, so it is atomic with respect to every other metadata op. */
-#include "fs/internal.h"
+#include "fs/meta_internal.h"
 
 #include <errno.h>
 #include <string.h>

@@ -4,7 +4,7 @@
  * and written with O_DIRECT on the data descriptor, by lun_pread / lun_pwrite
  * (never through the metadata cache: other nodes' and tools' writes must be
  * seen). */
-#include "fs/internal.h"
+#include "fs/meta_internal.h"
 
 #include <errno.h>
 #include <stdio.h>

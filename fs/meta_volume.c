@@ -1,6 +1,6 @@
 /* The volume: opening a LUN as a csvfs volume, validation, periodic and explicit
  * sync, statfs, close. */
-#include "fs/internal.h"
+#include "fs/meta_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>

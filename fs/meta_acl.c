@@ -3,7 +3,7 @@
  * that ACL as its access ACL, masked by the create mode, and a new directory
  * also inherits the default ACL. The kernel enforces ACLs (FUSE_CAP_POSIX_ACL);
  * it does not inherit them for FUSE filesystems, so the engine does. */
-#include "fs/internal.h"
+#include "fs/meta_internal.h"
 
 #include <errno.h>
 #include <stdlib.h>

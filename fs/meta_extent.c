@@ -4,7 +4,7 @@
  * Invariant 2 (design.md §11): blocks are allocated unwritten and become
  * written only after their data is on the LUN, so a reader never sees another
  * file's stale bytes. */
-#include "fs/internal.h"
+#include "fs/meta_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -1,16 +1,15 @@
-/* Internal interface of the fs module: the metadata engine, the in-memory
- * inode states it shares with the data path, and logging.
- *
- * The metadata engine (meta_*) is the narrow interface every metadata
- * operation goes through: the local FUSE front end calls it directly and a
- * participant's forwarded requests will call the same functions on the
- * coordinator. Inode numbers are ext4 inode numbers; errors are negative errno.
- */
-#ifndef CSVFS_FS_INTERNAL_H
-#define CSVFS_FS_INTERNAL_H
+/* The metadata engine (fs/meta_*.c), as the rest of fs sees it: the volume,
+ * the in-memory inode states (minodes) it shares with the data path and the
+ * cluster code, and the meta_* operations every metadata change goes
+ * through — on the coordinator or a standalone node only (fs/ops_local.c
+ * calls them; a participant's requests reach them through fs/server.c).
+ * Inode numbers are ext4 inode numbers; errors are negative errno.
+ * The pieces the engine's files share among themselves are in
+ * fs/meta_internal.h. */
+#ifndef CSVFS_FS_META_H
+#define CSVFS_FS_META_H
 
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <sys/stat.h>
@@ -19,15 +18,8 @@
 
 #include <ext2fs/ext2fs.h>
 
+#include "fs/log.h"
 #include "journal/journal.h"
-
-/* ---- logging ----------------------------------------------------------- */
-
-enum { LOG_ERR_L = 3, LOG_WARN_L = 4, LOG_INFO_L = 6, LOG_DEBUG_L = 7 };
-extern int csvfs_verbose; /* set once at start-up, read-only afterwards */
-void csvfs_log_set_context(const char *node, const char *volume);
-void csvfs_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void csvfs_vlog(void *arg, int level, const char *fmt, va_list ap);
 
 /* ---- in-memory inode state -------------------------------------------- */
 
@@ -189,21 +181,6 @@ void minode_put(struct volume *v, struct minode *m);
 /* Forgets cached mappings after the extent tree changed. */
 void minode_invalidate_map(struct minode *m);
 
-/* ---- control channel (control.c) --------------------------------------- */
-
-struct control {
-	struct volume *vol;
-	int listen_fd, running;
-	volatile int stopping;
-	pthread_t thread;
-	char path[108];
-	char mountpoint[4096];
-	char node[64];
-};
-int control_start(struct control *c, struct volume *v, const char *mountpoint, const char *node);
-void control_stop(struct control *c);
-void control_socket_path(const char *uuid, char *out, size_t len);
-
 /* ---- metadata engine ------------------------------------------------- */
 
 struct meta_attr {
@@ -296,71 +273,5 @@ void meta_touch_write(struct volume *v, struct minode *m);
 int meta_fallocate(struct volume *v, struct minode *m, int mode, uint64_t off, uint64_t len);
 /* SEEK_DATA / SEEK_HOLE. */
 int meta_seek(struct volume *v, struct minode *m, uint64_t off, int whence, uint64_t *out);
-
-/* ---- pieces shared inside the engine (callers hold v->lock) ----------- */
-
-int errcode_to_errno(errcode_t e);
-void inode_to_attr(struct volume *v, ext2_ino_t ino, const struct ext2_inode_large *in,
-		   struct meta_attr *out);
-int inode_read(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in);
-int inode_write(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in);
-void inode_set_time(struct volume *v, struct ext2_inode_large *in, int which, struct timespec ts);
-struct timespec now_ts(void);
-enum { TIME_A = 1, TIME_M = 2, TIME_C = 4, TIME_CR = 8 };
-
-/* Directories (dir.c). */
-int dir_find(struct volume *v, ext2_ino_t dir, const char *name, ext2_ino_t *ino, int *ftype);
-int dir_add(struct volume *v, ext2_ino_t dir, const char *name, ext2_ino_t ino, int ftype);
-int dir_remove(struct volume *v, ext2_ino_t dir, const char *name);
-int dir_set_entry(struct volume *v, ext2_ino_t dir, const char *name, ext2_ino_t ino, int ftype);
-int dir_is_empty(struct volume *v, ext2_ino_t dir, int *empty);
-int dir_make_indexed(struct volume *v, ext2_ino_t dir);
-int mode_to_ftype(uint32_t mode);
-
-/* Extents (extent.c). */
-int extent_map(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in, uint64_t lblk,
-	       struct meta_extent *out);
-int extent_alloc_unwritten(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in,
-			   uint64_t lblk, uint64_t len);
-int extent_mark_written(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in,
-			uint64_t lblk, uint64_t len);
-int extent_mark_unwritten(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in,
-			  uint64_t lblk, uint64_t len);
-/* Writes zeros over [off, off+len) inside one block, if that block is written. */
-int extent_zero_in_block(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in,
-			 uint64_t off, uint64_t len);
-/* Frees the unwritten blocks of [lblk, end) (write-ahead no one used). */
-int extent_punch_unwritten(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in,
-			   uint64_t lblk, uint64_t end);
-/* Blocks the allocator can hand out now (frees still deferred and a reserve
- * for extent-tree and directory growth excluded). Caller holds v->lock. */
-uint64_t volume_blocks_available(struct volume *v);
-/* Frees blocks of [lblk, end) (end = ~0 for "to the end"). */
-int extent_punch(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in,
-		 uint64_t lblk, uint64_t end);
-
-/* Frees deferred until their transaction is durable (deferfree.c). */
-void deferfree_attach(struct volume *v);
-void deferfree_stage(struct volume *v);
-void deferfree_unstage(struct volume *v);
-void deferfree_tag(struct volume *v, uint64_t id);
-int deferfree_reclaim(struct volume *v);
-void deferfree_destroy(struct volume *v);
-
-/* Multi-mount protection (mmp.c). */
-int mmp_acquire(struct volume *v, char *err, size_t errlen);
-void mmp_heartbeat(struct volume *v);
-void mmp_release(struct volume *v);
-
-/* ACL inheritance at create (acl.c). */
-int acl_inherit(struct volume *v, ext2_ino_t parent, ext2_ino_t ino, struct ext2_inode_large *in);
-
-/* Inode lifetime (inode.c). */
-int inode_free(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in);
-int orphan_add(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in);
-int orphan_remove(struct volume *v, ext2_ino_t ino);
-int orphan_process_all(struct volume *v);
-/* Drops one link; frees or orphans the inode when it was the last. */
-int inode_drop_link(struct volume *v, ext2_ino_t ino);
 
 #endif

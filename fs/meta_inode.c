@@ -1,6 +1,6 @@
 /* Inodes: attributes, times, setattr, open counts, freeing and the orphan list.
  * Every function here that touches libext2fs runs under v->lock. */
-#include "fs/internal.h"
+#include "fs/meta_internal.h"
 
 #include <errno.h>
 #include <inttypes.h>

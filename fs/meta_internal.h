@@ -1,0 +1,72 @@
+/* Private to the metadata engine (fs/meta_*.c): the pieces its files share.
+ * Callers hold v->lock unless a comment says otherwise. */
+#ifndef CSVFS_FS_META_INTERNAL_H
+#define CSVFS_FS_META_INTERNAL_H
+
+#include "fs/meta.h"
+
+int errcode_to_errno(errcode_t e);
+void inode_to_attr(struct volume *v, ext2_ino_t ino, const struct ext2_inode_large *in,
+		   struct meta_attr *out);
+int inode_read(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in);
+int inode_write(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in);
+void inode_set_time(struct volume *v, struct ext2_inode_large *in, int which, struct timespec ts);
+struct timespec now_ts(void);
+enum { TIME_A = 1, TIME_M = 2, TIME_C = 4, TIME_CR = 8 };
+
+/* Directories (meta_dir.c). */
+int dir_find(struct volume *v, ext2_ino_t dir, const char *name, ext2_ino_t *ino, int *ftype);
+int dir_add(struct volume *v, ext2_ino_t dir, const char *name, ext2_ino_t ino, int ftype);
+int dir_remove(struct volume *v, ext2_ino_t dir, const char *name);
+int dir_set_entry(struct volume *v, ext2_ino_t dir, const char *name, ext2_ino_t ino, int ftype);
+int dir_is_empty(struct volume *v, ext2_ino_t dir, int *empty);
+int dir_make_indexed(struct volume *v, ext2_ino_t dir);
+int mode_to_ftype(uint32_t mode);
+
+/* Extents (meta_extent.c). */
+int extent_map(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in, uint64_t lblk,
+	       struct meta_extent *out);
+int extent_alloc_unwritten(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in,
+			   uint64_t lblk, uint64_t len);
+int extent_mark_written(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in,
+			uint64_t lblk, uint64_t len);
+int extent_mark_unwritten(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in,
+			  uint64_t lblk, uint64_t len);
+/* Writes zeros over [off, off+len) inside one block, if that block is written. */
+int extent_zero_in_block(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in,
+			 uint64_t off, uint64_t len);
+/* Frees the unwritten blocks of [lblk, end) (write-ahead no one used). */
+int extent_punch_unwritten(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in,
+			   uint64_t lblk, uint64_t end);
+/* Blocks the allocator can hand out now (frees still deferred and a reserve
+ * for extent-tree and directory growth excluded). Caller holds v->lock. */
+uint64_t volume_blocks_available(struct volume *v);
+/* Frees blocks of [lblk, end) (end = ~0 for "to the end"). */
+int extent_punch(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in,
+		 uint64_t lblk, uint64_t end);
+
+/* Frees deferred until their transaction is durable (meta_deferfree.c). */
+void deferfree_attach(struct volume *v);
+void deferfree_stage(struct volume *v);
+void deferfree_unstage(struct volume *v);
+void deferfree_tag(struct volume *v, uint64_t id);
+int deferfree_reclaim(struct volume *v);
+void deferfree_destroy(struct volume *v);
+
+/* Multi-mount protection (meta_mmp.c). */
+int mmp_acquire(struct volume *v, char *err, size_t errlen);
+void mmp_heartbeat(struct volume *v);
+void mmp_release(struct volume *v);
+
+/* ACL inheritance at create (meta_acl.c). */
+int acl_inherit(struct volume *v, ext2_ino_t parent, ext2_ino_t ino, struct ext2_inode_large *in);
+
+/* Inode lifetime (meta_inode.c). */
+int inode_free(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in);
+int orphan_add(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in);
+int orphan_remove(struct volume *v, ext2_ino_t ino);
+int orphan_process_all(struct volume *v);
+/* Drops one link; frees or orphans the inode when it was the last. */
+int inode_drop_link(struct volume *v, ext2_ino_t ino);
+
+#endif
