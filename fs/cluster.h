@@ -8,9 +8,6 @@
 
 #include "fs/meta.h"
 
-struct rio_writer;
-struct rio_reply;
-
 enum cluster_role { CL_PARTICIPANT = 1, CL_COORDINATOR = 2 };
 
 struct cluster_opts {
@@ -44,23 +41,10 @@ int cluster_ready(struct cluster *c);
  * coord_wait has passed since *since_ms (0: the first wait, set here). */
 int cluster_wait_coordinator(struct cluster *c, uint64_t *since_ms);
 
-/* Participant: an RPC to the coordinator, idempotent or not as the
- * protocol's table says (fs/proto.h). -ERESTART when it cannot be reached
- * (the caller leaves and retries), else the operation's result. */
-int cluster_call(struct cluster *c, uint16_t op, struct rio_writer *req, struct rio_reply *reply);
-int cluster_call_timeout(struct cluster *c, uint16_t op, struct rio_writer *req,
-			 struct rio_reply *reply, unsigned timeout_ms);
-/* Participant: holds the inode's layout lock (PR) so written mappings may
- * be cached; a conflicting recall drops the cache and the lock. */
-int cluster_layout_hold(struct cluster *c, struct minode *m);
-/* Participant: drops the cache and the layout lock (last close). */
-void cluster_layout_drop(struct cluster *c, struct minode *m);
 /* Coordinator: before a change that frees or unwrites blocks of ino, every
  * other node drops its layouts of it. *token is passed to recall_end. */
 int cluster_recall_begin(struct cluster *c, ext2_ino_t ino, void **token);
 void cluster_recall_end(struct cluster *c, void *token);
-/* The epoch of the coordinator this node talks to (participants). */
-uint32_t cluster_epoch(struct cluster *c);
 
 /* Request a role move (csvctl move); "" = any other node. */
 int cluster_move(struct cluster *c, const char *target, char *err, size_t errlen);

@@ -169,6 +169,21 @@ int conn_settle(struct cluster *c, const struct coord_info *ci, const struct dg_
 		int connected);
 /* Calls in flight fail (and their requests retry elsewhere); then it goes. */
 void conn_retire(struct cluster *c);
+/* ---- the participant's side, behind its remote_link (fs/ops.h) ---- */
+/* Participant: an RPC to the coordinator, idempotent or not as the
+ * protocol's table says (fs/proto.h). -ERESTART when it cannot be reached
+ * (the caller leaves and retries), else the operation's result. */
+int cluster_call(struct cluster *c, uint16_t op, struct rio_writer *req, struct rio_reply *reply);
+int cluster_call_timeout(struct cluster *c, uint16_t op, struct rio_writer *req,
+			 struct rio_reply *reply, unsigned timeout_ms);
+/* Participant: holds the inode's layout lock (PR) so written mappings may
+ * be cached; a conflicting recall drops the cache and the lock. */
+int cluster_layout_hold(struct cluster *c, struct minode *m);
+/* Participant: drops the cache and the layout lock (last close). */
+void cluster_layout_drop(struct cluster *c, struct minode *m);
+/* The epoch of the coordinator this node talks to (participants). */
+uint32_t cluster_epoch(struct cluster *c);
+
 /* The running server while this node is the coordinator, else NULL. */
 struct server *cluster_server(struct cluster *c);
 /* Points the volume's remote_link (fs/ops.h) at this connection. */
