@@ -113,7 +113,9 @@ static void pending_forget(struct minode *m, uint64_t from, uint64_t to)
 			tail = (struct pending_commit){ to, end - to, p.size, p.epoch };
 			split = 1;
 		}
-		if (end > from && p.lblk < to)
+		if (end > from && p.lblk >= from && p.lblk < to && end > to)
+			p = (struct pending_commit){ to, end - to, p.size, p.epoch };   /* the part after to */
+		else if (end > from && p.lblk < to)
 			p.len = p.lblk < from ? from - p.lblk : 0;   /* the part before from */
 		if (p.len)
 			m->pend[keep++] = p;
@@ -343,7 +345,14 @@ static int r_touch_if_dirty(struct volume *v, struct minode *m)
 	if (!dirty)
 		return 0;
 	struct proto_req q = { .inode = { m->ino } };
-	return call_void(v, OP_TOUCH, &q);
+	int rc = call_void(v, OP_TOUCH, &q);
+	if (rc == -ERESTART) {
+		/* Not applied: the retried release or fsync sends them. */
+		pthread_mutex_lock(&v->lock);
+		m->times_dirty = 1;
+		pthread_mutex_unlock(&v->lock);
+	}
+	return rc;
 }
 
 static int r_release(struct volume *v, struct minode *m)
