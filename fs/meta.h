@@ -169,7 +169,8 @@ unsigned minode_open_count(struct volume *v, struct minode *m);
 void minode_reload_size(struct volume *v, struct minode *m);
 /* Engine attached: applies the written ranges this node committed as a
  * participant that no fsync made durable (the coordinator they went to may
- * have lost them); logs a range whose allocation is gone. */
+ * have lost them); logs a range whose allocation is gone. Overwrite times
+ * the participant had yet to send are stamped now. */
 void meta_replay_pending(struct volume *v, struct minode *m);
 /* Calls fn on every live minode (each held by a reference during the call). */
 void minode_foreach(struct volume *v, void (*fn)(struct volume *v, struct minode *m, void *arg),

@@ -320,6 +320,15 @@ void meta_replay_pending(struct volume *v, struct minode *m)
 			csvfs_log(LOG_ERR_L, "inode %u: blocks %" PRIu64 "+%" PRIu64 " written before the "
 				  "takeover were lost with their allocation", m->ino, p[i].lblk, p[i].len);
 	free(p);
+	/* A participant flags its overwrites and leaves the times to the
+	 * coordinator (OP_TOUCH stamps them there): it kept none to adopt. */
+	struct timespec now = now_ts();
+	pthread_mutex_lock(&v->lock);
+	if (m->times_dirty) {
+		m->mtime = now;
+		m->ctime = now;
+	}
+	pthread_mutex_unlock(&v->lock);
 }
 
 void minode_foreach(struct volume *v, void (*fn)(struct volume *v, struct minode *m, void *arg),

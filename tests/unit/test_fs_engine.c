@@ -1661,6 +1661,31 @@ static void test_concurrent_operations(void **state)
 
 /* ---- regressions: bugs these tests found, now fixed ------------------------------------ */
 
+/* A node that becomes coordinator adopts its participant-side minodes: an
+ * overwrite there only flagged the times (a participant keeps none, OP_TOUCH
+ * stamps them at the coordinator), so the engine must not write the empty
+ * times it finds (mtime 1970 once flushed). */
+static void test_adopted_dirty_times_are_stamped(void **state)
+{
+	struct efx *f = *state;
+	struct volume *v = f->v;
+	struct meta_attr a, after;
+	assert_int_equal(meta_create(v, ROOT, "adopted", LINUX_S_IFREG | 0644, 0, &CRED, &a), 0);
+	struct minode *m = minode_get(v, (ext2_ino_t)a.ino);
+	assert_non_null(m);
+	assert_int_equal(meta_open(v, m, a.generation, 0), 0);
+	pthread_mutex_lock(&v->lock);
+	m->times_dirty = 1;                       /* as ops_remote's touch_write leaves it */
+	m->mtime = m->ctime = (struct timespec){ 0, 0 };
+	pthread_mutex_unlock(&v->lock);
+	meta_replay_pending(v, m);
+	assert_int_equal(meta_release(v, m), 0);   /* flushes the times to the inode */
+	minode_put(v, m);
+	assert_int_equal(meta_getattr(v, (ext2_ino_t)a.ino, &after), 0);
+	assert_true(after.mtime.tv_sec >= a.mtime.tv_sec);
+	assert_true(after.ctime.tv_sec >= a.ctime.tv_sec);
+}
+
 /* The last close and the unlink of one file on two threads, over and over:
  * inode_drop_link once read the file's minode without a reference while
  * minode_put freed it (heap use-after-free in the coordinator, found by
@@ -2153,6 +2178,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_prealloc_with_deferred_frees, setup_small, teardown),
 		cmocka_unit_test_setup_teardown(test_split_without_space, setup_small, teardown),
 		cmocka_unit_test_setup_teardown(test_last_close_races_unlink, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_adopted_dirty_times_are_stamped, setup, teardown),
 	};
 	return cmocka_run_group_tests_name("fs_engine", tests, NULL, NULL);
 }
