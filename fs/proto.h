@@ -138,6 +138,7 @@ struct proto_op {
 	uint16_t code;
 	const char *name;           /* docs/protocol.md's name, in lower case (logs) */
 	bool idempotent;            /* sent with RIO_CALL_IDEMPOTENT, never cached (protocol.md §7) */
+	bool durable;               /* answered only once its change is in the journal */
 	void (*put_req)(struct rio_writer *w, const struct proto_req *q);
 	int (*get_req)(struct rio_reader *r, struct proto_req *q);
 	void (*put_reply)(struct rio_writer *w, const union proto_reply *p);

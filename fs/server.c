@@ -143,6 +143,17 @@ struct ctx {
 	struct rio_writer *w;
 };
 
+/* A change applied but not made durable is reported as EIO: the node must
+ * not count on it (it may be there after all, as after a local EIO). */
+static int make_durable(struct volume *v, const struct proto_op *o)
+{
+	int rc = ops_local.syncfs(v);
+	if (rc)
+		csvfs_log(LOG_ERR_L, "%s applied but the journal commit failed (%d): answered EIO",
+			  o->name, rc);
+	return rc ? -EIO : 0;
+}
+
 /* The reply's fields, in the op's reply codec; returns 0. */
 static int reply(struct ctx *c, const union proto_reply *p)
 {
@@ -336,6 +347,8 @@ static int h_open(struct ctx *c, const struct proto_req *q)
 	rc = open_record(c->s, c->peer->node, m);
 	if (rc == 0)
 		rc = ops_local.getattr(c->s->v, o->ino, &p.attr);
+	if (rc == 0 && o->truncate)
+		rc = make_durable(c->s->v, c->op);   /* O_TRUNC: durable as a SETATTR of the size */
 	if (rc) {
 		struct minode *back = open_take(c->s, c->peer->node, o->ino);
 		release_put(c->s->v, back ? back : m);
@@ -486,6 +499,7 @@ static int h_move(struct ctx *c, const struct proto_req *q)
 
 typedef int (*handler_fn)(struct ctx *c, const struct proto_req *q);
 
+
 /* One handler per operation of fs/proto.c's table. */
 static const handler_fn HANDLERS[OP_MAX_] = {
 	[OP_LOOKUP] = h_lookup, [OP_GETATTR] = h_getattr, [OP_SETATTR] = h_setattr,
@@ -518,6 +532,11 @@ int server_request(struct server *s, const char *node, const char *addr, uint16_
 	struct rio_peer peer = { .node = node, .addr = addr };
 	struct ctx c = { .s = s, .peer = &peer, .op = proto_op(op), .w = out };
 	int rc = run(&c, payload, len);
+	/* The NFS rule: a change is answered only once it is in the journal, so
+	 * no coordinator crash takes back what a live node was told happened
+	 * (group commit shares one transaction among concurrent requests). */
+	if (rc == 0 && c.op->durable)
+		rc = make_durable(s->v, c.op);
 	if (rc == -EPROTO)
 		csvfs_log(LOG_WARN_L, "malformed %s request from %s (%s): not applied",
 			  proto_op_name(op), node, addr);

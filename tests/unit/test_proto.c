@@ -438,19 +438,20 @@ static FILE *open_protocol_md(void)
 	return fopen(path, "r");
 }
 
-/* Every row of the "Operations" table: code, name, idempotent yes/no, in
+/* Every row of the "Operations" table: code, name, idempotent and durable yes/no, in
  * the order of the codes, one table operation per row and no other. */
 static void test_op_table_matches_docs(void **state)
 {
 	FILE *fp = open_protocol_md();
 	if (!fp)
 		fail_msg("docs/protocol.md not found (run from the repository)");
-	char line[1024], name[64], idem[8];
+	char line[1024], name[64], idem[8], dur[8];
 	unsigned code, last = 0, rows = 0, in_ops = 0;
 	while (fgets(line, sizeof(line), fp)) {
 		if (strncmp(line, "## ", 3) == 0)
 			in_ops = strncmp(line, "## Operations", 13) == 0;
-		if (!in_ops || sscanf(line, "| %u | %63[A-Z_] | %7[a-z] |", &code, name, idem) != 3)
+		if (!in_ops || sscanf(line, "| %u | %63[A-Z_] | %7[a-z] | %7[a-z] |", &code, name, idem,
+				      dur) != 4)
 			continue;
 		const struct proto_op *o = proto_op((uint16_t)code);
 		if (!o)
@@ -460,6 +461,10 @@ static void test_op_table_matches_docs(void **state)
 		if (o->idempotent != (strcmp(idem, "yes") == 0))
 			fail_msg("protocol.md says %s is %sidempotent; the table does not", name,
 				 strcmp(idem, "yes") == 0 ? "" : "not ");
+		/* "trunc": durable when it truncates, by its handler (OPEN) */
+		if (o->durable != (strcmp(dur, "yes") == 0))
+			fail_msg("protocol.md says %s is %sdurable; the table does not", name,
+				 strcmp(dur, "yes") == 0 ? "" : "not ");
 		last = code;
 		rows++;
 	}
@@ -1847,6 +1852,48 @@ static void test_state_survives_remount(void **state)
 	assert_int_equal(s_release(f, NODE_B, (uint32_t)a.ino), EBADF);
 }
 
+/* The LUN as a power cut would leave it now: a copy of the image, opened
+ * (the journal replayed) while the server's volume is still open. */
+static struct volume *crash_copy(struct sfx *f, char *copy, size_t len)
+{
+	snprintf(copy, len, "%s.crash", f->path);
+	char cmd[4 * PATH_MAX + 128];
+	/* the copy's MMP block says "in use": clear it, as an admin would
+	 * for a volume whose node is known dead (docs/architecture.md) */
+	snprintf(cmd, sizeof(cmd), "cp --sparse=always '%s' '%s' && tune2fs -f -E clear_mmp '%s' >/dev/null 2>&1",
+		 f->path, copy, copy);
+	assert_int_equal(system(cmd), 0);
+	char err[512] = "";
+	struct volume_opts o = { .lun = copy };
+	struct volume *v = NULL;
+	if (volume_open(&o, &v, err, sizeof(err)))
+		fail_msg("volume_open(%s): %s", copy, err);
+	return v;
+}
+
+/* Durable replies: what the server answered is in the journal, so a copy
+ * of the LUN taken right after the answer holds it; a change made on the
+ * coordinator's own engine and not yet synced does not (the copy sees only
+ * the LUN). */
+static void test_durable_before_reply(void **state)
+{
+	struct sfx *f = *state;
+	struct meta_attr a, b, local;
+	assert_int_equal(s_create(f, f->dir, "answered", S_IFREG | 0644, &a), 0);
+	struct proto_req q = { .rename = { .parent = f->dir, .name = "answered", .newparent = ROOT,
+					   .newname = "moved" } };
+	assert_int_equal(req(f, OP_RENAME, &q), 0);
+	assert_int_equal(meta_create(f->v, ROOT, "unsynced", S_IFREG | 0644, 0, &CRED, &local), 0);
+	char copy[PATH_MAX + 8];
+	struct volume *v = crash_copy(f, copy, sizeof(copy));
+	assert_int_equal(meta_lookup(v, ROOT, "moved", &b), 0);
+	assert_int_equal(b.ino, a.ino);
+	assert_int_equal(meta_lookup(v, f->dir, "answered", &b), -ENOENT);
+	assert_int_equal(meta_lookup(v, ROOT, "unsynced", &b), -ENOENT);
+	volume_close(v);
+	unlink(copy);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1873,6 +1920,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_data_ops_on_other_inodes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_size_limit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_state_survives_remount, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_durable_before_reply, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
