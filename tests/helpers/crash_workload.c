@@ -78,6 +78,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <sys/types.h>
 #include <sys/xattr.h>
 #include <time.h>
@@ -334,8 +335,11 @@ static void op_failed(struct thr *t, const char *what, const char *path, int e)
 	/* A request the kernel was answering as the daemon died can fail with
 	 * EIO rather than ENOTCONN: if the filesystem is gone the moment the
 	 * error is seen, the daemon's death caused it. */
-	struct stat st;
-	if (!gone(e) && fstatat(root_fd, ".", &st, 0) != 0 && gone(errno))
+	/* statfs, not stat: it always reaches the daemon (a stat may be
+	 * answered from the kernel's cache and succeed after the death), and
+	 * waits until the kernel has aborted the connection. */
+	struct statfs sf;
+	if (!gone(e) && fstatfs(root_fd, &sf) != 0 && gone(errno))
 		e = errno;
 	if (gone(e)) {
 		t->stop = 1;

@@ -180,10 +180,11 @@ static void *server_main(void *arg)
 		struct rio_writer w;
 		rio_writer_init(&w, 0);
 		uint16_t status = serve_one(l, &h, p, &w);
+		/* counted before the reply leaves: the caller may look at once */
+		atomic_fetch_add(&l->requests, 1);
 		int rc = reply_send(l, &h, status, &w);
 		rio_writer_free(&w);
 		free(p);
-		atomic_fetch_add(&l->requests, 1);
 		if (rc)
 			break;
 	}
