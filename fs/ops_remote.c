@@ -355,33 +355,6 @@ static int r_touch_if_dirty(struct volume *v, struct minode *m)
 	return rc;
 }
 
-static int r_release(struct volume *v, struct minode *m)
-{
-	int rc = r_touch_if_dirty(v, m);
-	if (rc == -ERESTART)
-		return rc;
-	pthread_mutex_lock(&v->lock);
-	int last = m->open_count > 0 && --m->open_count == 0;
-	pthread_mutex_unlock(&v->lock);
-	/* The layouts go before the coordinator may free the blocks. */
-	if (last)
-		v->remote->layout_drop(v->remote->ctx, m);
-	struct proto_req q = { .inode = { m->ino } };
-	rc = call_void(v, OP_RELEASE, &q);
-	if (rc == -EBADF) {
-		/* A new coordinator whose reclaim came while this release was
-		 * on its way (the open uncounted for that moment): not open there. */
-		csvfs_log(LOG_DEBUG_L, "inode %u: the new coordinator had no open of ours to release", m->ino);
-		rc = 0;
-	}
-	if (rc == -ERESTART) {
-		/* Not applied: keep the open so the retry (or a reclaim) counts it. */
-		pthread_mutex_lock(&v->lock);
-		m->open_count++;
-		pthread_mutex_unlock(&v->lock);
-	}
-	return rc;
-}
 
 /* ---- durability: commits a new coordinator may not have ------------------- */
 
@@ -483,6 +456,61 @@ static int r_fsync(struct volume *v, struct minode *m, int datasync)
 	return rc;
 }
 
+static int r_release(struct volume *v, struct minode *m)
+{
+	pthread_mutex_lock(&v->lock);
+	int last = m->open_count == 1;
+	pthread_mutex_unlock(&v->lock);
+	/* As NFS commits at close: what this node wrote is durable before its
+	 * last close is answered, so no coordinator crash after it loses it
+	 * (nothing here would remember the ranges to send again). */
+	int rc = last && pending_count(m) ? r_fsync(v, m, 1) : 0;   /* an error is logged there */
+	if (rc == -ERESTART || r_touch_if_dirty(v, m) == -ERESTART)
+		return -ERESTART;
+	pthread_mutex_lock(&v->lock);
+	last = m->open_count > 0 && --m->open_count == 0;
+	pthread_mutex_unlock(&v->lock);
+	/* The layouts go before the coordinator may free the blocks. */
+	if (last)
+		v->remote->layout_drop(v->remote->ctx, m);
+	struct proto_req q = { .inode = { m->ino } };
+	rc = call_void(v, OP_RELEASE, &q);
+	if (rc == -EBADF) {
+		/* A new coordinator whose reclaim came while this release was
+		 * on its way (the open uncounted for that moment): not open there. */
+		csvfs_log(LOG_DEBUG_L, "inode %u: the new coordinator had no open of ours to release", m->ino);
+		rc = 0;
+	}
+	if (rc == -ERESTART) {
+		/* Not applied: keep the open so the retry (or a reclaim) counts it. */
+		pthread_mutex_lock(&v->lock);
+		m->open_count++;
+		pthread_mutex_unlock(&v->lock);
+	}
+	return rc;
+}
+
+/* Ranges committed to an earlier coordinator go to this one before the
+ * file is used again: until then this node would read its own data there as
+ * zeros, and so would every other node. */
+static int pending_catch_up(struct volume *v, struct minode *m)
+{
+	uint32_t epoch = v->remote->epoch(v->remote->ctx);
+	pthread_mutex_lock(&m->map_lock);
+	int behind = 0;
+	for (unsigned i = 0; i < m->npend && !behind; i++)
+		behind = m->pend[i].epoch != epoch;
+	pthread_mutex_unlock(&m->map_lock);
+	int rc = behind ? pending_resend(v, m, epoch) : 0;
+	if (rc == -ESTALE) {
+		csvfs_log(LOG_ERR_L, "inode %u: data written before the coordinator changed was "
+			  "lost with its allocation", m->ino);
+		pending_clear(m, 0);
+		return -EIO;
+	}
+	return rc;
+}
+
 static int r_syncfs(struct volume *v)
 {
 	if (fdatasync(v->data_fd) != 0)
@@ -576,13 +604,16 @@ static void r_touch_write(struct volume *v, struct minode *m)
 
 static int r_refresh_size(struct volume *v, struct minode *m, uint64_t end)
 {
+	int rc = pending_catch_up(v, m);
+	if (rc)
+		return rc;
 	/* The size is ours to trust only under the layout lock (a truncate
 	 * elsewhere recalls it and marks the size stale), so hold it first. */
 	int held = v->remote->layout_hold(v->remote->ctx, m) == 0;
 	if (held && !atomic_load(&m->size_stale) && end <= atomic_load(&m->size))
 		return 0;
 	struct meta_attr a;
-	int rc = r_getattr(v, m->ino, &a);
+	rc = r_getattr(v, m->ino, &a);
 	if (rc == 0) {
 		atomic_store(&m->size, a.size);
 		atomic_store(&m->size_stale, 0);

@@ -67,6 +67,8 @@ struct tlink {
 	_Atomic int cut_op;          /* drop the last byte of this op's next reply */
 	_Atomic int extra_op;        /* add a byte to this op's next reply */
 	_Atomic unsigned requests;   /* requests the server thread answered */
+	_Atomic unsigned per_op[OP_MAX_];   /* ... of each op */
+	_Atomic uint32_t epoch;      /* the coordinator's, as the link reports it */
 	struct remote_link link;
 };
 
@@ -182,6 +184,8 @@ static void *server_main(void *arg)
 		uint16_t status = serve_one(l, &h, p, &w);
 		/* counted before the reply leaves: the caller may look at once */
 		atomic_fetch_add(&l->requests, 1);
+		if (h.op < OP_MAX_)
+			atomic_fetch_add(&l->per_op[h.op], 1);
 		int rc = reply_send(l, &h, status, &w);
 		rio_writer_free(&w);
 		free(p);
@@ -231,7 +235,8 @@ static int link_call(void *ctx, uint16_t op, struct rio_writer *req, struct rio_
 
 static uint32_t link_epoch(void *ctx)
 {
-	return EPOCH;
+	struct tlink *l = ctx;
+	return EPOCH + atomic_load(&l->epoch);
 }
 
 /* No layout lock: nothing cached, every map and size asked for. */
@@ -821,6 +826,50 @@ static void test_remchg_touch_kept(void **state)
 	assert_int_equal(atomic_load(&f->l.requests), before + 2);   /* TOUCH, RELEASE */
 }
 
+/* ---- durability of written ranges across a coordinator change ------------- */
+
+/* Committed ranges wait on this node until an fsync; the last close makes
+ * them durable (as NFS commits at close): nothing would remember them after. */
+static void test_last_close_commits(void **state)
+{
+	struct fx *f = *state;
+	struct meta_attr a;
+	char buf[BS];
+	struct minode *m = remote_create_open(f, "closed", &a);
+	pattern(buf, BS, 7);
+	remote_write(f, m, buf, BS, 0);
+	assert_int_equal(m->npend, 1);
+	unsigned fsyncs = atomic_load(&f->l.per_op[OP_FSYNC]);
+	remote_close(f, m);
+	assert_int_equal(atomic_load(&f->l.per_op[OP_FSYNC]), fsyncs + 1);
+	/* a close with nothing waiting asks for nothing more */
+	assert_int_equal(ops_remote.open(f->pv, (ext2_ino_t)a.ino, a.generation, 0, &m), 0);
+	remote_close(f, m);
+	assert_int_equal(atomic_load(&f->l.per_op[OP_FSYNC]), fsyncs + 1);
+}
+
+/* After the coordinator changes (a new epoch), the next read or write of the
+ * file first commits its waiting ranges again to the new one. */
+static void test_new_coordinator_gets_pending_ranges(void **state)
+{
+	struct fx *f = *state;
+	struct meta_attr a;
+	char buf[BS], got[BS];
+	struct minode *m = remote_create_open(f, "moved", &a);
+	pattern(buf, BS, 8);
+	remote_write(f, m, buf, BS, 0);
+	unsigned commits = atomic_load(&f->l.per_op[OP_COMMIT]);
+	assert_int_equal(data_read(f->pv, &ops_remote, m, got, BS, 0), BS);
+	assert_int_equal(atomic_load(&f->l.per_op[OP_COMMIT]), commits);   /* same coordinator */
+	atomic_fetch_add(&f->l.epoch, 1);
+	assert_int_equal(data_read(f->pv, &ops_remote, m, got, BS, 0), BS);
+	assert_int_equal(atomic_load(&f->l.per_op[OP_COMMIT]), commits + 1);
+	assert_memory_equal(got, buf, BS);
+	assert_int_equal(m->npend, 1);                 /* still waiting for an fsync */
+	assert_int_equal(m->pend[0].epoch, EPOCH + 1); /* but known to the new one */
+	remote_close(f, m);
+}
+
 /* ---- 5. a malformed reply is the coordinator's fault: -EIO, no crash ---------- */
 
 static void test_malformed_replies(void **state)
@@ -890,6 +939,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_remchg_restarts, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_remchg_release_keeps_open, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_remchg_touch_kept, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_last_close_commits, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_new_coordinator_gets_pending_ranges, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_malformed_replies, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_malformed_map, setup, teardown),
 	};
