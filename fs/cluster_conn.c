@@ -87,6 +87,11 @@ static void reclaim_one(struct volume *v, struct minode *m, void *arg)
 	}
 }
 
+static void conn_lost(void *arg)
+{
+	cl_poke(arg);
+}
+
 static int connect_to(struct cluster *c, const struct coord_info *ci, const struct dg_member *mb)
 {
 	struct conn *k = calloc(1, sizeof(*k));
@@ -96,6 +101,8 @@ static int connect_to(struct cluster *c, const struct coord_info *ci, const stru
 		.cred_dir = c->o.cred_dir, .host = mb->address, .port = (uint16_t)ci->port,
 		.expect_peer = mb->name, .log = conn_rio_log,
 		.connect_timeout_ms = CONNECT_TIMEOUT_MS,
+		/* a coordinator that steps down says GOAWAY: look for the next one now */
+		.on_lost = conn_lost, .on_lost_arg = c,
 	};
 	char err[512];
 	int rc = rio_client_create(&cfg, &k->cl, err, sizeof(err));

@@ -15,7 +15,11 @@
 #define CALL_TIMEOUT_MS 30000
 #define CONNECT_TIMEOUT_MS 5000
 #define LOOP_MS 500
-#define QUICK_MS 100
+/* A participant without a settled coordinator looks again after QUICK_MIN_MS,
+ * then QUICK_MIN_MS longer each time up to QUICK_MAX_MS: a move or takeover
+ * is found within milliseconds, a long outage costs few lock round trips. */
+#define QUICK_MIN_MS 10
+#define QUICK_MAX_MS 200
 #define WAIT_COORD_MS 50     /* a waiting request tries again this often */
 #define MOVE_GRACE_MS 10000
 #define MAX_NODES 64

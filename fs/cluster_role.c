@@ -336,11 +336,14 @@ static void close_fenced_opens(struct cluster *c)
 void *role_thread_main(void *arg)
 {
 	struct cluster *c = arg;
+	unsigned quick_ms = QUICK_MIN_MS;
 	pthread_mutex_lock(&c->mu);
 	while (!c->stopping) {
 		/* A participant without a working link to a live coordinator looks
 		 * again soon: a new one publishes itself within milliseconds. */
 		int quick = c->recheck || (!c->settled && atomic_load(&c->role) != CL_COORDINATOR);
+		if (c->recheck || !quick)
+			quick_ms = QUICK_MIN_MS;   /* something changed just now */
 		c->recheck = 0;
 		if (!quick) {
 			struct timespec dl = cl_deadline_in(LOOP_MS * 4);
@@ -362,8 +365,10 @@ void *role_thread_main(void *arg)
 			close_fenced_opens(c);
 		else if (quorate && atomic_load(&c->role) == CL_PARTICIPANT)
 			participant_step(c);
-		if (quick)
-			usleep(QUICK_MS * 1000);
+		if (quick) {
+			usleep(quick_ms * 1000);
+			quick_ms = quick_ms + QUICK_MIN_MS > QUICK_MAX_MS ? QUICK_MAX_MS : quick_ms + QUICK_MIN_MS;
+		}
 		pthread_mutex_lock(&c->mu);
 	}
 	pthread_mutex_unlock(&c->mu);

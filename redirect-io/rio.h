@@ -273,6 +273,11 @@ struct rio_client_config {
 	unsigned reconnect_max_ms;     /* 2000: cap of the reconnect backoff */
 	unsigned max_inflight;         /* 256 outstanding calls */
 	uint32_t max_payload;          /* RIO_MAX_PAYLOAD we accept in replies */
+	/* Optional: called from the connection thread each time an established
+	 * connection drops (GOAWAY, EOF, error; not at shutdown), so that the
+	 * owner can look for a new server at once instead of at its next poll. */
+	void (*on_lost)(void *arg);
+	void *on_lost_arg;
 };
 
 struct rio_client;

@@ -416,6 +416,8 @@ static void detach(struct rio_client *cl, struct rio_link *l, int rc, const char
 			 "rio: connection to %s (%s) lost: %s; reconnecting", cl->addr, l->peer,
 			 rc == RIO_E_SHUTDOWN ? "disconnect requested" : why);
 	free(l);
+	if (!stop && cl->cfg.on_lost)
+		cl->cfg.on_lost(cl->cfg.on_lost_arg);
 }
 
 static void connect_failed(struct rio_client *cl, int rc, const char *why, unsigned backoff)

@@ -12,8 +12,9 @@
 #   3. dlm-glue lock latency in a --no-mount lab (tests/helpers/dg_bench):
 #      uncontended, cached (re-request of a resource held compatibly) and
 #      contended PR/EX ping-pong; 3 and 5 nodes.
-#   4. coordinator takeover after kill -9 (a) of the coordinator's csvfs
-#      only, (b) of the whole node (corosync, then csvfs); 3 and 5 nodes.
+#   4. a planned coordinator move (csvctl move), and takeover after kill -9
+#      (a) of the coordinator's csvfs only, (b) of the whole node (corosync,
+#      then csvfs); 3 and 5 nodes.
 #
 # Usage (root): make && make build/tests/dg_bench build/tests/bench_create
 #               tests/bench/cluster.sh
@@ -274,7 +275,9 @@ takeover_round() {
   sleep 0.3
   local t0 t1
   t0=$(date +%s%N)
-  if [ "$kind" = csvfs ]; then
+  if [ "$kind" = move ]; then
+    timeout 30 "$LAB" exec "$cn" -- "$CSVCTL" move >>"$S/tk-lab.out" 2>&1
+  elif [ "$kind" = csvfs ]; then
     "$LAB" kill "$cn" csvfs >>"$S/tk-lab.out" 2>&1
   else
     # corosync first: "kill NODE all" kills csvfs first, and its corosync
@@ -312,6 +315,12 @@ takeover_round() {
   [ -n "$seen" ] && [ -n "$created" ] || LOGS+=("takeover $n nodes/$kind/round $round: watcher on node$p saw no new coordinator or create: $(tail -2 "$wout" | tr '\n' ' ')")
   echo "$n $kind $round $old ${new:--} node$p $s_ms $c_ms $(( (t1 - t0) / 1000000 )) $engine" >>"$S/takeover.tsv"
   say "takeover $n/$kind/$round: $old -> ${new:-?} seen by node$p at $s_ms ms, create ok at $c_ms ms (kill cmd $(( (t1 - t0) / 1000000 )) ms, engine $engine ms)"
+  # a move leaves every node up: nothing to bring back
+  if [ "$kind" = move ]; then
+    stable "$n" >/dev/null && return 0
+    LOGS+=("takeover $n nodes/move/round $round: the cluster did not settle after the move")
+    return 1
+  fi
   # bring the node back
   if [ "$kind" = node ]; then
     "$LAB" start "$cn" corosync >>"$S/tk-lab.out" 2>&1
@@ -336,7 +345,7 @@ takeover_round() {
 
 run_takeover() {
   local n=$1 kind r
-  for kind in csvfs node; do
+  for kind in move csvfs node; do
     for r in $(seq 1 "$TK_ROUNDS"); do
       takeover_round "$n" "$kind" "$r" || { say "takeover $n/$kind/$r: cluster did not recover; stopping this size"; return 1; }
     done
@@ -602,7 +611,7 @@ mkdir -p "$(dirname "$OUT")"
   fi
 
   if has_part takeover; then
-    echo "## 4. Coordinator takeover after kill -9"
+    echo "## 4. Coordinator move, and takeover after kill -9"
     echo
     echo "Mounted labs of $NODES_LIST nodes with \`fence_deadline=$FENCE_DEADLINE\`. Each round: wait until every node"
     echo "is up and mounted and all agree on the coordinator; start a watcher on each of two participants (the two lowest-numbered"
@@ -611,6 +620,8 @@ mkdir -p "$(dirname "$OUT")"
     echo "O_CREAT|O_EXCL) until one succeeds; kill; then restart the killed node and wait until it is a"
     echo "mounted participant again."
     echo
+    echo "* **(0) planned move**: \`csvctl move\` on the coordinator (any other node takes the role;"
+    echo "  nothing is killed, and nothing is restarted after)."
     echo "* **(a) csvfs only**: \`csvfs-lab kill K csvfs\` — the daemon dies, its corosync lives, so"
     echo "  its CPG leave is clean and its locks are released at once."
     echo "* **(b) whole node**: \`csvfs-lab kill K corosync\` then \`csvfs-lab kill K csvfs\` — the others"
@@ -628,8 +639,8 @@ mkdir -p "$(dirname "$OUT")"
     echo "| nodes | kill | seen ms (min / median / max) | create ms (min / median / max) |"
     echo "|---|---|---:|---:|"
     for n in $NODES_LIST; do
-      for kind in csvfs node; do
-        label="(a) csvfs only"; [ $kind = node ] && label="(b) whole node"
+      for kind in move csvfs node; do
+        label="(a) csvfs only"; [ $kind = node ] && label="(b) whole node"; [ $kind = move ] && label="(0) planned move"
         s=$(awk -v n="$n" -v k="$kind" '$1 == n && $2 == k && $7 != "-" { print $7 }' "$S/takeover.tsv" | stats3)
         c=$(awk -v n="$n" -v k="$kind" '$1 == n && $2 == k && $8 != "-" { print $8 }' "$S/takeover.tsv" | stats3)
         echo "| $n | $label | $s | $c |"
