@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -955,12 +956,19 @@ static void test_restart_in_doubt(void **state)
 
 /* Graceful stop: a running request still gets its reply; the client then
  * reconnects to the next server on its own. */
+static void count_lost(void *arg)
+{
+	atomic_fetch_add((_Atomic int *)arg, 1);
+}
+
 static void test_graceful_stop_and_reconnect(void **state)
 {
 	struct logbuf *lb = logbuf_new();
 	struct rio_server *srv = start_server(lb, 0, NULL);
 	uint16_t port = rio_server_port(srv);
-	struct rio_client_config cc = { .reconnect_max_ms = 200 };
+	_Atomic int lost = 0;
+	struct rio_client_config cc = { .reconnect_max_ms = 200, .on_lost = count_lost,
+					.on_lost_arg = &lost };
 	struct rio_client *cl = start_client(dir_b, port, lb, &cc);
 	struct bg_call b = { cl, OP_SLOW, 0, -1, 0 };
 	struct rio_reply r;
@@ -974,11 +982,16 @@ static void test_graceful_stop_and_reconnect(void **state)
 	pthread_join(t, NULL);
 	assert_int_equal(b.rc, RIO_OK);
 	assert_true(wait_log(lb, "GOAWAY", 2000));
+	/* the owner hears of the lost connection (a new coordinator to find) */
+	for (int i = 0; i < 200 && atomic_load(&lost) == 0; i++)
+		usleep(10000);
+	assert_int_equal(atomic_load(&lost), 1);
 	assert_int_equal(rio_client_call(cl, OP_ECHO, 0, "x", 1, &r, 300), RIO_E_TIMEOUT);
 	srv = start_server(lb, port, NULL);
 	assert_int_equal(rio_client_call(cl, OP_ECHO, 0, "y", 1, &r, 5000), RIO_OK);
 	rio_reply_free(&r);
 	rio_client_destroy(cl);
+	assert_int_equal(atomic_load(&lost), 1);   /* not at the owner's own shutdown */
 	rio_server_stop(srv);
 	logbuf_free(lb);
 }
