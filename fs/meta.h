@@ -159,6 +159,11 @@ struct minode *minode_get(struct volume *v, ext2_ino_t ino);
 void minode_forget(struct volume *v, struct minode *m);
 /* A reference to ino's minode if one is live, else NULL. */
 struct minode *minode_find(struct volume *v, ext2_ino_t ino);
+/* Without the engine (a participant): ino's minode for the file of
+ * generation gen. A minode left over from an earlier file with that number
+ * (no opens here, another generation, its last release still on the way)
+ * is not this file's: it is forgotten and a fresh one made. */
+struct minode *minode_get_generation(struct volume *v, ext2_ino_t ino, uint32_t gen);
 /* One more reference on m, which the caller already holds one of (a lock
  * that outlives the caller's use keeps its own). */
 void minode_ref(struct volume *v, struct minode *m);

@@ -279,6 +279,32 @@ struct minode *minode_find(struct volume *v, ext2_ino_t ino)
 	return m;
 }
 
+struct minode *minode_get_generation(struct volume *v, ext2_ino_t ino, uint32_t gen)
+{
+	struct minode *m = minode_get(v, ino);
+	if (!m)
+		return NULL;
+	pthread_mutex_lock(&v->lock);
+	int stale = m->open_count == 0 && m->generation != gen;
+	if (m->open_count == 0)
+		m->generation = gen;
+	pthread_mutex_unlock(&v->lock);
+	pthread_mutex_lock(&v->table_lock);
+	int shared = m->refs > 1;
+	pthread_mutex_unlock(&v->table_lock);
+	if (!stale || !shared)
+		return m;
+	minode_forget(v, m);
+	minode_put(v, m);
+	m = minode_get(v, ino);
+	if (m) {
+		pthread_mutex_lock(&v->lock);
+		m->generation = gen;
+		pthread_mutex_unlock(&v->lock);
+	}
+	return m;
+}
+
 void minode_ref(struct volume *v, struct minode *m)
 {
 	pthread_mutex_lock(&v->table_lock);

@@ -285,27 +285,7 @@ static int r_setxattr(struct volume *v, ext2_ino_t ino, const char *name, const 
 /* The coordinator counts an open of ours: ours to count too. */
 static int remote_opened(struct volume *v, const struct meta_attr *a, struct minode **out)
 {
-	ext2_ino_t ino = (ext2_ino_t)a->ino;
-	struct minode *m = minode_get(v, ino);
-	if (m) {
-		/* A minode left over from a file whose number was freed and
-		 * reused (its last release still on the way): not this file's. */
-		pthread_mutex_lock(&v->lock);
-		int stale = m->open_count == 0 && m->generation != a->generation;
-		if (m->open_count == 0)
-			m->generation = a->generation;
-		pthread_mutex_unlock(&v->lock);
-		pthread_mutex_lock(&v->table_lock);
-		int shared = m->refs > 1;
-		pthread_mutex_unlock(&v->table_lock);
-		if (stale && shared) {
-			minode_forget(v, m);
-			minode_put(v, m);
-			m = minode_get(v, ino);
-			if (m)
-				m->generation = a->generation;
-		}
-	}
+	struct minode *m = minode_get_generation(v, (ext2_ino_t)a->ino, a->generation);
 	if (!m)
 		return -ENOMEM;   /* the coordinator's open is undone at its next takeover */
 	atomic_store(&m->size, a->size);
