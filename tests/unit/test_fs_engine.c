@@ -34,6 +34,7 @@
 
 #include "fs/csvfs.h"
 #include "fs/meta_internal.h"
+#include "tests/unit/scratch.h"
 
 #define MiB (1ull << 20)
 #define BS 4096u
@@ -46,12 +47,6 @@ struct efx {
 	char guid[37];
 	struct volume *v;
 };
-
-static const char *tmp_dir(void)
-{
-	const char *t = getenv("TMPDIR");
-	return t && *t ? t : "/tmp";
-}
 
 static void vol_open(struct efx *f)
 {
@@ -90,24 +85,6 @@ static int setup(void **state)
 {
 	*state = efx_new(256 * MiB);
 	return 0;
-}
-
-/* e2fsck -fn must find nothing to fix. */
-static int fsck_clean(const char *path)
-{
-	char log[PATH_MAX + 8], cmd[3 * PATH_MAX];
-	snprintf(log, sizeof(log), "%s.fsck", path);
-	snprintf(cmd, sizeof(cmd), "e2fsck -fn '%s' >'%s' 2>&1", path, log);
-	int st = system(cmd);
-	int ok = st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0;
-	if (!ok) {
-		fprintf(stderr, "e2fsck -fn %s: status %d\n", path, st == -1 ? -1 : WEXITSTATUS(st));
-		snprintf(cmd, sizeof(cmd), "cat '%s' >&2", log);
-		if (system(cmd) != 0)
-			fprintf(stderr, "(no e2fsck log)\n");
-	}
-	unlink(log);
-	return ok;
 }
 
 static int teardown(void **state)

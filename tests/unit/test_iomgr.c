@@ -31,6 +31,7 @@
 #include <ext2fs/ext2fs.h>
 
 #include "journal/journal.h"
+#include "tests/unit/scratch.h"
 
 #define U 4096u                 /* the cache unit */
 #define IMAGE_UNITS 256u        /* 1 MiB scratch image */
@@ -92,12 +93,6 @@ static void capture_log(void *arg, int level, const char *fmt, va_list ap)
 		f->log[f->loglen++] = '\n';
 		f->log[f->loglen] = 0;
 	}
-}
-
-static const char *tmp_dir(void)
-{
-	const char *t = getenv("TMPDIR");
-	return t && *t ? t : "/tmp";
 }
 
 /* Creates the scratch image filled with old_byte(). */

@@ -41,6 +41,7 @@
 #include "fs/meta.h"
 #include "fs/proto.h"
 #include "fs/server.h"
+#include "tests/unit/scratch.h"
 
 #define MiB (1ull << 20)
 #define ROOT EXT2_ROOT_INO
@@ -723,12 +724,6 @@ struct sfx {
 	uint32_t file, dir, link;    /* /f (regular), /d (directory), /sl (symlink) */
 };
 
-static const char *tmp_dir(void)
-{
-	const char *t = getenv("TMPDIR");
-	return t && *t ? t : "/tmp";
-}
-
 /* One request from node; returns the status; the reply is in f->rep. */
 static int call_from(struct sfx *f, const char *node, uint16_t op, const uint8_t *p, size_t len)
 {
@@ -989,24 +984,6 @@ static int setup(void **state)
 	assert_int_equal(s_setxattr(f, f->file, "user.x", "xv", 2, 0), 0);
 	*state = f;
 	return 0;
-}
-
-/* e2fsck -fn must find nothing to fix. */
-static int fsck_clean(const char *path)
-{
-	char log[PATH_MAX + 8], cmd[3 * PATH_MAX];
-	snprintf(log, sizeof(log), "%s.fsck", path);
-	snprintf(cmd, sizeof(cmd), "e2fsck -fn '%s' >'%s' 2>&1", path, log);
-	int st = system(cmd);
-	int ok = st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0;
-	if (!ok) {
-		fprintf(stderr, "e2fsck -fn %s: status %d\n", path, st == -1 ? -1 : WEXITSTATUS(st));
-		snprintf(cmd, sizeof(cmd), "cat '%s' >&2", log);
-		if (system(cmd) != 0)
-			fprintf(stderr, "(no e2fsck log)\n");
-	}
-	unlink(log);
-	return ok;
 }
 
 static int teardown(void **state)
