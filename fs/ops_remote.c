@@ -108,6 +108,10 @@ static void pending_forget(struct minode *m, uint64_t from, uint64_t to)
 	int split = 0;
 	for (unsigned i = 0; i < n; i++) {
 		struct pending_commit p = m->pend[i];
+		if (p.len == 0) {
+			m->pend[keep++] = p;   /* a size only: pending_clamp's */
+			continue;
+		}
 		uint64_t end = p.lblk + p.len;
 		if (end > from && p.lblk < to && p.lblk < from && end > to) {
 			tail = (struct pending_commit){ to, end - to, p.size, p.epoch };
@@ -126,6 +130,17 @@ static void pending_forget(struct minode *m, uint64_t from, uint64_t to)
 	pthread_mutex_unlock(&m->map_lock);
 }
 
+/* Our own truncate to size: a range or size committed before it must not
+ * grow the file again when it is committed again to a new coordinator. */
+static void pending_clamp(struct minode *m, uint64_t size)
+{
+	pthread_mutex_lock(&m->map_lock);
+	for (unsigned i = 0; i < m->npend; i++)
+		if (m->pend[i].size > size)
+			m->pend[i].size = size;
+	pthread_mutex_unlock(&m->map_lock);
+}
+
 /* Our own size change: what this node's open files know follows it at
  * once (a truncate elsewhere reaches them through a layout recall). */
 static void remote_size_changed(struct volume *v, ext2_ino_t ino, uint64_t size)
@@ -134,6 +149,7 @@ static void remote_size_changed(struct volume *v, ext2_ino_t ino, uint64_t size)
 	if (m) {
 		atomic_store(&m->size, size);
 		pending_forget(m, (size + v->blocksize - 1) / v->blocksize, UINT64_MAX);
+		pending_clamp(m, size);
 		minode_put(v, m);
 	}
 }
@@ -344,7 +360,10 @@ static void pending_add(struct minode *m, uint64_t lblk, uint64_t len, uint64_t 
 {
 	pthread_mutex_lock(&m->map_lock);
 	struct pending_commit *last = m->npend ? &m->pend[m->npend - 1] : NULL;
-	if (last && last->epoch == epoch && last->lblk + last->len == lblk) {
+	/* A size alone (an overwrite past EOF): one entry of its own, len 0,
+	 * which a punch does not remove (pending_forget). */
+	int same_kind = last && (last->len == 0) == (len == 0);
+	if (same_kind && last->epoch == epoch && (len == 0 || last->lblk + last->len == lblk)) {
 		last->len += len;
 		if (size > last->size)
 			last->size = size;
@@ -567,7 +586,7 @@ static int r_commit_write(struct volume *v, struct minode *m, uint64_t lblk, uin
 		return -errno;
 	uint32_t epoch = v->remote->epoch(v->remote->ctx);
 	int rc = r_commit_send(v, m, lblk, len, new_size);
-	if (rc == 0 && len)
+	if (rc == 0)
 		pending_add(m, lblk, len, new_size, epoch);
 	if (rc == 0 && pending_count(m) > PENDING_MAX)
 		rc = r_fsync(v, m, 1);

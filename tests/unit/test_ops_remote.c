@@ -847,6 +847,41 @@ static void test_new_coordinator_gets_pending_ranges(void **state)
 	remote_close(f, m);
 }
 
+/* An overwrite past EOF inside written blocks commits a size alone: that
+ * too waits for an fsync and goes to a new coordinator; and a truncate of
+ * our own is not undone when earlier ranges are committed again. */
+static void test_pending_sizes(void **state)
+{
+	struct fx *f = *state;
+	struct meta_attr a;
+	char buf[2 * BS];
+	struct minode *m = remote_create_open(f, "sizes", &a);
+	pattern(buf, sizeof(buf), 9);
+	remote_write(f, m, buf, 2 * BS, 0);               /* blocks 0-1, size 8192 */
+	assert_int_equal(ops_remote.fsync(f->pv, m, 1), 0);
+	struct meta_setattr sa = { .valid = META_SET_SIZE, .size = 100 };
+	assert_int_equal(ops_remote.setattr(f->pv, m->ino, &sa, NULL), 0);
+	remote_write(f, m, buf, 300, 0);                  /* block 0 written: a size alone */
+	assert_int_equal(m->npend, 1);
+	assert_int_equal(m->pend[0].len, 0);
+	assert_int_equal(m->pend[0].size, 300);
+	atomic_fetch_add(&f->l.epoch, 1);
+	unsigned commits = atomic_load(&f->l.per_op[OP_COMMIT]);
+	char got[BS];
+	assert_int_equal(data_read(f->pv, &ops_remote, m, got, BS, 0), 300);
+	assert_int_equal(atomic_load(&f->l.per_op[OP_COMMIT]), commits + 1);
+
+	remote_write(f, m, buf, 2 * BS, BS);              /* block 2 new: range + size 12288 */
+	sa.size = 5000;
+	assert_int_equal(ops_remote.setattr(f->pv, m->ino, &sa, NULL), 0);
+	for (unsigned i = 0; i < m->npend; i++)
+		assert_true(m->pend[i].size <= 5000);
+	atomic_fetch_add(&f->l.epoch, 1);
+	assert_int_equal(data_read(f->pv, &ops_remote, m, got, BS, 0), BS);
+	assert_int_equal(local_attr(f, m->ino).size, 5000);   /* not grown back */
+	remote_close(f, m);
+}
+
 /* ---- 5. a malformed reply is the coordinator's fault: -EIO, no crash ---------- */
 
 static void test_malformed_replies(void **state)
@@ -918,6 +953,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_remchg_touch_kept, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_last_close_commits, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_new_coordinator_gets_pending_ranges, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pending_sizes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_malformed_replies, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_malformed_map, setup, teardown),
 	};
