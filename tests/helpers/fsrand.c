@@ -1308,7 +1308,8 @@ static int n_cmp_dir(struct nst *st, int r, int ino, const char *rel)
 	char **mn = xmalloc((size_t)(m->nch + 1) * sizeof(*mn));
 	for (int k = 0; k < m->nch; k++)
 		mn[k] = m->ch[k].name;
-	qsort(names, (size_t)nn, sizeof(*names), cmp_str);
+	if (nn)   /* an empty directory: names is NULL, which qsort may not take */
+		qsort(names, (size_t)nn, sizeof(*names), cmp_str);
 	qsort(mn, (size_t)m->nch, sizeof(*mn), cmp_str);
 	for (int i = 0, j = 0; !rc && (i < nn || j < m->nch);) {
 		int c = i >= nn ? 1 : j >= m->nch ? -1 : strcmp(names[i], mn[j]);

@@ -48,7 +48,8 @@ static atomic_uint calls, syncs;
 
 static void scripted(unsigned n, const int *steps)
 {
-	memcpy(script, steps, n * sizeof(*steps));
+	if (n)   /* scripted(0, NULL): all real calls; memcpy may not take NULL */
+		memcpy(script, steps, n * sizeof(*steps));
 	script_len = n;
 	script_pos = 0;
 }
