@@ -401,8 +401,22 @@ static int r_commit_send(struct volume *v, struct minode *m, uint64_t lblk, uint
 	return rc;
 }
 
+static void pending_clear(struct minode *m, uint32_t epoch)
+{
+	pthread_mutex_lock(&m->map_lock);
+	unsigned keep = 0;
+	for (unsigned i = 0; i < m->npend; i++)
+		if (m->pend[i].epoch != epoch)
+			m->pend[keep++] = m->pend[i];
+	m->npend = keep;
+	pthread_mutex_unlock(&m->map_lock);
+}
+
 /* Ranges committed to an earlier coordinator may have died with it before
- * its journal made them durable: commit them again to this one. */
+ * its journal made them durable: commit them again to this one (fsync, and
+ * the file's next read or write: until then this node and every other would
+ * read its data there as zeros). A range whose allocation died too is lost:
+ * -EIO, once. */
 static int pending_resend(struct volume *v, struct minode *m, uint32_t epoch)
 {
 	int rc = 0;
@@ -418,18 +432,12 @@ static int pending_resend(struct volume *v, struct minode *m, uint32_t epoch)
 			m->pend[i].epoch = epoch;
 	}
 	pthread_mutex_unlock(&m->map_lock);
-	return rc;
-}
-
-static void pending_clear(struct minode *m, uint32_t epoch)
-{
-	pthread_mutex_lock(&m->map_lock);
-	unsigned keep = 0;
-	for (unsigned i = 0; i < m->npend; i++)
-		if (m->pend[i].epoch != epoch)
-			m->pend[keep++] = m->pend[i];
-	m->npend = keep;
-	pthread_mutex_unlock(&m->map_lock);
+	if (rc != -ESTALE)
+		return rc;
+	csvfs_log(LOG_ERR_L, "inode %u: data written before the coordinator changed was "
+		  "lost with its allocation", m->ino);
+	pending_clear(m, 0);
+	return -EIO;
 }
 
 static int r_fsync(struct volume *v, struct minode *m, int datasync)
@@ -441,12 +449,6 @@ static int r_fsync(struct volume *v, struct minode *m, int datasync)
 	uint32_t epoch = v->remote->epoch(v->remote->ctx);
 	if (rc == 0)
 		rc = pending_resend(v, m, epoch);
-	if (rc == -ESTALE) {
-		csvfs_log(LOG_ERR_L, "inode %u: data written before the coordinator changed was "
-			  "lost with its allocation", m->ino);
-		pending_clear(m, 0);
-		return -EIO;
-	}
 	struct proto_req q = { .fsync = { m->ino, (uint8_t)datasync } };
 	if (rc == 0)
 		rc = call_void(v, OP_FSYNC, &q);
@@ -485,27 +487,6 @@ static int r_release(struct volume *v, struct minode *m)
 		pthread_mutex_lock(&v->lock);
 		m->open_count++;
 		pthread_mutex_unlock(&v->lock);
-	}
-	return rc;
-}
-
-/* Ranges committed to an earlier coordinator go to this one before the
- * file is used again: until then this node would read its own data there as
- * zeros, and so would every other node. */
-static int pending_catch_up(struct volume *v, struct minode *m)
-{
-	uint32_t epoch = v->remote->epoch(v->remote->ctx);
-	pthread_mutex_lock(&m->map_lock);
-	int behind = 0;
-	for (unsigned i = 0; i < m->npend && !behind; i++)
-		behind = m->pend[i].epoch != epoch;
-	pthread_mutex_unlock(&m->map_lock);
-	int rc = behind ? pending_resend(v, m, epoch) : 0;
-	if (rc == -ESTALE) {
-		csvfs_log(LOG_ERR_L, "inode %u: data written before the coordinator changed was "
-			  "lost with its allocation", m->ino);
-		pending_clear(m, 0);
-		return -EIO;
 	}
 	return rc;
 }
@@ -603,7 +584,7 @@ static void r_touch_write(struct volume *v, struct minode *m)
 
 static int r_refresh_size(struct volume *v, struct minode *m, uint64_t end)
 {
-	int rc = pending_catch_up(v, m);
+	int rc = pending_resend(v, m, v->remote->epoch(v->remote->ctx));
 	if (rc)
 		return rc;
 	/* The size is ours to trust only under the layout lock (a truncate
