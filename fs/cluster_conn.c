@@ -3,6 +3,7 @@
  * has open (reclaim). docs/cluster.md. */
 #include "fs/cluster_internal.h"
 #include "fs/proto.h"
+#include "fs/locks.h"
 #include "redirect-io/rio.h"
 
 #include <errno.h>
@@ -87,6 +88,48 @@ static void reclaim_one(struct volume *v, struct minode *m, void *arg)
 	}
 }
 
+struct lock_reclaim { struct cluster *c; struct conn *k; };
+
+/* One lock this node holds, told to a new coordinator. Outside its grace
+ * period the coordinator checks it like a new request: refused means
+ * another node took the range while this one was away, and it is lost. */
+static int reclaim_lock(void *arg, const struct plock *l)
+{
+	struct lock_reclaim *r = arg;
+	const struct proto_op *o = proto_op(OP_SETLK);
+	struct rio_writer w;
+	struct rio_reply rep;
+	struct proto_req q = { .lock = { .l = *l, .reclaim = 1 } };
+	rio_writer_init(&w, 0);
+	o->put_req(&w, &q);
+	int rc = rio_client_call(r->k->cl, OP_SETLK, call_flags(OP_SETLK), rio_writer_data(&w), w.len,
+				 &rep, CALL_TIMEOUT_MS);
+	rio_writer_free(&w);
+	if (rc != RIO_OK) {
+		csvfs_log(LOG_WARN_L, "inode %u: telling the new coordinator our file lock failed: %s",
+			  l->ino, rio_strerror(rc));
+		return 0;   /* the others are told all the same */
+	}
+	union proto_reply p;
+	int taken = rep.status == 0 && proto_decode_reply(o, rep.payload, rep.len, &p) == 0 && p.lock.yes;
+	rio_reply_free(&rep);
+	if (!taken)
+		locks_forfeit(r->c->v, l);
+	return 0;
+}
+
+/* Every file lock of this node, then "done", which may end the grace period. */
+static void reclaim_locks(struct cluster *c, struct conn *k)
+{
+	struct lock_reclaim r = { c, k };
+	locks_reclaim(c->v, reclaim_lock, &r);
+	struct rio_reply rep;
+	int rc = rio_client_call(k->cl, OP_RECLAIM_DONE, call_flags(OP_RECLAIM_DONE), NULL, 0, &rep,
+				 CALL_TIMEOUT_MS);
+	if (rc == RIO_OK)
+		rio_reply_free(&rep);
+}
+
 static void conn_lost(void *arg)
 {
 	cl_poke(arg);
@@ -119,6 +162,7 @@ static int connect_to(struct cluster *c, const struct coord_info *ci, const stru
 	k->nodeid = ci->nodeid;
 	snprintf(k->name, sizeof(k->name), "%s", mb->name);
 	minode_foreach(c->v, reclaim_one, k);
+	reclaim_locks(c, k);
 	conn_retire(c);
 	pthread_mutex_lock(&c->mu);
 	c->conn = k;

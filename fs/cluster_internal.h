@@ -22,6 +22,9 @@
 #define QUICK_MAX_MS 200
 #define WAIT_COORD_MS 50     /* a waiting request tries again this often */
 #define MOVE_GRACE_MS 10000
+/* A new coordinator takes only reclaimed file locks for at most this long,
+ * or until every live node said it has reclaimed (docs/file-locks.md). */
+#define LOCK_GRACE_MS 5000
 #define MAX_NODES 64
 
 /* The value block of "coordinfo". */

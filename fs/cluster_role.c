@@ -3,6 +3,7 @@
  * role after a partition, the cluster thread that drives it all, and
  * csvctl move. docs/cluster.md, "Roles and the coordinator election". */
 #include "fs/cluster_internal.h"
+#include "fs/locks.h"
 #include "fs/proto.h"
 #include "redirect-io/rio.h"
 
@@ -45,11 +46,15 @@ static int info_write(struct cluster *c, const struct coord_info *ci)
 	return held_convert(&c->info, DG_NL, DG_VALBLK, lvb);
 }
 
-/* The info lock is lost with our lineage after a partition: take it anew. */
+/* The info lock is lost with our lineage after a partition: take it anew.
+ * The others released this node's file locks once it was fenced: its
+ * processes learn it (fs/locks.h). */
 static int info_ensure(struct cluster *c)
 {
 	if (c->info.lk && !held_lost(&c->info))
 		return 0;
+	if (c->info.lk)
+		locks_lost(c->v);
 	held_unlock(&c->info, 0, NULL);
 	return held_lock(&c->info, DG_NL, 0);
 }
@@ -74,6 +79,20 @@ static void minode_to_coordinator(struct volume *v, struct minode *m, void *arg)
 	/* Our own written ranges the old coordinator may have lost. */
 	meta_replay_pending(v, m);
 	atomic_store(&m->size_stale, 0);
+}
+
+/* The file lock table starts over here with this node's own locks; after
+ * an earlier coordinator, the others' reclaims are waited for (grace). */
+static void lock_table_to_coordinator(struct cluster *c, const struct coord_info *prev)
+{
+	const char *names[MAX_NODES];
+	struct dg_member m[MAX_NODES];
+	int q = 0, count = prev->epoch ? dg_members(c->ls, m, MAX_NODES, &q) : 0;
+	size_t n = 0;
+	for (int i = 0; i < count; i++)
+		if (m[i].state == DG_NODE_UP && m[i].nodeid != c->self)
+			names[n++] = m[i].name;
+	locks_become_authority(c->v, names, n, LOCK_GRACE_MS);
 }
 
 /* rio's handler: the one role check for a participant's request; the
@@ -170,6 +189,7 @@ static int become_coordinator(struct cluster *c, const struct coord_info *prev)
 		return rc;
 	}
 	minode_foreach(c->v, minode_to_coordinator, c);
+	lock_table_to_coordinator(c, prev);
 	set_role(c, CL_COORDINATOR);
 	pthread_rwlock_unlock(&c->role_lock);
 	volume_start(c->v);
@@ -313,6 +333,15 @@ static void participant_step(struct cluster *c)
 		try_take_role(c, &ci);
 }
 
+/* A fenced node writes no more: its opens close and its file locks go. */
+static void drop_fenced_node(struct cluster *c, struct server *s, const char *name)
+{
+	server_drop_node(s, name);
+	unsigned n = plock_drop_node(c->v->plocks, name);
+	if (n)
+		csvfs_log(LOG_WARN_L, "node %s is fenced: released its %u file lock range(s)", name, n);
+}
+
 /* Coordinator: files a fenced node had open are closed for it. */
 static void close_fenced_opens(struct cluster *c)
 {
@@ -330,7 +359,7 @@ static void close_fenced_opens(struct cluster *c)
 	for (unsigned i = 0; i < n; i++)
 		for (int j = 0; j < count; j++)
 			if (m[j].nodeid == ids[i] && m[j].state != DG_NODE_UP)
-				server_drop_node(s, m[j].name);
+				drop_fenced_node(c, s, m[j].name);
 }
 
 void *role_thread_main(void *arg)

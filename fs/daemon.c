@@ -6,6 +6,7 @@
 #include "fs/meta.h"
 #include "fs/control.h"
 #include "fs/fuse_ops.h"
+#include "fs/locks.h"
 #include "fs/fuse_alias.h"
 #include "fs/cluster.h"
 
@@ -298,7 +299,10 @@ static int serve(struct daemon_opts *d, struct volume *v)
 		char host[64] = "localhost";
 		gethostname(host, sizeof(host) - 1);
 		struct control ctl;
-		if (join_cluster(d, v) == 0) {
+		int locks_rc = locks_init(v, d->cluster ? d->co.node : host);
+		if (locks_rc)
+			csvfs_log(LOG_ERR_L, "cannot start file locking: %s", strerror(-locks_rc));
+		if (locks_rc == 0 && join_cluster(d, v) == 0) {
 			control_start(&ctl, v, d->mountpoint, d->cluster ? d->co.node : host);
 			csvfs_log(LOG_INFO_L, "mounted LUN %s at %s (%s)", v->lun, d->mountpoint,
 				  d->cluster ? "cluster" : v->read_only ? "read-only" : "standalone coordinator");
@@ -310,6 +314,7 @@ static int serve(struct daemon_opts *d, struct volume *v)
 		fuse_session_unmount(se);
 		alias_stop(cf.aliases);
 		cluster_stop(v);
+		locks_fini(v);
 		csvfs_log(LOG_INFO_L, "unmounted %s", d->mountpoint);
 	}
 	fuse_remove_signal_handlers(se);

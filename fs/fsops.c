@@ -207,6 +207,28 @@ int fsop_seek(struct volume *v, struct minode *m, uint64_t off, int whence, uint
 	DISPATCH(v, seek(v, m, off, whence, out));
 }
 
+/* ---- file locks ------------------------------------------------------------- */
+
+int fsop_setlk(struct volume *v, const struct plock *req, int *granted, uint64_t *gen)
+{
+	DISPATCH(v, setlk(v, req, 0, granted, gen));
+}
+
+int fsop_getlk(struct volume *v, const struct plock *req, struct plock *conflict, int *found)
+{
+	DISPATCH(v, getlk(v, req, conflict, found));
+}
+
+int fsop_unlock_all(struct volume *v, uint32_t ino, enum plock_by by, uint64_t key)
+{
+	DISPATCH(v, unlock_all(v, v->node_name, ino, by, key));
+}
+
+int fsop_lkwait(struct volume *v, uint64_t gen, unsigned timeout_ms, uint64_t *out)
+{
+	DISPATCH(v, lkwait(v, gen, timeout_ms, out));
+}
+
 /* ---- file data ------------------------------------------------------------- */
 
 /* Runs a data transfer, going on after a role change with what is left:

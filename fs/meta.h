@@ -89,6 +89,9 @@ struct deferred_free { blk64_t blk, num; uint64_t txn; /* 0: running transaction
 
 struct remote_link;
 
+struct plock_table;
+struct lock_client;
+
 struct volume {
 	ext2_filsys fs;
 	struct journal *journal;
@@ -130,6 +133,13 @@ struct volume {
 	/* A participant's way to the coordinator (fs/ops.h): the cluster's
 	 * connection; NULL when standalone. */
 	const struct remote_link *remote;
+	/* File locks (fs/locks.h): the table this node decides lock requests
+	 * by while it is the coordinator (or standalone), this node's mirror of
+	 * what its processes hold, and the name both know this node by. */
+	struct plock_table *plocks, *plocks_mine;
+	char node_name[64];
+	struct lock_client *lockc;     /* waiters, lost files (fs/locks.c) */
+	_Atomic unsigned lock_epoch;   /* bumped when this node's file locks were lost */
 };
 
 int volume_open(const struct volume_opts *o, struct volume **out, char *err, size_t errlen);

@@ -1,6 +1,7 @@
 /* The volume: opening a LUN as a csvfs volume, validation, periodic and explicit
  * sync, statfs, close. */
 #include "fs/meta_internal.h"
+#include "fs/plock.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -394,6 +395,15 @@ int volume_new(const struct volume_opts *o, struct volume **out, char *err, size
 	v->read_only = o->read_only;
 	v->cache_bytes = o->cache_bytes;
 	v->data_fd = -1;
+	v->plocks = plock_table_new();
+	v->plocks_mine = plock_table_new();
+	if (!v->plocks || !v->plocks_mine) {
+		plock_table_free(v->plocks);
+		plock_table_free(v->plocks_mine);
+		free(v);
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
 	pthread_mutex_init(&v->lock, NULL);
 	pthread_cond_init(&v->sync_cond, NULL);
 	pthread_mutex_init(&v->table_lock, NULL);
@@ -594,6 +604,8 @@ void volume_free(struct volume *v)
 	pthread_mutex_destroy(&v->table_lock);
 	pthread_mutex_destroy(&v->flusher_lock);
 	pthread_cond_destroy(&v->flusher_cond);
+	plock_table_free(v->plocks);
+	plock_table_free(v->plocks_mine);
 	free(v);
 }
 

@@ -18,6 +18,7 @@
 #define CSVFS_FS_PROTO_H
 
 #include "fs/meta.h"
+#include "fs/plock.h"
 #include "redirect-io/rio.h"
 
 #include <stdbool.h>
@@ -29,7 +30,8 @@ enum csv_op {
 	OP_SETXATTR = 15, OP_REMOVEXATTR = 16, OP_OPEN = 17, OP_RELEASE = 18,
 	OP_FSYNC = 19, OP_MAP = 20, OP_ALLOC = 21, OP_COMMIT = 22, OP_TOUCH = 23,
 	OP_FALLOCATE = 24, OP_SEEK = 25, OP_SYNCFS = 26, OP_MOVE = 27, OP_READDIRPLUS = 28,
-	OP_CREATE_OPEN = 29, OP_MAX_ = 30
+	OP_CREATE_OPEN = 29, OP_SETLK = 30, OP_GETLK = 31, OP_UNLOCK_ALL = 32, OP_LKWAIT = 33,
+	OP_RECLAIM_DONE = 34, OP_MAX_ = 35
 };
 
 #define PROTO_NAME_MAX 256      /* a file name with its NUL */
@@ -79,6 +81,11 @@ struct proto_commit { uint32_t ino; uint64_t lblk, len, size; };
 struct proto_fallocate { uint32_t ino, mode; uint64_t off, len; };
 struct proto_seek { uint32_t ino; uint64_t off; uint32_t whence; };
 struct proto_move { const char *target; };           /* "" = any node */
+/* SETLK GETLK: a file lock; the node is the authenticated peer, never a field. */
+struct proto_lock { struct plock l; uint8_t reclaim; };
+struct proto_unlock_all { uint32_t ino; uint8_t by; uint64_t key; };   /* by: enum plock_by */
+#define PROTO_LKWAIT_MAX_MS 1000
+struct proto_lkwait { uint64_t gen; uint32_t timeout_ms; };
 
 /* A request of any operation (STATFS and SYNCFS have no fields). Decoding
  * copies its strings into str[], which the const char * fields point to. */
@@ -102,6 +109,9 @@ struct proto_req {
 		struct proto_fallocate fallocate;
 		struct proto_seek seek;
 		struct proto_move move;
+		struct proto_lock lock;
+		struct proto_unlock_all unlock_all;
+		struct proto_lkwait lkwait;
 	};
 	char str[2][PROTO_PATH_MAX];
 };
@@ -121,15 +131,20 @@ struct proto_xattr_reply {
 /* One page of a directory: n entries (names allocated when decoded, freed
  * with meta_free_dirents); READDIRPLUS entries carry has_attr and attr. */
 struct proto_dirents { uint8_t more; struct meta_dirent *d; size_t n; };
+/* SETLK: granted (0: a conflicting lock is held); GETLK: found, and the
+ * conflicting lock (pid 0 when its holder is on another node). gen: the
+ * lock table's generation the answer was given at. */
+struct proto_lock_reply { uint8_t yes; uint64_t gen; struct plock l; };
 
 union proto_reply {
 	struct meta_attr attr;      /* LOOKUP GETATTR SETATTR CREATE SYMLINK LINK OPEN CREATE_OPEN */
-	uint64_t u64;               /* COMMIT, FALLOCATE: the size; SEEK: the offset */
+	uint64_t u64;               /* COMMIT, FALLOCATE: the size; SEEK: the offset; LKWAIT: gen */
 	char target[PROTO_PATH_MAX];    /* READLINK */
 	struct statvfs statfs;
 	struct proto_map_reply map;
 	struct proto_xattr_reply xattr;
 	struct proto_dirents dirents;   /* READDIR READDIRPLUS */
+	struct proto_lock_reply lock;   /* SETLK GETLK */
 };
 
 /* ---- the table ---------------------------------------------------------------- */

@@ -530,7 +530,7 @@ static void documented_request(uint16_t op, struct proto_req *q, struct rio_writ
 		*q = (struct proto_req){ .readdir = { 20, 0x123456789ull } };
 		rio_put_u32(w, 20), rio_put_u64(w, 0x123456789ull);
 		break;
-	case OP_STATFS: case OP_SYNCFS:
+	case OP_STATFS: case OP_SYNCFS: case OP_RECLAIM_DONE:
 		*q = (struct proto_req){ 0 };
 		break;
 	case OP_GETXATTR:
@@ -578,6 +578,22 @@ static void documented_request(uint16_t op, struct proto_req *q, struct rio_writ
 	case OP_MOVE:
 		*q = (struct proto_req){ .move = { "node-c" } };
 		rio_put_str(w, "node-c");
+		break;
+	case OP_SETLK: case OP_GETLK:
+		*q = (struct proto_req){ .lock = { { .ino = 31, .kind = PLOCK_POSIX, .type = PLOCK_WRITE,
+			.start = 100, .end = PLOCK_EOF, .owner = 0xabcdef, .fh = 0x1234, .pid = 77 },
+			.reclaim = op == OP_SETLK } };
+		rio_put_u32(w, 31), rio_put_u8(w, PLOCK_POSIX), rio_put_u8(w, PLOCK_WRITE);
+		rio_put_u64(w, 100), rio_put_u64(w, PLOCK_EOF), rio_put_u64(w, 0xabcdef);
+		rio_put_u64(w, 0x1234), rio_put_u32(w, 77), rio_put_u8(w, op == OP_SETLK);
+		break;
+	case OP_UNLOCK_ALL:
+		*q = (struct proto_req){ .unlock_all = { 32, PLOCK_BY_FH, 0x5678 } };
+		rio_put_u32(w, 32), rio_put_u8(w, PLOCK_BY_FH), rio_put_u64(w, 0x5678);
+		break;
+	case OP_LKWAIT:
+		*q = (struct proto_req){ .lkwait = { 9, 250 } };
+		rio_put_u64(w, 9), rio_put_u32(w, 250);
 		break;
 	default:
 		fail_msg("no documented request for op %u", op);
@@ -642,7 +658,7 @@ static void documented_reply(uint16_t op, union proto_reply *p, struct rio_write
 		p->attr = a;
 		proto_put_attr(w, &a);
 		break;
-	case OP_COMMIT: case OP_FALLOCATE: case OP_SEEK:
+	case OP_COMMIT: case OP_FALLOCATE: case OP_SEEK: case OP_LKWAIT:
 		p->u64 = 0x1122334455ull;
 		rio_put_u64(w, 0x1122334455ull);
 		break;
@@ -675,6 +691,11 @@ static void documented_reply(uint16_t op, union proto_reply *p, struct rio_write
 		rio_put_u64(w, a.ino), rio_put_u8(w, 8), rio_put_str(w, "f");
 		if (op == OP_READDIRPLUS)
 			rio_put_u8(w, 1), proto_put_attr(w, &a);
+		break;
+	case OP_SETLK: case OP_GETLK:
+		p->lock = (struct proto_lock_reply){ 1, 12, { .type = PLOCK_READ, .start = 5, .end = 9, .pid = 0 } };
+		rio_put_u8(w, 1), rio_put_u64(w, 12), rio_put_u8(w, PLOCK_READ);
+		rio_put_u64(w, 5), rio_put_u64(w, 9), rio_put_u32(w, 0);
 		break;
 	default:   /* no fields */
 		break;
