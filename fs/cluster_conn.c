@@ -3,7 +3,6 @@
  * has open (reclaim). docs/cluster.md. */
 #include "fs/cluster_internal.h"
 #include "fs/proto.h"
-#include "fs/locks.h"
 #include "redirect-io/rio.h"
 
 #include <errno.h>
@@ -93,9 +92,8 @@ struct lock_reclaim { struct cluster *c; struct conn *k; };
 /* One lock this node holds, told to a new coordinator. Outside its grace
  * period the coordinator checks it like a new request: refused means
  * another node took the range while this one was away, and it is lost. */
-static int reclaim_lock(void *arg, const struct plock *l)
+static void reclaim_lock(struct lock_reclaim *r, const struct plock *l)
 {
-	struct lock_reclaim *r = arg;
 	const struct proto_op *o = proto_op(OP_SETLK);
 	struct rio_writer w;
 	struct rio_reply rep;
@@ -108,21 +106,30 @@ static int reclaim_lock(void *arg, const struct plock *l)
 	if (rc != RIO_OK) {
 		csvfs_log(LOG_WARN_L, "inode %u: telling the new coordinator our file lock failed: %s",
 			  l->ino, rio_strerror(rc));
-		return 0;   /* the others are told all the same */
+		return;   /* the others are told all the same */
 	}
 	union proto_reply p;
 	int taken = rep.status == 0 && proto_decode_reply(o, rep.payload, rep.len, &p) == 0 && p.lock.yes;
 	rio_reply_free(&rep);
-	if (!taken)
-		locks_forfeit(r->c->v, l);
-	return 0;
+	if (!taken) {
+		plock_forfeit(r->c->v->plocks_mine, l);
+		atomic_fetch_add(&r->c->v->lock_epoch, 1);
+		csvfs_log(LOG_ERR_L, "inode %u: the new coordinator refused this node's file lock (another "
+			  "node holds the range now): I/O on the file that held it fails with EIO", l->ino);
+	}
 }
 
 /* Every file lock of this node, then "done", which may end the grace period. */
 static void reclaim_locks(struct cluster *c, struct conn *k)
 {
 	struct lock_reclaim r = { c, k };
-	locks_reclaim(c->v, reclaim_lock, &r);
+	struct plock *mine;
+	size_t n;
+	if (plock_snapshot(c->v->plocks_mine, NULL, &mine, &n) == 0) {
+		for (size_t i = 0; i < n; i++)
+			reclaim_lock(&r, &mine[i]);
+		free(mine);
+	}
 	struct rio_reply rep;
 	int rc = rio_client_call(k->cl, OP_RECLAIM_DONE, call_flags(OP_RECLAIM_DONE), NULL, 0, &rep,
 				 CALL_TIMEOUT_MS);

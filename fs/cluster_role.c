@@ -3,7 +3,6 @@
  * role after a partition, the cluster thread that drives it all, and
  * csvctl move. docs/cluster.md, "Roles and the coordinator election". */
 #include "fs/cluster_internal.h"
-#include "fs/locks.h"
 #include "fs/proto.h"
 #include "redirect-io/rio.h"
 
@@ -46,15 +45,24 @@ static int info_write(struct cluster *c, const struct coord_info *ci)
 	return held_convert(&c->info, DG_NL, DG_VALBLK, lvb);
 }
 
+static void file_locks_lost(struct cluster *c)
+{
+	unsigned n = plock_lose_all(c->v->plocks_mine);
+	atomic_fetch_add(&c->v->lock_epoch, 1);
+	if (n)
+		csvfs_log(LOG_ERR_L, "this node's %u file lock range(s) on volume %s were lost (it was cut "
+			  "off and fenced): I/O on the files that held them fails with EIO", n, c->v->uuid);
+}
+
 /* The info lock is lost with our lineage after a partition: take it anew.
  * The others released this node's file locks once it was fenced: its
- * processes learn it (fs/locks.h). */
+ * processes learn it (files that held one fail I/O, fs/plock.h). */
 static int info_ensure(struct cluster *c)
 {
 	if (c->info.lk && !held_lost(&c->info))
 		return 0;
 	if (c->info.lk)
-		locks_lost(c->v);
+		file_locks_lost(c);
 	held_unlock(&c->info, 0, NULL);
 	return held_lock(&c->info, DG_NL, 0);
 }
@@ -92,7 +100,8 @@ static void lock_table_to_coordinator(struct cluster *c, const struct coord_info
 	for (int i = 0; i < count; i++)
 		if (m[i].state == DG_NODE_UP && m[i].nodeid != c->self)
 			names[n++] = m[i].name;
-	locks_become_authority(c->v, names, n, LOCK_GRACE_MS);
+	plock_begin_grace(c->v->plocks, names, n, LOCK_GRACE_MS);
+	plock_copy_into(c->v->plocks_mine, c->v->plocks);
 }
 
 /* rio's handler: the one role check for a participant's request; the

@@ -21,7 +21,6 @@
 #define WAIT_POLL_MS 250     /* a blocked waiter notices a signal this fast */
 #define GRACE_RETRY_MS 20
 #define GRACE_PATIENCE_MS 120000  /* a table rebuilt for longer than this: ENOLCK */
-#define LOST_MAX 4096
 
 struct lock_wait {
 	struct lock_wait *next;
@@ -35,13 +34,11 @@ struct lock_wait {
 struct lock_client {
 	struct volume *v;
 	pthread_mutex_t stripe[STRIPES];
-	pthread_mutex_t mu;          /* waiters, stopping, lost */
+	pthread_mutex_t mu;          /* waiters, stopping */
 	pthread_cond_t cv;
 	struct lock_wait *waiters;
 	int stopping;
 	pthread_t thread;
-	uint64_t lost[LOST_MAX];     /* open files whose locks were lost */
-	size_t nlost;
 };
 
 static void sleep_ms(unsigned ms)
@@ -128,24 +125,13 @@ void locks_release(struct volume *v, uint32_t ino, enum plock_by by, uint64_t ke
 		plock_release(v->plocks_mine, v->node_name, ino, by, key);
 	}
 	pthread_mutex_unlock(s);
-	if (by != PLOCK_BY_FH)
-		return;
-	pthread_mutex_lock(&lc->mu);
-	for (size_t i = 0; i < lc->nlost; i++)
-		if (lc->lost[i] == key)
-			lc->lost[i--] = lc->lost[--lc->nlost];
-	pthread_mutex_unlock(&lc->mu);
+	if (by == PLOCK_BY_FH)
+		plock_forget_fh(v->plocks_mine, key);
 }
 
 int locks_fh_lost(struct volume *v, uint64_t fh)
 {
-	struct lock_client *lc = v->lockc;
-	int lost = 0;
-	pthread_mutex_lock(&lc->mu);
-	for (size_t i = 0; i < lc->nlost && !lost; i++)
-		lost = lc->lost[i] == fh;
-	pthread_mutex_unlock(&lc->mu);
-	return lost;
+	return plock_fh_lost(v->plocks_mine, fh);
 }
 
 /* ---- blocked requests -------------------------------------------------------- */
@@ -246,70 +232,6 @@ void locks_wait_interrupt(struct lock_wait *w)
 	pthread_mutex_lock(&w->lc->mu);
 	w->interrupted = 1;
 	pthread_mutex_unlock(&w->lc->mu);
-}
-
-/* ---- roles: reclaim, a new authority, loss ------------------------------------ */
-
-int locks_reclaim(struct volume *v, int (*send)(void *arg, const struct plock *l), void *arg)
-{
-	struct plock *mine;
-	size_t n;
-	int rc = plock_snapshot(v->plocks_mine, NULL, &mine, &n);
-	for (size_t i = 0; rc == 0 && i < n; i++)
-		rc = send(arg, &mine[i]);
-	if (rc == 0)
-		free(mine);
-	return rc;
-}
-
-static int apply_to_authority(void *arg, const struct plock *l)
-{
-	struct volume *v = arg;
-	plock_apply(v->plocks, l);
-	return 0;
-}
-
-void locks_become_authority(struct volume *v, const char *const *others, size_t n, unsigned grace_ms)
-{
-	plock_begin_grace(v->plocks, others, n, grace_ms);
-	locks_reclaim(v, apply_to_authority, v);
-}
-
-static void mark_lost(struct lock_client *lc, uint64_t fh)
-{
-	pthread_mutex_lock(&lc->mu);
-	int known = 0;
-	for (size_t i = 0; i < lc->nlost && !known; i++)
-		known = lc->lost[i] == fh;
-	if (!known && lc->nlost < LOST_MAX)
-		lc->lost[lc->nlost++] = fh;
-	pthread_mutex_unlock(&lc->mu);
-}
-
-void locks_forfeit(struct volume *v, const struct plock *l)
-{
-	mark_lost(v->lockc, l->fh);
-	plock_release(v->plocks_mine, v->node_name, l->ino, PLOCK_BY_FH, l->fh);
-	atomic_fetch_add(&v->lock_epoch, 1);
-	csvfs_log(LOG_ERR_L, "inode %u: the new coordinator refused this node's file lock (another node "
-		  "holds the range now): I/O on the file that held it fails with EIO", l->ino);
-}
-
-void locks_lost(struct volume *v)
-{
-	struct lock_client *lc = v->lockc;
-	struct plock *mine;
-	size_t n;
-	if (plock_snapshot(v->plocks_mine, NULL, &mine, &n) != 0)
-		n = 0, mine = NULL;
-	for (size_t i = 0; i < n; i++)
-		mark_lost(lc, mine[i].fh);
-	free(mine);
-	plock_clear(v->plocks_mine);
-	atomic_fetch_add(&v->lock_epoch, 1);
-	if (n)
-		csvfs_log(LOG_ERR_L, "this node's %zu file lock range(s) on volume %s were lost (it was cut "
-			  "off and fenced): I/O on the files that held them fails with EIO", n, v->uuid);
 }
 
 /* ---- life ------------------------------------------------------------------------ */

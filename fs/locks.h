@@ -3,9 +3,9 @@
  * coordinator's table decides (fs/plock.h, fs/ops.h "setlk"); this layer
  * keeps the node's mirror of what it was granted, waits for blocked locks
  * (F_SETLKW, LOCK_EX without LOCK_NB) without holding a FUSE thread, tells
- * a new coordinator what the node holds (reclaim), and notices when the
- * node's locks were lost (it was cut off and fenced): files that held one
- * then fail I/O with EIO rather than write unprotected.
+ * files whose locks were lost (the node was cut off and fenced, fs/plock.h
+ * "mirror") fail I/O with EIO rather than write unprotected. The cluster
+ * code reclaims and loses locks with the tables alone (fs/plock.h).
  * docs/file-locks.md describes the protocol and the choices. */
 #ifndef CSVFS_FS_LOCKS_H
 #define CSVFS_FS_LOCKS_H
@@ -41,17 +41,5 @@ void locks_wait_interrupt(struct lock_wait *w);
 void locks_release(struct volume *v, uint32_t ino, enum plock_by by, uint64_t key);
 /* The open file fh held a lock that was lost: its I/O must fail. */
 int locks_fh_lost(struct volume *v, uint64_t fh);
-
-/* A new coordinator: every lock this node holds, through send (0: told). */
-int locks_reclaim(struct volume *v, int (*send)(void *arg, const struct plock *l), void *arg);
-/* This node becomes the coordinator: its table starts over with this
- * node's own locks, and waits at most grace_ms for the others' reclaims. */
-void locks_become_authority(struct volume *v, const char *const *others, size_t n, unsigned grace_ms);
-/* A new coordinator refused one of this node's locks (another node holds
- * the range now): it is lost like those of locks_lost. */
-void locks_forfeit(struct volume *v, const struct plock *l);
-/* This node's locks are gone (its lineage was superseded after a partition,
- * and the others released them once it was fenced). */
-void locks_lost(struct volume *v);
 
 #endif

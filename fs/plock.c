@@ -28,6 +28,9 @@ struct plock_table {
 	char expect[GRACE_NODES_MAX][PLOCK_NODE_MAX];
 	bool done[GRACE_NODES_MAX];
 	size_t nexpect;
+	/* a mirror's open files whose locks were lost */
+	uint64_t *lost;
+	size_t nlost, lost_cap;
 };
 
 static uint64_t now_ms(void)
@@ -70,6 +73,7 @@ void plock_table_free(struct plock_table *t)
 	if (!t)
 		return;
 	clear_locked(t);
+	free(t->lost);
 	pthread_cond_destroy(&t->changed);
 	pthread_mutex_destroy(&t->mu);
 	free(t);
@@ -318,6 +322,82 @@ int plock_snapshot(struct plock_table *t, const char *node, struct plock **out, 
 	*out = a;
 	*n = k;
 	return 0;
+}
+
+/* ---- a node's mirror ---------------------------------------------------------------- */
+
+void plock_copy_into(struct plock_table *from, struct plock_table *to)
+{
+	struct plock *all;
+	size_t n;
+	if (plock_snapshot(from, NULL, &all, &n) != 0)
+		return;
+	for (size_t i = 0; i < n; i++)
+		plock_apply(to, &all[i]);
+	free(all);
+}
+
+static bool lost_locked(struct plock_table *t, uint64_t fh)
+{
+	for (size_t i = 0; i < t->nlost; i++)
+		if (t->lost[i] == fh)
+			return true;
+	return false;
+}
+
+/* Out of memory: the file is not remembered (its I/O goes on unprotected,
+ * as it would have without cluster locks); the loss is logged anyway. */
+static void mark_lost_locked(struct plock_table *t, uint64_t fh)
+{
+	if (lost_locked(t, fh))
+		return;
+	if (t->nlost == t->lost_cap) {
+		size_t cap = t->lost_cap ? t->lost_cap * 2 : 16;
+		uint64_t *a = realloc(t->lost, cap * sizeof(*a));
+		if (!a)
+			return;
+		t->lost = a;
+		t->lost_cap = cap;
+	}
+	t->lost[t->nlost++] = fh;
+}
+
+unsigned plock_lose_all(struct plock_table *t)
+{
+	pthread_mutex_lock(&t->mu);
+	unsigned n = 0;
+	for (size_t i = 0; i < BUCKETS; i++)
+		for (struct entry *e = t->bucket[i]; e; e = e->next, n++)
+			mark_lost_locked(t, e->l.fh);
+	clear_locked(t);
+	t->gen++;
+	pthread_mutex_unlock(&t->mu);
+	return n;
+}
+
+void plock_forfeit(struct plock_table *t, const struct plock *l)
+{
+	pthread_mutex_lock(&t->mu);
+	mark_lost_locked(t, l->fh);
+	pthread_mutex_unlock(&t->mu);
+	plock_release(t, l->node, l->ino, PLOCK_BY_FH, l->fh);
+}
+
+int plock_fh_lost(struct plock_table *t, uint64_t fh)
+{
+	pthread_mutex_lock(&t->mu);
+	int lost = lost_locked(t, fh);
+	pthread_mutex_unlock(&t->mu);
+	return lost;
+}
+
+void plock_forget_fh(struct plock_table *t, uint64_t fh)
+{
+	pthread_mutex_lock(&t->mu);
+	for (size_t i = 0; i < t->nlost; i++)
+		if (t->lost[i] == fh)
+			t->lost[i--] = t->lost[--t->nlost];
+	pthread_mutex_unlock(&t->mu);
 }
 
 /* ---- generations and grace ---------------------------------------------------- */

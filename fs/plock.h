@@ -71,6 +71,20 @@ unsigned plock_clear(struct plock_table *t);
  * locked. Free *out. */
 int plock_snapshot(struct plock_table *t, const char *node, struct plock **out, size_t *n);
 
+/* ---- a node's mirror: what it reclaims, what it lost ------------------------ */
+
+/* Every lock of from goes into to, unchecked (a new coordinator's own). */
+void plock_copy_into(struct plock_table *from, struct plock_table *to);
+/* The mirror's locks were released by the others (this node was fenced):
+ * they go, and the open files that held them are remembered as lost.
+ * Returns how many ranges went. */
+unsigned plock_lose_all(struct plock_table *t);
+/* One lock a new coordinator refused: its open file's locks are lost. */
+void plock_forfeit(struct plock_table *t, const struct plock *l);
+/* The open file fh held a lock that was lost (until plock_forget_fh). */
+int plock_fh_lost(struct plock_table *t, uint64_t fh);
+void plock_forget_fh(struct plock_table *t, uint64_t fh);
+
 /* ---- generations and the grace period (the authority) ---------------------- */
 
 uint64_t plock_gen(struct plock_table *t);
