@@ -407,6 +407,10 @@ int cluster_move(struct cluster *c, const char *target, char *err, size_t errlen
 				 strerror(rc == -ERESTART ? EHOSTUNREACH : -rc));
 		return rc == -ERESTART ? -EHOSTUNREACH : rc;
 	}
+	if (freeze_snapshot_active(c)) {
+		snprintf(err, errlen, "a snapshot is in progress on this coordinator; move after it");
+		return -EBUSY;
+	}
 	if (target[0] && strcmp(target, c->o.node) == 0) {
 		snprintf(err, errlen, "%s is already the coordinator", target);
 		return -EALREADY;
