@@ -94,7 +94,7 @@ struct freeze {
 	struct held_lock pr;             /* "freeze" PR while admitting */
 	struct held_lock ex;             /* coordinator: "freeze" EX for a snapshot */
 	/* Coordinator: the snapshot in progress (one at a time). */
-	int snap_active;
+	int snap_active, snap_abort;     /* snap_abort: its requester went away */
 	struct cluster_snap_request snap;
 	int64_t snap_since, snap_deadline;   /* wall clock, s */
 	pthread_t thread;
@@ -236,6 +236,17 @@ void freeze_stop(struct cluster *c);
 size_t freeze_status_json(struct cluster *c, char *out, size_t len);
 /* A snapshot is running on this coordinator. */
 int freeze_snapshot_active(struct cluster *c);
+
+/* ---- cluster_snapshot.c ---------------------------------------------------- */
+
+struct rio_peer;
+struct rio_request;
+struct rio_response;
+/* Coordinator: OP_SNAPSHOT and OP_SNAPSHOT_ABORT from a participant, served
+ * outside the role gate (a snapshot lasts; cluster_snapshot takes the role
+ * lock itself). */
+int snapshot_serve(struct cluster *c, const struct rio_peer *peer, const struct rio_request *req,
+		   struct rio_response *resp);
 
 /* ---- cluster_role.c: roles and the cluster thread ------------------------ */
 

@@ -82,6 +82,8 @@ static int serve_request(void *arg, const struct rio_peer *peer, const struct ri
 			 struct rio_response *resp)
 {
 	struct cluster *c = arg;
+	if (req->op == OP_SNAPSHOT || req->op == OP_SNAPSHOT_ABORT)
+		return snapshot_serve(c, peer, req, resp);
 	int role = cluster_enter(c);
 	if (role < 0) {
 		resp->status = (uint16_t)-role;   /* paused too long */

@@ -5,6 +5,8 @@
  * journal), so it is also where the hook runs, right after that and with no
  * round trip in between. One snapshot at a time; a second is refused. */
 #include "fs/cluster_internal.h"
+#include "fs/proto.h"
+#include "redirect-io/rio.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -13,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -117,6 +120,9 @@ static int hook_start(struct cluster *c, const struct cluster_snap_request *rq, 
 	pid_t pid = fork();
 	if (pid == 0) {
 		setpgid(0, 0);   /* its own group: a kill reaches what it started */
+		/* A daemon killed mid-snapshot takes its hook along: the new
+		 * coordinator has thawed, the snapshot it was taking is void. */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		int null = open("/dev/null", O_RDONLY);
 		if (null >= 0)
 			dup2(null, 0);
@@ -201,14 +207,19 @@ static int hook_wait(struct hook_run *h, uint64_t deadline_ms, int (*aborted)(vo
 /* ---- the snapshot -------------------------------------------------------------- */
 
 struct stop_args {
+	struct cluster *c;
 	int (*aborted)(void *);
 	void *arg;
 };
 
+/* The requester went away: its csvctl here, or its node said so. */
 static int stop_requested(void *p)
 {
 	struct stop_args *s = p;
-	return s->aborted && s->aborted(s->arg);
+	pthread_mutex_lock(&s->c->freeze.mu);
+	int remote = s->c->freeze.snap_abort;
+	pthread_mutex_unlock(&s->c->freeze.mu);
+	return remote || (s->aborted && s->aborted(s->arg));
 }
 
 static int claim(struct cluster *c, const struct cluster_snap_request *rq, char *err, size_t errlen)
@@ -221,6 +232,7 @@ static int claim(struct cluster *c, const struct cluster_snap_request *rq, char 
 			 "try again after it", f->snap.name, f->snap.requester, (long long)f->snap_deadline);
 	else {
 		f->snap_active = 1;
+		f->snap_abort = 0;
 		f->snap = *rq;
 		f->snap_since = (int64_t)time(NULL);
 		f->snap_deadline = f->snap_since + rq->timeout_s;
@@ -270,6 +282,159 @@ static void snapshot_frozen(struct cluster *c, const struct cluster_snap_request
 			*p = '|';   /* one line, for the log and csvctl */
 }
 
+/* ---- a participant's request goes to the coordinator ------------------------ */
+
+struct forward {
+	struct cluster *c;
+	const struct cluster_snap_request *rq;
+	struct cluster_snap_result *res;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int done;
+};
+
+static void forward_result(struct forward *fw, int rc, struct rio_reply *rep)
+{
+	struct cluster_snap_result *res = fw->res;
+	union proto_reply *p = calloc(1, sizeof(*p));
+	if (rc == 0 && !p)
+		rc = -ENOMEM;
+	if (rc == 0 && proto_decode_reply(proto_op(OP_SNAPSHOT), rep->payload, rep->len, p) != 0)
+		rc = -EPROTO;
+	if (rc == 0) {
+		res->status = -(int)p->snapshot.error;
+		snprintf(res->message, sizeof(res->message), "%s", p->snapshot.message);
+		res->wait_ms = p->snapshot.wait_ms;
+		res->frozen_ms = p->snapshot.frozen_ms;
+		res->hook_ms = p->snapshot.hook_ms;
+	} else {
+		res->status = rc;
+		snprintf(res->message, sizeof(res->message), "the coordinator could not be asked: %s",
+			 strerror(rc == -ERESTART ? EHOSTUNREACH : -rc));
+	}
+	free(p);
+}
+
+static void *forward_main(void *arg)
+{
+	struct forward *fw = arg;
+	struct proto_req q = { .snapshot = { fw->rq->name, fw->rq->hook, fw->rq->timeout_s } };
+	struct rio_writer w;
+	struct rio_reply rep;
+	rio_writer_init(&w, 0);
+	proto_op(OP_SNAPSHOT)->put_req(&w, &q);
+	/* The coordinator answers by the timeout (it kills the hook then). */
+	int rc = cluster_call_timeout(fw->c, OP_SNAPSHOT, &w, &rep, fw->rq->timeout_s * 1000u + 30000u);
+	rio_writer_free(&w);
+	forward_result(fw, rc, &rep);
+	if (rc == 0)
+		rio_reply_free(&rep);
+	pthread_mutex_lock(&fw->mu);
+	fw->done = 1;
+	pthread_cond_broadcast(&fw->cv);
+	pthread_mutex_unlock(&fw->mu);
+	return NULL;
+}
+
+static void send_abort(struct cluster *c, const char *name)
+{
+	struct proto_req q = { .snapshot = { name, NULL, 0 } };
+	struct rio_writer w;
+	struct rio_reply rep;
+	rio_writer_init(&w, 0);
+	proto_op(OP_SNAPSHOT_ABORT)->put_req(&w, &q);
+	if (cluster_call(c, OP_SNAPSHOT_ABORT, &w, &rep) == 0)
+		rio_reply_free(&rep);
+	rio_writer_free(&w);
+	csvfs_log(LOG_WARN_L, "node %s, volume %s: the csvctl that asked for snapshot '%s' went away; "
+		  "the coordinator was told to thaw", c->o.node, c->v->uuid, name);
+}
+
+/* Runs the request on the coordinator; when aborted() says so while it
+ * runs, tells the coordinator, then waits for its answer (the thaw). */
+static void snapshot_forward(struct cluster *c, const struct cluster_snap_request *rq,
+			     int (*aborted)(void *), void *arg, struct cluster_snap_result *res)
+{
+	struct forward fw = { .c = c, .rq = rq, .res = res };
+	pthread_mutex_init(&fw.mu, NULL);
+	pthread_cond_init(&fw.cv, NULL);
+	pthread_t t;
+	if (pthread_create(&t, NULL, forward_main, &fw) != 0) {
+		res->status = -EAGAIN;
+		snprintf(res->message, sizeof(res->message), "cannot start a thread for the request");
+		return;
+	}
+	int told = 0;
+	pthread_mutex_lock(&fw.mu);
+	while (!fw.done) {
+		struct timespec dl = cl_deadline_in(100);
+		pthread_cond_timedwait(&fw.cv, &fw.mu, &dl);
+		if (!fw.done && !told && aborted && aborted(arg)) {
+			told = 1;
+			pthread_mutex_unlock(&fw.mu);
+			send_abort(c, rq->name);
+			pthread_mutex_lock(&fw.mu);
+		}
+	}
+	pthread_mutex_unlock(&fw.mu);
+	pthread_join(t, NULL);
+	pthread_mutex_destroy(&fw.mu);
+	pthread_cond_destroy(&fw.cv);
+}
+
+/* ---- the coordinator's side of a participant's request -------------------------- */
+
+static void serve_abort(struct cluster *c, const char *peer, const char *name)
+{
+	struct freeze *f = &c->freeze;
+	pthread_mutex_lock(&f->mu);
+	int mine = f->snap_active && strcmp(f->snap.name, name) == 0 && strcmp(f->snap.requester, peer) == 0;
+	if (mine)
+		f->snap_abort = 1;
+	pthread_mutex_unlock(&f->mu);
+	if (mine)
+		csvfs_log(LOG_WARN_L, "node %s, volume %s: %s says the requester of snapshot '%s' went away",
+			  c->o.node, c->v->uuid, peer, name);
+}
+
+int snapshot_serve(struct cluster *c, const struct rio_peer *peer, const struct rio_request *req,
+		   struct rio_response *resp)
+{
+	const struct proto_op *o = proto_op(req->op);
+	struct proto_req *q = calloc(1, sizeof(*q));
+	union proto_reply *p = calloc(1, sizeof(*p));
+	struct cluster_snap_request *rq = calloc(1, sizeof(*rq));
+	struct cluster_snap_result *res = calloc(1, sizeof(*res));
+	if (!q || !p || !rq || !res)
+		resp->status = ENOMEM;
+	else if (proto_decode_request(o, req->payload, req->len, q) != 0)
+		resp->status = EPROTO;
+	else if (req->op == OP_SNAPSHOT_ABORT)
+		serve_abort(c, peer->node, q->snapshot.name);
+	else if (strlen(q->snapshot.name) > SNAP_NAME_MAX || strlen(q->snapshot.hook) >= SNAP_HOOK_MAX)
+		resp->status = ENAMETOOLONG;
+	else {
+		snprintf(rq->name, sizeof(rq->name), "%s", q->snapshot.name);
+		snprintf(rq->hook, sizeof(rq->hook), "%s", q->snapshot.hook);
+		snprintf(rq->requester, sizeof(rq->requester), "%s", peer->node);
+		rq->timeout_s = q->snapshot.timeout_s;
+		cluster_snapshot(c, rq, NULL, NULL, res);
+		p->snapshot.error = (uint32_t)-res->status;
+		snprintf(p->snapshot.message, sizeof(p->snapshot.message), "%s", res->message);
+		p->snapshot.wait_ms = res->wait_ms;
+		p->snapshot.frozen_ms = res->frozen_ms;
+		p->snapshot.hook_ms = res->hook_ms;
+		o->put_reply(&resp->body, p);
+	}
+	free(q);
+	free(p);
+	free(rq);
+	free(res);
+	return 0;
+}
+
+/* ---- the snapshot ------------------------------------------------------------------ */
+
 void cluster_snapshot(struct cluster *c, const struct cluster_snap_request *rq,
 		      int (*aborted)(void *), void *arg, struct cluster_snap_result *res)
 {
@@ -278,9 +443,8 @@ void cluster_snapshot(struct cluster *c, const struct cluster_snap_request *rq,
 	uint64_t t0 = cl_now_ms(), deadline_ms = t0 + rq->timeout_s * 1000ull;
 	int rc = cluster_snap_check(rq, err, sizeof(err));
 	if (rc == 0 && atomic_load(&c->role) != CL_COORDINATOR) {
-		snprintf(err, sizeof(err), "this node (%s) is not the coordinator; run csvctl snapshot on "
-			 "the coordinator", c->o.node);
-		rc = -EREMOTE;
+		snapshot_forward(c, rq, aborted, arg, res);
+		return;
 	}
 	if (rc == 0)
 		rc = claim(c, rq, err, sizeof(err));
@@ -291,7 +455,7 @@ void cluster_snapshot(struct cluster *c, const struct cluster_snap_request *rq,
 	}
 	csvfs_log(LOG_INFO_L, "node %s, volume %s: snapshot '%s' requested by %s: freezing every node "
 		  "(timeout %u s)", c->o.node, c->v->uuid, rq->name, rq->requester, rq->timeout_s);
-	struct stop_args stop = { aborted, arg };
+	struct stop_args stop = { c, aborted, arg };
 	struct freeze *f = &c->freeze;
 	rc = held_request(&f->ex, DG_EX, 0);
 	if (rc == 0)

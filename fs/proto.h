@@ -29,7 +29,9 @@ enum csv_op {
 	OP_SETXATTR = 15, OP_REMOVEXATTR = 16, OP_OPEN = 17, OP_RELEASE = 18,
 	OP_FSYNC = 19, OP_MAP = 20, OP_ALLOC = 21, OP_COMMIT = 22, OP_TOUCH = 23,
 	OP_FALLOCATE = 24, OP_SEEK = 25, OP_SYNCFS = 26, OP_MOVE = 27, OP_READDIRPLUS = 28,
-	OP_CREATE_OPEN = 29, OP_MAX_ = 30
+	OP_CREATE_OPEN = 29,
+	OP_SNAPSHOT = 40, OP_SNAPSHOT_ABORT = 41,
+	OP_MAX_ = 42
 };
 
 #define PROTO_NAME_MAX 256      /* a file name with its NUL */
@@ -79,6 +81,8 @@ struct proto_commit { uint32_t ino; uint64_t lblk, len, size; };
 struct proto_fallocate { uint32_t ino, mode; uint64_t off, len; };
 struct proto_seek { uint32_t ino; uint64_t off; uint32_t whence; };
 struct proto_move { const char *target; };           /* "" = any node */
+/* SNAPSHOT (the requester is the calling node) and SNAPSHOT_ABORT (name only). */
+struct proto_snapshot { const char *name, *hook; uint32_t timeout_s; };
 
 /* A request of any operation (STATFS and SYNCFS have no fields). Decoding
  * copies its strings into str[], which the const char * fields point to. */
@@ -102,6 +106,7 @@ struct proto_req {
 		struct proto_fallocate fallocate;
 		struct proto_seek seek;
 		struct proto_move move;
+		struct proto_snapshot snapshot;
 	};
 	char str[2][PROTO_PATH_MAX];
 };
@@ -121,6 +126,14 @@ struct proto_xattr_reply {
 /* One page of a directory: n entries (names allocated when decoded, freed
  * with meta_free_dirents); READDIRPLUS entries carry has_attr and attr. */
 struct proto_dirents { uint8_t more; struct meta_dirent *d; size_t n; };
+/* SNAPSHOT: how it went (error 0: taken; else a positive errno), always with
+ * status 0 so that the cause travels with a failure. */
+#define PROTO_SNAP_MESSAGE_MAX 1536
+struct proto_snapshot_reply {
+	uint32_t error;
+	char message[PROTO_SNAP_MESSAGE_MAX];
+	uint64_t wait_ms, frozen_ms, hook_ms;
+};
 
 union proto_reply {
 	struct meta_attr attr;      /* LOOKUP GETATTR SETATTR CREATE SYMLINK LINK OPEN CREATE_OPEN */
@@ -130,6 +143,7 @@ union proto_reply {
 	struct proto_map_reply map;
 	struct proto_xattr_reply xattr;
 	struct proto_dirents dirents;   /* READDIR READDIRPLUS */
+	struct proto_snapshot_reply snapshot;
 };
 
 /* ---- the table ---------------------------------------------------------------- */
