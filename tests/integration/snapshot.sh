@@ -55,6 +55,13 @@ coordinator() { json_of "$1" | sed -n 's/.*"coordinator":"\([^"]*\)".*/\1/p' | h
 frozen_on() { json_of "$1" | grep -q '"freeze":{"frozen":true'; }
 thawed_on() { json_of "$1" | grep -q '"freeze":{"frozen":false'; }
 thawed_everywhere() { thawed_on 1 && thawed_on 2 && thawed_on 3; }
+thawed_both() { thawed_on "$1" && thawed_on "$2"; }
+# The hook whose pid the test hook left: gone (a zombie waiting for its reaper counts).
+hook_gone() {
+  local st
+  st=$(awk '{sub(/.*\) /, ""); print $1}' "/proc/$(cat "$S/hook.pid")/stat" 2>/dev/null) || return 0
+  [ "$st" = Z ]
+}
 # A small write through the mount, bounded: the volume takes changes.
 writes_on() { sh_on "$1" "echo $2 > $V/probe.$1 && sync $V/probe.$1"; }
 
@@ -102,9 +109,9 @@ check "an absurd timeout is refused (exit $SNAP_RC)" sh -c "[ $SNAP_RC -eq 2 ] &
 snap "$C" --hook "$HOOKS/reflink.sh" --name ../escape "$V"
 check "a snapshot name with a slash is refused (exit $SNAP_RC)" \
   sh -c "[ $SNAP_RC -ne 0 ] && grep -q 'snapshot name' '$S/snap.out'"
-snap "${P[0]}" --hook "$HOOKS/reflink.sh" --name from-participant "$V"
-check "a participant's request is refused, naming the coordinator's role (exit $SNAP_RC)" \
-  sh -c "[ $SNAP_RC -ne 0 ] && grep -q 'not the coordinator' '$S/snap.out'"
+snap "${P[0]}" --hook "$S/not-exec" "$V"
+check "a participant refuses a hook that is not executable too (exit $SNAP_RC)" \
+  sh -c "[ $SNAP_RC -ne 0 ] && grep -q 'not an executable' '$S/snap.out'"
 check "after the refusals every node still admits changes" thawed_everywhere
 check "and writes go on" writes_on "${P[0]}" after-bad-input
 
@@ -206,27 +213,74 @@ rm -f "$S/hook.started" "$S/hook.pid"
 snap "$C" --hook "$S/hangs" --name hangs1 --timeout 3 "$V"
 check "a hook that hangs: killed at the timeout, non-zero exit (exit $SNAP_RC)" \
   sh -c "[ $SNAP_RC -ne 0 ] && grep -q 'timeout' '$S/snap.out'"
-check "the hung hook is gone" sh -c "! kill -0 \$(cat '$S/hook.pid') 2>/dev/null"
+check "the hung hook is gone" wait_until 10 hook_gone
 check "thawed after the timeout" wait_until 5 thawed_everywhere
 check "writes go on after the hung hook" writes_on "${P[0]}" after-hang
 
-# kill -9 of csvctl during the hook (timeout 60 s: the thaw must not wait for it).
+# kill -9 of csvctl during the hook (timeout 60 s: the thaw must not wait for
+# it), on the coordinator and on a participant (which tells the coordinator).
+kill_requester() {  # kill_requester NODE NAME
+  local k=$1 name=$2 kpid k0
+  rm -f "$S/hook.started" "$S/hook.pid" "$S/ctl.pid"
+  timeout 100 "$LAB" exec "$k" -- sh -c "echo \$\$ > $S/ctl.pid; exec '$CTL' snapshot --hook '$S/hangs' --name $name --timeout 60 '$V'" >/dev/null 2>&1 &
+  kpid=$!
+  wait_until 30 test -e "$S/hook.started"
+  snap "$k" --hook "$HOOKS/reflink.sh" --name second-$name "$V"
+  check "$name: a second snapshot while one runs is refused, naming the first (exit $SNAP_RC)" \
+    sh -c "[ $SNAP_RC -ne 0 ] && grep -q \"'$name'.*in progress\" '$S/snap.out'"
+  check "$name: the volume is frozen while the first one's hook runs" frozen_on "${P[0]}"
+  k0=$(date +%s)
+  kill -9 "$(cat "$S/ctl.pid")"
+  wait "$kpid" 2>/dev/null
+  check "$name: kill -9 of csvctl on node$k during the hook: every node thawed well within the timeout" \
+    wait_until 20 thawed_everywhere
+  diag "$name: thawed $(($(date +%s) - k0)) s after the kill (timeout was 60 s)"
+  check "$name: that hook was killed" wait_until 10 hook_gone
+  check "$name: writes go on after the requester died" writes_on "${P[1]}" "after-kill-$name"
+}
+kill_requester "$C" killed-on-coordinator
+kill_requester "${P[0]}" killed-on-participant
+
+# A snapshot asked for on a participant: the coordinator runs it.
+snap "${P[1]}" --hook "$HOOKS/reflink.sh" --name from-participant "$V"
+check_eq "a snapshot requested from a participant succeeds" 0 "$SNAP_RC"
+[ "$SNAP_RC" -eq 0 ] || show
+check "and is e2fsck clean" fsck_clean "$XFS/from-participant.img"
+check "every node admits changes after it" wait_until 10 thawed_everywhere
+
+# ---- nodes die during a freeze: the survivors thaw -----------------------------------
+# A participant that dies before it froze holds its PR until it is fenced
+# (4 s here); the snapshot (timeout 3 s) then either fails or, if the fence
+# came first, succeeds without it. Either way csvctl ends and the others thaw.
+D=${P[1]}; Q=${P[0]}
+"$LAB" kill "$D" >/dev/null 2>&1
+snap "$C" --hook "$HOOKS/reflink.sh" --name dead-participant --timeout 3 "$V"
+diag "with node$D dead: csvctl exit $SNAP_RC: $(head -c 300 "$S/snap.out")"
+check "a participant killed: the others thaw" wait_until 15 thawed_both "$C" "$Q"
+check "a participant killed: writes go on on the others" writes_on "$Q" after-participant-death
+if [ "$SNAP_RC" -eq 0 ]; then
+  check "a participant killed: the snapshot taken without it is e2fsck clean" fsck_clean "$XFS/dead-participant.img"
+fi
+check "the killed participant comes back" timeout 90 "$LAB" start "$D"
+check "and every node admits changes" wait_until 30 thawed_everywhere
+
+# The coordinator's daemon dies while its hook runs: the new coordinator
+# thaws (the dead one's EX goes with it), the hook dies with its daemon.
 rm -f "$S/hook.started" "$S/hook.pid"
-timeout 100 "$LAB" exec "$C" -- sh -c "echo \$\$ > $S/ctl.pid; exec '$CTL' snapshot --hook '$S/hangs' --name killed1 --timeout 60 '$V'" >/dev/null 2>&1 &
-kpid=$!
+timeout 100 "$LAB" exec "$Q" -- "$CTL" snapshot --hook "$S/hangs" --name coordinator-dies --timeout 60 "$V" >"$S/cdie.out" 2>&1 &
+cpid=$!
 wait_until 30 test -e "$S/hook.started"
-snap "${C}" --hook "$HOOKS/reflink.sh" --name second1 "$V"
-check "a second snapshot while one runs is refused, naming the first (exit $SNAP_RC)" \
-  sh -c "[ $SNAP_RC -ne 0 ] && grep -q \"'killed1'.*in progress\" '$S/snap.out'"
-check "the volume is frozen while the first one's hook runs" frozen_on "${P[0]}"
+check "frozen before the coordinator dies" frozen_on "$Q"
 k0=$(date +%s)
-kill -9 "$(cat "$S/ctl.pid")"
-wait "$kpid" 2>/dev/null
-check "kill -9 of csvctl during the hook: every node thawed well within the timeout" \
-  wait_until 20 thawed_everywhere
-diag "thawed $(($(date +%s) - k0)) s after the kill (timeout was 60 s)"
-check "that hook was killed" sh -c "! kill -0 \$(cat '$S/hook.pid') 2>/dev/null"
-check "writes go on after the requester died" writes_on "${P[1]}" after-kill
+"$LAB" kill "$C" csvfs >/dev/null 2>&1
+wait "$cpid"; rc=$?
+check "the requester's csvctl ends non-zero when the coordinator dies (exit $rc)" test "$rc" -ne 0
+check "the coordinator killed: the survivors thaw" wait_until 30 thawed_both "${P[0]}" "${P[1]}"
+diag "thawed $(($(date +%s) - k0)) s after the coordinator's daemon died; new coordinator $(coordinator "$Q")"
+check "the dead coordinator's hook died with it" wait_until 10 hook_gone
+check "the coordinator killed: writes go on" writes_on "$Q" after-coordinator-death
+check "the killed coordinator's daemon comes back" timeout 90 "$LAB" start "$C" csvfs
+check "and every node admits changes" wait_until 30 thawed_everywhere
 
 # ---- one GUID on two devices; a snapshot with a GUID of its own ----------------------
 D1=$(losetup -f --show -r "$LUN"); D2=$(losetup -f --show -r "$SNAPIMG")
@@ -249,6 +303,6 @@ check "the live volume still answers" writes_on "${P[0]}" beside-snapshot
 on "${P[0]}" umount "$ROM"
 
 # ---- the volume after it all ------------------------------------------------------------
-"$LAB" down >/dev/null 2>&1
+"$LAB" down --save-logs "$S/logs" >/dev/null 2>&1
 check "after every node unmounted, e2fsck -fn is clean on the live LUN" fsck_clean "$LUN"
 finish
