@@ -126,6 +126,20 @@ static void print_human(const char *j)
 	printf("  size        %.1f GiB, %.1f GiB free\n", blocks * bs / 1073741824.0, free_b * bs / 1073741824.0);
 	printf("  journal     %s\n", strcmp(field(j, "journaled", a, sizeof(a)), "true") == 0 ? "on" : "off");
 	printf("  coordinator %s\n", field(j, "coordinator", a, sizeof(a)));
+	const char *fz = strstr(j, "\"freeze\":");
+	if (fz && strcmp(field(fz, "frozen", a, sizeof(a)), "true") == 0) {
+		time_t since = (time_t)strtoll(field(fz, "frozen_since", b, sizeof(b)), NULL, 10);
+		char when[32];
+		strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S UTC", gmtime(&since));
+		printf("  FROZEN      since %s (changes held, reads go on)\n", when);
+		const char *sn = strstr(fz, "\"snapshot\":");
+		if (sn) {
+			time_t dl = (time_t)strtoll(field(sn, "deadline", b, sizeof(b)), NULL, 10);
+			strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S UTC", gmtime(&dl));
+			printf("  snapshot    %s requested from %s, thawed by %s at the latest\n",
+			       field(sn, "name", a, sizeof(a)), field(sn, "requested_by", c, sizeof(c)), when);
+		}
+	}
 	printf("  NODE                STATE   MOUNTED  I/O\n");
 	const char *n = strstr(j, "\"nodes\":[");
 	while (n && (n = strstr(n, "{\"name\":")) != NULL) {
