@@ -35,8 +35,12 @@ int cluster_change_begin(struct cluster *c)
 	pthread_mutex_lock(&f->mu);
 	uint64_t t0 = 0;
 	while (!f->admitting && !f->stopping) {
-		if (!t0)
+		if (!t0) {
 			t0 = cl_now_ms();
+			f->held++;
+			if (!f->first_held_ms)
+				f->first_held_ms = t0;   /* it waits longest: all go at once */
+		}
 		if (cl_now_ms() - t0 >= CHANGE_WAIT_MAX_MS)
 			break;
 		struct timespec dl = cl_deadline_in(1000);
@@ -45,12 +49,6 @@ int cluster_change_begin(struct cluster *c)
 	int rc = f->admitting ? 0 : -EIO;
 	if (rc == 0)
 		f->changes++;
-	if (t0) {
-		uint64_t waited = cl_now_ms() - t0;
-		f->held++;
-		if (waited > f->longest_wait_ms)
-			f->longest_wait_ms = waited;
-	}
 	pthread_mutex_unlock(&f->mu);
 	if (rc)
 		csvfs_log(LOG_ERR_L, "node %s, volume %s: a change waited %u s for the snapshot freeze to end; "
@@ -69,11 +67,14 @@ void cluster_change_end(struct cluster *c)
 
 /* ---- the freeze thread -------------------------------------------------------- */
 
-/* Dispatch thread: only record and signal. */
+/* Dispatch thread: only record and signal. The snapshot's own EX is asked
+ * for too (the PRs queued behind it): it goes when the snapshot ends. */
 void freeze_bast(struct cl_lockres *r, enum dg_mode blocking)
 {
 	(void)blocking;
 	struct freeze *f = &r->c->freeze;
+	if (r == &f->ex.res)
+		return;
 	pthread_mutex_lock(&f->mu);
 	f->asked = 1;
 	pthread_cond_broadcast(&f->cv);
@@ -88,16 +89,17 @@ static int admit(struct cluster *c)
 	if (rc)
 		return rc;
 	pthread_mutex_lock(&f->mu);
-	uint64_t since = f->frozen_at_ms, held = f->held, longest = f->longest_wait_ms;
+	uint64_t now = cl_now_ms(), since = f->frozen_at_ms, held = f->held;
+	uint64_t longest = f->first_held_ms ? now - f->first_held_ms : 0;
 	f->admitting = 1;
 	f->frozen_at_ms = 0;
-	f->held = f->longest_wait_ms = 0;
+	f->held = f->first_held_ms = 0;
 	pthread_cond_broadcast(&f->cv);
 	pthread_mutex_unlock(&f->mu);
 	if (since)
 		csvfs_log(LOG_INFO_L, "node %s, volume %s: thawed after %llu ms frozen; %llu changes were held, "
 			  "the longest for %llu ms", c->o.node, c->v->uuid,
-			  (unsigned long long)(cl_now_ms() - since), (unsigned long long)held,
+			  (unsigned long long)(now - since), (unsigned long long)held,
 			  (unsigned long long)longest);
 	return 0;
 }

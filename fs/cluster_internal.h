@@ -90,7 +90,7 @@ struct freeze {
 	int stopping;
 	unsigned changes;                /* changes in flight on this node */
 	uint64_t frozen_at_ms;           /* when this node stopped admitting (0: it admits) */
-	uint64_t held, longest_wait_ms;  /* changes held in this freeze, the longest wait */
+	uint64_t held, first_held_ms;    /* changes held in this freeze; when the first came */
 	struct held_lock pr;             /* "freeze" PR while admitting */
 	struct held_lock ex;             /* coordinator: "freeze" EX for a snapshot */
 	/* Coordinator: the snapshot in progress (one at a time). */
