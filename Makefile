@@ -109,6 +109,7 @@ demo: deps
 bench: all $(HELPER_BIN)
 	@BUILD=$(BUILD) tests/bench/run.sh
 	@BUILD=$(BUILD) tests/bench/cluster.sh
+	@BUILD=$(BUILD) tests/bench/snapshot.sh
 
 # The random_ops runs for as long as asked (SOAK_SECONDS, SOAK_OPS per role); not in check.
 soak: all $(HELPER_BIN)
