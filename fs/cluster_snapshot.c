@@ -248,8 +248,9 @@ static void release_claim(struct cluster *c)
 	pthread_mutex_unlock(&c->freeze.mu);
 }
 
-/* With every node frozen: the LUN made clean, the hook, the journal back. */
-static void snapshot_frozen(struct cluster *c, const struct cluster_snap_request *rq,
+/* With every node frozen: the LUN made clean, the hook, the journal back.
+ * Returns what the resume said (not 0: this node cannot journal now). */
+static int snapshot_frozen(struct cluster *c, const struct cluster_snap_request *rq,
 			    uint64_t deadline_ms, struct stop_args *stop, struct cluster_snap_result *res)
 {
 	char err[512] = "", why[256] = "";
@@ -280,6 +281,7 @@ static void snapshot_frozen(struct cluster *c, const struct cluster_snap_request
 	for (char *p = res->message; *p; p++)
 		if (*p == '\n' || *p == '\r')
 			*p = '|';   /* one line, for the log and csvctl */
+	return resumed;
 }
 
 /* ---- a participant's request goes to the coordinator ------------------------ */
@@ -456,6 +458,7 @@ void cluster_snapshot(struct cluster *c, const struct cluster_snap_request *rq,
 	csvfs_log(LOG_INFO_L, "node %s, volume %s: snapshot '%s' requested by %s: freezing every node "
 		  "(timeout %u s)", c->o.node, c->v->uuid, rq->name, rq->requester, rq->timeout_s);
 	struct stop_args stop = { c, aborted, arg };
+	int resumed = 0;
 	struct freeze *f = &c->freeze;
 	rc = held_request(&f->ex, DG_EX, 0);
 	if (rc == 0)
@@ -472,7 +475,7 @@ void cluster_snapshot(struct cluster *c, const struct cluster_snap_request *rq,
 		/* The role cannot change under the engine while the hook runs. */
 		pthread_rwlock_rdlock(&c->role_lock);
 		if (atomic_load(&c->role) == CL_COORDINATOR)
-			snapshot_frozen(c, rq, deadline_ms, &stop, res);
+			resumed = snapshot_frozen(c, rq, deadline_ms, &stop, res);
 		else {
 			res->status = -EREMOTE;
 			snprintf(res->message, sizeof(res->message), "this node stopped being the coordinator");
@@ -482,6 +485,9 @@ void cluster_snapshot(struct cluster *c, const struct cluster_snap_request *rq,
 		res->frozen_ms = cl_now_ms() - t0 - res->wait_ms;
 	}
 	release_claim(c);
+	if (resumed && cluster_move(c, "", err, sizeof(err)) != 0)
+		csvfs_log(LOG_ERR_L, "node %s, volume %s: cannot hand the role to a node that can journal: %s",
+			  c->o.node, c->v->uuid, err);
 	if (res->status)
 		csvfs_log(LOG_ERR_L, "node %s, volume %s: snapshot '%s' requested by %s failed, volume thawed: %s",
 			  c->o.node, c->v->uuid, rq->name, rq->requester, res->message);

@@ -395,17 +395,20 @@ int volume_quiesce(struct volume *v, char *err, size_t errlen)
 		volume_mark_dirty(v);
 		rc = volume_sync_locked(v);
 	}
-	if (rc == 0 && v->journaled && (rc = journal_detach(v->journal)) == 0) {
+	if (rc == 0 && v->journaled)
+		rc = journal_detach(v->journal);
+	int detached = rc == 0;
+	if (rc == 0) {
 		/* Checkpointed and clean: what the snapshot holds needs no replay. */
 		ext2fs_clear_feature_journal_needs_recovery(v->fs->super);
 		ext2fs_mark_super_dirty(v->fs);
 		volume_mark_dirty(v);
 		rc = volume_sync_locked(v);
 	}
-	if (rc == 0) {
+	if (rc == 0)
 		mmp_release(v);
-		v->quiesced = 1;
-	}
+	/* Even if a later step failed: volume_resume attaches the journal again. */
+	v->quiesced = detached;
 	pthread_mutex_unlock(&v->lock);
 	if (rc == 0 && fdatasync(v->data_fd) != 0)
 		rc = -errno;
@@ -425,7 +428,7 @@ int volume_resume(struct volume *v, char *err, size_t errlen)
 		if (rc == 0)
 			ext2fs_set_feature_journal_needs_recovery(v->fs->super);
 	}
-	if (was && rc == 0)
+	if (was && rc == 0 && !v->mmp_held)
 		rc = mmp_acquire(v, err, errlen);
 	v->quiesced = 0;
 	pthread_cond_broadcast(&v->sync_cond);
