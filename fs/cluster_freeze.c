@@ -104,6 +104,25 @@ static int admit(struct cluster *c)
 	return 0;
 }
 
+/* Under f->mu: an abandoned EX request that the lock manager answered at
+ * last is let go (granted: unlocked, so nobody stays frozen). */
+static void reap_orphan_ex(struct freeze *f)
+{
+	if (!f->ex_orphan)
+		return;
+	pthread_mutex_lock(&f->ex.mu);
+	int pending = f->ex.pending, granted = f->ex.status == 0;
+	pthread_mutex_unlock(&f->ex.mu);
+	if (pending)
+		return;
+	if (granted)
+		held_unlock(&f->ex, 0, NULL);
+	f->ex.lk = NULL;
+	f->ex_orphan = 0;
+	csvfs_log(LOG_WARN_L, "the lock manager answered an abandoned snapshot freeze request at last; %s",
+		  granted ? "released it" : "it was cancelled");
+}
+
 /* Waits for a blocking callback (or the end); 1 when asked to freeze. */
 static int wait_asked(struct cluster *c)
 {
@@ -112,6 +131,7 @@ static int wait_asked(struct cluster *c)
 	while (!f->asked && !f->stopping && !held_lost(&f->pr)) {
 		struct timespec dl = cl_deadline_in(LOOP_MS);
 		pthread_cond_timedwait(&f->cv, &f->mu, &dl);
+		reap_orphan_ex(f);
 	}
 	int asked = f->asked && !f->stopping;
 	f->asked = 0;

@@ -95,6 +95,9 @@ struct freeze {
 	struct held_lock ex;             /* coordinator: "freeze" EX for a snapshot */
 	/* Coordinator: the snapshot in progress (one at a time). */
 	int snap_active, snap_abort;     /* snap_abort: its requester went away */
+	/* A snapshot gave up on its EX request, and even the cancel went
+	 * unanswered: the freeze thread unlocks it if it is granted later. */
+	int ex_orphan;
 	struct cluster_snap_request snap;
 	int64_t snap_since, snap_deadline;   /* wall clock, s */
 	pthread_t thread;

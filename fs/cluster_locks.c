@@ -257,8 +257,13 @@ int held_request(struct held_lock *h, enum dg_mode mode, unsigned flags)
 	h->lost = 0;
 	pthread_mutex_unlock(&h->mu);
 	int rc = cl_lock(&h->res, mode, flags, &h->lk);
-	if (rc)
+	if (rc) {
+		pthread_mutex_lock(&h->mu);
+		h->pending = 0;   /* nothing is waiting for an answer */
+		h->status = rc;
+		pthread_mutex_unlock(&h->mu);
 		h->lk = NULL;
+	}
 	return rc;
 }
 

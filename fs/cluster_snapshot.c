@@ -226,10 +226,13 @@ static int claim(struct cluster *c, const struct cluster_snap_request *rq, char 
 {
 	struct freeze *f = &c->freeze;
 	pthread_mutex_lock(&f->mu);
-	int busy = f->snap_active;
-	if (busy)
+	int busy = f->snap_active || f->ex_orphan;
+	if (f->snap_active)
 		snprintf(err, errlen, "snapshot '%s' requested by %s is in progress (until %lld at the latest); "
 			 "try again after it", f->snap.name, f->snap.requester, (long long)f->snap_deadline);
+	else if (busy)
+		snprintf(err, errlen, "the lock manager has not yet answered the cancel of an earlier "
+			 "snapshot's freeze request; try again later");
 	else {
 		f->snap_active = 1;
 		f->snap_abort = 0;
@@ -465,7 +468,14 @@ void cluster_snapshot(struct cluster *c, const struct cluster_snap_request *rq,
 		rc = held_wait_until(&f->ex, deadline_ms, stop_requested, &stop);
 	res->wait_ms = cl_now_ms() - t0;
 	if (rc) {
-		f->ex.lk = NULL;
+		pthread_mutex_lock(&f->ex.mu);
+		int unanswered = f->ex.pending;
+		pthread_mutex_unlock(&f->ex.mu);
+		pthread_mutex_lock(&f->mu);
+		f->ex_orphan = unanswered;   /* the freeze thread lets it go when answered */
+		if (!unanswered)
+			f->ex.lk = NULL;     /* cancelled: dlm-glue frees the handle */
+		pthread_mutex_unlock(&f->mu);
 		res->status = rc;
 		snprintf(res->message, sizeof(res->message), "not every node froze within %llu ms (%s): "
 			 "a node is slow, dead and not yet fenced, or cut off; nothing was snapshotted",
