@@ -110,6 +110,8 @@ static int serve_request(void *arg, const struct rio_peer *peer, const struct ri
 			 struct rio_response *resp)
 {
 	struct cluster *c = arg;
+	if (req->op == OP_SNAPSHOT || req->op == OP_SNAPSHOT_ABORT)
+		return snapshot_serve(c, peer, req, resp);
 	int role = cluster_enter(c);
 	if (role < 0) {
 		resp->status = (uint16_t)-role;   /* paused too long */
@@ -444,6 +446,10 @@ int cluster_move(struct cluster *c, const char *target, char *err, size_t errlen
 			snprintf(err, errlen, "the coordinator refused or could not be reached: %s",
 				 strerror(rc == -ERESTART ? EHOSTUNREACH : -rc));
 		return rc == -ERESTART ? -EHOSTUNREACH : rc;
+	}
+	if (freeze_snapshot_active(c)) {
+		snprintf(err, errlen, "a snapshot is in progress on this coordinator; move after it");
+		return -EBUSY;
 	}
 	if (target[0] && strcmp(target, c->o.node) == 0) {
 		snprintf(err, errlen, "%s is already the coordinator", target);

@@ -204,14 +204,32 @@ int csvfs_find_lun_by_uuid(const char *guid, char *path, size_t pathlen, char *e
 		return -EIO;
 	}
 	blkid_probe_all(cache);
-	char *dev = blkid_get_devname(cache, "UUID", guid);
+	/* A snapshot carries its source's GUID: with two devices holding it,
+	 * picking one could mount the snapshot as the live volume. */
+	char first[512] = "", second[512] = "";
+	unsigned found = 0;
+	blkid_dev_iterate it = blkid_dev_iterate_begin(cache);
+	blkid_dev dev;
+	blkid_dev_set_search(it, "UUID", (char *)guid);
+	while (it && blkid_dev_next(it, &dev) == 0) {
+		dev = blkid_verify(cache, dev);
+		if (!dev)
+			continue;
+		snprintf(found++ ? second : first, sizeof(first), "%s", blkid_dev_devname(dev));
+	}
+	blkid_dev_iterate_end(it);
 	blkid_put_cache(cache);
-	if (!dev) {
+	if (found == 0) {
 		snprintf(err, errlen, "no device holds volume %s (searched with libblkid)", guid);
 		return -ENOENT;
 	}
-	snprintf(path, pathlen, "%s", dev);
-	free(dev);
+	if (found > 1) {
+		snprintf(err, errlen, "volume %s is on %u devices (%s and %s): one is a snapshot or copy; "
+			 "give the LUN (lun=PATH) or give the copy a GUID of its own (tune2fs -U random)",
+			 guid, found, first, second);
+		return -EEXIST;
+	}
+	snprintf(path, pathlen, "%s", first);
 	return 0;
 }
 

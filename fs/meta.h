@@ -115,6 +115,9 @@ struct volume {
 	int sync_busy;
 	uint64_t sync_prepared, sync_done, sync_ok_upto;
 	int mmp_held;                  /* we hold the MMP block (fsck state + heartbeat) */
+	/* volume lock: the LUN holds a cleanly unmounted ext4 for a snapshot
+	 * (volume_quiesce); commits wait on sync_cond until volume_resume. */
+	int quiesced;
 	int journaled;                 /* metadata goes through the JBD2 journal */
 	int opened;                    /* volume_open succeeded: close writes state */
 	struct deferred_free *freed;   /* volume lock: frees of the running transaction */
@@ -159,6 +162,12 @@ void volume_start(struct volume *v);
 void volume_close(struct volume *v);
 /* Under v->lock: mark that allocation state changed. */
 void volume_mark_dirty(struct volume *v);
+/* Snapshot freeze (docs/snapshot.md), coordinator only, with every node's
+ * changes held: commits the journal, checkpoints it and leaves the LUN a
+ * cleanly unmounted ext4 (no replay needed, MMP clean). Commits wait until
+ * volume_resume, which journals and marks the volume in use again. */
+int volume_quiesce(struct volume *v, char *err, size_t errlen);
+int volume_resume(struct volume *v, char *err, size_t errlen);
 int volume_sync_locked(struct volume *v);
 
 /* With the engine attached the inode must exist; without (a participant)

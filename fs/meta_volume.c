@@ -30,6 +30,10 @@ static int commit_begin(struct volume *v, struct journal_txn **txn, uint64_t *wa
 	*wait_id = 0;
 	if (v->read_only)
 		return 0;
+	/* Frozen for a snapshot: nothing may reach the LUN, and the journal is
+	 * detached; the commit waits for volume_resume (bounded by the freeze). */
+	while (v->quiesced)
+		pthread_cond_wait(&v->sync_cond, &v->lock);
 	if (v->dirty) {
 		/* The bitmaps written must show this transaction's frees as free;
 		 * the allocator must not see them until it is durable. */
@@ -380,6 +384,65 @@ static int mark_mounted(struct volume *v)
 	 * freed at their last close, or at the next mount that is not one. */
 	int rc = v->takeover ? 0 : orphan_process_all(v);
 	return rc ? rc : volume_sync_locked(v);
+}
+
+int volume_quiesce(struct volume *v, char *err, size_t errlen)
+{
+	pthread_mutex_lock(&v->lock);
+	int rc = v->fs && !v->read_only ? 0 : -EROFS;
+	if (rc == 0) {
+		v->fs->super->s_state |= EXT2_VALID_FS;
+		ext2fs_mark_super_dirty(v->fs);
+		volume_mark_dirty(v);
+		rc = volume_sync_locked(v);
+	}
+	if (rc == 0 && v->journaled)
+		rc = journal_detach(v->journal);
+	int detached = rc == 0;
+	if (rc == 0) {
+		/* Checkpointed and clean: what the snapshot holds needs no replay. */
+		ext2fs_clear_feature_journal_needs_recovery(v->fs->super);
+		ext2fs_mark_super_dirty(v->fs);
+		volume_mark_dirty(v);
+		rc = volume_sync_locked(v);
+	}
+	if (rc == 0)
+		mmp_release(v);
+	/* Even if a later step failed: volume_resume attaches the journal again. */
+	v->quiesced = detached;
+	pthread_mutex_unlock(&v->lock);
+	if (rc == 0 && fdatasync(v->data_fd) != 0)
+		rc = -errno;
+	if (rc)
+		snprintf(err, errlen, "volume %s: making the LUN clean for the snapshot failed: %s",
+			 v->uuid, strerror(-rc));
+	return rc;
+}
+
+int volume_resume(struct volume *v, char *err, size_t errlen)
+{
+	pthread_mutex_lock(&v->lock);
+	int rc = 0, was = v->quiesced;
+	if (was && v->journaled) {
+		v->journaled = 0;
+		rc = attach_journal(v, err, errlen);
+		if (rc == 0)
+			ext2fs_set_feature_journal_needs_recovery(v->fs->super);
+	}
+	if (was && rc == 0 && !v->mmp_held)
+		rc = mmp_acquire(v, err, errlen);
+	v->quiesced = 0;
+	pthread_cond_broadcast(&v->sync_cond);
+	if (was && rc == 0) {
+		ext2fs_mark_super_dirty(v->fs);
+		volume_mark_dirty(v);
+		rc = volume_sync_locked(v);
+		if (rc)
+			snprintf(err, errlen, "volume %s: the first commit after the snapshot failed: %s",
+				 v->uuid, strerror(-rc));
+	}
+	pthread_mutex_unlock(&v->lock);
+	return rc;
 }
 
 /* The node-side part of a volume: the inode table and the LUN opened O_DIRECT

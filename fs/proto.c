@@ -524,6 +524,32 @@ static int get_move(struct rio_reader *r, struct proto_req *q)
 	return r->err;
 }
 
+static void put_snapshot(struct rio_writer *w, const struct proto_req *q)
+{
+	rio_put_str(w, q->snapshot.name);
+	rio_put_str(w, q->snapshot.hook);
+	rio_put_u32(w, q->snapshot.timeout_s);
+}
+
+static int get_snapshot(struct rio_reader *r, struct proto_req *q)
+{
+	q->snapshot.name = get_str(r, q->str[0], PROTO_NAME_MAX);
+	q->snapshot.hook = get_str(r, q->str[1], PROTO_PATH_MAX);
+	rio_get_u32(r, &q->snapshot.timeout_s);
+	return r->err;
+}
+
+static void put_snapshot_abort(struct rio_writer *w, const struct proto_req *q)
+{
+	rio_put_str(w, q->snapshot.name);
+}
+
+static int get_snapshot_abort(struct rio_reader *r, struct proto_req *q)
+{
+	q->snapshot = (struct proto_snapshot){ .name = get_str(r, q->str[0], PROTO_NAME_MAX) };
+	return r->err;
+}
+
 /* ---- replies --------------------------------------------------------------- */
 
 static void put_lock(struct rio_writer *w, const struct proto_req *q)
@@ -779,6 +805,26 @@ static void free_dirents(union proto_reply *p)
 	p->dirents = (struct proto_dirents){ 0 };
 }
 
+static void put_snapshot_reply(struct rio_writer *w, const union proto_reply *p)
+{
+	rio_put_u32(w, p->snapshot.error);
+	rio_put_str(w, p->snapshot.message);
+	rio_put_u64(w, p->snapshot.wait_ms);
+	rio_put_u64(w, p->snapshot.frozen_ms);
+	rio_put_u64(w, p->snapshot.hook_ms);
+}
+
+static int get_snapshot_reply(struct rio_reader *r, union proto_reply *p)
+{
+	struct proto_snapshot_reply *s = &p->snapshot;
+	rio_get_u32(r, &s->error);
+	get_str(r, s->message, sizeof(s->message));
+	rio_get_u64(r, &s->wait_ms);
+	rio_get_u64(r, &s->frozen_ms);
+	rio_get_u64(r, &s->hook_ms);
+	return r->err;
+}
+
 /* ---- the table: docs/protocol.md "Operations", row for row ------------------ */
 
 #define REQ(shape) put_##shape, get_##shape
@@ -822,6 +868,9 @@ static const struct proto_op OPS[OP_MAX_] = {
 	[OP_UNLOCK_ALL] = { OP_UNLOCK_ALL, "unlock_all", true, false, REQ(unlock_all), REP(none) },
 	[OP_LKWAIT] = { OP_LKWAIT, "lkwait", true, false, REQ(lkwait), REP(u64) },
 	[OP_RECLAIM_DONE] = { OP_RECLAIM_DONE, "reclaim_done", true, false, REQ(none), REP(none) },
+	[OP_SNAPSHOT] = { OP_SNAPSHOT, "snapshot", false, false, REQ(snapshot), REP(snapshot) },
+	[OP_SNAPSHOT_ABORT] = { OP_SNAPSHOT_ABORT, "snapshot_abort", true, false, REQ(snapshot_abort),
+				REP(none) },
 };
 
 const struct proto_op *proto_op(uint16_t code)

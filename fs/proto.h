@@ -31,7 +31,9 @@ enum csv_op {
 	OP_FSYNC = 19, OP_MAP = 20, OP_ALLOC = 21, OP_COMMIT = 22, OP_TOUCH = 23,
 	OP_FALLOCATE = 24, OP_SEEK = 25, OP_SYNCFS = 26, OP_MOVE = 27, OP_READDIRPLUS = 28,
 	OP_CREATE_OPEN = 29, OP_SETLK = 30, OP_GETLK = 31, OP_UNLOCK_ALL = 32, OP_LKWAIT = 33,
-	OP_RECLAIM_DONE = 34, OP_MAX_ = 35
+	OP_RECLAIM_DONE = 34,
+	OP_SNAPSHOT = 40, OP_SNAPSHOT_ABORT = 41,
+	OP_MAX_ = 42
 };
 
 #define PROTO_NAME_MAX 256      /* a file name with its NUL */
@@ -86,6 +88,8 @@ struct proto_lock { struct plock l; uint8_t reclaim; };
 struct proto_unlock_all { uint32_t ino; uint8_t by; uint64_t key; };   /* by: enum plock_by */
 #define PROTO_LKWAIT_MAX_MS 1000
 struct proto_lkwait { uint64_t gen; uint32_t timeout_ms; };
+/* SNAPSHOT (the requester is the calling node) and SNAPSHOT_ABORT (name only). */
+struct proto_snapshot { const char *name, *hook; uint32_t timeout_s; };
 
 /* A request of any operation (STATFS and SYNCFS have no fields). Decoding
  * copies its strings into str[], which the const char * fields point to. */
@@ -112,6 +116,7 @@ struct proto_req {
 		struct proto_lock lock;
 		struct proto_unlock_all unlock_all;
 		struct proto_lkwait lkwait;
+		struct proto_snapshot snapshot;
 	};
 	char str[2][PROTO_PATH_MAX];
 };
@@ -135,6 +140,14 @@ struct proto_dirents { uint8_t more; struct meta_dirent *d; size_t n; };
  * conflicting lock (pid 0 when its holder is on another node). gen: the
  * lock table's generation the answer was given at. */
 struct proto_lock_reply { uint8_t yes; uint64_t gen; struct plock l; };
+/* SNAPSHOT: how it went (error 0: taken; else a positive errno), always with
+ * status 0 so that the cause travels with a failure. */
+#define PROTO_SNAP_MESSAGE_MAX 1536
+struct proto_snapshot_reply {
+	uint32_t error;
+	char message[PROTO_SNAP_MESSAGE_MAX];
+	uint64_t wait_ms, frozen_ms, hook_ms;
+};
 
 union proto_reply {
 	struct meta_attr attr;      /* LOOKUP GETATTR SETATTR CREATE SYMLINK LINK OPEN CREATE_OPEN */
@@ -145,6 +158,7 @@ union proto_reply {
 	struct proto_xattr_reply xattr;
 	struct proto_dirents dirents;   /* READDIR READDIRPLUS */
 	struct proto_lock_reply lock;   /* SETLK GETLK */
+	struct proto_snapshot_reply snapshot;
 };
 
 /* ---- the table ---------------------------------------------------------------- */
