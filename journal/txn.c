@@ -213,6 +213,9 @@ int journal_attach(struct journal *j, const struct journal_log *log,
 			rc = lun_flush(&io);
 	}
 	if (rc == 0) {
+		/* attached again after a detach (a snapshot's quiesce): the old map goes */
+		free(j->log_map);
+		free(j->jsb_raw);
 		j->log_map = map;
 		j->log_map_len = log->count;
 		j->jsb_raw = buf;
