@@ -50,5 +50,7 @@ void cluster_recall_end(struct cluster *c, void *token);
 int cluster_move(struct cluster *c, const char *target, char *err, size_t errlen);
 /* JSON members, coordinator and I/O state for csvctl status. */
 void cluster_status_json(struct cluster *c, char *out, size_t len);
+/* 1: a node of that name is in the lock group's membership. */
+int cluster_is_member(struct cluster *c, const char *name);
 
 #endif

@@ -8,6 +8,7 @@
 #include "fs/fuse_ops.h"
 #include "fs/fuse_alias.h"
 #include "fs/cluster.h"
+#include "fs/iostate.h"
 
 #include <blkid/blkid.h>
 #include <errno.h>
@@ -273,6 +274,11 @@ static int join_cluster(struct daemon_opts *d, struct volume *v)
 	int rc = cluster_start(v, &d->co, err, sizeof(err));
 	if (rc)
 		csvfs_log(LOG_ERR_L, "cannot join the cluster: %s", err);
+	/* The prober of a failed path and the user's redirect lease (design.md §7);
+	 * without it a redirect would have no end: no mount without it (serve
+	 * stops the cluster). */
+	if (rc == 0 && (rc = iostate_start(&v->data_lun, v->blocksize)) != 0)
+		csvfs_log(LOG_ERR_L, "cannot start the LUN path prober: %s", strerror(-rc));
 	return rc;
 }
 
@@ -306,6 +312,8 @@ static int serve(struct daemon_opts *d, struct volume *v)
 			int rc = fuse_session_loop_mt(se, &cfg);
 			status = rc < 0 ? 1 : 0;
 			control_stop(&ctl);
+			if (d->cluster)
+				iostate_stop();
 		}
 		fuse_session_unmount(se);
 		alias_stop(cf.aliases);

@@ -70,6 +70,12 @@ struct fs_ops {
 	void (*touch_write)(struct volume *v, struct minode *m);
 	/* Makes m->size current for I/O up to end. */
 	int (*refresh_size)(struct volume *v, struct minode *m, uint64_t end);
+	/* Redirected I/O (design.md §7): moves the nblk blocks at LUN block pblk,
+	 * which m's layout maps to lblk, through the coordinator instead of this
+	 * node's own path. NULL where there is no one to redirect to (ops_local:
+	 * the coordinator and a standalone node use their own path). */
+	int (*lun_redirect)(struct volume *v, struct minode *m, int write, void *buf,
+			    uint64_t lblk, uint64_t pblk, uint32_t nblk);
 };
 
 extern const struct fs_ops ops_local;

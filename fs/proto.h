@@ -29,7 +29,10 @@ enum csv_op {
 	OP_SETXATTR = 15, OP_REMOVEXATTR = 16, OP_OPEN = 17, OP_RELEASE = 18,
 	OP_FSYNC = 19, OP_MAP = 20, OP_ALLOC = 21, OP_COMMIT = 22, OP_TOUCH = 23,
 	OP_FALLOCATE = 24, OP_SEEK = 25, OP_SYNCFS = 26, OP_MOVE = 27, OP_READDIRPLUS = 28,
-	OP_CREATE_OPEN = 29, OP_MAX_ = 30
+	OP_CREATE_OPEN = 29,
+	/* redirected I/O (design.md §7): a participant's data through the coordinator */
+	OP_LUN_READ = 50, OP_LUN_WRITE = 51, OP_LUN_FLUSH = 52,
+	OP_MAX_ = 53
 };
 
 #define PROTO_NAME_MAX 256      /* a file name with its NUL */
@@ -40,6 +43,10 @@ enum csv_op {
 /* An extent file's size stays below 2^32 blocks of 4 KiB (e2fsck: "i_size
  * is 17592186044416, should be ..."). */
 #define PROTO_FILE_SIZE_MAX ((1ull << 44) - 1)
+/* One redirected transfer: at most 1 MiB of data (the data path's chunk), so
+ * a frame stays small and several of a node's transfers are in flight at once. */
+#define PROTO_LUN_IO_MAX (1u << 20)
+#define PROTO_LUN_BLOCK_MAX (1ull << 48)   /* a LUN block number (ext4 64bit) */
 
 /* ---- requests: one struct per shape, named in the OPS table --------------- */
 
@@ -79,6 +86,16 @@ struct proto_commit { uint32_t ino; uint64_t lblk, len, size; };
 struct proto_fallocate { uint32_t ino, mode; uint64_t off, len; };
 struct proto_seek { uint32_t ino; uint64_t off; uint32_t whence; };
 struct proto_move { const char *target; };           /* "" = any node */
+/* LUN_READ / LUN_WRITE: blocks [pblk, pblk+nblk) of the LUN, which the
+ * sender's layout maps to [lblk, lblk+nblk) of inode ino; a write carries
+ * the data (decoded: points into the payload; the coordinator checks that
+ * len is nblk whole blocks). */
+struct proto_lun_io {
+	uint32_t ino, nblk;
+	uint64_t lblk, pblk;
+	const void *data;
+	uint32_t len;
+};
 
 /* A request of any operation (STATFS and SYNCFS have no fields). Decoding
  * copies its strings into str[], which the const char * fields point to. */
@@ -102,6 +119,7 @@ struct proto_req {
 		struct proto_fallocate fallocate;
 		struct proto_seek seek;
 		struct proto_move move;
+		struct proto_lun_io lun_io;
 	};
 	char str[2][PROTO_PATH_MAX];
 };
@@ -122,6 +140,10 @@ struct proto_xattr_reply {
  * with meta_free_dirents); READDIRPLUS entries carry has_attr and attr. */
 struct proto_dirents { uint8_t more; struct meta_dirent *d; size_t n; };
 
+/* LUN_READ: the blocks' bytes. Decoding points data into the payload and,
+ * when len <= size, copies them to buf (set buf and size before decoding). */
+struct proto_lun_data { const void *data; uint32_t len; void *buf; size_t size; };
+
 union proto_reply {
 	struct meta_attr attr;      /* LOOKUP GETATTR SETATTR CREATE SYMLINK LINK OPEN CREATE_OPEN */
 	uint64_t u64;               /* COMMIT, FALLOCATE: the size; SEEK: the offset */
@@ -130,6 +152,7 @@ union proto_reply {
 	struct proto_map_reply map;
 	struct proto_xattr_reply xattr;
 	struct proto_dirents dirents;   /* READDIR READDIRPLUS */
+	struct proto_lun_data lun_data; /* LUN_READ */
 };
 
 /* ---- the table ---------------------------------------------------------------- */

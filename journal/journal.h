@@ -137,6 +137,16 @@ enum {
 int lun_pread(const struct lun *l, void *buf, size_t len, uint64_t off);
 int lun_pwrite(const struct lun *l, const void *buf, size_t len, uint64_t off, unsigned flags);
 
+/* Path failure (design.md §7): 1 when err (a negative errno from the calls
+ * above, or a positive errno) says the path to the LUN is gone — EIO, ENXIO,
+ * ENODEV, ETIMEDOUT — rather than something about the request. A closed
+ * gate's -EIO is also EIO: callers ask only about their own transfers. */
+int lun_error_is_path(int err);
+/* A probe of the path: reads len bytes at off like lun_pread (the gate, the
+ * whole range), but a failure is not logged — the prober of a failed path
+ * logs the transition, not each of its tries. */
+int lun_probe(const struct lun *l, void *buf, size_t len, uint64_t off);
+
 /* The I/O gate. PAUSED (quorum lost) holds LUN I/O until the gate opens again
  * or closes; CLOSED (this node lost its right to the LUN) fails it with -EIO. */
 enum journal_gate { JOURNAL_GATE_OPEN, JOURNAL_GATE_PAUSED, JOURNAL_GATE_CLOSED };

@@ -144,6 +144,8 @@ static void lun_log(const struct lun *l, const char *fmt, ...)
 
 static int failed(const struct lun *l, const char *what, size_t len, uint64_t off, int err)
 {
+	if (!l->name)   /* a probe: the caller reports */
+		return -err;
 	lun_log(l, "LUN %s: %s of %zu bytes at byte %" PRIu64 " failed: %s", l->name, what, len,
 		off, strerror(err));
 	return -err;
@@ -153,6 +155,8 @@ static int failed(const struct lun *l, const char *what, size_t len, uint64_t of
  * shorter than the volume): the caller is told which, not a bare EIO. */
 static int ended(const struct lun *l, int write, size_t len, uint64_t off, size_t done)
 {
+	if (!l->name)
+		return write ? -ENOSPC : -ENODATA;
 	lun_log(l, "LUN %s: %s of %zu bytes at byte %" PRIu64 " stopped after %zu: the LUN ends there",
 		l->name, write ? "write" : "read", len, off, done);
 	return write ? -ENOSPC : -ENODATA;
@@ -199,4 +203,18 @@ int lun_pwrite(const struct lun *l, const void *buf, size_t len, uint64_t off, u
 		rc = failed(l, "flush after a write", len, off, errno);
 	gate_leave();
 	return rc;
+}
+
+int lun_error_is_path(int err)
+{
+	if (err < 0)
+		err = -err;
+	return err == EIO || err == ENXIO || err == ENODEV || err == ETIMEDOUT;
+}
+
+int lun_probe(const struct lun *l, void *buf, size_t len, uint64_t off)
+{
+	struct lun quiet = *l;
+	quiet.name = NULL;   /* failed() and ended() stay silent */
+	return lun_pread(&quiet, buf, len, off);
 }
