@@ -43,7 +43,9 @@ static char *bounce(void)
 /* Moves len bytes at file block lblk, which extent e maps. The gate, the
  * fault hook and the log line are lunio's. A failure that means this node's
  * path is gone redirects the node (fs/iostate.h) and the same transfer goes
- * through the coordinator, so the caller sees latency, not an error; while
+ * through the coordinator, so the caller sees latency, not an error (a
+ * transfer the path does not answer within the path timeout counts as a
+ * failure: a hung path is a failed path); while
  * redirected every transfer goes there. Otherwise the caller sees EIO, as
  * from a local disk. A closed gate (this node lost its right to the LUN) is
  * not a path failure. */
@@ -55,8 +57,10 @@ static int lun_io(struct volume *v, const struct fs_ops *ops, struct minode *m,
 	if (ops->lun_redirect && iostate_redirected())
 		return ops->lun_redirect(v, m, write, buf, lblk, pblk, nblk);
 	uint64_t at = pblk * v->blocksize;
-	int rc = write ? lun_pwrite(&v->data_lun, buf, len, at, 0)
-		       : lun_pread(&v->data_lun, buf, len, at);
+	/* A participant's transfer has a path timeout: one its path never
+	 * answers is a path failure too, and goes through the coordinator. */
+	unsigned timeout_ms = ops->lun_redirect ? iostate_path_timeout_ms() : 0;
+	int rc = lun_transfer_timed(&v->data_lun, write, buf, len, at, timeout_ms);
 	if (rc == 0)
 		return 0;
 	if (!ops->lun_redirect || !lun_error_is_path(rc) || journal_gate_get() != JOURNAL_GATE_OPEN)

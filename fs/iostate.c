@@ -51,6 +51,7 @@ static struct {
 	/* the prober */
 	const struct lun *lun;
 	unsigned block;
+	unsigned path_timeout_ms;       /* set at start, read-only after */
 	pthread_t thread;
 	int running, stopping;
 } st;
@@ -176,7 +177,7 @@ static void expire_lease(uint64_t now)
 static void probe_path(char *buf)
 {
 	pthread_mutex_unlock(&st_lock);
-	int rc = lun_probe(st.lun, buf, st.block, 0);
+	int rc = lun_probe(st.lun, buf, st.block, 0, st.path_timeout_ms);
 	pthread_mutex_lock(&st_lock);
 	uint64_t now = now_ms();
 	if (!(atomic_load(&reasons) & IO_REASON_PATH))
@@ -189,7 +190,9 @@ static void probe_path(char *buf)
 		st.next_probe_ms = now + st.backoff_ms;
 		return;
 	}
-	if (++st.successes < PROBE_SUCCESSES) {
+	/* Not direct while a transfer we gave up on may still reach the LUN:
+	 * ours must not race it (it ends when the path answers or aborts it). */
+	if (++st.successes < PROBE_SUCCESSES || lun_abandoned_inflight()) {
 		st.next_probe_ms = now + PROBE_CONFIRM_MS;
 		return;
 	}
@@ -241,7 +244,15 @@ static void *prober_main(void *arg)
 	return NULL;
 }
 
-int iostate_start(const struct lun *data_lun, unsigned block)
+unsigned iostate_path_timeout_ms(void)
+{
+	pthread_mutex_lock(&st_lock);
+	unsigned ms = st.path_timeout_ms;
+	pthread_mutex_unlock(&st_lock);
+	return ms;
+}
+
+int iostate_start(const struct lun *data_lun, unsigned block, unsigned path_timeout_ms)
 {
 	char *buf = NULL;
 	if (posix_memalign((void **)&buf, 4096, block))
@@ -249,6 +260,7 @@ int iostate_start(const struct lun *data_lun, unsigned block)
 	pthread_mutex_lock(&st_lock);
 	st.lun = data_lun;
 	st.block = block;
+	st.path_timeout_ms = path_timeout_ms;
 	st.stopping = 0;
 	clock_gettime(CLOCK_REALTIME, &st.since);
 	int rc = st.running ? -EALREADY : pthread_create(&st.thread, NULL, prober_main, buf);

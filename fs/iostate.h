@@ -26,15 +26,21 @@ enum io_reason {
 #define IOSTATE_LEASE_DEFAULT_S (30 * 60)   /* csvctl redirect on, no --for */
 #define IOSTATE_LEASE_MAX_S (24 * 60 * 60)
 
+#define IOSTATE_PATH_TIMEOUT_DEFAULT_MS 5000   /* -o path_timeout=MS */
+
 /* Starts the prober (path probes, lease expiry) for this node's data LUN;
- * block is a readable, aligned block size. 0 or a negative errno. */
-int iostate_start(const struct lun *data_lun, unsigned block);
+ * block is a readable, aligned block size; a transfer longer than
+ * path_timeout_ms (0: never) is a path failure. 0 or a negative errno. */
+int iostate_start(const struct lun *data_lun, unsigned block, unsigned path_timeout_ms);
+/* The path timeout the data path's own transfers use (0: none). */
+unsigned iostate_path_timeout_ms(void);
 void iostate_stop(void);
 
 /* 1 when this node's file data must go through the coordinator. */
 int iostate_redirected(void);
 /* A transfer on this node's own LUN descriptor failed with err (negative
- * errno), which lun_error_is_path() says means the path: redirect. */
+ * errno), which lun_error_is_path() says means the path (or -ETIMEDOUT: it
+ * did not complete within the path timeout): redirect. */
 void iostate_path_failed(const char *device, int err);
 /* csvctl redirect on (seconds > 0: the lease) / off. 0, or -EINVAL with
  * the reason in err. */

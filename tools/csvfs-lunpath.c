@@ -11,7 +11,9 @@
  *   ok    transfers reach IMAGE;
  *   fail  every read, write and flush fails with EIO (a dead HBA or cable);
  *   hang  every read, write and flush waits until the mode changes (a path
- *         that stops answering), then completes as the new mode says.
+ *         that stops answering), then fails with EIO: what the SCSI error
+ *         handler does to the commands of a path it resets (aborts them), so
+ *         a write held by the hang never lands later, after newer data.
  *
  * Why a FUSE pass-through: this machine's kernel has neither device-mapper
  * (dm-error / dmsetup suspend would be the usual tools), nor nbd nor ublk,
@@ -87,15 +89,19 @@ static void *mode_watcher(void *arg)
 	return NULL;
 }
 
-/* 0: go on to the image; -EIO: the path failed. Waits while it hangs. */
+/* 0: go on to the image; -EIO: the path failed. Waits while it hangs, and
+ * a request the hang held is aborted (EIO) when it ends. */
 static int path_pass(void)
 {
 	if (atomic_load(&mode) == PATH_OK)
 		return 0;
 	pthread_mutex_lock(&mode_lock);
-	while (atomic_load(&mode) == PATH_HANG)
+	int held = 0;
+	while (atomic_load(&mode) == PATH_HANG) {
+		held = 1;
 		pthread_cond_wait(&mode_cond, &mode_lock);
-	int rc = atomic_load(&mode) == PATH_FAIL ? -EIO : 0;
+	}
+	int rc = held || atomic_load(&mode) == PATH_FAIL ? -EIO : 0;
 	pthread_mutex_unlock(&mode_lock);
 	return rc;
 }

@@ -4,7 +4,8 @@
 # mounts: a participant's path fails under fio (verify=crc32c, O_DIRECT):
 # no application error, data verified, csvctl status says redirected
 # (path-failure) with the last path error; writes into holes and fsync work
-# while the path is down; the path comes back: direct again by itself. A
+# while the path is down; the path comes back: direct again by itself; the
+# same with a path that hangs (the path timeout, 2 s here, detects it). A
 # user redirect (csvctl redirect on --for 5s) ends by itself; bad requests
 # get clear errors. Then every node unmounts, e2fsck -fn is clean and the
 # kernel's read-only view holds the data written while redirected.
@@ -12,7 +13,9 @@
 
 LAB="$BIN/csvfs-lab"
 export CSVFS_LAB=${CSVFS_TEST_LAB:-redir}   # this test's own lab
-unset CSVFS_BIN CSVFS_LAB_TOKEN CSVFS_LAB_DAEMON_OPTS
+unset CSVFS_BIN CSVFS_LAB_TOKEN
+# A path that does not answer a transfer in 2 s has failed (default 5 s).
+export CSVFS_LAB_DAEMON_OPTS="path_timeout=2000"
 V=/ClusterStorage/Volume1
 
 skip() { ok "redirect skipped: $* # SKIP"; exit 0; }
@@ -105,6 +108,26 @@ check "node$P is still redirected (path-failure)" io_is "$P" "redirected path-fa
 check "node$P: direct again" wait_until 20 io_is "$P" "direct "
 check_eq "... and reads the same data directly" "$sum_holes" "$(md5_on "$P" holes.img)"
 
+# ---- a path that hangs instead of failing ------------------------------------------------
+"$LAB" fault "$P" path hang >/dev/null
+t_hang=$(date +%s%3N)
+on "$P" fio --name=hang --filename="$V/hang.img" --size=16M --rw=randwrite --bs=64k --direct=1 \
+  --ioengine=libaio --iodepth=4 --verify=crc32c --verify_fatal=1 --do_verify=1 --end_fsync=1 \
+  --output="$S/fio_hang.out" >/dev/null 2>&1; rc=$?
+check_eq "with the path hung: fio writes, fsyncs and verifies a new file, no error" 0 "$rc"
+[ "$rc" -eq 0 ] || sed 's/^/#   /' "$S/fio_hang.out" | head -20
+diag "fio done $(( $(date +%s%3N) - t_hang )) ms after the hang began"
+check "node$P: redirected (path-failure) by the path timeout" io_is "$P" "redirected path-failure"
+check "the last path error is the timeout (ETIMEDOUT)" \
+  sh -c "\"$LAB\" exec $P -- \"$BIN/csvctl\" status --json | grep -q '\"errno\":110,\"cause\":\"Connection timed out\"'"
+check "the log names the transfer that did not complete within the path timeout" \
+  grep -q "did not complete within 2000 ms (path timeout)" "$(nodelog "$P")"
+sum_hang=$(md5_on "$Q" hang.img)
+check_eq "node$P reads hang.img (redirected) as node$Q does" "$sum_hang" "$(md5_on "$P" hang.img)"
+"$LAB" fault "$P" path ok >/dev/null
+check "node$P: direct again once the hung path answers" wait_until 20 io_is "$P" "direct "
+check_eq "... and reads hang.img directly the same" "$sum_hang" "$(md5_on "$P" hang.img)"
+
 # ---- a user's redirect is a lease ----------------------------------------------------------
 out=$(on "$P" "$BIN/csvctl" redirect on --for 5s 2>&1); rc=$?
 check_eq "csvctl redirect on --for 5s succeeds ($out)" 0 "$rc"
@@ -147,6 +170,7 @@ if mount -o ro,loop,noload "$LUN" "$km" 2>"$S/kmount.err"; then
   check_eq "... the file written into holes while redirected" "$sum_holes" "$(md5sum <"$km/holes.img" | cut -d' ' -f1)"
   check_eq "... the small buffered file" "$sum_small" "$(md5sum <"$km/small.bin" | cut -d' ' -f1)"
   check_eq "... the file written under the user redirect" "$sum_user" "$(md5sum <"$km/user.bin" | cut -d' ' -f1)"
+  check_eq "... the file written while the path hung" "$sum_hang" "$(md5sum <"$km/hang.img" | cut -d' ' -f1)"
   umount "$km"
 else
   not_ok "kernel read-only mount of the LUN: $(cat "$S/kmount.err")"
