@@ -6,8 +6,8 @@
 # (path-failure) with the last path error; writes into holes and fsync work
 # while the path is down; the path comes back: direct again by itself; the
 # same with a path that hangs (the path timeout, 2 s here, detects it). A
-# user redirect (csvctl redirect on --for 5s) ends by itself; bad requests
-# get clear errors. Then every node unmounts, e2fsck -fn is clean and the
+# user redirect (csvctl redirect on --for 5s) ends by itself and survives a
+# coordinator move; bad requests get clear errors. Then every node unmounts, e2fsck -fn is clean and the
 # kernel's read-only view holds the data written while redirected.
 . "$(dirname "$0")/../lib.sh"
 
@@ -140,6 +140,18 @@ check "... and says so in the log" grep -q "redirected (user-request) -> direct:
 on "$P" "$BIN/csvctl" redirect on --for 1h >/dev/null 2>&1
 check_eq "redirect on --for 1h, then off: direct" "direct " "$(on "$P" "$BIN/csvctl" redirect off >/dev/null 2>&1; my_io "$P")"
 
+# ---- a redirect survives a coordinator move ---------------------------------------------
+on "$P" "$BIN/csvctl" redirect on --for 2m >/dev/null 2>&1
+on "$C" "$BIN/csvctl" move "node$Q" >"$S/move.out" 2>&1
+check "csvctl move hands the role to node$Q" \
+  wait_until 30 sh -c "\"$LAB\" exec $P -- \"$BIN/csvctl\" status --json 2>/dev/null | grep -q '\"coordinator\":\"node$Q\"'"
+check_eq "node$P is still redirected (user-request) after the move" "redirected user-request" "$(my_io "$P")"
+sh_on "$P" "head -c 2000000 /dev/urandom > $V/moved.bin && sync $V/moved.bin"
+sum_moved=$(md5_on "$P" moved.bin)
+check_eq "its writes go through the new coordinator (read on node$C)" "$sum_moved" "$(md5_on "$C" moved.bin)"
+on "$P" "$BIN/csvctl" redirect off >/dev/null 2>&1
+check_eq "redirect off: direct" "direct " "$(my_io "$P")"
+
 # refused CMD... — runs csvctl CMD on node P; its exit status, its output in $S/refused.out
 refused() { on "$P" "$BIN/csvctl" "$@" >"$S/refused.out" 2>&1; }
 refused redirect on --for 0; rc=$?
@@ -170,6 +182,7 @@ if mount -o ro,loop,noload "$LUN" "$km" 2>"$S/kmount.err"; then
   check_eq "... the file written into holes while redirected" "$sum_holes" "$(md5sum <"$km/holes.img" | cut -d' ' -f1)"
   check_eq "... the small buffered file" "$sum_small" "$(md5sum <"$km/small.bin" | cut -d' ' -f1)"
   check_eq "... the file written under the user redirect" "$sum_user" "$(md5sum <"$km/user.bin" | cut -d' ' -f1)"
+  check_eq "... the file written through the new coordinator" "$sum_moved" "$(md5sum <"$km/moved.bin" | cut -d' ' -f1)"
   check_eq "... the file written while the path hung" "$sum_hang" "$(md5sum <"$km/hang.img" | cut -d' ' -f1)"
   umount "$km"
 else
