@@ -138,7 +138,7 @@ static int lp_readdir(const char *path, void *buf, fuse_fill_dir_t fill, off_t o
 		return -ENOTDIR;
 	fill(buf, ".", NULL, 0, 0);
 	fill(buf, "..", NULL, 0, 0);
-	fill(buf, LUN_NAME + 1, NULL, 0, 0);
+	fill(buf, &LUN_NAME[1], NULL, 0, 0);   /* "lun" */
 	return 0;
 }
 
