@@ -110,6 +110,19 @@ int iostate_redirected(void)
 	return atomic_load(&reasons) != 0;
 }
 
+int iostate_path_down(void)
+{
+	return (atomic_load(&reasons) & IO_REASON_PATH) != 0;
+}
+
+/* Every path failure lunio logs — metadata, journal, MMP, data; on the
+ * coordinator too — puts the node in path-failure (it does not block:
+ * st_lock is only ever held briefly). */
+static void path_observer(const char *name, int err)
+{
+	iostate_path_failed(name, err);
+}
+
 void iostate_path_failed(const char *device, int err)
 {
 	if (err < 0)
@@ -262,6 +275,7 @@ int iostate_start(const struct lun *data_lun, unsigned block, unsigned path_time
 	st.block = block;
 	st.path_timeout_ms = path_timeout_ms;
 	st.stopping = 0;
+	lun_set_path_observer(path_observer);
 	clock_gettime(CLOCK_REALTIME, &st.since);
 	int rc = st.running ? -EALREADY : pthread_create(&st.thread, NULL, prober_main, buf);
 	if (rc == 0)
@@ -284,6 +298,7 @@ void iostate_stop(void)
 	pthread_mutex_unlock(&st_lock);
 	if (running)
 		pthread_join(st.thread, NULL);
+	lun_set_path_observer(NULL);
 }
 
 /* ---- status ----------------------------------------------------------------- */

@@ -38,6 +38,9 @@ void iostate_stop(void);
 
 /* 1 when this node's file data must go through the coordinator. */
 int iostate_redirected(void);
+/* 1 while this node's path has failed and not yet read back: such a node
+ * does not take the coordinator role (fs/cluster_role.c). */
+int iostate_path_down(void);
 /* A transfer on this node's own LUN descriptor failed with err (negative
  * errno), which lun_error_is_path() says means the path (or -ETIMEDOUT: it
  * did not complete within the path timeout): redirect. */

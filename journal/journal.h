@@ -156,6 +156,12 @@ int lun_transfer_timed(const struct lun *l, int write, void *buf, size_t len, ui
 		       unsigned timeout_ms);
 /* How many timed-out transfers the path has not answered yet. */
 unsigned lun_abandoned_inflight(void);
+/* Called (on the failing thread, with no lock of this layer held) for every
+ * logged transfer failure that lun_error_is_path() says means the path: the
+ * LUN's name and the negative errno. Set once, before LUN I/O starts;
+ * NULL: none. It must not block. */
+typedef void (*lun_path_observer_fn)(const char *name, int err);
+void lun_set_path_observer(lun_path_observer_fn fn);
 
 /* The I/O gate. PAUSED (quorum lost) holds LUN I/O until the gate opens again
  * or closes; CLOSED (this node lost its right to the LUN) fails it with -EIO. */

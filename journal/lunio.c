@@ -143,12 +143,22 @@ static void lun_log(const struct lun *l, const char *fmt, ...)
 	va_end(ap);
 }
 
+static _Atomic(lun_path_observer_fn) path_observer;
+
+void lun_set_path_observer(lun_path_observer_fn fn)
+{
+	atomic_store(&path_observer, fn);
+}
+
 static int failed(const struct lun *l, const char *what, size_t len, uint64_t off, int err)
 {
 	if (!l->name)   /* a probe: the caller reports */
 		return -err;
 	lun_log(l, "LUN %s: %s of %zu bytes at byte %" PRIu64 " failed: %s", l->name, what, len,
 		off, strerror(err));
+	lun_path_observer_fn observe = atomic_load(&path_observer);
+	if (observe && lun_error_is_path(err))
+		observe(l->name, -err);
 	return -err;
 }
 

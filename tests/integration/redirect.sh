@@ -7,7 +7,8 @@
 # while the path is down; the path comes back: direct again by itself; the
 # same with a path that hangs (the path timeout, 2 s here, detects it). A
 # user redirect (csvctl redirect on --for 5s) ends by itself and survives a
-# coordinator move; bad requests get clear errors. Then every node unmounts, e2fsck -fn is clean and the
+# coordinator move; a node whose path is down is never made coordinator.
+# Bad requests get clear errors. Then every node unmounts, e2fsck -fn is clean and the
 # kernel's read-only view holds the data written while redirected.
 . "$(dirname "$0")/../lib.sh"
 
@@ -152,6 +153,24 @@ check_eq "its writes go through the new coordinator (read on node$C)" "$sum_move
 on "$P" "$BIN/csvctl" redirect off >/dev/null 2>&1
 check_eq "redirect off: direct" "direct " "$(my_io "$P")"
 
+# ---- no coordinator without a path ----------------------------------------------------------
+K=$Q   # the coordinator since the move
+coord_of() { status_json "$1" | sed -n 's/.*"coordinator":"\([^"]*\)".*/\1/p'; }
+"$LAB" fault "$P" path fail >/dev/null
+sh_on "$P" "cat $V/small.bin >/dev/null"   # its next transfer finds the path gone
+check_eq "node$P: redirected (path-failure)" "redirected path-failure" "$(my_io "$P")"
+on "$K" "$BIN/csvctl" move "node$P" >"$S/move2.out" 2>&1
+check "node$K steps down to hand the role to node$P" wait_until 20 grep -q "stepped down as coordinator" "$(nodelog "$K")"
+check "node$P, whose path is down, does not take it: another node does" \
+  wait_until 40 sh -c "c=\$(\"$LAB\" exec $C -- \"$BIN/csvctl\" status --json 2>/dev/null | sed -n 's/.*\"coordinator\":\"\([^\"]*\)\".*/\\1/p'); [ -n \"\$c\" ] && [ \"\$c\" != node$P ]"
+diag "coordinator now: $(coord_of "$C")"
+check "node$P never became coordinator" sh -c "! grep -q 'this node is now the coordinator' '$(nodelog "$P")'"
+sh_on "$P" "head -c 1048576 /dev/urandom > $V/nopath.bin && sync $V/nopath.bin"
+sum_nopath=$(md5_on "$P" nopath.bin)
+check_eq "node$P goes on writing through the new coordinator" "$sum_nopath" "$(md5_on "$C" nopath.bin)"
+"$LAB" fault "$P" path ok >/dev/null
+check "node$P: direct again" wait_until 20 io_is "$P" "direct "
+
 # refused CMD... — runs csvctl CMD on node P; its exit status, its output in $S/refused.out
 refused() { on "$P" "$BIN/csvctl" "$@" >"$S/refused.out" 2>&1; }
 refused redirect on --for 0; rc=$?
@@ -183,6 +202,7 @@ if mount -o ro,loop,noload "$LUN" "$km" 2>"$S/kmount.err"; then
   check_eq "... the small buffered file" "$sum_small" "$(md5sum <"$km/small.bin" | cut -d' ' -f1)"
   check_eq "... the file written under the user redirect" "$sum_user" "$(md5sum <"$km/user.bin" | cut -d' ' -f1)"
   check_eq "... the file written through the new coordinator" "$sum_moved" "$(md5sum <"$km/moved.bin" | cut -d' ' -f1)"
+  check_eq "... the file written while its writer could not be coordinator" "$sum_nopath" "$(md5sum <"$km/nopath.bin" | cut -d' ' -f1)"
   check_eq "... the file written while the path hung" "$sum_hang" "$(md5sum <"$km/hang.img" | cut -d' ' -f1)"
   umount "$km"
 else
