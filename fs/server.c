@@ -551,16 +551,19 @@ static int h_lun_write(struct ctx *c, const struct proto_req *q)
 		rc = -ENOMEM;
 	if (rc == 0) {
 		memcpy(buf, l->data, l->len);
-		/* durable before the reply, as a direct write and its fdatasync */
-		rc = lun_pwrite(&v->data_lun, buf, l->len, l->pblk * v->blocksize, LUN_SYNC) ? -EIO : 0;
+		/* As a direct O_DIRECT write: on the LUN, not yet flushed. The node's
+		 * flush (before a commit, at fsync, after an O_DSYNC write) is a
+		 * LUN_FLUSH, which makes it durable on this same LUN. */
+		rc = lun_pwrite(&v->data_lun, buf, l->len, l->pblk * v->blocksize, 0) ? -EIO : 0;
 	}
 	free(buf);
 	minode_put(v, m);
 	return rc;
 }
 
-/* A redirected node's fsync: writes it made on its own path before that
- * failed reach the LUN through ours (one shared device cache). */
+/* A redirected node's flush (what its fdatasync would have been): makes its
+ * LUN_WRITEs durable, and the writes it made on its own path before that
+ * failed (one shared LUN: a flush of it covers every writer). */
 static int h_lun_flush(struct ctx *c, const struct proto_req *q)
 {
 	if (fdatasync(c->s->v->data_fd) == 0)
