@@ -444,8 +444,9 @@ static int pending_resend(struct volume *v, struct minode *m, uint32_t epoch)
 }
 
 /* Our data durable on the LUN: our own path's flush, or — redirected, or when
- * that flush finds the path gone — the coordinator's (OP_LUN_FLUSH; its
- * redirected writes are durable already, this covers our direct ones). */
+ * that flush finds the path gone — the coordinator's (OP_LUN_FLUSH: its
+ * fdatasync of the same LUN covers our redirected writes and the direct ones
+ * we made before the path failed). */
 static int data_flush(struct volume *v)
 {
 	if (!iostate_redirected()) {
@@ -655,7 +656,8 @@ static int r_removexattr(struct volume *v, ext2_ino_t ino, const char *name)
 }
 
 /* The data path's transfer, through the coordinator (design.md §7): in
- * requests of at most PROTO_LUN_IO_MAX; a LUN_WRITE is durable when answered. */
+ * requests of at most PROTO_LUN_IO_MAX; a LUN_WRITE is on the LUN when
+ * answered and durable after the next data_flush, as a direct write. */
 static int r_lun_redirect(struct volume *v, struct minode *m, int write, void *buf,
 			  uint64_t lblk, uint64_t pblk, uint32_t nblk)
 {
