@@ -242,7 +242,9 @@ void cluster_status_json(struct cluster *c, char *out, size_t len)
 			m[i].state == DG_NODE_UP ? "true" : "false", io_json);
 	}
 	if (o + 2 < len)
-		snprintf(out + o, len - o, "]");
+		o += (size_t)snprintf(out + o, len - o, "]");
+	if (o < len)
+		freeze_status_json(c, out + o, len - o);
 }
 
 int cluster_is_member(struct cluster *c, const char *name)
@@ -321,6 +323,8 @@ int cluster_start(struct volume *v, const struct cluster_opts *o, char *err, siz
 		/* The coordinator-info lock is the cluster thread's to take (and
 		 * take again when a merge supersedes our lineage). */
 	}
+	if (rc == 0 && (rc = freeze_start(c)) != 0)
+		snprintf(err, errlen, "cannot start the freeze thread: %s", strerror(-rc));
 	if (rc == 0 && pthread_create(&c->recall_thread, NULL, layout_recall_main, c) == 0)
 		c->threads |= 1;
 	if (rc == 0 && pthread_create(&c->thread, NULL, role_thread_main, c) == 0)
@@ -344,6 +348,7 @@ void cluster_stop(struct volume *v)
 	pthread_mutex_unlock(&c->mu);
 	if (c->threads & 2)
 		pthread_join(c->thread, NULL);
+	freeze_stop(c);
 	if (atomic_load(&c->role) == CL_COORDINATOR && c->ls) {
 		if (held_lost(&c->coord))
 			role_lose(c);

@@ -46,6 +46,39 @@ int cluster_wait_coordinator(struct cluster *c, uint64_t *since_ms);
 int cluster_recall_begin(struct cluster *c, ext2_ino_t ino, void **token);
 void cluster_recall_end(struct cluster *c, void *token);
 
+/* Every change (metadata change or data write) runs between change_begin
+ * and change_end, outside cluster_enter/leave: while the volume is frozen
+ * for a snapshot, begin waits (0 once admitted, or a negative errno). */
+int cluster_change_begin(struct cluster *c);
+void cluster_change_end(struct cluster *c);
+
+/* A snapshot (csvctl snapshot, docs/snapshot.md). */
+#define SNAP_NAME_MAX 64
+#define SNAP_HOOK_MAX 1024
+#define SNAP_TIMEOUT_DEFAULT_S 30
+#define SNAP_TIMEOUT_MAX_S 600
+struct cluster_snap_request {
+	char name[SNAP_NAME_MAX + 1];
+	char hook[SNAP_HOOK_MAX];        /* absolute path of an executable */
+	unsigned timeout_s;              /* 1..SNAP_TIMEOUT_MAX_S: freeze and hook together */
+	char requester[64];              /* the node csvctl ran on */
+};
+struct cluster_snap_result {
+	int status;                      /* 0: the hook succeeded and the volume is thawed */
+	char message[1536];              /* the cause, the hook's exit and stderr's last lines */
+	uint64_t wait_ms;                /* from the request until every node was frozen */
+	uint64_t frozen_ms;              /* from then until the thaw (journal, hook, resume) */
+	uint64_t hook_ms;
+};
+/* Checks a request before anything is frozen: 0 or -EINVAL with the cause. */
+int cluster_snap_check(const struct cluster_snap_request *rq, char *err, size_t errlen);
+/* Coordinator: freezes the volume on every node, runs the hook, thaws.
+ * aborted(arg) is polled: when it says so (the requester went away) the
+ * hook is killed and the volume thawed. Always returns with the volume
+ * thawed; res->status says whether the snapshot is good. */
+void cluster_snapshot(struct cluster *c, const struct cluster_snap_request *rq,
+		      int (*aborted)(void *), void *arg, struct cluster_snap_result *res);
+
 /* Request a role move (csvctl move); "" = any other node. */
 int cluster_move(struct cluster *c, const char *target, char *err, size_t errlen);
 /* JSON members, coordinator and I/O state for csvctl status. */

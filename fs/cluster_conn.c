@@ -87,6 +87,56 @@ static void reclaim_one(struct volume *v, struct minode *m, void *arg)
 	}
 }
 
+struct lock_reclaim { struct cluster *c; struct conn *k; };
+
+/* One lock this node holds, told to a new coordinator. Outside its grace
+ * period the coordinator checks it like a new request: refused means
+ * another node took the range while this one was away, and it is lost. */
+static void reclaim_lock(struct lock_reclaim *r, const struct plock *l)
+{
+	const struct proto_op *o = proto_op(OP_SETLK);
+	struct rio_writer w;
+	struct rio_reply rep;
+	struct proto_req q = { .lock = { .l = *l, .reclaim = 1 } };
+	rio_writer_init(&w, 0);
+	o->put_req(&w, &q);
+	int rc = rio_client_call(r->k->cl, OP_SETLK, call_flags(OP_SETLK), rio_writer_data(&w), w.len,
+				 &rep, CALL_TIMEOUT_MS);
+	rio_writer_free(&w);
+	if (rc != RIO_OK) {
+		csvfs_log(LOG_WARN_L, "inode %u: telling the new coordinator our file lock failed: %s",
+			  l->ino, rio_strerror(rc));
+		return;   /* the others are told all the same */
+	}
+	union proto_reply p;
+	int taken = rep.status == 0 && proto_decode_reply(o, rep.payload, rep.len, &p) == 0 && p.lock.yes;
+	rio_reply_free(&rep);
+	if (!taken) {
+		plock_forfeit(r->c->v->plocks_mine, l);
+		atomic_fetch_add(&r->c->v->lock_epoch, 1);
+		csvfs_log(LOG_ERR_L, "inode %u: the new coordinator refused this node's file lock (another "
+			  "node holds the range now): I/O on the file that held it fails with EIO", l->ino);
+	}
+}
+
+/* Every file lock of this node, then "done", which may end the grace period. */
+static void reclaim_locks(struct cluster *c, struct conn *k)
+{
+	struct lock_reclaim r = { c, k };
+	struct plock *mine;
+	size_t n;
+	if (plock_snapshot(c->v->plocks_mine, NULL, &mine, &n) == 0) {
+		for (size_t i = 0; i < n; i++)
+			reclaim_lock(&r, &mine[i]);
+		free(mine);
+	}
+	struct rio_reply rep;
+	int rc = rio_client_call(k->cl, OP_RECLAIM_DONE, call_flags(OP_RECLAIM_DONE), NULL, 0, &rep,
+				 CALL_TIMEOUT_MS);
+	if (rc == RIO_OK)
+		rio_reply_free(&rep);
+}
+
 static void conn_lost(void *arg)
 {
 	cl_poke(arg);
@@ -119,6 +169,7 @@ static int connect_to(struct cluster *c, const struct coord_info *ci, const stru
 	k->nodeid = ci->nodeid;
 	snprintf(k->name, sizeof(k->name), "%s", mb->name);
 	minode_foreach(c->v, reclaim_one, k);
+	reclaim_locks(c, k);
 	conn_retire(c);
 	pthread_mutex_lock(&c->mu);
 	c->conn = k;

@@ -22,6 +22,9 @@
 #define QUICK_MAX_MS 200
 #define WAIT_COORD_MS 50     /* a waiting request tries again this often */
 #define MOVE_GRACE_MS 10000
+/* A new coordinator takes only reclaimed file locks for at most this long,
+ * or until every live node said it has reclaimed (docs/file-locks.md). */
+#define LOCK_GRACE_MS 5000
 #define MAX_NODES 64
 
 /* The value block of "coordinfo". */
@@ -31,7 +34,7 @@ struct coord_info {
 
 /* ---- lock types (the table is in cluster_locks.c) ----------------------- */
 
-enum cl_lock_kind { CL_LOCK_COORD, CL_LOCK_COORDINFO, CL_LOCK_LAYOUT, CL_LOCK_KINDS };
+enum cl_lock_kind { CL_LOCK_COORD, CL_LOCK_COORDINFO, CL_LOCK_LAYOUT, CL_LOCK_FREEZE, CL_LOCK_KINDS };
 
 /* A lock resource: what a lock's callbacks get as their argument. */
 struct cl_lockres {
@@ -81,6 +84,29 @@ struct recall_item {
 	uint64_t token;
 };
 
+/* The snapshot freeze (cluster_freeze.c, docs/snapshot.md). */
+struct freeze {
+	pthread_mutex_t mu;              /* everything below but the locks */
+	pthread_cond_t cv;
+	int admitting;                   /* PR held: changes may start */
+	int asked;                       /* a blocking callback came: stop admitting */
+	int stopping;
+	unsigned changes;                /* changes in flight on this node */
+	uint64_t frozen_at_ms;           /* when this node stopped admitting (0: it admits) */
+	uint64_t held, first_held_ms;    /* changes held in this freeze; when the first came */
+	struct held_lock pr;             /* "freeze" PR while admitting */
+	struct held_lock ex;             /* coordinator: "freeze" EX for a snapshot */
+	/* Coordinator: the snapshot in progress (one at a time). */
+	int snap_active, snap_abort;     /* snap_abort: its requester went away */
+	/* A snapshot gave up on its EX request, and even the cancel went
+	 * unanswered: the freeze thread unlocks it if it is granted later. */
+	int ex_orphan;
+	struct cluster_snap_request snap;
+	int64_t snap_since, snap_deadline;   /* wall clock, s */
+	pthread_t thread;
+	int running;
+};
+
 struct cluster {
 	struct volume *v;
 	struct cluster_opts o;
@@ -113,6 +139,7 @@ struct cluster {
 	struct cl_lockres *lockres_retired; /* layout lockres to free (cluster_locks.c) */
 	struct cl_lockres *lockres_kept; /* whose unlock failed: freed at stop */
 
+	struct freeze freeze;
 	struct held_lock coord;          /* "coord", EX while coordinator */
 	struct held_lock info;           /* "coordinfo", NL kept */
 	pthread_t thread, recall_thread;
@@ -151,6 +178,11 @@ void cl_lock_lost(struct cl_lockres *r);
 
 void held_init(struct held_lock *h, struct cluster *c, enum cl_lock_kind kind);
 int held_lock(struct held_lock *h, enum dg_mode mode, unsigned flags);
+/* held_lock in two steps: the request, then a wait until deadline_ms
+ * (cl_now_ms clock) or until stop(arg) (stop may be NULL); a request not
+ * granted by then is cancelled and fails -ETIMEDOUT. */
+int held_request(struct held_lock *h, enum dg_mode mode, unsigned flags);
+int held_wait_until(struct held_lock *h, uint64_t deadline_ms, int (*stop)(void *), void *arg);
 int held_convert(struct held_lock *h, enum dg_mode mode, unsigned flags, const uint8_t *lvb);
 void held_unlock(struct held_lock *h, unsigned flags, const uint8_t *lvb);
 int held_lost(struct held_lock *h);
@@ -160,6 +192,7 @@ void layout_ast(struct cl_lockres *r, int status, const uint8_t *lvb);
 void layout_bast(struct cl_lockres *r, enum dg_mode blocking);
 void layout_lost(struct cl_lockres *r);
 void role_coord_lost(struct cl_lockres *r);
+void freeze_bast(struct cl_lockres *r, enum dg_mode blocking);
 
 /* ---- cluster_conn.c: the connection to the coordinator ------------------ */
 
@@ -198,6 +231,28 @@ void conn_link_init(struct cluster *c);
 void *layout_recall_main(void *arg);
 /* Every layout this node holds goes (leaving the cluster). */
 void layout_drop_all(struct cluster *c);
+
+/* ---- cluster_freeze.c: the snapshot freeze --------------------------------- */
+
+/* Starts the freeze thread (it takes PR; changes wait until it has). */
+int freeze_start(struct cluster *c);
+/* Changes no longer wait; the thread goes and PR with it. */
+void freeze_stop(struct cluster *c);
+/* Adds the freeze state to csvctl status's JSON (",\"freeze\":{...}"). */
+size_t freeze_status_json(struct cluster *c, char *out, size_t len);
+/* A snapshot is running on this coordinator. */
+int freeze_snapshot_active(struct cluster *c);
+
+/* ---- cluster_snapshot.c ---------------------------------------------------- */
+
+struct rio_peer;
+struct rio_request;
+struct rio_response;
+/* Coordinator: OP_SNAPSHOT and OP_SNAPSHOT_ABORT from a participant, served
+ * outside the role gate (a snapshot lasts; cluster_snapshot takes the role
+ * lock itself). */
+int snapshot_serve(struct cluster *c, const struct rio_peer *peer, const struct rio_request *req,
+		   struct rio_response *resp);
 
 /* ---- cluster_role.c: roles and the cluster thread ------------------------ */
 

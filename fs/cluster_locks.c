@@ -7,7 +7,7 @@
  * lineage it lived in was superseded after a partition). A lock's callback
  * argument is its lock resource (struct cl_lockres), which names the row and
  * the cluster, so a callback needs nothing process-wide to find either. The
- * file locks and the freeze lock to come are rows here. */
+ * file locks to come are rows here. */
 #include "fs/cluster_internal.h"
 
 #include <errno.h>
@@ -40,6 +40,15 @@ static const struct cl_lock_type lock_types[CL_LOCK_KINDS] = {
 	[CL_LOCK_LAYOUT] = {
 		.name = "L%u", .modes = MODE(DG_PR) | MODE(DG_EX),
 		.ast = layout_ast, .bast = layout_bast, .lost = layout_lost,
+	},
+	/* The snapshot freeze (docs/snapshot.md): PR kept by every node while
+	 * it admits changes; EX by the coordinator for a snapshot. The blocking
+	 * callback wakes the freeze thread: hold new changes, drain, make data
+	 * durable, unlock; then ask for PR again (granted after the EX). Lost:
+	 * the freeze thread takes it anew. */
+	[CL_LOCK_FREEZE] = {
+		.name = "freeze", .modes = MODE(DG_PR) | MODE(DG_EX),
+		.ast = held_ast, .bast = freeze_bast, .lost = NULL,
 	},
 };
 
@@ -211,17 +220,22 @@ void held_init(struct held_lock *h, struct cluster *c, enum cl_lock_kind kind)
 	lockres_init(&h->res, c, kind, 0, 0);
 }
 
-static int held_wait(struct held_lock *h)
+/* Waits for h's pending request until deadline_ms (cl_now_ms clock) or
+ * until stop(arg) says so (polled every 100 ms); then cancels it. A request
+ * granted while being cancelled counts as granted. */
+int held_wait_until(struct held_lock *h, uint64_t deadline_ms, int (*stop)(void *), void *arg)
 {
-	struct timespec dl = cl_deadline_in(LOCK_TIMEOUT_MS);
 	pthread_mutex_lock(&h->mu);
-	while (h->pending && pthread_cond_timedwait(&h->cv, &h->mu, &dl) == 0)
-		;
+	while (h->pending && cl_now_ms() < deadline_ms && !(stop && stop(arg))) {
+		uint64_t left = deadline_ms - cl_now_ms();
+		struct timespec dl = cl_deadline_in(left > 100 ? 100 : (unsigned)left + 1);
+		pthread_cond_timedwait(&h->cv, &h->mu, &dl);
+	}
 	int rc = h->pending ? -ETIMEDOUT : h->status;
 	pthread_mutex_unlock(&h->mu);
 	if (rc == -ETIMEDOUT) {
 		dg_cancel(h->lk);
-		dl = cl_deadline_in(10000);
+		struct timespec dl = cl_deadline_in(10000);
 		pthread_mutex_lock(&h->mu);
 		while (h->pending && pthread_cond_timedwait(&h->cv, &h->mu, &dl) == 0)
 			;
@@ -231,13 +245,31 @@ static int held_wait(struct held_lock *h)
 	return rc;
 }
 
-int held_lock(struct held_lock *h, enum dg_mode mode, unsigned flags)
+static int held_wait(struct held_lock *h)
+{
+	return held_wait_until(h, cl_now_ms() + LOCK_TIMEOUT_MS, NULL, NULL);
+}
+
+int held_request(struct held_lock *h, enum dg_mode mode, unsigned flags)
 {
 	pthread_mutex_lock(&h->mu);
 	h->pending = 1;
 	h->lost = 0;
 	pthread_mutex_unlock(&h->mu);
 	int rc = cl_lock(&h->res, mode, flags, &h->lk);
+	if (rc) {
+		pthread_mutex_lock(&h->mu);
+		h->pending = 0;   /* nothing is waiting for an answer */
+		h->status = rc;
+		pthread_mutex_unlock(&h->mu);
+		h->lk = NULL;
+	}
+	return rc;
+}
+
+int held_lock(struct held_lock *h, enum dg_mode mode, unsigned flags)
+{
+	int rc = held_request(h, mode, flags);
 	if (rc == 0)
 		rc = held_wait(h);
 	if (rc)

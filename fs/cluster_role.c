@@ -46,11 +46,24 @@ static int info_write(struct cluster *c, const struct coord_info *ci)
 	return held_convert(&c->info, DG_NL, DG_VALBLK, lvb);
 }
 
-/* The info lock is lost with our lineage after a partition: take it anew. */
+static void file_locks_lost(struct cluster *c)
+{
+	unsigned n = plock_lose_all(c->v->plocks_mine);
+	atomic_fetch_add(&c->v->lock_epoch, 1);
+	if (n)
+		csvfs_log(LOG_ERR_L, "this node's %u file lock range(s) on volume %s were lost (it was cut "
+			  "off and fenced): I/O on the files that held them fails with EIO", n, c->v->uuid);
+}
+
+/* The info lock is lost with our lineage after a partition: take it anew.
+ * The others released this node's file locks once it was fenced: its
+ * processes learn it (files that held one fail I/O, fs/plock.h). */
 static int info_ensure(struct cluster *c)
 {
 	if (c->info.lk && !held_lost(&c->info))
 		return 0;
+	if (c->info.lk)
+		file_locks_lost(c);
 	held_unlock(&c->info, 0, NULL);
 	return held_lock(&c->info, DG_NL, 0);
 }
@@ -77,12 +90,29 @@ static void minode_to_coordinator(struct volume *v, struct minode *m, void *arg)
 	atomic_store(&m->size_stale, 0);
 }
 
+/* The file lock table starts over here with this node's own locks; after
+ * an earlier coordinator, the others' reclaims are waited for (grace). */
+static void lock_table_to_coordinator(struct cluster *c, const struct coord_info *prev)
+{
+	const char *names[MAX_NODES];
+	struct dg_member m[MAX_NODES];
+	int q = 0, count = prev->epoch ? dg_members(c->ls, m, MAX_NODES, &q) : 0;
+	size_t n = 0;
+	for (int i = 0; i < count; i++)
+		if (m[i].state == DG_NODE_UP && m[i].nodeid != c->self)
+			names[n++] = m[i].name;
+	plock_begin_grace(c->v->plocks, names, n, LOCK_GRACE_MS);
+	plock_copy_into(c->v->plocks_mine, c->v->plocks);
+}
+
 /* rio's handler: the one role check for a participant's request; the
  * engine stays attached until cluster_leave. */
 static int serve_request(void *arg, const struct rio_peer *peer, const struct rio_request *req,
 			 struct rio_response *resp)
 {
 	struct cluster *c = arg;
+	if (req->op == OP_SNAPSHOT || req->op == OP_SNAPSHOT_ABORT)
+		return snapshot_serve(c, peer, req, resp);
 	int role = cluster_enter(c);
 	if (role < 0) {
 		resp->status = (uint16_t)-role;   /* paused too long */
@@ -171,6 +201,7 @@ static int become_coordinator(struct cluster *c, const struct coord_info *prev)
 		return rc;
 	}
 	minode_foreach(c->v, minode_to_coordinator, c);
+	lock_table_to_coordinator(c, prev);
 	set_role(c, CL_COORDINATOR);
 	pthread_rwlock_unlock(&c->role_lock);
 	volume_start(c->v);
@@ -316,6 +347,15 @@ static void participant_step(struct cluster *c)
 		try_take_role(c, &ci);
 }
 
+/* A fenced node writes no more: its opens close and its file locks go. */
+static void drop_fenced_node(struct cluster *c, struct server *s, const char *name)
+{
+	server_drop_node(s, name);
+	unsigned n = plock_drop_node(c->v->plocks, name);
+	if (n)
+		csvfs_log(LOG_WARN_L, "node %s is fenced: released its %u file lock range(s)", name, n);
+}
+
 /* Coordinator: files a fenced node had open are closed for it. */
 static void close_fenced_opens(struct cluster *c)
 {
@@ -333,7 +373,7 @@ static void close_fenced_opens(struct cluster *c)
 	for (unsigned i = 0; i < n; i++)
 		for (int j = 0; j < count; j++)
 			if (m[j].nodeid == ids[i] && m[j].state != DG_NODE_UP)
-				server_drop_node(s, m[j].name);
+				drop_fenced_node(c, s, m[j].name);
 }
 
 void *role_thread_main(void *arg)
@@ -409,6 +449,10 @@ int cluster_move(struct cluster *c, const char *target, char *err, size_t errlen
 			snprintf(err, errlen, "the coordinator refused or could not be reached: %s",
 				 strerror(rc == -ERESTART ? EHOSTUNREACH : -rc));
 		return rc == -ERESTART ? -EHOSTUNREACH : rc;
+	}
+	if (freeze_snapshot_active(c)) {
+		snprintf(err, errlen, "a snapshot is in progress on this coordinator; move after it");
+		return -EBUSY;
 	}
 	if (target[0] && strcmp(target, c->o.node) == 0) {
 		snprintf(err, errlen, "%s is already the coordinator", target);

@@ -1,7 +1,10 @@
 /* The control channel: a Unix socket per volume (/run/csvfs/<GUID>.sock,
  * root only) on which csvctl asks the daemon for its state. One request line,
  * one JSON reply, then the connection closes. Requests: "status", "move
- * [NODE]", "redirect on SECONDS [NODE...]", "redirect off [NODE...]". */
+ * [NODE]", "redirect on SECONDS [NODE...]", "redirect off [NODE...]",
+ * "snapshot TIMEOUT NAME HOOK" (served on a thread of its own: it
+ * lasts up to TIMEOUT, and a status must still answer meanwhile; the client
+ * closing its end aborts it, docs/snapshot.md). */
 #include "fs/csvfs.h"
 #include "fs/meta.h"
 #include "fs/control.h"
@@ -20,7 +23,7 @@
 #include <unistd.h>
 
 #define CONTROL_DIR "/run/csvfs"
-#define REQUEST_MAX 256
+#define REQUEST_MAX 2048
 #define REPLY_MAX 16384
 
 void control_socket_path(const char *uuid, char *out, size_t len)
@@ -145,6 +148,119 @@ static void redirect_request(struct control *c, char *args, char *reply, size_t 
 		snprintf(reply, len, "{\"redirect\":\"%s\",\"seconds\":%u}\n", on ? "on" : "off", seconds);
 }
 
+/* ---- snapshot -------------------------------------------------------------- */
+
+struct snap_client {
+	struct control *c;
+	int fd;
+	struct cluster_snap_request rq;
+};
+
+/* The requester closed its end (csvctl killed or gone). */
+static int client_gone(void *arg)
+{
+	struct snap_client *sc = arg;
+	struct pollfd p = { sc->fd, POLLRDHUP, 0 };
+	return (poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR))) || sc->c->stopping;
+}
+
+static void write_all(int fd, const char *s)
+{
+	size_t off = 0, len = strlen(s);
+	while (off < len) {
+		ssize_t n = write(fd, s + off, len - off);
+		if (n <= 0)
+			break;
+		off += (size_t)n;
+	}
+}
+
+static void *snapshot_main(void *arg)
+{
+	struct snap_client *sc = arg;
+	struct control *c = sc->c;
+	struct cluster_snap_result res;
+	cluster_snapshot(c->vol->cluster, &sc->rq, client_gone, sc, &res);
+	char msg[sizeof(res.message) * 6], reply[REPLY_MAX];
+	json_str(msg, sizeof(msg), res.message);
+	int n = snprintf(reply, sizeof(reply),
+			 "{%s%s%s\"snapshot\":{\"name\":\"%s\",\"ok\":%s,\"coordinator\":\"%s\","
+			 "\"requested_by\":\"%s\",\"freeze_wait_ms\":%llu,\"frozen_ms\":%llu,\"hook_ms\":%llu}}\n",
+			 res.status ? "\"error\":\"" : "", res.status ? msg : "", res.status ? "\"," : "",
+			 sc->rq.name, res.status ? "false" : "true", c->node, sc->rq.requester,
+			 (unsigned long long)res.wait_ms, (unsigned long long)res.frozen_ms,
+			 (unsigned long long)res.hook_ms);
+	if (n > 0)
+		write_all(sc->fd, reply);
+	close(sc->fd);
+	free(sc);
+	pthread_mutex_lock(&c->mu);
+	c->snapshots--;
+	pthread_cond_broadcast(&c->cv);
+	pthread_mutex_unlock(&c->mu);
+	return NULL;
+}
+
+/* "TIMEOUT NAME HOOK": 0 with *rq filled, or the cause in err. */
+static int parse_snapshot(const char *args, struct cluster_snap_request *rq, char *err, size_t errlen)
+{
+	char name[SNAP_NAME_MAX + 2];
+	unsigned timeout;
+	int used = 0;
+	memset(rq, 0, sizeof(*rq));
+	if (sscanf(args, "%u %65s %n", &timeout, name, &used) != 2 || used == 0 || !args[used]) {
+		snprintf(err, errlen, "snapshot request wants TIMEOUT NAME HOOK");
+		return -EINVAL;
+	}
+	if (strlen(name) > SNAP_NAME_MAX || strlen(args + used) >= sizeof(rq->hook)) {
+		snprintf(err, errlen, "snapshot name or hook path too long");
+		return -EINVAL;
+	}
+	snprintf(rq->name, sizeof(rq->name), "%s", name);
+	snprintf(rq->hook, sizeof(rq->hook), "%s", args + used);
+	rq->timeout_s = timeout;
+	return 0;
+}
+
+/* Starts the snapshot thread, which then owns fd; 1 when it did. */
+static int snapshot_request(struct control *c, int fd, const char *args, char *reply, size_t len)
+{
+	char err[512], esc[1024];
+	struct snap_client *sc = calloc(1, sizeof(*sc));
+	int rc = sc ? 0 : -ENOMEM;
+	if (rc)
+		snprintf(err, sizeof(err), "out of memory");
+	else if (!c->vol->cluster) {
+		snprintf(err, sizeof(err), "volume %s is mounted standalone: snapshots are for cluster "
+			 "volumes (unmount it and copy the LUN instead)", c->vol->uuid);
+		rc = -EINVAL;
+	} else
+		rc = parse_snapshot(args, &sc->rq, err, sizeof(err));
+	if (rc == 0)
+		rc = cluster_snap_check(&sc->rq, err, sizeof(err));
+	pthread_t t;
+	if (rc == 0) {
+		sc->c = c;
+		sc->fd = fd;
+		snprintf(sc->rq.requester, sizeof(sc->rq.requester), "%s", c->node);
+		pthread_mutex_lock(&c->mu);
+		c->snapshots++;
+		pthread_mutex_unlock(&c->mu);
+		if (pthread_create(&t, NULL, snapshot_main, sc) == 0) {
+			pthread_detach(t);
+			return 1;
+		}
+		pthread_mutex_lock(&c->mu);
+		c->snapshots--;
+		pthread_mutex_unlock(&c->mu);
+		snprintf(err, sizeof(err), "cannot start the snapshot thread");
+	}
+	free(sc);
+	json_str(esc, sizeof(esc), err);
+	snprintf(reply, len, "{\"error\":\"%s\"}\n", esc);
+	return 0;
+}
+
 /* Reads one request line with a deadline; a silent client cannot pin us. */
 static int read_request(int fd, char *buf, size_t len)
 {
@@ -167,11 +283,15 @@ static int read_request(int fd, char *buf, size_t len)
 	return -E2BIG;
 }
 
-static void serve_client(struct control *c, int fd)
+/* 1 when fd was handed to a thread that answers later. */
+static int serve_client(struct control *c, int fd)
 {
 	char req[REQUEST_MAX], reply[REPLY_MAX];
 	int rc = read_request(fd, req, sizeof(req));
-	if (rc)
+	if (rc == 0 && strncmp(req, "snapshot ", 9) == 0) {
+		if (snapshot_request(c, fd, req + 9, reply, sizeof(reply)))
+			return 1;
+	} else if (rc)
 		snprintf(reply, sizeof(reply), "{\"error\":\"%s\"}\n",
 			 rc == -E2BIG ? "request too long" : "no request");
 	else if (strcmp(req, "status") == 0)
@@ -185,13 +305,8 @@ static void serve_client(struct control *c, int fd)
 		json_str(esc, sizeof(esc), req);
 		snprintf(reply, sizeof(reply), "{\"error\":\"unknown request '%.200s'\"}\n", esc);
 	}
-	size_t off = 0, len = strlen(reply);
-	while (off < len) {
-		ssize_t n = write(fd, reply + off, len - off);
-		if (n <= 0)
-			break;
-		off += (size_t)n;
-	}
+	write_all(fd, reply);
+	return 0;
 }
 
 static void *control_main(void *arg)
@@ -204,8 +319,8 @@ static void *control_main(void *arg)
 		int fd = accept4(c->listen_fd, NULL, NULL, SOCK_CLOEXEC);
 		if (fd < 0)
 			continue;
-		serve_client(c, fd);
-		close(fd);
+		if (!serve_client(c, fd))
+			close(fd);
 	}
 	return NULL;
 }
@@ -213,6 +328,8 @@ static void *control_main(void *arg)
 int control_start(struct control *c, struct volume *v, const char *mountpoint, const char *node)
 {
 	memset(c, 0, sizeof(*c));
+	pthread_mutex_init(&c->mu, NULL);
+	pthread_cond_init(&c->cv, NULL);
 	c->vol = v;
 	c->listen_fd = -1;
 	snprintf(c->mountpoint, sizeof(c->mountpoint), "%s", mountpoint);
@@ -254,6 +371,11 @@ void control_stop(struct control *c)
 		return;
 	c->stopping = 1;
 	pthread_join(c->thread, NULL);
+	/* A snapshot in progress sees stopping, thaws and answers. */
+	pthread_mutex_lock(&c->mu);
+	while (c->snapshots)
+		pthread_cond_wait(&c->cv, &c->mu);
+	pthread_mutex_unlock(&c->mu);
 	close(c->listen_fd);
 	unlink(c->path);
 	c->running = 0;
@@ -261,6 +383,12 @@ void control_stop(struct control *c)
 
 int csvfs_control_request(const char *uuid, const char *request, char *reply, size_t len,
 			  char *err, size_t errlen)
+{
+	return csvfs_control_request_within(uuid, request, reply, len, 5000, err, errlen);
+}
+
+int csvfs_control_request_within(const char *uuid, const char *request, char *reply, size_t len,
+				 unsigned timeout_ms, char *err, size_t errlen)
 {
 	struct sockaddr_un addr = { .sun_family = AF_UNIX };
 	control_socket_path(uuid, addr.sun_path, sizeof(addr.sun_path));
@@ -279,7 +407,7 @@ int csvfs_control_request(const char *uuid, const char *request, char *reply, si
 	int rc = write(fd, line, strlen(line)) == (ssize_t)strlen(line) ? 0 : -EIO;
 	while (rc == 0 && got + 1 < len) {
 		struct pollfd p = { fd, POLLIN, 0 };
-		if (poll(&p, 1, 5000) <= 0) {
+		if (poll(&p, 1, (int)timeout_ms) <= 0) {
 			rc = -ETIMEDOUT;
 			break;
 		}

@@ -12,6 +12,9 @@ struct control {
 	int listen_fd, running;
 	volatile int stopping;
 	pthread_t thread;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	unsigned snapshots;             /* snapshot requests being served (own threads) */
 	char path[108];
 	char mountpoint[4096];
 	char node[64];

@@ -34,6 +34,10 @@ int csvfs_find_lun_by_uuid(const char *guid, char *path, size_t pathlen,
 int csvfs_control_request(const char *guid, const char *request, char *reply, size_t len,
 			  char *err, size_t errlen);
 
+/* The same, waiting up to timeout_ms for the reply (a snapshot lasts). */
+int csvfs_control_request_within(const char *guid, const char *request, char *reply, size_t len,
+				 unsigned timeout_ms, char *err, size_t errlen);
+
 /* Runs the daemon: parses argv the way mount helpers pass it, mounts, serves
  * until unmounted. Returns the process exit status. */
 int csvfs_daemon_main(int argc, char **argv);

@@ -6,6 +6,7 @@
 #include "fs/meta.h"
 #include "fs/control.h"
 #include "fs/fuse_ops.h"
+#include "fs/locks.h"
 #include "fs/fuse_alias.h"
 #include "fs/cluster.h"
 #include "fs/iostate.h"
@@ -209,14 +210,32 @@ int csvfs_find_lun_by_uuid(const char *guid, char *path, size_t pathlen, char *e
 		return -EIO;
 	}
 	blkid_probe_all(cache);
-	char *dev = blkid_get_devname(cache, "UUID", guid);
+	/* A snapshot carries its source's GUID: with two devices holding it,
+	 * picking one could mount the snapshot as the live volume. */
+	char first[512] = "", second[512] = "";
+	unsigned found = 0;
+	blkid_dev_iterate it = blkid_dev_iterate_begin(cache);
+	blkid_dev dev;
+	blkid_dev_set_search(it, "UUID", (char *)guid);
+	while (it && blkid_dev_next(it, &dev) == 0) {
+		dev = blkid_verify(cache, dev);
+		if (!dev)
+			continue;
+		snprintf(found++ ? second : first, sizeof(first), "%s", blkid_dev_devname(dev));
+	}
+	blkid_dev_iterate_end(it);
 	blkid_put_cache(cache);
-	if (!dev) {
+	if (found == 0) {
 		snprintf(err, errlen, "no device holds volume %s (searched with libblkid)", guid);
 		return -ENOENT;
 	}
-	snprintf(path, pathlen, "%s", dev);
-	free(dev);
+	if (found > 1) {
+		snprintf(err, errlen, "volume %s is on %u devices (%s and %s): one is a snapshot or copy; "
+			 "give the LUN (lun=PATH) or give the copy a GUID of its own (tune2fs -U random)",
+			 guid, found, first, second);
+		return -EEXIST;
+	}
+	snprintf(path, pathlen, "%s", first);
 	return 0;
 }
 
@@ -309,7 +328,10 @@ static int serve(struct daemon_opts *d, struct volume *v)
 		char host[64] = "localhost";
 		gethostname(host, sizeof(host) - 1);
 		struct control ctl;
-		if (join_cluster(d, v) == 0) {
+		int locks_rc = locks_init(v, d->cluster ? d->co.node : host);
+		if (locks_rc)
+			csvfs_log(LOG_ERR_L, "cannot start file locking: %s", strerror(-locks_rc));
+		if (locks_rc == 0 && join_cluster(d, v) == 0) {
 			control_start(&ctl, v, d->mountpoint, d->cluster ? d->co.node : host);
 			csvfs_log(LOG_INFO_L, "mounted LUN %s at %s (%s)", v->lun, d->mountpoint,
 				  d->cluster ? "cluster" : v->read_only ? "read-only" : "standalone coordinator");
@@ -323,6 +345,7 @@ static int serve(struct daemon_opts *d, struct volume *v)
 		fuse_session_unmount(se);
 		alias_stop(cf.aliases);
 		cluster_stop(v);
+		locks_fini(v);
 		csvfs_log(LOG_INFO_L, "unmounted %s", d->mountpoint);
 	}
 	fuse_remove_signal_handlers(se);

@@ -20,27 +20,64 @@ static const struct fs_ops *ops_for(int role)
 	return role == CL_COORDINATOR ? &ops_local : &ops_remote;
 }
 
-/* Runs ops_->CALL in the role's implementation, retrying on -ERESTART. */
-#define DISPATCH(v, CALL)                                                            \
+/* Sets rc to ops_->CALL in the role's implementation, retrying on -ERESTART. */
+#define RUN(v, rc, CALL)                                                             \
 	do {                                                                         \
 		if (!(v)->cluster) {                                                 \
 			const struct fs_ops *ops_ = &ops_local;                      \
-			return ops_->CALL;                                           \
+			(rc) = ops_->CALL;                                           \
+			break;                                                       \
 		}                                                                    \
 		for (uint64_t since_ = 0;;) {                                        \
 			int role_ = cluster_enter((v)->cluster);                     \
-			if (role_ < 0)                                               \
-				return role_;                                        \
+			if (role_ < 0) {                                             \
+				(rc) = role_;                                        \
+				break;                                               \
+			}                                                            \
 			const struct fs_ops *ops_ = ops_for(role_);                  \
-			int rc_ = ops_->CALL;                                        \
+			(rc) = ops_->CALL;                                           \
 			cluster_leave((v)->cluster);                                 \
-			if (rc_ != -ERESTART)                                        \
-				return rc_;                                          \
+			if ((rc) != -ERESTART)                                       \
+				break;                                               \
 			int wait_ = cluster_wait_coordinator((v)->cluster, &since_); \
-			if (wait_)                                                   \
-				return wait_;                                        \
+			if (wait_) {                                                 \
+				(rc) = wait_;                                        \
+				break;                                               \
+			}                                                            \
 		}                                                                    \
 	} while (0)
+
+/* An operation that changes nothing: it goes on during a snapshot freeze. */
+#define DISPATCH(v, CALL)                                                            \
+	do {                                                                         \
+		int rc_;                                                             \
+		RUN(v, rc_, CALL);                                                   \
+		return rc_;                                                          \
+	} while (0)
+
+/* A change (metadata or data): held while the volume is frozen for a
+ * snapshot (docs/snapshot.md), admitted before the role gate so that a
+ * held change never blocks a role change. */
+#define CHANGE(v, CALL)                                                              \
+	do {                                                                         \
+		int rc_ = change_begin(v);                                           \
+		if (rc_)                                                             \
+			return rc_;                                                  \
+		RUN(v, rc_, CALL);                                                   \
+		change_end(v);                                                       \
+		return rc_;                                                          \
+	} while (0)
+
+static int change_begin(struct volume *v)
+{
+	return v->cluster ? cluster_change_begin(v->cluster) : 0;
+}
+
+static void change_end(struct volume *v)
+{
+	if (v->cluster)
+		cluster_change_end(v->cluster);
+}
 
 /* Every role refuses a bad name the same way, before anything is sent. */
 #define CHECK_NAME(name)                                                             \
@@ -66,40 +103,40 @@ int fsop_getattr(struct volume *v, ext2_ino_t ino, struct meta_attr *out)
 int fsop_setattr(struct volume *v, ext2_ino_t ino, const struct meta_setattr *sa,
 		 struct meta_attr *out)
 {
-	DISPATCH(v, setattr(v, ino, sa, out));
+	CHANGE(v, setattr(v, ino, sa, out));
 }
 
 int fsop_create(struct volume *v, ext2_ino_t parent, const char *name, uint32_t mode,
 		uint32_t rdev, const struct meta_cred *cred, struct meta_attr *out)
 {
 	CHECK_NAME(name);
-	DISPATCH(v, create(v, parent, name, mode, rdev, cred, out));
+	CHANGE(v, create(v, parent, name, mode, rdev, cred, out));
 }
 
 int fsop_symlink(struct volume *v, ext2_ino_t parent, const char *name, const char *target,
 		 const struct meta_cred *cred, struct meta_attr *out)
 {
 	CHECK_NAME(name);
-	DISPATCH(v, symlink(v, parent, name, target, cred, out));
+	CHANGE(v, symlink(v, parent, name, target, cred, out));
 }
 
 int fsop_link(struct volume *v, ext2_ino_t ino, ext2_ino_t newparent, const char *newname,
 	      struct meta_attr *out)
 {
 	CHECK_NAME(newname);
-	DISPATCH(v, link(v, ino, newparent, newname, out));
+	CHANGE(v, link(v, ino, newparent, newname, out));
 }
 
 int fsop_unlink(struct volume *v, ext2_ino_t parent, const char *name)
 {
 	CHECK_NAME(name);
-	DISPATCH(v, unlink(v, parent, name));
+	CHANGE(v, unlink(v, parent, name));
 }
 
 int fsop_rmdir(struct volume *v, ext2_ino_t parent, const char *name)
 {
 	CHECK_NAME(name);
-	DISPATCH(v, rmdir(v, parent, name));
+	CHANGE(v, rmdir(v, parent, name));
 }
 
 int fsop_rename(struct volume *v, ext2_ino_t parent, const char *name, ext2_ino_t newparent,
@@ -107,7 +144,7 @@ int fsop_rename(struct volume *v, ext2_ino_t parent, const char *name, ext2_ino_
 {
 	CHECK_NAME(name);
 	CHECK_NAME(newname);
-	DISPATCH(v, rename(v, parent, name, newparent, newname, flags, cred));
+	CHANGE(v, rename(v, parent, name, newparent, newname, flags, cred));
 }
 
 int fsop_readlink(struct volume *v, ext2_ino_t ino, char *buf, size_t size)
@@ -153,12 +190,12 @@ int fsop_listxattr(struct volume *v, ext2_ino_t ino, char *buf, size_t size)
 int fsop_setxattr(struct volume *v, ext2_ino_t ino, const char *name, const void *value,
 		  size_t size, int flags)
 {
-	DISPATCH(v, setxattr(v, ino, name, value, size, flags));
+	CHANGE(v, setxattr(v, ino, name, value, size, flags));
 }
 
 int fsop_removexattr(struct volume *v, ext2_ino_t ino, const char *name)
 {
-	DISPATCH(v, removexattr(v, ino, name));
+	CHANGE(v, removexattr(v, ino, name));
 }
 
 /* ---- open files ------------------------------------------------------------ */
@@ -167,17 +204,19 @@ int fsop_create_open(struct volume *v, ext2_ino_t parent, const char *name, uint
 		     const struct meta_cred *cred, struct meta_attr *out, struct minode **m)
 {
 	CHECK_NAME(name);
-	DISPATCH(v, create_open(v, parent, name, mode, cred, out, m));
+	CHANGE(v, create_open(v, parent, name, mode, cred, out, m));
 }
 
 int fsop_open(struct volume *v, ext2_ino_t ino, uint32_t gen, int truncate, struct minode **out)
 {
+	if (truncate)
+		CHANGE(v, open(v, ino, gen, truncate, out));
 	DISPATCH(v, open(v, ino, gen, truncate, out));
 }
 
 static int release_once(struct volume *v, struct minode *m)
 {
-	DISPATCH(v, release(v, m));
+	CHANGE(v, release(v, m));
 }
 
 int fsop_release(struct volume *v, struct minode *m)
@@ -189,22 +228,44 @@ int fsop_release(struct volume *v, struct minode *m)
 
 int fsop_fsync(struct volume *v, struct minode *m, int datasync)
 {
-	DISPATCH(v, fsync(v, m, datasync));
+	CHANGE(v, fsync(v, m, datasync));
 }
 
 int fsop_syncfs(struct volume *v)
 {
-	DISPATCH(v, syncfs(v));
+	CHANGE(v, syncfs(v));
 }
 
 int fsop_fallocate(struct volume *v, struct minode *m, int mode, uint64_t off, uint64_t len)
 {
-	DISPATCH(v, fallocate(v, m, mode, off, len));
+	CHANGE(v, fallocate(v, m, mode, off, len));
 }
 
 int fsop_seek(struct volume *v, struct minode *m, uint64_t off, int whence, uint64_t *out)
 {
 	DISPATCH(v, seek(v, m, off, whence, out));
+}
+
+/* ---- file locks ------------------------------------------------------------- */
+
+int fsop_setlk(struct volume *v, const struct plock *req, int *granted, uint64_t *gen)
+{
+	DISPATCH(v, setlk(v, req, 0, granted, gen));
+}
+
+int fsop_getlk(struct volume *v, const struct plock *req, struct plock *conflict, int *found)
+{
+	DISPATCH(v, getlk(v, req, conflict, found));
+}
+
+int fsop_unlock_all(struct volume *v, uint32_t ino, enum plock_by by, uint64_t key)
+{
+	DISPATCH(v, unlock_all(v, v->node_name, ino, by, key));
+}
+
+int fsop_lkwait(struct volume *v, uint64_t gen, unsigned timeout_ms, uint64_t *out)
+{
+	DISPATCH(v, lkwait(v, gen, timeout_ms, out));
 }
 
 /* ---- file data ------------------------------------------------------------- */
@@ -246,5 +307,10 @@ ssize_t fsop_read(struct volume *v, struct minode *m, char *buf, size_t len, uin
 
 ssize_t fsop_write(struct volume *v, struct minode *m, const char *buf, size_t len, uint64_t off)
 {
-	return transfer(v, m, NULL, buf, len, off);
+	int rc = change_begin(v);
+	if (rc)
+		return rc;
+	ssize_t n = transfer(v, m, NULL, buf, len, off);
+	change_end(v);
+	return n;
 }

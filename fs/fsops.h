@@ -8,6 +8,7 @@
 
 #include <sys/types.h>
 #include "fs/meta.h"
+#include "fs/plock.h"
 
 int fsop_lookup(struct volume *v, ext2_ino_t parent, const char *name, struct meta_attr *out);
 int fsop_getattr(struct volume *v, ext2_ino_t ino, struct meta_attr *out);
@@ -46,6 +47,11 @@ int fsop_fsync(struct volume *v, struct minode *m, int datasync);
 int fsop_syncfs(struct volume *v);
 int fsop_fallocate(struct volume *v, struct minode *m, int mode, uint64_t off, uint64_t len);
 int fsop_seek(struct volume *v, struct minode *m, uint64_t off, int whence, uint64_t *out);
+/* File locks, decided where the lock table is (fs/ops.h "setlk"). */
+int fsop_setlk(struct volume *v, const struct plock *req, int *granted, uint64_t *gen);
+int fsop_getlk(struct volume *v, const struct plock *req, struct plock *conflict, int *found);
+int fsop_unlock_all(struct volume *v, uint32_t ino, enum plock_by by, uint64_t key);
+int fsop_lkwait(struct volume *v, uint64_t gen, unsigned timeout_ms, uint64_t *out);
 ssize_t fsop_read(struct volume *v, struct minode *m, char *buf, size_t len, uint64_t off);
 ssize_t fsop_write(struct volume *v, struct minode *m, const char *buf, size_t len, uint64_t off);
 

@@ -7,6 +7,8 @@
 #include "fs/fsops.h"
 #include "fs/fuse_ops.h"
 #include "fs/fuse_alias.h"
+#include "fs/fuse_locks.h"
+#include "fs/locks.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -54,6 +56,7 @@ static struct volume *vol(fuse_req_t req)
 struct csvfs_file {
 	struct minode *m;
 	int flags;
+	_Atomic int locked;     /* a file lock was taken through this open */
 };
 
 static struct csvfs_file *fh_of(struct fuse_file_info *fi)
@@ -112,6 +115,8 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
 		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
 	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;    /* other nodes must see writes */
+	/* file locks are ours, cluster-wide (fs/fuse_locks.c) */
+	conn->want |= conn->capable & (FUSE_CAP_POSIX_LOCKS | FUSE_CAP_FLOCK_LOCKS);
 	conn->max_write = 1u << 20;
 	conn->max_readahead = 1u << 20;
 	cf->acl_enforced = (conn->want & FUSE_CAP_POSIX_ACL) != 0;
@@ -371,9 +376,21 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_open(req, fi);
 }
 
+/* A lock taken through this open was lost with the node's cluster
+ * membership: its I/O fails rather than run unprotected. */
+static int lock_lost(struct volume *v, struct fuse_file_info *fi)
+{
+	return atomic_load(&fh_of(fi)->locked) && atomic_load(&v->lock_epoch) &&
+	       locks_fh_lost(v, fi->fh);
+}
+
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
 {
 	(void)ino;
+	if (lock_lost(vol(req), fi)) {
+		fuse_reply_err(req, EIO);
+		return;
+	}
 	char *buf = malloc(size ? size : 1);
 	if (!buf) {
 		fuse_reply_err(req, ENOMEM);
@@ -393,6 +410,10 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 	(void)ino;
 	struct volume *v = vol(req);
 	struct csvfs_file *fh = fh_of(fi);
+	if (lock_lost(v, fi)) {
+		fuse_reply_err(req, EIO);
+		return;
+	}
 	ssize_t n = fsop_write(v, fh->m, buf, size, (uint64_t)off);
 	if (n >= 0 && (fh->flags & (O_SYNC | O_DSYNC))) {
 		int rc = fsop_fsync(v, fh->m, (fh->flags & O_SYNC) != O_SYNC);
@@ -405,9 +426,12 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 		fuse_reply_write(req, (size_t)n);
 }
 
+/* A close: the closing process's POSIX locks on the file go (the kernel
+ * leaves that to a filesystem that keeps its own locks). */
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	(void)ino; (void)fi;
+	(void)ino;
+	locks_release(vol(req), fh_of(fi)->m->ino, PLOCK_BY_OWNER, fi->lock_owner);
 	fuse_reply_err(req, 0);
 }
 
@@ -417,6 +441,7 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	struct volume *v = vol(req);
 	struct csvfs_file *fh = fh_of(fi);
 	ext2_ino_t ino_ext = fh->m->ino;
+	locks_release(v, ino_ext, PLOCK_BY_FH, fi->fh);   /* OFD and flock locks of this open */
 	int rc = fsop_release(v, fh->m);
 	if (rc)
 		csvfs_log(LOG_ERR_L, "inode %u: release failed: %s", ino_ext, strerror(-rc));
@@ -604,6 +629,29 @@ static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, stru
 		fuse_reply_lseek(req, (off_t)at);
 }
 
+/* ---- file locks (fs/fuse_locks.c) ---------------------------------------------- */
+
+static void op_getlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, struct flock *lock)
+{
+	(void)ino;
+	fuse_getlk(req, vol(req), fh_of(fi)->m->ino, fi, lock);
+}
+
+static void op_setlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, struct flock *lock,
+		     int sleep)
+{
+	(void)ino;
+	atomic_store(&fh_of(fi)->locked, 1);
+	fuse_setlk(req, vol(req), fh_of(fi)->m->ino, fi, lock, sleep);
+}
+
+static void op_flock(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, int op)
+{
+	(void)ino;
+	atomic_store(&fh_of(fi)->locked, 1);
+	fuse_flock(req, vol(req), fh_of(fi)->m->ino, fi, op);
+}
+
 const struct fuse_lowlevel_ops csvfs_fuse_ops = {
 	.init = op_init,
 	.lookup = op_lookup,
@@ -636,4 +684,7 @@ const struct fuse_lowlevel_ops csvfs_fuse_ops = {
 	.removexattr = op_removexattr,
 	.fallocate = op_fallocate,
 	.lseek = op_lseek,
+	.getlk = op_getlk,
+	.setlk = op_setlk,
+	.flock = op_flock,
 };

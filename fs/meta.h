@@ -89,6 +89,9 @@ struct deferred_free { blk64_t blk, num; uint64_t txn; /* 0: running transaction
 
 struct remote_link;
 
+struct plock_table;
+struct lock_client;
+
 struct volume {
 	ext2_filsys fs;
 	struct journal *journal;
@@ -112,6 +115,9 @@ struct volume {
 	int sync_busy;
 	uint64_t sync_prepared, sync_done, sync_ok_upto;
 	int mmp_held;                  /* we hold the MMP block (fsck state + heartbeat) */
+	/* volume lock: the LUN holds a cleanly unmounted ext4 for a snapshot
+	 * (volume_quiesce); commits wait on sync_cond until volume_resume. */
+	int quiesced;
 	int journaled;                 /* metadata goes through the JBD2 journal */
 	int opened;                    /* volume_open succeeded: close writes state */
 	struct deferred_free *freed;   /* volume lock: frees of the running transaction */
@@ -130,6 +136,13 @@ struct volume {
 	/* A participant's way to the coordinator (fs/ops.h): the cluster's
 	 * connection; NULL when standalone. */
 	const struct remote_link *remote;
+	/* File locks (fs/locks.h): the table this node decides lock requests
+	 * by while it is the coordinator (or standalone), this node's mirror of
+	 * what its processes hold, and the name both know this node by. */
+	struct plock_table *plocks, *plocks_mine;
+	char node_name[64];
+	struct lock_client *lockc;     /* waiters, lost files (fs/locks.c) */
+	_Atomic unsigned lock_epoch;   /* bumped when this node's file locks were lost */
 };
 
 int volume_open(const struct volume_opts *o, struct volume **out, char *err, size_t errlen);
@@ -149,6 +162,12 @@ void volume_start(struct volume *v);
 void volume_close(struct volume *v);
 /* Under v->lock: mark that allocation state changed. */
 void volume_mark_dirty(struct volume *v);
+/* Snapshot freeze (docs/snapshot.md), coordinator only, with every node's
+ * changes held: commits the journal, checkpoints it and leaves the LUN a
+ * cleanly unmounted ext4 (no replay needed, MMP clean). Commits wait until
+ * volume_resume, which journals and marks the volume in use again. */
+int volume_quiesce(struct volume *v, char *err, size_t errlen);
+int volume_resume(struct volume *v, char *err, size_t errlen);
 int volume_sync_locked(struct volume *v);
 
 /* With the engine attached the inode must exist; without (a participant)

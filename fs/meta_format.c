@@ -167,6 +167,11 @@ static void set_identity(ext2_filsys fs, const uuid_t uu, const char *label)
 	sb->s_default_mount_opts = EXT2_DEFM_XATTR_USER | EXT2_DEFM_ACL;
 	if (label)
 		strncpy((char *)sb->s_volume_name, label, sizeof(sb->s_volume_name));
+	/* metadata_csum_seed: checksums are seeded from this fixed value, not
+	 * from the GUID, so a snapshot can get a GUID of its own (tune2fs -U)
+	 * without rewriting every checksum (docs/snapshot.md). */
+	ext2fs_set_feature_csum_seed(sb);
+	sb->s_checksum_seed = ext2fs_crc32c_le(~0U, sb->s_uuid, sizeof(sb->s_uuid));
 	ext2fs_init_csum_seed(fs);
 }
 

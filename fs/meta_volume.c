@@ -1,6 +1,7 @@
 /* The volume: opening a LUN as a csvfs volume, validation, periodic and explicit
  * sync, statfs, close. */
 #include "fs/meta_internal.h"
+#include "fs/plock.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -29,6 +30,10 @@ static int commit_begin(struct volume *v, struct journal_txn **txn, uint64_t *wa
 	*wait_id = 0;
 	if (v->read_only)
 		return 0;
+	/* Frozen for a snapshot: nothing may reach the LUN, and the journal is
+	 * detached; the commit waits for volume_resume (bounded by the freeze). */
+	while (v->quiesced)
+		pthread_cond_wait(&v->sync_cond, &v->lock);
 	if (v->dirty) {
 		/* The bitmaps written must show this transaction's frees as free;
 		 * the allocator must not see them until it is durable. */
@@ -381,6 +386,65 @@ static int mark_mounted(struct volume *v)
 	return rc ? rc : volume_sync_locked(v);
 }
 
+int volume_quiesce(struct volume *v, char *err, size_t errlen)
+{
+	pthread_mutex_lock(&v->lock);
+	int rc = v->fs && !v->read_only ? 0 : -EROFS;
+	if (rc == 0) {
+		v->fs->super->s_state |= EXT2_VALID_FS;
+		ext2fs_mark_super_dirty(v->fs);
+		volume_mark_dirty(v);
+		rc = volume_sync_locked(v);
+	}
+	if (rc == 0 && v->journaled)
+		rc = journal_detach(v->journal);
+	int detached = rc == 0;
+	if (rc == 0) {
+		/* Checkpointed and clean: what the snapshot holds needs no replay. */
+		ext2fs_clear_feature_journal_needs_recovery(v->fs->super);
+		ext2fs_mark_super_dirty(v->fs);
+		volume_mark_dirty(v);
+		rc = volume_sync_locked(v);
+	}
+	if (rc == 0)
+		mmp_release(v);
+	/* Even if a later step failed: volume_resume attaches the journal again. */
+	v->quiesced = detached;
+	pthread_mutex_unlock(&v->lock);
+	if (rc == 0 && fdatasync(v->data_fd) != 0)
+		rc = -errno;
+	if (rc)
+		snprintf(err, errlen, "volume %s: making the LUN clean for the snapshot failed: %s",
+			 v->uuid, strerror(-rc));
+	return rc;
+}
+
+int volume_resume(struct volume *v, char *err, size_t errlen)
+{
+	pthread_mutex_lock(&v->lock);
+	int rc = 0, was = v->quiesced;
+	if (was && v->journaled) {
+		v->journaled = 0;
+		rc = attach_journal(v, err, errlen);
+		if (rc == 0)
+			ext2fs_set_feature_journal_needs_recovery(v->fs->super);
+	}
+	if (was && rc == 0 && !v->mmp_held)
+		rc = mmp_acquire(v, err, errlen);
+	v->quiesced = 0;
+	pthread_cond_broadcast(&v->sync_cond);
+	if (was && rc == 0) {
+		ext2fs_mark_super_dirty(v->fs);
+		volume_mark_dirty(v);
+		rc = volume_sync_locked(v);
+		if (rc)
+			snprintf(err, errlen, "volume %s: the first commit after the snapshot failed: %s",
+				 v->uuid, strerror(-rc));
+	}
+	pthread_mutex_unlock(&v->lock);
+	return rc;
+}
+
 /* The node-side part of a volume: the inode table and the LUN opened O_DIRECT
  * for file data. Every node has one; only the coordinator attaches the engine. */
 int volume_new(const struct volume_opts *o, struct volume **out, char *err, size_t errlen)
@@ -394,6 +458,15 @@ int volume_new(const struct volume_opts *o, struct volume **out, char *err, size
 	v->read_only = o->read_only;
 	v->cache_bytes = o->cache_bytes;
 	v->data_fd = -1;
+	v->plocks = plock_table_new();
+	v->plocks_mine = plock_table_new();
+	if (!v->plocks || !v->plocks_mine) {
+		plock_table_free(v->plocks);
+		plock_table_free(v->plocks_mine);
+		free(v);
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
 	pthread_mutex_init(&v->lock, NULL);
 	pthread_cond_init(&v->sync_cond, NULL);
 	pthread_mutex_init(&v->table_lock, NULL);
@@ -594,6 +667,8 @@ void volume_free(struct volume *v)
 	pthread_mutex_destroy(&v->table_lock);
 	pthread_mutex_destroy(&v->flusher_lock);
 	pthread_cond_destroy(&v->flusher_cond);
+	plock_table_free(v->plocks);
+	plock_table_free(v->plocks_mine);
 	free(v);
 }
 

@@ -22,6 +22,7 @@
 
 #include <sys/types.h>
 #include "fs/meta.h"
+#include "fs/plock.h"
 
 struct rio_writer;
 struct rio_reply;
@@ -70,6 +71,19 @@ struct fs_ops {
 	void (*touch_write)(struct volume *v, struct minode *m);
 	/* Makes m->size current for I/O up to end. */
 	int (*refresh_size)(struct volume *v, struct minode *m, uint64_t end);
+	/* File locks (fs/plock.h), decided by the coordinator's table. req->node
+	 * names the requester (ops_local; the remote side is the peer).
+	 * -EBUSY: the table is being rebuilt after a new coordinator (grace);
+	 * ask again. *gen: the table's generation of the answer. */
+	int (*setlk)(struct volume *v, const struct plock *req, int reclaim, int *granted,
+		     uint64_t *gen);
+	int (*getlk)(struct volume *v, const struct plock *req, struct plock *conflict, int *found);
+	int (*unlock_all)(struct volume *v, const char *node, uint32_t ino, enum plock_by by,
+			  uint64_t key);
+	/* Waits (at most timeout_ms) for the table's generation to leave gen. */
+	int (*lkwait)(struct volume *v, uint64_t gen, unsigned timeout_ms, uint64_t *out);
+	/* This node has told a new coordinator every lock it holds. */
+	int (*reclaim_done)(struct volume *v, const char *node);
 	/* Redirected I/O (design.md §7): moves the nblk blocks at LUN block pblk,
 	 * which m's layout maps to lblk, through the coordinator instead of this
 	 * node's own path. NULL where there is no one to redirect to (ops_local:

@@ -6,6 +6,7 @@
 #include "fs/cluster.h"
 
 #include <errno.h>
+#include <string.h>
 #include <linux/falloc.h>
 
 /* Coordinator: a truncate frees blocks other nodes may hold layouts of. */
@@ -78,6 +79,54 @@ static int local_refresh_size(struct volume *v, struct minode *m, uint64_t end)
 	return 0;
 }
 
+/* ---- file locks: this node's table is the authority ------------------------ */
+
+static int local_setlk(struct volume *v, const struct plock *req, int reclaim, int *granted,
+		       uint64_t *gen)
+{
+	int grace = plock_in_grace(v->plocks);
+	if (reclaim && grace) {
+		plock_apply(v->plocks, req);   /* granted by the previous coordinator */
+		*granted = 1;
+		*gen = plock_gen(v->plocks);
+		return 0;
+	}
+	if (grace)
+		return -EBUSY;   /* late reclaims are checked like new requests */
+	*granted = plock_set(v->plocks, req, gen) == 0;
+	return 0;
+}
+
+/* A holder on another node has no pid the requester's kernel could name. */
+static int local_getlk(struct volume *v, const struct plock *req, struct plock *conflict, int *found)
+{
+	if (plock_in_grace(v->plocks))
+		return -EBUSY;
+	*found = plock_test(v->plocks, req, conflict);
+	if (*found && strcmp(conflict->node, req->node) != 0)
+		conflict->pid = 0;
+	return 0;
+}
+
+static int local_unlock_all(struct volume *v, const char *node, uint32_t ino, enum plock_by by,
+			    uint64_t key)
+{
+	plock_release(v->plocks, node, ino, by, key);
+	return 0;
+}
+
+static int local_lkwait(struct volume *v, uint64_t gen, unsigned timeout_ms, uint64_t *out)
+{
+	*out = plock_wait_change(v->plocks, gen, timeout_ms);
+	return 0;
+}
+
+static int local_reclaim_done(struct volume *v, const char *node)
+{
+	plock_reclaim_done(v->plocks, node);
+	return 0;
+}
+
 const struct fs_ops ops_local = {
 	.name = "local",
 	.lookup = meta_lookup,
@@ -108,4 +157,9 @@ const struct fs_ops ops_local = {
 	.commit_write = meta_commit_write,
 	.touch_write = meta_touch_write,
 	.refresh_size = local_refresh_size,
+	.setlk = local_setlk,
+	.getlk = local_getlk,
+	.unlock_all = local_unlock_all,
+	.lkwait = local_lkwait,
+	.reclaim_done = local_reclaim_done,
 };

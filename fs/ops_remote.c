@@ -655,6 +655,60 @@ static int r_removexattr(struct volume *v, ext2_ino_t ino, const char *name)
 	return r_ino_name(v, OP_REMOVEXATTR, ino, name, NULL);
 }
 
+/* ---- file locks: the coordinator decides -------------------------------------- */
+
+static int r_setlk(struct volume *v, const struct plock *req, int reclaim, int *granted,
+		   uint64_t *gen)
+{
+	struct proto_req q = { .lock = { .l = *req, .reclaim = (uint8_t)(reclaim != 0) } };
+	union proto_reply p;
+	int rc = call(v, OP_SETLK, &q, &p);
+	if (rc == 0) {
+		*granted = p.lock.yes;
+		*gen = p.lock.gen;
+	}
+	return rc;
+}
+
+static int r_getlk(struct volume *v, const struct plock *req, struct plock *conflict, int *found)
+{
+	struct proto_req q = { .lock = { .l = *req } };
+	union proto_reply p;
+	int rc = call(v, OP_GETLK, &q, &p);
+	if (rc == 0) {
+		*found = p.lock.yes;
+		*conflict = p.lock.l;
+		conflict->ino = req->ino;
+		conflict->kind = req->kind;
+	}
+	return rc;
+}
+
+static int r_unlock_all(struct volume *v, const char *node, uint32_t ino, enum plock_by by,
+			uint64_t key)
+{
+	(void)node;   /* the coordinator knows us by our certificate */
+	struct proto_req q = { .unlock_all = { .ino = ino, .by = (uint8_t)by, .key = key } };
+	return call_void(v, OP_UNLOCK_ALL, &q);
+}
+
+static int r_lkwait(struct volume *v, uint64_t gen, unsigned timeout_ms, uint64_t *out)
+{
+	struct proto_req q = { .lkwait = { .gen = gen, .timeout_ms = timeout_ms } };
+	union proto_reply p;
+	int rc = call_within(v, OP_LKWAIT, &q, &p, timeout_ms + 5000);
+	if (rc == 0)
+		*out = p.u64;
+	return rc;
+}
+
+static int r_reclaim_done(struct volume *v, const char *node)
+{
+	(void)node;
+	struct proto_req q = { 0 };
+	return call_void(v, OP_RECLAIM_DONE, &q);
+}
+
 /* The data path's transfer, through the coordinator (design.md §7): in
  * requests of at most PROTO_LUN_IO_MAX; a LUN_WRITE is on the LUN when
  * answered and durable after the next data_flush, as a direct write. */
@@ -717,5 +771,10 @@ const struct fs_ops ops_remote = {
 	.commit_write = r_commit_write,
 	.touch_write = r_touch_write,
 	.refresh_size = r_refresh_size,
+	.setlk = r_setlk,
+	.getlk = r_getlk,
+	.unlock_all = r_unlock_all,
+	.lkwait = r_lkwait,
+	.reclaim_done = r_reclaim_done,
 	.lun_redirect = r_lun_redirect,
 };

@@ -561,7 +561,120 @@ static int get_move(struct rio_reader *r, struct proto_req *q)
 	return r->err;
 }
 
+static void put_snapshot(struct rio_writer *w, const struct proto_req *q)
+{
+	rio_put_str(w, q->snapshot.name);
+	rio_put_str(w, q->snapshot.hook);
+	rio_put_u32(w, q->snapshot.timeout_s);
+}
+
+static int get_snapshot(struct rio_reader *r, struct proto_req *q)
+{
+	q->snapshot.name = get_str(r, q->str[0], PROTO_NAME_MAX);
+	q->snapshot.hook = get_str(r, q->str[1], PROTO_PATH_MAX);
+	rio_get_u32(r, &q->snapshot.timeout_s);
+	return r->err;
+}
+
+static void put_snapshot_abort(struct rio_writer *w, const struct proto_req *q)
+{
+	rio_put_str(w, q->snapshot.name);
+}
+
+static int get_snapshot_abort(struct rio_reader *r, struct proto_req *q)
+{
+	q->snapshot = (struct proto_snapshot){ .name = get_str(r, q->str[0], PROTO_NAME_MAX) };
+	return r->err;
+}
+
 /* ---- replies --------------------------------------------------------------- */
+
+static void put_lock(struct rio_writer *w, const struct proto_req *q)
+{
+	const struct plock *l = &q->lock.l;
+	rio_put_u32(w, l->ino);
+	rio_put_u8(w, l->kind);
+	rio_put_u8(w, l->type);
+	rio_put_u64(w, l->start);
+	rio_put_u64(w, l->end);
+	rio_put_u64(w, l->owner);
+	rio_put_u64(w, l->fh);
+	rio_put_u32(w, l->pid);
+	rio_put_u8(w, q->lock.reclaim);
+}
+
+/* A range is first..last with last at most the kernel's OFFSET_MAX. */
+static int get_lock(struct rio_reader *r, struct proto_req *q)
+{
+	struct plock *l = &q->lock.l;
+	get_ino(r, &l->ino);
+	rio_get_u8(r, &l->kind);
+	rio_get_u8(r, &l->type);
+	rio_get_u64(r, &l->start);
+	rio_get_u64(r, &l->end);
+	rio_get_u64(r, &l->owner);
+	rio_get_u64(r, &l->fh);
+	rio_get_u32(r, &l->pid);
+	rio_get_u8(r, &q->lock.reclaim);
+	return check(r, l->kind <= PLOCK_FLOCK && l->type >= PLOCK_READ && l->type <= PLOCK_UNLOCK &&
+			l->start <= l->end && l->end <= PLOCK_EOF && q->lock.reclaim <= 1 &&
+			!(q->lock.reclaim && l->type == PLOCK_UNLOCK));
+}
+
+static void put_unlock_all(struct rio_writer *w, const struct proto_req *q)
+{
+	rio_put_u32(w, q->unlock_all.ino);
+	rio_put_u8(w, q->unlock_all.by);
+	rio_put_u64(w, q->unlock_all.key);
+}
+
+static int get_unlock_all(struct rio_reader *r, struct proto_req *q)
+{
+	get_ino(r, &q->unlock_all.ino);
+	rio_get_u8(r, &q->unlock_all.by);
+	rio_get_u64(r, &q->unlock_all.key);
+	return check(r, q->unlock_all.by == PLOCK_BY_OWNER || q->unlock_all.by == PLOCK_BY_FH);
+}
+
+static void put_lkwait(struct rio_writer *w, const struct proto_req *q)
+{
+	rio_put_u64(w, q->lkwait.gen);
+	rio_put_u32(w, q->lkwait.timeout_ms);
+}
+
+static int get_lkwait(struct rio_reader *r, struct proto_req *q)
+{
+	rio_get_u64(r, &q->lkwait.gen);
+	rio_get_u32(r, &q->lkwait.timeout_ms);
+	return check(r, q->lkwait.timeout_ms <= PROTO_LKWAIT_MAX_MS);
+}
+
+static void put_lock_reply(struct rio_writer *w, const union proto_reply *p)
+{
+	const struct proto_lock_reply *k = &p->lock;
+	rio_put_u8(w, k->yes);
+	rio_put_u64(w, k->gen);
+	rio_put_u8(w, k->l.type);
+	rio_put_u64(w, k->l.start);
+	rio_put_u64(w, k->l.end);
+	rio_put_u32(w, k->l.pid);
+}
+
+static int get_lock_reply(struct rio_reader *r, union proto_reply *p)
+{
+	struct proto_lock_reply *k = &p->lock;
+	memset(k, 0, sizeof(*k));
+	rio_get_u8(r, &k->yes);
+	rio_get_u64(r, &k->gen);
+	rio_get_u8(r, &k->l.type);
+	rio_get_u64(r, &k->l.start);
+	rio_get_u64(r, &k->l.end);
+	rio_get_u32(r, &k->l.pid);
+	if (r->err == 0 && (k->yes > 1 || k->l.start > k->l.end || k->l.end > PLOCK_EOF ||
+			    k->l.type > PLOCK_UNLOCK))
+		return refuse(r);
+	return r->err;
+}
 
 static void put_none_reply(struct rio_writer *w, const union proto_reply *p)
 {
@@ -746,6 +859,26 @@ static void free_dirents(union proto_reply *p)
 	p->dirents = (struct proto_dirents){ 0 };
 }
 
+static void put_snapshot_reply(struct rio_writer *w, const union proto_reply *p)
+{
+	rio_put_u32(w, p->snapshot.error);
+	rio_put_str(w, p->snapshot.message);
+	rio_put_u64(w, p->snapshot.wait_ms);
+	rio_put_u64(w, p->snapshot.frozen_ms);
+	rio_put_u64(w, p->snapshot.hook_ms);
+}
+
+static int get_snapshot_reply(struct rio_reader *r, union proto_reply *p)
+{
+	struct proto_snapshot_reply *s = &p->snapshot;
+	rio_get_u32(r, &s->error);
+	get_str(r, s->message, sizeof(s->message));
+	rio_get_u64(r, &s->wait_ms);
+	rio_get_u64(r, &s->frozen_ms);
+	rio_get_u64(r, &s->hook_ms);
+	return r->err;
+}
+
 /* ---- the table: docs/protocol.md "Operations", row for row ------------------ */
 
 #define REQ(shape) put_##shape, get_##shape
@@ -784,6 +917,14 @@ static const struct proto_op OPS[OP_MAX_] = {
 	[OP_READDIRPLUS] = { OP_READDIRPLUS, "readdirplus", true, false, REQ(readdir), PAGE(readdirplus) },
 	[OP_CREATE_OPEN] = { OP_CREATE_OPEN, "create_open", false, true, REQ2(create, create_open),
 			     REP(attr) },
+	[OP_SETLK] = { OP_SETLK, "setlk", true, false, REQ(lock), REP(lock) },
+	[OP_GETLK] = { OP_GETLK, "getlk", true, false, REQ(lock), REP(lock) },
+	[OP_UNLOCK_ALL] = { OP_UNLOCK_ALL, "unlock_all", true, false, REQ(unlock_all), REP(none) },
+	[OP_LKWAIT] = { OP_LKWAIT, "lkwait", true, false, REQ(lkwait), REP(u64) },
+	[OP_RECLAIM_DONE] = { OP_RECLAIM_DONE, "reclaim_done", true, false, REQ(none), REP(none) },
+	[OP_SNAPSHOT] = { OP_SNAPSHOT, "snapshot", false, false, REQ(snapshot), REP(snapshot) },
+	[OP_SNAPSHOT_ABORT] = { OP_SNAPSHOT_ABORT, "snapshot_abort", true, false, REQ(snapshot_abort),
+				REP(none) },
 	[OP_LUN_READ] = { OP_LUN_READ, "lun_read", true, false, REQ(lun_io), REP(lun_data) },
 	[OP_LUN_WRITE] = { OP_LUN_WRITE, "lun_write", false, false, REQ(lun_write), REP(none) },
 	[OP_LUN_FLUSH] = { OP_LUN_FLUSH, "lun_flush", true, false, REQ(none), REP(none) },

@@ -18,6 +18,7 @@
 #define CSVFS_FS_PROTO_H
 
 #include "fs/meta.h"
+#include "fs/plock.h"
 #include "redirect-io/rio.h"
 
 #include <stdbool.h>
@@ -29,7 +30,9 @@ enum csv_op {
 	OP_SETXATTR = 15, OP_REMOVEXATTR = 16, OP_OPEN = 17, OP_RELEASE = 18,
 	OP_FSYNC = 19, OP_MAP = 20, OP_ALLOC = 21, OP_COMMIT = 22, OP_TOUCH = 23,
 	OP_FALLOCATE = 24, OP_SEEK = 25, OP_SYNCFS = 26, OP_MOVE = 27, OP_READDIRPLUS = 28,
-	OP_CREATE_OPEN = 29,
+	OP_CREATE_OPEN = 29, OP_SETLK = 30, OP_GETLK = 31, OP_UNLOCK_ALL = 32, OP_LKWAIT = 33,
+	OP_RECLAIM_DONE = 34,
+	OP_SNAPSHOT = 40, OP_SNAPSHOT_ABORT = 41,
 	/* redirected I/O (design.md §7): a participant's data through the coordinator */
 	OP_LUN_READ = 50, OP_LUN_WRITE = 51, OP_LUN_FLUSH = 52,
 	OP_MAX_ = 53
@@ -86,6 +89,13 @@ struct proto_commit { uint32_t ino; uint64_t lblk, len, size; };
 struct proto_fallocate { uint32_t ino, mode; uint64_t off, len; };
 struct proto_seek { uint32_t ino; uint64_t off; uint32_t whence; };
 struct proto_move { const char *target; };           /* "" = any node */
+/* SETLK GETLK: a file lock; the node is the authenticated peer, never a field. */
+struct proto_lock { struct plock l; uint8_t reclaim; };
+struct proto_unlock_all { uint32_t ino; uint8_t by; uint64_t key; };   /* by: enum plock_by */
+#define PROTO_LKWAIT_MAX_MS 1000
+struct proto_lkwait { uint64_t gen; uint32_t timeout_ms; };
+/* SNAPSHOT (the requester is the calling node) and SNAPSHOT_ABORT (name only). */
+struct proto_snapshot { const char *name, *hook; uint32_t timeout_s; };
 /* LUN_READ / LUN_WRITE: blocks [pblk, pblk+nblk) of the LUN, which the
  * sender's layout maps to [lblk, lblk+nblk) of inode ino; a write carries
  * the data (decoded: points into the payload; the coordinator checks that
@@ -119,6 +129,10 @@ struct proto_req {
 		struct proto_fallocate fallocate;
 		struct proto_seek seek;
 		struct proto_move move;
+		struct proto_lock lock;
+		struct proto_unlock_all unlock_all;
+		struct proto_lkwait lkwait;
+		struct proto_snapshot snapshot;
 		struct proto_lun_io lun_io;
 	};
 	char str[2][PROTO_PATH_MAX];
@@ -139,6 +153,18 @@ struct proto_xattr_reply {
 /* One page of a directory: n entries (names allocated when decoded, freed
  * with meta_free_dirents); READDIRPLUS entries carry has_attr and attr. */
 struct proto_dirents { uint8_t more; struct meta_dirent *d; size_t n; };
+/* SETLK: granted (0: a conflicting lock is held); GETLK: found, and the
+ * conflicting lock (pid 0 when its holder is on another node). gen: the
+ * lock table's generation the answer was given at. */
+struct proto_lock_reply { uint8_t yes; uint64_t gen; struct plock l; };
+/* SNAPSHOT: how it went (error 0: taken; else a positive errno), always with
+ * status 0 so that the cause travels with a failure. */
+#define PROTO_SNAP_MESSAGE_MAX 1536
+struct proto_snapshot_reply {
+	uint32_t error;
+	char message[PROTO_SNAP_MESSAGE_MAX];
+	uint64_t wait_ms, frozen_ms, hook_ms;
+};
 
 /* LUN_READ: the blocks' bytes. Decoding points data into the payload and,
  * when len <= size, copies them to buf (set buf and size before decoding). */
@@ -146,12 +172,14 @@ struct proto_lun_data { const void *data; uint32_t len; void *buf; size_t size; 
 
 union proto_reply {
 	struct meta_attr attr;      /* LOOKUP GETATTR SETATTR CREATE SYMLINK LINK OPEN CREATE_OPEN */
-	uint64_t u64;               /* COMMIT, FALLOCATE: the size; SEEK: the offset */
+	uint64_t u64;               /* COMMIT, FALLOCATE: the size; SEEK: the offset; LKWAIT: gen */
 	char target[PROTO_PATH_MAX];    /* READLINK */
 	struct statvfs statfs;
 	struct proto_map_reply map;
 	struct proto_xattr_reply xattr;
 	struct proto_dirents dirents;   /* READDIR READDIRPLUS */
+	struct proto_lock_reply lock;   /* SETLK GETLK */
+	struct proto_snapshot_reply snapshot;
 	struct proto_lun_data lun_data; /* LUN_READ */
 };
 

@@ -589,6 +589,54 @@ static int h_move(struct ctx *c, const struct proto_req *q)
 	return rc;
 }
 
+/* File locks: the peer is the lock's node, whatever the request says. */
+static struct plock lock_of_peer(struct ctx *c, const struct proto_req *q)
+{
+	struct plock l = q->lock.l;
+	snprintf(l.node, sizeof(l.node), "%s", c->peer->node);
+	return l;
+}
+
+static int h_setlk(struct ctx *c, const struct proto_req *q)
+{
+	struct plock l = lock_of_peer(c, q);
+	union proto_reply p = { .lock = { 0 } };
+	int granted = 0;
+	int rc = ops_local.setlk(c->s->v, &l, q->lock.reclaim, &granted, &p.lock.gen);
+	p.lock.yes = (uint8_t)granted;
+	return rc ? rc : reply(c, &p);
+}
+
+static int h_getlk(struct ctx *c, const struct proto_req *q)
+{
+	struct plock l = lock_of_peer(c, q);
+	union proto_reply p = { .lock = { 0 } };
+	int found = 0;
+	int rc = ops_local.getlk(c->s->v, &l, &p.lock.l, &found);
+	p.lock.yes = (uint8_t)found;
+	p.lock.gen = plock_gen(c->s->v->plocks);
+	return rc ? rc : reply(c, &p);
+}
+
+static int h_unlock_all(struct ctx *c, const struct proto_req *q)
+{
+	const struct proto_unlock_all *u = &q->unlock_all;
+	return ops_local.unlock_all(c->s->v, c->peer->node, u->ino, (enum plock_by)u->by, u->key);
+}
+
+static int h_lkwait(struct ctx *c, const struct proto_req *q)
+{
+	union proto_reply p;
+	int rc = ops_local.lkwait(c->s->v, q->lkwait.gen, q->lkwait.timeout_ms, &p.u64);
+	return rc ? rc : reply(c, &p);
+}
+
+static int h_reclaim_done(struct ctx *c, const struct proto_req *q)
+{
+	(void)q;
+	return ops_local.reclaim_done(c->s->v, c->peer->node);
+}
+
 typedef int (*handler_fn)(struct ctx *c, const struct proto_req *q);
 
 
@@ -603,7 +651,8 @@ static const handler_fn HANDLERS[OP_MAX_] = {
 	[OP_FSYNC] = h_fsync, [OP_MAP] = h_map, [OP_ALLOC] = h_alloc, [OP_COMMIT] = h_commit,
 	[OP_TOUCH] = h_touch, [OP_FALLOCATE] = h_fallocate, [OP_SEEK] = h_seek,
 	[OP_SYNCFS] = h_syncfs, [OP_MOVE] = h_move, [OP_READDIRPLUS] = h_readdirplus,
-	[OP_CREATE_OPEN] = h_create_open,
+	[OP_CREATE_OPEN] = h_create_open, [OP_SETLK] = h_setlk, [OP_GETLK] = h_getlk,
+	[OP_UNLOCK_ALL] = h_unlock_all, [OP_LKWAIT] = h_lkwait, [OP_RECLAIM_DONE] = h_reclaim_done,
 	[OP_LUN_READ] = h_lun_read, [OP_LUN_WRITE] = h_lun_write, [OP_LUN_FLUSH] = h_lun_flush,
 };
 

@@ -3,10 +3,13 @@
 #include "fs/csvfs.h"
 #include "redirect-io/rio.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define DEFAULT_CA_DIR "/etc/csvfs/ca"
 
@@ -19,6 +22,9 @@ static void usage(FILE *to)
 		"       csvctl redirect on|off [NODE] [--for DURATION] [--mount MOUNTPOINT]\n"
 		"              send this node's file data through the coordinator, for DURATION\n"
 		"              (Ns, Nm, Nh; default 30m, at most 24h), or stop; NODE: this node\n"
+		"       csvctl snapshot --hook PATH [--name NAME] [--timeout SECONDS] [--json] [VOLUME]\n"
+		"              freeze the volume on every node, run PATH on the coordinator, thaw\n"
+		"              (VOLUME: mountpoint, UUID=GUID or label; docs/snapshot.md)\n"
 		"       csvctl keygen [--cluster NAME] [--ca-dir DIR] [--force]\n"
 		"              create the cluster credential (a CA; default %s)\n"
 		"       csvctl keygen --node NAME [--ca-dir DIR] [--out DIR] [--force]\n"
@@ -163,6 +169,20 @@ static void print_human(const char *j)
 	printf("  size        %.1f GiB, %.1f GiB free\n", blocks * bs / 1073741824.0, free_b * bs / 1073741824.0);
 	printf("  journal     %s\n", strcmp(field(j, "journaled", a, sizeof(a)), "true") == 0 ? "on" : "off");
 	printf("  coordinator %s\n", field(j, "coordinator", a, sizeof(a)));
+	const char *fz = strstr(j, "\"freeze\":");
+	if (fz && strcmp(field(fz, "frozen", a, sizeof(a)), "true") == 0) {
+		time_t since = (time_t)strtoll(field(fz, "frozen_since", b, sizeof(b)), NULL, 10);
+		char when[32];
+		strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S UTC", gmtime(&since));
+		printf("  FROZEN      since %s (changes held, reads go on)\n", when);
+		const char *sn = strstr(fz, "\"snapshot\":");
+		if (sn) {
+			time_t dl = (time_t)strtoll(field(sn, "deadline", b, sizeof(b)), NULL, 10);
+			strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S UTC", gmtime(&dl));
+			printf("  snapshot    %s requested from %s, thawed by %s at the latest\n",
+			       field(sn, "name", a, sizeof(a)), field(sn, "requested_by", c, sizeof(c)), when);
+		}
+	}
 	printf("  NODE                STATE   MOUNTED  I/O\n");
 	const char *n = strstr(j, "\"nodes\":[");
 	while (n && (n = strstr(n, "{\"name\":")) != NULL) {
@@ -306,6 +326,148 @@ static int cmd_redirect(int argc, char **argv)
 	return 0;
 }
 
+/* ---- snapshot -------------------------------------------------------------- */
+
+/* The volume whose label is label, among the daemons of this node: each
+ * answers on /run/csvfs/<GUID>.sock. Two with that label: refused. */
+static int guid_of_label(const char *label, char guid[37], char *err, size_t errlen)
+{
+	DIR *d = opendir("/run/csvfs");
+	int found = 0;
+	struct dirent *e;
+	while (d && (e = readdir(d)) != NULL) {
+		size_t n = strlen(e->d_name);
+		if (n != 36 + 5 || strcmp(e->d_name + 36, ".sock") != 0)
+			continue;
+		char g[37], reply[16384], ignored[256], l[64];
+		memcpy(g, e->d_name, 36);
+		g[36] = 0;
+		if (csvfs_control_request(g, "status", reply, sizeof(reply), ignored, sizeof(ignored)) != 0 ||
+		    strcmp(field(reply, "label", l, sizeof(l)), label) != 0)
+			continue;
+		if (found++) {
+			snprintf(err, errlen, "label '%s' names two mounted volumes (%s and %s): say UUID=GUID",
+				 label, guid, g);
+			break;
+		}
+		memcpy(guid, g, 37);
+	}
+	if (d)
+		closedir(d);
+	if (!found)
+		snprintf(err, errlen, "no mounted csvfs volume is called '%s' (a mountpoint, UUID=GUID "
+			 "or a label)", label);
+	return found == 1 ? 0 : -ENOENT;
+}
+
+static int guid_of_volume(const char *vol, char guid[37], char *err, size_t errlen)
+{
+	if (strncmp(vol, "UUID=", 5) == 0) {
+		char reply[16384], ignored[256];
+		if (strlen(vol + 5) != 36 ||
+		    csvfs_control_request(vol + 5, "status", reply, sizeof(reply), ignored, sizeof(ignored))) {
+			snprintf(err, errlen, "no csvfs volume %s is mounted on this node", vol);
+			return -ENOENT;
+		}
+		memcpy(guid, vol + 5, 37);
+		return 0;
+	}
+	if (vol[0] == '/') {
+		if (guid_of_mount(vol, guid) == 0)
+			return 0;
+		snprintf(err, errlen, "no csvfs volume is mounted at %s", vol);
+		return -ENOENT;
+	}
+	return guid_of_label(vol, guid, err, errlen);
+}
+
+struct snap_args {
+	const char *hook, *name, *volume;
+	unsigned timeout;
+	int json;
+};
+
+static int parse_snap_args(int argc, char **argv, struct snap_args *a)
+{
+	*a = (struct snap_args){ .volume = CSVFS_DEFAULT_MOUNTPOINT, .timeout = 30 };
+	int have_volume = 0;
+	for (int i = 0; i < argc; i++) {
+		const char *o = argv[i];
+		int has_value = i + 1 < argc;
+		if (strcmp(o, "--json") == 0)
+			a->json = 1;
+		else if (strcmp(o, "--hook") == 0 && has_value)
+			a->hook = argv[++i];
+		else if (strcmp(o, "--name") == 0 && has_value)
+			a->name = argv[++i];
+		else if (strcmp(o, "--timeout") == 0 && has_value) {
+			char *end;
+			unsigned long t = strtoul(argv[++i], &end, 10);
+			if (*end || argv[i][0] == '-' || !argv[i][0] || t < 1 || t > 600) {
+				fprintf(stderr, "csvctl snapshot: timeout '%s' is not 1 to 600 seconds\n", argv[i]);
+				return 2;
+			}
+			a->timeout = (unsigned)t;
+		} else if (o[0] == '-' || have_volume) {
+			fprintf(stderr, "csvctl snapshot: bad argument '%s'\n", o);
+			return 2;
+		} else {
+			a->volume = o;
+			have_volume = 1;
+		}
+	}
+	if (!a->hook) {
+		fprintf(stderr, "csvctl snapshot: say which hook takes the snapshot (--hook PATH; "
+			"tools/csvfs-hook-* are examples)\n");
+		return 2;
+	}
+	return 0;
+}
+
+static int cmd_snapshot(int argc, char **argv)
+{
+	struct snap_args a;
+	int rc = parse_snap_args(argc, argv, &a);
+	if (rc)
+		return rc;
+	char guid[37], err[512], hook[PATH_MAX], name[80];
+	if (guid_of_volume(a.volume, guid, err, sizeof(err)) != 0) {
+		fprintf(stderr, "csvctl snapshot: %s\n", err);
+		return 1;
+	}
+	/* The hook runs on the coordinator, which checks it again there. */
+	if (!realpath(a.hook, hook)) {
+		fprintf(stderr, "csvctl snapshot: hook %s: %s\n", a.hook, strerror(errno));
+		return 1;
+	}
+	if (!a.name) {
+		time_t now = time(NULL);
+		strftime(name, sizeof(name), "snap-%Y%m%dT%H%M%SZ", gmtime(&now));
+		a.name = name;
+	}
+	char req[4096 + 128], reply[16384], why[2048], v[64];
+	snprintf(req, sizeof(req), "snapshot %u %s %s", a.timeout, a.name, hook);
+	if (csvfs_control_request_within(guid, req, reply, sizeof(reply), a.timeout * 1000 + 30000, err,
+					 sizeof(err)) != 0) {
+		fprintf(stderr, "csvctl snapshot: %s\n", err);
+		return 1;
+	}
+	int ok = strcmp(field(reply, "ok", v, sizeof(v)), "true") == 0;
+	if (a.json)
+		fputs(reply, stdout);
+	else if (ok) {
+		char c[64], w[32], f[32], h[32];
+		printf("snapshot %s of volume %s taken by the hook on %s: every node frozen after %s ms, "
+		       "frozen for %s ms (hook %s ms); thawed\n", a.name, guid,
+		       field(reply, "coordinator", c, sizeof(c)), field(reply, "freeze_wait_ms", w, sizeof(w)),
+		       field(reply, "frozen_ms", f, sizeof(f)), field(reply, "hook_ms", h, sizeof(h)));
+	}
+	if (!ok)
+		fprintf(stderr, "csvctl snapshot: snapshot %s of volume %s failed (volume thawed): %s\n",
+			a.name, guid, field(reply, "error", why, sizeof(why)));
+	return ok ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 2) {
@@ -318,6 +480,8 @@ int main(int argc, char **argv)
 		return cmd_move(argc - 2, argv + 2);
 	if (strcmp(argv[1], "redirect") == 0)
 		return cmd_redirect(argc - 2, argv + 2);
+	if (strcmp(argv[1], "snapshot") == 0)
+		return cmd_snapshot(argc - 2, argv + 2);
 	if (strcmp(argv[1], "keygen") == 0)
 		return cmd_keygen(argc - 2, argv + 2);
 	if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {

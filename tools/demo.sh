@@ -3,7 +3,8 @@
 # namespace and a real corosync per node), the shared LUN mounted at
 # /ClusterStorage/Volume1 on every node; a qcow2 VM disk is created on node1,
 # written on node2 (qemu-io -t none, as QEMU's cache=none does), read and
-# verified on node3 as after a live migration; then csvctl status. The lab
+# verified on node3 as after a live migration; while it runs on node3, node1
+# is refused the disk (QEMU's own lock error); then csvctl status. The lab
 # stays up for you: 'build/bin/csvfs-lab exec 2' gives a shell on node2,
 # 'build/bin/csvfs-lab down' removes it.
 set -euo pipefail
@@ -31,6 +32,15 @@ on 2 qemu-io -t none -f qcow2 -c 'write -P 0xab 0 4M' -c 'write -P 0xcd 5G 1M' "
 echo "== the VM moves to node3 (no disk handoff): read back and verify"
 on 3 qemu-io -t none -f qcow2 -c 'read -P 0xab 0 4M' -c 'read -P 0xcd 5G 1M' -c 'read -P 0 8M 1M' "$V/vm1.qcow2" | grep -v '^ops'
 on 3 qemu-img check "$V/vm1.qcow2"
+echo
+echo "== file locks hold across nodes: while the VM runs on node3, node1 cannot open its disk read-write"
+"$lab" exec 3 -- sh -c "echo 'read 0 4k'; sleep 3" </dev/null | "$lab" exec 3 -- qemu-io -t none -f qcow2 "$V/vm1.qcow2" >/dev/null 2>&1 &
+vm=$!
+sleep 1
+on 1 qemu-io -t none -f qcow2 -c 'read 0 4k' "$V/vm1.qcow2" 2>&1 | head -1 || true
+wait "$vm" || true
+echo "== the VM stopped on node3: node1 starts it"
+on 1 qemu-io -t none -f qcow2 -c 'read -P 0xab 0 4k' "$V/vm1.qcow2" | grep -v '^ops'
 echo
 echo "== the same volume on every node"
 for k in 1 2 3; do on "$k" ls -la "$V"; done

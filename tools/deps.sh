@@ -13,6 +13,7 @@ PACKAGES=(
   libcmocka-dev
   qemu-utils fio
   iproute2 attr acl psmisc procps kmod
+  xfsprogs
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

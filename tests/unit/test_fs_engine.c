@@ -1642,6 +1642,73 @@ static void test_concurrent_operations(void **state)
  * overwrite there only flagged the times (a participant keeps none, OP_TOUCH
  * stamps them at the coordinator), so the engine must not write the empty
  * times it finds (mtime 1970 once flushed). */
+/* ---- snapshot freeze: volume_quiesce / volume_resume (docs/snapshot.md) ---- */
+
+struct sync_run {
+	struct volume *v;
+	int done, rc;
+	pthread_mutex_t mu;
+};
+
+static void *sync_main(void *arg)
+{
+	struct sync_run *r = arg;
+	int rc = volume_sync(r->v);
+	pthread_mutex_lock(&r->mu);
+	r->rc = rc;
+	r->done = 1;
+	pthread_mutex_unlock(&r->mu);
+	return NULL;
+}
+
+static int sync_done(struct sync_run *r)
+{
+	pthread_mutex_lock(&r->mu);
+	int d = r->done;
+	pthread_mutex_unlock(&r->mu);
+	return d;
+}
+
+/* A copy of the LUN taken while quiesced is a cleanly unmounted ext4: no
+ * replay needed, e2fsck clean, holding what was done before; commits wait
+ * until the resume, and the volume is journaled again after it. */
+static void test_quiesce_leaves_a_clean_lun(void **state)
+{
+	struct efx *f = *state;
+	struct volume *v = f->v;
+	mkfile(v, ROOT, "before");
+	assert_int_equal(volume_sync(v), 0);
+	char err[512] = "", copy[PATH_MAX], cmd[3 * PATH_MAX];
+	assert_int_equal(volume_quiesce(v, err, sizeof(err)), 0);
+	snprintf(copy, sizeof(copy), "%.*s.snap", PATH_MAX - 16, f->path);
+	snprintf(cmd, sizeof(cmd), "cp --sparse=always '%s' '%s'", f->path, copy);
+	assert_int_equal(system(cmd), 0);
+
+	struct sync_run r = { .v = v };
+	pthread_mutex_init(&r.mu, NULL);
+	pthread_t t;
+	assert_int_equal(pthread_create(&t, NULL, sync_main, &r), 0);
+	usleep(200 * 1000);
+	assert_false(sync_done(&r));   /* nothing reaches the LUN while quiesced */
+	assert_int_equal(volume_resume(v, err, sizeof(err)), 0);
+	pthread_join(t, NULL);
+	assert_int_equal(r.rc, 0);
+	assert_true(ext2fs_has_feature_journal_needs_recovery(v->fs->super));
+	mkfile(v, ROOT, "after");
+	assert_int_equal(volume_sync(v), 0);
+
+	ext2_filsys fs;
+	assert_int_equal(ext2fs_open2(copy, NULL, EXT2_FLAG_64BITS, 0, 0, unix_io_manager, &fs), 0);
+	assert_false(ext2fs_has_feature_journal_needs_recovery(fs->super));
+	assert_true(fs->super->s_state & EXT2_VALID_FS);
+	ext2_ino_t ino;
+	assert_int_equal(ext2fs_namei(fs, ROOT, ROOT, "before", &ino), 0);
+	assert_int_not_equal(ext2fs_namei(fs, ROOT, ROOT, "after", &ino), 0);
+	ext2fs_close_free(&fs);
+	assert_true(fsck_clean(copy));
+	unlink(copy);
+}
+
 static void test_adopted_dirty_times_are_stamped(void **state)
 {
 	struct efx *f = *state;
@@ -2156,6 +2223,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_split_without_space, setup_small, teardown),
 		cmocka_unit_test_setup_teardown(test_last_close_races_unlink, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_adopted_dirty_times_are_stamped, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_quiesce_leaves_a_clean_lun, setup, teardown),
 	};
 	return cmocka_run_group_tests_name("fs_engine", tests, NULL, NULL);
 }

@@ -1033,6 +1033,67 @@ static void test_malformed_map(void **state)
 	remote_close(f, m);
 }
 
+/* File locks over the wire: a participant's lock is decided by the
+ * coordinator's table under the peer's name (not a field it sends), a
+ * conflict with the coordinator's own lock is refused, F_GETLK shows a
+ * holder of another node with pid 0, UNLOCK_ALL drops only the peer's
+ * locks, LKWAIT answers at once after a change, and a table in its grace
+ * period answers EBUSY to everything but a reclaim. */
+static struct plock file_lock(const char *node, uint64_t owner, int type, uint64_t start, uint64_t end)
+{
+	struct plock l = { .ino = 20, .kind = PLOCK_POSIX, .type = (uint8_t)type, .start = start,
+			   .end = end, .owner = owner, .fh = owner + 100, .pid = 4242 };
+	snprintf(l.node, sizeof(l.node), "%s", node);
+	return l;
+}
+
+static void test_file_locks(void **state)
+{
+	struct fx *f = *state;
+	int granted = 0, found = 0;
+	uint64_t gen = 0, g2 = 0;
+	struct plock mine = file_lock("node-a", 1, PLOCK_WRITE, 0, 9), c;
+	assert_int_equal(ops_local.setlk(f->cv, &mine, 0, &granted, &gen), 0);
+	assert_true(granted);
+	struct plock theirs = file_lock("forged-name", 1, PLOCK_WRITE, 5, 5);
+	assert_int_equal(ops_remote.setlk(f->pv, &theirs, 0, &granted, &gen), 0);
+	assert_false(granted);                                  /* the coordinator's lock holds */
+	assert_int_equal(ops_remote.getlk(f->pv, &theirs, &c, &found), 0);
+	assert_true(found);
+	assert_int_equal(c.start, 0);
+	assert_int_equal(c.end, 9);
+	assert_int_equal(c.type, PLOCK_WRITE);
+	assert_int_equal(c.pid, 0);                             /* a process of another node */
+	theirs.start = theirs.end = 10;
+	assert_int_equal(ops_remote.setlk(f->pv, &theirs, 0, &granted, &gen), 0);
+	assert_true(granted);
+	assert_true(plock_holds(f->cv->plocks, NODE, 20, PLOCK_BY_FH, theirs.fh));   /* the peer's name */
+	assert_false(plock_holds(f->cv->plocks, "forged-name", 20, PLOCK_BY_FH, theirs.fh));
+	/* LKWAIT: nothing changed, the timeout; a change, at once */
+	assert_int_equal(ops_remote.lkwait(f->pv, gen, 20, &g2), 0);
+	assert_int_equal(g2, gen);
+	assert_int_equal(ops_remote.unlock_all(f->pv, "ignored", 20, PLOCK_BY_FH, mine.fh), 0);
+	assert_int_equal(ops_remote.getlk(f->pv, &theirs, &c, &found), 0);   /* ours is not its to drop */
+	struct plock probe = file_lock("node-c", 9, PLOCK_WRITE, 0, 0);
+	assert_true(plock_test(f->cv->plocks, &probe, &c));
+	assert_int_equal(ops_remote.unlock_all(f->pv, "ignored", 20, PLOCK_BY_FH, theirs.fh), 0);
+	assert_int_equal(ops_remote.lkwait(f->pv, gen, 1000, &g2), 0);
+	assert_true(g2 > gen);
+	assert_false(plock_holds(f->cv->plocks, NODE, 20, PLOCK_BY_FH, theirs.fh));
+	/* a new coordinator's grace: EBUSY but for reclaims, until the peer is done */
+	const char *expect[] = { NODE };
+	plock_begin_grace(f->cv->plocks, expect, 1, 60000);
+	assert_int_equal(ops_remote.setlk(f->pv, &theirs, 0, &granted, &gen), -EBUSY);
+	assert_int_equal(ops_remote.getlk(f->pv, &theirs, &c, &found), -EBUSY);
+	assert_int_equal(ops_remote.setlk(f->pv, &theirs, 1, &granted, &gen), 0);
+	assert_true(granted);
+	assert_int_equal(ops_remote.reclaim_done(f->pv, "ignored"), 0);
+	assert_false(plock_in_grace(f->cv->plocks));
+	struct plock other = file_lock("x", 2, PLOCK_READ, 10, 10);
+	assert_int_equal(ops_remote.setlk(f->pv, &other, 0, &granted, &gen), 0);
+	assert_false(granted);                                  /* the reclaimed lock conflicts */
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1055,6 +1116,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_pending_sizes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_malformed_replies, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_malformed_map, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_file_locks, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,17 @@
+#!/bin/sh
+# csvfs snapshot hook: a reflink copy of an image-file LUN (docs/snapshot.md).
+# Runs on the coordinator while every node is frozen. The copy goes next to
+# the LUN as <snapshot name>.img, or into CSVFS_SNAPSHOT_DIR when the daemon's
+# environment sets it. Needs a filesystem with reflinks (XFS reflink=1, btrfs):
+# --reflink=always fails rather than falling back to a slow full copy.
+set -eu
+: "${CSVFS_LUN:?run by csvfs as a snapshot hook}" "${CSVFS_SNAPSHOT_NAME:?}"
+dir=${CSVFS_SNAPSHOT_DIR:-$(dirname "$CSVFS_LUN")}
+dest=$dir/$CSVFS_SNAPSHOT_NAME.img
+if [ -e "$dest" ]; then
+  echo "reflink hook: $dest already exists; choose another snapshot name" >&2
+  exit 1
+fi
+cp --reflink=always --sparse=auto -- "$CSVFS_LUN" "$dest.part"
+mv -- "$dest.part" "$dest"
+echo "snapshot of volume $CSVFS_VOLUME_GUID: $dest"
