@@ -41,14 +41,13 @@ static char *bounce(void)
 }
 
 /* Moves len bytes at file block lblk, which extent e maps. The gate, the
- * fault hook and the log line are lunio's. A failure that means this node's
- * path is gone redirects the node (fs/iostate.h) and the same transfer goes
- * through the coordinator, so the caller sees latency, not an error (a
- * transfer the path does not answer within the path timeout counts as a
- * failure: a hung path is a failed path); while
- * redirected every transfer goes there. Otherwise the caller sees EIO, as
- * from a local disk. A closed gate (this node lost its right to the LUN) is
- * not a path failure. */
+ * fault hook and the log line are lunio's. On a participant, a failure that
+ * means this node's path is gone — or a transfer the path does not answer
+ * within the path timeout: a hung path is a failed path — redirects the node
+ * (fs/iostate.h) and the same transfer goes through the coordinator, so the
+ * caller sees latency, not an error; while redirected every transfer goes
+ * there. Otherwise the caller sees EIO, as from a local disk. A closed gate
+ * (this node lost its right to the LUN) is not a path failure. */
 static int lun_io(struct volume *v, const struct fs_ops *ops, struct minode *m,
 		  const struct meta_extent *e, int write, void *buf, size_t len, uint64_t lblk)
 {
