@@ -14,6 +14,7 @@
  * the recall thread drops layouts on blocking callbacks; dlm-glue's dispatch
  * thread runs the callbacks, which only record and signal. */
 #include "fs/cluster_internal.h"
+#include "fs/iostate.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -221,18 +222,39 @@ void cluster_status_json(struct cluster *c, char *out, size_t len)
 		int self = m[i].nodeid == c->self;
 		const char *io = m[i].state != DG_NODE_UP ? "unavailable"
 				 : self && paused ? "paused"
-				 : self && role == CL_PARTICIPANT && !connected ? "unavailable" : "direct";
+				 : self && role == CL_PARTICIPANT && !connected ? "unavailable" : NULL;
+		/* This node's own state in full (fs/iostate.h); another node's
+		 * redirection is not known here yet (docs/cluster.md). */
+		char io_json[1024];
+		/* The coordinator's own data always goes direct (nobody to redirect
+		 * to); reasons it holds, a user's lease, apply once it is not. */
+		if (self)
+			iostate_json(io_json, sizeof(io_json),
+				     io ? io : role == CL_COORDINATOR ? "direct" : NULL);
+		else
+			snprintf(io_json, sizeof(io_json), "\"io_state\":\"%s\",\"io_reasons\":[]",
+				 io ? io : "direct");
 		o += (size_t)snprintf(out + o, len - o,
 			"%s{\"name\":\"%s\",\"nodeid\":%u,\"this_node\":%s,\"state\":\"%s\",\"role\":\"%s\","
-			"\"mounted\":%s,\"io_state\":\"%s\",\"io_reasons\":[]}",
+			"\"mounted\":%s,%s}",
 			i ? "," : "", m[i].name, m[i].nodeid, self ? "true" : "false", state_name(m[i].state),
 			m[i].nodeid == coord ? "coordinator" : "participant",
-			m[i].state == DG_NODE_UP ? "true" : "false", io);
+			m[i].state == DG_NODE_UP ? "true" : "false", io_json);
 	}
 	if (o + 2 < len)
 		o += (size_t)snprintf(out + o, len - o, "]");
 	if (o < len)
 		freeze_status_json(c, out + o, len - o);
+}
+
+int cluster_is_member(struct cluster *c, const char *name)
+{
+	struct dg_member m[MAX_NODES];
+	int q = 0, n = dg_members(c->ls, m, MAX_NODES, &q);
+	for (int i = 0; i < n; i++)
+		if (strcmp(m[i].name, name) == 0)
+			return 1;
+	return 0;
 }
 
 /* ---- start and stop ------------------------------------------------------- */

@@ -83,5 +83,7 @@ void cluster_snapshot(struct cluster *c, const struct cluster_snap_request *rq,
 int cluster_move(struct cluster *c, const char *target, char *err, size_t errlen);
 /* JSON members, coordinator and I/O state for csvctl status. */
 void cluster_status_json(struct cluster *c, char *out, size_t len);
+/* 1: a node of that name is in the lock group's membership. */
+int cluster_is_member(struct cluster *c, const char *name);
 
 #endif

@@ -4,6 +4,7 @@
  * csvctl move. docs/cluster.md, "Roles and the coordinator election". */
 #include "fs/cluster_internal.h"
 #include "fs/proto.h"
+#include "fs/iostate.h"
 #include "redirect-io/rio.h"
 
 #include <errno.h>
@@ -295,6 +296,8 @@ void role_lose(struct cluster *c)
 
 static void try_take_role(struct cluster *c, const struct coord_info *ci)
 {
+	if (iostate_path_down())
+		return;                       /* no coordinator without a path */
 	int rc = held_lock(&c->coord, DG_EX, DG_NOQUEUE);
 	if (rc)
 		return;                       /* someone holds it (maybe departed, not yet fenced) */

@@ -1,7 +1,8 @@
 /* The control channel: a Unix socket per volume (/run/csvfs/<GUID>.sock,
  * root only) on which csvctl asks the daemon for its state. One request line,
  * one JSON reply, then the connection closes. Requests: "status", "move
- * [NODE]", "snapshot TIMEOUT NAME HOOK" (served on a thread of its own: it
+ * [NODE]", "redirect on SECONDS [NODE...]", "redirect off [NODE...]",
+ * "snapshot TIMEOUT NAME HOOK" (served on a thread of its own: it
  * lasts up to TIMEOUT, and a status must still answer meanwhile; the client
  * closing its end aborts it, docs/snapshot.md). */
 #include "fs/csvfs.h"
@@ -9,6 +10,7 @@
 #include "fs/control.h"
 #include "fs/cluster.h"
 #include "fs/fsops.h"
+#include "fs/iostate.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -104,6 +106,46 @@ static void move_request(struct control *c, const char *target, char *reply, siz
 		snprintf(reply, len, "{\"error\":\"%s\"}\n", esc);
 	else
 		snprintf(reply, len, "{\"moving\":true}\n");
+}
+
+/* "redirect on SECONDS [NODE...]" / "redirect off [NODE...]" (csvctl checked
+ * the syntax; checked again here, the socket is the interface). A redirect
+ * acts on the node whose daemon gets it: another node's name is refused
+ * with where to run it. */
+static void redirect_request(struct control *c, char *args, char *reply, size_t len)
+{
+	char err[256] = "", esc[512];
+	char *save = NULL, *word = strtok_r(args, " ", &save);
+	int on = word && strcmp(word, "on") == 0, off = word && strcmp(word, "off") == 0;
+	unsigned seconds = 0;
+	if (on) {
+		char *sec = strtok_r(NULL, " ", &save), *end = NULL;
+		unsigned long s = sec ? strtoul(sec, &end, 10) : 0;
+		seconds = sec && *sec && !*end && s <= IOSTATE_LEASE_MAX_S ? (unsigned)s : 0;
+		if (!seconds)
+			snprintf(err, sizeof(err), "redirect on: a lease of 1 to %d seconds is needed",
+				 IOSTATE_LEASE_MAX_S);
+	} else if (!off) {
+		snprintf(err, sizeof(err), "redirect: expected on or off");
+	}
+	while (!err[0] && (word = strtok_r(NULL, " ", &save)) != NULL) {
+		if (strcmp(word, c->node) == 0)
+			continue;
+		if (c->vol->cluster && cluster_is_member(c->vol->cluster, word))
+			snprintf(err, sizeof(err), "node %s: a redirect acts on the node it is asked on; "
+				 "run csvctl redirect on %s", word, word);
+		else
+			snprintf(err, sizeof(err), "no node '%s' has this volume mounted", word);
+	}
+	if (!err[0] && !c->vol->cluster)
+		snprintf(err, sizeof(err), "volume is mounted standalone: there is no coordinator to redirect to");
+	if (!err[0])
+		iostate_user_request(on, seconds, err, sizeof(err));
+	json_str(esc, sizeof(esc), err);
+	if (err[0])
+		snprintf(reply, len, "{\"error\":\"%s\"}\n", esc);
+	else
+		snprintf(reply, len, "{\"redirect\":\"%s\",\"seconds\":%u}\n", on ? "on" : "off", seconds);
 }
 
 /* ---- snapshot -------------------------------------------------------------- */
@@ -256,6 +298,8 @@ static int serve_client(struct control *c, int fd)
 		status_json(c, reply, sizeof(reply));
 	else if (strncmp(req, "move", 4) == 0 && (req[4] == 0 || req[4] == ' '))
 		move_request(c, req[4] ? req + 5 : "", reply, sizeof(reply));
+	else if (strncmp(req, "redirect ", 9) == 0)
+		redirect_request(c, req + 9, reply, sizeof(reply));
 	else {
 		char esc[REQUEST_MAX * 6];
 		json_str(esc, sizeof(esc), req);

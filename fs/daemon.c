@@ -9,6 +9,7 @@
 #include "fs/locks.h"
 #include "fs/fuse_alias.h"
 #include "fs/cluster.h"
+#include "fs/iostate.h"
 
 #include <blkid/blkid.h>
 #include <errno.h>
@@ -28,6 +29,7 @@ struct daemon_opts {
 	char lun_hint[4096];           /* lun=PATH: where this node sees the LUN */
 	char fuse_opts[512];
 	struct cluster_opts co;
+	unsigned path_timeout_ms;      /* fs/iostate.h */
 };
 
 static void usage(FILE *to)
@@ -46,6 +48,8 @@ static void usage(FILE *to)
 		"     lockmgr=cpg|dlm  lock manager backend (default cpg)\n"
 		"     fence_deadline=MS  self-fence deadline (default: token+consensus+10 s)\n"
 		"     pause_timeout=MS   while quorum is lost, hold requests this long, then EIO (60000)\n"
+		"     path_timeout=MS    a data transfer on this node's LUN path not done in MS is a\n"
+		"                        path failure: redirect through the coordinator (5000; 0 off)\n"
 		"  -o ro           read-only\n"
 		"  -o allow_other  let other users (e.g. the hypervisor's) use the mount\n"
 		"  -o default_permissions  (always on: the kernel enforces POSIX permissions)\n"
@@ -125,6 +129,8 @@ static int parse_cluster_option(struct daemon_opts *d, const char *o)
 		return number_value(&d->co.fence_deadline_ms, o, v, 3600000);
 	if (KEY("pause_timeout"))
 		return number_value(&d->co.pause_timeout_ms, o, v, 86400000);
+	if (KEY("path_timeout"))
+		return number_value(&d->path_timeout_ms, o, v, 600000);
 	if (KEY("coord_wait"))
 		return number_value(&d->co.coord_wait_ms, o, v, 86400000);
 #undef KEY
@@ -292,6 +298,11 @@ static int join_cluster(struct daemon_opts *d, struct volume *v)
 	int rc = cluster_start(v, &d->co, err, sizeof(err));
 	if (rc)
 		csvfs_log(LOG_ERR_L, "cannot join the cluster: %s", err);
+	/* The prober of a failed path and the user's redirect lease (design.md §7);
+	 * without it a redirect would have no end: no mount without it (serve
+	 * stops the cluster). */
+	if (rc == 0 && (rc = iostate_start(&v->data_lun, v->blocksize, d->path_timeout_ms)) != 0)
+		csvfs_log(LOG_ERR_L, "cannot start the LUN path prober: %s", strerror(-rc));
 	return rc;
 }
 
@@ -328,6 +339,8 @@ static int serve(struct daemon_opts *d, struct volume *v)
 			int rc = fuse_session_loop_mt(se, &cfg);
 			status = rc < 0 ? 1 : 0;
 			control_stop(&ctl);
+			if (d->cluster)
+				iostate_stop();
 		}
 		fuse_session_unmount(se);
 		alias_stop(cf.aliases);
@@ -366,7 +379,7 @@ static int open_cluster_volume(struct daemon_opts *d, struct volume **out)
 
 int csvfs_daemon_main(int argc, char **argv)
 {
-	struct daemon_opts d = { 0 };
+	struct daemon_opts d = { .path_timeout_ms = IOSTATE_PATH_TIMEOUT_DEFAULT_MS };
 	initialize_ext2_error_table();   /* libext2fs errors by name in logs */
 	if (parse_args(argc, argv, &d))
 		return 2;

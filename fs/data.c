@@ -9,6 +9,7 @@
 #include "fs/meta.h"
 #include "fs/data.h"
 #include "fs/ops.h"
+#include "fs/iostate.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -39,14 +40,32 @@ static char *bounce(void)
 	return b;
 }
 
-/* The gate, the fault hook and the log line are lunio's; the caller only
- * sees EIO, as from a local disk. */
-static int lun_io(struct volume *v, int write, void *buf, size_t len, uint64_t pblk)
+/* Moves len bytes at file block lblk, which extent e maps. The gate, the
+ * fault hook and the log line are lunio's. On a participant, a failure that
+ * means this node's path is gone — or a transfer the path does not answer
+ * within the path timeout: a hung path is a failed path — redirects the node
+ * (fs/iostate.h) and the same transfer goes through the coordinator, so the
+ * caller sees latency, not an error; while redirected every transfer goes
+ * there. Otherwise the caller sees EIO, as from a local disk. A closed gate
+ * (this node lost its right to the LUN) is not a path failure. */
+static int lun_io(struct volume *v, const struct fs_ops *ops, struct minode *m,
+		  const struct meta_extent *e, int write, void *buf, size_t len, uint64_t lblk)
 {
+	uint64_t pblk = e->pblk + (lblk - e->lblk);
+	uint32_t nblk = (uint32_t)(len / v->blocksize);
+	if (ops->lun_redirect && iostate_redirected())
+		return ops->lun_redirect(v, m, write, buf, lblk, pblk, nblk);
 	uint64_t at = pblk * v->blocksize;
-	int rc = write ? lun_pwrite(&v->data_lun, buf, len, at, 0)
-		       : lun_pread(&v->data_lun, buf, len, at);
-	return rc ? -EIO : 0;
+	/* A participant's transfer has a path timeout: one its path never
+	 * answers is a path failure too, and goes through the coordinator. */
+	unsigned timeout_ms = ops->lun_redirect ? iostate_path_timeout_ms() : 0;
+	int rc = lun_transfer_timed(&v->data_lun, write, buf, len, at, timeout_ms);
+	if (rc == 0)
+		return 0;
+	if (!ops->lun_redirect || !lun_error_is_path(rc) || journal_gate_get() != JOURNAL_GATE_OPEN)
+		return -EIO;
+	iostate_path_failed(v->data_lun.name, rc);
+	return ops->lun_redirect(v, m, write, buf, lblk, pblk, nblk);
 }
 
 ssize_t data_read(struct volume *v, const struct fs_ops *ops, struct minode *m, char *buf,
@@ -81,7 +100,7 @@ ssize_t data_read(struct volume *v, const struct fs_ops *ops, struct minode *m, 
 			stop = span_start + BOUNCE_BYTES;
 		if (e.state == EXTENT_WRITTEN) {
 			uint64_t span_end = (stop + bs - 1) / bs * bs;
-			rc = lun_io(v, 0, bb, span_end - span_start, e.pblk + (span_start / bs - e.lblk));
+			rc = lun_io(v, ops, m, &e, 0, bb, span_end - span_start, span_start / bs);
 			if (rc == 0)
 				memcpy(buf + (pos - off), bb + (pos - span_start), stop - pos);
 		} else {
@@ -95,33 +114,35 @@ ssize_t data_read(struct volume *v, const struct fs_ops *ops, struct minode *m, 
 
 /* Fills the partial head and tail blocks of [pos, stop) in bb (which maps
  * span_start..) from the LUN; whole blocks are about to be overwritten. */
-static int read_edges(struct volume *v, char *bb, const struct meta_extent *e,
-		      uint64_t span_start, uint64_t span_end, uint64_t pos, uint64_t stop)
+static int read_edges(struct volume *v, const struct fs_ops *ops, struct minode *m, char *bb,
+		      const struct meta_extent *e, uint64_t span_start, uint64_t span_end,
+		      uint64_t pos, uint64_t stop)
 {
 	unsigned bs = v->blocksize;
 	int rc = 0;
 	if (pos % bs)
-		rc = lun_io(v, 0, bb, bs, e->pblk + (span_start / bs - e->lblk));
+		rc = lun_io(v, ops, m, e, 0, bb, bs, span_start / bs);
 	uint64_t tail = span_end - bs;
 	if (rc == 0 && stop % bs && (tail != span_start || pos % bs == 0))
-		rc = lun_io(v, 0, bb + (tail - span_start), bs, e->pblk + (tail / bs - e->lblk));
+		rc = lun_io(v, ops, m, e, 0, bb + (tail - span_start), bs, tail / bs);
 	return rc;
 }
 
 /* Overwrites written blocks: one pwrite; edges read-modify-write under the
  * inode's write lock so concurrent partial writes to one block don't race. */
-static int write_written(struct volume *v, struct minode *m, const char *src, uint64_t pos,
-			 uint64_t stop, const struct meta_extent *e, char *bb)
+static int write_written(struct volume *v, const struct fs_ops *ops, struct minode *m,
+			 const char *src, uint64_t pos, uint64_t stop, const struct meta_extent *e,
+			 char *bb)
 {
 	unsigned bs = v->blocksize;
 	uint64_t span_start = pos - pos % bs, span_end = (stop + bs - 1) / bs * bs;
 	int partial = pos % bs || stop % bs;
 	if (partial)
 		pthread_mutex_lock(&m->write_lock);
-	int rc = partial ? read_edges(v, bb, e, span_start, span_end, pos, stop) : 0;
+	int rc = partial ? read_edges(v, ops, m, bb, e, span_start, span_end, pos, stop) : 0;
 	if (rc == 0) {
 		memcpy(bb + (pos - span_start), src, stop - pos);
-		rc = lun_io(v, 1, bb, span_end - span_start, e->pblk + (span_start / bs - e->lblk));
+		rc = lun_io(v, ops, m, e, 1, bb, span_end - span_start, span_start / bs);
 	}
 	if (partial)
 		pthread_mutex_unlock(&m->write_lock);
@@ -157,7 +178,7 @@ static int write_allocating(struct volume *v, const struct fs_ops *ops, struct m
 		memset(bb, 0, bs);
 		memset(bb + (span_end - span_start - bs), 0, bs);
 		memcpy(bb + (pos - span_start), src, stop - pos);
-		rc = lun_io(v, 1, bb, span_end - span_start, e.pblk + (span_start / bs - e.lblk));
+		rc = lun_io(v, ops, m, &e, 1, bb, span_end - span_start, span_start / bs);
 		/* The commit grows the size to at least stop, never shrinks it. */
 		if (rc == 0)
 			rc = ops->commit_write(v, m, span_start / bs, (span_end - span_start) / bs, stop);
@@ -202,7 +223,7 @@ ssize_t data_write(struct volume *v, const struct fs_ops *ops, struct minode *m,
 			stop = end;
 		if (stop - (pos - pos % bs) > BOUNCE_BYTES)
 			stop = pos - pos % bs + BOUNCE_BYTES;
-		rc = write_written(v, m, buf + (pos - off), pos, stop, &e, bb);
+		rc = write_written(v, ops, m, buf + (pos - off), pos, stop, &e, bb);
 		overwrote = 1;
 		pos = stop;
 	}

@@ -84,6 +84,12 @@ struct fs_ops {
 	int (*lkwait)(struct volume *v, uint64_t gen, unsigned timeout_ms, uint64_t *out);
 	/* This node has told a new coordinator every lock it holds. */
 	int (*reclaim_done)(struct volume *v, const char *node);
+	/* Redirected I/O (design.md §7): moves the nblk blocks at LUN block pblk,
+	 * which m's layout maps to lblk, through the coordinator instead of this
+	 * node's own path. NULL where there is no one to redirect to (ops_local:
+	 * the coordinator and a standalone node use their own path). */
+	int (*lun_redirect)(struct volume *v, struct minode *m, int write, void *buf,
+			    uint64_t lblk, uint64_t pblk, uint32_t nblk);
 };
 
 extern const struct fs_ops ops_local;

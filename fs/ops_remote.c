@@ -1,13 +1,16 @@
 /* ops_remote (fs/ops.h): a participant's operations, as requests to the
  * coordinator (fs/proto.h) over the volume's remote_link. File data does
- * not travel: the data path (fs/data.c) asks here only for layouts (map,
- * alloc) and commits, and moves the bytes directly on the LUN.
+ * not travel while this node's path works: the data path (fs/data.c) asks
+ * here only for layouts (map, alloc) and commits, and moves the bytes
+ * directly on the LUN; redirected (fs/iostate.h), it sends them here
+ * (lun_redirect, OP_LUN_*).
  *
  * A participant trusts what it caches (written mappings, the size) only
  * while it holds the inode's layout lock; a truncate, punch or zeroing
  * elsewhere recalls it first (docs/cluster.md). */
 #include "fs/ops.h"
 #include "fs/proto.h"
+#include "fs/iostate.h"
 
 #include <errno.h>
 #include <linux/falloc.h>
@@ -440,11 +443,30 @@ static int pending_resend(struct volume *v, struct minode *m, uint32_t epoch)
 	return -EIO;
 }
 
+/* Our data durable on the LUN: our own path's flush, or — redirected, or when
+ * that flush finds the path gone — the coordinator's (OP_LUN_FLUSH: its
+ * fdatasync of the same LUN covers our redirected writes and the direct ones
+ * we made before the path failed). */
+static int data_flush(struct volume *v)
+{
+	if (!iostate_redirected()) {
+		if (fdatasync(v->data_fd) == 0)
+			return 0;
+		int err = errno;
+		if (!lun_error_is_path(err))
+			return -err;
+		iostate_path_failed(v->lun, -err);
+	}
+	struct proto_req q = { 0 };
+	return call_void(v, OP_LUN_FLUSH, &q);
+}
+
 static int r_fsync(struct volume *v, struct minode *m, int datasync)
 {
 	/* Our data first: the coordinator's commit cannot flush our writes. */
-	if (fdatasync(v->data_fd) != 0)
-		return -errno;
+	int flushed = data_flush(v);
+	if (flushed)
+		return flushed;
 	int rc = datasync ? 0 : r_touch_if_dirty(v, m);
 	uint32_t epoch = v->remote->epoch(v->remote->ctx);
 	if (rc == 0)
@@ -493,8 +515,9 @@ static int r_release(struct volume *v, struct minode *m)
 
 static int r_syncfs(struct volume *v)
 {
-	if (fdatasync(v->data_fd) != 0)
-		return -errno;
+	int rc = data_flush(v);
+	if (rc)
+		return rc;
 	struct proto_req q = { 0 };
 	return call_void(v, OP_SYNCFS, &q);
 }
@@ -563,10 +586,11 @@ static int r_commit_write(struct volume *v, struct minode *m, uint64_t lblk, uin
 {
 	/* The blocks become readable as data on every node: the data must be
 	 * durable first (design.md §4). */
-	if (len && fdatasync(v->data_fd) != 0)
-		return -errno;
+	int rc = len ? data_flush(v) : 0;
+	if (rc)
+		return rc;
 	uint32_t epoch = v->remote->epoch(v->remote->ctx);
-	int rc = r_commit_send(v, m, lblk, len, new_size);
+	rc = r_commit_send(v, m, lblk, len, new_size);
 	if (rc == 0)
 		pending_add(m, lblk, len, new_size, epoch);
 	if (rc == 0 && pending_count(m) > PENDING_MAX)
@@ -685,6 +709,38 @@ static int r_reclaim_done(struct volume *v, const char *node)
 	return call_void(v, OP_RECLAIM_DONE, &q);
 }
 
+/* The data path's transfer, through the coordinator (design.md §7): in
+ * requests of at most PROTO_LUN_IO_MAX; a LUN_WRITE is on the LUN when
+ * answered and durable after the next data_flush, as a direct write. */
+static int r_lun_redirect(struct volume *v, struct minode *m, int write, void *buf,
+			  uint64_t lblk, uint64_t pblk, uint32_t nblk)
+{
+	uint32_t per = PROTO_LUN_IO_MAX / v->blocksize;
+	int rc = 0;
+	for (uint32_t done = 0; done < nblk && rc == 0;) {
+		uint32_t n = nblk - done < per ? nblk - done : per;
+		size_t len = (size_t)n * v->blocksize;
+		char *at = (char *)buf + (size_t)done * v->blocksize;
+		struct proto_req q = { .lun_io = { .ino = m->ino, .nblk = n, .lblk = lblk + done,
+						   .pblk = pblk + done } };
+		if (write) {
+			q.lun_io.data = at;
+			q.lun_io.len = (uint32_t)len;
+			rc = call_void(v, OP_LUN_WRITE, &q);
+		} else {
+			union proto_reply p = { .lun_data = { .buf = at, .size = len } };
+			rc = call(v, OP_LUN_READ, &q, &p);
+			if (rc == 0 && p.lun_data.len != len) {
+				csvfs_log(LOG_ERR_L, "coordinator answered a redirected read of %zu bytes "
+					  "with %u", len, p.lun_data.len);
+				rc = -EIO;
+			}
+		}
+		done += n;
+	}
+	return rc;
+}
+
 const struct fs_ops ops_remote = {
 	.name = "remote",
 	.lookup = r_lookup,
@@ -720,4 +776,5 @@ const struct fs_ops ops_remote = {
 	.unlock_all = r_unlock_all,
 	.lkwait = r_lkwait,
 	.reclaim_done = r_reclaim_done,
+	.lun_redirect = r_lun_redirect,
 };

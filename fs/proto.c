@@ -479,6 +479,43 @@ static int get_commit(struct rio_reader *r, struct proto_req *q)
 	return check(r, valid_range(c->lblk, c->len) && c->size <= PROTO_FILE_SIZE_MAX);
 }
 
+static void put_lun_io(struct rio_writer *w, const struct proto_req *q)
+{
+	const struct proto_lun_io *l = &q->lun_io;
+	rio_put_u32(w, l->ino);
+	rio_put_u64(w, l->lblk);
+	rio_put_u64(w, l->pblk);
+	rio_put_u32(w, l->nblk);
+}
+
+static int get_lun_io(struct rio_reader *r, struct proto_req *q)
+{
+	struct proto_lun_io *l = &q->lun_io;
+	get_ino(r, &l->ino);
+	rio_get_u64(r, &l->lblk);
+	rio_get_u64(r, &l->pblk);
+	rio_get_u32(r, &l->nblk);
+	/* 512 bytes is the smallest block a transfer can be made of */
+	return check(r, l->nblk > 0 && l->nblk <= PROTO_LUN_IO_MAX / 512 &&
+			valid_range(l->lblk, l->nblk) && l->pblk < PROTO_LUN_BLOCK_MAX &&
+			l->nblk <= PROTO_LUN_BLOCK_MAX - l->pblk);
+}
+
+static void put_lun_write(struct rio_writer *w, const struct proto_req *q)
+{
+	put_lun_io(w, q);
+	rio_put_bytes(w, q->lun_io.data, q->lun_io.len);
+}
+
+static int get_lun_write(struct rio_reader *r, struct proto_req *q)
+{
+	const uint8_t *data = NULL;
+	get_lun_io(r, q);
+	rio_get_bytes(r, &data, &q->lun_io.len, PROTO_LUN_IO_MAX);
+	q->lun_io.data = data;
+	return check(r, q->lun_io.len > 0 && q->lun_io.len % q->lun_io.nblk == 0);
+}
+
 static void put_fallocate(struct rio_writer *w, const struct proto_req *q)
 {
 	rio_put_u32(w, q->fallocate.ino);
@@ -723,6 +760,23 @@ static int get_xattr_reply(struct rio_reader *r, union proto_reply *p)
 	return r->err;
 }
 
+static void put_lun_data_reply(struct rio_writer *w, const union proto_reply *p)
+{
+	rio_put_bytes(w, p->lun_data.data, p->lun_data.len);
+}
+
+static int get_lun_data_reply(struct rio_reader *r, union proto_reply *p)
+{
+	struct proto_lun_data *d = &p->lun_data;
+	const uint8_t *data = NULL;
+	d->len = 0;
+	rio_get_bytes(r, &data, &d->len, PROTO_LUN_IO_MAX);
+	d->data = data;
+	if (r->err == 0 && d->buf && d->len && d->len <= d->size)
+		memcpy(d->buf, data, d->len);
+	return r->err;
+}
+
 static void put_dirent(struct rio_writer *w, const struct meta_dirent *e, int plus)
 {
 	rio_put_u64(w, e->ino);
@@ -871,6 +925,9 @@ static const struct proto_op OPS[OP_MAX_] = {
 	[OP_SNAPSHOT] = { OP_SNAPSHOT, "snapshot", false, false, REQ(snapshot), REP(snapshot) },
 	[OP_SNAPSHOT_ABORT] = { OP_SNAPSHOT_ABORT, "snapshot_abort", true, false, REQ(snapshot_abort),
 				REP(none) },
+	[OP_LUN_READ] = { OP_LUN_READ, "lun_read", true, false, REQ(lun_io), REP(lun_data) },
+	[OP_LUN_WRITE] = { OP_LUN_WRITE, "lun_write", false, false, REQ(lun_write), REP(none) },
+	[OP_LUN_FLUSH] = { OP_LUN_FLUSH, "lun_flush", true, false, REQ(none), REP(none) },
 };
 
 const struct proto_op *proto_op(uint16_t code)

@@ -33,7 +33,9 @@ enum csv_op {
 	OP_CREATE_OPEN = 29, OP_SETLK = 30, OP_GETLK = 31, OP_UNLOCK_ALL = 32, OP_LKWAIT = 33,
 	OP_RECLAIM_DONE = 34,
 	OP_SNAPSHOT = 40, OP_SNAPSHOT_ABORT = 41,
-	OP_MAX_ = 42
+	/* redirected I/O (design.md §7): a participant's data through the coordinator */
+	OP_LUN_READ = 50, OP_LUN_WRITE = 51, OP_LUN_FLUSH = 52,
+	OP_MAX_ = 53
 };
 
 #define PROTO_NAME_MAX 256      /* a file name with its NUL */
@@ -44,6 +46,10 @@ enum csv_op {
 /* An extent file's size stays below 2^32 blocks of 4 KiB (e2fsck: "i_size
  * is 17592186044416, should be ..."). */
 #define PROTO_FILE_SIZE_MAX ((1ull << 44) - 1)
+/* One redirected transfer: at most 1 MiB of data (the data path's chunk), so
+ * a frame stays small and several of a node's transfers are in flight at once. */
+#define PROTO_LUN_IO_MAX (1u << 20)
+#define PROTO_LUN_BLOCK_MAX (1ull << 48)   /* a LUN block number (ext4 64bit) */
 
 /* ---- requests: one struct per shape, named in the OPS table --------------- */
 
@@ -90,6 +96,16 @@ struct proto_unlock_all { uint32_t ino; uint8_t by; uint64_t key; };   /* by: en
 struct proto_lkwait { uint64_t gen; uint32_t timeout_ms; };
 /* SNAPSHOT (the requester is the calling node) and SNAPSHOT_ABORT (name only). */
 struct proto_snapshot { const char *name, *hook; uint32_t timeout_s; };
+/* LUN_READ / LUN_WRITE: blocks [pblk, pblk+nblk) of the LUN, which the
+ * sender's layout maps to [lblk, lblk+nblk) of inode ino; a write carries
+ * the data (decoded: points into the payload; the coordinator checks that
+ * len is nblk whole blocks). */
+struct proto_lun_io {
+	uint32_t ino, nblk;
+	uint64_t lblk, pblk;
+	const void *data;
+	uint32_t len;
+};
 
 /* A request of any operation (STATFS and SYNCFS have no fields). Decoding
  * copies its strings into str[], which the const char * fields point to. */
@@ -117,6 +133,7 @@ struct proto_req {
 		struct proto_unlock_all unlock_all;
 		struct proto_lkwait lkwait;
 		struct proto_snapshot snapshot;
+		struct proto_lun_io lun_io;
 	};
 	char str[2][PROTO_PATH_MAX];
 };
@@ -149,6 +166,10 @@ struct proto_snapshot_reply {
 	uint64_t wait_ms, frozen_ms, hook_ms;
 };
 
+/* LUN_READ: the blocks' bytes. Decoding points data into the payload and,
+ * when len <= size, copies them to buf (set buf and size before decoding). */
+struct proto_lun_data { const void *data; uint32_t len; void *buf; size_t size; };
+
 union proto_reply {
 	struct meta_attr attr;      /* LOOKUP GETATTR SETATTR CREATE SYMLINK LINK OPEN CREATE_OPEN */
 	uint64_t u64;               /* COMMIT, FALLOCATE: the size; SEEK: the offset; LKWAIT: gen */
@@ -159,6 +180,7 @@ union proto_reply {
 	struct proto_dirents dirents;   /* READDIR READDIRPLUS */
 	struct proto_lock_reply lock;   /* SETLK GETLK */
 	struct proto_snapshot_reply snapshot;
+	struct proto_lun_data lun_data; /* LUN_READ */
 };
 
 /* ---- the table ---------------------------------------------------------------- */

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 struct peer_open {
 	struct peer_open *next;
@@ -481,6 +482,97 @@ static int h_seek(struct ctx *c, const struct proto_req *q)
 	return rc;
 }
 
+/* ---- redirected I/O (design.md §7): a participant's data on our path ----- */
+
+/* The blocks a LUN_READ / LUN_WRITE names must be where our own map of the
+ * inode puts [lblk, lblk+nblk), inside one extent: WRITTEN for a read
+ * (unwritten blocks read as zeros, never from the LUN), WRITTEN or
+ * UNWRITTEN for a write. Anything else — a stale layout, blocks of another
+ * file, a hole — is ESTALE: we never move data for blocks the node holds no
+ * layout of (invariant 1; its layout lock, held for the whole transfer,
+ * keeps them from being freed meanwhile). */
+static int lun_range_checked(struct volume *v, struct minode *m, const struct proto_lun_io *l,
+			     int write)
+{
+	struct meta_extent e;
+	int rc = ops_local.map(v, m, l->lblk, &e);
+	if (rc)
+		return rc;
+	int state_ok = e.state == EXTENT_WRITTEN || (write && e.state == EXTENT_UNWRITTEN);
+	if (!state_ok || l->lblk + l->nblk > e.lblk + e.len || e.pblk + (l->lblk - e.lblk) != l->pblk)
+		return -ESTALE;
+	return 0;
+}
+
+/* An O_DIRECT buffer for one transfer (at most PROTO_LUN_IO_MAX). */
+static void *lun_buffer(size_t len)
+{
+	void *b = NULL;
+	return posix_memalign(&b, 4096, len) == 0 ? b : NULL;
+}
+
+static int h_lun_read(struct ctx *c, const struct proto_req *q)
+{
+	struct volume *v = c->s->v;
+	const struct proto_lun_io *l = &q->lun_io;
+	size_t len = (size_t)l->nblk * v->blocksize;
+	if (len > PROTO_LUN_IO_MAX)
+		return -EINVAL;
+	struct minode *m;
+	int rc = with_minode(c, l->ino, &m);
+	if (rc)
+		return rc;
+	void *buf = NULL;
+	rc = lun_range_checked(v, m, l, 0);
+	if (rc == 0 && !(buf = lun_buffer(len)))
+		rc = -ENOMEM;
+	if (rc == 0)
+		rc = lun_pread(&v->data_lun, buf, len, l->pblk * v->blocksize) ? -EIO : 0;
+	if (rc == 0)
+		reply(c, &(union proto_reply){ .lun_data = { .data = buf, .len = (uint32_t)len } });
+	free(buf);
+	minode_put(v, m);
+	return rc;
+}
+
+static int h_lun_write(struct ctx *c, const struct proto_req *q)
+{
+	struct volume *v = c->s->v;
+	const struct proto_lun_io *l = &q->lun_io;
+	if ((uint64_t)l->nblk * v->blocksize != l->len)
+		return -EINVAL;
+	struct minode *m;
+	int rc = with_minode(c, l->ino, &m);
+	if (rc)
+		return rc;
+	void *buf = NULL;
+	rc = lun_range_checked(v, m, l, 1);
+	if (rc == 0 && !(buf = lun_buffer(l->len)))
+		rc = -ENOMEM;
+	if (rc == 0) {
+		memcpy(buf, l->data, l->len);
+		/* As a direct O_DIRECT write: on the LUN, not yet flushed. The node's
+		 * flush (before a commit, at fsync, after an O_DSYNC write) is a
+		 * LUN_FLUSH, which makes it durable on this same LUN. */
+		rc = lun_pwrite(&v->data_lun, buf, l->len, l->pblk * v->blocksize, 0) ? -EIO : 0;
+	}
+	free(buf);
+	minode_put(v, m);
+	return rc;
+}
+
+/* A redirected node's flush (what its fdatasync would have been): makes its
+ * LUN_WRITEs durable, and the writes it made on its own path before that
+ * failed (one shared LUN: a flush of it covers every writer). */
+static int h_lun_flush(struct ctx *c, const struct proto_req *q)
+{
+	if (fdatasync(c->s->v->data_fd) == 0)
+		return 0;
+	csvfs_log(LOG_ERR_L, "LUN %s: flush for %s failed: %s", c->s->v->lun, c->peer->node,
+		  strerror(errno));
+	return -EIO;
+}
+
 static int h_syncfs(struct ctx *c, const struct proto_req *q)
 {
 	return ops_local.syncfs(c->s->v);
@@ -561,6 +653,7 @@ static const handler_fn HANDLERS[OP_MAX_] = {
 	[OP_SYNCFS] = h_syncfs, [OP_MOVE] = h_move, [OP_READDIRPLUS] = h_readdirplus,
 	[OP_CREATE_OPEN] = h_create_open, [OP_SETLK] = h_setlk, [OP_GETLK] = h_getlk,
 	[OP_UNLOCK_ALL] = h_unlock_all, [OP_LKWAIT] = h_lkwait, [OP_RECLAIM_DONE] = h_reclaim_done,
+	[OP_LUN_READ] = h_lun_read, [OP_LUN_WRITE] = h_lun_write, [OP_LUN_FLUSH] = h_lun_flush,
 };
 
 /* Decodes the request whole and in range, then runs its handler. */

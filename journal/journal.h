@@ -137,6 +137,32 @@ enum {
 int lun_pread(const struct lun *l, void *buf, size_t len, uint64_t off);
 int lun_pwrite(const struct lun *l, const void *buf, size_t len, uint64_t off, unsigned flags);
 
+/* Path failure (design.md §7): 1 when err (a negative errno from the calls
+ * above, or a positive errno) says the path to the LUN is gone — EIO, ENXIO,
+ * ENODEV, ETIMEDOUT — rather than something about the request. A closed
+ * gate's -EIO is also EIO: callers ask only about their own transfers. */
+int lun_error_is_path(int err);
+/* A probe of the path: reads len bytes at off like lun_pread (the gate, the
+ * whole range), but a failure is not logged — the prober of a failed path
+ * logs the transition, not each of its tries. */
+int lun_probe(const struct lun *l, void *buf, size_t len, uint64_t off, unsigned timeout_ms);
+/* lun_pread / lun_pwrite (flags 0) with a path timeout: a transfer not done
+ * within timeout_ms is -ETIMEDOUT, after one log line. It runs on a worker
+ * thread, on a buffer of its own (the data is copied in or out), so that a
+ * transfer the path never answers can be left behind: its worker and buffer
+ * are released whenever the path answers. timeout_ms 0: no timeout (the
+ * plain call on this thread). */
+int lun_transfer_timed(const struct lun *l, int write, void *buf, size_t len, uint64_t off,
+		       unsigned timeout_ms);
+/* How many timed-out transfers the path has not answered yet. */
+unsigned lun_abandoned_inflight(void);
+/* Called (on the failing thread, with no lock of this layer held) for every
+ * logged transfer failure that lun_error_is_path() says means the path: the
+ * LUN's name and the negative errno. Set once, before LUN I/O starts;
+ * NULL: none. It must not block. */
+typedef void (*lun_path_observer_fn)(const char *name, int err);
+void lun_set_path_observer(lun_path_observer_fn fn);
+
 /* The I/O gate. PAUSED (quorum lost) holds LUN I/O until the gate opens again
  * or closes; CLOSED (this node lost its right to the LUN) fails it with -EIO. */
 enum journal_gate { JOURNAL_GATE_OPEN, JOURNAL_GATE_PAUSED, JOURNAL_GATE_CLOSED };

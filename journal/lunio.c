@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 /* ---- the I/O gate -------------------------------------------------------- */
@@ -142,10 +143,22 @@ static void lun_log(const struct lun *l, const char *fmt, ...)
 	va_end(ap);
 }
 
+static _Atomic(lun_path_observer_fn) path_observer;
+
+void lun_set_path_observer(lun_path_observer_fn fn)
+{
+	atomic_store(&path_observer, fn);
+}
+
 static int failed(const struct lun *l, const char *what, size_t len, uint64_t off, int err)
 {
+	if (!l->name)   /* a probe: the caller reports */
+		return -err;
 	lun_log(l, "LUN %s: %s of %zu bytes at byte %" PRIu64 " failed: %s", l->name, what, len,
 		off, strerror(err));
+	lun_path_observer_fn observe = atomic_load(&path_observer);
+	if (observe && lun_error_is_path(err))
+		observe(l->name, -err);
 	return -err;
 }
 
@@ -153,6 +166,8 @@ static int failed(const struct lun *l, const char *what, size_t len, uint64_t of
  * shorter than the volume): the caller is told which, not a bare EIO. */
 static int ended(const struct lun *l, int write, size_t len, uint64_t off, size_t done)
 {
+	if (!l->name)
+		return write ? -ENOSPC : -ENODATA;
 	lun_log(l, "LUN %s: %s of %zu bytes at byte %" PRIu64 " stopped after %zu: the LUN ends there",
 		l->name, write ? "write" : "read", len, off, done);
 	return write ? -ENOSPC : -ENODATA;
@@ -199,4 +214,171 @@ int lun_pwrite(const struct lun *l, const void *buf, size_t len, uint64_t off, u
 		rc = failed(l, "flush after a write", len, off, errno);
 	gate_leave();
 	return rc;
+}
+
+int lun_error_is_path(int err)
+{
+	if (err < 0)
+		err = -err;
+	return err == EIO || err == ENXIO || err == ENODEV || err == ETIMEDOUT;
+}
+
+/* ---- transfers with a path timeout -------------------------------------- */
+
+/* A transfer handed to a worker. Whoever finishes last with it frees it: the
+ * caller when it got the result, the worker when the caller gave up. */
+struct timed_job {
+	struct lun lun;
+	int write;
+	size_t len;
+	uint64_t off;
+	void *buf;                 /* the job's own aligned buffer */
+	int rc, done, abandoned;   /* under tj_lock */
+	struct timed_job *next;
+};
+
+#define TJ_WORKERS_MAX 32      /* beyond this, jobs queue (and time out there) */
+
+static pthread_mutex_t tj_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t tj_work = PTHREAD_COND_INITIALIZER;
+static pthread_cond_t tj_done = PTHREAD_COND_INITIALIZER;
+static struct timed_job *tj_head, *tj_tail;   /* the queue (tj_lock) */
+static unsigned tj_workers, tj_idle;            /* (tj_lock) */
+static unsigned tj_abandoned;                   /* timed out, not answered (tj_lock) */
+
+static void job_free(struct timed_job *j)
+{
+	free(j->buf);
+	free(j);
+}
+
+static void *tj_worker(void *arg)
+{
+	(void)arg;
+	pthread_mutex_lock(&tj_lock);
+	for (;;) {
+		while (!tj_head) {
+			tj_idle++;
+			pthread_cond_wait(&tj_work, &tj_lock);
+			tj_idle--;
+		}
+		struct timed_job *j = tj_head;
+		tj_head = j->next;
+		if (!tj_head)
+			tj_tail = NULL;
+		if (j->abandoned) {        /* timed out in the queue */
+			tj_abandoned--;
+			job_free(j);
+			continue;
+		}
+		pthread_mutex_unlock(&tj_lock);
+		int rc = j->write ? lun_pwrite(&j->lun, j->buf, j->len, j->off, 0)
+				  : lun_pread(&j->lun, j->buf, j->len, j->off);
+		pthread_mutex_lock(&tj_lock);
+		j->rc = rc;
+		j->done = 1;
+		if (j->abandoned) {
+			tj_abandoned--;
+			job_free(j);
+		} else
+			pthread_cond_broadcast(&tj_done);
+	}
+	return NULL;
+}
+
+/* Under tj_lock: queues j, with a worker for it if none is idle. */
+static int tj_submit(struct timed_job *j)
+{
+	if (!tj_idle && tj_workers < TJ_WORKERS_MAX) {
+		pthread_t t;
+		pthread_attr_t a;
+		pthread_attr_init(&a);
+		pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+		int rc = pthread_create(&t, &a, tj_worker, NULL);
+		pthread_attr_destroy(&a);
+		if (rc == 0)
+			tj_workers++;
+		else if (!tj_workers)
+			return -rc;
+	}
+	j->next = NULL;
+	if (tj_tail)
+		tj_tail->next = j;
+	else
+		tj_head = j;
+	tj_tail = j;
+	pthread_cond_signal(&tj_work);
+	return 0;
+}
+
+static struct timespec deadline_after(unsigned ms)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_REALTIME, &t);
+	t.tv_sec += ms / 1000;
+	t.tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (t.tv_nsec >= 1000000000L) {
+		t.tv_sec++;
+		t.tv_nsec -= 1000000000L;
+	}
+	return t;
+}
+
+int lun_transfer_timed(const struct lun *l, int write, void *buf, size_t len, uint64_t off,
+		       unsigned timeout_ms)
+{
+	if (!timeout_ms)
+		return write ? lun_pwrite(l, buf, len, off, 0) : lun_pread(l, buf, len, off);
+	struct timed_job *j = malloc(sizeof(*j));
+	void *own = NULL;
+	if (!j || posix_memalign(&own, 4096, len ? len : 4096)) {
+		free(j);
+		return -ENOMEM;
+	}
+	*j = (struct timed_job){ .lun = *l, .write = write, .len = len, .off = off, .buf = own };
+	if (write)
+		memcpy(j->buf, buf, len);
+	struct timespec until = deadline_after(timeout_ms);
+	pthread_mutex_lock(&tj_lock);
+	int rc = tj_submit(j);
+	while (rc == 0 && !j->done)
+		if (pthread_cond_timedwait(&tj_done, &tj_lock, &until) == ETIMEDOUT && !j->done)
+			break;
+	int done = rc == 0 && j->done;
+	if (rc == 0 && !done) {
+		j->abandoned = 1;          /* the worker (or the queue) frees it */
+		tj_abandoned++;
+	}
+	pthread_mutex_unlock(&tj_lock);
+	if (rc) {
+		job_free(j);
+		return failed(l, "hand-off of a transfer", len, off, -rc);
+	}
+	if (!done) {
+		if (l->name)
+			lun_log(l, "LUN %s: %s of %zu bytes at byte %" PRIu64 " did not complete "
+				"within %u ms (path timeout)", l->name, write ? "write" : "read", len,
+				off, timeout_ms);
+		return -ETIMEDOUT;
+	}
+	rc = j->rc;
+	if (rc == 0 && !write)
+		memcpy(buf, j->buf, len);
+	job_free(j);
+	return rc;
+}
+
+unsigned lun_abandoned_inflight(void)
+{
+	pthread_mutex_lock(&tj_lock);
+	unsigned n = tj_abandoned;
+	pthread_mutex_unlock(&tj_lock);
+	return n;
+}
+
+int lun_probe(const struct lun *l, void *buf, size_t len, uint64_t off, unsigned timeout_ms)
+{
+	struct lun quiet = *l;
+	quiet.name = NULL;   /* failed(), ended() and the timeout stay silent */
+	return lun_transfer_timed(&quiet, 0, buf, len, off, timeout_ms);
 }

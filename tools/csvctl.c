@@ -19,6 +19,9 @@ static void usage(FILE *to)
 		"usage: csvctl status [--json] [MOUNTPOINT]   (default %s)\n"
 		"       csvctl move [NODE] [--mount MOUNTPOINT]\n"
 		"              hand the coordinator role to NODE (default: any other node)\n"
+		"       csvctl redirect on|off [NODE] [--for DURATION] [--mount MOUNTPOINT]\n"
+		"              send this node's file data through the coordinator, for DURATION\n"
+		"              (Ns, Nm, Nh; default 30m, at most 24h), or stop; NODE: this node\n"
 		"       csvctl snapshot --hook PATH [--name NAME] [--timeout SECONDS] [--json] [VOLUME]\n"
 		"              freeze the volume on every node, run PATH on the coordinator, thaw\n"
 		"              (VOLUME: mountpoint, UUID=GUID or label; docs/snapshot.md)\n"
@@ -114,6 +117,46 @@ static const char *field(const char *json, const char *key, char *out, size_t le
 	return out;
 }
 
+/* The JSON object of one node, from "{\"name\":" to the next node's. */
+static void node_object(const char *n, char *out, size_t len)
+{
+	const char *next = strstr(n + 1, "{\"name\":");
+	size_t k = next ? (size_t)(next - n) : strlen(n);
+	if (k >= len)
+		k = len - 1;
+	memcpy(out, n, k);
+	out[k] = 0;
+}
+
+/* "redirected (path-failure) since T, until T; last path error DEV: E at T" */
+static void io_summary(const char *o, char *out, size_t len)
+{
+	char st[64], since[64], until[64], dev[256], err[128], at[64], rs[128] = "";
+	field(o, "io_state", st, sizeof(st));
+	const char *r = strstr(o, "\"io_reasons\":[");
+	if (r) {
+		r += strlen("\"io_reasons\":[");
+		size_t k = 0;
+		for (; *r && *r != ']' && k + 1 < sizeof(rs); r++)
+			if (*r != '"')
+				rs[k++] = *r == ',' ? ' ' : *r;
+		rs[k] = 0;
+	}
+	size_t n = (size_t)snprintf(out, len, "%s", st);
+	if (rs[0] && n < len)
+		n += (size_t)snprintf(out + n, len - n, " (%s)", rs);
+	if (strcmp(st, "redirected") == 0 && field(o, "io_since", since, sizeof(since))[0] && n < len)
+		n += (size_t)snprintf(out + n, len - n, " since %s", since);
+	if (field(o, "io_redirect_until", until, sizeof(until))[0] && strcmp(until, "null") && n < len)
+		n += (size_t)snprintf(out + n, len - n, ", user lease until %s", until);
+	if (strstr(o, "\"io_last_path_error\":{") && n < len) {
+		const char *e = strstr(o, "\"io_last_path_error\":{");
+		snprintf(out + n, len - n, "; last path error %s: %s at %s",
+			 field(e, "device", dev, sizeof(dev)), field(e, "cause", err, sizeof(err)),
+			 field(e, "at", at, sizeof(at)));
+	}
+}
+
 static void print_human(const char *j)
 {
 	char a[512], b[512], c[512];
@@ -143,9 +186,12 @@ static void print_human(const char *j)
 	printf("  NODE                STATE   MOUNTED  I/O\n");
 	const char *n = strstr(j, "\"nodes\":[");
 	while (n && (n = strstr(n, "{\"name\":")) != NULL) {
-		int mounted = strcmp(field(n, "mounted", c, sizeof(c)), "true") == 0;
-		printf("  %-19s %-7s %-8s %s\n", field(n, "name", a, sizeof(a)), field(n, "state", b, sizeof(b)),
-		       mounted ? "yes" : "no", field(n, "io_state", c, sizeof(c)));
+		char o[2048], io[1024];
+		node_object(n, o, sizeof(o));
+		int mounted = strcmp(field(o, "mounted", c, sizeof(c)), "true") == 0;
+		io_summary(o, io, sizeof(io));
+		printf("  %-19s %-7s %-8s %s\n", field(o, "name", a, sizeof(a)), field(o, "state", b, sizeof(b)),
+		       mounted ? "yes" : "no", io);
 		n++;
 	}
 }
@@ -214,6 +260,69 @@ static int cmd_move(int argc, char **argv)
 		return 1;
 	}
 	printf("volume %s: coordinator role moving to %s\n", guid, node[0] ? node : "another node");
+	return 0;
+}
+
+/* "30", "30s", "5m", "2h": seconds, or 0 when it is none of those or 0. */
+static unsigned long parse_duration(const char *s)
+{
+	char *end = NULL;
+	if (!s || *s < '0' || *s > '9')
+		return 0;
+	unsigned long v = strtoul(s, &end, 10);
+	unsigned long unit = strcmp(end, "") == 0 || strcmp(end, "s") == 0 ? 1
+			   : strcmp(end, "m") == 0 ? 60 : strcmp(end, "h") == 0 ? 3600 : 0;
+	if (!unit || v > 1000000)
+		return 0;
+	return v * unit;
+}
+
+static int cmd_redirect(int argc, char **argv)
+{
+	const char *mnt = CSVFS_DEFAULT_MOUNTPOINT, *node = NULL, *dur = NULL;
+	int on = argc > 0 && strcmp(argv[0], "on") == 0;
+	if (argc < 1 || (!on && strcmp(argv[0], "off") != 0)) {
+		fprintf(stderr, "csvctl redirect: expected on or off\n");
+		return 2;
+	}
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--mount") == 0 && i + 1 < argc)
+			mnt = argv[++i];
+		else if (strcmp(argv[i], "--for") == 0 && i + 1 < argc && on)
+			dur = argv[++i];
+		else if (argv[i][0] != '-' && !node && rio_node_name_valid(argv[i]))
+			node = argv[i];
+		else {
+			fprintf(stderr, "csvctl redirect: bad argument '%s'\n", argv[i]);
+			return 2;
+		}
+	}
+	unsigned long seconds = on ? (dur ? parse_duration(dur) : 30 * 60) : 0;
+	if (on && (seconds == 0 || seconds > 24 * 3600)) {
+		fprintf(stderr, "csvctl redirect: bad duration '%s' (1s to 24h: N, Ns, Nm or Nh)\n", dur);
+		return 2;
+	}
+	char guid[37], req[160], reply[16384], err[512], why[512];
+	if (guid_of_mount(mnt, guid) != 0) {
+		fprintf(stderr, "csvctl: no csvfs volume is mounted at %s\n", mnt);
+		return 1;
+	}
+	snprintf(req, sizeof(req), "redirect %s %lu %s", on ? "on" : "off", seconds, node ? node : "");
+	if (!on)
+		snprintf(req, sizeof(req), "redirect off %s", node ? node : "");
+	if (csvfs_control_request(guid, req, reply, sizeof(reply), err, sizeof(err)) != 0) {
+		fprintf(stderr, "csvctl: %s\n", err);
+		return 1;
+	}
+	if (strstr(reply, "\"error\":")) {
+		fprintf(stderr, "csvctl redirect: %s\n", field(reply, "error", why, sizeof(why)));
+		return 1;
+	}
+	if (on)
+		printf("volume %s: this node's I/O redirected through the coordinator for %lu s\n", guid,
+		       seconds);
+	else
+		printf("volume %s: user redirect ended (a path failure, if any, still redirects)\n", guid);
 	return 0;
 }
 
@@ -369,6 +478,8 @@ int main(int argc, char **argv)
 		return cmd_status(argc - 2, argv + 2);
 	if (strcmp(argv[1], "move") == 0)
 		return cmd_move(argc - 2, argv + 2);
+	if (strcmp(argv[1], "redirect") == 0)
+		return cmd_redirect(argc - 2, argv + 2);
 	if (strcmp(argv[1], "snapshot") == 0)
 		return cmd_snapshot(argc - 2, argv + 2);
 	if (strcmp(argv[1], "keygen") == 0)

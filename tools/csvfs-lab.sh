@@ -40,11 +40,13 @@ usage() {
   cat <<EOF
 usage: $PROG [--lab NAME] COMMAND [ARGS]
 
-  up [-n N] [--lun PATH | --size SIZE] [--no-mount]
+  up [-n N] [--lun PATH | --size SIZE] [--no-mount] [--paths]
                          start N nodes (default 3, max $MAX_NODES), each with its own
                          corosync; wait for a quorate membership of N; then format
                          the LUN if it is blank and mount csvfs on every node at
-                         $MNT (skipped with --no-mount)
+                         $MNT (skipped with --no-mount); --paths gives each
+                         node its own path to the LUN (csvfs-lunpath), which
+                         'fault' can make fail or hang
   down [--save-logs DIR] unmount csvfs on every node (participants first, the
                          coordinator last) before stopping corosync; stop everything
                          the lab started and remove everything it created; safe to
@@ -59,6 +61,8 @@ usage: $PROG [--lab NAME] COMMAND [ARGS]
   start NODE [csvfs|corosync|all]  (re)start it (default all that are not running)
   partition NODE         take NODE's link to the bridge down
   heal NODE              bring it back up
+  fault NODE path fail|hang|ok   make NODE's path to the LUN fail every I/O
+                         with EIO, hang every I/O, or work again (needs --paths)
 
 NODE is 1..N or node1..nodeN. --lab NAME (or CSVFS_LAB=NAME) selects an
 independent lab instance (own namespaces and state, same addresses).
@@ -378,13 +382,76 @@ wait_members() {
 
 # ------------------------------------------------------------------ csvfs --
 
+# ------------------------------------------------------ per-node LUN paths --
+# With --paths every node reaches the LUN through its own csvfs-lunpath (a
+# FUSE pass-through mounted inside the node, docs/lab.md "Path faults"): the
+# file $PATH_MNT/lun inside node K, switched by node K's mode file.
+readonly PATH_MNT=/run/csvfs-path      # inside the node (its private /run)
+path_mode_file() { echo "$(ndir "$1")/run/csvfs-path.mode"; }   # host side of /run/csvfs-path.mode
+node_lun() {  # node_lun K — the LUN path node K's daemon opens
+  if [ "${PATHS:-0}" = 1 ]; then echo "$PATH_MNT/lun"; else echo "$LUN"; fi
+}
+
+# set_path_mode K ok|fail|hang — atomically, so the path never reads half a word.
+set_path_mode() {
+  local f
+  f=$(path_mode_file "$1")
+  echo "$2" >"$f.tmp" && mv "$f.tmp" "$f"
+}
+
+# start_path K — node K's path, unless it runs; waits (5 s) until it serves.
+start_path() {
+  local k=$1 d i
+  [ "${PATHS:-0}" = 1 ] || return 0
+  d=$(ndir "$k")
+  rec_pid "$d/lunpath.pid" >/dev/null && return 0
+  [ -f "$(path_mode_file "$k")" ] || set_path_mode "$k" ok
+  mkdir -p "$d/run/csvfs-path"
+  spawn "$k" "$d/lunpath.log" "$d/lunpath.pid" "$BIN/csvfs-lunpath" "$LUN" /run/csvfs-path.mode "$PATH_MNT"
+  for ((i = 0; i < 50; i++)); do
+    in_node "$k" test -f "$PATH_MNT/lun" && return 0
+    rec_pid "$d/lunpath.pid" >/dev/null || break
+    sleep 0.1
+  done
+  tail -n 5 "$d/lunpath.log" | sed 's/^/    /' >&2
+  die $E_FAIL "node$k: its LUN path (csvfs-lunpath) did not come up; log: $d/lunpath.log"
+}
+
+# stop_paths — after the daemons: let hung I/O through, then SIGTERM (bounded).
+stop_paths() {
+  local d k pid pids=()
+  for d in "$STATE"/nodes/*; do
+    k=${d##*/}
+    pid=$(rec_pid "$d/lunpath.pid") || continue
+    set_path_mode "$k" ok 2>/dev/null || true
+    kill -TERM "$pid" 2>/dev/null || true
+    pids+=("$pid")
+  done
+  stop_pids 5 "${pids[@]}"
+}
+
+cmd_fault() {  # cmd_fault NODE path fail|hang|ok
+  local k
+  need_root
+  load_state
+  k=$(resolve_node "${1:-}")
+  [ "${2:-}" = path ] || die $E_USAGE "usage: $PROG fault NODE path fail|hang|ok"
+  case ${3:-} in fail|hang|ok) ;; *) die $E_USAGE "fault: expected fail, hang or ok, not '${3:-}'" ;; esac
+  [ "${PATHS:-0}" = 1 ] || die $E_STATE "lab '$INST' was started without --paths: its nodes share one path to the LUN"
+  take_lock
+  rec_pid "$(ndir "$k")/lunpath.pid" >/dev/null || die $E_FAIL "node$k: its LUN path (csvfs-lunpath) is not running"
+  set_path_mode "$k" "$3"
+  sleep 0.1   # the path reads its mode every 20 ms
+  say "node$k: LUN path $3"
+}
+
 # The csvfs daemon's cluster command line lives here and only here.
 start_daemon() {  # start_daemon K
   local k=$1 d opts
   d=$(ndir "$k")
   # The options the lab was brought up with, unless the caller gives others.
   local extra=${CSVFS_LAB_DAEMON_OPTS-${DAEMON_OPTS:-}}
-  opts="cluster,node=$(node_name "$k"),nodeid=$k,lun=$LUN,cred=/run/csvfs-cred${extra:+,$extra}"
+  opts="cluster,node=$(node_name "$k"),nodeid=$k,lun=$(node_lun "$k"),cred=/run/csvfs-cred${extra:+,$extra}"
   spawn "$k" "$d/csvfs.log" "$d/csvfs.pid" "$BIN/csvfs" -f -o "$opts" "UUID=$GUID" "$MNT"
 }
 
@@ -414,6 +481,7 @@ start_csvfs() {  # start_csvfs K — start the daemon and wait for its mount
   if pid=$(rec_pid "$d/csvfs.pid"); then say "node$k: csvfs already running (pid $pid)"; return 0; fi
   [ -x "$BIN/csvfs" ] || die $E_ENV "$BIN/csvfs not found; run 'make' (or use --no-mount)"
   prepare_mountpoint "$k"
+  start_path "$k"
   start_daemon "$k"
 }
 
@@ -482,7 +550,7 @@ prepare_lun() {
 write_env() {
   {
     printf 'N=%q\nCLUSTER=%q\nMOUNT=%q\nTOKEN=%q\n' "$N" "$CLUSTER" "$MOUNT" "$TOKEN"
-    printf 'DAEMON_OPTS=%q\n' "${CSVFS_LAB_DAEMON_OPTS:-}"
+    printf 'DAEMON_OPTS=%q\nPATHS=%q\n' "${CSVFS_LAB_DAEMON_OPTS:-}" "${PATHS:-0}"
     printf 'LUN=%q\nLUN_OWNED=%q\nGUID=%q\n' "${LUN:-}" "${LUN_OWNED:-0}" "${GUID:-}"
   } >"$STATE/lab.env.tmp"
   mv "$STATE/lab.env.tmp" "$STATE/lab.env"
@@ -500,7 +568,7 @@ up_exit() {
 
 cmd_up() {
   local lun="" size="" k d nolun=1 t0
-  N=3 MOUNT=1
+  N=3 MOUNT=1 PATHS=0
   while [ $# -gt 0 ]; do
     case $1 in
       -n) [ $# -ge 2 ] || die $E_USAGE "-n needs a number"; N=$2; shift 2 ;;
@@ -510,6 +578,7 @@ cmd_up() {
       --size) [ $# -ge 2 ] || die $E_USAGE "--size needs a size"; size=$2; nolun=0; shift 2 ;;
       --size=*) size=${1#--size=}; nolun=0; shift ;;
       --no-mount) MOUNT=0; shift ;;
+      --paths) PATHS=1; shift ;;
       *) die $E_USAGE "up: unknown argument '$1' (see '$PROG help')" ;;
     esac
   done
@@ -524,6 +593,10 @@ cmd_up() {
   need_root
   need_cmds ip nsenter unshare flock setsid mountpoint timeout awk corosync corosync-quorumtool corosync-cmapctl
   [ "$nolun" = 1 ] || need_cmds blkid truncate
+  if [ "$PATHS" = 1 ]; then
+    [ "$MOUNT" = 1 ] || die $E_USAGE "--paths needs a mounted volume (not --no-mount)"
+    [ -x "$BIN/csvfs-lunpath" ] || die $E_ENV "$BIN/csvfs-lunpath not found; run 'make'"
+  fi
   if [ ! -d /etc/corosync ] || [ ! -d /var/lib/corosync ]; then
     die $E_ENV "/etc/corosync or /var/lib/corosync is missing (corosync not installed? run 'make deps')"
   fi
@@ -715,6 +788,7 @@ cmd_down() {
   stop_daemons participant "${parts[@]}"
   stop_daemons "daemon of unknown role" "${unknown[@]}"
   stop_daemons coordinator "${coords[@]}"
+  stop_paths
   # 2. corosync: SIGTERM, bounded; then kill -9.
   pids=()
   for d in "$STATE"/nodes/*; do
@@ -858,16 +932,17 @@ stop_pids() {
 
 # ns_procs K — pids (other than our recorded ones) in node K's network namespace.
 ns_procs() {
-  local k=$1 ns p d c f
+  local k=$1 ns p d c f l
   ns=/run/netns/$(node_netns "$k")
   [ -e "$ns" ] || return 0
   d=$(ndir "$k")
   c=$(rec_pid "$d/corosync.pid" 2>/dev/null) || c=
   f=$(rec_pid "$d/csvfs.pid" 2>/dev/null) || f=
+  l=$(rec_pid "$d/lunpath.pid" 2>/dev/null) || l=
   for p in /proc/[0-9]*; do
     [ "$p/ns/net" -ef "$ns" ] || continue
     p=${p#/proc/}
-    if [ "$p" = "$c" ] || [ "$p" = "$f" ]; then continue; fi
+    if [ "$p" = "$c" ] || [ "$p" = "$f" ] || [ "$p" = "$l" ]; then continue; fi
     [ "$(proc_field "$p" 3 2>/dev/null)" != Z ] || continue
     echo "$p"
   done
@@ -1034,6 +1109,7 @@ main() {
     start) cmd_start "$@" ;;
     partition) cmd_link down "$@" ;;
     heal) cmd_link up "$@" ;;
+    fault) cmd_fault "$@" ;;
     *) warn "unknown command '$cmd'"; usage >&2; exit $E_USAGE ;;
   esac
 }

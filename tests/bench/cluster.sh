@@ -5,8 +5,10 @@
 #   1. fio, O_DIRECT + libaio: 1 MiB sequential write/read and 4 KiB random
 #      read/write at iodepth 32 on (a) a raw image file on the same host
 #      filesystem as the lab's LUN, (b) a file on the coordinator's mount,
-#      (c) a file on a participant's mount; every file is written fully once
-#      first, so the random writes are overwrites.
+#      (c) a file on a participant's mount, (d) another file on the same
+#      participant's mount while it is redirected (csvctl redirect on: its
+#      data goes through the coordinator, design.md §7); every file is
+#      written fully once first, so the random writes are overwrites.
 #   2. metadata: create (open O_CREAT|O_EXCL + close), stat and unlink rates
 #      on the coordinator and on a participant (tests/helpers/bench_create).
 #   3. dlm-glue lock latency in a --no-mount lab (tests/helpers/dg_bench):
@@ -188,21 +190,33 @@ fio_run() {
   say "fio $tag: $vals (cpu local $lcpu s, coordinator $ccpu s)"
 }
 
+# redirected ON|OFF — the participant's user redirect (a lease longer than any job).
+redirected() {
+  if [ "$1" = on ]; then on "$PN" "$CSVCTL" redirect on --for 2h >/dev/null 2>&1
+  else on "$PN" "$CSVCTL" redirect off >/dev/null 2>&1; fi || LOGS+=("csvctl redirect $1 on node$PN failed")
+}
+
 run_fio() {
-  local raw="$S/raw.img" cf="$V/bench-coordinator.img" pf="$V/bench-participant.img"
+  local raw="$S/raw.img" cf="$V/bench-coordinator.img" pf="$V/bench-participant.img" rf="$V/bench-redirected.img"
   # lay out every file once (written fully; the random jobs overwrite)
   fio_run layout-raw host "$raw" write 1M 8 layout
   fio_run layout-coordinator "$CN" "$cf" write 1M 8 layout
   fio_run layout-participant "$PN" "$pf" write 1M 8 layout
+  redirected on
+  fio_run layout-redirected "$PN" "$rf" write 1M 8 layout
+  redirected off
   local w spec rw bs qd
   for spec in "seqwrite write 1M $SEQ_QD" "seqread read 1M $SEQ_QD" "randread randread 4k 32" "randwrite randwrite 4k 32"; do
     set -- $spec; w=$1 rw=$2 bs=$3 qd=$4
     fio_run "$w-raw" host "$raw" "$rw" "$bs" "$qd"
     fio_run "$w-coordinator" "$CN" "$cf" "$rw" "$bs" "$qd"
     fio_run "$w-participant" "$PN" "$pf" "$rw" "$bs" "$qd"
+    redirected on
+    fio_run "$w-redirected" "$PN" "$rf" "$rw" "$bs" "$qd"
+    redirected off
   done
   rm -f "$raw"
-  on "$CN" rm -f "$cf" "$pf"
+  on "$CN" rm -f "$cf" "$pf" "$rf"
 }
 
 # ---- 2. metadata -----------------------------------------------------------------------------
@@ -528,6 +542,26 @@ mkdir -p "$(dirname "$OUT")"
     echo "| participant seq read ≥ 90 % of raw | $(pct "$(fiov seqread-participant 3)" "$(fiov seqread-raw 3)") | $(verdict "$(fiov seqread-participant 3)" "$(fiov seqread-raw 3)" 90) |"
     echo "| participant 4k rand read ≥ 70 % of coordinator | $(pct "$(fiov randread-participant 4)" "$(fiov randread-coordinator 4)") | $(verdict "$(fiov randread-participant 4)" "$(fiov randread-coordinator 4)" 70) |"
     echo "| participant 4k rand write ≥ 70 % of coordinator | $(pct "$(fiov randwrite-participant 4)" "$(fiov randwrite-coordinator 4)") | $(verdict "$(fiov randwrite-participant 4)" "$(fiov randwrite-coordinator 4)" 70) |"
+    echo
+    echo "### Redirected I/O"
+    echo
+    echo "The participant node${FIO_PN:-?} again, on a file of its own, while \`csvctl redirect on\` sends its"
+    echo "data through the coordinator (OP_LUN_READ / OP_LUN_WRITE over TLS, at most 1 MiB a"
+    echo "request; the participant's data flushes become OP_LUN_FLUSH;"
+    echo "docs/cluster.md \"Redirected I/O\"), side by side with its direct runs above."
+    echo
+    echo "| workload | participant direct MiB/s | IOPS | redirected MiB/s | IOPS | p50 / p99 µs | redirected / direct | coordinator daemon CPU s |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+    for w in layout seqwrite seqread randread randwrite; do
+      p=$(fiov "$w-participant" 3); pi=$(fiov "$w-participant" 4)
+      d=$(fiov "$w-redirected" 3); di=$(fiov "$w-redirected" 4)
+      echo "| $w | $(f1 "${p:-0}") | $(f0 "${pi:-0}") | $(f1 "${d:-0}") | $(f0 "${di:-0}") | $(f0 "$(fiov "$w-redirected" 5)") / $(f0 "$(fiov "$w-redirected" 6)") | $(pct "${d:-0}" "${p:-0}") | $(fiov "$w-redirected" 8) |"
+    done
+    echo
+    echo "| goal | measured | verdict |"
+    echo "|---|---:|---|"
+    echo "| redirected seq write ≥ 60 % of direct | $(pct "$(fiov seqwrite-redirected 3)" "$(fiov seqwrite-participant 3)") | $(verdict "$(fiov seqwrite-redirected 3)" "$(fiov seqwrite-participant 3)" 60) |"
+    echo "| redirected seq read ≥ 60 % of direct | $(pct "$(fiov seqread-redirected 3)" "$(fiov seqread-participant 3)") | $(verdict "$(fiov seqread-redirected 3)" "$(fiov seqread-participant 3)" 60) |"
     echo
   fi
 

@@ -1,6 +1,7 @@
 /* Unit tests for the LUN I/O layer (journal/lunio.c): lun_pread / lun_pwrite
  * move whole ranges across signals and partial transfers, fail with one log
- * line naming the LUN, the offset and the cause, obey the I/O gate, and the
+ * line naming the LUN, the offset and the cause, obey the I/O gate, give up
+ * on a transfer the path does not answer within a path timeout, and the
  * power-cut hook drops exactly the writes after the limit.
  *
  * pread64 / pwrite64 / fdatasync are wrapped (test_lunio.ldflags) so a test
@@ -245,6 +246,57 @@ static void test_paused_gate_holds_until_open(void **state)
 	journal_gate_drain();            /* nothing in flight: returns at once */
 }
 
+/* ---- path failures and the path timeout (design.md §7) ------------------------- */
+
+static void test_path_errors(void **state)
+{
+	assert_true(lun_error_is_path(-EIO) && lun_error_is_path(ENXIO));
+	assert_true(lun_error_is_path(-ENODEV) && lun_error_is_path(-ETIMEDOUT));
+	assert_false(lun_error_is_path(-ENOSPC) || lun_error_is_path(-ENODATA) ||
+		     lun_error_is_path(-EINVAL) || lun_error_is_path(0));
+}
+
+/* A timed transfer moves the same bytes as the plain one, through its own
+ * buffer, and reports the same failure. */
+static void test_timed_transfer_moves_the_data(void **state)
+{
+	struct fx *f = *state;
+	static unsigned char out[2 * U], in[2 * U];
+	fill(out, sizeof(out), 5);
+	assert_int_equal(lun_transfer_timed(&f->lun, 1, out, sizeof(out), U, 1000), 0);
+	assert_int_equal(lun_transfer_timed(&f->lun, 0, in, sizeof(in), U, 1000), 0);
+	assert_memory_equal(in, out, sizeof(in));
+	scripted(1, (int[]){ -ENXIO });
+	assert_int_equal(lun_transfer_timed(&f->lun, 0, in, U, 0, 1000), -ENXIO);
+	assert_int_equal(f->lines, 1);
+}
+
+/* A transfer the path does not answer (here: held by the paused gate) is
+ * -ETIMEDOUT after the timeout, with one log line; the caller's buffer is
+ * not touched afterwards, and the left-behind transfer is counted until it
+ * completes. A probe says nothing. */
+static void test_timed_transfer_gives_up_on_a_hung_path(void **state)
+{
+	struct fx *f = *state;
+	static unsigned char buf[U], probe[U];
+	memset(buf, 0x5a, U);
+	journal_gate_set(JOURNAL_GATE_PAUSED);
+	assert_int_equal(lun_transfer_timed(&f->lun, 0, buf, U, 0, 100), -ETIMEDOUT);
+	assert_int_equal(f->lines, 1);
+	assert_non_null(strstr(f->log, "did not complete within 100 ms"));
+	assert_int_equal(lun_abandoned_inflight(), 1);
+	assert_int_equal(lun_probe(&f->lun, probe, U, 0, 100), -ETIMEDOUT);
+	assert_int_equal(f->lines, 1);
+	assert_int_equal(lun_abandoned_inflight(), 2);
+	journal_gate_set(JOURNAL_GATE_OPEN);
+	for (int i = 0; i < 200 && lun_abandoned_inflight(); i++)
+		nanosleep(&(struct timespec){ 0, 10 * 1000 * 1000 }, NULL);
+	assert_int_equal(lun_abandoned_inflight(), 0);
+	for (unsigned i = 0; i < U; i++)
+		assert_int_equal(buf[i], 0x5a);
+	assert_int_equal(lun_probe(&f->lun, probe, U, 0, 100), 0);
+}
+
 /* ---- the power-cut hook ----------------------------------------------------------- */
 
 /* In a fresh process with CSVFS_FAULT_WRITE_LIMIT=2: units 0..4 each get one
@@ -313,6 +365,9 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_sync_inside_the_write, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_closed_gate_refuses_quietly, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_paused_gate_holds_until_open, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_path_errors, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_timed_transfer_moves_the_data, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_timed_transfer_gives_up_on_a_hung_path, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_power_cut_drops_after_the_limit, setup, teardown),
 	};
 	return cmocka_run_group_tests_name("lunio", tests, NULL, NULL);

@@ -38,6 +38,7 @@
 
 #include "fs/csvfs.h"
 #include "fs/data.h"
+#include "fs/iostate.h"
 #include "fs/meta.h"
 #include "fs/ops.h"
 #include "fs/proto.h"
@@ -660,6 +661,102 @@ static void test_open_write_read(void **state)
 	free(want);
 }
 
+/* ---- 2b. redirected I/O (design.md §7) -------------------------------------------- */
+
+/* Redirected, the participant's data goes through the coordinator only:
+ * its own descriptor is made unusable, and writes into a hole, overwrites,
+ * reads and fsync all still work and read back the same on both sides. */
+static void test_redirected_data(void **state)
+{
+	struct fx *f = *state;
+	char err[128];
+	struct meta_attr a;
+	struct minode *m = remote_create_open(f, "redirected", &a);
+	assert_int_equal(iostate_user_request(1, 60, err, sizeof(err)), 0);
+	assert_true(iostate_redirected());
+	int own_fd = f->pv->data_lun.fd;
+	f->pv->data_lun.fd = -1;    /* any direct transfer would fail */
+
+	char *want = calloc(1, D_END);
+	assert_non_null(want);
+	pattern(want + D_OFF, D_LEN, 3);
+	remote_write(f, m, want + D_OFF, D_LEN, D_OFF);          /* alloc, LUN_WRITE, commit */
+	pattern(want + BS * 3, 700, 4);
+	remote_write(f, m, want + BS * 3, 700, BS * 3);          /* edges LUN_READ, LUN_WRITE */
+	assert_int_equal(ops_remote.fsync(f->pv, m, 0), 0);      /* LUN_FLUSH, FSYNC */
+	check_bytes_both_sides(f, m, want, D_END);               /* LUN_READ */
+
+	f->pv->data_lun.fd = own_fd;
+	assert_int_equal(iostate_user_request(0, 0, err, sizeof(err)), 0);
+	assert_false(iostate_redirected());
+	check_bytes_both_sides(f, m, want, D_END);               /* direct again */
+	remote_close(f, m);
+	free(want);
+}
+
+/* server_request for op with request q as node-b: the status. */
+static int serve_as_node(struct fx *f, uint16_t op, const struct proto_req *q)
+{
+	struct rio_writer w, out;
+	rio_writer_init(&w, 0);
+	rio_writer_init(&out, 0);
+	proto_op(op)->put_req(&w, q);
+	int st = server_request(f->s, NODE, ADDR, op, rio_writer_data(&w), (uint32_t)w.len, &out);
+	rio_writer_free(&w);
+	rio_writer_free(&out);
+	return st;
+}
+
+/* The coordinator moves a redirected node's data only for blocks its own
+ * map gives that inode at that place: a wrong block, a range past the
+ * extent, an unwritten block read, or data that is not whole blocks are
+ * refused and nothing is written. */
+static void test_redirected_requests_checked(void **state)
+{
+	struct fx *f = *state;
+	struct meta_attr a;
+	struct minode *m = remote_create_open(f, "checked", &a);
+	char *buf = calloc(1, 2 * BS);
+	assert_non_null(buf);
+	pattern(buf, BS, 5);
+	remote_write(f, m, buf, BS, 0);
+	assert_int_equal(ops_remote.fsync(f->pv, m, 0), 0);
+	assert_int_equal(ops_remote.fallocate(f->pv, m, FALLOC_FL_KEEP_SIZE, 8 * BS, BS), 0);
+	struct meta_extent e, u;
+	struct minode *cm = minode_get(f->cv, m->ino);
+	assert_non_null(cm);
+	assert_int_equal(ops_local.map(f->cv, cm, 0, &e), 0);
+	assert_int_equal(e.state, EXTENT_WRITTEN);
+	assert_int_equal(ops_local.map(f->cv, cm, 8, &u), 0);
+	assert_int_equal(u.state, EXTENT_UNWRITTEN);
+	minode_put(f->cv, cm);
+
+	struct proto_req q = { .lun_io = { .ino = m->ino, .nblk = 1, .lblk = 0, .pblk = e.pblk } };
+	assert_int_equal(serve_as_node(f, OP_LUN_READ, &q), 0);
+	q.lun_io.pblk = e.pblk + 1;                 /* not where lblk 0 is */
+	assert_int_equal(serve_as_node(f, OP_LUN_READ, &q), ESTALE);
+	q.lun_io = (struct proto_lun_io){ .ino = m->ino, .nblk = 2, .lblk = 0, .pblk = e.pblk };
+	assert_int_equal(serve_as_node(f, OP_LUN_READ, &q), ESTALE);   /* past the extent */
+	q.lun_io = (struct proto_lun_io){ .ino = m->ino, .nblk = 1, .lblk = 8, .pblk = u.pblk };
+	assert_int_equal(serve_as_node(f, OP_LUN_READ, &q), ESTALE);   /* unwritten */
+	q.lun_io.data = buf;
+	q.lun_io.len = 2 * BS;                      /* two blocks of data for one */
+	assert_int_equal(serve_as_node(f, OP_LUN_WRITE, &q), EINVAL);
+	q.lun_io.pblk = e.pblk;                     /* another extent's block */
+	q.lun_io.len = BS;
+	memset(buf, 0x77, BS);
+	assert_int_equal(serve_as_node(f, OP_LUN_WRITE, &q), ESTALE);
+	q.lun_io.pblk = u.pblk;                     /* an unwritten block of its own: written */
+	assert_int_equal(serve_as_node(f, OP_LUN_WRITE, &q), 0);
+
+	char back[BS];
+	pattern(buf, BS, 5);
+	assert_int_equal(local_read(f, m->ino, back, BS, 0), BS);
+	assert_memory_equal(back, buf, BS);         /* the refused write changed nothing */
+	remote_close(f, m);
+	free(buf);
+}
+
 /* A write that extends the file over a block already written commits only
  * the size; the bytes a truncate cut off read back as zeros. */
 static void test_reopen_extend(void **state)
@@ -1007,6 +1104,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_xattr_statfs, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_open_write_read, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reopen_extend, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_redirected_data, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_redirected_requests_checked, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_truncate_punch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_remchg_restarts, setup, teardown),

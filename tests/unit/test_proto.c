@@ -409,6 +409,8 @@ static void test_op_names(void **state)
 	for (uint16_t op = OP_CREATE_OPEN + 1; op < OP_MAX_; op++)
 		assert_int_equal(strcmp(proto_op_name(op), "?") != 0, proto_op(op) != NULL);
 	assert_string_equal(proto_op_name(OP_SNAPSHOT), "snapshot");
+	assert_string_equal(proto_op_name(OP_LUN_READ), "lun_read");
+	assert_string_equal(proto_op_name(OP_LUN_FLUSH), "lun_flush");
 }
 
 /* q encoded as op's request, as fsops.c's r_* encode it. */
@@ -584,6 +586,18 @@ static void documented_request(uint16_t op, struct proto_req *q, struct rio_writ
 		*q = (struct proto_req){ .move = { "node-c" } };
 		rio_put_str(w, "node-c");
 		break;
+	case OP_LUN_READ: case OP_LUN_WRITE:
+		*q = (struct proto_req){ .lun_io = { .ino = 31, .nblk = 2, .lblk = 80, .pblk = 5000 } };
+		rio_put_u32(w, 31), rio_put_u64(w, 80), rio_put_u64(w, 5000), rio_put_u32(w, 2);
+		if (op == OP_LUN_WRITE) {
+			static const char data[8192];
+			q->lun_io.data = data;
+			q->lun_io.len = sizeof(data);
+			rio_put_bytes(w, data, sizeof(data));
+		}
+		break;
+	case OP_LUN_FLUSH:
+		break;
 	case OP_SETLK: case OP_GETLK:
 		*q = (struct proto_req){ .lock = { { .ino = 31, .kind = PLOCK_POSIX, .type = PLOCK_WRITE,
 			.start = 100, .end = PLOCK_EOF, .owner = 0xabcdef, .fh = 0x1234, .pid = 77 },
@@ -688,6 +702,10 @@ static void documented_reply(uint16_t op, union proto_reply *p, struct rio_write
 	case OP_MAP:
 		p->map = (struct proto_map_reply){ { 8, 4, 1234, EXTENT_WRITTEN }, 65536 };
 		proto_put_extent(w, &p->map.e), rio_put_u64(w, 65536);
+		break;
+	case OP_LUN_READ:
+		p->lun_data = (struct proto_lun_data){ .data = "0123", .len = 4 };
+		rio_put_bytes(w, "0123", 4);
 		break;
 	case OP_GETXATTR: case OP_LISTXATTR:
 		p->xattr = (struct proto_xattr_reply){ .len = 9, .n = 3, .value = "abc" };

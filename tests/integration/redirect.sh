@@ -1,0 +1,211 @@
+#!/usr/bin/env bash
+# Redirected I/O (design.md §7, issue 10) on a 3-node csvfs-lab with a path
+# per node (up --paths, docs/lab.md "Path faults"), real corosync, real
+# mounts: a participant's path fails under fio (verify=crc32c, O_DIRECT):
+# no application error, data verified, csvctl status says redirected
+# (path-failure) with the last path error; writes into holes and fsync work
+# while the path is down; the path comes back: direct again by itself; the
+# same with a path that hangs (the path timeout, 2 s here, detects it). A
+# user redirect (csvctl redirect on --for 5s) ends by itself and survives a
+# coordinator move; a node whose path is down is never made coordinator.
+# Bad requests get clear errors. Then every node unmounts, e2fsck -fn is clean and the
+# kernel's read-only view holds the data written while redirected.
+. "$(dirname "$0")/../lib.sh"
+
+LAB="$BIN/csvfs-lab"
+export CSVFS_LAB=${CSVFS_TEST_LAB:-redir}   # this test's own lab
+unset CSVFS_BIN CSVFS_LAB_TOKEN
+# A path that does not answer a transfer in 2 s has failed (default 5 s).
+export CSVFS_LAB_DAEMON_OPTS="path_timeout=2000"
+V=/ClusterStorage/Volume1
+
+skip() { ok "redirect skipped: $* # SKIP"; exit 0; }
+[ "$(id -u)" -eq 0 ] || skip "needs root"
+for c in corosync ip nsenter unshare fio e2fsck; do
+  command -v "$c" >/dev/null 2>&1 || skip "$c not installed (make deps)"
+done
+[ -x "$LAB" ] && [ -x "$BIN/csvfs-lunpath" ] || { not_ok "$LAB or csvfs-lunpath missing (make)"; finish; exit; }
+
+S=$(scratch_dir)
+LUN=$S/lun.img
+truncate -s 1G "$LUN"
+"$LAB" down >/dev/null 2>&1 || true
+on_exit "'$LAB' down --save-logs '$S/logs' >/dev/null 2>&1; mkdir -p '$TOP/$BUILD/test-logs/redirect'; cp -a '$S/logs/.' '$TOP/$BUILD/test-logs/redirect/' 2>/dev/null"
+
+on() { local k=$1; shift; timeout 120 "$LAB" exec "$k" -- "$@"; }
+sh_on() { local k=$1; shift; timeout 120 "$LAB" exec "$k" -- sh -c "$*"; }
+md5_on() { sh_on "$1" "md5sum < $V/$2" | cut -d' ' -f1; }
+status_json() { on "$1" "$BIN/csvctl" status --json 2>/dev/null; }
+# my_io NODE — "STATE REASONS" of the node as it reports itself
+my_io() {
+  status_json "$1" | grep -o '"this_node":true,[^}]*' | head -1 |
+    sed -n 's/.*"io_state":"\([a-z]*\)","io_reasons":\[\([^]]*\)\].*/\1 \2/p' | tr -d '"'
+}
+io_is() { [ "$(my_io "$1")" = "$2" ]; }
+nodelog() { echo "/run/csvfs-lab/$CSVFS_LAB/nodes/$1/csvfs.log"; }
+
+"$LAB" up -n 3 --lun "$LUN" --paths >"$S/up.out" 2>&1; rc=$?
+check_eq "lab up --paths: 3 nodes, each through its own LUN path" 0 "$rc"
+[ "$rc" -eq 0 ] || { sed 's/^/# /' "$S/up.out"; finish; exit; }
+check "a coordinator is known" wait_until 30 sh -c "\"$LAB\" exec 1 -- \"$BIN/csvctl\" status --json 2>/dev/null | grep -q '\"coordinator\":\"node'"
+C=$(status_json 1 | sed -n 's/.*"coordinator":"node\([0-9]\)".*/\1/p')
+P=$(( C % 3 + 1 ))   # a participant
+Q=$(( P % 3 + 1 )); [ "$Q" = "$C" ] && Q=$(( Q % 3 + 1 ))   # the other participant
+diag "coordinator node$C, participant under test node$P, other participant node$Q"
+check_eq "node$P starts direct" "direct " "$(my_io "$P")"
+
+# ---- the path fails under fio; the application sees nothing ---------------------------
+# 64 MiB of random 64 KiB O_DIRECT writes at 16 MiB/s (about 4 s), then a
+# read-back that checks every block's crc32c; the path fails 1.5 s in and
+# comes back 3 s later, so writes, and perhaps verify reads, cross both switches.
+on "$P" fallocate -l 64M "$V/laidout.img"
+on "$P" fio --name=laidout --filename="$V/laidout.img" --size=64M --rw=randwrite --bs=64k \
+  --direct=1 --ioengine=libaio --iodepth=8 --rate=16m --verify=crc32c --verify_fatal=1 \
+  --do_verify=1 --output="$S/fio_laidout.out" >/dev/null 2>&1 &
+fio_pid=$!
+sleep 1.5
+"$LAB" fault "$P" path fail >/dev/null
+t_fail=$(date +%s%3N)
+check "node$P: redirected (path-failure) soon after its path fails" wait_until 10 io_is "$P" "redirected path-failure"
+diag "status said redirected $(( $(date +%s%3N) - t_fail )) ms after the fault"
+status_json "$P" >"$S/status-redirected.json"
+check "the status names the last path error (device, errno 5, since)" \
+  grep -q '"io_last_path_error":{"device":"/run/csvfs-path/lun","errno":5,"cause":"Input/output error"' "$S/status-redirected.json"
+on "$P" "$BIN/csvctl" status >"$S/status-redirected.txt" 2>&1
+check "csvctl status (text) shows node$P redirected (path-failure) with the path error" \
+  grep -qE "^  node$P +up +yes +redirected \(path-failure\) since .*last path error /run/csvfs-path/lun: Input/output error" "$S/status-redirected.txt"
+sed 's/^/#   /' "$S/status-redirected.txt"
+check_eq "the other participant stays direct" "direct " "$(my_io "$Q")"
+sleep 3
+"$LAB" fault "$P" path ok >/dev/null
+t_ok=$(date +%s%3N)
+check "node$P: direct again by itself once its path works" wait_until 20 io_is "$P" "direct "
+diag "direct again $(( $(date +%s%3N) - t_ok )) ms after the path came back"
+wait "$fio_pid"; rc=$?
+check_eq "fio (randwrite + crc32c verify, O_DIRECT) across the failure: no error" 0 "$rc"
+[ "$rc" -eq 0 ] || sed 's/^/#   /' "$S/fio_laidout.out" | head -20
+check "fio reports err=0 and no verify failure" \
+  sh -c "grep -q 'err= 0' '$S/fio_laidout.out' && ! grep -qi 'verify failed\|bad magic\|crc32c: verify' '$S/fio_laidout.out'"
+check "one log line per transition: to redirected, naming the path and the cause" \
+  grep -q "I/O state: direct -> redirected (path-failure): path failure on /run/csvfs-path/lun: Input/output error" "$(nodelog "$P")"
+check "... and back to direct after the probes" \
+  grep -q "I/O state: redirected (path-failure) -> direct: path /run/csvfs-path/lun works again" "$(nodelog "$P")"
+
+# ---- everything while the path is down: holes, fsync, reads, another node's view -------
+"$LAB" fault "$P" path fail >/dev/null
+on "$P" fio --name=holes --filename="$V/holes.img" --size=32M --rw=write --bs=256k --direct=1 \
+  --ioengine=libaio --iodepth=4 --verify=crc32c --verify_fatal=1 --do_verify=1 --end_fsync=1 \
+  --output="$S/fio_holes.out" >/dev/null 2>&1; rc=$?
+check_eq "with the path down: fio writes a new file (allocate, write, commit), fsyncs, verifies" 0 "$rc"
+[ "$rc" -eq 0 ] || sed 's/^/#   /' "$S/fio_holes.out" | head -20
+sh_on "$P" "head -c 3000000 /dev/urandom > $V/small.bin && sync $V/small.bin"
+sum_small=$(md5_on "$P" small.bin)
+check "with the path down: a buffered unaligned write + fsync, read back the same on node$Q" \
+  sh -c "[ -n '$sum_small' ] && [ '$sum_small' = \"\$(\"$LAB\" exec $Q -- sh -c 'md5sum < $V/small.bin' | cut -d' ' -f1)\" ]"
+sum_holes=$(md5_on "$Q" holes.img)
+check_eq "node$P reads holes.img (redirected) as node$Q does (direct)" "$sum_holes" "$(md5_on "$P" holes.img)"
+check "node$P is still redirected (path-failure)" io_is "$P" "redirected path-failure"
+"$LAB" fault "$P" path ok >/dev/null
+check "node$P: direct again" wait_until 20 io_is "$P" "direct "
+check_eq "... and reads the same data directly" "$sum_holes" "$(md5_on "$P" holes.img)"
+
+# ---- a path that hangs instead of failing ------------------------------------------------
+"$LAB" fault "$P" path hang >/dev/null
+t_hang=$(date +%s%3N)
+on "$P" fio --name=hang --filename="$V/hang.img" --size=16M --rw=randwrite --bs=64k --direct=1 \
+  --ioengine=libaio --iodepth=4 --verify=crc32c --verify_fatal=1 --do_verify=1 --end_fsync=1 \
+  --output="$S/fio_hang.out" >/dev/null 2>&1; rc=$?
+check_eq "with the path hung: fio writes, fsyncs and verifies a new file, no error" 0 "$rc"
+[ "$rc" -eq 0 ] || sed 's/^/#   /' "$S/fio_hang.out" | head -20
+diag "fio done $(( $(date +%s%3N) - t_hang )) ms after the hang began"
+check "node$P: redirected (path-failure) by the path timeout" io_is "$P" "redirected path-failure"
+check "the last path error is the timeout (ETIMEDOUT)" \
+  sh -c "\"$LAB\" exec $P -- \"$BIN/csvctl\" status --json | grep -q '\"errno\":110,\"cause\":\"Connection timed out\"'"
+check "the log names the transfer that did not complete within the path timeout" \
+  grep -q "did not complete within 2000 ms (path timeout)" "$(nodelog "$P")"
+sum_hang=$(md5_on "$Q" hang.img)
+check_eq "node$P reads hang.img (redirected) as node$Q does" "$sum_hang" "$(md5_on "$P" hang.img)"
+"$LAB" fault "$P" path ok >/dev/null
+check "node$P: direct again once the hung path answers" wait_until 20 io_is "$P" "direct "
+check_eq "... and reads hang.img directly the same" "$sum_hang" "$(md5_on "$P" hang.img)"
+
+# ---- a user's redirect is a lease ----------------------------------------------------------
+out=$(on "$P" "$BIN/csvctl" redirect on --for 5s 2>&1); rc=$?
+check_eq "csvctl redirect on --for 5s succeeds ($out)" 0 "$rc"
+check_eq "node$P: redirected (user-request)" "redirected user-request" "$(my_io "$P")"
+check "the status shows the lease's end" sh -c "\"$LAB\" exec $P -- \"$BIN/csvctl\" status --json | grep -q '\"io_redirect_until\":\"20'"
+sh_on "$P" "head -c 1048576 /dev/urandom > $V/user.bin && sync $V/user.bin"
+check_eq "writes under a user redirect land (read on node$Q)" "$(md5_on "$P" user.bin)" "$(md5_on "$Q" user.bin)"
+check "the lease ends by itself: direct within 10 s" wait_until 10 io_is "$P" "direct "
+check "... and says so in the log" grep -q "redirected (user-request) -> direct: user request expired" "$(nodelog "$P")"
+on "$P" "$BIN/csvctl" redirect on --for 1h >/dev/null 2>&1
+check_eq "redirect on --for 1h, then off: direct" "direct " "$(on "$P" "$BIN/csvctl" redirect off >/dev/null 2>&1; my_io "$P")"
+
+# ---- a redirect survives a coordinator move ---------------------------------------------
+on "$P" "$BIN/csvctl" redirect on --for 2m >/dev/null 2>&1
+on "$C" "$BIN/csvctl" move "node$Q" >"$S/move.out" 2>&1
+check "csvctl move hands the role to node$Q" \
+  wait_until 30 sh -c "\"$LAB\" exec $P -- \"$BIN/csvctl\" status --json 2>/dev/null | grep -q '\"coordinator\":\"node$Q\"'"
+check_eq "node$P is still redirected (user-request) after the move" "redirected user-request" "$(my_io "$P")"
+sh_on "$P" "head -c 2000000 /dev/urandom > $V/moved.bin && sync $V/moved.bin"
+sum_moved=$(md5_on "$P" moved.bin)
+check_eq "its writes go through the new coordinator (read on node$C)" "$sum_moved" "$(md5_on "$C" moved.bin)"
+on "$P" "$BIN/csvctl" redirect off >/dev/null 2>&1
+check_eq "redirect off: direct" "direct " "$(my_io "$P")"
+
+# ---- no coordinator without a path ----------------------------------------------------------
+K=$Q   # the coordinator since the move
+coord_of() { status_json "$1" | sed -n 's/.*"coordinator":"\([^"]*\)".*/\1/p'; }
+"$LAB" fault "$P" path fail >/dev/null
+sh_on "$P" "cat $V/small.bin >/dev/null"   # its next transfer finds the path gone
+check_eq "node$P: redirected (path-failure)" "redirected path-failure" "$(my_io "$P")"
+on "$K" "$BIN/csvctl" move "node$P" >"$S/move2.out" 2>&1
+check "node$K steps down to hand the role to node$P" wait_until 20 grep -q "stepped down as coordinator" "$(nodelog "$K")"
+check "node$P, whose path is down, does not take it: another node does" \
+  wait_until 40 sh -c "c=\$(\"$LAB\" exec $C -- \"$BIN/csvctl\" status --json 2>/dev/null | sed -n 's/.*\"coordinator\":\"\([^\"]*\)\".*/\\1/p'); [ -n \"\$c\" ] && [ \"\$c\" != node$P ]"
+diag "coordinator now: $(coord_of "$C")"
+check "node$P never became coordinator" sh -c "! grep -q 'this node is now the coordinator' '$(nodelog "$P")'"
+sh_on "$P" "head -c 1048576 /dev/urandom > $V/nopath.bin && sync $V/nopath.bin"
+sum_nopath=$(md5_on "$P" nopath.bin)
+check_eq "node$P goes on writing through the new coordinator" "$sum_nopath" "$(md5_on "$C" nopath.bin)"
+"$LAB" fault "$P" path ok >/dev/null
+check "node$P: direct again" wait_until 20 io_is "$P" "direct "
+
+# refused CMD... — runs csvctl CMD on node P; its exit status, its output in $S/refused.out
+refused() { on "$P" "$BIN/csvctl" "$@" >"$S/refused.out" 2>&1; }
+refused redirect on --for 0; rc=$?
+check "a zero duration is refused, naming it (exit $rc)" sh -c "[ $rc -eq 2 ] && grep -q \"bad duration '0'\" '$S/refused.out'"
+refused redirect on --for 25h; rc=$?
+check "a lease past 24 h is refused (exit $rc)" sh -c "[ $rc -eq 2 ] && grep -q \"bad duration '25h'\" '$S/refused.out'"
+refused redirect on nodeX; rc=$?
+check "an unknown node is refused, naming it (exit $rc)" sh -c "[ $rc -eq 1 ] && grep -q \"no node 'nodeX'\" '$S/refused.out'"
+refused redirect on "node$Q"; rc=$?
+check "another node's name says where to run it (exit $rc)" sh -c "[ $rc -eq 1 ] && grep -q 'run csvctl redirect on node$Q' '$S/refused.out'"
+refused redirect on --mount /nonexistent; rc=$?
+check "a volume that is not mounted is refused (exit $rc)" sh -c "[ $rc -eq 1 ] && grep -q 'no csvfs volume is mounted at /nonexistent' '$S/refused.out'"
+check_eq "after the refusals node$P is still direct" "direct " "$(my_io "$P")"
+
+# ---- unmounted: independent oracles -----------------------------------------------------
+sum_laidout=$(md5_on "$C" laidout.img)
+sum_user=$(md5_on "$C" user.bin)
+"$LAB" down --save-logs "$S/logs" >"$S/down.out" 2>&1
+check "lab down unmounts every node and stops the paths" test $? -eq 0
+check "no daemon crashed or hit a sanitizer (logs)" sh -c "! grep -lE 'ERROR: (Address|Leak)Sanitizer|runtime error:|Segmentation' $S/logs/*csvfs.log 2>/dev/null | grep -q ."
+fsck_clean "$LUN" "$S/fsck.out"; rc=$?
+check_eq "e2fsck -fn is clean" 0 "$rc"
+[ "$rc" -eq 0 ] || sed 's/^/# /' "$S/fsck.out" | head -30
+km=$S/kmnt; mkdir -p "$km"
+if mount -o ro,loop,noload "$LUN" "$km" 2>"$S/kmount.err"; then
+  on_exit "umount '$km' 2>/dev/null"
+  check_eq "kernel ext4 (read-only) reads the file written across the failure" "$sum_laidout" "$(md5sum <"$km/laidout.img" | cut -d' ' -f1)"
+  check_eq "... the file written into holes while redirected" "$sum_holes" "$(md5sum <"$km/holes.img" | cut -d' ' -f1)"
+  check_eq "... the small buffered file" "$sum_small" "$(md5sum <"$km/small.bin" | cut -d' ' -f1)"
+  check_eq "... the file written under the user redirect" "$sum_user" "$(md5sum <"$km/user.bin" | cut -d' ' -f1)"
+  check_eq "... the file written through the new coordinator" "$sum_moved" "$(md5sum <"$km/moved.bin" | cut -d' ' -f1)"
+  check_eq "... the file written while its writer could not be coordinator" "$sum_nopath" "$(md5sum <"$km/nopath.bin" | cut -d' ' -f1)"
+  check_eq "... the file written while the path hung" "$sum_hang" "$(md5sum <"$km/hang.img" | cut -d' ' -f1)"
+  umount "$km"
+else
+  not_ok "kernel read-only mount of the LUN: $(cat "$S/kmount.err")"
+fi
+finish
