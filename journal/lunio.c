@@ -234,6 +234,7 @@ struct timed_job {
 	uint64_t off;
 	void *buf;                 /* the job's own aligned buffer */
 	int rc, done, abandoned;   /* under tj_lock */
+	pthread_cond_t done_cv;    /* its caller waits on it alone: no herd at a deep queue */
 	struct timed_job *next;
 };
 
@@ -241,13 +242,13 @@ struct timed_job {
 
 static pthread_mutex_t tj_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t tj_work = PTHREAD_COND_INITIALIZER;
-static pthread_cond_t tj_done = PTHREAD_COND_INITIALIZER;
 static struct timed_job *tj_head, *tj_tail;   /* the queue (tj_lock) */
 static unsigned tj_workers, tj_idle;            /* (tj_lock) */
 static unsigned tj_abandoned;                   /* timed out, not answered (tj_lock) */
 
 static void job_free(struct timed_job *j)
 {
+	pthread_cond_destroy(&j->done_cv);
 	free(j->buf);
 	free(j);
 }
@@ -281,7 +282,7 @@ static void *tj_worker(void *arg)
 			tj_abandoned--;
 			job_free(j);
 		} else
-			pthread_cond_broadcast(&tj_done);
+			pthread_cond_signal(&j->done_cv);
 	}
 	return NULL;
 }
@@ -336,13 +337,14 @@ int lun_transfer_timed(const struct lun *l, int write, void *buf, size_t len, ui
 		return -ENOMEM;
 	}
 	*j = (struct timed_job){ .lun = *l, .write = write, .len = len, .off = off, .buf = own };
+	pthread_cond_init(&j->done_cv, NULL);
 	if (write)
 		memcpy(j->buf, buf, len);
 	struct timespec until = deadline_after(timeout_ms);
 	pthread_mutex_lock(&tj_lock);
 	int rc = tj_submit(j);
 	while (rc == 0 && !j->done)
-		if (pthread_cond_timedwait(&tj_done, &tj_lock, &until) == ETIMEDOUT && !j->done)
+		if (pthread_cond_timedwait(&j->done_cv, &tj_lock, &until) == ETIMEDOUT && !j->done)
 			break;
 	int done = rc == 0 && j->done;
 	if (rc == 0 && !done) {

@@ -407,6 +407,35 @@ static int cmd_cancel(struct dg_lockspace *ls, const char *res, int mode, const 
 	return st == -ECANCELED ? 0 : 1;
 }
 
+/* pingpong --members N: a player that is done stays (holding NL, so the
+ * value block lives) until the counter says every player is done; a
+ * player that saw N members up a moment after the others had must still
+ * find someone to play with. */
+static int wait_all_rounds(struct handle *h, long target, unsigned wait_ms)
+{
+	for (int64_t end = now_ms() + wait_ms; !stop_flag; usleep(50000)) {
+		int seen = h_asts(h);
+		int rc = dg_convert(h->lk, DG_PR, DG_VALBLK, NULL);
+		int st = rc < 0 ? rc : h_wait_ast(h, seen, wait_ms);
+		long c = st == 0 && h->have_lvb ? strtol((const char *)h->lvb, NULL, 10) : -1;
+		seen = h_asts(h);
+		rc = dg_convert(h->lk, DG_NL, DG_VALBLK, NULL);
+		if (st == 0)
+			st = rc < 0 ? rc : h_wait_ast(h, seen, wait_ms);
+		if (st != 0) {
+			out("error waiting for the others %s", err_name(st));
+			return 1;
+		}
+		if (c >= target)
+			return 0;
+		if (now_ms() > end) {
+			out("error the others did not finish: counter %ld of %ld", c, target);
+			return 1;
+		}
+	}
+	return 1;
+}
+
 /* pingpong: the value block holds a counter. Each round: NL->EX (read the
  * counter, write counter+1), EX->PR (writes the value block), hold PR until
  * a blocking callback (or --hold ms), PR->NL. */
@@ -473,6 +502,8 @@ static int cmd_pingpong(struct dg_lockspace *ls, const char *res, const struct o
 			return 1;
 		}
 	}
+	if (o->members > 0 && wait_all_rounds(h, (long)o->members * rounds, wait_ms) != 0)
+		return 1;
 	dg_unlock(h->lk, 0, NULL);
 	out("done %d", failures ? 1 : 0);
 	return failures ? 1 : 0;
