@@ -226,16 +226,21 @@ int lun_error_is_path(int err)
 /* ---- transfers with a path timeout -------------------------------------- */
 
 /* A transfer handed to a worker. Whoever finishes last with it frees it: the
- * caller when it got the result, the worker when the caller gave up. */
+ * caller when it got the result, the worker when the caller gave up. The
+ * data moves through the worker's own buffer, copied from or to the
+ * caller's under the job's lock, so a transfer the caller gave up on never
+ * touches the caller's memory again; the worker's buffer lives as long as
+ * the worker, so nothing is allocated per transfer. */
 struct timed_job {
 	struct lun lun;
 	int write;
 	size_t len;
 	uint64_t off;
-	void *buf;                 /* the job's own aligned buffer */
-	int rc, done, abandoned;   /* under tj_lock */
+	void *caller_buf;          /* NULL once the caller gave up */
+	pthread_mutex_t mu;        /* rc, done, abandoned, caller_buf */
 	pthread_cond_t done_cv;    /* its caller waits on it alone: no herd at a deep queue */
-	struct timed_job *next;
+	int rc, done, abandoned;
+	struct timed_job *next;    /* the queue (tj_lock) */
 };
 
 #define TJ_WORKERS_MAX 32      /* beyond this, jobs queue (and time out there) */
@@ -249,40 +254,76 @@ static unsigned tj_abandoned;                   /* timed out, not answered (tj_l
 static void job_free(struct timed_job *j)
 {
 	pthread_cond_destroy(&j->done_cv);
-	free(j->buf);
+	pthread_mutex_destroy(&j->mu);
 	free(j);
+}
+
+/* The worker's buffer, at least len bytes (aligned for O_DIRECT). */
+static void *worker_buffer(void **buf, size_t *cap, size_t len)
+{
+	if (len <= *cap)
+		return *buf;
+	void *n = NULL;
+	if (posix_memalign(&n, 4096, len))
+		return NULL;
+	free(*buf);
+	*buf = n;
+	*cap = len;
+	return n;
+}
+
+static struct timed_job *tj_next(void)
+{
+	pthread_mutex_lock(&tj_lock);
+	while (!tj_head) {
+		tj_idle++;
+		pthread_cond_wait(&tj_work, &tj_lock);
+		tj_idle--;
+	}
+	struct timed_job *j = tj_head;
+	tj_head = j->next;
+	if (!tj_head)
+		tj_tail = NULL;
+	pthread_mutex_unlock(&tj_lock);
+	return j;
+}
+
+/* Runs j on wbuf; returns whether the caller gave up (the job is then ours). */
+static int tj_run(struct timed_job *j, void *wbuf)
+{
+	pthread_mutex_lock(&j->mu);
+	int gone = j->abandoned;
+	if (!gone && wbuf && j->write)
+		memcpy(wbuf, j->caller_buf, j->len);
+	pthread_mutex_unlock(&j->mu);
+	int rc = gone ? -ECANCELED : !wbuf ? -ENOMEM
+		 : j->write ? lun_pwrite(&j->lun, wbuf, j->len, j->off, 0)
+			    : lun_pread(&j->lun, wbuf, j->len, j->off);
+	pthread_mutex_lock(&j->mu);
+	j->rc = rc;
+	j->done = 1;
+	gone = j->abandoned;
+	if (!gone && rc == 0 && !j->write)
+		memcpy(j->caller_buf, wbuf, j->len);
+	if (!gone)
+		pthread_cond_signal(&j->done_cv);
+	pthread_mutex_unlock(&j->mu);
+	return gone;
 }
 
 static void *tj_worker(void *arg)
 {
 	(void)arg;
-	pthread_mutex_lock(&tj_lock);
+	void *wbuf = NULL;
+	size_t wcap = 0;
 	for (;;) {
-		while (!tj_head) {
-			tj_idle++;
-			pthread_cond_wait(&tj_work, &tj_lock);
-			tj_idle--;
-		}
-		struct timed_job *j = tj_head;
-		tj_head = j->next;
-		if (!tj_head)
-			tj_tail = NULL;
-		if (j->abandoned) {        /* timed out in the queue */
+		struct timed_job *j = tj_next();
+		if (tj_run(j, worker_buffer(&wbuf, &wcap, j->len ? j->len : 4096))) {
+			pthread_mutex_lock(&tj_lock);
 			tj_abandoned--;
+			pthread_mutex_unlock(&tj_lock);
 			job_free(j);
-			continue;
 		}
-		pthread_mutex_unlock(&tj_lock);
-		int rc = j->write ? lun_pwrite(&j->lun, j->buf, j->len, j->off, 0)
-				  : lun_pread(&j->lun, j->buf, j->len, j->off);
-		pthread_mutex_lock(&tj_lock);
-		j->rc = rc;
-		j->done = 1;
-		if (j->abandoned) {
-			tj_abandoned--;
-			job_free(j);
-		} else
-			pthread_cond_signal(&j->done_cv);
 	}
 	return NULL;
 }
@@ -330,44 +371,43 @@ int lun_transfer_timed(const struct lun *l, int write, void *buf, size_t len, ui
 {
 	if (!timeout_ms)
 		return write ? lun_pwrite(l, buf, len, off, 0) : lun_pread(l, buf, len, off);
-	struct timed_job *j = malloc(sizeof(*j));
-	void *own = NULL;
-	if (!j || posix_memalign(&own, 4096, len ? len : 4096)) {
-		free(j);
+	struct timed_job *j = calloc(1, sizeof(*j));
+	if (!j)
 		return -ENOMEM;
-	}
-	*j = (struct timed_job){ .lun = *l, .write = write, .len = len, .off = off, .buf = own };
+	*j = (struct timed_job){ .lun = *l, .write = write, .len = len, .off = off, .caller_buf = buf };
+	pthread_mutex_init(&j->mu, NULL);
 	pthread_cond_init(&j->done_cv, NULL);
-	if (write)
-		memcpy(j->buf, buf, len);
-	struct timespec until = deadline_after(timeout_ms);
 	pthread_mutex_lock(&tj_lock);
 	int rc = tj_submit(j);
-	while (rc == 0 && !j->done)
-		if (pthread_cond_timedwait(&j->done_cv, &tj_lock, &until) == ETIMEDOUT && !j->done)
-			break;
-	int done = rc == 0 && j->done;
-	if (rc == 0 && !done) {
-		j->abandoned = 1;          /* the worker (or the queue) frees it */
-		tj_abandoned++;
-	}
 	pthread_mutex_unlock(&tj_lock);
 	if (rc) {
 		job_free(j);
 		return failed(l, "hand-off of a transfer", len, off, -rc);
 	}
-	if (!done) {
-		if (l->name)
-			lun_log(l, "LUN %s: %s of %zu bytes at byte %" PRIu64 " did not complete "
-				"within %u ms (path timeout)", l->name, write ? "write" : "read", len,
-				off, timeout_ms);
-		return -ETIMEDOUT;
-	}
+	struct timespec until = deadline_after(timeout_ms);
+	pthread_mutex_lock(&j->mu);
+	while (!j->done)
+		if (pthread_cond_timedwait(&j->done_cv, &j->mu, &until) == ETIMEDOUT && !j->done)
+			break;
+	int done = j->done;
 	rc = j->rc;
-	if (rc == 0 && !write)
-		memcpy(buf, j->buf, len);
-	job_free(j);
-	return rc;
+	if (!done) {
+		j->abandoned = 1;          /* the worker frees it; our buffer is ours again */
+		j->caller_buf = NULL;
+		pthread_mutex_lock(&tj_lock);
+		tj_abandoned++;
+		pthread_mutex_unlock(&tj_lock);
+	}
+	pthread_mutex_unlock(&j->mu);
+	if (done) {
+		job_free(j);
+		return rc;
+	}
+	if (l->name)
+		lun_log(l, "LUN %s: %s of %zu bytes at byte %" PRIu64 " did not complete "
+			"within %u ms (path timeout)", l->name, write ? "write" : "read", len, off,
+			timeout_ms);
+	return -ETIMEDOUT;
 }
 
 unsigned lun_abandoned_inflight(void)
