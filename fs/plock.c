@@ -187,14 +187,38 @@ static void insert_merged(struct entry **head, const struct plock *req)
 	}
 }
 
+/* Waiters look again (plock_wait_change). */
+static void changed_locked(struct plock_table *t)
+{
+	t->gen++;
+	pthread_cond_broadcast(&t->changed);
+}
+
+/* Frees the entries of the list that match; returns how many. */
+static unsigned remove_matching(struct entry **head, bool (*match)(const struct plock *l, const void *arg),
+				const void *arg)
+{
+	unsigned n = 0;
+	for (struct entry **pp = head; *pp;) {
+		struct entry *e = *pp;
+		if (match(&e->l, arg)) {
+			*pp = e->next;
+			free(e);
+			n++;
+		} else {
+			pp = &e->next;
+		}
+	}
+	return n;
+}
+
 static void apply_locked(struct plock_table *t, const struct plock *req)
 {
 	struct entry **head = bucket_of(t, req->ino);
 	cut_range(head, req);
 	if (req->type != PLOCK_UNLOCK)
 		insert_merged(head, req);
-	t->gen++;
-	pthread_cond_broadcast(&t->changed);
+	changed_locked(t);
 }
 
 int plock_set(struct plock_table *t, const struct plock *req, uint64_t *gen)
@@ -234,25 +258,22 @@ static bool matches(const struct plock *l, const char *node, uint32_t ino, enum 
 	return by == PLOCK_BY_FH ? l->fh == key : l->kind == PLOCK_POSIX && l->owner == key;
 }
 
+struct release_key { const char *node; uint32_t ino; enum plock_by by; uint64_t key; };
+
+static bool matches_key(const struct plock *l, const void *arg)
+{
+	const struct release_key *k = arg;
+	return matches(l, k->node, k->ino, k->by, k->key);
+}
+
 unsigned plock_release(struct plock_table *t, const char *node, uint32_t ino, enum plock_by by,
 		       uint64_t key)
 {
-	unsigned n = 0;
+	struct release_key k = { node, ino, by, key };
 	pthread_mutex_lock(&t->mu);
-	for (struct entry **pp = bucket_of(t, ino); *pp;) {
-		struct entry *e = *pp;
-		if (matches(&e->l, node, ino, by, key)) {
-			*pp = e->next;
-			free(e);
-			n++;
-		} else {
-			pp = &e->next;
-		}
-	}
-	if (n) {
-		t->gen++;
-		pthread_cond_broadcast(&t->changed);
-	}
+	unsigned n = remove_matching(bucket_of(t, ino), matches_key, &k);
+	if (n)
+		changed_locked(t);
 	pthread_mutex_unlock(&t->mu);
 	return n;
 }
@@ -267,26 +288,19 @@ int plock_holds(struct plock_table *t, const char *node, uint32_t ino, enum ploc
 	return found;
 }
 
+static bool of_node(const struct plock *l, const void *node)
+{
+	return strcmp(l->node, node) == 0;
+}
+
 unsigned plock_drop_node(struct plock_table *t, const char *node)
 {
 	unsigned n = 0;
 	pthread_mutex_lock(&t->mu);
-	for (size_t i = 0; i < BUCKETS; i++) {
-		for (struct entry **pp = &t->bucket[i]; *pp;) {
-			struct entry *e = *pp;
-			if (strcmp(e->l.node, node) == 0) {
-				*pp = e->next;
-				free(e);
-				n++;
-			} else {
-				pp = &e->next;
-			}
-		}
-	}
-	if (n) {
-		t->gen++;
-		pthread_cond_broadcast(&t->changed);
-	}
+	for (size_t i = 0; i < BUCKETS; i++)
+		n += remove_matching(&t->bucket[i], of_node, node);
+	if (n)
+		changed_locked(t);
 	pthread_mutex_unlock(&t->mu);
 	return n;
 }
@@ -295,8 +309,7 @@ unsigned plock_clear(struct plock_table *t)
 {
 	pthread_mutex_lock(&t->mu);
 	unsigned n = clear_locked(t);
-	t->gen++;
-	pthread_cond_broadcast(&t->changed);
+	changed_locked(t);
 	pthread_mutex_unlock(&t->mu);
 	return n;
 }
@@ -370,7 +383,7 @@ unsigned plock_lose_all(struct plock_table *t)
 		for (struct entry *e = t->bucket[i]; e; e = e->next, n++)
 			mark_lost_locked(t, e->l.fh);
 	clear_locked(t);
-	t->gen++;
+	changed_locked(t);
 	pthread_mutex_unlock(&t->mu);
 	return n;
 }
@@ -419,8 +432,7 @@ static bool grace_locked(struct plock_table *t)
 		all_done = all_done && t->done[i];
 	if (all_done || now_ms() >= t->grace_until_ms) {
 		t->grace_until_ms = 0;   /* over: waiters look again */
-		t->gen++;
-		pthread_cond_broadcast(&t->changed);
+		changed_locked(t);
 		return false;
 	}
 	return true;
@@ -457,7 +469,7 @@ void plock_begin_grace(struct plock_table *t, const char *const *expect, size_t 
 		t->done[i] = false;
 	}
 	t->grace_until_ms = now_ms() + max_ms;
-	t->gen++;
+	changed_locked(t);
 	grace_locked(t);   /* nobody to wait for: over at once */
 	pthread_mutex_unlock(&t->mu);
 }
