@@ -4,7 +4,9 @@
 # /ClusterStorage/Volume1 on every node; a qcow2 VM disk is created on node1,
 # written on node2 (qemu-io -t none, as QEMU's cache=none does), read and
 # verified on node3 as after a live migration; while it runs on node3, node1
-# is refused the disk (QEMU's own lock error); then csvctl status. The lab
+# is refused the disk (QEMU's own lock error); node2 redirects its I/O through
+# the coordinator on request; node3 takes a cluster-wide snapshot; then
+# csvctl status. The lab
 # stays up for you: 'build/bin/csvfs-lab exec 2' gives a shell on node2,
 # 'build/bin/csvfs-lab down' removes it.
 set -euo pipefail
@@ -37,10 +39,24 @@ echo "== file locks hold across nodes: while the VM runs on node3, node1 cannot 
 "$lab" exec 3 -- sh -c "echo 'read 0 4k'; sleep 3" </dev/null | "$lab" exec 3 -- qemu-io -t none -f qcow2 "$V/vm1.qcow2" >/dev/null 2>&1 &
 vm=$!
 sleep 1
-on 1 qemu-io -t none -f qcow2 -c 'read 0 4k' "$V/vm1.qcow2" 2>&1 | head -1 || true
+on 1 qemu-io -t none -f qcow2 -c 'read 0 4k' "$V/vm1.qcow2" 2>&1 | grep -m2 -E '^-- |lock|bytes' || true
 wait "$vm" || true
 echo "== the VM stopped on node3: node1 starts it"
 on 1 qemu-io -t none -f qcow2 -c 'read -P 0xab 0 4k' "$V/vm1.qcow2" | grep -v '^ops'
+echo
+echo "== redirected I/O on request: node2's data goes through the coordinator (a lease of 1 min)"
+on 2 "$bin/csvctl" redirect on --for 1m
+on 2 qemu-io -t none -f qcow2 -c 'write -P 0x5a 8M 1M' "$V/vm1.qcow2" | grep -v '^ops'
+on 2 "$bin/csvctl" status | grep -E '^  node2 '
+on 2 "$bin/csvctl" redirect off
+on 3 qemu-io -t none -f qcow2 -c 'read -P 0x5a 8M 1M' "$V/vm1.qcow2" | grep -v '^ops'
+echo
+echo "== a cluster-wide snapshot from node3: freeze every node, copy the LUN, thaw"
+snap=demo-$(date +%Y%m%d-%H%M%S)
+on 3 "$bin/csvctl" snapshot --hook "$top/tools/hooks/copy.sh" --name "$snap"
+lun=$("$lab" env 1 | sed -n 's/^CSVFS_LAB_LUN=//p')
+echo "-- e2fsck -fn $(dirname "$lun")/$snap.img   (a clean ext4, no journal replay needed)"
+e2fsck -fn "$(dirname "$lun")/$snap.img" 2>&1 | tail -1
 echo
 echo "== the same volume on every node"
 for k in 1 2 3; do on "$k" ls -la "$V"; done
@@ -50,4 +66,5 @@ on 2 "$bin/csvctl" status
 echo
 echo "The lab stays up: '$lab exec 2' opens a shell on node2;"
 echo "'$lab exec 1 -- $bin/csvctl move node3' moves the coordinator role;"
-echo "'$lab down' removes everything the demo created."
+echo "'$lab down' removes everything the demo created but the snapshot image"
+echo "next to the LUN ($(dirname "$lun")/$snap.img): remove it when you are done."
