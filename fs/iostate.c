@@ -38,6 +38,8 @@ static const char *const REASON_NAMES[] = { "path-failure", "user-request", "sna
 static pthread_mutex_t st_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t st_cond = PTHREAD_COND_INITIALIZER;
 static _Atomic unsigned reasons;
+/* Set at start; read by every data transfer of a participant, so not under st_lock. */
+static _Atomic unsigned path_timeout_ms;
 static struct {
 	struct timespec since;          /* realtime of the last transition */
 	uint64_t lease_end_ms;          /* monotonic; 0: no user lease */
@@ -51,7 +53,6 @@ static struct {
 	/* the prober */
 	const struct lun *lun;
 	unsigned block;
-	unsigned path_timeout_ms;       /* set at start, read-only after */
 	pthread_t thread;
 	int running, stopping;
 } st;
@@ -71,6 +72,21 @@ static void iso_time(const struct timespec *t, char *out, size_t len)
 	snprintf(out + n, len - n, ".%03ldZ", t->tv_nsec / 1000000);
 }
 
+/* The names of the reasons in set, each as fmt prints it, sep between. */
+static size_t reason_list(unsigned set, const char *fmt, const char *sep, char *out, size_t len)
+{
+	size_t o = 0;
+	const char *between = "";
+	for (unsigned i = 0; i < 4 && o < len; i++)
+		if (set & (1u << i)) {
+			o += (size_t)snprintf(out + o, len - o, "%s", between);
+			if (o < len)
+				o += (size_t)snprintf(out + o, len - o, fmt, REASON_NAMES[i]);
+			between = sep;
+		}
+	return o < len ? o : len;
+}
+
 /* "direct" or "redirected (path-failure, user-request)" */
 static void describe(unsigned set, char *out, size_t len)
 {
@@ -79,12 +95,8 @@ static void describe(unsigned set, char *out, size_t len)
 		return;
 	}
 	size_t o = (size_t)snprintf(out, len, "redirected (");
-	const char *sep = "";
-	for (unsigned i = 0; i < 4 && o < len; i++)
-		if (set & (1u << i)) {
-			o += (size_t)snprintf(out + o, len - o, "%s%s", sep, REASON_NAMES[i]);
-			sep = ", ";
-		}
+	if (o < len)
+		o += reason_list(set, "%s", ", ", out + o, len - o);
 	if (o < len)
 		snprintf(out + o, len - o, ")");
 }
@@ -190,7 +202,7 @@ static void expire_lease(uint64_t now)
 static void probe_path(char *buf)
 {
 	pthread_mutex_unlock(&st_lock);
-	int rc = lun_probe(st.lun, buf, st.block, 0, st.path_timeout_ms);
+	int rc = lun_probe(st.lun, buf, st.block, 0, atomic_load(&path_timeout_ms));
 	pthread_mutex_lock(&st_lock);
 	uint64_t now = now_ms();
 	if (!(atomic_load(&reasons) & IO_REASON_PATH))
@@ -259,13 +271,10 @@ static void *prober_main(void *arg)
 
 unsigned iostate_path_timeout_ms(void)
 {
-	pthread_mutex_lock(&st_lock);
-	unsigned ms = st.path_timeout_ms;
-	pthread_mutex_unlock(&st_lock);
-	return ms;
+	return atomic_load(&path_timeout_ms);
 }
 
-int iostate_start(const struct lun *data_lun, unsigned block, unsigned path_timeout_ms)
+int iostate_start(const struct lun *data_lun, unsigned block, unsigned timeout_ms)
 {
 	char *buf = NULL;
 	if (posix_memalign((void **)&buf, 4096, block))
@@ -273,7 +282,7 @@ int iostate_start(const struct lun *data_lun, unsigned block, unsigned path_time
 	pthread_mutex_lock(&st_lock);
 	st.lun = data_lun;
 	st.block = block;
-	st.path_timeout_ms = path_timeout_ms;
+	atomic_store(&path_timeout_ms, timeout_ms);
 	st.stopping = 0;
 	lun_set_path_observer(path_observer);
 	clock_gettime(CLOCK_REALTIME, &st.since);
@@ -306,12 +315,8 @@ void iostate_stop(void)
 static size_t reasons_json(unsigned set, char *out, size_t len)
 {
 	size_t o = (size_t)snprintf(out, len, "[");
-	const char *sep = "";
-	for (unsigned i = 0; i < 4 && o < len; i++)
-		if (set & (1u << i)) {
-			o += (size_t)snprintf(out + o, len - o, "%s\"%s\"", sep, REASON_NAMES[i]);
-			sep = ",";
-		}
+	if (o < len)
+		o += reason_list(set, "\"%s\"", ",", out + o, len - o);
 	if (o < len)
 		o += (size_t)snprintf(out + o, len - o, "]");
 	return o;

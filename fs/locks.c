@@ -54,6 +54,17 @@ static pthread_mutex_t *stripe_of(struct lock_client *lc, uint32_t ino)
 
 /* ---- asking the table ------------------------------------------------------ */
 
+/* The table answered EBUSY (a new coordinator rebuilds it): ask again a
+ * little later, for a while. */
+static int wait_for_table(unsigned *waited)
+{
+	if (*waited >= GRACE_PATIENCE_MS)
+		return -ENOLCK;
+	sleep_ms(GRACE_RETRY_MS);
+	*waited += GRACE_RETRY_MS;
+	return 0;
+}
+
 /* One try under the inode's stripe: 0 granted (and mirrored), -EAGAIN, or
  * an errno; *gen as the table answered. A table being rebuilt is waited for. */
 static int try_set(struct lock_client *lc, const struct plock *req, uint64_t *gen)
@@ -61,7 +72,7 @@ static int try_set(struct lock_client *lc, const struct plock *req, uint64_t *ge
 	struct volume *v = lc->v;
 	int granted = 0, rc;
 	pthread_mutex_t *s = stripe_of(lc, req->ino);
-	for (unsigned waited = 0;; waited += GRACE_RETRY_MS) {
+	for (unsigned waited = 0;;) {
 		pthread_mutex_lock(s);
 		rc = fsop_setlk(v, req, &granted, gen);
 		if (rc == 0 && granted)
@@ -69,9 +80,8 @@ static int try_set(struct lock_client *lc, const struct plock *req, uint64_t *ge
 		pthread_mutex_unlock(s);
 		if (rc != -EBUSY)
 			break;
-		if (waited >= GRACE_PATIENCE_MS)
-			return -ENOLCK;
-		sleep_ms(GRACE_RETRY_MS);
+		if ((rc = wait_for_table(&waited)) != 0)
+			return rc;
 	}
 	return rc ? rc : granted ? 0 : -EAGAIN;
 }
@@ -91,13 +101,12 @@ int locks_get(struct volume *v, struct plock *req)
 	snprintf(req->node, sizeof(req->node), "%s", v->node_name);
 	struct plock conflict;
 	int found = 0, rc;
-	for (unsigned waited = 0;; waited += GRACE_RETRY_MS) {
+	for (unsigned waited = 0;;) {
 		rc = fsop_getlk(v, req, &conflict, &found);
 		if (rc != -EBUSY)
 			break;
-		if (waited >= GRACE_PATIENCE_MS)
-			return -ENOLCK;
-		sleep_ms(GRACE_RETRY_MS);
+		if ((rc = wait_for_table(&waited)) != 0)
+			return rc;
 	}
 	if (rc)
 		return rc;

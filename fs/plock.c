@@ -305,15 +305,6 @@ unsigned plock_drop_node(struct plock_table *t, const char *node)
 	return n;
 }
 
-unsigned plock_clear(struct plock_table *t)
-{
-	pthread_mutex_lock(&t->mu);
-	unsigned n = clear_locked(t);
-	changed_locked(t);
-	pthread_mutex_unlock(&t->mu);
-	return n;
-}
-
 int plock_snapshot(struct plock_table *t, const char *node, struct plock **out, size_t *n)
 {
 	pthread_mutex_lock(&t->mu);

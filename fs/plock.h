@@ -65,8 +65,6 @@ unsigned plock_release(struct plock_table *t, const char *node, uint32_t ino, en
 int plock_holds(struct plock_table *t, const char *node, uint32_t ino, enum plock_by by, uint64_t key);
 /* Every lock of node goes (fenced). Returns how many. */
 unsigned plock_drop_node(struct plock_table *t, const char *node);
-/* Every lock goes (the mirror, when this node's locks were lost). */
-unsigned plock_clear(struct plock_table *t);
 /* A copy of node's locks (NULL: everyone's), to send without the table
  * locked. Free *out. */
 int plock_snapshot(struct plock_table *t, const char *node, struct plock **out, size_t *n);

@@ -9,9 +9,11 @@ set -eu
 dir=${CSVFS_SNAPSHOT_DIR:-$(dirname "$CSVFS_LUN")}
 dest=$dir/$CSVFS_SNAPSHOT_NAME.img
 if [ -e "$dest" ]; then
-  echo "reflink hook: $dest already exists; choose another snapshot name" >&2
+  echo "snapshot hook: $dest already exists; choose another snapshot name" >&2
   exit 1
 fi
-cp --reflink=always --sparse=auto -- "$CSVFS_LUN" "$dest.part"
+# copy.sh runs this with COPY_REFLINK=auto (a full copy where reflinks are missing)
+cp --reflink="${COPY_REFLINK:-always}" --sparse=auto -- "$CSVFS_LUN" "$dest.part" ||
+  { rm -f -- "$dest.part"; exit 1; }
 mv -- "$dest.part" "$dest"
 echo "snapshot of volume $CSVFS_VOLUME_GUID: $dest"
