@@ -62,6 +62,7 @@ struct cluster_snap_request {
 	char hook[SNAP_HOOK_MAX];        /* absolute path of an executable */
 	unsigned timeout_s;              /* 1..SNAP_TIMEOUT_MAX_S: freeze and hook together */
 	char requester[64];              /* the node csvctl ran on */
+	char new_guid[37];               /* "": the snapshot keeps the volume's GUID */
 };
 struct cluster_snap_result {
 	int status;                      /* 0: the hook succeeded and the volume is thawed */
@@ -69,6 +70,10 @@ struct cluster_snap_result {
 	uint64_t wait_ms;                /* from the request until every node was frozen */
 	uint64_t frozen_ms;              /* from then until the thaw (journal, hook, resume) */
 	uint64_t hook_ms;
+	uint64_t stall_ms;               /* the longest a change waited, on any node */
+	char stall_node[64];             /* where ("" when no change waited) */
+	unsigned nodes_reported, nodes_expected;   /* nodes that told their wait, of all */
+	char guid[37];                   /* the snapshot's GUID (taken: the new one if asked) */
 };
 /* Checks a request before anything is frozen: 0 or -EINVAL with the cause. */
 int cluster_snap_check(const struct cluster_snap_request *rq, char *err, size_t errlen);

@@ -15,6 +15,7 @@
  * deadline, and a dead coordinator's EX is released when it leaves or is
  * fenced. */
 #include "fs/cluster_internal.h"
+#include "fs/proto.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -81,6 +82,121 @@ void freeze_bast(struct cl_lockres *r, enum dg_mode blocking)
 	pthread_mutex_unlock(&f->mu);
 }
 
+/* ---- what a freeze cost, told to the coordinator ---------------------------- */
+
+#define REPORT_TIMEOUT_MS 1000   /* a report never holds the freeze thread longer */
+
+/* Under f->mu: one node's longest wait, once per node and snapshot. */
+static void reports_add(struct freeze *f, const char *node, uint64_t longest_ms)
+{
+	struct freeze_reports *r = &f->reports;
+	if (!r->open)
+		return;   /* of no snapshot in progress: nobody asks any more */
+	for (unsigned i = 0; i < r->n; i++)
+		if (strcmp(r->node[i], node) == 0)
+			return;
+	if (r->n < MAX_NODES)
+		snprintf(r->node[r->n++], sizeof(r->node[0]), "%s", node);
+	if (longest_ms > r->stall_ms) {
+		r->stall_ms = longest_ms;
+		snprintf(r->stall_node, sizeof(r->stall_node), "%s", node);
+	}
+	pthread_cond_broadcast(&f->cv);
+}
+
+void freeze_reports_open(struct cluster *c)
+{
+	pthread_mutex_lock(&c->freeze.mu);
+	memset(&c->freeze.reports, 0, sizeof(c->freeze.reports));
+	c->freeze.reports.open = 1;
+	pthread_mutex_unlock(&c->freeze.mu);
+}
+
+void freeze_reports_close(struct cluster *c, unsigned wait_ms, struct cluster_snap_result *res)
+{
+	struct freeze *f = &c->freeze;
+	unsigned expected = (unsigned)cl_others_up(c) + 1;
+	uint64_t until = cl_now_ms() + wait_ms;
+	pthread_mutex_lock(&f->mu);
+	while (f->reports.n < expected && !f->stopping && cl_now_ms() < until) {
+		struct timespec dl = cl_deadline_in((unsigned)(until - cl_now_ms()));
+		pthread_cond_timedwait(&f->cv, &f->mu, &dl);
+	}
+	struct freeze_reports *r = &f->reports;
+	res->stall_ms = r->stall_ms;
+	snprintf(res->stall_node, sizeof(res->stall_node), "%s", r->stall_node);
+	res->nodes_reported = r->n;
+	res->nodes_expected = r->n > expected ? r->n : expected;
+	r->open = 0;
+	pthread_mutex_unlock(&f->mu);
+}
+
+int freeze_report_serve(struct cluster *c, const char *node, const struct proto_snapshot_report *r,
+			struct proto_snapshot_info *info)
+{
+	if (atomic_load(&c->role) != CL_COORDINATOR)
+		return -EREMCHG;
+	struct freeze *f = &c->freeze;
+	pthread_mutex_lock(&f->mu);
+	if (r->thawed)
+		reports_add(f, node, r->longest_ms);
+	memset(info, 0, sizeof(*info));
+	if (f->snap_active) {
+		snprintf(info->name, sizeof(info->name), "%s", f->snap.name);
+		snprintf(info->requester, sizeof(info->requester), "%s", f->snap.requester);
+		info->since = f->snap_since;
+		info->deadline = f->snap_deadline;
+	}
+	pthread_mutex_unlock(&f->mu);
+	return 0;
+}
+
+/* Under f->mu: the snapshot a frozen participant was told of ("" none). */
+static void set_seen(struct freeze *f, const struct proto_snapshot_info *info)
+{
+	snprintf(f->seen_name, sizeof(f->seen_name), "%.*s", SNAP_NAME_MAX, info ? info->name : "");
+	snprintf(f->seen_requester, sizeof(f->seen_requester), "%s", info ? info->requester : "");
+	f->seen_since = info ? info->since : 0;
+	f->seen_deadline = info ? info->deadline : 0;
+}
+
+/* Tells the coordinator that this node froze (thawed 0: it answers which
+ * snapshot, for this node's status) or thawed, with what it cost here. A
+ * coordinator counts its own report; a lost report costs only the figure. */
+static void report_cost(struct cluster *c, int thawed, uint64_t held, uint64_t longest_ms,
+			uint64_t frozen_ms)
+{
+	struct freeze *f = &c->freeze;
+	if (atomic_load(&c->role) == CL_COORDINATOR) {
+		pthread_mutex_lock(&f->mu);
+		if (thawed)
+			reports_add(f, c->o.node, longest_ms);
+		pthread_mutex_unlock(&f->mu);
+		return;
+	}
+	struct proto_req q = { .snapshot_report = { (uint8_t)thawed, held > UINT32_MAX ? UINT32_MAX : (uint32_t)held,
+						    longest_ms, frozen_ms } };
+	struct rio_writer w;
+	struct rio_reply rep;
+	union proto_reply *p = calloc(1, sizeof(*p));
+	rio_writer_init(&w, 0);
+	proto_op(OP_SNAPSHOT_REPORT)->put_req(&w, &q);
+	int rc = p ? cluster_call_timeout(c, OP_SNAPSHOT_REPORT, &w, &rep, REPORT_TIMEOUT_MS) : -ENOMEM;
+	rio_writer_free(&w);
+	int decoded = rc == 0 &&
+		      proto_decode_reply(proto_op(OP_SNAPSHOT_REPORT), rep.payload, rep.len, p) == 0;
+	if (rc == 0)
+		rio_reply_free(&rep);
+	pthread_mutex_lock(&f->mu);
+	set_seen(f, decoded && !thawed ? &p->snapshot_info : NULL);
+	pthread_mutex_unlock(&f->mu);
+	if (!decoded)
+		csvfs_log(LOG_DEBUG_L, "node %s, volume %s: the coordinator was not told that this node %s: %s",
+			  c->o.node, c->v->uuid, thawed ? "thawed" : "froze",
+			  rc ? strerror(rc == -ERESTART ? EHOSTUNREACH : -rc) : "a malformed answer");
+	free(p);
+}
+
 /* Takes PR (it waits behind a snapshot's EX), then admits changes. */
 static int admit(struct cluster *c)
 {
@@ -96,11 +212,12 @@ static int admit(struct cluster *c)
 	f->held = f->first_held_ms = 0;
 	pthread_cond_broadcast(&f->cv);
 	pthread_mutex_unlock(&f->mu);
-	if (since)
-		csvfs_log(LOG_INFO_L, "node %s, volume %s: thawed after %llu ms frozen; %llu changes were held, "
-			  "the longest for %llu ms", c->o.node, c->v->uuid,
-			  (unsigned long long)(now - since), (unsigned long long)held,
-			  (unsigned long long)longest);
+	if (!since)
+		return 0;
+	csvfs_log(LOG_INFO_L, "node %s, volume %s: thawed after %llu ms frozen; %llu changes were held, "
+		  "the longest for %llu ms", c->o.node, c->v->uuid, (unsigned long long)(now - since),
+		  (unsigned long long)held, (unsigned long long)longest);
+	report_cost(c, 1, held, longest, now - since);
 	return 0;
 }
 
@@ -180,8 +297,10 @@ static void *freeze_main(void *arg)
 				usleep(100 * 1000);
 			continue;
 		}
-		if (wait_asked(c))
+		if (wait_asked(c)) {
 			freeze_here(c);
+			report_cost(c, 0, 0, 0, 0);
+		}
 		else if (held_lost(&f->pr))
 			held_unlock(&f->pr, 0, NULL);   /* gone with our lineage: take it anew */
 	}
@@ -232,6 +351,14 @@ size_t freeze_status_json(struct cluster *c, char *out, size_t len)
 	int frozen = !f->admitting, active = f->snap_active;
 	struct cluster_snap_request rq = f->snap;
 	int64_t since = f->snap_since, deadline = f->snap_deadline;
+	if (!active && frozen && f->seen_name[0]) {   /* a participant: as the coordinator said */
+		active = 1;
+		snprintf(rq.name, sizeof(rq.name), "%s", f->seen_name);
+		snprintf(rq.requester, sizeof(rq.requester), "%s", f->seen_requester);
+		rq.timeout_s = (unsigned)(f->seen_deadline - f->seen_since);
+		since = f->seen_since;
+		deadline = f->seen_deadline;
+	}
 	pthread_mutex_unlock(&f->mu);
 	int64_t now = (int64_t)time(NULL);
 	size_t o = (size_t)snprintf(out, len, ",\"freeze\":{\"frozen\":%s,\"frozen_since\":%lld",

@@ -103,6 +103,18 @@ struct freeze {
 	int ex_orphan;
 	struct cluster_snap_request snap;
 	int64_t snap_since, snap_deadline;   /* wall clock, s */
+	/* Coordinator: what the nodes report of the snapshot's freeze, while
+	 * it thaws (a report outside that window is of no snapshot: dropped). */
+	struct freeze_reports {
+		int open;
+		unsigned n;
+		char node[MAX_NODES][64];   /* who reported (names as cluster_opts.node) */
+		uint64_t stall_ms;                            /* the longest wait */
+		char stall_node[64];
+	} reports;
+	/* A participant: the snapshot that froze it, as the coordinator said. */
+	char seen_name[SNAP_NAME_MAX + 1], seen_requester[64];
+	int64_t seen_since, seen_deadline;
 	pthread_t thread;
 	int running;
 };
@@ -242,6 +254,17 @@ void freeze_stop(struct cluster *c);
 size_t freeze_status_json(struct cluster *c, char *out, size_t len);
 /* A snapshot is running on this coordinator. */
 int freeze_snapshot_active(struct cluster *c);
+/* Coordinator, around a snapshot's thaw: reports are taken from open until
+ * close, which waits (wait_ms at most) until every live node has told how
+ * long its changes waited, and puts the longest in res. */
+void freeze_reports_open(struct cluster *c);
+void freeze_reports_close(struct cluster *c, unsigned wait_ms, struct cluster_snap_result *res);
+struct proto_snapshot_report;
+struct proto_snapshot_info;
+/* Coordinator: a node's OP_SNAPSHOT_REPORT; info gets the snapshot in
+ * progress. -EREMCHG when this node is not the coordinator. */
+int freeze_report_serve(struct cluster *c, const char *node, const struct proto_snapshot_report *r,
+			struct proto_snapshot_info *info);
 
 /* ---- cluster_snapshot.c ---------------------------------------------------- */
 

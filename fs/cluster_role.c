@@ -111,7 +111,7 @@ static int serve_request(void *arg, const struct rio_peer *peer, const struct ri
 			 struct rio_response *resp)
 {
 	struct cluster *c = arg;
-	if (req->op == OP_SNAPSHOT || req->op == OP_SNAPSHOT_ABORT)
+	if (req->op == OP_SNAPSHOT || req->op == OP_SNAPSHOT_ABORT || req->op == OP_SNAPSHOT_REPORT)
 		return snapshot_serve(c, peer, req, resp);
 	int role = cluster_enter(c);
 	if (role < 0) {

@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -20,9 +21,13 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <uuid/uuid.h>
 
 #define STDERR_TAIL 1024
-#define HOOK_ENV_VARS 7
+/* After the thaw, how long the coordinator waits for every node to tell the
+ * longest its changes waited (a node that does not answer is counted out). */
+#define REPORTS_WAIT_MS 1500
+#define HOOK_ENV_VARS 9
 #define HOOK_ENV_LEN 4200
 
 extern char **environ;
@@ -31,6 +36,12 @@ static int name_char_ok(char ch)
 {
 	return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
 	       ch == '.' || ch == '_' || ch == '-';
+}
+
+static int guid_ok(const char *guid)
+{
+	uuid_t uu;
+	return uuid_parse(guid, uu) == 0 && !uuid_is_null(uu);
 }
 
 int cluster_snap_check(const struct cluster_snap_request *rq, char *err, size_t errlen)
@@ -46,6 +57,8 @@ int cluster_snap_check(const struct cluster_snap_request *rq, char *err, size_t 
 	else if (rq->timeout_s < 1 || rq->timeout_s > SNAP_TIMEOUT_MAX_S)
 		snprintf(err, errlen, "timeout %u s is out of range: 1 to %d s (the volume is frozen "
 			 "that long at most)", rq->timeout_s, SNAP_TIMEOUT_MAX_S);
+	else if (rq->new_guid[0] && !guid_ok(rq->new_guid))
+		snprintf(err, errlen, "new GUID '%.40s' is not xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx", rq->new_guid);
 	else if (rq->hook[0] != '/')
 		snprintf(err, errlen, "hook '%.200s' is not an absolute path", rq->hook);
 	else if (stat(rq->hook, &st) != 0)
@@ -74,10 +87,25 @@ static int same_name(const char *a, const char *b)
 	return strncmp(a, b, n + 1) == 0;
 }
 
+/* The csvctl installed beside this daemon (a hook that gives its copy a new
+ * GUID runs it), else the one on PATH. */
+static const char *csvctl_path(char *buf, size_t len)
+{
+	ssize_t n = readlink("/proc/self/exe", buf, len - 1);
+	char *slash = n > 0 ? memrchr(buf, '/', (size_t)n) : NULL;
+	if (slash && (size_t)(slash - buf) + sizeof("/csvctl") <= len) {
+		memcpy(slash, "/csvctl", sizeof("/csvctl"));
+		if (access(buf, X_OK) == 0)
+			return buf;
+	}
+	return "csvctl";
+}
+
 static char **hook_env(struct cluster *c, const struct cluster_snap_request *rq, int64_t deadline,
 		       char (*store)[HOOK_ENV_LEN])
 {
 	struct volume *v = c->v;
+	char path[PATH_MAX];
 	snprintf(store[0], HOOK_ENV_LEN, "CSVFS_VOLUME_GUID=%s", v->uuid);
 	snprintf(store[1], HOOK_ENV_LEN, "CSVFS_VOLUME_LABEL=%s", v->label);
 	snprintf(store[2], HOOK_ENV_LEN, "CSVFS_LUN=%s", v->lun);
@@ -85,6 +113,8 @@ static char **hook_env(struct cluster *c, const struct cluster_snap_request *rq,
 	snprintf(store[4], HOOK_ENV_LEN, "CSVFS_FREEZE_DEADLINE=%lld", (long long)deadline);
 	snprintf(store[5], HOOK_ENV_LEN, "CSVFS_REQUESTED_BY=%s", rq->requester);
 	snprintf(store[6], HOOK_ENV_LEN, "CSVFS_NODE=%s", c->o.node);
+	snprintf(store[7], HOOK_ENV_LEN, "CSVFS_NEW_GUID=%s", rq->new_guid);
+	snprintf(store[8], HOOK_ENV_LEN, "CSVFS_CSVCTL=%s", csvctl_path(path, sizeof(path)));
 	size_t n = 0;
 	while (environ[n])
 		n++;
@@ -251,6 +281,16 @@ static void release_claim(struct cluster *c)
 	pthread_mutex_unlock(&c->freeze.mu);
 }
 
+/* A new GUID was asked for, and the hook's output does not say it set it. */
+static int new_guid_unconfirmed(const struct cluster_snap_request *rq, struct hook_run *h)
+{
+	char want[64];
+	if (!rq->new_guid[0])
+		return 0;
+	snprintf(want, sizeof(want), "CSVFS_SNAPSHOT_GUID=%s", rq->new_guid);
+	return strstr(h->tail, want) == NULL;
+}
+
 /* With every node frozen: the LUN made clean, the hook, the journal back.
  * Returns what the resume said (not 0: this node cannot journal now). */
 static int snapshot_frozen(struct cluster *c, const struct cluster_snap_request *rq,
@@ -268,6 +308,12 @@ static int snapshot_frozen(struct cluster *c, const struct cluster_snap_request 
 			snprintf(err, sizeof(err), "%s", why);
 		}
 		res->hook_ms = cl_now_ms() - t0;
+		if (rc == 0 && new_guid_unconfirmed(rq, &h)) {
+			rc = -EIO;
+			snprintf(err, sizeof(err), "the hook did not confirm the snapshot's new GUID %s (a hook "
+				 "asked for one runs csvctl guid --fresh-copy --set \"$CSVFS_NEW_GUID\" on its copy "
+				 "and prints CSVFS_SNAPSHOT_GUID=$CSVFS_NEW_GUID)", rq->new_guid);
+		}
 	}
 	char rerr[512] = "";
 	int resumed = volume_resume(c->v, rerr, sizeof(rerr));
@@ -278,6 +324,7 @@ static int snapshot_frozen(struct cluster *c, const struct cluster_snap_request 
 		csvfs_log(rc ? LOG_WARN_L : LOG_INFO_L, "snapshot '%s': the hook said: %.400s", rq->name,
 			  h.tail);
 	res->status = rc;
+	snprintf(res->guid, sizeof(res->guid), "%s", rc ? "" : rq->new_guid[0] ? rq->new_guid : c->v->uuid);
 	if (rc)
 		snprintf(res->message, sizeof(res->message), "%s%s%.1000s", err,
 			 h.tail_len ? "; its output ends with: " : "", h.tail);
@@ -312,6 +359,11 @@ static void forward_result(struct forward *fw, int rc, struct rio_reply *rep)
 		res->wait_ms = p->snapshot.wait_ms;
 		res->frozen_ms = p->snapshot.frozen_ms;
 		res->hook_ms = p->snapshot.hook_ms;
+		res->stall_ms = p->snapshot.stall_ms;
+		snprintf(res->stall_node, sizeof(res->stall_node), "%s", p->snapshot.stall_node);
+		res->nodes_reported = p->snapshot.nodes_reported;
+		res->nodes_expected = p->snapshot.nodes_expected;
+		snprintf(res->guid, sizeof(res->guid), "%s", p->snapshot.guid);
 	} else {
 		res->status = rc;
 		snprintf(res->message, sizeof(res->message), "the coordinator could not be asked: %s",
@@ -323,7 +375,7 @@ static void forward_result(struct forward *fw, int rc, struct rio_reply *rep)
 static void *forward_main(void *arg)
 {
 	struct forward *fw = arg;
-	struct proto_req q = { .snapshot = { fw->rq->name, fw->rq->hook, fw->rq->timeout_s } };
+	struct proto_req q = { .snapshot = { fw->rq->name, fw->rq->hook, fw->rq->timeout_s, fw->rq->new_guid } };
 	struct rio_writer w;
 	struct rio_reply rep;
 	rio_writer_init(&w, 0);
@@ -343,7 +395,7 @@ static void *forward_main(void *arg)
 
 static void send_abort(struct cluster *c, const char *name)
 {
-	struct proto_req q = { .snapshot = { name, NULL, 0 } };
+	struct proto_req q = { .snapshot = { name, NULL, 0, NULL } };
 	struct rio_writer w;
 	struct rio_reply rep;
 	rio_writer_init(&w, 0);
@@ -416,6 +468,12 @@ int snapshot_serve(struct cluster *c, const struct rio_peer *peer, const struct 
 		resp->status = EPROTO;
 	else if (req->op == OP_SNAPSHOT_ABORT)
 		serve_abort(c, peer->node, q->snapshot.name);
+	else if (req->op == OP_SNAPSHOT_REPORT) {
+		int rc = freeze_report_serve(c, peer->node, &q->snapshot_report, &p->snapshot_info);
+		if (rc == 0)
+			o->put_reply(&resp->body, p);
+		resp->status = (uint16_t)-rc;
+	}
 	else if (strlen(q->snapshot.name) > SNAP_NAME_MAX || strlen(q->snapshot.hook) >= SNAP_HOOK_MAX)
 		resp->status = ENAMETOOLONG;
 	else {
@@ -423,12 +481,18 @@ int snapshot_serve(struct cluster *c, const struct rio_peer *peer, const struct 
 		snprintf(rq->hook, sizeof(rq->hook), "%s", q->snapshot.hook);
 		snprintf(rq->requester, sizeof(rq->requester), "%s", peer->node);
 		rq->timeout_s = q->snapshot.timeout_s;
+		snprintf(rq->new_guid, sizeof(rq->new_guid), "%s", q->snapshot.new_guid);
 		cluster_snapshot(c, rq, NULL, NULL, res);
 		p->snapshot.error = (uint32_t)-res->status;
 		snprintf(p->snapshot.message, sizeof(p->snapshot.message), "%s", res->message);
 		p->snapshot.wait_ms = res->wait_ms;
 		p->snapshot.frozen_ms = res->frozen_ms;
 		p->snapshot.hook_ms = res->hook_ms;
+		p->snapshot.stall_ms = res->stall_ms;
+		snprintf(p->snapshot.stall_node, sizeof(p->snapshot.stall_node), "%s", res->stall_node);
+		p->snapshot.nodes_reported = res->nodes_reported;
+		p->snapshot.nodes_expected = res->nodes_expected;
+		snprintf(p->snapshot.guid, sizeof(p->snapshot.guid), "%s", res->guid);
 		o->put_reply(&resp->body, p);
 	}
 	free(q);
@@ -491,8 +555,10 @@ void cluster_snapshot(struct cluster *c, const struct cluster_snap_request *rq,
 			snprintf(res->message, sizeof(res->message), "this node stopped being the coordinator");
 		}
 		pthread_rwlock_unlock(&c->role_lock);
+		freeze_reports_open(c);
 		held_unlock(&f->ex, 0, NULL);
 		res->frozen_ms = cl_now_ms() - t0 - res->wait_ms;
+		freeze_reports_close(c, REPORTS_WAIT_MS, res);
 	}
 	release_claim(c);
 	if (resumed && cluster_move(c, "", err, sizeof(err)) != 0)
@@ -503,7 +569,10 @@ void cluster_snapshot(struct cluster *c, const struct cluster_snap_request *rq,
 			  c->o.node, c->v->uuid, rq->name, rq->requester, res->message);
 	else
 		csvfs_log(LOG_INFO_L, "node %s, volume %s: snapshot '%s' requested by %s taken; frozen %llu ms "
-			  "(hook %llu ms) after %llu ms to freeze every node", c->o.node, c->v->uuid, rq->name,
-			  rq->requester, (unsigned long long)res->frozen_ms, (unsigned long long)res->hook_ms,
-			  (unsigned long long)res->wait_ms);
+			  "(hook %llu ms) after %llu ms to freeze every node; the longest write stall %llu ms "
+			  "(%s; %u of %u nodes reported)", c->o.node, c->v->uuid, rq->name, rq->requester,
+			  (unsigned long long)res->frozen_ms, (unsigned long long)res->hook_ms,
+			  (unsigned long long)res->wait_ms, (unsigned long long)res->stall_ms,
+			  res->stall_node[0] ? res->stall_node : "no change waited", res->nodes_reported,
+			  res->nodes_expected);
 }

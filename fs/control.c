@@ -185,11 +185,14 @@ static void *snapshot_main(void *arg)
 	json_str(msg, sizeof(msg), res.message);
 	int n = snprintf(reply, sizeof(reply),
 			 "{%s%s%s\"snapshot\":{\"name\":\"%s\",\"ok\":%s,\"coordinator\":\"%s\","
-			 "\"requested_by\":\"%s\",\"freeze_wait_ms\":%llu,\"frozen_ms\":%llu,\"hook_ms\":%llu}}\n",
+			 "\"requested_by\":\"%s\",\"freeze_wait_ms\":%llu,\"frozen_ms\":%llu,\"hook_ms\":%llu,"
+			 "\"longest_write_stall_ms\":%llu,\"longest_write_stall_node\":\"%s\","
+			 "\"nodes_reported\":%u,\"nodes_expected\":%u,\"guid\":\"%s\"}}\n",
 			 res.status ? "\"error\":\"" : "", res.status ? msg : "", res.status ? "\"," : "",
 			 sc->rq.name, res.status ? "false" : "true", c->node, sc->rq.requester,
 			 (unsigned long long)res.wait_ms, (unsigned long long)res.frozen_ms,
-			 (unsigned long long)res.hook_ms);
+			 (unsigned long long)res.hook_ms, (unsigned long long)res.stall_ms, res.stall_node,
+			 res.nodes_reported, res.nodes_expected, res.guid);
 	if (n > 0)
 		write_all(sc->fd, reply);
 	close(sc->fd);
@@ -201,21 +204,23 @@ static void *snapshot_main(void *arg)
 	return NULL;
 }
 
-/* "TIMEOUT NAME HOOK": 0 with *rq filled, or the cause in err. */
+/* "TIMEOUT NAME NEWGUID|- HOOK": 0 with *rq filled, or the cause in err. */
 static int parse_snapshot(const char *args, struct cluster_snap_request *rq, char *err, size_t errlen)
 {
-	char name[SNAP_NAME_MAX + 2];
+	char name[SNAP_NAME_MAX + 2], guid[38];
 	unsigned timeout;
 	int used = 0;
 	memset(rq, 0, sizeof(*rq));
-	if (sscanf(args, "%u %65s %n", &timeout, name, &used) != 2 || used == 0 || !args[used]) {
-		snprintf(err, errlen, "snapshot request wants TIMEOUT NAME HOOK");
+	if (sscanf(args, "%u %65s %37s %n", &timeout, name, guid, &used) != 3 || used == 0 || !args[used]) {
+		snprintf(err, errlen, "snapshot request wants TIMEOUT NAME NEWGUID|- HOOK");
 		return -EINVAL;
 	}
-	if (strlen(name) > SNAP_NAME_MAX || strlen(args + used) >= sizeof(rq->hook)) {
-		snprintf(err, errlen, "snapshot name or hook path too long");
+	if (strlen(name) > SNAP_NAME_MAX || strlen(guid) > 36 || strlen(args + used) >= sizeof(rq->hook)) {
+		snprintf(err, errlen, "snapshot name, GUID or hook path too long");
 		return -EINVAL;
 	}
+	if (strcmp(guid, "-") != 0)
+		snprintf(rq->new_guid, sizeof(rq->new_guid), "%s", guid);
 	snprintf(rq->name, sizeof(rq->name), "%s", name);
 	snprintf(rq->hook, sizeof(rq->hook), "%s", args + used);
 	rq->timeout_s = timeout;

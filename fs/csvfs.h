@@ -25,6 +25,18 @@ struct csvfs_format_opts {
 int csvfs_format(const struct csvfs_format_opts *opts, char guid_out[37],
 		 char *err, size_t errlen);
 
+/* Gives the volume on lun (a snapshot) a GUID of its own: new_guid, or a
+ * random one when NULL; guid_out gets it. A volume in use is refused:
+ * libext2fs's MMP check watches the MMP block as tune2fs does (about twice
+ * the MMP interval). With CSVFS_GUID_FRESH_COPY the caller vouches that lun is
+ * a copy it has just made and nobody has opened (a snapshot hook): no wait,
+ * and the copy's MMP block is reset to clean. Only the superblock changes:
+ * csvfs volumes carry metadata_csum_seed, so no checksum depends on the GUID
+ * (a volume without it is refused: tune2fs -U rewrites every checksum). */
+#define CSVFS_GUID_FRESH_COPY 1u
+int csvfs_set_guid(const char *lun, const char *new_guid, unsigned flags, char guid_out[37],
+		   char *err, size_t errlen);
+
 /* Finds the LUN that holds volume GUID (libblkid; block devices only). */
 int csvfs_find_lun_by_uuid(const char *guid, char *path, size_t pathlen,
 			   char *err, size_t errlen);

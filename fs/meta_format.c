@@ -323,3 +323,70 @@ int csvfs_format(const struct csvfs_format_opts *o, char guid_out[37], char *err
 		uuid_unparse_lower(uu, guid_out);
 	return rc;
 }
+
+/* ---- a GUID of its own, for a snapshot ---------------------------------------- */
+
+static int parse_or_generate(const char *guid, uuid_t uu, char *err, size_t errlen)
+{
+	if (!guid) {
+		uuid_generate(uu);
+		return 0;
+	}
+	if (uuid_parse(guid, uu) == 0 && !uuid_is_null(uu))
+		return 0;
+	snprintf(err, errlen, "bad volume GUID '%s' (expected xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)", guid);
+	return -EINVAL;
+}
+
+/* What stops a GUID change on an open volume, or NULL. */
+static const char *guid_change_refused(ext2_filsys fs, const uuid_t uu)
+{
+	struct ext2_super_block *sb = fs->super;
+	if (ext2fs_has_feature_metadata_csum(sb) && !ext2fs_has_feature_csum_seed(sb))
+		return "it was formatted without metadata_csum_seed, so every checksum depends on its "
+		       "GUID (tune2fs -U rewrites them all)";
+	if (ext2fs_has_feature_journal_needs_recovery(sb))
+		return "its journal needs recovery (a copy taken outside a csvfs snapshot?): run e2fsck "
+		       "on it first";
+	if (memcmp(sb->s_uuid, uu, sizeof(uuid_t)) == 0)
+		return "it already has that GUID";
+	return NULL;
+}
+
+int csvfs_set_guid(const char *lun, const char *new_guid, unsigned flags, char guid_out[37],
+		   char *err, size_t errlen)
+{
+	uuid_t uu;
+	initialize_ext2_error_table();
+	int rc = parse_or_generate(new_guid, uu, err, errlen);
+	if (rc)
+		return rc;
+	int fresh = (flags & CSVFS_GUID_FRESH_COPY) != 0;
+	ext2_filsys fs = NULL;
+	errcode_t e = ext2fs_open(lun, EXT2_FLAG_RW | EXT2_FLAG_64BITS | (fresh ? EXT2_FLAG_SKIP_MMP : 0), 0, 0,
+				  unix_io_manager, &fs);
+	if (e) {
+		int busy = e == EXT2_ET_MMP_FAILED || e == EXT2_ET_MMP_FSCK_ON || e == EXT2_ET_MMP_UNKNOWN_SEQ;
+		snprintf(err, errlen, "LUN %s: %s%s", lun, error_message(e),
+			 busy ? " (a node has it mounted: only a copy gets a GUID of its own)" : "");
+		return busy ? -EBUSY : -EIO;
+	}
+	const char *why = guid_change_refused(fs, uu);
+	if (why) {
+		snprintf(err, errlen, "LUN %s: not changing its GUID: %s", lun, why);
+		ext2fs_close_free(&fs);
+		return -EINVAL;
+	}
+	memcpy(fs->super->s_uuid, uu, sizeof(uuid_t));
+	if (ext2fs_has_feature_gdt_csum(fs->super))
+		ext2fs_set_gdt_csum(fs);   /* uninit_bg's descriptor checksums hash the GUID */
+	ext2fs_mark_super_dirty(fs);
+	e = fresh && ext2fs_has_feature_mmp(fs->super) ? ext2fs_mmp_clear(fs) : 0;
+	errcode_t ce = ext2fs_close_free(&fs);
+	if (e || ce) {
+		snprintf(err, errlen, "LUN %s: writing the new GUID failed: %s", lun, error_message(e ? e : ce));
+		return -EIO;
+	}
+	uuid_unparse_lower(uu, guid_out);
+	return 0;
+}

@@ -566,6 +566,7 @@ static void put_snapshot(struct rio_writer *w, const struct proto_req *q)
 	rio_put_str(w, q->snapshot.name);
 	rio_put_str(w, q->snapshot.hook);
 	rio_put_u32(w, q->snapshot.timeout_s);
+	rio_put_str(w, q->snapshot.new_guid ? q->snapshot.new_guid : "");
 }
 
 static int get_snapshot(struct rio_reader *r, struct proto_req *q)
@@ -573,6 +574,7 @@ static int get_snapshot(struct rio_reader *r, struct proto_req *q)
 	q->snapshot.name = get_str(r, q->str[0], PROTO_NAME_MAX);
 	q->snapshot.hook = get_str(r, q->str[1], PROTO_PATH_MAX);
 	rio_get_u32(r, &q->snapshot.timeout_s);
+	q->snapshot.new_guid = get_str(r, q->new_guid, sizeof(q->new_guid));
 	return r->err;
 }
 
@@ -585,6 +587,28 @@ static int get_snapshot_abort(struct rio_reader *r, struct proto_req *q)
 {
 	q->snapshot = (struct proto_snapshot){ .name = get_str(r, q->str[0], PROTO_NAME_MAX) };
 	return r->err;
+}
+
+/* A day: no freeze lasts longer (SNAP_TIMEOUT_MAX_S is far below). */
+#define PROTO_SNAP_MS_MAX (86400ull * 1000)
+
+static void put_snapshot_report(struct rio_writer *w, const struct proto_req *q)
+{
+	rio_put_u8(w, q->snapshot_report.thawed);
+	rio_put_u32(w, q->snapshot_report.held);
+	rio_put_u64(w, q->snapshot_report.longest_ms);
+	rio_put_u64(w, q->snapshot_report.frozen_ms);
+}
+
+static int get_snapshot_report(struct rio_reader *r, struct proto_req *q)
+{
+	struct proto_snapshot_report *s = &q->snapshot_report;
+	rio_get_u8(r, &s->thawed);
+	rio_get_u32(r, &s->held);
+	rio_get_u64(r, &s->longest_ms);
+	rio_get_u64(r, &s->frozen_ms);
+	return check(r, s->thawed <= 1 && s->longest_ms <= PROTO_SNAP_MS_MAX &&
+			s->frozen_ms <= PROTO_SNAP_MS_MAX);
 }
 
 /* ---- replies --------------------------------------------------------------- */
@@ -866,6 +890,11 @@ static void put_snapshot_reply(struct rio_writer *w, const union proto_reply *p)
 	rio_put_u64(w, p->snapshot.wait_ms);
 	rio_put_u64(w, p->snapshot.frozen_ms);
 	rio_put_u64(w, p->snapshot.hook_ms);
+	rio_put_u64(w, p->snapshot.stall_ms);
+	rio_put_str(w, p->snapshot.stall_node);
+	rio_put_u32(w, p->snapshot.nodes_reported);
+	rio_put_u32(w, p->snapshot.nodes_expected);
+	rio_put_str(w, p->snapshot.guid);
 }
 
 static int get_snapshot_reply(struct rio_reader *r, union proto_reply *p)
@@ -876,7 +905,33 @@ static int get_snapshot_reply(struct rio_reader *r, union proto_reply *p)
 	rio_get_u64(r, &s->wait_ms);
 	rio_get_u64(r, &s->frozen_ms);
 	rio_get_u64(r, &s->hook_ms);
-	return r->err;
+	rio_get_u64(r, &s->stall_ms);
+	get_str(r, s->stall_node, sizeof(s->stall_node));
+	rio_get_u32(r, &s->nodes_reported);
+	rio_get_u32(r, &s->nodes_expected);
+	get_str(r, s->guid, sizeof(s->guid));
+	return check(r, s->nodes_reported <= s->nodes_expected);
+}
+
+static void put_snapshot_info_reply(struct rio_writer *w, const union proto_reply *p)
+{
+	rio_put_str(w, p->snapshot_info.name);
+	rio_put_str(w, p->snapshot_info.requester);
+	rio_put_u64(w, (uint64_t)p->snapshot_info.since);
+	rio_put_u64(w, (uint64_t)p->snapshot_info.deadline);
+}
+
+static int get_snapshot_info_reply(struct rio_reader *r, union proto_reply *p)
+{
+	struct proto_snapshot_info *s = &p->snapshot_info;
+	uint64_t since = 0, deadline = 0;
+	get_str(r, s->name, sizeof(s->name));
+	get_str(r, s->requester, sizeof(s->requester));
+	rio_get_u64(r, &since);
+	rio_get_u64(r, &deadline);
+	s->since = (int64_t)since;
+	s->deadline = (int64_t)deadline;
+	return check(r, since <= deadline);
 }
 
 /* ---- the table: docs/protocol.md "Operations", row for row ------------------ */
@@ -925,6 +980,8 @@ static const struct proto_op OPS[OP_MAX_] = {
 	[OP_SNAPSHOT] = { OP_SNAPSHOT, "snapshot", false, false, REQ(snapshot), REP(snapshot) },
 	[OP_SNAPSHOT_ABORT] = { OP_SNAPSHOT_ABORT, "snapshot_abort", true, false, REQ(snapshot_abort),
 				REP(none) },
+	[OP_SNAPSHOT_REPORT] = { OP_SNAPSHOT_REPORT, "snapshot_report", true, false, REQ(snapshot_report),
+				 REP(snapshot_info) },
 	[OP_LUN_READ] = { OP_LUN_READ, "lun_read", true, false, REQ(lun_io), REP(lun_data) },
 	[OP_LUN_WRITE] = { OP_LUN_WRITE, "lun_write", false, false, REQ(lun_write), REP(none) },
 	[OP_LUN_FLUSH] = { OP_LUN_FLUSH, "lun_flush", true, false, REQ(none), REP(none) },

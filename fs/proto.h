@@ -32,7 +32,7 @@ enum csv_op {
 	OP_FALLOCATE = 24, OP_SEEK = 25, OP_SYNCFS = 26, OP_MOVE = 27, OP_READDIRPLUS = 28,
 	OP_CREATE_OPEN = 29, OP_SETLK = 30, OP_GETLK = 31, OP_UNLOCK_ALL = 32, OP_LKWAIT = 33,
 	OP_RECLAIM_DONE = 34,
-	OP_SNAPSHOT = 40, OP_SNAPSHOT_ABORT = 41,
+	OP_SNAPSHOT = 40, OP_SNAPSHOT_ABORT = 41, OP_SNAPSHOT_REPORT = 42,
 	/* redirected I/O (design.md §7): a participant's data through the coordinator */
 	OP_LUN_READ = 50, OP_LUN_WRITE = 51, OP_LUN_FLUSH = 52,
 	OP_MAX_ = 53
@@ -95,7 +95,11 @@ struct proto_unlock_all { uint32_t ino; uint8_t by; uint64_t key; };   /* by: en
 #define PROTO_LKWAIT_MAX_MS 1000
 struct proto_lkwait { uint64_t gen; uint32_t timeout_ms; };
 /* SNAPSHOT (the requester is the calling node) and SNAPSHOT_ABORT (name only). */
-struct proto_snapshot { const char *name, *hook; uint32_t timeout_s; };
+struct proto_snapshot { const char *name, *hook; uint32_t timeout_s; const char *new_guid; };
+/* SNAPSHOT_REPORT: a node tells the coordinator that it froze (thawed 0) or
+ * thawed (1), and what the freeze cost it: changes held, the longest wait,
+ * how long it was frozen. The node is the authenticated peer. */
+struct proto_snapshot_report { uint8_t thawed; uint32_t held; uint64_t longest_ms, frozen_ms; };
 /* LUN_READ / LUN_WRITE: blocks [pblk, pblk+nblk) of the LUN, which the
  * sender's layout maps to [lblk, lblk+nblk) of inode ino; a write carries
  * the data (decoded: points into the payload; the coordinator checks that
@@ -133,9 +137,11 @@ struct proto_req {
 		struct proto_unlock_all unlock_all;
 		struct proto_lkwait lkwait;
 		struct proto_snapshot snapshot;
+		struct proto_snapshot_report snapshot_report;
 		struct proto_lun_io lun_io;
 	};
 	char str[2][PROTO_PATH_MAX];
+	char new_guid[37];          /* SNAPSHOT's */
 };
 
 /* ---- replies ---------------------------------------------------------------- */
@@ -164,6 +170,19 @@ struct proto_snapshot_reply {
 	uint32_t error;
 	char message[PROTO_SNAP_MESSAGE_MAX];
 	uint64_t wait_ms, frozen_ms, hook_ms;
+	/* The longest a change waited at the gate on any node, which node, and
+	 * how many nodes reported out of how many were asked. */
+	uint64_t stall_ms;
+	char stall_node[RIO_NODE_NAME_MAX + 1];
+	uint32_t nodes_reported, nodes_expected;
+	char guid[37];              /* the snapshot's GUID ("" when none was taken) */
+};
+/* SNAPSHOT_REPORT: the snapshot in progress on the coordinator (name ""
+ * when none), so that a frozen node's status can name it. */
+struct proto_snapshot_info {
+	char name[PROTO_NAME_MAX];
+	char requester[RIO_NODE_NAME_MAX + 1];
+	int64_t since, deadline;
 };
 
 /* LUN_READ: the blocks' bytes. Decoding points data into the payload and,
@@ -180,6 +199,7 @@ union proto_reply {
 	struct proto_dirents dirents;   /* READDIR READDIRPLUS */
 	struct proto_lock_reply lock;   /* SETLK GETLK */
 	struct proto_snapshot_reply snapshot;
+	struct proto_snapshot_info snapshot_info;   /* SNAPSHOT_REPORT */
 	struct proto_lun_data lun_data; /* LUN_READ */
 };
 

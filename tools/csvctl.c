@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <uuid/uuid.h>
 
 #define DEFAULT_CA_DIR "/etc/csvfs/ca"
 
@@ -22,9 +23,14 @@ static void usage(FILE *to)
 		"       csvctl redirect on|off [NODE] [--for DURATION] [--mount MOUNTPOINT]\n"
 		"              send this node's file data through the coordinator, for DURATION\n"
 		"              (Ns, Nm, Nh; default 30m, at most 24h), or stop; NODE: this node\n"
-		"       csvctl snapshot --hook PATH [--name NAME] [--timeout SECONDS] [--json] [VOLUME]\n"
+		"       csvctl snapshot --hook PATH [--name NAME] [--timeout SECONDS] [--new-guid] [--json]\n"
+		"              [VOLUME]\n"
 		"              freeze the volume on every node, run PATH on the coordinator, thaw\n"
-		"              (VOLUME: mountpoint, UUID=GUID or label; docs/snapshot.md)\n"
+		"              (VOLUME: mountpoint, UUID=GUID or label; docs/snapshot.md); --new-guid:\n"
+		"              the hook gives its copy a GUID of its own (CSVFS_NEW_GUID)\n"
+		"       csvctl guid [--set GUID] [--fresh-copy] LUN\n"
+		"              give a snapshot LUN a GUID of its own (default random); refused while\n"
+		"              a node has it mounted; --fresh-copy: for hooks, on the copy just made\n"
 		"       csvctl keygen [--cluster NAME] [--ca-dir DIR] [--force]\n"
 		"              create the cluster credential (a CA; default %s)\n"
 		"       csvctl keygen --node NAME [--ca-dir DIR] [--out DIR] [--force]\n"
@@ -384,7 +390,7 @@ static int guid_of_volume(const char *vol, char guid[37], char *err, size_t errl
 struct snap_args {
 	const char *hook, *name, *volume;
 	unsigned timeout;
-	int json;
+	int json, new_guid;
 };
 
 static int parse_snap_args(int argc, char **argv, struct snap_args *a)
@@ -396,6 +402,8 @@ static int parse_snap_args(int argc, char **argv, struct snap_args *a)
 		int has_value = i + 1 < argc;
 		if (strcmp(o, "--json") == 0)
 			a->json = 1;
+		else if (strcmp(o, "--new-guid") == 0)
+			a->new_guid = 1;
 		else if (strcmp(o, "--hook") == 0 && has_value)
 			a->hook = argv[++i];
 		else if (strcmp(o, "--name") == 0 && has_value)
@@ -424,6 +432,21 @@ static int parse_snap_args(int argc, char **argv, struct snap_args *a)
 	return 0;
 }
 
+/* The longest a write waited for the freeze, cluster-wide, as the nodes told it. */
+static void print_write_stall(const char *reply)
+{
+	char ms[32], node[80], got[16], want[16];
+	field(reply, "longest_write_stall_ms", ms, sizeof(ms));
+	field(reply, "longest_write_stall_node", node, sizeof(node));
+	field(reply, "nodes_reported", got, sizeof(got));
+	field(reply, "nodes_expected", want, sizeof(want));
+	if (node[0])
+		printf("longest write stall: %s ms, on %s", ms, node);
+	else
+		printf("longest write stall: none (no write waited)");
+	printf(" (%s of %s nodes reported)\n", got, want);
+}
+
 static int cmd_snapshot(int argc, char **argv)
 {
 	struct snap_args a;
@@ -446,7 +469,13 @@ static int cmd_snapshot(int argc, char **argv)
 		a.name = name;
 	}
 	char req[4096 + 128], reply[16384], why[2048], v[64];
-	snprintf(req, sizeof(req), "snapshot %u %s %s", a.timeout, a.name, hook);
+	char new_guid[37] = "-";
+	if (a.new_guid) {
+		uuid_t uu;
+		uuid_generate(uu);
+		uuid_unparse_lower(uu, new_guid);
+	}
+	snprintf(req, sizeof(req), "snapshot %u %s %s %s", a.timeout, a.name, new_guid, hook);
 	if (csvfs_control_request_within(guid, req, reply, sizeof(reply), a.timeout * 1000 + 30000, err,
 					 sizeof(err)) != 0) {
 		fprintf(stderr, "csvctl snapshot: %s\n", err);
@@ -461,11 +490,45 @@ static int cmd_snapshot(int argc, char **argv)
 		       "frozen for %s ms (hook %s ms); thawed\n", a.name, guid,
 		       field(reply, "coordinator", c, sizeof(c)), field(reply, "freeze_wait_ms", w, sizeof(w)),
 		       field(reply, "frozen_ms", f, sizeof(f)), field(reply, "hook_ms", h, sizeof(h)));
+		print_write_stall(reply);
+		char g[64];
+		field(reply, "guid", g, sizeof(g));
+		printf("the snapshot's volume GUID: %s%s\n", g,
+		       a.new_guid ? " (its own: it mounts beside the volume)" : " (the volume's: see --new-guid)");
 	}
 	if (!ok)
 		fprintf(stderr, "csvctl snapshot: snapshot %s of volume %s failed (volume thawed): %s\n",
 			a.name, guid, field(reply, "error", why, sizeof(why)));
 	return ok ? 0 : 1;
+}
+
+/* csvctl guid: a snapshot's own GUID, so that it mounts beside its source. */
+static int cmd_guid(int argc, char **argv)
+{
+	const char *set = NULL, *lun = NULL;
+	unsigned flags = 0;
+	for (int i = 0; i < argc; i++) {
+		if (strcmp(argv[i], "--fresh-copy") == 0)
+			flags |= CSVFS_GUID_FRESH_COPY;
+		else if (strcmp(argv[i], "--set") == 0 && i + 1 < argc)
+			set = argv[++i];
+		else if (argv[i][0] == '-' || lun) {
+			fprintf(stderr, "csvctl guid: bad argument '%s'\n", argv[i]);
+			return 2;
+		} else
+			lun = argv[i];
+	}
+	if (!lun) {
+		fprintf(stderr, "csvctl guid: which LUN (a snapshot's image or device)?\n");
+		return 2;
+	}
+	char guid[37], err[512];
+	if (csvfs_set_guid(lun, set, flags, guid, err, sizeof(err)) != 0) {
+		fprintf(stderr, "csvctl guid: %s\n", err);
+		return 1;
+	}
+	printf("CSVFS_SNAPSHOT_GUID=%s\n", guid);
+	return 0;
 }
 
 int main(int argc, char **argv)
@@ -482,6 +545,8 @@ int main(int argc, char **argv)
 		return cmd_redirect(argc - 2, argv + 2);
 	if (strcmp(argv[1], "snapshot") == 0)
 		return cmd_snapshot(argc - 2, argv + 2);
+	if (strcmp(argv[1], "guid") == 0)
+		return cmd_guid(argc - 2, argv + 2);
 	if (strcmp(argv[1], "keygen") == 0)
 		return cmd_keygen(argc - 2, argv + 2);
 	if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {

@@ -209,11 +209,11 @@ check_eq "the raw disk stays sparse" "yes" "$(sh_on 1 "[ \$(stat -c %b $V/vm.raw
 on 1 fallocate -l 192M "$V/shared.img"
 for k in 1 2 3; do
   on "$k" fio --name=shared$k --filename="$V/shared.img" --offset=$(( (k - 1) * 64 ))M --size=64M \
-    --rw=randwrite --bs=64k --direct=1 --ioengine=libaio --iodepth=8 --verify=crc32c \
+    --rw=randwrite --bs=64k --direct=1 --ioengine=libaio --iodepth=8 --verify=crc32c --verify_state_save=0 \
     --verify_fatal=1 --do_verify=1 --output="$S/fio_shared$k.out" >/dev/null 2>&1 &
   eval "fs$k=\$!"
   on "$k" fio --name=own$k --filename="$V/own$k.img" --size=32M --rw=write --bs=256k --direct=1 \
-    --ioengine=libaio --iodepth=4 --verify=crc32c --verify_fatal=1 --do_verify=1 \
+    --ioengine=libaio --iodepth=4 --verify=crc32c --verify_state_save=0 --verify_fatal=1 --do_verify=1 \
     --output="$S/fio_own$k.out" >/dev/null 2>&1 &
   eval "fo$k=\$!"
 done

@@ -83,6 +83,7 @@ mkhook() { printf '#!/bin/sh\n%s\n' "$2" >"$S/$1"; chmod +x "$S/$1"; }
 mkhook slow-reflink "touch $S/hook.started; sleep 2; exec $HOOKS/reflink.sh"
 mkhook fails "touch $S/hook.started; echo 'boom-7361: array said no' >&2; exit 3"
 mkhook hangs "touch $S/hook.started; echo \$\$ > $S/hook.pid; exec sleep 1000"
+mkhook ignores-guid "CSVFS_NEW_GUID= exec $HOOKS/reflink.sh"   # a hook that does not know --new-guid
 printf '#!/bin/sh\nexit 0\n' >"$S/not-exec"; chmod -x "$S/not-exec"
 
 # snap NODE ARGS... — csvctl snapshot on NODE; output in $S/snap.out, status in $SNAP_RC.
@@ -134,7 +135,7 @@ on "${P[0]}" qemu-io -f qcow2 -t none -c "write -P 0x5a 0 64M" -c "write -P 0xa5
 for k in "${P[@]}"; do writer "$k" & eval "wpid_$k=\$!"; done
 for k in "${P[@]}"; do
   on "$k" fio --name=snapv$k --filename="$V/fio.$k" --size=48M --bs=64k --rw=randwrite --direct=1 \
-    --ioengine=psync --verify=crc32c --do_verify=1 --verify_fatal=1 --loops=4 >"$S/fio.$k.out" 2>&1 &
+    --ioengine=psync --verify=crc32c --verify_state_save=0 --do_verify=1 --verify_fatal=1 --loops=4 >"$S/fio.$k.out" 2>&1 &
   eval "fpid_$k=\$!"
 done
 wait_until 30 sh -c "[ \$(wc -l < '$S/acked.${P[0]}.log') -ge 20 ] && [ \$(wc -l < '$S/acked.${P[1]}.log') -ge 20 ]"
@@ -147,6 +148,10 @@ wait_until 30 test -e "$S/hook.started"
 check "status on the coordinator shows the freeze: snapshot snap1, requested from node$C" \
   sh -c "'$LAB' exec $C -- '$CTL' status --json | grep -q '\"snapshot\":{\"name\":\"snap1\",\"requested_by\":\"node$C\"'"
 check "status on a participant shows it frozen" frozen_on "${P[1]}"
+check "and names the snapshot and who asked for it, as the coordinator told it" \
+  wait_until 5 sh -c "'$LAB' exec ${P[1]} -- '$CTL' status --json | grep -q '\"snapshot\":{\"name\":\"snap1\",\"requested_by\":\"node$C\"'"
+check "the participant's human status says which snapshot froze it" \
+  sh -c "'$LAB' exec ${P[0]} -- '$CTL' status | grep -q 'snapshot    snap1 requested from node$C'"
 check "the human status says FROZEN" sh -c "'$LAB' exec $C -- '$CTL' status | grep -q FROZEN"
 sh_on "${P[1]}" "echo during-freeze > $V/during-freeze.txt" >"$S/during.out" 2>&1 &
 dpid=$!
@@ -155,6 +160,10 @@ t_done=$(date +%s%N)
 check_eq "csvctl snapshot under writes from two nodes succeeds" 0 "$rc"
 [ "$rc" -eq 0 ] || show
 grep -q "frozen for" "$S/snap.out" && diag "$(cat "$S/snap.out")"
+# Writers on both participants ran through the 2 s hook: some write waited, and
+# every node told the coordinator its longest wait.
+check "csvctl reports the cluster-wide longest write stall, on a node, with every node reporting" \
+  grep -qE '^longest write stall: [1-9][0-9]* ms, on node[123] \(3 of 3 nodes reported\)' "$S/snap.out"
 wait "$dpid"; rc=$?
 check_eq "a create issued during the freeze waited and succeeded" 0 "$rc"
 check "every node admits changes again" wait_until 10 thawed_everywhere
@@ -289,10 +298,35 @@ mountpoint -q "$S/m" && umount "$S/m"
 check "UUID= refuses to choose between the LUN and its snapshot, naming both (exit $rc)" \
   sh -c "[ $rc -ne 0 ] && grep -q '$D1' '$S/ambig.out' && grep -q '$D2' '$S/ambig.out'"
 losetup -d "$D1"; losetup -d "$D2"
-check "tune2fs -U gives the snapshot a GUID of its own" timeout 60 tune2fs -U random "$SNAPIMG"
-NEWGUID=$(dumpe2fs -h "$SNAPIMG" 2>/dev/null | sed -n 's/^Filesystem UUID: *//p')
-check "the new GUID differs and e2fsck is still clean" \
-  sh -c "[ '$NEWGUID' != '$GUID' ] && e2fsck -fn '$SNAPIMG' >/dev/null 2>&1"
+# csvctl guid on the live LUN (MMP held by the lab's daemons): refused, unchanged.
+timeout 60 "$CTL" guid "$LUN" >"$S/guid-live.out" 2>&1; rc=$?
+check "csvctl guid refuses the live LUN, saying a node has it mounted (exit $rc)" \
+  sh -c "[ $rc -eq 1 ] && grep -q 'a node has it mounted' '$S/guid-live.out'"
+check "and the live LUN keeps its GUID" \
+  sh -c "dumpe2fs -h '$LUN' 2>/dev/null | grep -q '^Filesystem UUID: *$GUID'"
+# csvctl snapshot --new-guid: the hook gives its copy the GUID csvctl chose.
+snap "$C" --hook "$HOOKS/reflink.sh" --name newguid1 --new-guid "$V"
+NEWGUID=$(sed -n "s/^the snapshot's volume GUID: \([0-9a-f-]*\) (its own.*/\1/p" "$S/snap.out")
+check "csvctl snapshot --new-guid succeeds and prints the snapshot's own GUID ($NEWGUID)" \
+  sh -c "[ $SNAP_RC -eq 0 ] && [ -n '$NEWGUID' ] && [ '$NEWGUID' != '$GUID' ]"
+[ "$SNAP_RC" -eq 0 ] || show
+SNAPIMG=$XFS/newguid1.img
+check "the snapshot image carries that GUID" \
+  sh -c "dumpe2fs -h '$SNAPIMG' 2>/dev/null | grep -q '^Filesystem UUID: *$NEWGUID'"
+check "its MMP block is clean and e2fsck -fn is clean on it" \
+  sh -c "dumpe2fs -h '$SNAPIMG' 2>/dev/null | grep -q 'mmp_sequence: 0xff4d4d50' && e2fsck -fn '$SNAPIMG' >/dev/null 2>&1"
+snap "$C" --hook "$S/ignores-guid" --name noguid1 --new-guid "$V"
+check "a hook that does not set the new GUID fails the snapshot, saying so (exit $SNAP_RC)" \
+  sh -c "[ $SNAP_RC -eq 1 ] && grep -q 'did not confirm the snapshot.s new GUID' '$S/snap.out'"
+check "and every node admits changes after it" wait_until 10 thawed_everywhere
+rm -f "$XFS/noguid1.img"
+D1=$(losetup -f --show -r "$LUN"); D2=$(losetup -f --show -r "$SNAPIMG")
+on_exit "losetup -d '$D1' '$D2' 2>/dev/null"
+"$BIN/csvfs" -o ro,standalone "UUID=$NEWGUID" "$S/m" >"$S/byguid.out" 2>&1; rc=$?
+check_eq "UUID=<the new GUID> finds the snapshot alone and mounts it beside the live LUN" 0 "$rc"
+check "the VM disk is in it" test -s "$S/m/vm.qcow2"
+mountpoint -q "$S/m" && umount "$S/m"
+losetup -d "$D1" "$D2"
 ROM=$S/rom; mkdir -p "$ROM"
 on_exit "'$LAB' exec ${P[0]} -- umount '$ROM' 2>/dev/null"
 on "${P[0]}" "$BIN/csvfs" -o ro,standalone "$SNAPIMG" "$ROM" >"$S/romount.out" 2>&1; rc=$?

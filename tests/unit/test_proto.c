@@ -615,12 +615,18 @@ static void documented_request(uint16_t op, struct proto_req *q, struct rio_writ
 		rio_put_u64(w, 9), rio_put_u32(w, 250);
 		break;
 	case OP_SNAPSHOT:
-		*q = (struct proto_req){ .snapshot = { "snap-1", "/usr/lib/hook", 30 } };
+		*q = (struct proto_req){ .snapshot = { "snap-1", "/usr/lib/hook", 30,
+						       "0c4ab0dd-5db8-41b0-9ba2-67a38febe96f" } };
 		rio_put_str(w, "snap-1"), rio_put_str(w, "/usr/lib/hook"), rio_put_u32(w, 30);
+		rio_put_str(w, "0c4ab0dd-5db8-41b0-9ba2-67a38febe96f");
 		break;
 	case OP_SNAPSHOT_ABORT:
-		*q = (struct proto_req){ .snapshot = { "snap-1", NULL, 0 } };
+		*q = (struct proto_req){ .snapshot = { "snap-1", NULL, 0, NULL } };
 		rio_put_str(w, "snap-1");
+		break;
+	case OP_SNAPSHOT_REPORT:
+		*q = (struct proto_req){ .snapshot_report = { 1, 4, 250, 300 } };
+		rio_put_u8(w, 1), rio_put_u32(w, 4), rio_put_u64(w, 250), rio_put_u64(w, 300);
 		break;
 	default:
 		fail_msg("no documented request for op %u", op);
@@ -734,6 +740,18 @@ static void documented_reply(uint16_t op, union proto_reply *p, struct rio_write
 		snprintf(p->snapshot.message, sizeof(p->snapshot.message), "the hook exited with status 3");
 		rio_put_u32(w, 5), rio_put_str(w, "the hook exited with status 3");
 		rio_put_u64(w, 7), rio_put_u64(w, 8), rio_put_u64(w, 9);
+		p->snapshot.stall_ms = 6;
+		snprintf(p->snapshot.stall_node, sizeof(p->snapshot.stall_node), "node2");
+		p->snapshot.nodes_reported = 2, p->snapshot.nodes_expected = 3;
+		rio_put_u64(w, 6), rio_put_str(w, "node2"), rio_put_u32(w, 2), rio_put_u32(w, 3);
+		snprintf(p->snapshot.guid, sizeof(p->snapshot.guid), "0c4ab0dd-5db8-41b0-9ba2-67a38febe96f");
+		rio_put_str(w, "0c4ab0dd-5db8-41b0-9ba2-67a38febe96f");
+		break;
+	case OP_SNAPSHOT_REPORT:
+		p->snapshot_info = (struct proto_snapshot_info){ .since = 100, .deadline = 130 };
+		snprintf(p->snapshot_info.name, sizeof(p->snapshot_info.name), "snap-1");
+		snprintf(p->snapshot_info.requester, sizeof(p->snapshot_info.requester), "node3");
+		rio_put_str(w, "snap-1"), rio_put_str(w, "node3"), rio_put_u64(w, 100), rio_put_u64(w, 130);
 		break;
 	default:   /* no fields */
 		break;

@@ -13,4 +13,12 @@ if [ "${CSVFS_LVM_THIN:-0}" = 1 ]; then
 else
   lvcreate --quiet -s -l "${CSVFS_LVM_SNAPSHOT_EXTENTS:-10%ORIGIN}" -n "$CSVFS_SNAPSHOT_NAME" -- "$lv"
 fi
-echo "snapshot of volume $CSVFS_VOLUME_GUID: /dev/${lv%/*}/$CSVFS_SNAPSHOT_NAME"
+snap=/dev/${lv%/*}/$CSVFS_SNAPSHOT_NAME
+# csvctl snapshot --new-guid: the new LV gets the GUID csvctl chose (a thin
+# snapshot is created inactive: activate it for that).
+if [ -n "${CSVFS_NEW_GUID:-}" ]; then
+  [ -e "$snap" ] || lvchange --quiet -ay -K -- "${lv%/*}/$CSVFS_SNAPSHOT_NAME"
+  "${CSVFS_CSVCTL:-csvctl}" guid --fresh-copy --set "$CSVFS_NEW_GUID" "$snap" >/dev/null
+fi
+echo "snapshot of volume $CSVFS_VOLUME_GUID: $snap"
+[ -z "${CSVFS_NEW_GUID:-}" ] || echo "CSVFS_SNAPSHOT_GUID=$CSVFS_NEW_GUID"

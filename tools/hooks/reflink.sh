@@ -15,5 +15,12 @@ fi
 # copy.sh runs this with COPY_REFLINK=auto (a full copy where reflinks are missing)
 cp --reflink="${COPY_REFLINK:-always}" --sparse=auto -- "$CSVFS_LUN" "$dest.part" ||
   { rm -f -- "$dest.part"; exit 1; }
+# csvctl snapshot --new-guid: the copy, still private under its .part name, gets
+# the GUID csvctl chose (only its superblock changes: metadata_csum_seed).
+if [ -n "${CSVFS_NEW_GUID:-}" ]; then
+  "${CSVFS_CSVCTL:-csvctl}" guid --fresh-copy --set "$CSVFS_NEW_GUID" "$dest.part" >/dev/null ||
+    { rm -f -- "$dest.part"; exit 1; }
+fi
 mv -- "$dest.part" "$dest"
 echo "snapshot of volume $CSVFS_VOLUME_GUID: $dest"
+[ -z "${CSVFS_NEW_GUID:-}" ] || echo "CSVFS_SNAPSHOT_GUID=$CSVFS_NEW_GUID"

@@ -13,5 +13,10 @@ left=$(( CSVFS_FREEZE_DEADLINE - $(date +%s) ))
 echo "would snapshot LUN wwn=${wwn:-unknown} ($CSVFS_LUN) as $CSVFS_SNAPSHOT_NAME within ${left}s" >&2
 # For example (HPE 3PAR / Primera):  ssh array createsv -ro "$CSVFS_SNAPSHOT_NAME" "$VVNAME"
 # For example (a REST API):          curl -fsS --max-time "$left" -X POST .../snapshots -d ...
+# csvctl snapshot --new-guid (CSVFS_NEW_GUID set): present the snapshot LUN to
+# this node, then give it the GUID csvctl chose and say so, e.g.
+#   "${CSVFS_CSVCTL:-csvctl}" guid --fresh-copy --set "$CSVFS_NEW_GUID" /dev/disk/by-id/wwn-0x...
+#   echo "CSVFS_SNAPSHOT_GUID=$CSVFS_NEW_GUID"
+# or refuse it (exit 1): csvctl fails a snapshot whose hook did not confirm it.
 echo "san-example hook: edit me to call your array; nothing was snapshotted" >&2
 exit 1
