@@ -51,9 +51,10 @@ on 2 "$bin/csvctl" status | grep -E '^  node2 '
 on 2 "$bin/csvctl" redirect off
 on 3 qemu-io -t none -f qcow2 -c 'read -P 0x5a 8M 1M' "$V/vm1.qcow2" | grep -v '^ops'
 echo
-echo "== a cluster-wide snapshot from node3: freeze every node, copy the LUN, thaw"
+echo "== a cluster-wide snapshot from node3: freeze every node, copy the LUN, thaw;"
+echo "   the copy gets a GUID of its own (--new-guid), so it mounts beside the volume"
 snap=demo-$(date +%Y%m%d-%H%M%S)
-on 3 "$bin/csvctl" snapshot --hook "$top/tools/hooks/copy.sh" --name "$snap"
+on 3 "$bin/csvctl" snapshot --hook "$top/tools/hooks/copy.sh" --name "$snap" --new-guid
 lun=$("$lab" env 1 | sed -n 's/^CSVFS_LAB_LUN=//p')
 echo "-- e2fsck -fn $(dirname "$lun")/$snap.img   (a clean ext4, no journal replay needed)"
 e2fsck -fn "$(dirname "$lun")/$snap.img" 2>&1 | tail -1

@@ -65,7 +65,7 @@ bench_size() {  # bench_size N
     reply=$(timeout 60 "$LAB" exec 1 -- "$CTL" snapshot --json --hook "$HOOK" --name "b$n-$s" "$V")
     t1=$(now_ms)
     coord=$(printf '%s' "$reply" | sed -n 's/.*"coordinator":"\([^"]*\)".*/\1/p')
-    rows+="| $n | $s | $(printf '%s' "$reply" | field freeze_wait_ms) | $(printf '%s' "$reply" | field frozen_ms) | $(printf '%s' "$reply" | field hook_ms) | $((t1 - t0)) | $coord |"$'\n'
+    rows+="| $n | $s | $(printf '%s' "$reply" | field freeze_wait_ms) | $(printf '%s' "$reply" | field frozen_ms) | $(printf '%s' "$reply" | field hook_ms) | $(printf '%s' "$reply" | field longest_write_stall_ms) | $((t1 - t0)) | $coord |"$'\n'
     rm -f "$XFS/b$n-$s.img"
     sleep 2
   done
@@ -92,10 +92,12 @@ for n in $NODES_LIST; do bench_size "$n"; done
   echo
   echo "Per snapshot (ms): *to freeze* — from the request until every node had let go of"
   echo "its \`freeze\` PR; *frozen* — from then until the thaw (checkpoint, hook, resume);"
+  echo "*longest write stall* — the longest any change waited at any node's freeze gate, as"
+  echo "csvctl reports it (every node tells the coordinator when it thaws);"
   echo "*csvctl* — the whole command, process start to exit, on a node's shell."
   echo
-  echo "| nodes | # | to freeze | frozen | hook | csvctl | coordinator |"
-  echo "|---|---|---|---|---|---|---|"
+  echo "| nodes | # | to freeze | frozen | hook | longest write stall | csvctl | coordinator |"
+  echo "|---|---|---|---|---|---|---|---|"
   printf '%s' "$rows"
   echo
   echo "Longest write stall per cluster size (ms): the longest any change waited at a"
