@@ -7,14 +7,16 @@
 #include <time.h>
 
 /* Direct-mapped by node id: a collision forgets a directory, which costs at
- * most the ESTALE this table is there to avoid, never a wrong answer. */
-#define ALIAS_SLOTS 4096
+ * most the ESTALE this table is there to avoid, never a wrong answer; many
+ * slots (names are allocated) keep that rare with many directories known. */
+#define ALIAS_SLOTS 65536
 #define ALIAS_NAME_MAX 255
 #define ALIAS_WAIT_MS 100   /* a lookup waits this long at most for its invalidation */
 
 struct alias_slot {
-	fuse_ino_t id, parent;          /* id 0: empty */
-	char name[ALIAS_NAME_MAX + 1];
+	fuse_ino_t id, parent;          /* id (canonical) 0: empty */
+	fuse_ino_t told;                /* the node id the kernel knows it by */
+	char *name;                     /* allocated; NULL when empty */
 };
 
 struct inval {
@@ -38,6 +40,18 @@ struct alias_table {
 static struct alias_slot *slot_of(struct alias_table *t, fuse_ino_t id)
 {
 	return &t->slots[(id ^ (id >> 32)) % ALIAS_SLOTS];
+}
+
+/* Under t->lock: the slot now says parent/name (emptied if out of memory:
+ * forgetting a directory is always safe). */
+static void slot_place(struct alias_slot *s, fuse_ino_t parent, const char *name)
+{
+	char *copy = strdup(name);
+	free(s->name);
+	s->name = copy;
+	s->parent = parent;
+	if (!copy)
+		s->id = 0;
 }
 
 /* Under t->lock. */
@@ -119,6 +133,8 @@ void alias_stop(struct alias_table *t)
 	pthread_cond_destroy(&t->cond);
 	pthread_cond_destroy(&t->done_cond);
 	pthread_mutex_destroy(&t->lock);
+	for (unsigned i = 0; i < ALIAS_SLOTS; i++)
+		free(t->slots[i].name);
 	free(t->slots);
 	free(t);
 }
@@ -141,26 +157,28 @@ static void wait_sent(struct alias_table *t, unsigned ms)
 			break;
 }
 
-int alias_seen_dir(struct alias_table *t, fuse_ino_t id, fuse_ino_t parent, const char *name,
-		   int wait)
+fuse_ino_t alias_tell_dir(struct alias_table *t, fuse_ino_t id, fuse_ino_t parent, const char *name,
+			  int wait)
 {
 	if (!t || strlen(name) > ALIAS_NAME_MAX || !strcmp(name, ".") || !strcmp(name, ".."))
-		return 0;
+		return id;
 	pthread_mutex_lock(&t->lock);
 	struct alias_slot *s = slot_of(t, id);
-	int moved = s->id == id && (s->parent != parent || strcmp(s->name, name) != 0);
+	int known = s->id == id;
+	int moved = known && (s->parent != parent || strcmp(s->name, name) != 0);
 	if (moved)
 		queue_inval(t, s->parent, s->name);
+	/* An alternate id whose slot has been reused no longer resolves: the
+	 * directory needs a new one (its old dentry stays with the dead id). */
+	int lost = known && !moved && s->told != id && alias_canonical(s->told) != id;
+	fuse_ino_t told = moved || lost ? alias_alt_id(id) : known ? s->told : id;
 	s->id = id;
-	s->parent = parent;
-	memcpy(s->name, name, strlen(name) + 1);
-	int stuck = 0;
-	if (moved && wait) {
-		wait_sent(t, ALIAS_WAIT_MS);
-		stuck = t->done < t->queued;
-	}
+	s->told = told;
+	slot_place(s, parent, name);
+	if (moved && wait)
+		wait_sent(t, ALIAS_WAIT_MS);   /* the old dentry gone first, where it can go */
 	pthread_mutex_unlock(&t->lock);
-	return stuck;
+	return told;
 }
 
 /* Under t->lock: the slot now told as parent/name, if any (a scan: renames
@@ -183,14 +201,10 @@ void alias_renamed(struct alias_table *t, fuse_ino_t parent, const char *name,
 	struct alias_slot *to = slot_named(t, newparent, newname);
 	if (to && to != from)
 		to->id = exchange ? to->id : 0;   /* replaced: that directory is gone */
-	if (to && exchange && to != from) {
-		to->parent = parent;
-		memcpy(to->name, name, strlen(name) + 1);
-	}
-	if (from) {
-		from->parent = newparent;
-		memcpy(from->name, newname, strlen(newname) + 1);
-	}
+	if (to && exchange && to != from)
+		slot_place(to, parent, name);
+	if (from)
+		slot_place(from, newparent, newname);
 	pthread_mutex_unlock(&t->lock);
 }
 
@@ -200,7 +214,7 @@ void alias_renamed(struct alias_table *t, fuse_ino_t parent, const char *name,
  * number and shifts the generation, so it can never name another file; a
  * slot is reused after ALT_SLOTS others, and an id whose slot moved on
  * resolves to itself — a generation no file has, so ESTALE. */
-#define ALT_SLOTS 1024u
+#define ALT_SLOTS 65536u
 
 static pthread_mutex_t alt_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct { fuse_ino_t alt, canonical; } alt_ids[ALT_SLOTS];

@@ -3,14 +3,14 @@
  * The kernel keeps one dentry per directory inode. When another node renames
  * a directory, this node's kernel still has it under its old name; a lookup
  * that finds it under the new name must move that dentry, and cannot while a
- * rename on this node holds the rename lock: the VFS answers ESTALE (its
- * d_splice_alias), and retries once. So every directory told to the kernel is
- * remembered with the (parent, name) it was told under; when it turns up
- * elsewhere, the old dentry is invalidated (fuse_lowlevel_notify_inval_entry)
- * by a thread of its own, and the lookup's reply waits (100 ms at most) until
- * that is done. The thread waits for the old parent's lock: a rename here
- * that asked holds it until it fails, and its retry then finds no stale
- * alias; any other lookup gets its reply after the old dentry is gone.
+ * rename on this node holds the rename lock, nor while the old parent is
+ * locked: the VFS answers ESTALE (its d_splice_alias). So every directory
+ * told to the kernel is remembered with the (parent, name) and the node id it
+ * was told under; when it turns up elsewhere, the old dentry is invalidated
+ * (fuse_lowlevel_notify_inval_entry) by a thread of its own, and the
+ * directory is told under a new alternate node id, which has no dentry to
+ * move. Lookups at its place then keep answering that id, so the kernel's
+ * revalidation keeps its dentry.
  */
 #ifndef CSVFS_FS_FUSE_ALIAS_H
 #define CSVFS_FS_FUSE_ALIAS_H
@@ -29,14 +29,18 @@ struct alias_table *alias_start(struct fuse_session *se);
 /* After the session is unmounted (an invalidation in flight then fails). */
 void alias_stop(struct alias_table *t);
 
-/* The kernel is told that directory id (node id) is parent/name. With wait,
- * returns 1 if its old dentry could not be invalidated in time: the old
- * parent is locked, by the very operation that asked (a rename here), and
- * the kernel would refuse the reply (ESTALE) — it is then given an
- * alternate node id for the directory (alias_alt_id), a second kernel inode
- * with no alias; the stale one goes when the invalidation gets through. */
-int alias_seen_dir(struct alias_table *t, fuse_ino_t id, fuse_ino_t parent, const char *name,
-		   int wait);
+/* The kernel is about to be told that directory id (its canonical node id)
+ * is parent/name; returns the node id to tell it by. A directory that has
+ * not moved keeps the id the kernel knows it by (so a revalidating lookup
+ * finds the same inode). One that moved (another node renamed it) has its
+ * old dentry invalidated — waiting up to 100 ms with wait — and gets a fresh
+ * alternate id (alias_alt_id): a second kernel inode with no alias. Never
+ * the old inode again, because its dentry may outlive the invalidation (an
+ * open file below keeps it) or be locked by the very operation asking (a
+ * rename here), and the kernel cannot move a directory alias while this
+ * node renames: its d_splice_alias would answer ESTALE. */
+fuse_ino_t alias_tell_dir(struct alias_table *t, fuse_ino_t id, fuse_ino_t parent, const char *name,
+			  int wait);
 /* An alternate node id for canonical (same inode number, another
  * generation), and back (any other id comes back as it is). */
 fuse_ino_t alias_alt_id(fuse_ino_t canonical);

@@ -127,24 +127,31 @@ static struct alias_table *aliases(fuse_req_t req)
 	return ((struct csvfs_fuse *)fuse_req_userdata(req))->aliases;
 }
 
-/* A directory about to be told to the kernel as parent/name; readdirplus
- * does not wait (it holds the directory it reads, often the old parent). */
-static int seen(fuse_req_t req, int rc, const struct meta_attr *a, fuse_ino_t parent, const char *name,
-		int wait)
+/* The node id to tell the kernel a file by as parent/name: a directory's
+ * may be an alternate one (fs/fuse_alias.h); readdirplus does not wait (it
+ * holds the directory it reads, often the old parent). */
+static fuse_ino_t tell_id(fuse_req_t req, const struct meta_attr *a, fuse_ino_t parent, const char *name,
+			  int wait)
 {
-	return rc == 0 && S_ISDIR(a->mode) && alias_seen_dir(aliases(req), to_fuse(a), parent, name, wait);
+	fuse_ino_t id = to_fuse(a);
+	if (!S_ISDIR(a->mode))
+		return id;
+	fuse_ino_t told = alias_tell_dir(aliases(req), id, parent, name, wait);
+	if (told != id)
+		csvfs_log(LOG_DEBUG_L, "directory inode %llu is %s here under node id %#llx (it moved on "
+			  "another node; its old dentry may live on)", (unsigned long long)a->ino, name,
+			  (unsigned long long)told);
+	return told;
 }
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct meta_attr a;
 	int rc = fsop_lookup(vol(req), to_ext(parent), name, &a);
-	if (seen(req, rc, &a, parent, name, 1)) {
-		csvfs_log(LOG_DEBUG_L, "directory inode %llu, moved by another node: its old dentry "
-			  "is locked here, so %s gets an alternate node id", (unsigned long long)a.ino, name);
-		reply_entry_as(req, &a, alias_alt_id(to_fuse(&a)));
-	} else
-		reply_entry(req, rc, &a);
+	if (rc)
+		fuse_reply_err(req, -rc);
+	else
+		reply_entry_as(req, &a, tell_id(req, &a, parent, name, 1));
 }
 
 static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -212,8 +219,10 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	struct meta_cred c = cred_of(req);
 	struct meta_attr a;
 	int rc = fsop_create(vol(req), to_ext(parent), name, (mode & 07777) | S_IFDIR, 0, &c, &a);
-	seen(req, rc, &a, parent, name, 0);   /* a new directory: no alias to move */
-	reply_entry(req, rc, &a);
+	if (rc)
+		fuse_reply_err(req, -rc);
+	else   /* a new directory: no alias to move */
+		reply_entry_as(req, &a, tell_id(req, &a, parent, name, 0));
 }
 
 static void op_symlink(fuse_req_t req, const char *target, fuse_ino_t parent, const char *name)
@@ -257,6 +266,9 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 	int rc = fsop_rename(vol(req), to_ext(parent), name, to_ext(newparent), newname, mf, &c);
 	if (rc == 0)
 		alias_renamed(aliases(req), parent, name, newparent, newname, (flags & RENAME_EXCHANGE) != 0);
+	else
+		csvfs_log(LOG_DEBUG_L, "rename %#llx/%s -> %#llx/%s (flags %#x): %s", (unsigned long long)parent,
+			  name, (unsigned long long)newparent, newname, flags, strerror(-rc));
 	fuse_reply_err(req, -rc);
 }
 
@@ -496,12 +508,11 @@ static void do_readdir(fuse_req_t req, fuse_ino_t dir, size_t size, off_t off,
 			struct meta_attr a = d->attr;
 			if (!d->has_attr && fsop_getattr(vol(req), (ext2_ino_t)d->ino, &a) != 0)
 				continue; /* removed since the snapshot */
-			e.ino = to_fuse(&a);
+			e.ino = tell_id(req, &a, dir, d->name, 0);
 			e.generation = a.generation;
 			e.attr_timeout = ATTR_TIMEOUT(req);
 			e.entry_timeout = ENTRY_TIMEOUT(req);
 			attr_to_stat(&a, &e.attr);
-			seen(req, 0, &a, dir, d->name, 0);
 			need = fuse_add_direntry_plus(req, buf + used, size - used, d->name, &e, (off_t)i + 1);
 		} else {
 			struct stat st = { .st_ino = d->ino, .st_mode = d->type << 12 };
