@@ -25,6 +25,7 @@ struct daemon_opts {
 	int foreground, standalone, cluster, read_only, allow_other, verbose;
 	size_t cache_bytes;
 	const char *source, *mountpoint;
+	char default_mountpoint[64];   /* /ClusterStorage/LABEL when none is given */
 	char lun[4096];
 	char lun_hint[4096];           /* lun=PATH: where this node sees the LUN */
 	char fuse_opts[512];
@@ -35,9 +36,12 @@ struct daemon_opts {
 static void usage(FILE *to)
 {
 	fprintf(to,
-		"usage: csvfs [-f] [-v] [-o OPTIONS] LUN|UUID=GUID MOUNTPOINT\n"
+		"usage: csvfs [-f] [-v] [-o OPTIONS] LUN|UUID=GUID [MOUNTPOINT]\n"
+		"  MOUNTPOINT      default: /ClusterStorage/LABEL, for a volume whose label is\n"
+		"                  a plain name (mkfs.csvfs -L Volume1)\n"
 		"  -f              stay in the foreground\n"
 		"  -v              verbose logging\n"
+		"  -h, --help      this help\n"
 		"  -o standalone   this node is the coordinator of a one-node volume\n"
 		"  -o cluster      join the corosync cluster that shares the volume, with:\n"
 		"     node=NAME        this node's name (its certificate's; default: hostname)\n"
@@ -47,6 +51,9 @@ static void usage(FILE *to)
 		"     port=N           coordinator port (default 7100)\n"
 		"     lockmgr=cpg|dlm  lock manager backend (default cpg)\n"
 		"     fence_deadline=MS  self-fence deadline (default: token+consensus+10 s)\n"
+		"     fence_cmd=PATH     run PATH NODEID NAME to fence a node that left; it is\n"
+		"                        dead once PATH exits 0 (default: the deadline alone)\n"
+		"     coord_wait=MS      how long a request waits for a coordinator (120000)\n"
 		"     pause_timeout=MS   while quorum is lost, hold requests this long, then EIO (60000)\n"
 		"     path_timeout=MS    a data transfer on this node's LUN path not done in MS is a\n"
 		"                        path failure: redirect through the coordinator (5000; 0 off)\n"
@@ -175,9 +182,10 @@ static int parse_options(struct daemon_opts *d, char *list)
 
 static int parse_args(int argc, char **argv, struct daemon_opts *d)
 {
+	static const struct option long_opts[] = { { "help", no_argument, NULL, 'h' }, { 0 } };
 	int c;
 	optind = 1;
-	while ((c = getopt(argc, argv, "fvho:")) != -1) {
+	while ((c = getopt_long(argc, argv, "fvho:", long_opts, NULL)) != -1) {
 		switch (c) {
 		case 'f': d->foreground = 1; break;
 		case 'v': d->verbose = 1; break;
@@ -193,12 +201,12 @@ static int parse_args(int argc, char **argv, struct daemon_opts *d)
 		default: usage(stderr); return -1;
 		}
 	}
-	if (argc - optind != 2) {
+	if (argc - optind != 1 && argc - optind != 2) {
 		usage(stderr);
 		return -1;
 	}
 	d->source = argv[optind];
-	d->mountpoint = argv[optind + 1];
+	d->mountpoint = argc - optind == 2 ? argv[optind + 1] : NULL;
 	return 0;
 }
 
@@ -274,6 +282,28 @@ static int check_mountpoint(const char *mnt)
 		return -1;
 	}
 	return 0;
+}
+
+/* A volume labelled Volume1 mounts at /ClusterStorage/Volume1 when no mount
+ * point is given (as Windows' CSV names its volumes), so a node's mount path
+ * follows from the volume itself. A label that is not a plain name (empty,
+ * ".", "..", a '/' or anything outside [A-Za-z0-9._-]) names no path. */
+static int mountpoint_from_label(struct daemon_opts *d, const struct volume *v)
+{
+	const char *label = v->label;
+	int plain = label[0] && strcmp(label, ".") && strcmp(label, "..");
+	for (const char *c = label; plain && *c; c++)
+		plain = (*c >= 'A' && *c <= 'Z') || (*c >= 'a' && *c <= 'z') ||
+			(*c >= '0' && *c <= '9') || *c == '.' || *c == '_' || *c == '-';
+	if (!plain) {
+		fprintf(stderr, "csvfs: volume %s has %s label '%s': give a MOUNTPOINT "
+			"(the default /ClusterStorage/LABEL needs a label like Volume1)\n",
+			v->uuid, label[0] ? "the non-path" : "no", label);
+		return -1;
+	}
+	snprintf(d->default_mountpoint, sizeof(d->default_mountpoint), "/ClusterStorage/%s", label);
+	d->mountpoint = d->default_mountpoint;
+	return check_mountpoint(d->mountpoint);
 }
 
 static struct fuse_session *make_session(struct daemon_opts *d, struct csvfs_fuse *cf)
@@ -399,7 +429,7 @@ int csvfs_daemon_main(int argc, char **argv)
 		if (!d.co.port)
 			d.co.port = 7100;
 	}
-	if (resolve_lun(&d) || check_mountpoint(d.mountpoint))
+	if (resolve_lun(&d) || (d.mountpoint && check_mountpoint(d.mountpoint)))
 		return 1;
 	struct volume *v;
 	if (d.cluster) {
@@ -417,6 +447,10 @@ int csvfs_daemon_main(int argc, char **argv)
 			fprintf(stderr, "csvfs: %s\n", err);
 			return 1;
 		}
+	}
+	if (!d.mountpoint && mountpoint_from_label(&d, v)) {
+		volume_close(v);
+		return 1;
 	}
 	csvfs_log_set_context(d.cluster ? d.co.node : NULL, v->uuid);
 	int status = serve(&d, v);
