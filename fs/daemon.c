@@ -13,6 +13,7 @@
 
 #include <blkid/blkid.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +29,7 @@ struct daemon_opts {
 	char default_mountpoint[64];   /* /ClusterStorage/LABEL when none is given */
 	char lun[4096];
 	char lun_hint[4096];           /* lun=PATH: where this node sees the LUN */
+	char log_path[4096];           /* log=PATH: where a daemonized csvfs logs */
 	char fuse_opts[512];
 	struct cluster_opts co;
 	unsigned path_timeout_ms;      /* fs/iostate.h */
@@ -60,7 +62,9 @@ static void usage(FILE *to)
 		"  -o ro           read-only\n"
 		"  -o allow_other  let other users (e.g. the hypervisor's) use the mount\n"
 		"  -o default_permissions  (always on: the kernel enforces POSIX permissions)\n"
-		"  -o cache=MiB    metadata block cache size (default 64)\n");
+		"  -o cache=MiB    metadata block cache size (default 64)\n"
+		"  -o log=PATH     without -f, append the log to PATH\n"
+		"                  (default /var/log/csvfs/GUID.log)\n");
 }
 
 /* Options a mount helper passes that have no meaning for csvfs. */
@@ -114,6 +118,8 @@ static int parse_cluster_option(struct daemon_opts *d, const char *o)
 		return copy_value(d->co.node, sizeof(d->co.node), o, v);
 	if (KEY("lun"))
 		return copy_value(d->lun_hint, sizeof(d->lun_hint), o, v);
+	if (KEY("log"))
+		return copy_value(d->log_path, sizeof(d->log_path), o, v);
 	if (KEY("cred"))
 		return copy_value(d->co.cred_dir, sizeof(d->co.cred_dir), o, v);
 	if (KEY("fence_cmd"))
@@ -318,6 +324,28 @@ static struct fuse_session *make_session(struct daemon_opts *d, struct csvfs_fus
 	return se;
 }
 
+/* Once daemonized (mount(8), fstab), stderr is /dev/null: the log lines go
+ * to a file instead, so a failed join or a takeover can still be read. The
+ * file is opened before the fork, while a failure still reaches mount(8). */
+static int open_log(const struct daemon_opts *d, const struct volume *v)
+{
+	char path[4096];
+	if (d->log_path[0]) {
+		snprintf(path, sizeof(path), "%s", d->log_path);
+	} else {
+		if (mkdir("/var/log/csvfs", 0750) != 0 && errno != EEXIST) {
+			fprintf(stderr, "csvfs: cannot create /var/log/csvfs: %s (give -o log=PATH)\n",
+				strerror(errno));
+			return -1;
+		}
+		snprintf(path, sizeof(path), "/var/log/csvfs/%s.log", v->uuid);
+	}
+	int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+	if (fd < 0)
+		fprintf(stderr, "csvfs: cannot open the log %s: %s\n", path, strerror(errno));
+	return fd;
+}
+
 /* Cluster mode: join after daemonizing (threads do not survive a fork) and
  * before the session loop answers anything. */
 static int join_cluster(struct daemon_opts *d, struct volume *v)
@@ -339,9 +367,14 @@ static int join_cluster(struct daemon_opts *d, struct volume *v)
 static int serve(struct daemon_opts *d, struct volume *v)
 {
 	struct csvfs_fuse cf = { .vol = v };
+	int log_fd = d->foreground ? -1 : open_log(d, v);
+	if (!d->foreground && log_fd < 0)
+		return 1;
 	struct fuse_session *se = make_session(d, &cf);
 	if (!se) {
 		fprintf(stderr, "csvfs: cannot create the FUSE session\n");
+		if (log_fd >= 0)
+			close(log_fd);
 		return 1;
 	}
 	int status = 1;
@@ -350,8 +383,10 @@ static int serve(struct daemon_opts *d, struct volume *v)
 	} else if (fuse_session_mount(se, d->mountpoint) != 0) {
 		fprintf(stderr, "csvfs: mounting volume %s on %s failed\n", v->uuid, d->mountpoint);
 	} else {
-		if (!d->foreground)
+		if (!d->foreground) {
 			fuse_daemonize(0);
+			dup2(log_fd, STDERR_FILENO);
+		}
 		/* after the fork: the thread must be the daemon's */
 		cf.aliases = d->cluster ? alias_start(se) : NULL;
 		volume_start(v);
@@ -380,6 +415,8 @@ static int serve(struct daemon_opts *d, struct volume *v)
 	}
 	fuse_remove_signal_handlers(se);
 	fuse_session_destroy(se);
+	if (log_fd >= 0)
+		close(log_fd);
 	return status;
 }
 

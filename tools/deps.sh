@@ -14,6 +14,7 @@ PACKAGES=(
   qemu-utils fio
   iproute2 attr acl psmisc procps kmod
   xfsprogs
+  resource-agents libxml2-utils groff-base systemd
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

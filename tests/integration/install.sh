@@ -1,0 +1,303 @@
+#!/usr/bin/env bash
+# make install / uninstall, and the installed files used as an admin uses them
+# (docs/deploy.md): into a DESTDIR, then inside three csvfs-lab nodes whose
+# /usr/local/sbin and /sbin show that DESTDIR (node-private mounts: the host's
+# own directories are untouched), so mount(8), mount.fuse3 and the OCF agent
+# find the installed programs where an installed system has them.
+# Covers: install layout and modes; every word of each tool's --help in its
+# installed man page; systemd-analyze verify of csvfs@Volume1.service and of
+# the mount unit systemd-fstab-generator makes of the documented fstab line;
+# "mount -a -T FSTAB" (UUID=GUID resolved by mount(8) on a loop device, through
+# /sbin/mount.fuse.csvfs and mount.fuse3) on three nodes, data written on one
+# node read on another, bad options refused with the option named, umount;
+# the OCF agent under ocf-tester on a node of the running cluster, its monitor
+# depths, a killed daemon caught by monitor; uninstall leaving no file.
+# Oracles: e2fsck -fn on the LUN after the last unmount, the kernel's mount
+# table, sha256 of the data across nodes, ocf-tester, systemd-analyze.
+. "$(dirname "$0")/../lib.sh"
+
+export CSVFS_LAB=${CSVFS_TEST_LAB:-dplinstall}
+unset CSVFS_BIN CSVFS_LAB_TOKEN CSVFS_LAB_DAEMON_OPTS
+V=/ClusterStorage/Volume1
+
+skip() { ok "install skipped: $* # SKIP"; exit 0; }
+[ "$(id -u)" -eq 0 ] || skip "needs root"
+for c in corosync ip nsenter unshare losetup e2fsck mount.fuse3 groff; do
+  command -v "$c" >/dev/null 2>&1 || skip "$c not installed (make deps)"
+done
+
+S=$(scratch_dir)
+on_exit "rm -rf '$S'"
+D=$S/dest
+mkdir -p "$D"
+# ocf-tester runs the agent's meta-data as user nobody: the tree must be readable.
+chmod 0755 "$S" "$D"
+
+# ---- make install ------------------------------------------------------------------
+make_in_top() { make --no-print-directory -C "$TOP" BUILD="$BUILD" DESTDIR="$D" "$@"; }
+if ! make_in_top install >"$S/install.log" 2>&1; then
+  not_ok "make install DESTDIR=$D"; sed 's/^/# /' "$S/install.log" | tail -20; finish; exit
+fi
+ok "make install DESTDIR=... (PREFIX /usr/local)"
+SB=$D/usr/local/sbin
+MAN=$D/usr/local/share/man/man8
+UNIT=$D/usr/local/lib/systemd/system/csvfs@.service
+AGENT=$D/usr/lib/ocf/resource.d/csvfs/volume
+HELPER=$D/sbin/mount.fuse.csvfs
+layout_ok() {
+  local f
+  for f in "$SB/csvfs" "$SB/mkfs.csvfs" "$SB/csvctl" "$SB/csvfs-lab" "$SB/csvfs-lunpath" "$HELPER" "$AGENT"; do
+    [ "$(stat -c %a "$f" 2>/dev/null)" = 755 ] || { diag "$f: missing or not mode 755"; return 1; }
+  done
+  for f in "$UNIT" "$MAN/csvfs.8" "$MAN/mkfs.csvfs.8" "$MAN/csvctl.8" "$MAN/csvfs-lab.8"; do
+    [ "$(stat -c %a "$f" 2>/dev/null)" = 644 ] || { diag "$f: missing or not mode 644"; return 1; }
+  done
+  ! grep -l '@SBINDIR@' "$HELPER" "$UNIT" "$AGENT" | sed 's/^/# not substituted: /' | grep -q .
+}
+check "installed: programs in sbin, mount helper in /sbin, unit, OCF agent, man pages (modes, paths filled in)" layout_ok
+check_eq "the unit and the agent name the installed csvfs" "/usr/local/sbin/csvfs" \
+  "$(sed -n 's/^ExecStart=\([^ ]*\).*/\1/p' "$UNIT")"
+
+# ---- --help and man pages agree ----------------------------------------------------
+# The words a tool's --help names: options (-x, --long), option keys (key=),
+# "-o word" options, alternatives (a|b), environment variables, and the
+# subcommands of csvctl (csvctl WORD) and csvfs-lab (a command at the start of
+# a two-space-indented line).
+help_words() {  # help_words TOOL — one word a line
+  local tool=$1 text
+  text=$("$SB/$tool" --help 2>&1)
+  {
+    grep -oE '(^|[][ |(,])--?[A-Za-z][A-Za-z0-9-]*' <<<"$text" | sed 's/^[][ |(,]//'
+    grep -oE '(^|[^A-Za-z0-9_])[a-z_]+=' <<<"$text" | sed 's/^[^a-z_]//'
+    grep -oE -- '-o [a-z_]+' <<<"$text" | sed 's/^-o //'
+    grep -oE '[a-z]+(\|[a-z]+)+' <<<"$text" | tr '|' '\n'
+    grep -oE 'CSVFS_[A-Z_]+' <<<"$text"
+    [ "$tool" = csvctl ] && grep -oE 'csvctl [a-z]+' <<<"$text" | sed 's/^csvctl //'
+    [ "$tool" = csvfs-lab ] && grep -oE '^  [a-z]+' <<<"$text" | sed 's/^  //'
+  } | sort -u
+}
+# The man page as a reader sees it (no hyphenation, one long line a paragraph).
+man_text() { groff -man -Tascii -P-cbou -rLL=250n "$MAN/$1.8" 2>/dev/null; }
+man_has_help() {  # man_has_help TOOL — names every missing word
+  local tool=$1 text w missing=()
+  text=$(man_text "$tool")
+  [ -n "$text" ] || { diag "$MAN/$tool.8 renders empty"; return 1; }
+  [ "$("$SB/$tool" --help >/dev/null 2>&1; echo $?)" = 0 ] || { diag "$tool --help exits non-zero"; return 1; }
+  while read -r w; do
+    [ -n "$w" ] || continue
+    if [[ $w == *= ]]; then
+      grep -qE -- "(^|[^A-Za-z0-9_-])$w" <<<"$text" || missing+=("$w")
+    else
+      grep -qE -- "(^|[^A-Za-z0-9_-])$w([^A-Za-z0-9_-]|\$)" <<<"$text" || missing+=("$w")
+    fi
+  done < <(help_words "$tool")
+  [ ${#missing[@]} -eq 0 ] && return 0
+  diag "$tool(8) lacks these words of '$tool --help': ${missing[*]}"
+  return 1
+}
+for t in csvfs mkfs.csvfs csvctl csvfs-lab; do
+  check "$t --help: every option and subcommand is in $t(8) ($(help_words "$t" | wc -l) words)" man_has_help "$t"
+done
+
+# ---- systemd -----------------------------------------------------------------------
+# The fstab line docs/deploy.md gives, with the lab's credential path.
+fstab_line() {  # fstab_line GUID [extra options]
+  echo "UUID=$1 $V fuse.csvfs cluster,cred=/run/csvfs-cred${2:+,$2},_netdev,nofail,x-systemd.requires=corosync.service 0 0"
+}
+if ! command -v systemd-analyze >/dev/null 2>&1; then
+  ok "systemd-analyze verify # skip: systemd-analyze is not installed"
+else
+  # verify with --root checks the unit's programs and man pages inside the
+  # root, and needs every unit it names: a copy of DESTDIR seeing the host's
+  # units (a bind in a private mount namespace).
+  R=$S/verify-root
+  cp -a "$D" "$R"
+  mkdir -p "$R/usr/lib/systemd/system"
+  verify_unit() {
+    MANPATH=$D/usr/local/share/man unshare -m --propagation private sh -c '
+      mount --bind /usr/lib/systemd/system "$1/usr/lib/systemd/system" &&
+      systemd-analyze verify --root="$1" csvfs@Volume1.service' sh "$R" >"$S/verify.log" 2>&1
+  }
+  check "systemd-analyze verify csvfs@Volume1.service (installed unit, programs, man pages)" verify_unit
+  [ -s "$S/verify.log" ] && sed 's/^/# /' "$S/verify.log"
+  unit_order_ok() {
+    grep -qx 'Requires=corosync.service' "$UNIT" && grep -q '^After=corosync.service' "$UNIT" &&
+      grep -qx 'Restart=on-failure' "$UNIT" && grep -q 'Quorate' "$UNIT"
+  }
+  check "csvfs@.service: requires and follows corosync (so stops before it), waits for quorum, restarts on failure" unit_order_ok
+  GEN=/lib/systemd/system-generators/systemd-fstab-generator
+  if [ -x "$GEN" ]; then
+    mkdir -p "$S/gen"
+    fstab_line 00000000-0000-4000-8000-000000000001 >"$S/fstab.gen"
+    gen_ok() {
+      SYSTEMD_FSTAB="$S/fstab.gen" SYSTEMD_PROC_CMDLINE="" "$GEN" "$S/gen" "$S/gen" "$S/gen" &&
+        grep -qx 'Requires=corosync.service' "$S/gen/ClusterStorage-Volume1.mount" &&
+        grep -qx 'After=corosync.service' "$S/gen/ClusterStorage-Volume1.mount" &&
+        [ -e "$S/gen/remote-fs.target.wants/ClusterStorage-Volume1.mount" ] &&
+        systemd-analyze verify "$S/gen/ClusterStorage-Volume1.mount" >"$S/verify-mount.log" 2>&1
+    }
+    check "the documented fstab line: a network mount unit after and requiring corosync (systemd-fstab-generator, systemd-analyze verify)" gen_ok
+    [ -s "$S/verify-mount.log" ] && sed 's/^/# /' "$S/verify-mount.log"
+  else
+    ok "fstab generator check # skip: $GEN not installed"
+  fi
+fi
+
+# ---- a LUN on a loop device, a three-node lab using the installed files --------------
+LAB="$SB/csvfs-lab"     # the installed lab: it runs the installed csvfs next to it
+truncate -s 1G "$S/lun.img"
+LOOP=$(losetup -f --show "$S/lun.img") || { not_ok "losetup"; finish; exit; }
+on_exit "losetup -d '$LOOP'"
+GUID=$("$SB/mkfs.csvfs" -L Volume1 "$LOOP" 2>"$S/mkfs.log" | tail -1)
+check "installed mkfs.csvfs -L Volume1 formats the loop device" \
+  grep -Eq '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' <<<"$GUID"
+"$LAB" down >/dev/null 2>&1 || true
+on_exit "'$LAB' down --save-logs '$S/logs' >/dev/null 2>&1; mkdir -p '$TOP/$BUILD/test-logs/install'; cp -a '$S/logs/.' '$TOP/$BUILD/test-logs/install/' 2>/dev/null"
+if ! "$LAB" up -n 3 --no-mount --lun "$LOOP" >"$S/up.log" 2>&1; then
+  not_ok "installed csvfs-lab up -n 3 --no-mount --lun $LOOP"; sed 's/^/# /' "$S/up.log" | tail; finish; exit
+fi
+ok "installed csvfs-lab: three nodes quorate"
+
+on() { local k=$1; shift; timeout 120 "$LAB" exec "$k" -- "$@"; }
+sh_on() { local k=$1; shift; timeout 120 "$LAB" exec "$k" -- sh -c "$*"; }
+# This node's csvfs daemons serving $V: same mount namespace (the lab's nodes
+# share the pid namespace), $V among the arguments.
+node_daemons() {
+  sh_on "$1" 'self=$(readlink /proc/self/ns/mnt); for p in /proc/[0-9]*; do
+    [ "$(cat $p/comm 2>/dev/null)" = csvfs ] && [ "$(readlink $p/ns/mnt 2>/dev/null)" = "$self" ] &&
+      tr "\0" "\n" <$p/cmdline 2>/dev/null | grep -qx '"$V"' && echo ${p#/proc/}; done; true'
+}
+mounted_on() { sh_on "$1" "awk '\$2 == \"$V\" && \$3 == \"fuse.csvfs\" {f = 1} END {exit !f}' /proc/self/mounts"; }
+no_daemon_on() { [ -z "$(node_daemons "$1")" ]; }
+# Leave no daemon of ours inside a node before the lab goes down.
+cleanup_nodes() {
+  local k p
+  for k in 3 2 1; do mounted_on "$k" && { on "$k" umount "$V" || on "$k" umount -l "$V"; }; done
+  for k in 1 2 3; do
+    wait_until 20 no_daemon_on "$k" || for p in $(node_daemons "$k"); do kill -9 "$p"; done
+  done
+}
+on_exit cleanup_nodes
+
+# Inside each node only: the DESTDIR's sbin over /usr/local/sbin, its /sbin
+# (the mount helper) layered over /usr/sbin (/sbin is a link to it, and mount(8)
+# looks for helpers only there), and a tmpfs /ClusterStorage with Volume1.
+[ -d /ClusterStorage ] || mkdir /ClusterStorage   # left in place: other labs share it
+FSTAB=$S/fstab
+fstab_line "$GUID" "log=/run/csvfs-fstab.log" >"$FSTAB"
+prepare_node() {
+  sh_on "$1" "mount --bind '$SB' /usr/local/sbin &&
+    mount -t overlay -o lowerdir='$D/sbin':/usr/sbin dplinstall /usr/sbin &&
+    mount -t tmpfs -o size=1m,mode=0755 dplinstall /ClusterStorage && mkdir -p '$V'"
+}
+for k in 1 2 3; do check "node$k: sees the installed files where an installed system has them" prepare_node "$k"; done
+check "node1: /sbin/mount.fuse.csvfs, where mount(8) looks, is the installed helper" \
+  on 1 cmp /sbin/mount.fuse.csvfs "$HELPER"
+check "node1: /usr/local/sbin/csvfs is the installed daemon" on 1 cmp /usr/local/sbin/csvfs "$SB/csvfs"
+
+# ---- bad options are refused before anything is mounted, the option named ------------
+refused_with() {  # refused_with NODE WORD-IN-ERROR mount args...
+  local k=$1 word=$2 out; shift 2
+  if out=$(on "$k" mount "$@" 2>&1); then diag "mount $* succeeded"; on "$k" umount "$V"; return 1; fi
+  grep -qF -- "$word" <<<"$out" || { diag "mount $*: '$out' does not say '$word'"; return 1; }
+  ! mounted_on "$k"
+}
+check "mount -o cluster,lockmgr=foo is refused: \"lockmgr is cpg or dlm\"" \
+  refused_with 1 "bad option 'lockmgr=foo': lockmgr is cpg or dlm" -t fuse.csvfs -o cluster,lockmgr=foo,cred=/run/csvfs-cred "UUID=$GUID" "$V"
+check "mount -o cluster,bogus is refused: \"unknown option 'bogus'\"" \
+  refused_with 1 "unknown option 'bogus'" -t fuse.csvfs -o cluster,bogus,cred=/run/csvfs-cred "UUID=$GUID" "$V"
+check "mount -o cluster,port=0 is refused: \"port 0\"" \
+  refused_with 1 "bad option 'port=0': port 0" -t fuse.csvfs -o cluster,port=0,cred=/run/csvfs-cred "UUID=$GUID" "$V"
+check "mount without cluster or standalone is refused, saying which to give" \
+  refused_with 1 "-o standalone (one node) or -o cluster" -t fuse.csvfs -o cred=/run/csvfs-cred "UUID=$GUID" "$V"
+check "mount of a GUID no device holds: mount(8) names the UUID it cannot find" \
+  refused_with 1 "UUID=00000000-0000-4000-8000-00000000dead" -t fuse.csvfs -o cluster "UUID=00000000-0000-4000-8000-00000000dead" "$V"
+
+# ---- fstab: mount -a on two nodes, mount MOUNTPOINT on the third ---------------------
+members_mounted() {  # members_mounted NODE N — N nodes up and mounted, this node direct
+  local j
+  j=$(on "$1" "$SB/csvctl" status --json 2>/dev/null) || return 1
+  [ "$(grep -o '"mounted":true' <<<"$j" | wc -l)" -eq "$2" ] && grep -q '"this_node":true[^}]*"io_state":"direct"' <<<"$j"
+}
+check "node1: mount -a -T FSTAB mounts $V (UUID= found by mount(8) on $LOOP)" on 1 mount -a -T "$FSTAB"
+check "node2: mount -a -T FSTAB" on 2 mount -a -T "$FSTAB"
+check "node3: mount -T FSTAB $V" on 3 mount -T "$FSTAB" "$V"
+for k in 1 2 3; do
+  check "node$k: fuse.csvfs at $V, 3 nodes mounted, this node's I/O direct" wait_until 30 members_mounted "$k" 3
+done
+check_eq "the mount names the volume (csvfs:GUID, type fuse.csvfs)" "csvfs:$GUID fuse.csvfs" \
+  "$(on 2 awk -v m="$V" '$2 == m {print $1, $3}' /proc/self/mounts)"
+check "the daemon started by mount(8) logs to log= (node, volume, event)" \
+  sh_on 1 "grep -q 'node=node1 volume=$GUID' /run/csvfs-fstab.log"
+head -c 8M /dev/urandom >"$S/data"
+want=$(sha256sum <"$S/data" | cut -d' ' -f1)
+check "node1 writes 8 MiB through the fstab mount" sh_on 1 "cat '$S/data' >$V/data && sync $V/data"
+check_eq "node3 reads the same bytes" "$want" "$(on 3 sha256sum "$V/data" | cut -d' ' -f1)"
+
+# ---- the OCF agent on node1 of the running cluster ----------------------------------
+export OCF_ROOT=/usr/lib/ocf
+OCFOPTS=(-o "volume=UUID=$GUID" -o "directory=$V" -o "options=cred=/run/csvfs-cred,log=/run/csvfs-ocf.log")
+if ! command -v ocf-tester >/dev/null 2>&1; then
+  not_ok "ocf-tester is not installed (package resource-agents: make deps)"
+else
+  check "node1: umount $V (fstab mount)" on 1 umount "$V"
+  check "node1: its daemon exits after the unmount" wait_until 30 no_daemon_on 1
+  if on 1 ocf-tester -n csvfs-vol1 "${OCFOPTS[@]}" "$AGENT" >"$S/ocf-tester.log" 2>&1; then
+    ok "ocf-tester: ocf:csvfs:volume passes (meta-data, validate-all, probe, start, monitor, stop, restart) against the 3-node lab"
+  else
+    not_ok "ocf-tester on ocf:csvfs:volume"; sed 's/^/# /' "$S/ocf-tester.log" | tail -30
+  fi
+  agent() {  # agent ACTION [VAR=VALUE...] — the agent as Pacemaker runs it, on node1
+    local action=$1; shift
+    on 1 env OCF_ROOT=/usr/lib/ocf OCF_RESOURCE_INSTANCE=csvfs-vol1 "OCF_RESKEY_volume=UUID=$GUID" \
+      "OCF_RESKEY_directory=$V" "OCF_RESKEY_options=cred=/run/csvfs-cred,log=/run/csvfs-ocf.log" \
+      OCF_RESKEY_CRM_meta_timeout=60000 "$@" "$AGENT" "$action" >>"$S/agent.log" 2>&1
+  }
+  agent_rc() { agent "$@"; echo $?; }
+  check_eq "agent monitor of a stopped volume: not running (7)" 7 "$(agent_rc monitor)"
+  check_eq "agent start" 0 "$(agent_rc start)"
+  check "after start: node1 mounted and a member, 3 nodes mounted" wait_until 30 members_mounted 1 3
+  check_eq "agent monitor depth 0" 0 "$(agent_rc monitor OCF_CHECK_LEVEL=0)"
+  check_eq "agent monitor depth 10" 0 "$(agent_rc monitor OCF_CHECK_LEVEL=10)"
+  check_eq "agent monitor depth 20 (writes .csvfs-monitor/node1)" 0 "$(agent_rc monitor OCF_CHECK_LEVEL=20)"
+  check "depth 20's file is seen from node2" on 2 test -s "$V/.csvfs-monitor/node1"
+  check_eq "agent monitor with an unknown depth: configuration error (6)" 6 "$(agent_rc monitor OCF_CHECK_LEVEL=5)"
+  check_eq "agent validate-all with volume=nonsense: configuration error (6)" 6 \
+    "$(agent_rc validate-all OCF_RESKEY_volume=nonsense)"
+  check_eq "agent validate-all with options=standalone: configuration error (6)" 6 \
+    "$(agent_rc validate-all OCF_RESKEY_options=standalone)"
+  check "agent meta-data conforms to ra-api-1.dtd" \
+    sh -c "cd /usr/share/resource-agents && OCF_ROOT=/usr/lib/ocf '$AGENT' meta-data | xmllint --noout --valid -"
+  # A daemon killed: its mount stays in the table, every access fails.
+  pids=$(node_daemons 1)
+  check "node1's daemon found (pid $pids)" test -n "$pids"
+  [ -n "$pids" ] && kill -9 $pids
+  check "after kill -9 of the daemon the mount is still in node1's table" mounted_on 1
+  check_eq "agent monitor catches the dead daemon (1, not 0 or 7)" 1 "$(agent_rc monitor)"
+  check_eq "agent stop clears the dead mount" 0 "$(agent_rc stop)"
+  check_eq "agent monitor after stop: not running (7)" 7 "$(agent_rc monitor)"
+  check_eq "agent start again after the crash" 0 "$(agent_rc start)"
+  check "node1 back: 3 nodes mounted" wait_until 30 members_mounted 1 3
+  check_eq "node1 reads the data after its restart" "$want" "$(on 1 sha256sum "$V/data" | cut -d' ' -f1)"
+  check_eq "agent stop (clean)" 0 "$(agent_rc stop)"
+  check "node1: no daemon left after stop" no_daemon_on 1
+  [ -s "$S/agent.log" ] && grep -E 'ERROR|WARN' "$S/agent.log" | head -5 | sed 's/^/# agent: /'
+fi
+
+# ---- umount everywhere; the LUN is clean -------------------------------------------
+for k in 3 2 1; do
+  mounted_on "$k" || continue
+  check "node$k: umount $V" on "$k" umount "$V"
+  check "node$k: its daemon exits" wait_until 30 no_daemon_on "$k"
+done
+unmounted_everywhere() { ! mounted_on 1 && ! mounted_on 2 && ! mounted_on 3; }
+check "no node has the volume mounted" unmounted_everywhere
+check "e2fsck -fn on the LUN after the last unmount: clean" fsck_clean "$LOOP" "$S/fsck.log"
+[ -s "$S/fsck.log" ] && grep -vi '^e2fsck\|^Pass\|files,' "$S/fsck.log" | head -5 | sed 's/^/# /'
+
+# ---- make uninstall ----------------------------------------------------------------
+uninstall() { make_in_top uninstall >"$S/uninstall.log" 2>&1; }
+check "make uninstall DESTDIR=..." uninstall
+left=$(find "$D" ! -type d | sed "s|^$D||")
+check_eq "uninstall leaves no file in DESTDIR" "" "$left"
+finish
