@@ -284,13 +284,48 @@ else
   [ -s "$S/agent.log" ] && grep -E 'ERROR|WARN' "$S/agent.log" | head -5 | sed 's/^/# agent: /'
 fi
 
+# ---- csvfs@Volume1.service's commands, as systemd runs them, on node1 ----------------
+# (PID 1 here is not systemd: the unit's own lines are run in the node instead,
+# with %i and the EnvironmentFile's variables as systemd gives them.)
+unit_lines() { sed -n "s/^$1=-\{0,1\}//p" "$UNIT" | sed 's/%i/Volume1/g'; }
+UNIT_ENV="CSVFS_SOURCE=UUID=$GUID; CSVFS_OPTIONS=cred=/run/csvfs-cred"
+unit_pre() { local l; while read -r l; do sh_on 1 "$UNIT_ENV; $l" </dev/null || return 1; done < <(unit_lines ExecStartPre); }
+unit_start() {  # the main process in the background, as Type=simple; sets UNIT_PID
+  timeout 120 "$LAB" exec 1 -- sh -c "$UNIT_ENV; exec $(unit_lines ExecStart)" >>"$S/unit.log" 2>&1 &
+  UNIT_PID=$!
+}
+unit_stop() {   # KillMode=mixed: SIGTERM to the main process; its exit status
+  local p st=0
+  p=$(node_daemons 1); [ -n "$p" ] && kill -TERM $p
+  wait "$UNIT_PID" || st=$?
+  return $st
+}
+check "unit ExecStartPre (stale-mount check, quorum wait) passes on a quorate node" unit_pre
+unit_start
+check "unit ExecStart: csvfs -f mounts /ClusterStorage/Volume1 (UUID= resolved by the daemon), 3 nodes mounted" \
+  wait_until 30 members_mounted 1 3
+pids=$(node_daemons 1)
+[ -n "$pids" ] && kill -9 $pids
+wait "$UNIT_PID" 2>/dev/null
+check "after kill -9 of the unit's daemon its dead mount is in the table" mounted_on 1
+check "unit ExecStopPost detaches the dead mount" sh_on 1 "$UNIT_ENV; $(unit_lines ExecStopPost)"
+not_mounted_on() { ! mounted_on "$1"; }
+check "…and node1's mount table no longer has it" not_mounted_on 1
+check "unit restart (ExecStartPre) after the crash" unit_pre
+unit_start
+check "unit ExecStart again: mounted, 3 nodes" wait_until 30 members_mounted 1 3
+check "unit stop (SIGTERM): the daemon unmounts and exits 0" unit_stop
+gone_on() { not_mounted_on "$1" && no_daemon_on "$1"; }
+check "unit stop: no mount, no daemon left on node1" gone_on 1
+[ -s "$S/unit.log" ] && tail -3 "$S/unit.log" | sed 's/^/# unit: /'
+
 # ---- umount everywhere; the LUN is clean -------------------------------------------
 for k in 3 2 1; do
   mounted_on "$k" || continue
   check "node$k: umount $V" on "$k" umount "$V"
   check "node$k: its daemon exits" wait_until 30 no_daemon_on "$k"
 done
-unmounted_everywhere() { ! mounted_on 1 && ! mounted_on 2 && ! mounted_on 3; }
+unmounted_everywhere() { not_mounted_on 1 && not_mounted_on 2 && not_mounted_on 3; }
 check "no node has the volume mounted" unmounted_everywhere
 check "e2fsck -fn on the LUN after the last unmount: clean" fsck_clean "$LOOP" "$S/fsck.log"
 [ -s "$S/fsck.log" ] && grep -vi '^e2fsck\|^Pass\|files,' "$S/fsck.log" | head -5 | sed 's/^/# /'
