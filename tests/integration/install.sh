@@ -152,7 +152,9 @@ GUID=$("$SB/mkfs.csvfs" -L Volume1 "$LOOP" 2>"$S/mkfs.log" | tail -1)
 check "installed mkfs.csvfs -L Volume1 formats the loop device" \
   grep -Eq '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' <<<"$GUID"
 "$LAB" down >/dev/null 2>&1 || true
-on_exit "'$LAB' down --save-logs '$S/logs' >/dev/null 2>&1; mkdir -p '$TOP/$BUILD/test-logs/install'; cp -a '$S/logs/.' '$TOP/$BUILD/test-logs/install/' 2>/dev/null"
+# The teardown at exit uses the build's csvfs-lab: the installed one is gone
+# after the uninstall at the end.
+on_exit "'$BIN/csvfs-lab' down --save-logs '$S/logs' >/dev/null 2>&1; mkdir -p '$TOP/$BUILD/test-logs/install'; cp -a '$S/logs/.' '$TOP/$BUILD/test-logs/install/' 2>/dev/null"
 if ! "$LAB" up -n 3 --no-mount --lun "$LOOP" >"$S/up.log" 2>&1; then
   not_ok "installed csvfs-lab up -n 3 --no-mount --lun $LOOP"; sed 's/^/# /' "$S/up.log" | tail; finish; exit
 fi
@@ -160,18 +162,40 @@ ok "installed csvfs-lab: three nodes quorate"
 
 on() { local k=$1; shift; timeout 120 "$LAB" exec "$k" -- "$@"; }
 sh_on() { local k=$1; shift; timeout 120 "$LAB" exec "$k" -- sh -c "$*"; }
-# This node's csvfs daemons serving $V: same mount namespace (the lab's nodes
-# share the pid namespace), $V among the arguments.
-node_daemons() {
-  sh_on "$1" 'self=$(readlink /proc/self/ns/mnt); for p in /proc/[0-9]*; do
-    [ "$(cat $p/comm 2>/dev/null)" = csvfs ] && [ "$(readlink $p/ns/mnt 2>/dev/null)" = "$self" ] &&
-      tr "\0" "\n" <$p/cmdline 2>/dev/null | grep -qx '"$V"' && echo ${p#/proc/}; done; true'
+# A node's processes named COMM (and with ARG among their arguments): those in
+# the node's mount namespace (the lab's nodes share the pid namespace).
+node_pids() {  # node_pids NODE COMM [ARG]
+  on "$1" sh -c 'self=$(readlink /proc/self/ns/mnt); for p in /proc/[0-9]*; do
+    [ "$(cat $p/comm 2>/dev/null)" = "$1" ] && [ "$(readlink $p/ns/mnt 2>/dev/null)" = "$self" ] || continue
+    [ -z "$2" ] || tr "\0" "\n" <$p/cmdline 2>/dev/null | grep -qxF "$2" && echo ${p#/proc/}; done; true' \
+    sh "$2" "${3:-}"
 }
+node_daemons() { node_pids "$1" csvfs "$V"; }   # this node's csvfs daemons serving $V
 mounted_on() { sh_on "$1" "awk '\$2 == \"$V\" && \$3 == \"fuse.csvfs\" {f = 1} END {exit !f}' /proc/self/mounts"; }
 no_daemon_on() { [ -z "$(node_daemons "$1")" ]; }
+# Pacemaker in a node: its state and log in node-private binds, pacemakerd
+# started in the node's namespaces (it reaches that node's corosync).
+pcmk_start() {
+  local k=$1 d=$S/pcmk/n$1
+  mkdir -p "$d/lib/blackbox" "$d/lib/cib" "$d/lib/cores" "$d/lib/pengine" "$d/log"
+  chown -R hacluster:haclient "$d" && chmod 0750 "$d"/lib/* && chmod 0770 "$d/log" &&
+    sh_on "$k" "mount --bind '$d/lib' /var/lib/pacemaker && mount --bind '$d/log' /var/log/pacemaker &&
+      mount -t overlay -o lowerdir='$D/usr/lib/ocf/resource.d':/usr/lib/ocf/resource.d dplinstall /usr/lib/ocf/resource.d &&
+      { PCMK_logfile=/var/log/pacemaker/pacemaker.log setsid /usr/sbin/pacemakerd </dev/null >/var/log/pacemaker/stdout 2>&1 & }"
+}
+pcmk_gone() { [ -z "$(node_pids "$1" pacemakerd)" ] && [ -z "$(node_pids "$1" pacemaker-contr)" ]; }
+pcmk_stop() {  # SIGTERM to pacemakerd: it stops this node's resources, then itself
+  local k=$1 p
+  p=$(node_pids "$k" pacemakerd)
+  [ -n "$p" ] || return 0
+  kill -TERM $p
+  wait_until 120 pcmk_gone "$k" || { diag "node$k: pacemakerd (pid $p) did not stop in 120 s; killing it"; kill -9 $p; }
+}
+
 # Leave no daemon of ours inside a node before the lab goes down.
 cleanup_nodes() {
   local k p
+  for k in 1 2 3; do pcmk_stop "$k"; done
   for k in 3 2 1; do mounted_on "$k" && { on "$k" umount "$V" || on "$k" umount -l "$V"; }; done
   for k in 1 2 3; do
     wait_until 20 no_daemon_on "$k" || for p in $(node_daemons "$k"); do kill -9 "$p"; done
@@ -319,6 +343,52 @@ gone_on() { not_mounted_on "$1" && no_daemon_on "$1"; }
 check "unit stop: no mount, no daemon left on node1" gone_on 1
 [ -s "$S/unit.log" ] && tail -3 "$S/unit.log" | sed 's/^/# unit: /'
 
+# ---- Pacemaker in the lab: ocf:csvfs:volume cloned on three nodes --------------------
+# Nodes 2 and 3 still have their fstab mounts: they go first, Pacemaker mounts.
+for k in 3 2; do mounted_on "$k" && on "$k" umount "$V"; wait_until 30 no_daemon_on "$k"; done
+if ! command -v pacemakerd >/dev/null 2>&1 || ! command -v cibadmin >/dev/null 2>&1; then
+  not_ok "pacemaker is not installed (packages pacemaker, pacemaker-cli-utils: make deps)"
+else
+  for k in 1 2 3; do check "node$k: pacemakerd starts in the node" pcmk_start "$k"; done
+  pcmk_cmd() { on 1 "$@"; }
+  pcmk_online() { on 1 crm_mon -1 2>/dev/null | grep -q 'Online: \[ node1 node2 node3 \]'; }
+  check "Pacemaker: three nodes online, a DC elected (crm_mon on node1)" wait_until 90 pcmk_online
+  check "crm_attribute: stonith-enabled=false (the lab has no fencing device)" \
+    pcmk_cmd crm_attribute --type crm_config --name stonith-enabled --update false
+  CLONE="<clone id=\"vol1-clone\"><meta_attributes id=\"vol1-clone-meta\">
+<nvpair id=\"vol1-clone-interleave\" name=\"interleave\" value=\"true\"/></meta_attributes>
+<primitive id=\"vol1\" class=\"ocf\" provider=\"csvfs\" type=\"volume\">
+<instance_attributes id=\"vol1-params\">
+<nvpair id=\"vol1-volume\" name=\"volume\" value=\"UUID=$GUID\"/>
+<nvpair id=\"vol1-directory\" name=\"directory\" value=\"$V\"/>
+<nvpair id=\"vol1-options\" name=\"options\" value=\"cred=/run/csvfs-cred,log=/run/csvfs-pcmk.log\"/>
+</instance_attributes><operations>
+<op id=\"vol1-monitor\" name=\"monitor\" interval=\"3s\" timeout=\"40s\"/>
+<op id=\"vol1-start\" name=\"start\" interval=\"0s\" timeout=\"120s\"/>
+<op id=\"vol1-stop\" name=\"stop\" interval=\"0s\" timeout=\"120s\"/>
+</operations></primitive></clone>"
+  check "cibadmin: the cloned ocf:csvfs:volume resource is created" \
+    pcmk_cmd cibadmin --create -o resources --xml-text "$CLONE"
+  all_mounted() { members_mounted 1 3 && members_mounted 2 3 && members_mounted 3 3; }
+  clone_started() { on 1 crm_resource --resource vol1-clone --locate 2>/dev/null | grep -c 'is running on' | grep -qx 3; }
+  check "Pacemaker starts the clone on all three nodes (crm_resource --locate)" wait_until 120 clone_started
+  check "…and each node has the volume mounted, three members (csvctl status)" wait_until 30 all_mounted
+  check_eq "node3 reads the data through Pacemaker's mount" "$want" "$(on 3 sha256sum "$V/data" | cut -d' ' -f1)"
+  old=$(node_daemons 2)
+  check "node2's daemon found (pid $old)" test -n "$old"
+  [ -n "$old" ] && kill -9 $old
+  recovered() { local p; p=$(node_daemons 2); [ -n "$p" ] && [ "$p" != "$old" ] && members_mounted 2 3; }
+  failed_monitor_seen() { on 1 crm_failcount --query --resource vol1 --node node2 2>/dev/null | grep -q 'value=[1-9]'; }
+  check "Pacemaker's monitor catches node2's dead daemon (vol1's fail count on node2)" wait_until 60 failed_monitor_seen
+  check "…and recovers it: a new daemon on node2, three members" wait_until 120 recovered
+  check "the clone runs on three nodes again" wait_until 60 clone_started
+  check "crm_resource: target-role=Stopped for the clone" \
+    pcmk_cmd crm_resource --resource vol1-clone --meta --set-parameter target-role --parameter-value Stopped
+  stopped_everywhere() { ! mounted_on 1 && ! mounted_on 2 && ! mounted_on 3 && no_daemon_on 1 && no_daemon_on 2 && no_daemon_on 3; }
+  check "Pacemaker stops the clone: no mount, no daemon on any node" wait_until 120 stopped_everywhere
+  for k in 1 2 3; do pcmk_stop "$k"; check "node$k: pacemakerd stopped" pcmk_gone "$k"; done
+fi
+
 # ---- umount everywhere; the LUN is clean -------------------------------------------
 for k in 3 2 1; do
   mounted_on "$k" || continue
@@ -329,6 +399,11 @@ unmounted_everywhere() { not_mounted_on 1 && not_mounted_on 2 && not_mounted_on 
 check "no node has the volume mounted" unmounted_everywhere
 check "e2fsck -fn on the LUN after the last unmount: clean" fsck_clean "$LOOP" "$S/fsck.log"
 [ -s "$S/fsck.log" ] && grep -vi '^e2fsck\|^Pass\|files,' "$S/fsck.log" | head -5 | sed 's/^/# /'
+
+lab_down() { "$LAB" down --save-logs "$S/logs" >"$S/down.log" 2>&1; }
+check "installed csvfs-lab down" lab_down
+no_lab_left() { ! ip netns list | grep -q "^csvfslab-$CSVFS_LAB-"; }
+check "no namespace of the lab is left" no_lab_left
 
 # ---- make uninstall ----------------------------------------------------------------
 uninstall() { make_in_top uninstall >"$S/uninstall.log" 2>&1; }
