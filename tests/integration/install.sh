@@ -343,6 +343,26 @@ gone_on() { not_mounted_on "$1" && no_daemon_on "$1"; }
 check "unit stop: no mount, no daemon left on node1" gone_on 1
 [ -s "$S/unit.log" ] && tail -3 "$S/unit.log" | sed 's/^/# unit: /'
 
+# ---- the label names the mount point; the daemonized log --------------------------
+# csvfs with no mount point, daemonized (no -f, no log=), as an admin runs it by hand.
+[ -d /var/log/csvfs ] || on_exit "rmdir /var/log/csvfs"
+on_exit "rm -f '/var/log/csvfs/$GUID.log'"
+check "node1: csvfs -o cluster UUID=GUID with no mount point returns once mounted" \
+  on 1 "$SB/csvfs" -o cluster,cred=/run/csvfs-cred "UUID=$GUID"
+check "…at /ClusterStorage/Volume1 (label Volume1), three members" wait_until 30 members_mounted 1 3
+check "…logging to /var/log/csvfs/GUID.log (node, volume)" grep -q "node=node1 volume=$GUID" "/var/log/csvfs/$GUID.log"
+check "node1: umount; the daemon exits" sh -c "'$LAB' exec 1 -- umount '$V'"
+check "…and its daemon exits" wait_until 30 no_daemon_on 1
+label_refused() {  # a label that is no plain name names no path
+  "$SB/mkfs.csvfs" -L "$1" -s 64M "$S/label.img" >/dev/null 2>&1 || { diag "mkfs -L '$1' failed"; return 1; }
+  local out
+  out=$("$SB/csvfs" -f -o standalone "$S/label.img" 2>&1) && { diag "csvfs mounted a volume labelled '$1'"; return 1; }
+  rm -f "$S/label.img"
+  grep -qF "label '$1': give a MOUNTPOINT" <<<"$out" || { diag "got: $out"; return 1; }
+}
+check "a volume labelled 'a b' and no mount point: refused, asking for one" label_refused "a b"
+check "a volume labelled '..' and no mount point: refused, asking for one" label_refused ".."
+
 # ---- Pacemaker in the lab: ocf:csvfs:volume cloned on three nodes --------------------
 # Nodes 2 and 3 still have their fstab mounts: they go first, Pacemaker mounts.
 for k in 3 2; do mounted_on "$k" && on "$k" umount "$V"; wait_until 30 no_daemon_on "$k"; done
