@@ -15,6 +15,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
+#include <mntent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -276,6 +278,29 @@ static int resolve_lun(struct daemon_opts *d)
 	return 0;
 }
 
+/* A second daemon stacked on a mount point that already serves a volume
+ * (a repeated "mount -a": mount(8) compares the fstab's device with the
+ * mount's csvfs:GUID and does not see it as mounted) would join the cluster
+ * again under this node's name. */
+static int refuse_mounted_mountpoint(const char *mnt)
+{
+	char real[PATH_MAX];
+	if (!realpath(mnt, real))
+		return 0;   /* stat just worked: a race, and the mount will say so */
+	FILE *f = setmntent("/proc/self/mounts", "r");
+	if (!f)
+		return 0;
+	int busy = 0;
+	for (struct mntent *m; !busy && (m = getmntent(f)) != NULL;)
+		if (strcmp(m->mnt_dir, real) == 0 && strcmp(m->mnt_type, "fuse.csvfs") == 0) {
+			fprintf(stderr, "csvfs: %s already has a csvfs volume mounted (%s): unmount it first\n",
+				real, m->mnt_fsname);
+			busy = 1;
+		}
+	endmntent(f);
+	return busy ? -1 : 0;
+}
+
 static int check_mountpoint(const char *mnt)
 {
 	struct stat st;
@@ -287,7 +312,7 @@ static int check_mountpoint(const char *mnt)
 		fprintf(stderr, "csvfs: mountpoint %s is not a directory\n", mnt);
 		return -1;
 	}
-	return 0;
+	return refuse_mounted_mountpoint(mnt);
 }
 
 /* A volume labelled Volume1 mounts at /ClusterStorage/Volume1 when no mount

@@ -249,6 +249,15 @@ check "node3: mount -T FSTAB $V" on 3 mount -T "$FSTAB" "$V"
 for k in 1 2 3; do
   check "node$k: fuse.csvfs at $V, 3 nodes mounted, this node's I/O direct" wait_until 30 members_mounted "$k" 3
 done
+# mount(8) compares the fstab's device with the mount's csvfs:GUID, so a second
+# mount -a tries again: the daemon refuses to stack a second one.
+mount_again_refused() {
+  local out
+  if out=$(on 1 mount -a -T "$FSTAB" 2>&1); then diag "a second mount -a succeeded"; return 1; fi
+  grep -qF "$V already has a csvfs volume mounted (csvfs:$GUID)" <<<"$out" || { diag "got: $out"; return 1; }
+  [ "$(node_daemons 1 | wc -l)" -eq 1 ] && members_mounted 1 3
+}
+check "a second mount -a on node1: refused (\"already has a csvfs volume mounted\"), one daemon, still 3 members" mount_again_refused
 check_eq "the mount names the volume (csvfs:GUID, type fuse.csvfs)" "csvfs:$GUID fuse.csvfs" \
   "$(on 2 awk -v m="$V" '$2 == m {print $1, $3}' /proc/self/mounts)"
 check "the daemon started by mount(8) logs to log= (node, volume, event)" \
