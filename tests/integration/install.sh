@@ -173,6 +173,8 @@ node_pids() {  # node_pids NODE COMM [ARG]
 node_daemons() { node_pids "$1" csvfs "$V"; }   # this node's csvfs daemons serving $V
 mounted_on() { sh_on "$1" "awk '\$2 == \"$V\" && \$3 == \"fuse.csvfs\" {f = 1} END {exit !f}' /proc/self/mounts"; }
 no_daemon_on() { [ -z "$(node_daemons "$1")" ]; }
+not_mounted_on() { ! mounted_on "$1"; }
+gone_on() { not_mounted_on "$1" && no_daemon_on "$1"; }
 # Pacemaker in a node: its state and log in node-private binds, pacemakerd
 # started in the node's namespaces (it reaches that node's corosync).
 pcmk_start() {
@@ -312,6 +314,19 @@ else
   check_eq "agent start again after the crash" 0 "$(agent_rc start)"
   check "node1 back: 3 nodes mounted" wait_until 30 members_mounted 1 3
   check_eq "node1 reads the data after its restart" "$want" "$(on 1 sha256sum "$V/data" | cut -d' ' -f1)"
+  # A process keeps the mount busy: stop names it and fails, unless force_unmount.
+  timeout 120 "$LAB" exec 1 -- sh -c "cd '$V' && exec sleep 100" </dev/null >/dev/null 2>&1 &
+  BUSY=$!
+  busy_pid() { node_pids 1 sleep | head -n 1; }
+  busy_ready() { local p; p=$(busy_pid); [ -n "$p" ] && [ "$(readlink "/proc/$p/cwd")" = "$V" ]; }
+  check "a process on node1 has its working directory in $V" wait_until 10 busy_ready
+  check_eq "agent stop of a busy mount fails (1)" 1 "$(agent_rc stop)"
+  check "…saying it is busy and naming the pid" grep -q "is busy (pids.*$(busy_pid)" "$S/agent.log"
+  check "…and the volume stays mounted on node1" mounted_on 1
+  check_eq "agent stop with force_unmount=true kills the user and unmounts" 0 "$(agent_rc stop OCF_RESKEY_force_unmount=true)"
+  wait "$BUSY" 2>/dev/null
+  check "…node1 unmounted, its daemon gone" gone_on 1
+  check_eq "agent start again" 0 "$(agent_rc start)"
   check_eq "agent stop (clean)" 0 "$(agent_rc stop)"
   check "node1: no daemon left after stop" no_daemon_on 1
   [ -s "$S/agent.log" ] && grep -E 'ERROR|WARN' "$S/agent.log" | head -5 | sed 's/^/# agent: /'
@@ -342,13 +357,11 @@ pids=$(node_daemons 1)
 wait "$UNIT_PID" 2>/dev/null
 check "after kill -9 of the unit's daemon its dead mount is in the table" mounted_on 1
 check "unit ExecStopPost detaches the dead mount" sh_on 1 "$UNIT_ENV; $(unit_lines ExecStopPost)"
-not_mounted_on() { ! mounted_on "$1"; }
 check "…and node1's mount table no longer has it" not_mounted_on 1
 check "unit restart (ExecStartPre) after the crash" unit_pre
 unit_start
 check "unit ExecStart again: mounted, 3 nodes" wait_until 30 members_mounted 1 3
 check "unit stop (SIGTERM): the daemon unmounts and exits 0" unit_stop
-gone_on() { not_mounted_on "$1" && no_daemon_on "$1"; }
 check "unit stop: no mount, no daemon left on node1" gone_on 1
 [ -s "$S/unit.log" ] && tail -3 "$S/unit.log" | sed 's/^/# unit: /'
 
