@@ -10,6 +10,9 @@
 #   make soak       random operations against a model for SOAK_SECONDS (docs/testing.md)
 #   make SAN=1 ...  ASan + UBSan build (into build-san/)
 #   make CC=clang   any C11 compiler; warnings are errors under gcc and clang
+#   make install    install programs, mount helper, systemd unit, OCF agent, man pages
+#                   (PREFIX=/usr/local, DESTDIR honoured; docs/deploy.md)
+#   make uninstall  remove exactly what install put there
 
 CC      ?= cc
 SAN     ?= 0
@@ -58,7 +61,7 @@ UNIT_BIN  := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 HELPER_SRC := $(wildcard tests/helpers/*.c)
 HELPER_BIN := $(patsubst tests/helpers/%.c,$(BUILD)/tests/%,$(HELPER_SRC))
 
-.PHONY: all deps check demo bench soak clean unit fuzz
+.PHONY: all deps check demo bench soak clean unit fuzz install uninstall deploy-files
 # Objects are intermediate to the pattern rules; keep them for incremental builds.
 .SECONDARY:
 all: $(DAEMON) $(TOOL_BIN) $(SCRIPT_BIN)
@@ -121,6 +124,52 @@ soak: all $(HELPER_BIN)
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 fuzz:
 	@BUILD=$(BUILD) tests/fuzz/run.sh $(FUZZ_SRC)
+
+# Installation (docs/deploy.md). PREFIX holds the programs, unit and man pages.
+# Three places are not under PREFIX because their readers look nowhere else:
+# mount(8) finds mount.<type> helpers only in /sbin (/sbin/fs.d, /sbin/fs), and
+# Pacemaker finds OCF agents only under its OCF_ROOT, /usr/lib/ocf.
+PREFIX         ?= /usr/local
+SBINDIR        ?= $(PREFIX)/sbin
+MANDIR         ?= $(PREFIX)/share/man
+SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
+MOUNTHELPERDIR ?= /sbin
+OCFDIR         ?= /usr/lib/ocf/resource.d/csvfs
+DEPLOY_GEN     := $(BUILD)/deploy
+
+# The one list of what install puts where: MODE:SOURCE:DESTINATION.
+# uninstall removes exactly these destinations.
+INSTALL_FILES := \
+	0755:$(DAEMON):$(SBINDIR)/csvfs \
+	0755:$(BUILD)/bin/mkfs.csvfs:$(SBINDIR)/mkfs.csvfs \
+	0755:$(BUILD)/bin/csvctl:$(SBINDIR)/csvctl \
+	0755:$(BUILD)/bin/csvfs-lab:$(SBINDIR)/csvfs-lab \
+	0755:$(BUILD)/bin/csvfs-lunpath:$(SBINDIR)/csvfs-lunpath \
+	0755:$(DEPLOY_GEN)/mount.fuse.csvfs:$(MOUNTHELPERDIR)/mount.fuse.csvfs \
+	0644:$(DEPLOY_GEN)/csvfs@.service:$(SYSTEMDUNITDIR)/csvfs@.service \
+	0755:$(DEPLOY_GEN)/csvfs-volume.ocf:$(OCFDIR)/volume \
+	$(foreach m,$(wildcard docs/man/*.8),0644:$(m):$(MANDIR)/man8/$(notdir $(m)))
+
+# The deploy files name where the programs are installed (@SBINDIR@); made
+# anew on every install, since SBINDIR may differ from the last one.
+deploy-files: all
+	@mkdir -p $(DEPLOY_GEN)
+	@for f in tools/deploy/*.in; do \
+		sed 's|@SBINDIR@|$(SBINDIR)|g' "$$f" >"$(DEPLOY_GEN)/$$(basename "$$f" .in)" || exit 1; \
+	done
+
+install: deploy-files
+	@set -e; for f in $(INSTALL_FILES); do \
+		mode=$${f%%:*}; rest=$${f#*:}; src=$${rest%%:*}; dst="$(DESTDIR)$${rest#*:}"; \
+		install -D -m "$$mode" "$$src" "$$dst"; echo "installed $$dst"; \
+	done
+
+uninstall:
+	@for f in $(INSTALL_FILES); do \
+		dst="$(DESTDIR)$${f#*:*:}"; \
+		if [ -e "$$dst" ] || [ -L "$$dst" ]; then rm -f "$$dst" && echo "removed $$dst"; fi; \
+	done
+	@rmdir "$(DESTDIR)$(OCFDIR)" 2>/dev/null || true
 
 clean:
 	rm -rf build build-san

@@ -13,7 +13,10 @@
 
 #include <blkid/blkid.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
+#include <mntent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,8 +28,10 @@ struct daemon_opts {
 	int foreground, standalone, cluster, read_only, allow_other, verbose;
 	size_t cache_bytes;
 	const char *source, *mountpoint;
+	char default_mountpoint[64];   /* /ClusterStorage/LABEL when none is given */
 	char lun[4096];
 	char lun_hint[4096];           /* lun=PATH: where this node sees the LUN */
+	char log_path[4096];           /* log=PATH: where a daemonized csvfs logs */
 	char fuse_opts[512];
 	struct cluster_opts co;
 	unsigned path_timeout_ms;      /* fs/iostate.h */
@@ -35,9 +40,12 @@ struct daemon_opts {
 static void usage(FILE *to)
 {
 	fprintf(to,
-		"usage: csvfs [-f] [-v] [-o OPTIONS] LUN|UUID=GUID MOUNTPOINT\n"
+		"usage: csvfs [-f] [-v] [-o OPTIONS] LUN|UUID=GUID [MOUNTPOINT]\n"
+		"  MOUNTPOINT      default: /ClusterStorage/LABEL, for a volume whose label is\n"
+		"                  a plain name (mkfs.csvfs -L Volume1)\n"
 		"  -f              stay in the foreground\n"
 		"  -v              verbose logging\n"
+		"  -h, --help      this help\n"
 		"  -o standalone   this node is the coordinator of a one-node volume\n"
 		"  -o cluster      join the corosync cluster that shares the volume, with:\n"
 		"     node=NAME        this node's name (its certificate's; default: hostname)\n"
@@ -47,13 +55,18 @@ static void usage(FILE *to)
 		"     port=N           coordinator port (default 7100)\n"
 		"     lockmgr=cpg|dlm  lock manager backend (default cpg)\n"
 		"     fence_deadline=MS  self-fence deadline (default: token+consensus+10 s)\n"
+		"     fence_cmd=PATH     run PATH NODEID NAME to fence a node that left; it is\n"
+		"                        dead once PATH exits 0 (default: the deadline alone)\n"
+		"     coord_wait=MS      how long a request waits for a coordinator (120000)\n"
 		"     pause_timeout=MS   while quorum is lost, hold requests this long, then EIO (60000)\n"
 		"     path_timeout=MS    a data transfer on this node's LUN path not done in MS is a\n"
 		"                        path failure: redirect through the coordinator (5000; 0 off)\n"
 		"  -o ro           read-only\n"
 		"  -o allow_other  let other users (e.g. the hypervisor's) use the mount\n"
 		"  -o default_permissions  (always on: the kernel enforces POSIX permissions)\n"
-		"  -o cache=MiB    metadata block cache size (default 64)\n");
+		"  -o cache=MiB    metadata block cache size (default 64)\n"
+		"  -o log=PATH     without -f, append the log to PATH\n"
+		"                  (default /var/log/csvfs/GUID.log)\n");
 }
 
 /* Options a mount helper passes that have no meaning for csvfs. */
@@ -107,6 +120,8 @@ static int parse_cluster_option(struct daemon_opts *d, const char *o)
 		return copy_value(d->co.node, sizeof(d->co.node), o, v);
 	if (KEY("lun"))
 		return copy_value(d->lun_hint, sizeof(d->lun_hint), o, v);
+	if (KEY("log"))
+		return copy_value(d->log_path, sizeof(d->log_path), o, v);
 	if (KEY("cred"))
 		return copy_value(d->co.cred_dir, sizeof(d->co.cred_dir), o, v);
 	if (KEY("fence_cmd"))
@@ -175,9 +190,10 @@ static int parse_options(struct daemon_opts *d, char *list)
 
 static int parse_args(int argc, char **argv, struct daemon_opts *d)
 {
+	static const struct option long_opts[] = { { "help", no_argument, NULL, 'h' }, { 0 } };
 	int c;
 	optind = 1;
-	while ((c = getopt(argc, argv, "fvho:")) != -1) {
+	while ((c = getopt_long(argc, argv, "fvho:", long_opts, NULL)) != -1) {
 		switch (c) {
 		case 'f': d->foreground = 1; break;
 		case 'v': d->verbose = 1; break;
@@ -193,12 +209,12 @@ static int parse_args(int argc, char **argv, struct daemon_opts *d)
 		default: usage(stderr); return -1;
 		}
 	}
-	if (argc - optind != 2) {
+	if (argc - optind != 1 && argc - optind != 2) {
 		usage(stderr);
 		return -1;
 	}
 	d->source = argv[optind];
-	d->mountpoint = argv[optind + 1];
+	d->mountpoint = argc - optind == 2 ? argv[optind + 1] : NULL;
 	return 0;
 }
 
@@ -262,6 +278,29 @@ static int resolve_lun(struct daemon_opts *d)
 	return 0;
 }
 
+/* A second daemon stacked on a mount point that already serves a volume
+ * (a repeated "mount -a": mount(8) compares the fstab's device with the
+ * mount's csvfs:GUID and does not see it as mounted) would join the cluster
+ * again under this node's name. */
+static int refuse_mounted_mountpoint(const char *mnt)
+{
+	char real[PATH_MAX];
+	if (!realpath(mnt, real))
+		return 0;   /* stat just worked: a race, and the mount will say so */
+	FILE *f = setmntent("/proc/self/mounts", "r");
+	if (!f)
+		return 0;
+	int busy = 0;
+	for (struct mntent *m; !busy && (m = getmntent(f)) != NULL;)
+		if (strcmp(m->mnt_dir, real) == 0 && strcmp(m->mnt_type, "fuse.csvfs") == 0) {
+			fprintf(stderr, "csvfs: %s already has a csvfs volume mounted (%s): unmount it first\n",
+				real, m->mnt_fsname);
+			busy = 1;
+		}
+	endmntent(f);
+	return busy ? -1 : 0;
+}
+
 static int check_mountpoint(const char *mnt)
 {
 	struct stat st;
@@ -273,7 +312,29 @@ static int check_mountpoint(const char *mnt)
 		fprintf(stderr, "csvfs: mountpoint %s is not a directory\n", mnt);
 		return -1;
 	}
-	return 0;
+	return refuse_mounted_mountpoint(mnt);
+}
+
+/* A volume labelled Volume1 mounts at /ClusterStorage/Volume1 when no mount
+ * point is given (as Windows' CSV names its volumes), so a node's mount path
+ * follows from the volume itself. A label that is not a plain name (empty,
+ * ".", "..", a '/' or anything outside [A-Za-z0-9._-]) names no path. */
+static int mountpoint_from_label(struct daemon_opts *d, const struct volume *v)
+{
+	const char *label = v->label;
+	int plain = label[0] && strcmp(label, ".") && strcmp(label, "..");
+	for (const char *c = label; plain && *c; c++)
+		plain = (*c >= 'A' && *c <= 'Z') || (*c >= 'a' && *c <= 'z') ||
+			(*c >= '0' && *c <= '9') || *c == '.' || *c == '_' || *c == '-';
+	if (!plain) {
+		fprintf(stderr, "csvfs: volume %s has %s label '%s': give a MOUNTPOINT "
+			"(the default /ClusterStorage/LABEL needs a label like Volume1)\n",
+			v->uuid, label[0] ? "the non-path" : "no", label);
+		return -1;
+	}
+	snprintf(d->default_mountpoint, sizeof(d->default_mountpoint), "/ClusterStorage/%s", label);
+	d->mountpoint = d->default_mountpoint;
+	return check_mountpoint(d->mountpoint);
 }
 
 static struct fuse_session *make_session(struct daemon_opts *d, struct csvfs_fuse *cf)
@@ -286,6 +347,28 @@ static struct fuse_session *make_session(struct daemon_opts *d, struct csvfs_fus
 	struct fuse_session *se = fuse_session_new(&args, &csvfs_fuse_ops, sizeof(csvfs_fuse_ops), cf);
 	fuse_opt_free_args(&args);
 	return se;
+}
+
+/* Once daemonized (mount(8), fstab), stderr is /dev/null: the log lines go
+ * to a file instead, so a failed join or a takeover can still be read. The
+ * file is opened before the fork, while a failure still reaches mount(8). */
+static int open_log(const struct daemon_opts *d, const struct volume *v)
+{
+	char path[4096];
+	if (d->log_path[0]) {
+		snprintf(path, sizeof(path), "%s", d->log_path);
+	} else {
+		if (mkdir("/var/log/csvfs", 0750) != 0 && errno != EEXIST) {
+			fprintf(stderr, "csvfs: cannot create /var/log/csvfs: %s (give -o log=PATH)\n",
+				strerror(errno));
+			return -1;
+		}
+		snprintf(path, sizeof(path), "/var/log/csvfs/%s.log", v->uuid);
+	}
+	int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+	if (fd < 0)
+		fprintf(stderr, "csvfs: cannot open the log %s: %s\n", path, strerror(errno));
+	return fd;
 }
 
 /* Cluster mode: join after daemonizing (threads do not survive a fork) and
@@ -309,9 +392,14 @@ static int join_cluster(struct daemon_opts *d, struct volume *v)
 static int serve(struct daemon_opts *d, struct volume *v)
 {
 	struct csvfs_fuse cf = { .vol = v };
+	int log_fd = d->foreground ? -1 : open_log(d, v);
+	if (!d->foreground && log_fd < 0)
+		return 1;
 	struct fuse_session *se = make_session(d, &cf);
 	if (!se) {
 		fprintf(stderr, "csvfs: cannot create the FUSE session\n");
+		if (log_fd >= 0)
+			close(log_fd);
 		return 1;
 	}
 	int status = 1;
@@ -320,8 +408,10 @@ static int serve(struct daemon_opts *d, struct volume *v)
 	} else if (fuse_session_mount(se, d->mountpoint) != 0) {
 		fprintf(stderr, "csvfs: mounting volume %s on %s failed\n", v->uuid, d->mountpoint);
 	} else {
-		if (!d->foreground)
+		if (!d->foreground) {
 			fuse_daemonize(0);
+			dup2(log_fd, STDERR_FILENO);
+		}
 		/* after the fork: the thread must be the daemon's */
 		cf.aliases = d->cluster ? alias_start(se) : NULL;
 		volume_start(v);
@@ -350,6 +440,8 @@ static int serve(struct daemon_opts *d, struct volume *v)
 	}
 	fuse_remove_signal_handlers(se);
 	fuse_session_destroy(se);
+	if (log_fd >= 0)
+		close(log_fd);
 	return status;
 }
 
@@ -399,7 +491,7 @@ int csvfs_daemon_main(int argc, char **argv)
 		if (!d.co.port)
 			d.co.port = 7100;
 	}
-	if (resolve_lun(&d) || check_mountpoint(d.mountpoint))
+	if (resolve_lun(&d) || (d.mountpoint && check_mountpoint(d.mountpoint)))
 		return 1;
 	struct volume *v;
 	if (d.cluster) {
@@ -417,6 +509,10 @@ int csvfs_daemon_main(int argc, char **argv)
 			fprintf(stderr, "csvfs: %s\n", err);
 			return 1;
 		}
+	}
+	if (!d.mountpoint && mountpoint_from_label(&d, v)) {
+		volume_close(v);
+		return 1;
 	}
 	csvfs_log_set_context(d.cluster ? d.co.node : NULL, v->uuid);
 	int status = serve(&d, v);

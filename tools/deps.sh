@@ -14,6 +14,8 @@ PACKAGES=(
   qemu-utils fio
   iproute2 attr acl psmisc procps kmod
   xfsprogs
+  resource-agents libxml2-utils groff-base systemd
+  pacemaker pacemaker-cli-utils
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -31,4 +33,5 @@ echo "deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update
 apt-get install -y --no-install-recommends "${PACKAGES[@]}"
-# corosync's package enables a system service; the lab runs its own per namespace.
+# corosync's and pacemaker's packages enable system services; the lab runs its own
+# per namespace (tests/integration/install.sh runs pacemakerd in the lab's nodes).

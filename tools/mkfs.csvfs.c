@@ -4,6 +4,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,7 +16,8 @@ static void usage(FILE *to)
 		    "  -L LABEL  volume label (at most 16 bytes)\n"
 		    "  -U GUID   volume GUID (default: random)\n"
 		    "  -s SIZE   create LUN as a sparse image of SIZE (K, M, G, T suffixes) if absent\n"
-		    "  -f        overwrite an existing filesystem or partition table\n");
+		    "  -f        overwrite an existing filesystem or partition table\n"
+		    "  -h, --help  this help\n");
 }
 
 /* "10G" -> bytes; 0 on a malformed size. */
@@ -46,8 +48,9 @@ static unsigned long long parse_size(const char *s)
 int main(int argc, char **argv)
 {
 	struct csvfs_format_opts o = { 0 };
+	static const struct option long_opts[] = { { "help", no_argument, NULL, 'h' }, { 0 } };
 	int c;
-	while ((c = getopt(argc, argv, "L:U:s:fh")) != -1) {
+	while ((c = getopt_long(argc, argv, "L:U:s:fh", long_opts, NULL)) != -1) {
 		switch (c) {
 		case 'L': o.label = optarg; break;
 		case 'U': o.uuid = optarg; break;
