@@ -404,7 +404,7 @@ static void *conn_main(void *arg)
 			rio_logf(&srv->log, RIO_LOG_WARN, "rio: refused %s (%s): %s", c->link.addr,
 				 c->link.peer, why);
 		else if (c->link.claimed[0])
-			rio_logf(&srv->log, RIO_LOG_WARN, "rio: refused %s (certificate of %s): %s",
+			rio_logf(&srv->log, RIO_LOG_WARN, "rio: refused %s (certificate names %s): %s",
 				 c->link.addr, c->link.claimed, why);
 		else
 			rio_logf(&srv->log, RIO_LOG_WARN, "rio: refused %s: %s", c->link.addr, why);

@@ -96,7 +96,7 @@ for k in 1 2; do install -m 0644 "$CA/ca.crl" "$(cred "$k")/ca.crl"; done
 check "the coordinator reloads ca.crl and closes node3's connection (its log names node3)" \
   logged_since "$C" "$off_c" "closing [0-9.:]+ \(node3\): its certificate is no longer accepted: certificate revoked"
 check "node3 reconnecting is refused; the coordinator's log names node3 and the cause" \
-  logged_since "$C" "$off_c" "refused [0-9.:]+ \(certificate of node3\): certificate verify failed \(certificate revoked\)"
+  logged_since "$C" "$off_c" "refused [0-9.:]+ \(certificate names node3\): certificate verify failed \(certificate revoked\)"
 if logged_since 3 "$off_3" "(rio: connect to [0-9.:]+|cannot reach coordinator node$C).*: the peer refused the handshake: .*certificate revoked"; then
   ok "node3's log says the coordinator refused its certificate"
 else

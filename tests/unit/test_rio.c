@@ -943,7 +943,7 @@ static void test_revocation(void **state)
 	assert_int_equal(rio_client_wait_connected(cl_bad, 5000, err, sizeof(err)), RIO_E_TLS);
 	assert_non_null(strstr(err, "the peer refused the handshake"));
 	assert_non_null(strstr(err, "certificate revoked"));
-	assert_true(wait_log(lb, "(certificate of r-bad): certificate verify failed (certificate revoked)", 5000));
+	assert_true(wait_log(lb, "(certificate names r-bad): certificate verify failed (certificate revoked)", 5000));
 	rio_client_destroy(cl_bad);
 	echo_ok(cl_good);
 
