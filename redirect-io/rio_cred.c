@@ -151,20 +151,30 @@ static EVP_PKEY *load_key(const char *path, char *err, size_t errlen)
 	return key;
 }
 
-static X509 *load_cert(const char *path, char *err, size_t errlen)
+/* One PEM object from path; read is one of the PEM_read_* adapters below. */
+static void *load_pem(const char *path, void *(*read)(FILE *), char *err, size_t errlen)
 {
-	X509 *cert;
+	void *obj;
 	FILE *f = fopen(path, "re");
 
 	if (!f) {
 		rio_seterr(err, errlen, "%s: %s", path, strerror(errno));
 		return NULL;
 	}
-	cert = PEM_read_X509(f, NULL, NULL, NULL);
+	obj = read(f);
 	fclose(f);
-	if (!cert)
+	if (!obj)
 		openssl_err(err, errlen, path);
-	return cert;
+	return obj;
+}
+
+static void *read_cert(FILE *f) { return PEM_read_X509(f, NULL, NULL, NULL); }
+
+static void *read_crl(FILE *f) { return PEM_read_X509_CRL(f, NULL, NULL, NULL); }
+
+static X509 *load_cert(const char *path, char *err, size_t errlen)
+{
+	return load_pem(path, read_cert, err, errlen);
 }
 
 static int add_ext(X509 *cert, X509 *issuer, int nid, const char *value)
@@ -237,18 +247,7 @@ static int write_pair(const char *dir, const char *crt_name, const char *key_nam
 
 static X509_CRL *load_crl_file(const char *path, char *err, size_t errlen)
 {
-	X509_CRL *crl;
-	FILE *f = fopen(path, "re");
-
-	if (!f) {
-		rio_seterr(err, errlen, "%s: %s", path, strerror(errno));
-		return NULL;
-	}
-	crl = PEM_read_X509_CRL(f, NULL, NULL, NULL);
-	fclose(f);
-	if (!crl)
-		openssl_err(err, errlen, path);
-	return crl;
+	return load_pem(path, read_crl, err, errlen);
 }
 
 static int crl_load_under(const char *dir, X509 *ca, X509_CRL **out, char *err, size_t errlen)
