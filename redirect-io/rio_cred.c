@@ -680,16 +680,18 @@ int rio_cred_issue_node(const char *ca_dir, const char *node_dir, const char *no
 		   issue_preflight(node_dir, ca, flags, err, errlen) == RIO_OK) {
 		key = EVP_EC_gen("P-256");
 		cert = key ? sign_node_cert(key, node_name, ca, ca_key) : NULL;
+		/* Recorded first: a certificate the CA cannot find again by name
+		 * could not be revoked by name. */
 		if (!cert)
 			openssl_err(err, errlen, "issuing node certificate");
 		else
+			rc = record_issued(ca_dir, cert, err, errlen);
+		if (rc == RIO_OK)
 			rc = write_pair(node_dir, "node.crt", "node.key", cert, key, flags, err, errlen);
 		if (rc == RIO_OK)
 			rc = copy_ca_cert(node_dir, ca, flags, err, errlen);
 		if (rc == RIO_OK)
 			rc = copy_crl(ca_dir, node_dir, ca, err, errlen);
-		if (rc == RIO_OK)
-			rc = record_issued(ca_dir, cert, err, errlen);
 	}
 	X509_free(cert);
 	EVP_PKEY_free(key);
