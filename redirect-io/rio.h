@@ -164,8 +164,9 @@ enum rio_log_level { RIO_LOG_ERR, RIO_LOG_WARN, RIO_LOG_INFO, RIO_LOG_DEBUG };
 typedef void (*rio_log_fn)(void *arg, enum rio_log_level level, const char *line);
 
 /* ---- cluster credential --------------------------------------------------
- * A credential directory holds ca.crt, node.crt and node.key (0600); the
- * issuing directory also holds ca.key (0600). Keys are EC P-256. Node names
+ * A credential directory holds ca.crt, node.crt, node.key (0600) and ca.crl;
+ * the issuing directory also holds ca.key (0600), ca.crl and issued/ (a copy
+ * of every node certificate, by serial). Keys are EC P-256. Node names
  * are 1..63 of [A-Za-z0-9._-], starting with a letter or digit, carried in the
  * node certificate's CN and as its DNS subjectAltName.
  */
@@ -179,8 +180,15 @@ int rio_cred_create_ca(const char *ca_dir, const char *cluster_name, unsigned fl
  * node_dir (created 0700 if missing) and copies ca.crt there. */
 int rio_cred_issue_node(const char *ca_dir, const char *node_dir, const char *node_name,
 			unsigned flags, char *err, size_t errlen);
+/* Revokes node_name's certificates (every one recorded in ca_dir/issued), or
+ * the one in cert_path when it is not NULL: adds them to ca_dir/ca.crl, which
+ * every node's credential directory must then receive. *revoked: how many
+ * were not listed before (0: the CRL is left as it was). */
+int rio_cred_revoke(const char *ca_dir, const char *node_name, const char *cert_path,
+		    unsigned *revoked, char *err, size_t errlen);
 /* Loads and cross-checks a credential dir (key matches cert, cert issued by
- * ca.crt, key not readable by others); returns the node name. */
+ * ca.crt and not revoked by ca.crl when there is one, key not readable by
+ * group or others); returns the node name. */
 int rio_cred_check(const char *dir, char *node_name, size_t node_name_len,
 		   char *err, size_t errlen);
 bool rio_node_name_valid(const char *name);

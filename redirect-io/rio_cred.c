@@ -10,6 +10,7 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -121,6 +122,8 @@ static int emit_key(BIO *b, void *key)
 
 static int emit_cert(BIO *b, void *cert) { return PEM_write_bio_X509(b, cert); }
 
+static int emit_crl(BIO *b, void *crl) { return PEM_write_bio_X509_CRL(b, crl); }
+
 static EVP_PKEY *load_key(const char *path, char *err, size_t errlen)
 {
 	struct stat st;
@@ -148,20 +151,30 @@ static EVP_PKEY *load_key(const char *path, char *err, size_t errlen)
 	return key;
 }
 
-static X509 *load_cert(const char *path, char *err, size_t errlen)
+/* One PEM object from path; read is one of the PEM_read_* adapters below. */
+static void *load_pem(const char *path, void *(*read)(FILE *), char *err, size_t errlen)
 {
-	X509 *cert;
+	void *obj;
 	FILE *f = fopen(path, "re");
 
 	if (!f) {
 		rio_seterr(err, errlen, "%s: %s", path, strerror(errno));
 		return NULL;
 	}
-	cert = PEM_read_X509(f, NULL, NULL, NULL);
+	obj = read(f);
 	fclose(f);
-	if (!cert)
+	if (!obj)
 		openssl_err(err, errlen, path);
-	return cert;
+	return obj;
+}
+
+static void *read_cert(FILE *f) { return PEM_read_X509(f, NULL, NULL, NULL); }
+
+static void *read_crl(FILE *f) { return PEM_read_X509_CRL(f, NULL, NULL, NULL); }
+
+static X509 *load_cert(const char *path, char *err, size_t errlen)
+{
+	return load_pem(path, read_cert, err, errlen);
 }
 
 static int add_ext(X509 *cert, X509 *issuer, int nid, const char *value)
@@ -223,6 +236,305 @@ static int write_pair(const char *dir, const char *crt_name, const char *key_nam
 	return rc;
 }
 
+/* ---- revocation ------------------------------------------------------------
+ * The CA directory keeps ca.crl (signed by ca.key; the revoked node
+ * certificates by serial) and issued/<serial>.crt, a copy of every node
+ * certificate it issued, so that a node can be revoked by name. Each node's
+ * credential directory holds a copy of ca.crl: OpenSSL checks every peer
+ * against it in the handshake (rio_tls.c), and rio_cred_check refuses a node
+ * whose own certificate it lists. The CRL is valid as long as the CA is, so
+ * a cluster never stops because nobody re-signed it. */
+
+static X509_CRL *load_crl_file(const char *path, char *err, size_t errlen)
+{
+	return load_pem(path, read_crl, err, errlen);
+}
+
+static int crl_load_under(const char *dir, X509 *ca, X509_CRL **out, char *err, size_t errlen)
+{
+	char path[PATH_MAX];
+	X509_CRL *crl;
+
+	*out = NULL;
+	path_join(path, sizeof(path), dir, "ca.crl");
+	if (access(path, F_OK) != 0)
+		return RIO_OK;
+	crl = load_crl_file(path, err, errlen);
+	if (!crl)
+		return RIO_E_CRED;
+	if (X509_NAME_cmp(X509_CRL_get_issuer(crl), X509_get_subject_name(ca)) != 0 ||
+	    X509_CRL_verify(crl, X509_get0_pubkey(ca)) != 1) {
+		ERR_clear_error();
+		rio_seterr(err, errlen, "%s is not signed by the CA in ca.crt (another cluster's CRL?)",
+			   path);
+		X509_CRL_free(crl);
+		return RIO_E_CRED;
+	}
+	*out = crl;
+	return RIO_OK;
+}
+
+int rio_crl_load(const char *dir, X509_CRL **out, char *err, size_t errlen)
+{
+	char path[PATH_MAX];
+	X509 *ca;
+	int rc;
+
+	*out = NULL;
+	path_join(path, sizeof(path), dir, "ca.crl");
+	if (access(path, F_OK) != 0)
+		return RIO_OK;
+	path_join(path, sizeof(path), dir, "ca.crt");
+	ca = load_cert(path, err, errlen);
+	rc = ca ? crl_load_under(dir, ca, out, err, errlen) : RIO_E_CRED;
+	X509_free(ca);
+	return rc;
+}
+
+static void serial_hex(X509 *cert, char *out, size_t outlen)
+{
+	BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), NULL);
+	char *hex = bn ? BN_bn2hex(bn) : NULL;
+
+	snprintf(out, outlen, "%s", hex ? hex : "?");
+	OPENSSL_free(hex);
+	BN_free(bn);
+}
+
+static bool crl_lists(X509_CRL *crl, X509 *cert)
+{
+	X509_REVOKED *entry = NULL;
+
+	return crl && X509_CRL_get0_by_cert(crl, &entry, cert) == 1;
+}
+
+static int add_revoked(X509_CRL *crl, const ASN1_INTEGER *serial, const ASN1_TIME *when)
+{
+	X509_REVOKED *r = X509_REVOKED_new();
+
+	if (r && X509_REVOKED_set_serialNumber(r, (ASN1_INTEGER *)serial) &&
+	    X509_REVOKED_set_revocationDate(r, (ASN1_TIME *)when) && X509_CRL_add0_revoked(crl, r))
+		return 1;
+	X509_REVOKED_free(r);
+	return 0;
+}
+
+/* The CRL number goes up by one each time, as RFC 5280 asks. */
+static int set_crl_number(X509_CRL *crl, X509_CRL *old)
+{
+	ASN1_INTEGER *prev = old ? X509_CRL_get_ext_d2i(old, NID_crl_number, NULL, NULL) : NULL;
+	ASN1_INTEGER *next = ASN1_INTEGER_new();
+	long n = prev ? ASN1_INTEGER_get(prev) : 0;
+	int ok = next && ASN1_INTEGER_set(next, n + 1) &&
+		 X509_CRL_add1_ext_i2d(crl, NID_crl_number, next, 0, 0) == 1;
+
+	ASN1_INTEGER_free(prev);
+	ASN1_INTEGER_free(next);
+	return ok;
+}
+
+static int set_crl_aki(X509_CRL *crl, X509 *ca)
+{
+	X509V3_CTX v3;
+	X509_EXTENSION *ext;
+	int ok;
+
+	X509V3_set_ctx(&v3, ca, NULL, NULL, crl, 0);
+	ext = X509V3_EXT_conf_nid(NULL, &v3, NID_authority_key_identifier, "keyid:always");
+	ok = ext && X509_CRL_add_ext(crl, ext, -1);
+	X509_EXTENSION_free(ext);
+	return ok;
+}
+
+/* A new CRL signed by ca_key: old's entries (old may be NULL) and add's. */
+static X509_CRL *crl_build(X509 *ca, EVP_PKEY *ca_key, X509_CRL *old, STACK_OF(X509) *add)
+{
+	STACK_OF(X509_REVOKED) *prev = old ? X509_CRL_get_REVOKED(old) : NULL;
+	ASN1_TIME *issued = X509_gmtime_adj(NULL, -BACKDATE_SECONDS);
+	ASN1_TIME *now = X509_gmtime_adj(NULL, 0);
+	X509_CRL *crl = X509_CRL_new();
+	int ok = crl && issued && now && X509_CRL_set_version(crl, X509_CRL_VERSION_2) &&
+		 X509_CRL_set_issuer_name(crl, X509_get_subject_name(ca)) &&
+		 X509_CRL_set1_lastUpdate(crl, issued) &&
+		 X509_CRL_set1_nextUpdate(crl, X509_get0_notAfter(ca));
+
+	for (int i = 0; ok && i < sk_X509_REVOKED_num(prev); i++) {
+		X509_REVOKED *r = sk_X509_REVOKED_value(prev, i);
+		ok = add_revoked(crl, X509_REVOKED_get0_serialNumber(r), X509_REVOKED_get0_revocationDate(r));
+	}
+	for (int i = 0; ok && i < sk_X509_num(add); i++)
+		ok = add_revoked(crl, X509_get0_serialNumber(sk_X509_value(add, i)), now);
+	ok = ok && set_crl_number(crl, old) && set_crl_aki(crl, ca) && X509_CRL_sort(crl) &&
+	     X509_CRL_sign(crl, ca_key, EVP_sha256());
+	ASN1_TIME_free(issued);
+	ASN1_TIME_free(now);
+	if (!ok) {
+		X509_CRL_free(crl);
+		return NULL;
+	}
+	return crl;
+}
+
+static int write_crl(const char *ca_dir, X509 *ca, EVP_PKEY *ca_key, X509_CRL *old,
+		     STACK_OF(X509) *add, char *err, size_t errlen)
+{
+	char path[PATH_MAX];
+	X509_CRL *crl = crl_build(ca, ca_key, old, add);
+	int rc;
+
+	if (!crl) {
+		openssl_err(err, errlen, "signing the revocation list");
+		return RIO_E_CRED;
+	}
+	path_join(path, sizeof(path), ca_dir, "ca.crl");
+	rc = write_pem(path, 0644, RIO_CRED_FORCE, emit_crl, crl, err, errlen);
+	X509_CRL_free(crl);
+	return rc;
+}
+
+/* Keeps a copy of a node certificate the CA issued, named by its serial. */
+static int record_issued(const char *ca_dir, X509 *cert, char *err, size_t errlen)
+{
+	char dir[PATH_MAX], path[PATH_MAX + 64], hex[48];
+	int rc;
+
+	path_join(dir, sizeof(dir), ca_dir, "issued");
+	rc = make_dir(dir, err, errlen);
+	serial_hex(cert, hex, sizeof(hex));
+	snprintf(path, sizeof(path), "%s/%s.crt", dir, hex);
+	return rc == RIO_OK ? write_pem(path, 0644, 0, emit_cert, cert, err, errlen) : rc;
+}
+
+/* Every certificate in ca_dir/issued naming node_name: pushed onto add
+ * unless old lists it already. Returns how many name it, listed or not. */
+static unsigned collect_issued(const char *ca_dir, const char *node_name, X509_CRL *old,
+			       STACK_OF(X509) *add)
+{
+	char dir[PATH_MAX], path[PATH_MAX + 256], name[RIO_NODE_NAME_MAX + 1], ignored[64];
+	unsigned found = 0;
+	struct dirent *e;
+	DIR *d;
+
+	path_join(dir, sizeof(dir), ca_dir, "issued");
+	d = opendir(dir);
+	while (d && (e = readdir(d)) != NULL) {
+		size_t n = strlen(e->d_name);
+		X509 *cert;
+		if (n < 5 || strcmp(e->d_name + n - 4, ".crt") != 0)
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+		cert = load_cert(path, ignored, sizeof(ignored));
+		if (cert && rio_cert_node_name(cert, name, sizeof(name)) == RIO_OK &&
+		    strcmp(name, node_name) == 0) {
+			found++;
+			if (!crl_lists(old, cert) && sk_X509_push(add, cert) > 0)
+				cert = NULL;
+		}
+		X509_free(cert);
+	}
+	if (d)
+		closedir(d);
+	return found;
+}
+
+static int verify_issued_by(X509 *cert, X509 *ca, char *err, size_t errlen);
+
+/* The certificates to revoke: cert_path's, or every one issued to node_name. */
+static int revoke_targets(const char *ca_dir, const char *node_name, const char *cert_path, X509 *ca,
+			  X509_CRL *old, STACK_OF(X509) *add, char *err, size_t errlen)
+{
+	X509 *cert;
+
+	if (!cert_path) {
+		if (collect_issued(ca_dir, node_name, old, add) > 0)
+			return RIO_OK;
+		rio_seterr(err, errlen, "%s/issued records no certificate issued to %s (revoke a "
+			   "certificate issued before csvfs kept records by its file: --cert NODE.crt)",
+			   ca_dir, node_name);
+		return RIO_E_INVAL;
+	}
+	cert = load_cert(cert_path, err, errlen);
+	if (!cert)
+		return RIO_E_CRED;
+	if (verify_issued_by(cert, ca, err, errlen) != RIO_OK) {
+		rio_seterr(err, errlen, "%s was not issued by the CA in %s", cert_path, ca_dir);
+		X509_free(cert);
+		return RIO_E_INVAL;
+	}
+	if (!crl_lists(old, cert) && sk_X509_push(add, cert) > 0)
+		return RIO_OK;
+	X509_free(cert);
+	return RIO_OK;
+}
+
+int rio_cred_revoke(const char *ca_dir, const char *node_name, const char *cert_path,
+		    unsigned *revoked, char *err, size_t errlen)
+{
+	char path[PATH_MAX];
+	STACK_OF(X509) *add = sk_X509_new_null();
+	EVP_PKEY *ca_key = NULL;
+	X509_CRL *old = NULL;
+	X509 *ca = NULL;
+	int rc = RIO_E_CRED;
+
+	*revoked = 0;
+	if (!ca_dir || (!cert_path && !rio_node_name_valid(node_name)) || !add) {
+		rio_seterr(err, errlen, "say which node to revoke: a valid node name or a certificate file");
+		sk_X509_free(add);
+		return RIO_E_INVAL;
+	}
+	path_join(path, sizeof(path), ca_dir, "ca.crt");
+	ca = load_cert(path, err, errlen);
+	path_join(path, sizeof(path), ca_dir, "ca.key");
+	ca_key = ca ? load_key(path, err, errlen) : NULL;
+	if (ca_key && X509_check_private_key(ca, ca_key) != 1) {
+		ERR_clear_error();
+		rio_seterr(err, errlen, "%s does not match ca.crt", path);
+	} else if (ca_key && crl_load_under(ca_dir, ca, &old, err, errlen) == RIO_OK) {
+		rc = revoke_targets(ca_dir, node_name, cert_path, ca, old, add, err, errlen);
+		*revoked = (unsigned)sk_X509_num(add);
+		/* Nothing new: the CRL stays as it is (its number too), unless there is none. */
+		if (rc == RIO_OK && (*revoked || !old))
+			rc = write_crl(ca_dir, ca, ca_key, old, add, err, errlen);
+	}
+	sk_X509_pop_free(add, X509_free);
+	X509_CRL_free(old);
+	X509_free(ca);
+	EVP_PKEY_free(ca_key);
+	return rc;
+}
+
+/* The CA's current CRL goes with every credential it issues. */
+static int copy_crl(const char *ca_dir, const char *node_dir, X509 *ca, char *err, size_t errlen)
+{
+	char dst[PATH_MAX];
+	X509_CRL *crl = NULL;
+	int rc = crl_load_under(ca_dir, ca, &crl, err, errlen);
+
+	if (rc != RIO_OK || !crl)
+		return rc;
+	path_join(dst, sizeof(dst), node_dir, "ca.crl");
+	rc = write_pem(dst, 0644, RIO_CRED_FORCE, emit_crl, crl, err, errlen);
+	X509_CRL_free(crl);
+	return rc;
+}
+
+static int check_not_revoked(const char *dir, X509 *ca, X509 *cert, char *err, size_t errlen)
+{
+	char hex[80];
+	X509_CRL *crl = NULL;
+	int rc = crl_load_under(dir, ca, &crl, err, errlen);
+
+	if (rc == RIO_OK && crl_lists(crl, cert)) {
+		serial_hex(cert, hex, sizeof(hex));
+		rio_seterr(err, errlen, "node.crt in %s (serial %s) is revoked by %s/ca.crl: this node "
+			   "may not join; issue it a new credential", dir, hex, dir);
+		rc = RIO_E_CRED;
+	}
+	X509_CRL_free(crl);
+	return rc;
+}
+
 int rio_cred_create_ca(const char *ca_dir, const char *cluster_name, unsigned flags,
 		       char *err, size_t errlen)
 {
@@ -255,6 +567,10 @@ int rio_cred_create_ca(const char *ca_dir, const char *cluster_name, unsigned fl
 		openssl_err(err, errlen, "creating CA certificate");
 	} else {
 		rc = write_pair(ca_dir, "ca.crt", "ca.key", cert, key, flags, err, errlen);
+		/* An empty CRL from the start: every node checks one, and a
+		 * revocation later only replaces it. */
+		if (rc == RIO_OK)
+			rc = write_crl(ca_dir, cert, key, NULL, NULL, err, errlen);
 	}
 	X509_free(cert);
 	EVP_PKEY_free(key);
@@ -364,12 +680,18 @@ int rio_cred_issue_node(const char *ca_dir, const char *node_dir, const char *no
 		   issue_preflight(node_dir, ca, flags, err, errlen) == RIO_OK) {
 		key = EVP_EC_gen("P-256");
 		cert = key ? sign_node_cert(key, node_name, ca, ca_key) : NULL;
+		/* Recorded first: a certificate the CA cannot find again by name
+		 * could not be revoked by name. */
 		if (!cert)
 			openssl_err(err, errlen, "issuing node certificate");
 		else
+			rc = record_issued(ca_dir, cert, err, errlen);
+		if (rc == RIO_OK)
 			rc = write_pair(node_dir, "node.crt", "node.key", cert, key, flags, err, errlen);
 		if (rc == RIO_OK)
 			rc = copy_ca_cert(node_dir, ca, flags, err, errlen);
+		if (rc == RIO_OK)
+			rc = copy_crl(ca_dir, node_dir, ca, err, errlen);
 	}
 	X509_free(cert);
 	EVP_PKEY_free(key);
@@ -445,7 +767,8 @@ int rio_cred_check(const char *dir, char *node_name, size_t node_name_len, char 
 	} else if (X509_check_private_key(cert, key) != 1) {
 		ERR_clear_error();
 		rio_seterr(err, errlen, "%s does not match node.crt", path);
-	} else if (verify_issued_by(cert, ca, err, errlen) == RIO_OK) {
+	} else if (verify_issued_by(cert, ca, err, errlen) == RIO_OK &&
+		   check_not_revoked(dir, ca, cert, err, errlen) == RIO_OK) {
 		rc = rio_cert_node_name(cert, node_name, node_name_len);
 		if (rc != RIO_OK)
 			rio_seterr(err, errlen, "node.crt in %s carries no valid node name", dir);

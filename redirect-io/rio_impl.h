@@ -8,6 +8,8 @@
 #include <openssl/ssl.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <sys/types.h>
+#include <time.h>
 
 #define RIO_ADDR_MAX 64
 #define RIO_ERROR_MSG_MAX 200
@@ -83,6 +85,9 @@ void rio_sockaddr_str(const void *sa, char *out, size_t outlen);
 /* ---- TLS */
 /* The node name a certificate carries: its first DNS SAN, else its CN. */
 int rio_cert_node_name(X509 *cert, char *out, size_t outlen);
+/* dir/ca.crl checked against dir/ca.crt; *out NULL (and RIO_OK) when there is
+ * no ca.crl. */
+int rio_crl_load(const char *dir, X509_CRL **out, char *err, size_t errlen);
 enum rio_role { RIO_ROLE_CLIENT, RIO_ROLE_SERVER };
 /* A TLS 1.3-only context that trusts only <cred_dir>/ca.crt and presents
  * node.crt/node.key; every peer must present a certificate it issued. */
@@ -92,6 +97,19 @@ SSL_CTX *rio_tls_ctx_new(const char *cred_dir, enum rio_role role, char *node, s
 int rio_tls_peer_name(SSL *ssl, char *out, size_t outlen);
 /* Why a handshake or I/O call failed, from the verify result and error queue. */
 void rio_tls_describe(SSL *ssl, int ssl_err, char *why, size_t len);
+/* The identity of <cred_dir>/ca.crl as last seen, so a long-lived server
+ * notices a new revocation list. */
+struct rio_crl_stamp {
+	bool present;
+	dev_t dev;
+	ino_t ino;
+	off_t size;
+	struct timespec mtime;
+};
+/* Updates *s; true when ca.crl appeared, went or was replaced since *s. */
+bool rio_crl_stamp_changed(const char *cred_dir, struct rio_crl_stamp *s);
+/* RIO_OK when cert still verifies under ctx's trust (CA, CRL, purpose). */
+int rio_tls_still_trusted(SSL_CTX *ctx, X509 *cert, char *why, size_t len);
 
 /* ---- one TLS connection driven by a single I/O thread (rio_link.c)
  * OpenSSL forbids concurrent calls on one SSL object, so exactly one thread
@@ -123,6 +141,7 @@ struct rio_link {
 	SSL *ssl;
 	char addr[RIO_ADDR_MAX];
 	char peer[RIO_NODE_NAME_MAX + 1];
+	char claimed[RIO_NODE_NAME_MAX + 1]; /* a refused peer certificate's name, for logs */
 	uint32_t rx_max_payload;
 	uint8_t version; /* 0 until negotiated: then every frame must carry it */
 	unsigned keepalive_ms;

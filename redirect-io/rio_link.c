@@ -41,6 +41,7 @@ int rio_link_init(struct rio_link *l, int fd, SSL_CTX *ctx, const char *addr, ui
 		ERR_clear_error();
 		return RIO_E_NOMEM;
 	}
+	SSL_set_app_data(l->ssl, l); /* for the verify callback (rio_tls.c) */
 	return RIO_OK;
 }
 

@@ -29,6 +29,7 @@ struct srv_conn {
 	struct rio_link_ops ops;
 	uint64_t client_id;
 	uint32_t peer_max_payload;
+	X509 *peer_cert; /* srv->lock: set once authenticated, checked when ca.crl changes */
 	/* request queue and backpressure: lock */
 	pthread_mutex_t lock;
 	pthread_cond_t cv;
@@ -45,7 +46,8 @@ struct rio_server {
 	char *cred_dir;
 	char node[RIO_NODE_NAME_MAX + 1];
 	struct rio_logger log;
-	SSL_CTX *ctx;
+	SSL_CTX *ctx; /* the acceptor's: replaced when ca.crl changes */
+	struct rio_crl_stamp crl_seen;
 	int listen_fd;
 	int wake_fd;
 	uint16_t port;
@@ -360,6 +362,25 @@ static void serve(struct srv_conn *c)
 	log_close(c, rc, why);
 }
 
+/* Remembered for a later ca.crl; a handshake that began under the trust
+ * before the last reload is checked again under the new one. */
+static int keep_peer_cert(struct srv_conn *c, char *why, size_t wl)
+{
+	struct rio_server *srv = c->srv;
+	char reason[128];
+	int rc = RIO_OK;
+
+	pthread_mutex_lock(&srv->lock);
+	c->peer_cert = SSL_get1_peer_certificate(c->link.ssl);
+	if (SSL_get_SSL_CTX(c->link.ssl) != srv->ctx &&
+	    rio_tls_still_trusted(srv->ctx, c->peer_cert, reason, sizeof(reason)) != RIO_OK) {
+		snprintf(why, wl, "certificate verify failed (%s)", reason);
+		rc = RIO_E_TLS;
+	}
+	pthread_mutex_unlock(&srv->lock);
+	return rc;
+}
+
 static void *conn_main(void *arg)
 {
 	struct srv_conn *c = arg;
@@ -370,6 +391,8 @@ static void *conn_main(void *arg)
 
 	if (rc == RIO_OK)
 		rc = server_hello(c, deadline, why, sizeof(why));
+	if (rc == RIO_OK)
+		rc = keep_peer_cert(c, why, sizeof(why));
 	if (rc == RIO_OK) {
 		atomic_fetch_add(&srv->accepted, 1);
 		rio_logf(&srv->log, RIO_LOG_INFO, "rio: accepted %s (%s) client %016llx protocol v%u",
@@ -380,6 +403,9 @@ static void *conn_main(void *arg)
 		if (c->link.peer[0])
 			rio_logf(&srv->log, RIO_LOG_WARN, "rio: refused %s (%s): %s", c->link.addr,
 				 c->link.peer, why);
+		else if (c->link.claimed[0])
+			rio_logf(&srv->log, RIO_LOG_WARN, "rio: refused %s (certificate names %s): %s",
+				 c->link.addr, c->link.claimed, why);
 		else
 			rio_logf(&srv->log, RIO_LOG_WARN, "rio: refused %s: %s", c->link.addr, why);
 	}
@@ -398,8 +424,54 @@ static void conn_free(struct srv_conn *c)
 	pthread_join(c->thread, NULL);
 	pthread_cond_destroy(&c->cv);
 	pthread_mutex_destroy(&c->lock);
+	X509_free(c->peer_cert);
 	free(c->workers);
 	free(c);
+}
+
+/* ---- a new revocation list ---------------------------------------------- */
+
+/* Connections whose peer the new trust no longer accepts are closed; the
+ * node is refused when it connects again. */
+static void drop_untrusted(struct rio_server *srv)
+{
+	char why[128];
+
+	pthread_mutex_lock(&srv->lock);
+	for (struct srv_conn *c = srv->conns; c; c = c->next) {
+		if (c->finished || !c->peer_cert ||
+		    rio_tls_still_trusted(srv->ctx, c->peer_cert, why, sizeof(why)) == RIO_OK)
+			continue;
+		rio_logf(&srv->log, RIO_LOG_WARN, "rio: closing %s (%s): its certificate is no longer "
+			 "accepted: %s", c->link.addr, c->link.peer, why);
+		rio_link_request_stop(&c->link);
+	}
+	pthread_mutex_unlock(&srv->lock);
+}
+
+/* Called by the acceptor: a replaced ca.crl takes effect for new handshakes
+ * and for the connections already open. SSL objects hold their own
+ * reference to the context they were made from. */
+static void reload_crl_if_changed(struct rio_server *srv)
+{
+	char err[512], node[RIO_NODE_NAME_MAX + 1];
+	SSL_CTX *ctx;
+
+	if (!rio_crl_stamp_changed(srv->cred_dir, &srv->crl_seen))
+		return;
+	ctx = rio_tls_ctx_new(srv->cred_dir, RIO_ROLE_SERVER, node, sizeof(node), err, sizeof(err));
+	if (!ctx) {
+		rio_logf(&srv->log, RIO_LOG_ERR, "rio: %s/ca.crl changed but the credential does not "
+			 "load (%s): keeping the trust loaded before", srv->cred_dir, err);
+		return;
+	}
+	pthread_mutex_lock(&srv->lock);
+	SSL_CTX_free(srv->ctx);
+	srv->ctx = ctx;
+	pthread_mutex_unlock(&srv->lock);
+	rio_logf(&srv->log, RIO_LOG_INFO, "rio: %s/ca.crl changed: revocation list reloaded",
+		 srv->cred_dir);
+	drop_untrusted(srv);
 }
 
 /* ---- accept loop --------------------------------------------------------- */
@@ -493,6 +565,7 @@ static void *acceptor_main(void *arg)
 		/* The timeout only bounds how long ended threads wait to be joined. */
 		poll(p, 2, 500);
 		reap(srv, false);
+		reload_crl_if_changed(srv);
 		if (!atomic_load(&srv->stopping) && (p[0].revents & POLLIN))
 			accept_one(srv);
 	}
@@ -588,6 +661,7 @@ int rio_server_start(const struct rio_server_config *cfg, struct rio_server **ou
 	pthread_mutex_init(&srv->lock, NULL);
 	atomic_init(&srv->stopping, false);
 	srv->dedup = rio_dedup_new(cfg->dedup_per_client, cfg->dedup_max_clients, cfg->dedup_max_bytes);
+	rio_crl_stamp_changed(srv->cred_dir, &srv->crl_seen); /* the list loaded next */
 	srv->ctx = rio_tls_ctx_new(srv->cred_dir, RIO_ROLE_SERVER, srv->node, sizeof(srv->node), err, errlen);
 	rc = srv->ctx ? RIO_OK : RIO_E_CRED;
 	if (rc == RIO_OK && (!srv->cred_dir || !srv->dedup || srv->wake_fd < 0)) {

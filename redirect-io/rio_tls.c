@@ -7,6 +7,7 @@
 #include <openssl/x509v3.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static void ctx_fail(SSL_CTX *ctx, char *err, size_t errlen, const char *what, const char *path)
 {
@@ -20,17 +21,44 @@ static void ctx_fail(SSL_CTX *ctx, char *err, size_t errlen, const char *what, c
 	SSL_CTX_free(ctx);
 }
 
+/* A refused peer's certificate is not trusted, but the node name it claims
+ * makes the refusal's log line say which node was turned away. */
+static int verify_note_claim(int ok, X509_STORE_CTX *xctx)
+{
+	SSL *ssl = X509_STORE_CTX_get_ex_data(xctx, SSL_get_ex_data_X509_STORE_CTX_idx());
+	struct rio_link *l = ssl ? SSL_get_app_data(ssl) : NULL;
+	X509 *cert = X509_STORE_CTX_get0_cert(xctx);
+
+	if (!ok && l && cert && !l->claimed[0] &&
+	    rio_cert_node_name(cert, l->claimed, sizeof(l->claimed)) != RIO_OK)
+		l->claimed[0] = '\0';
+	return ok;
+}
+
 /* Peer verification: only our CA is trusted (no system store), a peer must
- * send a certificate, and it must be a node certificate fit for its role. */
-static int ctx_set_verify(SSL_CTX *ctx, const char *ca_path, enum rio_role role)
+ * send a certificate, and it must be a node certificate fit for its role,
+ * not listed in the CA's revocation list when the credential has one. */
+static int ctx_set_verify(SSL_CTX *ctx, const char *cred_dir, const char *ca_path, enum rio_role role,
+			  char *err, size_t errlen)
 {
 	X509_VERIFY_PARAM *param = SSL_CTX_get0_param(ctx);
+	unsigned long flags = X509_V_FLAG_X509_STRICT;
+	X509_CRL *crl = NULL;
 
 	if (SSL_CTX_load_verify_locations(ctx, ca_path, NULL) != 1)
 		return 0;
-	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+	if (rio_crl_load(cred_dir, &crl, err, errlen) != RIO_OK)
+		return -1;
+	if (crl) {
+		int added = X509_STORE_add_crl(SSL_CTX_get_cert_store(ctx), crl);
+		X509_CRL_free(crl);
+		if (!added)
+			return 0;
+		flags |= X509_V_FLAG_CRL_CHECK;
+	}
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, verify_note_claim);
 	SSL_CTX_set_verify_depth(ctx, 1); /* node cert directly under the cluster CA */
-	X509_VERIFY_PARAM_set_flags(param, X509_V_FLAG_X509_STRICT);
+	X509_VERIFY_PARAM_set_flags(param, flags);
 	X509_VERIFY_PARAM_set_purpose(param, role == RIO_ROLE_SERVER ? X509_PURPOSE_SSL_CLIENT
 								     : X509_PURPOSE_SSL_SERVER);
 	if (role == RIO_ROLE_SERVER) {
@@ -76,8 +104,12 @@ SSL_CTX *rio_tls_ctx_new(const char *cred_dir, enum rio_role role, char *node, s
 		ctx_fail(ctx, err, errlen, "loading", key);
 		return NULL;
 	}
-	if (!ctx_set_verify(ctx, ca, role)) {
-		ctx_fail(ctx, err, errlen, "loading", ca);
+	int verify = ctx_set_verify(ctx, cred_dir, ca, role, err, errlen);
+	if (verify <= 0) {
+		if (verify == 0)
+			ctx_fail(ctx, err, errlen, "loading", ca);
+		else
+			SSL_CTX_free(ctx); /* err says which file */
 		return NULL;
 	}
 	/* No resumption: every connection proves its certificate afresh, and a
@@ -110,6 +142,10 @@ void rio_tls_describe(SSL *ssl, int ssl_err, char *why, size_t len)
 
 	if (vr != X509_V_OK) {
 		snprintf(why, len, "certificate verify failed (%s)", X509_verify_cert_error_string(vr));
+	} else if (reason && ERR_GET_LIB(e) == ERR_LIB_SSL &&
+		   ERR_GET_REASON(e) >= SSL_AD_REASON_OFFSET) {
+		/* An alert from the peer: it refused us (e.g. our certificate is revoked). */
+		snprintf(why, len, "the peer refused the handshake: %s", reason);
 	} else if (reason) {
 		snprintf(why, len, "%s", reason);
 	} else if (ssl_err == SSL_ERROR_SYSCALL && errno) {
@@ -120,4 +156,40 @@ void rio_tls_describe(SSL *ssl, int ssl_err, char *why, size_t len)
 		snprintf(why, len, "TLS error %d", ssl_err);
 	}
 	ERR_clear_error();
+}
+
+bool rio_crl_stamp_changed(const char *cred_dir, struct rio_crl_stamp *s)
+{
+	char path[PATH_MAX];
+	struct stat st;
+	struct rio_crl_stamp now = { 0 };
+
+	snprintf(path, sizeof(path), "%s/ca.crl", cred_dir);
+	if (stat(path, &st) == 0)
+		now = (struct rio_crl_stamp){ .present = true, .dev = st.st_dev, .ino = st.st_ino,
+					      .size = st.st_size, .mtime = st.st_mtim };
+	bool changed = now.present != s->present || now.dev != s->dev || now.ino != s->ino ||
+		       now.size != s->size || now.mtime.tv_sec != s->mtime.tv_sec ||
+		       now.mtime.tv_nsec != s->mtime.tv_nsec;
+	*s = now;
+	return changed;
+}
+
+int rio_tls_still_trusted(SSL_CTX *ctx, X509 *cert, char *why, size_t len)
+{
+	X509_STORE_CTX *xctx = X509_STORE_CTX_new();
+	int rc = RIO_E_NOMEM;
+
+	if (xctx && X509_STORE_CTX_init(xctx, SSL_CTX_get_cert_store(ctx), cert, NULL) == 1 &&
+	    X509_VERIFY_PARAM_set1(X509_STORE_CTX_get0_param(xctx), SSL_CTX_get0_param(ctx)) == 1) {
+		rc = X509_verify_cert(xctx) == 1 ? RIO_OK : RIO_E_TLS;
+		if (rc != RIO_OK)
+			snprintf(why, len, "%s",
+				 X509_verify_cert_error_string(X509_STORE_CTX_get_error(xctx)));
+	} else {
+		snprintf(why, len, "out of memory");
+	}
+	ERR_clear_error();
+	X509_STORE_CTX_free(xctx);
+	return rc;
 }

@@ -1,5 +1,5 @@
 /* csvctl — administer csvfs volumes: status, moving the coordinator role,
- * the cluster credential. */
+ * the cluster credential and its revocation list. */
 #include "fs/csvfs.h"
 #include "redirect-io/rio.h"
 
@@ -34,7 +34,10 @@ static void usage(FILE *to)
 		"       csvctl keygen [--cluster NAME] [--ca-dir DIR] [--force]\n"
 		"              create the cluster credential (a CA; default %s)\n"
 		"       csvctl keygen --node NAME [--ca-dir DIR] [--out DIR] [--force]\n"
-		"              issue NAME's node certificate from the CA into DIR (default %s)\n",
+		"              issue NAME's node certificate from the CA into DIR (default %s)\n"
+		"       csvctl revoke NODE|--cert FILE [--ca-dir DIR]\n"
+		"              revoke NODE's certificates (or FILE) in the CA's ca.crl; then copy\n"
+		"              ca.crl into every node's credential directory (docs/credentials.md)\n",
 		CSVFS_DEFAULT_MOUNTPOINT, DEFAULT_CA_DIR, RIO_DEFAULT_CRED_DIR);
 }
 
@@ -81,6 +84,43 @@ static int cmd_keygen(int argc, char **argv)
 		return 1;
 	}
 	printf("node credential for %s written to %s (ca.crt, node.crt, node.key)\n", checked, out);
+	return 0;
+}
+
+static int cmd_revoke(int argc, char **argv)
+{
+	const char *ca_dir = DEFAULT_CA_DIR, *node = NULL, *cert = NULL;
+	for (int i = 0; i < argc; i++) {
+		const char *a = argv[i];
+		int has_value = i + 1 < argc;
+		if (strcmp(a, "--ca-dir") == 0 && has_value)
+			ca_dir = argv[++i];
+		else if (strcmp(a, "--cert") == 0 && has_value && !cert)
+			cert = argv[++i];
+		else if (a[0] != '-' && !node && rio_node_name_valid(a))
+			node = a;
+		else {
+			fprintf(stderr, "csvctl revoke: bad argument '%s'\n", a);
+			return 2;
+		}
+	}
+	if (!node == !cert) {
+		fprintf(stderr, "csvctl revoke: say which node (NODE) or which certificate (--cert FILE)\n");
+		return 2;
+	}
+	char err[1024];
+	unsigned revoked = 0;
+	if (rio_cred_revoke(ca_dir, node, cert, &revoked, err, sizeof(err)) != 0) {
+		fprintf(stderr, "csvctl revoke: %s\n", err);
+		return 1;
+	}
+	const char *what = node ? node : cert;
+	if (revoked)
+		printf("%s: %u certificate(s) revoked in %s/ca.crl; copy it to ca.crl in every node's "
+		       "credential directory (default %s): running daemons reload it by themselves\n",
+		       what, revoked, ca_dir, RIO_DEFAULT_CRED_DIR);
+	else
+		printf("%s: already revoked in %s/ca.crl (unchanged)\n", what, ca_dir);
 	return 0;
 }
 
@@ -549,6 +589,8 @@ int main(int argc, char **argv)
 		return cmd_guid(argc - 2, argv + 2);
 	if (strcmp(argv[1], "keygen") == 0)
 		return cmd_keygen(argc - 2, argv + 2);
+	if (strcmp(argv[1], "revoke") == 0)
+		return cmd_revoke(argc - 2, argv + 2);
 	if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
 		usage(stdout);
 		return 0;

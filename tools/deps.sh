@@ -16,6 +16,7 @@ PACKAGES=(
   xfsprogs
   resource-agents libxml2-utils groff-base systemd
   pacemaker pacemaker-cli-utils
+  libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

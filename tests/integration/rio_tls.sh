@@ -77,7 +77,7 @@ check "foreign-cluster client sees the handshake fail on the server's certificat
   grep -q 'connect failed: TLS handshake or authentication failed: certificate verify failed (unable to get local issuer certificate)' <<<"$out"
 check_fails "foreign-cluster client got no reply" grep -q 'whoami:' <<<"$out"
 check "server logs the foreign client refused at the handshake" \
-  logged 'rio: refused 127\.0\.0\.1:[0-9]+: tlsv1 alert unknown ca'
+  logged 'rio: refused 127\.0\.0\.1:[0-9]+: the peer refused the handshake: tlsv1 alert unknown ca'
 good_client "after a foreign-cluster client"
 
 out=$(timeout 20 "$ECHO" client --cred "$D/node-b" --port "$PORT" --expect-peer node-z --timeout 5000 2>&1)
@@ -88,7 +88,7 @@ s_client() { timeout 10 openssl s_client -connect "127.0.0.1:$PORT" -quiet "$@" 
 
 s_client -tls1_3 -CAfile "$D/ca/ca.crt" -cert "$D/foreign/node.crt" -key "$D/foreign/node.key"
 check "server refuses a certificate not issued by the cluster CA" \
-  logged 'rio: refused 127\.0\.0\.1:[0-9]+: certificate verify failed \(unable to get local issuer certificate\)'
+  logged 'rio: refused 127\.0\.0\.1:[0-9]+ \(certificate names node-b\): certificate verify failed \(unable to get local issuer certificate\)'
 good_client "after a forged certificate"
 
 s_client -tls1_3 -CAfile "$D/ca/ca.crt"

@@ -854,6 +854,136 @@ static void test_foreign_cluster_refused(void **state)
 	logbuf_free(lb);
 }
 
+/* ---- revocation ------------------------------------------------------------------------ */
+
+static void copy_file(const char *from_dir, const char *to_dir, const char *leaf)
+{
+	char cmd[600];
+
+	snprintf(cmd, sizeof(cmd), "cp '%s/%s' '%s/%s'", from_dir, leaf, to_dir, leaf);
+	assert_int_equal(system(cmd), 0);
+}
+
+static struct rio_server *start_server_in(const char *cred, struct logbuf *lb)
+{
+	struct rio_server_config cfg = { .cred_dir = cred, .handler = test_handler, .handler_arg = &hs,
+					 .log = capture_log, .log_arg = lb };
+	struct rio_server *srv = NULL;
+	char err[256];
+
+	if (rio_server_start(&cfg, &srv, err, sizeof(err)) != RIO_OK)
+		fail_msg("server: %s", err);
+	return srv;
+}
+
+static void echo_ok(struct rio_client *cl)
+{
+	struct rio_reply r;
+
+	assert_int_equal(rio_client_call(cl, OP_ECHO, 0, "ok", 2, &r, 5000), RIO_OK);
+	assert_int_equal(r.len, 2);
+	rio_reply_free(&r);
+}
+
+/* A revoked node: refused by rio_cred_check once its own directory has the
+ * CRL, refused by a server that has it (the server names the node), and a
+ * revoked server refused by a client that has it. A server notices a new
+ * ca.crl by itself and closes the revoked node's open connection; the
+ * others keep working. */
+static void test_revocation(void **state)
+{
+	char ca[200], srv_dir[200], good[200], bad[200], other[200], node[RIO_NODE_NAME_MAX + 1];
+	char err[512];
+	unsigned n = 0;
+	struct logbuf *lb = logbuf_new();
+
+	path(ca, sizeof(ca), "rca");
+	path(srv_dir, sizeof(srv_dir), "r-srv");
+	path(good, sizeof(good), "r-good");
+	path(bad, sizeof(bad), "r-bad");
+	path(other, sizeof(other), "r-other");
+	assert_int_equal(rio_cred_create_ca(ca, "rev", 0, err, sizeof(err)), RIO_OK);
+	assert_int_equal(file_mode(ca, "ca.crl"), 0644); /* an empty list from the start */
+	assert_int_equal(rio_cred_issue_node(ca, srv_dir, "r-srv", 0, err, sizeof(err)), RIO_OK);
+	assert_int_equal(rio_cred_issue_node(ca, good, "r-good", 0, err, sizeof(err)), RIO_OK);
+	assert_int_equal(rio_cred_issue_node(ca, bad, "r-bad", 0, err, sizeof(err)), RIO_OK);
+	assert_int_equal(file_mode(bad, "ca.crl"), 0644); /* the list goes with each credential */
+
+	struct rio_server *srv = start_server_in(srv_dir, lb);
+	uint16_t port = rio_server_port(srv);
+	struct rio_client *cl_good = start_client(good, port, lb, NULL);
+	struct rio_client *cl_bad = start_client(bad, port, lb, NULL);
+	connect_ok(cl_good);
+	connect_ok(cl_bad);
+
+	/* Revoke by name; again changes nothing; an unknown name is an error. */
+	assert_int_equal(rio_cred_revoke(ca, "r-bad", NULL, &n, err, sizeof(err)), RIO_OK);
+	assert_int_equal(n, 1);
+	assert_int_equal(rio_cred_revoke(ca, "r-bad", NULL, &n, err, sizeof(err)), RIO_OK);
+	assert_int_equal(n, 0);
+	assert_int_equal(rio_cred_revoke(ca, "r-none", NULL, &n, err, sizeof(err)), RIO_E_INVAL);
+	assert_non_null(strstr(err, "r-none"));
+	char bad_crt[256];
+	snprintf(bad_crt, sizeof(bad_crt), "%s/node.crt", bad);
+	assert_int_equal(rio_cred_revoke(ca, NULL, bad_crt, &n, err, sizeof(err)), RIO_OK);
+	assert_int_equal(n, 0); /* the same certificate, by file */
+	/* Only the CA's own certificates can be revoked by file. */
+	snprintf(bad_crt, sizeof(bad_crt), "%s/node.crt", dir_evil);
+	assert_int_equal(rio_cred_revoke(ca, NULL, bad_crt, &n, err, sizeof(err)), RIO_E_INVAL);
+
+	/* The new list reaches the server: it closes r-bad's connection. */
+	copy_file(ca, srv_dir, "ca.crl");
+	assert_true(wait_log(lb, "closing 127.0.0.1:", 5000));
+	assert_true(log_has(lb, "(r-bad): its certificate is no longer accepted: certificate revoked"));
+	echo_ok(cl_good);
+
+	/* r-bad, without the new list, connects again: refused, named. */
+	rio_client_destroy(cl_bad);
+	cl_bad = start_client(bad, port, lb, NULL);
+	assert_int_equal(rio_client_wait_connected(cl_bad, 5000, err, sizeof(err)), RIO_E_TLS);
+	assert_non_null(strstr(err, "the peer refused the handshake"));
+	assert_non_null(strstr(err, "certificate revoked"));
+	assert_true(wait_log(lb, "(certificate names r-bad): certificate verify failed (certificate revoked)", 5000));
+	rio_client_destroy(cl_bad);
+	echo_ok(cl_good);
+
+	/* r-bad as a server: a client with the list refuses it. */
+	struct rio_server *bad_srv = start_server_in(bad, lb);
+	copy_file(ca, good, "ca.crl");
+	struct rio_client *cl = start_client(good, rio_server_port(bad_srv), lb, NULL);
+	assert_int_equal(rio_client_wait_connected(cl, 5000, err, sizeof(err)), RIO_E_TLS);
+	assert_non_null(strstr(err, "certificate verify failed (certificate revoked)"));
+	rio_client_destroy(cl);
+	rio_server_stop(bad_srv);
+
+	/* Its own directory with the list: r-bad cannot even start. */
+	copy_file(ca, bad, "ca.crl");
+	assert_int_equal(rio_cred_check(bad, node, sizeof(node), err, sizeof(err)), RIO_E_CRED);
+	assert_non_null(strstr(err, "is revoked by"));
+	struct rio_server_config sc = { .cred_dir = bad, .handler = test_handler };
+	assert_int_equal(rio_server_start(&sc, &bad_srv, err, sizeof(err)), RIO_E_CRED);
+	assert_non_null(strstr(err, "revoked"));
+	assert_int_equal(rio_cred_check(good, node, sizeof(node), err, sizeof(err)), RIO_OK);
+
+	/* Re-issued, the node is back (a new serial). */
+	assert_int_equal(rio_cred_issue_node(ca, bad, "r-bad", RIO_CRED_FORCE, err, sizeof(err)), RIO_OK);
+	assert_int_equal(rio_cred_check(bad, node, sizeof(node), err, sizeof(err)), RIO_OK);
+	cl_bad = start_client(bad, port, lb, NULL);
+	connect_ok(cl_bad);
+	echo_ok(cl_bad);
+	rio_client_destroy(cl_bad);
+
+	/* Another cluster's list is refused, not silently ignored. */
+	assert_int_equal(rio_cred_issue_node(dir_ca2, other, "r-other", 0, err, sizeof(err)), RIO_OK);
+	copy_file(other, good, "ca.crl");
+	assert_int_equal(rio_cred_check(good, node, sizeof(node), err, sizeof(err)), RIO_E_CRED);
+	assert_non_null(strstr(err, "is not signed by the CA"));
+
+	rio_client_destroy(cl_good);
+	rio_server_stop(srv);
+	logbuf_free(lb);
+}
+
 struct bg_call {
 	struct rio_client *cl;
 	uint16_t op;
@@ -1261,6 +1391,7 @@ int main(void)
 		cmocka_unit_test(test_payload_limits),
 		cmocka_unit_test(test_call_timeout),
 		cmocka_unit_test(test_foreign_cluster_refused),
+		cmocka_unit_test(test_revocation),
 		cmocka_unit_test(test_retry_applied_once),
 		cmocka_unit_test(test_restart_in_doubt),
 		cmocka_unit_test(test_graceful_stop_and_reconnect),
