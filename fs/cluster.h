@@ -10,11 +10,18 @@
 
 enum cluster_role { CL_PARTICIPANT = 1, CL_COORDINATOR = 2 };
 
+/* Without port=, a coordinator serves on the first free port of this range:
+ * each volume has its own daemon, so a node coordinating several volumes
+ * needs one port per volume. The port in use is published in "coordinfo". */
+#define CLUSTER_PORT_BASE 7100
+#define CLUSTER_PORT_COUNT 64
+
 struct cluster_opts {
 	char node[64];              /* this node's name (its certificate's) */
 	uint32_t nodeid;            /* corosync nodeid, for checking */
 	char cred_dir[1024];        /* redirect-io credential directory */
-	uint16_t port;              /* coordinator's redirect-io port */
+	uint16_t port;              /* coordinator's redirect-io port; 0: the first free one
+	                             * of CLUSTER_PORT_BASE.. (one daemon per volume) */
 	char backend[16];           /* dlm-glue backend: cpg or dlm */
 	unsigned fence_deadline_ms; /* dlm-glue self-fence deadline (0: its default) */
 	char fence_command[512];

@@ -26,6 +26,10 @@
  * or until every live node said it has reclaimed (docs/file-locks.md). */
 #define LOCK_GRACE_MS 5000
 #define MAX_NODES 64
+/* A vacant role: a node lets the others try first for this long per volume
+ * it already coordinates, plus a share of it per live node with a lower
+ * nodeid (docs/volumes.md, "Which node coordinates"). */
+#define ELECT_STEP_MS 1000
 
 /* The value block of "coordinfo". */
 struct coord_info {
@@ -135,6 +139,8 @@ struct cluster {
 	struct recall_item *recalls;
 	struct server *srv_state;        /* coordinator: opens per node */
 	struct rio_server *srv;
+
+	uint64_t vacant_since_ms;        /* role thread: no live coordinator since (0: there is one) */
 
 	struct cl_lockres *lockres_retired; /* layout lockres to free (cluster_locks.c) */
 	struct cl_lockres *lockres_kept; /* whose unlock failed: freed at stop */

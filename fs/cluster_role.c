@@ -5,6 +5,7 @@
 #include "fs/cluster_internal.h"
 #include "fs/proto.h"
 #include "fs/iostate.h"
+#include "fs/control.h"
 #include "redirect-io/rio.h"
 
 #include <errno.h>
@@ -133,24 +134,42 @@ static int move_for_server(void *arg, const char *target, char *err, size_t errl
 	return cluster_move(arg, target, err, errlen);
 }
 
+/* rio listens on port= if given, else on the first free port of the range
+ * (another volume's daemon on this node may hold the others). */
+static int listen_for_participants(struct cluster *c, struct rio_server **srv)
+{
+	struct rio_server_config cfg = {
+		.cred_dir = c->o.cred_dir, .listen_addr = "0.0.0.0",
+		.handler = serve_request, .handler_arg = c, .log = conn_rio_log,
+	};
+	unsigned first = c->o.port ? c->o.port : CLUSTER_PORT_BASE;
+	unsigned count = c->o.port ? 1 : CLUSTER_PORT_COUNT;
+	char err[512] = "";
+	for (unsigned p = first; p < first + count; p++) {
+		cfg.port = (uint16_t)p;
+		if (rio_server_start(&cfg, srv, err, sizeof(err)) == RIO_OK)
+			return 0;
+	}
+	if (count == 1)
+		csvfs_log(LOG_ERR_L, "coordinator of volume %s cannot serve other nodes on port %u: %s",
+			  c->v->uuid, first, err);
+	else
+		csvfs_log(LOG_ERR_L, "coordinator of volume %s cannot serve other nodes: no free port in "
+			  "%u-%u (last: %s)", c->v->uuid, first, first + count - 1, err);
+	return -EADDRINUSE;
+}
+
 static int server_start(struct cluster *c)
 {
 	struct server *st;
 	if (server_create(c->v, &st))
 		return -ENOMEM;
 	server_set_mover(st, move_for_server, c);
-	struct rio_server_config cfg = {
-		.cred_dir = c->o.cred_dir, .listen_addr = "0.0.0.0", .port = c->o.port,
-		.handler = serve_request, .handler_arg = c, .log = conn_rio_log,
-	};
 	pthread_mutex_lock(&c->mu);
 	c->srv_state = st;
 	pthread_mutex_unlock(&c->mu);
-	char err[512];
 	struct rio_server *srv;
-	int rc = rio_server_start(&cfg, &srv, err, sizeof(err));
-	if (rc != RIO_OK) {
-		csvfs_log(LOG_ERR_L, "coordinator cannot serve other nodes on port %u: %s", c->o.port, err);
+	if (listen_for_participants(c, &srv) != 0) {
 		pthread_mutex_lock(&c->mu);
 		c->srv_state = NULL;
 		pthread_mutex_unlock(&c->mu);
@@ -161,6 +180,15 @@ static int server_start(struct cluster *c)
 	c->srv = srv;
 	pthread_mutex_unlock(&c->mu);
 	return 0;
+}
+
+/* The port participants reach this coordinator on (0: it serves nobody). */
+static uint16_t serving_port(struct cluster *c)
+{
+	pthread_mutex_lock(&c->mu);
+	uint16_t port = c->srv ? rio_server_port(c->srv) : 0;
+	pthread_mutex_unlock(&c->mu);
+	return port;
 }
 
 /* Stops serving (handlers finish, GOAWAY) and forgets the other nodes' opens. */
@@ -204,9 +232,10 @@ static int become_coordinator(struct cluster *c, const struct coord_info *prev)
 	lock_table_to_coordinator(c, prev);
 	set_role(c, CL_COORDINATOR);
 	pthread_rwlock_unlock(&c->role_lock);
+	control_note_coordinator(c->v->uuid, 1);
 	volume_start(c->v);
 	server_start(c);
-	struct coord_info ci = { .epoch = prev->epoch + 1, .nodeid = c->self, .port = c->o.port };
+	struct coord_info ci = { .epoch = prev->epoch + 1, .nodeid = c->self, .port = serving_port(c) };
 	rc = info_ensure(c);
 	if (rc == 0)
 		rc = info_write(c, &ci);
@@ -246,6 +275,7 @@ static void to_participant(struct cluster *c, void (*drop_engine)(struct volume 
 	minode_foreach(c->v, minode_to_participant, NULL);
 	set_role(c, CL_PARTICIPANT);
 	pthread_rwlock_unlock(&c->role_lock);
+	control_note_coordinator(c->v->uuid, 0);
 }
 
 /* Hands the role over: everything durable, the journal clean, MMP released. */
@@ -328,6 +358,42 @@ static int move_waiting(struct cluster *c, const struct coord_info *ci)
 	return waiting && cl_member_find(c, ci->move_target, NULL, NULL);
 }
 
+/* How long this node leaves a vacant role to the others: the node that
+ * coordinates fewest volumes takes it, among equals the lowest nodeid.
+ * Named by a move, it takes it at once. Alone, it still waits for what it
+ * coordinates already: the nodes of a cluster mount a new volume at about
+ * the same time, and one that joins within that wait is preferred. */
+static unsigned election_defer_ms(struct cluster *c)
+{
+	struct dg_member m[MAX_NODES];
+	int q = 0, n = dg_members(c->ls, m, MAX_NODES, &q);
+	unsigned others = 0, lower = 0;
+	for (int i = 0; i < n; i++) {
+		if (m[i].state != DG_NODE_UP || m[i].nodeid == c->self)
+			continue;
+		others++;
+		lower += m[i].nodeid < c->self;
+	}
+	unsigned coordinated = control_coordinated_here(c->v->uuid);
+	return coordinated * ELECT_STEP_MS + lower * ELECT_STEP_MS / (others + 1);
+}
+
+static int election_turn(struct cluster *c, const struct coord_info *ci)
+{
+	uint64_t now = cl_now_ms();
+	if (ci->move_target == c->self)
+		return 1;
+	if (!c->vacant_since_ms) {
+		c->vacant_since_ms = now;
+		unsigned defer = election_defer_ms(c);
+		if (defer)
+			csvfs_log(LOG_INFO_L, "volume %s has no coordinator: this node (%u other volume(s) "
+				  "coordinated here) lets the others try for %u ms first", c->v->uuid,
+				  control_coordinated_here(c->v->uuid), defer);
+	}
+	return now - c->vacant_since_ms >= election_defer_ms(c);
+}
+
 static void participant_step(struct cluster *c)
 {
 	struct coord_info ci;
@@ -340,10 +406,13 @@ static void participant_step(struct cluster *c)
 	pthread_mutex_lock(&c->mu);
 	c->settled = settled;
 	pthread_mutex_unlock(&c->mu);
-	if (live)
+	if (live) {
+		c->vacant_since_ms = 0;
 		return;
-	/* No live coordinator: whoever gets "coord" first takes over. */
-	if (!move_waiting(c, &ci))
+	}
+	/* No live coordinator: whoever gets "coord" first takes over, the node
+	 * coordinating fewest volumes trying first. */
+	if (!move_waiting(c, &ci) && election_turn(c, &ci))
 		try_take_role(c, &ci);
 }
 

@@ -12,8 +12,10 @@
 #include "fs/fsops.h"
 #include "fs/iostate.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +31,66 @@
 void control_socket_path(const char *uuid, char *out, size_t len)
 {
 	snprintf(out, len, "%s/%s.sock", CONTROL_DIR, uuid);
+}
+
+static void marker_path(const char *uuid, char *out, size_t len)
+{
+	snprintf(out, len, "%s/%s.coordinator", CONTROL_DIR, uuid);
+}
+
+void control_note_coordinator(const char *uuid, int coordinating)
+{
+	char path[256];
+	marker_path(uuid, path, sizeof(path));
+	if (!coordinating) {
+		unlink(path);
+		return;
+	}
+	if (mkdir(CONTROL_DIR, 0700) != 0 && errno != EEXIST)
+		return;
+	FILE *f = fopen(path, "w");
+	if (!f) {
+		csvfs_log(LOG_WARN_L, "volume %s: cannot record this node's coordinator role in %s: %s "
+			  "(the election then counts it as coordinating one volume fewer)", uuid, path,
+			  strerror(errno));
+		return;
+	}
+	fprintf(f, "%ld\n", (long)getpid());
+	fclose(f);
+}
+
+/* A marker counts while the daemon that wrote it lives (a crashed one's
+ * stays behind until its volume is mounted here again). */
+static int marker_alive(const char *name)
+{
+	char path[512];
+	snprintf(path, sizeof(path), "%s/%s", CONTROL_DIR, name);
+	FILE *f = fopen(path, "r");
+	long pid = 0;
+	if (!f)
+		return 0;
+	int ok = fscanf(f, "%ld", &pid) == 1 && pid > 0;
+	fclose(f);
+	return ok && (kill((pid_t)pid, 0) == 0 || errno == EPERM);
+}
+
+unsigned control_coordinated_here(const char *except_uuid)
+{
+	DIR *d = opendir(CONTROL_DIR);
+	unsigned n = 0;
+	struct dirent *e;
+	const char *suffix = ".coordinator";
+	while (d && (e = readdir(d)) != NULL) {
+		size_t len = strlen(e->d_name), sl = strlen(suffix);
+		if (len <= sl || strcmp(e->d_name + len - sl, suffix) != 0)
+			continue;
+		if (strncmp(e->d_name, except_uuid, len - sl) == 0 && strlen(except_uuid) == len - sl)
+			continue;
+		n += (unsigned)marker_alive(e->d_name);
+	}
+	if (d)
+		closedir(d);
+	return n;
 }
 
 /* JSON string escaping for the few free-text fields (paths, labels). */

@@ -16,7 +16,12 @@
 static void usage(FILE *to)
 {
 	fprintf(to,
-		"usage: csvctl status [--json] [MOUNTPOINT]   (default %s)\n"
+		"usage: csvctl status [--json] [MOUNTPOINT]\n"
+		"              one volume, or every csvfs volume mounted on this node (--json: one\n"
+		"              object per volume, one per line)\n"
+		"       csvctl balance [--dry-run]\n"
+		"              spread the coordinator roles of this node's volumes evenly over\n"
+		"              the nodes, with moves (docs/volumes.md)\n"
 		"       csvctl move [NODE] [--mount MOUNTPOINT]\n"
 		"              hand the coordinator role to NODE (default: any other node)\n"
 		"       csvctl redirect on|off [NODE] [--for DURATION] [--mount MOUNTPOINT]\n"
@@ -29,7 +34,7 @@ static void usage(FILE *to)
 		"              create the cluster credential (a CA; default %s)\n"
 		"       csvctl keygen --node NAME [--ca-dir DIR] [--out DIR] [--force]\n"
 		"              issue NAME's node certificate from the CA into DIR (default %s)\n",
-		CSVFS_DEFAULT_MOUNTPOINT, DEFAULT_CA_DIR, RIO_DEFAULT_CRED_DIR);
+		DEFAULT_CA_DIR, RIO_DEFAULT_CRED_DIR);
 }
 
 static int cmd_keygen(int argc, char **argv)
@@ -196,10 +201,12 @@ static void print_human(const char *j)
 	}
 }
 
+static int cmd_status_all(int json);
+
 static int cmd_status(int argc, char **argv)
 {
 	int json = 0;
-	const char *mnt = CSVFS_DEFAULT_MOUNTPOINT;
+	const char *mnt = NULL;
 	for (int i = 0; i < argc; i++) {
 		if (strcmp(argv[i], "--json") == 0)
 			json = 1;
@@ -209,6 +216,8 @@ static int cmd_status(int argc, char **argv)
 		} else
 			mnt = argv[i];
 	}
+	if (!mnt)
+		return cmd_status_all(json);
 	char guid[37], reply[16384], err[512];
 	if (guid_of_mount(mnt, guid) != 0) {
 		fprintf(stderr, "csvctl: no csvfs volume is mounted at %s\n", mnt);
@@ -468,6 +477,225 @@ static int cmd_snapshot(int argc, char **argv)
 	return ok ? 0 : 1;
 }
 
+/* ---- every volume of this node: status, balance ----------------------------- */
+
+#define MAX_VOLUMES 64
+#define MAX_BALANCE_NODES 64
+
+struct mounted_volume {
+	char guid[37];
+	char mountpoint[512];
+};
+
+/* The csvfs volumes in this node's mount table, in its order. */
+static int mounted_volumes(struct mounted_volume *out, int max)
+{
+	FILE *f = fopen("/proc/self/mounts", "r");
+	if (!f)
+		return -errno;
+	char src[512], dir[512], type[64];
+	int n = 0;
+	while (n < max && fscanf(f, "%511s %511s %63s %*[^\n]", src, dir, type) == 3) {
+		if (strcmp(type, "fuse.csvfs") != 0 || strncmp(src, "csvfs:", 6) != 0 || strlen(src + 6) != 36)
+			continue;
+		memcpy(out[n].guid, src + 6, 37);
+		snprintf(out[n].mountpoint, sizeof(out[n].mountpoint), "%s", dir);
+		n++;
+	}
+	fclose(f);
+	return n;
+}
+
+static int cmd_status_all(int json)
+{
+	struct mounted_volume vols[MAX_VOLUMES];
+	int n = mounted_volumes(vols, MAX_VOLUMES), failed = 0;
+	if (n <= 0) {
+		fprintf(stderr, "csvctl: no csvfs volume is mounted on this node\n");
+		return 1;
+	}
+	for (int i = 0; i < n; i++) {
+		char reply[16384], err[512];
+		if (csvfs_control_request(vols[i].guid, "status", reply, sizeof(reply), err, sizeof(err)) != 0 ||
+		    strstr(reply, "\"error\":")) {
+			fprintf(stderr, "csvctl: volume %s at %s: %s\n", vols[i].guid, vols[i].mountpoint,
+				strstr(reply, "\"error\":") ? reply : err);
+			failed = 1;
+			continue;
+		}
+		if (json)
+			fputs(reply, stdout);
+		else {
+			if (i)
+				putchar('\n');
+			print_human(reply);
+		}
+	}
+	return failed;
+}
+
+/* One volume as balance sees it: who coordinates, who could. */
+struct volume_roles {
+	struct mounted_volume vol;
+	char coordinator[64];
+	char candidates[MAX_BALANCE_NODES][64];   /* up and mounted */
+	int ncandidates;
+};
+
+struct node_count {
+	char name[64];
+	int volumes;
+};
+
+static struct node_count *count_of(struct node_count *nc, int *n, const char *name)
+{
+	for (int i = 0; i < *n; i++)
+		if (strcmp(nc[i].name, name) == 0)
+			return &nc[i];
+	if (*n >= MAX_BALANCE_NODES)
+		return NULL;
+	snprintf(nc[*n].name, sizeof(nc[*n].name), "%s", name);
+	nc[*n].volumes = 0;
+	return &nc[(*n)++];
+}
+
+static int read_roles(const struct mounted_volume *mv, struct volume_roles *r, char *err, size_t errlen)
+{
+	char reply[16384], o[2048], a[64], b[64], m[16];
+	memset(r, 0, sizeof(*r));
+	r->vol = *mv;
+	if (csvfs_control_request(mv->guid, "status", reply, sizeof(reply), err, errlen) != 0)
+		return -EIO;
+	if (strstr(reply, "\"error\":") || strcmp(field(reply, "mode", m, sizeof(m)), "cluster") != 0) {
+		snprintf(err, errlen, "volume %.36s at %.400s is not a cluster mount", mv->guid, mv->mountpoint);
+		return -EINVAL;
+	}
+	field(reply, "coordinator", r->coordinator, sizeof(r->coordinator));
+	const char *n = strstr(reply, "\"nodes\":[");
+	while (n && (n = strstr(n, "{\"name\":")) != NULL && r->ncandidates < MAX_BALANCE_NODES) {
+		node_object(n, o, sizeof(o));
+		if (strcmp(field(o, "state", a, sizeof(a)), "up") == 0 &&
+		    strcmp(field(o, "mounted", b, sizeof(b)), "true") == 0)
+			field(o, "name", r->candidates[r->ncandidates++], 64);
+		n++;
+	}
+	return 0;
+}
+
+/* The move that evens the counts most: from a coordinator to a candidate
+ * of the same volume with at least two volumes fewer, the largest gap
+ * first (ties: the first volume in the mount table, the first candidate in
+ * node order). -1 when balanced. */
+static int pick_move(struct volume_roles *r, int nvol, struct node_count *nc, int *nn, const char **to)
+{
+	int best = -1, best_gain = 1;
+	for (int v = 0; v < nvol; v++) {
+		struct node_count *from = r[v].coordinator[0] ? count_of(nc, nn, r[v].coordinator) : NULL;
+		for (int k = 0; from && k < r[v].ncandidates; k++) {
+			struct node_count *cand = count_of(nc, nn, r[v].candidates[k]);
+			if (!cand || cand == from)
+				continue;
+			int gain = from->volumes - cand->volumes;
+			if (gain > best_gain) {
+				best = v;
+				best_gain = gain;
+				*to = cand->name;
+			}
+		}
+	}
+	return best;
+}
+
+/* Asks volume v to move its role to node, and waits (bounded) until its
+ * daemon here names node as coordinator. */
+static int move_and_wait(struct volume_roles *r, const char *node)
+{
+	char req[128], reply[16384], err[512], why[512], now[64];
+	snprintf(req, sizeof(req), "move %s", node);
+	if (csvfs_control_request(r->vol.guid, req, reply, sizeof(reply), err, sizeof(err)) != 0 ||
+	    strstr(reply, "\"error\":")) {
+		fprintf(stderr, "csvctl balance: volume %s: move to %s refused: %s\n", r->vol.guid, node,
+			strstr(reply, "\"error\":") ? field(reply, "error", why, sizeof(why)) : err);
+		return -1;
+	}
+	for (int i = 0; i < 300; i++) {   /* 30 s at most */
+		if (csvfs_control_request(r->vol.guid, "status", reply, sizeof(reply), err, sizeof(err)) == 0 &&
+		    strcmp(field(reply, "coordinator", now, sizeof(now)), node) == 0)
+			return 0;
+		struct timespec ts = { 0, 100 * 1000 * 1000 };
+		nanosleep(&ts, NULL);
+	}
+	fprintf(stderr, "csvctl balance: volume %s: %s did not become its coordinator within 30 s\n",
+		r->vol.guid, node);
+	return -1;
+}
+
+static void print_counts(const char *what, struct node_count *nc, int nn)
+{
+	printf("%s:", what);
+	for (int i = 0; i < nn; i++)
+		printf(" %s %d%s", nc[i].name, nc[i].volumes, i + 1 < nn ? "," : "");
+	printf("\n");
+}
+
+static int cmd_balance(int argc, char **argv)
+{
+	int dry_run = 0;
+	for (int i = 0; i < argc; i++) {
+		if (strcmp(argv[i], "--dry-run") == 0)
+			dry_run = 1;
+		else {
+			fprintf(stderr, "csvctl balance: bad argument '%s'\n", argv[i]);
+			return 2;
+		}
+	}
+	struct mounted_volume mv[MAX_VOLUMES];
+	static struct volume_roles r[MAX_VOLUMES];
+	struct node_count nc[MAX_BALANCE_NODES];
+	int nmv = mounted_volumes(mv, MAX_VOLUMES), nvol = 0, nn = 0, failed = 0;
+	for (int i = 0; i < nmv; i++) {
+		char err[512];
+		if (read_roles(&mv[i], &r[nvol], err, sizeof(err)) != 0) {
+			fprintf(stderr, "csvctl balance: %s (left out)\n", err);
+			continue;
+		}
+		if (!r[nvol].coordinator[0])
+			fprintf(stderr, "csvctl balance: volume %s has no coordinator now (left as it is)\n",
+				mv[i].guid);
+		for (int k = 0; k < r[nvol].ncandidates; k++)
+			count_of(nc, &nn, r[nvol].candidates[k]);
+		struct node_count *cn = r[nvol].coordinator[0] ? count_of(nc, &nn, r[nvol].coordinator) : NULL;
+		if (cn)
+			cn->volumes++;
+		nvol++;
+	}
+	if (!nvol) {
+		fprintf(stderr, "csvctl balance: no csvfs cluster volume is mounted on this node\n");
+		return 1;
+	}
+	print_counts("coordinated volumes per node before", nc, nn);
+	/* Each move lowers the sum of squared counts: at most nvol^2 of them. */
+	for (int moves = 0; moves < nvol * nvol; moves++) {
+		const char *to = NULL;
+		int v = pick_move(r, nvol, nc, &nn, &to);
+		if (v < 0)
+			break;
+		char target[64];
+		snprintf(target, sizeof(target), "%s", to);
+		printf("volume %s (%s): coordinator %s -> %s%s\n", r[v].vol.guid, r[v].vol.mountpoint,
+		       r[v].coordinator, target, dry_run ? " (dry run)" : "");
+		if (!dry_run && move_and_wait(&r[v], target) != 0) {
+			failed = 1;
+			break;
+		}
+		count_of(nc, &nn, r[v].coordinator)->volumes--;
+		count_of(nc, &nn, target)->volumes++;
+		snprintf(r[v].coordinator, sizeof(r[v].coordinator), "%s", target);
+	}
+	print_counts(dry_run ? "after (planned)" : "coordinated volumes per node after", nc, nn);
+	return failed;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 2) {
@@ -478,6 +706,8 @@ int main(int argc, char **argv)
 		return cmd_status(argc - 2, argv + 2);
 	if (strcmp(argv[1], "move") == 0)
 		return cmd_move(argc - 2, argv + 2);
+	if (strcmp(argv[1], "balance") == 0)
+		return cmd_balance(argc - 2, argv + 2);
 	if (strcmp(argv[1], "redirect") == 0)
 		return cmd_redirect(argc - 2, argv + 2);
 	if (strcmp(argv[1], "snapshot") == 0)
