@@ -2,6 +2,7 @@
  * the cluster credential. */
 #include "fs/csvfs.h"
 #include "redirect-io/rio.h"
+#include "dlm-glue/dlmglue.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -9,7 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #define DEFAULT_CA_DIR "/etc/csvfs/ca"
 
@@ -30,6 +33,9 @@ static void usage(FILE *to)
 		"       csvctl snapshot --hook PATH [--name NAME] [--timeout SECONDS] [--json] [VOLUME]\n"
 		"              freeze the volume on every node, run PATH on the coordinator, thaw\n"
 		"              (VOLUME: mountpoint, UUID=GUID or label; docs/snapshot.md)\n"
+		"       csvctl fsck UUID=GUID|LUN [-- E2FSCK-OPTIONS]\n"
+		"              e2fsck the LUN (default -f -y) once no node uses the volume;\n"
+		"              clears a crashed daemon's MMP claim the cluster proves stale\n"
 		"       csvctl keygen [--cluster NAME] [--ca-dir DIR] [--force]\n"
 		"              create the cluster credential (a CA; default %s)\n"
 		"       csvctl keygen --node NAME [--ca-dir DIR] [--out DIR] [--force]\n"
@@ -696,6 +702,154 @@ static int cmd_balance(int argc, char **argv)
 	return failed;
 }
 
+/* ---- fsck -------------------------------------------------------------------- */
+
+struct fsck_target {
+	char guid[37];
+	char lun[4096];
+	int mounted_here, in_maintenance;
+};
+
+/* UUID=GUID: the LUN the daemon here opened, else libblkid's; a path: itself. */
+static int fsck_resolve(const char *arg, struct fsck_target *t, char *err, size_t errlen)
+{
+	memset(t, 0, sizeof(*t));
+	struct mounted_volume mv[MAX_VOLUMES];
+	int n = mounted_volumes(mv, MAX_VOLUMES);
+	if (strncmp(arg, "UUID=", 5) == 0) {
+		if (strlen(arg + 5) != 36) {
+			snprintf(err, errlen, "'%s' is not UUID=GUID (36 characters)", arg);
+			return -EINVAL;
+		}
+		memcpy(t->guid, arg + 5, 37);
+		for (int i = 0; i < n; i++) {
+			char reply[16384], ignored[256];
+			if (strcmp(mv[i].guid, t->guid) == 0 &&
+			    csvfs_control_request(t->guid, "status", reply, sizeof(reply), ignored, sizeof(ignored)) == 0)
+				field(reply, "lun", t->lun, sizeof(t->lun));
+		}
+		if (!t->lun[0] && csvfs_find_lun_by_uuid(t->guid, t->lun, sizeof(t->lun), err, errlen) != 0)
+			return -ENOENT;
+	} else
+		snprintf(t->lun, sizeof(t->lun), "%s", arg);
+	return 0;
+}
+
+/* This node's daemon of the volume, if one answers: in maintenance? (The
+ * mount a crashed daemon left has nobody behind it: the cluster check
+ * below sees any daemon that still lives.) */
+static void fsck_local_use(struct fsck_target *t)
+{
+	char reply[16384], ignored[256], m[16];
+	if (csvfs_control_request(t->guid, "status", reply, sizeof(reply), ignored, sizeof(ignored)) != 0)
+		return;
+	t->mounted_here = 1;
+	t->in_maintenance = strcmp(field(reply, "maintenance", m, sizeof(m)), "true") == 0;
+}
+
+/* No node may use the volume: refused with the reason, else 0. A stale
+ * csvfs MMP claim is cleared when no daemon of the volume runs anywhere. */
+static int fsck_may_run(struct fsck_target *t, const struct csvfs_lun_mmp *mmp)
+{
+	uint32_t ids[64];
+	int quorate = 0;
+	char err[512], list[512] = "";
+	int users = dg_lockspace_users(t->guid, ids, 64, &quorate, err, sizeof(err));
+	if (users < 0) {
+		fprintf(stderr, "csvctl fsck: volume %s: cannot ask the cluster who uses it: %s\n", t->guid, err);
+		return 1;
+	}
+	if (!quorate) {
+		fprintf(stderr, "csvctl fsck: volume %s: this node is not quorate, so it cannot prove that no "
+			"node uses the volume; refused\n", t->guid);
+		return 1;
+	}
+	for (int i = 0; i < users && i < 64; i++) {
+		size_t k = strlen(list);
+		snprintf(list + k, sizeof(list) - k, "%s%u", i ? "," : "", ids[i]);
+	}
+	if (t->mounted_here && !t->in_maintenance) {
+		fprintf(stderr, "csvctl fsck: volume %s is in use: mounted on this node, daemons on node id(s) %s; "
+			"run 'csvctl maintenance on' first\n", t->guid, list);
+		return 1;
+	}
+	if (!t->mounted_here && users > 0) {
+		fprintf(stderr, "csvctl fsck: volume %s is in use: csvfs daemons run on node id(s) %s; put it in "
+			"maintenance and run csvctl fsck on one of them\n", t->guid, list);
+		return 1;
+	}
+	if (mmp->clean)
+		return 0;
+	if (!mmp->by_csvfs) {
+		fprintf(stderr, "csvctl fsck: volume %s: LUN %s is claimed (MMP) by e2fsck or a kernel on %s; "
+			"refused\n", t->guid, t->lun, mmp->holder);
+		return 1;
+	}
+	if (users > 0) {
+		fprintf(stderr, "csvctl fsck: volume %s: its MMP block is still held by the csvfs coordinator on %s; "
+			"refused\n", t->guid, mmp->holder);
+		return 1;
+	}
+	if (csvfs_lun_mmp_clear(t->lun, err, sizeof(err)) != 0) {
+		fprintf(stderr, "csvctl fsck: %s\n", err);
+		return 1;
+	}
+	printf("volume %s: cleared the MMP claim left by the csvfs daemon on %s (no daemon of the volume "
+	       "runs on any node of the quorate cluster)\n", t->guid, mmp->holder);
+	return 0;
+}
+
+static int cmd_fsck(int argc, char **argv)
+{
+	if (argc < 1 || argv[0][0] == '-' || (argc > 1 && strcmp(argv[1], "--") != 0)) {
+		fprintf(stderr, "csvctl fsck: usage: csvctl fsck UUID=GUID|LUN [-- E2FSCK-OPTIONS]\n");
+		return 2;
+	}
+	struct fsck_target t;
+	struct csvfs_lun_mmp mmp;
+	char err[512];
+	if (fsck_resolve(argv[0], &t, err, sizeof(err)) != 0 || csvfs_lun_mmp(t.lun, &mmp, err, sizeof(err)) != 0) {
+		fprintf(stderr, "csvctl fsck: %s\n", err);
+		return 1;
+	}
+	if (t.guid[0] && strcmp(t.guid, mmp.guid) != 0) {
+		fprintf(stderr, "csvctl fsck: LUN %s holds volume %s, not %s\n", t.lun, mmp.guid, t.guid);
+		return 1;
+	}
+	memcpy(t.guid, mmp.guid, sizeof(t.guid));
+	fsck_local_use(&t);
+	if (fsck_may_run(&t, &mmp) != 0)
+		return 1;
+	char *args[64] = { "e2fsck" };
+	int n = 1;
+	if (argc > 2)
+		for (int i = 2; i < argc && n < 62; i++)
+			args[n++] = argv[i];
+	else {
+		args[n++] = "-f";
+		args[n++] = "-y";
+	}
+	args[n++] = t.lun;
+	args[n] = NULL;
+	printf("volume %s: running e2fsck on %s\n", t.guid, t.lun);
+	fflush(stdout);
+	pid_t pid = fork();
+	if (pid == 0) {
+		execvp("e2fsck", args);
+		fprintf(stderr, "csvctl fsck: cannot run e2fsck: %s\n", strerror(errno));
+		_exit(127);
+	}
+	int st = 0;
+	if (pid < 0 || waitpid(pid, &st, 0) < 0) {
+		fprintf(stderr, "csvctl fsck: cannot run e2fsck: %s\n", strerror(errno));
+		return 1;
+	}
+	int code = WIFEXITED(st) ? WEXITSTATUS(st) : 8;
+	printf("volume %s: e2fsck exited %d (%s)\n", t.guid, code,
+	       code == 0 ? "clean" : code == 1 ? "errors corrected" : "see its output; 4 and above: not clean");
+	return code;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 2) {
@@ -708,6 +862,8 @@ int main(int argc, char **argv)
 		return cmd_move(argc - 2, argv + 2);
 	if (strcmp(argv[1], "balance") == 0)
 		return cmd_balance(argc - 2, argv + 2);
+	if (strcmp(argv[1], "fsck") == 0)
+		return cmd_fsck(argc - 2, argv + 2);
 	if (strcmp(argv[1], "redirect") == 0)
 		return cmd_redirect(argc - 2, argv + 2);
 	if (strcmp(argv[1], "snapshot") == 0)
