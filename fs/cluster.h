@@ -86,6 +86,16 @@ int cluster_snap_check(const struct cluster_snap_request *rq, char *err, size_t 
 void cluster_snapshot(struct cluster *c, const struct cluster_snap_request *rq,
 		      int (*aborted)(void *), void *arg, struct cluster_snap_result *res);
 
+/* csvctl maintenance (docs/volumes.md), on any node. on: refused with the
+ * open files by node while any file is open; else the coordinator detaches
+ * the engine (journal clean, MMP released) and nobody takes the role: every
+ * request on every node fails with EBUSY and no node touches the LUN. off:
+ * the role is taken again (waits for a coordinator, bounded). msg gets the
+ * outcome or the cause; returns 0 or a negative errno. */
+int cluster_maintenance(struct cluster *c, int on, char *msg, size_t len);
+/* This node knows the volume is in maintenance. */
+int cluster_in_maintenance(struct cluster *c);
+
 /* Request a role move (csvctl move); "" = any other node. */
 int cluster_move(struct cluster *c, const char *target, char *err, size_t errlen);
 /* JSON members, coordinator and I/O state for csvctl status. */

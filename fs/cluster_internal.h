@@ -33,8 +33,12 @@
 
 /* The value block of "coordinfo". */
 struct coord_info {
-	uint32_t epoch, nodeid, port, move_target;
+	uint32_t epoch, nodeid, port, move_target, flags;
 };
+/* Set by csvctl maintenance on, cleared by off: nobody takes the role. */
+#define INFO_FLAG_MAINTENANCE 1u
+/* How long csvctl maintenance waits for the cluster to follow. */
+#define MAINTENANCE_WAIT_MS 30000
 
 /* ---- lock types (the table is in cluster_locks.c) ----------------------- */
 
@@ -141,6 +145,11 @@ struct cluster {
 	struct rio_server *srv;
 
 	uint64_t vacant_since_ms;        /* role thread: no live coordinator since (0: there is one) */
+	/* In maintenance (docs/volumes.md): every request fails with EBUSY.
+	 * Set under role_lock held exclusively on the coordinator; from the
+	 * value block on the others. */
+	_Atomic int maintenance;
+	int maint_request;               /* mu: coordinator: step down into maintenance */
 
 	struct cl_lockres *lockres_retired; /* layout lockres to free (cluster_locks.c) */
 	struct cl_lockres *lockres_kept; /* whose unlock failed: freed at stop */
@@ -151,6 +160,15 @@ struct cluster {
 	pthread_t thread, recall_thread;
 	int threads;
 };
+
+/* ---- cluster_role.c: the value block; maintenance ------------------------- */
+
+int info_read(struct cluster *c, struct coord_info *ci);
+int info_write(struct cluster *c, const struct coord_info *ci);
+/* Takes the coordinfo lock anew when our lineage lost it. */
+int info_ensure(struct cluster *c);
+/* Coordinator (cluster thread): detach, publish maintenance, release the role. */
+void role_enter_maintenance(struct cluster *c);
 
 /* ---- cluster.c: time, wake-ups, membership ------------------------------ */
 
@@ -259,6 +277,11 @@ struct rio_response;
  * lock itself). */
 int snapshot_serve(struct cluster *c, const struct rio_peer *peer, const struct rio_request *req,
 		   struct rio_response *resp);
+
+/* ---- cluster_maintenance.c ------------------------------------------------ */
+
+/* The coordinator's side of OP_MAINTENANCE (rio handler thread). */
+int maintenance_serve(struct cluster *c, const struct rio_request *req, struct rio_response *resp);
 
 /* ---- cluster_role.c: roles and the cluster thread ------------------------ */
 

@@ -18,16 +18,16 @@
 
 static void info_decode(const uint8_t *lvb, struct coord_info *ci)
 {
-	uint32_t f[5];
+	uint32_t f[6];
 	memcpy(f, lvb, sizeof(f));
 	if (f[0] != INFO_MAGIC) {
 		memset(ci, 0, sizeof(*ci));
 		return;
 	}
-	*ci = (struct coord_info){ f[1], f[2], f[3], f[4] };
+	*ci = (struct coord_info){ f[1], f[2], f[3], f[4], f[5] };
 }
 
-static int info_read(struct cluster *c, struct coord_info *ci)
+int info_read(struct cluster *c, struct coord_info *ci)
 {
 	int rc = held_convert(&c->info, DG_PR, DG_VALBLK, NULL);
 	if (rc)
@@ -36,13 +36,13 @@ static int info_read(struct cluster *c, struct coord_info *ci)
 	return held_convert(&c->info, DG_NL, 0, NULL);
 }
 
-static int info_write(struct cluster *c, const struct coord_info *ci)
+int info_write(struct cluster *c, const struct coord_info *ci)
 {
 	int rc = held_convert(&c->info, DG_EX, DG_VALBLK, NULL);
 	if (rc)
 		return rc;
 	uint8_t lvb[DG_LVB_LEN] = { 0 };
-	uint32_t f[5] = { INFO_MAGIC, ci->epoch, ci->nodeid, ci->port, ci->move_target };
+	uint32_t f[6] = { INFO_MAGIC, ci->epoch, ci->nodeid, ci->port, ci->move_target, ci->flags };
 	memcpy(lvb, f, sizeof(f));
 	return held_convert(&c->info, DG_NL, DG_VALBLK, lvb);
 }
@@ -59,7 +59,7 @@ static void file_locks_lost(struct cluster *c)
 /* The info lock is lost with our lineage after a partition: take it anew.
  * The others released this node's file locks once it was fenced: its
  * processes learn it (files that held one fail I/O, fs/plock.h). */
-static int info_ensure(struct cluster *c)
+int info_ensure(struct cluster *c)
 {
 	if (c->info.lk && !held_lost(&c->info))
 		return 0;
@@ -114,6 +114,8 @@ static int serve_request(void *arg, const struct rio_peer *peer, const struct ri
 	struct cluster *c = arg;
 	if (req->op == OP_SNAPSHOT || req->op == OP_SNAPSHOT_ABORT)
 		return snapshot_serve(c, peer, req, resp);
+	if (req->op == OP_MAINTENANCE)
+		return maintenance_serve(c, req, resp);
 	int role = cluster_enter(c);
 	if (role < 0) {
 		resp->status = (uint16_t)-role;   /* paused too long */
@@ -296,6 +298,52 @@ void role_step_down(struct cluster *c, uint32_t target)
 		  target ? "; handing over" : "");
 }
 
+/* csvctl maintenance on, on the coordinator: the gate is shut and no file
+ * is open (cluster_maintenance.c). The value block says "maintenance"
+ * before "coord" goes, so whoever gets "coord" next sees it and lets go. */
+void role_enter_maintenance(struct cluster *c)
+{
+	to_participant(c, volume_detach_engine);
+	pthread_mutex_lock(&c->mu);
+	uint32_t epoch = c->epoch;
+	c->coord_nodeid = 0;
+	c->maint_request = 0;
+	pthread_mutex_unlock(&c->mu);
+	struct coord_info ci = { .epoch = epoch, .flags = INFO_FLAG_MAINTENANCE };
+	if (info_ensure(c) || info_write(c, &ci))
+		csvfs_log(LOG_ERR_L, "volume %s: could not publish maintenance in the coordinator value block",
+			  c->v->uuid);
+	held_unlock(&c->coord, 0, NULL);
+	csvfs_log(LOG_WARN_L, "volume %s is in maintenance: this node stepped down as coordinator (epoch %u), "
+		  "journal clean and MMP released; no node takes the role until csvctl maintenance off",
+		  c->v->uuid, epoch);
+	pthread_mutex_lock(&c->mu);
+	pthread_cond_broadcast(&c->cv);
+	pthread_mutex_unlock(&c->mu);
+}
+
+/* The value block's maintenance flag changed: follow it. What this node
+ * cached of the volume is dropped either way (e2fsck may have changed it). */
+static void maintenance_follow(struct cluster *c, int on)
+{
+	if (atomic_load(&c->maintenance) == on)
+		return;
+	pthread_rwlock_wrlock(&c->role_lock);
+	atomic_store(&c->maintenance, on);
+	minode_foreach(c->v, minode_to_participant, NULL);
+	pthread_rwlock_unlock(&c->role_lock);
+	pthread_mutex_lock(&c->mu);
+	if (on)
+		c->coord_nodeid = 0;
+	pthread_mutex_unlock(&c->mu);
+	csvfs_log(LOG_WARN_L, on ? "volume %s is in maintenance: requests fail with EBUSY until csvctl maintenance off"
+				 : "volume %s: maintenance is over; cached state dropped, a coordinator is elected",
+		  c->v->uuid);
+	pthread_mutex_lock(&c->mu);
+	pthread_cond_broadcast(&c->cv);
+	pthread_mutex_unlock(&c->mu);
+}
+
 /* The "coord" lock is gone with our lineage (dispatch thread). A coordinator
  * whose role lock is gone may not write one more block: another node owns
  * the volume now (role_lose drops the engine). */
@@ -336,6 +384,10 @@ static void try_take_role(struct cluster *c, const struct coord_info *ci)
 	struct coord_info now = *ci;
 	if (info_read(c, &now) != 0)
 		now = *ci;
+	if (now.flags & INFO_FLAG_MAINTENANCE) {
+		held_unlock(&c->coord, 0, NULL);   /* maintenance began meanwhile */
+		return;
+	}
 	if (become_coordinator(c, &now) != 0) {
 		held_unlock(&c->coord, 0, NULL);
 		sleep(1);
@@ -398,6 +450,9 @@ static void participant_step(struct cluster *c)
 {
 	struct coord_info ci;
 	if (info_ensure(c) != 0 || info_read(c, &ci) != 0)
+		return;
+	maintenance_follow(c, (ci.flags & INFO_FLAG_MAINTENANCE) != 0);
+	if (ci.flags & INFO_FLAG_MAINTENANCE)
 		return;
 	int connected = conn_is_to(c, &ci);
 	struct dg_member mb;
@@ -473,6 +528,11 @@ void *role_thread_main(void *arg)
 			role_lose(c);
 		else if (atomic_load(&c->role) == CL_COORDINATOR && move && quorate)
 			role_step_down(c, move);
+		pthread_mutex_lock(&c->mu);
+		int maint = c->maint_request;
+		pthread_mutex_unlock(&c->mu);
+		if (atomic_load(&c->role) == CL_COORDINATOR && maint && quorate)
+			role_enter_maintenance(c);
 		if (atomic_load(&c->role) == CL_COORDINATOR)
 			close_fenced_opens(c);
 		else if (quorate && atomic_load(&c->role) == CL_PARTICIPANT)

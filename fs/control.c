@@ -170,6 +170,27 @@ static void move_request(struct control *c, const char *target, char *reply, siz
 		snprintf(reply, len, "{\"moving\":true}\n");
 }
 
+/* "maintenance on|off": answered once the cluster followed (30 s at most). */
+static void maintenance_request(struct control *c, const char *arg, char *reply, size_t len)
+{
+	char msg[2048], esc[4096];
+	int on = strcmp(arg, "on") == 0;
+	if (!c->vol->cluster) {
+		snprintf(reply, len, "{\"error\":\"volume is mounted standalone: unmount it to check it\"}\n");
+		return;
+	}
+	if (!on && strcmp(arg, "off") != 0) {
+		snprintf(reply, len, "{\"error\":\"maintenance: expected on or off\"}\n");
+		return;
+	}
+	int rc = cluster_maintenance(c->vol->cluster, on, msg, sizeof(msg));
+	json_str(esc, sizeof(esc), msg);
+	if (rc)
+		snprintf(reply, len, "{\"error\":\"%s\"}\n", esc);
+	else
+		snprintf(reply, len, "{\"maintenance\":%s,\"message\":\"%s\"}\n", on ? "true" : "false", esc);
+}
+
 /* "redirect on SECONDS [NODE...]" / "redirect off [NODE...]" (csvctl checked
  * the syntax; checked again here, the socket is the interface). A redirect
  * acts on the node whose daemon gets it: another node's name is refused
@@ -360,6 +381,8 @@ static int serve_client(struct control *c, int fd)
 		status_json(c, reply, sizeof(reply));
 	else if (strncmp(req, "move", 4) == 0 && (req[4] == 0 || req[4] == ' '))
 		move_request(c, req[4] ? req + 5 : "", reply, sizeof(reply));
+	else if (strncmp(req, "maintenance ", 12) == 0)
+		maintenance_request(c, req + 12, reply, sizeof(reply));
 	else if (strncmp(req, "redirect ", 9) == 0)
 		redirect_request(c, req + 9, reply, sizeof(reply));
 	else {

@@ -33,6 +33,9 @@ static void usage(FILE *to)
 		"       csvctl snapshot --hook PATH [--name NAME] [--timeout SECONDS] [--json] [VOLUME]\n"
 		"              freeze the volume on every node, run PATH on the coordinator, thaw\n"
 		"              (VOLUME: mountpoint, UUID=GUID or label; docs/snapshot.md)\n"
+		"       csvctl maintenance on|off VOLUME\n"
+		"              stop every node's use of the volume (refused, with the open files\n"
+		"              by node, while any is open), or end it (docs/volumes.md)\n"
 		"       csvctl fsck UUID=GUID|LUN [-- E2FSCK-OPTIONS]\n"
 		"              e2fsck the LUN (default -f -y) once no node uses the volume;\n"
 		"              clears a crashed daemon's MMP claim the cluster proves stale\n"
@@ -702,6 +705,32 @@ static int cmd_balance(int argc, char **argv)
 	return failed;
 }
 
+/* ---- maintenance ---------------------------------------------------------------- */
+
+static int cmd_maintenance(int argc, char **argv)
+{
+	if (argc != 2 || (strcmp(argv[0], "on") != 0 && strcmp(argv[0], "off") != 0)) {
+		fprintf(stderr, "csvctl maintenance: usage: csvctl maintenance on|off VOLUME\n");
+		return 2;
+	}
+	char guid[37], err[512], req[32], reply[16384], msg[4096];
+	if (guid_of_volume(argv[1], guid, err, sizeof(err)) != 0) {
+		fprintf(stderr, "csvctl maintenance: %s\n", err);
+		return 1;
+	}
+	snprintf(req, sizeof(req), "maintenance %s", argv[0]);
+	if (csvfs_control_request_within(guid, req, reply, sizeof(reply), 70000, err, sizeof(err)) != 0) {
+		fprintf(stderr, "csvctl maintenance: %s\n", err);
+		return 1;
+	}
+	if (strstr(reply, "\"error\":")) {
+		fprintf(stderr, "csvctl maintenance %s: %s\n", argv[0], field(reply, "error", msg, sizeof(msg)));
+		return 1;
+	}
+	printf("%s\n", field(reply, "message", msg, sizeof(msg)));
+	return 0;
+}
+
 /* ---- fsck -------------------------------------------------------------------- */
 
 struct fsck_target {
@@ -862,6 +891,8 @@ int main(int argc, char **argv)
 		return cmd_move(argc - 2, argv + 2);
 	if (strcmp(argv[1], "balance") == 0)
 		return cmd_balance(argc - 2, argv + 2);
+	if (strcmp(argv[1], "maintenance") == 0)
+		return cmd_maintenance(argc - 2, argv + 2);
 	if (strcmp(argv[1], "fsck") == 0)
 		return cmd_fsck(argc - 2, argv + 2);
 	if (strcmp(argv[1], "redirect") == 0)
