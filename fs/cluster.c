@@ -7,6 +7,7 @@
  *                     reclaim of opens
  *   cluster_layout.c  layout locks, the recall thread, coordinator recalls
  *   cluster_locks.c   the table of lock types; every lock goes through it
+ *   cluster_maintenance.c  csvctl maintenance: the open-file check, on/off
  * cluster_internal.h holds their shared state (struct cluster) and the
  * lock-type structs.
  *
