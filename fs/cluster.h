@@ -93,6 +93,12 @@ void cluster_snapshot(struct cluster *c, const struct cluster_snap_request *rq,
  * the role is taken again (waits for a coordinator, bounded). msg gets the
  * outcome or the cause; returns 0 or a negative errno. */
 int cluster_maintenance(struct cluster *c, int on, char *msg, size_t len);
+/* csvctl grow (docs/volumes.md), on any node: the filesystem takes the
+ * LUN's new size, blocks never move. The coordinator detaches the engine
+ * (requests wait), runs resize2fs, and takes its role again; refused when
+ * the LUN did not grow or when growing would need more group descriptor
+ * blocks (they would move blocks in use). msg gets the outcome. */
+int cluster_grow(struct cluster *c, char *msg, size_t len);
 /* This node knows the volume is in maintenance. */
 int cluster_in_maintenance(struct cluster *c);
 

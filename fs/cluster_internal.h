@@ -150,6 +150,13 @@ struct cluster {
 	 * value block on the others. */
 	_Atomic int maintenance;
 	int maint_request;               /* mu: coordinator: step down into maintenance */
+	/* csvctl grow (cluster_grow.c), under mu: asked of the cluster thread;
+	 * each grow it ran counts in grow_done with its outcome. */
+	int grow_request;
+	uint64_t grow_blocks;            /* the size resize2fs is asked for */
+	unsigned grow_done;
+	int grow_rc;
+	char grow_msg[512];
 
 	struct cl_lockres *lockres_retired; /* layout lockres to free (cluster_locks.c) */
 	struct cl_lockres *lockres_kept; /* whose unlock failed: freed at stop */
@@ -169,6 +176,8 @@ int info_write(struct cluster *c, const struct coord_info *ci);
 int info_ensure(struct cluster *c);
 /* Coordinator (cluster thread): detach, publish maintenance, release the role. */
 void role_enter_maintenance(struct cluster *c);
+/* Coordinator (cluster thread): detach, grow_detached, take the role again. */
+void role_grow(struct cluster *c);
 
 /* ---- cluster.c: time, wake-ups, membership ------------------------------ */
 
@@ -282,6 +291,13 @@ int snapshot_serve(struct cluster *c, const struct rio_peer *peer, const struct 
 
 /* The coordinator's side of OP_MAINTENANCE (rio handler thread). */
 int maintenance_serve(struct cluster *c, const struct rio_request *req, struct rio_response *resp);
+
+/* ---- cluster_grow.c ------------------------------------------------------- */
+
+/* The coordinator's side of OP_GROW (rio handler thread). */
+int grow_serve(struct cluster *c, const struct rio_request *req, struct rio_response *resp);
+/* With the engine detached (nobody has it): resize2fs on the LUN. */
+void grow_detached(struct cluster *c);
 
 /* ---- cluster_role.c: roles and the cluster thread ------------------------ */
 

@@ -116,6 +116,8 @@ static int serve_request(void *arg, const struct rio_peer *peer, const struct ri
 		return snapshot_serve(c, peer, req, resp);
 	if (req->op == OP_MAINTENANCE)
 		return maintenance_serve(c, req, resp);
+	if (req->op == OP_GROW)
+		return grow_serve(c, req, resp);
 	int role = cluster_enter(c);
 	if (role < 0) {
 		resp->status = (uint16_t)-role;   /* paused too long */
@@ -280,10 +282,13 @@ static void to_participant(struct cluster *c, void (*drop_engine)(struct volume 
 	control_note_coordinator(c->v->uuid, 0);
 }
 
-/* Hands the role over: everything durable, the journal clean, MMP released. */
-void role_step_down(struct cluster *c, uint32_t target)
+/* Hands the role over: everything durable, the journal clean, MMP released;
+ * detached (if any) runs then, with no node attached to the engine. */
+static void step_down(struct cluster *c, uint32_t target, void (*detached)(struct cluster *c))
 {
 	to_participant(c, volume_detach_engine);
+	if (detached)
+		detached(c);
 	pthread_mutex_lock(&c->mu);
 	uint32_t epoch = c->epoch;
 	c->coord_nodeid = 0;
@@ -295,7 +300,19 @@ void role_step_down(struct cluster *c, uint32_t target)
 		csvfs_log(LOG_WARN_L, "could not announce the move in the coordinator value block");
 	held_unlock(&c->coord, 0, NULL);
 	csvfs_log(LOG_WARN_L, "this node stepped down as coordinator (epoch %u)%s", epoch,
-		  target ? "; handing over" : "");
+		  target == c->self ? "; taking it again" : target ? "; handing over" : "");
+}
+
+void role_step_down(struct cluster *c, uint32_t target)
+{
+	step_down(c, target, NULL);
+}
+
+/* A move to this very node, with resize2fs between detach and attach: the
+ * participants find the coordinator again as after any move. */
+void role_grow(struct cluster *c)
+{
+	step_down(c, c->self, grow_detached);
 }
 
 /* csvctl maintenance on, on the coordinator: the gate is shut and no file
@@ -533,6 +550,12 @@ void *role_thread_main(void *arg)
 		pthread_mutex_unlock(&c->mu);
 		if (atomic_load(&c->role) == CL_COORDINATOR && maint && quorate)
 			role_enter_maintenance(c);
+		pthread_mutex_lock(&c->mu);
+		int grow = c->grow_request;
+		c->grow_request = 0;
+		pthread_mutex_unlock(&c->mu);
+		if (atomic_load(&c->role) == CL_COORDINATOR && grow && quorate)
+			role_grow(c);
 		if (atomic_load(&c->role) == CL_COORDINATOR)
 			close_fenced_opens(c);
 		else if (quorate && atomic_load(&c->role) == CL_PARTICIPANT)

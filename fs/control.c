@@ -191,6 +191,22 @@ static void maintenance_request(struct control *c, const char *arg, char *reply,
 		snprintf(reply, len, "{\"maintenance\":%s,\"message\":\"%s\"}\n", on ? "true" : "false", esc);
 }
 
+/* "grow": begun (from a participant) or done (on the coordinator). */
+static void grow_request(struct control *c, char *reply, size_t len)
+{
+	char msg[2048], esc[4096];
+	if (!c->vol->cluster) {
+		snprintf(reply, len, "{\"error\":\"volume is mounted standalone: unmount it and run resize2fs\"}\n");
+		return;
+	}
+	int rc = cluster_grow(c->vol->cluster, msg, sizeof(msg));
+	json_str(esc, sizeof(esc), msg);
+	if (rc)
+		snprintf(reply, len, "{\"error\":\"%s\"}\n", esc);
+	else
+		snprintf(reply, len, "{\"grow\":true,\"message\":\"%s\"}\n", esc);
+}
+
 /* "redirect on SECONDS [NODE...]" / "redirect off [NODE...]" (csvctl checked
  * the syntax; checked again here, the socket is the interface). A redirect
  * acts on the node whose daemon gets it: another node's name is refused
@@ -381,6 +397,8 @@ static int serve_client(struct control *c, int fd)
 		status_json(c, reply, sizeof(reply));
 	else if (strncmp(req, "move", 4) == 0 && (req[4] == 0 || req[4] == ' '))
 		move_request(c, req[4] ? req + 5 : "", reply, sizeof(reply));
+	else if (strcmp(req, "grow") == 0)
+		grow_request(c, reply, sizeof(reply));
 	else if (strncmp(req, "maintenance ", 12) == 0)
 		maintenance_request(c, req + 12, reply, sizeof(reply));
 	else if (strncmp(req, "redirect ", 9) == 0)

@@ -942,6 +942,7 @@ static const struct proto_op OPS[OP_MAX_] = {
 	[OP_LUN_WRITE] = { OP_LUN_WRITE, "lun_write", false, false, REQ(lun_write), REP(none) },
 	[OP_LUN_FLUSH] = { OP_LUN_FLUSH, "lun_flush", true, false, REQ(none), REP(none) },
 	[OP_MAINTENANCE] = { OP_MAINTENANCE, "maintenance", false, false, REQ(none), REP(maintenance) },
+	[OP_GROW] = { OP_GROW, "grow", false, false, REQ(none), REP(maintenance) },
 };
 
 const struct proto_op *proto_op(uint16_t code)

@@ -36,8 +36,8 @@ enum csv_op {
 	/* redirected I/O (design.md §7): a participant's data through the coordinator */
 	OP_LUN_READ = 50, OP_LUN_WRITE = 51, OP_LUN_FLUSH = 52,
 	/* volume maintenance (docs/volumes.md) */
-	OP_MAINTENANCE = 60,
-	OP_MAX_ = 61
+	OP_MAINTENANCE = 60, OP_GROW = 61,
+	OP_MAX_ = 62
 };
 
 #define PROTO_NAME_MAX 256      /* a file name with its NUL */
@@ -168,8 +168,9 @@ struct proto_snapshot_reply {
 	uint64_t wait_ms, frozen_ms, hook_ms;
 };
 
-/* MAINTENANCE: entered (error 0), or why not (a positive errno and the
- * open files by node), always with status 0 so that the cause travels. */
+/* MAINTENANCE, GROW: done or begun (error 0), or why not (a positive errno
+ * and the cause: MAINTENANCE, the open files by node), always with status 0
+ * so that the cause travels. */
 struct proto_maintenance_reply {
 	uint32_t error;
 	char message[PROTO_SNAP_MESSAGE_MAX];
@@ -189,7 +190,7 @@ union proto_reply {
 	struct proto_dirents dirents;   /* READDIR READDIRPLUS */
 	struct proto_lock_reply lock;   /* SETLK GETLK */
 	struct proto_snapshot_reply snapshot;
-	struct proto_maintenance_reply maintenance;
+	struct proto_maintenance_reply maintenance;   /* MAINTENANCE GROW */
 	struct proto_lun_data lun_data; /* LUN_READ */
 };
 

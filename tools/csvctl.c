@@ -36,6 +36,8 @@ static void usage(FILE *to)
 		"       csvctl maintenance on|off VOLUME\n"
 		"              stop every node's use of the volume (refused, with the open files\n"
 		"              by node, while any is open), or end it (docs/volumes.md)\n"
+		"       csvctl grow VOLUME\n"
+		"              extend the volume to its LUN's new size while every node runs\n"
 		"       csvctl fsck UUID=GUID|LUN [-- E2FSCK-OPTIONS]\n"
 		"              e2fsck the LUN (default -f -y) once no node uses the volume;\n"
 		"              clears a crashed daemon's MMP claim the cluster proves stale\n"
@@ -731,6 +733,52 @@ static int cmd_maintenance(int argc, char **argv)
 	return 0;
 }
 
+/* ---- grow ------------------------------------------------------------------------ */
+
+static unsigned long long volume_blocks(const char *guid)
+{
+	char reply[16384], ignored[256], b[32];
+	if (csvfs_control_request(guid, "status", reply, sizeof(reply), ignored, sizeof(ignored)) != 0)
+		return 0;
+	return strtoull(field(reply, "blocks", b, sizeof(b)), NULL, 10);
+}
+
+static int cmd_grow(int argc, char **argv)
+{
+	if (argc != 1 || argv[0][0] == '-') {
+		fprintf(stderr, "csvctl grow: usage: csvctl grow VOLUME\n");
+		return 2;
+	}
+	char guid[37], err[512], reply[16384], msg[4096];
+	if (guid_of_volume(argv[0], guid, err, sizeof(err)) != 0) {
+		fprintf(stderr, "csvctl grow: %s\n", err);
+		return 1;
+	}
+	unsigned long long before = volume_blocks(guid), now = before;
+	if (csvfs_control_request_within(guid, "grow", reply, sizeof(reply), 150000, err, sizeof(err)) != 0) {
+		fprintf(stderr, "csvctl grow: %s\n", err);
+		return 1;
+	}
+	if (strstr(reply, "\"error\":")) {
+		fprintf(stderr, "csvctl grow: %s\n", field(reply, "error", msg, sizeof(msg)));
+		return 1;
+	}
+	printf("%s\n", field(reply, "message", msg, sizeof(msg)));
+	/* The size this node's statfs reports once a coordinator serves again. */
+	for (int i = 0; i < 600 && now <= before; i++) {
+		struct timespec ts = { 0, 100 * 1000 * 1000 };
+		nanosleep(&ts, NULL);
+		now = volume_blocks(guid);
+	}
+	if (now <= before) {
+		fprintf(stderr, "csvctl grow: volume %s: this node still sees %llu blocks after 60 s; see the "
+			"coordinator's log\n", guid, now);
+		return 1;
+	}
+	printf("volume %s: this node sees %llu blocks (was %llu)\n", guid, now, before);
+	return 0;
+}
+
 /* ---- fsck -------------------------------------------------------------------- */
 
 struct fsck_target {
@@ -893,6 +941,8 @@ int main(int argc, char **argv)
 		return cmd_balance(argc - 2, argv + 2);
 	if (strcmp(argv[1], "maintenance") == 0)
 		return cmd_maintenance(argc - 2, argv + 2);
+	if (strcmp(argv[1], "grow") == 0)
+		return cmd_grow(argc - 2, argv + 2);
 	if (strcmp(argv[1], "fsck") == 0)
 		return cmd_fsck(argc - 2, argv + 2);
 	if (strcmp(argv[1], "redirect") == 0)
