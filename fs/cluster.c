@@ -8,6 +8,7 @@
  *   cluster_layout.c  layout locks, the recall thread, coordinator recalls
  *   cluster_locks.c   the table of lock types; every lock goes through it
  *   cluster_maintenance.c  csvctl maintenance: the open-file check, on/off
+ *   cluster_grow.c    csvctl grow: checks, resize2fs with the engine detached
  * cluster_internal.h holds their shared state (struct cluster) and the
  * lock-type structs.
  *
