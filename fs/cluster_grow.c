@@ -8,13 +8,11 @@
  * use moves, and the new size reaches them through statfs. */
 #include "fs/cluster_internal.h"
 #include "fs/proto.h"
-#include "redirect-io/rio.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
@@ -181,54 +179,13 @@ static int coordinator_grow(struct cluster *c, int wait, char *msg, size_t len)
 	return rc;
 }
 
-int grow_serve(struct cluster *c, const struct rio_request *req, struct rio_response *resp)
+int grow_served(struct cluster *c, char *msg, size_t len)
 {
-	const struct proto_op *o = proto_op(req->op);
-	union proto_reply *p = calloc(1, sizeof(*p));
-	struct proto_req q;
-	if (!p)
-		resp->status = ENOMEM;
-	else if (proto_decode_request(o, req->payload, req->len, &q) != 0)
-		resp->status = EPROTO;
-	else {
-		int rc = atomic_load(&c->role) == CL_COORDINATOR
-			 ? coordinator_grow(c, 0, p->maintenance.message, sizeof(p->maintenance.message))
-			 : (snprintf(p->maintenance.message, sizeof(p->maintenance.message),
-				     "this node no longer coordinates; try again"), -EREMCHG);
-		p->maintenance.error = (uint32_t)-rc;
-		o->put_reply(&resp->body, p);
+	if (atomic_load(&c->role) != CL_COORDINATOR) {
+		snprintf(msg, len, "this node no longer coordinates volume %s; try again", c->v->uuid);
+		return -EREMCHG;
 	}
-	free(p);
-	return 0;
-}
-
-/* A participant asks the coordinator; csvctl then watches the size. */
-static int participant_grow(struct cluster *c, char *msg, size_t len)
-{
-	struct rio_writer w;
-	struct rio_reply rep;
-	struct proto_req q = { 0 };
-	union proto_reply *p = calloc(1, sizeof(*p));
-	if (!p)
-		return -ENOMEM;
-	rio_writer_init(&w, 0);
-	proto_op(OP_GROW)->put_req(&w, &q);
-	int rc = cluster_call_timeout(c, OP_GROW, &w, &rep, CALL_TIMEOUT_MS);
-	rio_writer_free(&w);
-	if (rc == 0) {
-		if (proto_decode_reply(proto_op(OP_GROW), rep.payload, rep.len, p) != 0)
-			rc = -EPROTO;
-		rio_reply_free(&rep);
-	}
-	if (rc)
-		snprintf(msg, len, "volume %s: the coordinator could not be asked: %s", c->v->uuid,
-			 strerror(rc == -ERESTART ? EHOSTUNREACH : -rc));
-	else {
-		rc = -(int)p->maintenance.error;
-		snprintf(msg, len, "%s", p->maintenance.message);
-	}
-	free(p);
-	return rc;
+	return coordinator_grow(c, 0, msg, len);
 }
 
 int cluster_grow(struct cluster *c, char *msg, size_t len)
@@ -239,5 +196,6 @@ int cluster_grow(struct cluster *c, char *msg, size_t len)
 	}
 	if (atomic_load(&c->role) == CL_COORDINATOR)
 		return coordinator_grow(c, 1, msg, len);
-	return participant_grow(c, msg, len);
+	/* The coordinator has begun; csvctl then watches the size. */
+	return cluster_ask_outcome(c, OP_GROW, CALL_TIMEOUT_MS, msg, len);
 }

@@ -287,15 +287,23 @@ struct rio_response;
 int snapshot_serve(struct cluster *c, const struct rio_peer *peer, const struct rio_request *req,
 		   struct rio_response *resp);
 
+/* Requests with no fields whose reply is an outcome (OP_MAINTENANCE,
+ * OP_GROW; cluster_conn.c). ask: from a participant; 0 or the coordinator's
+ * negative errno, msg its message or why it could not be asked. serve: the
+ * coordinator runs run (on the rio handler thread) and replies. */
+int cluster_ask_outcome(struct cluster *c, uint16_t op, unsigned timeout_ms, char *msg, size_t len);
+int outcome_serve(struct cluster *c, const struct rio_request *req, struct rio_response *resp,
+		  int (*run)(struct cluster *c, char *msg, size_t len));
+
 /* ---- cluster_maintenance.c ------------------------------------------------ */
 
-/* The coordinator's side of OP_MAINTENANCE (rio handler thread). */
-int maintenance_serve(struct cluster *c, const struct rio_request *req, struct rio_response *resp);
+/* The coordinator's side of OP_MAINTENANCE (for outcome_serve). */
+int maintenance_served(struct cluster *c, char *msg, size_t len);
 
 /* ---- cluster_grow.c ------------------------------------------------------- */
 
-/* The coordinator's side of OP_GROW (rio handler thread). */
-int grow_serve(struct cluster *c, const struct rio_request *req, struct rio_response *resp);
+/* The coordinator's side of OP_GROW (for outcome_serve). */
+int grow_served(struct cluster *c, char *msg, size_t len);
 /* With the engine detached (nobody has it): resize2fs on the LUN. */
 void grow_detached(struct cluster *c);
 

@@ -7,11 +7,9 @@
  * cluster thread's side is role_enter_maintenance (fs/cluster_role.c). */
 #include "fs/cluster_internal.h"
 #include "fs/proto.h"
-#include "redirect-io/rio.h"
 
 #include <errno.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 struct open_report {
@@ -87,22 +85,9 @@ static int coordinator_enter(struct cluster *c, int wait, char *msg, size_t len)
 	return 0;
 }
 
-int maintenance_serve(struct cluster *c, const struct rio_request *req, struct rio_response *resp)
+int maintenance_served(struct cluster *c, char *msg, size_t len)
 {
-	const struct proto_op *o = proto_op(req->op);
-	union proto_reply *p = calloc(1, sizeof(*p));
-	struct proto_req q;
-	if (!p)
-		resp->status = ENOMEM;
-	else if (proto_decode_request(o, req->payload, req->len, &q) != 0)
-		resp->status = EPROTO;
-	else {
-		int rc = coordinator_enter(c, 0, p->maintenance.message, sizeof(p->maintenance.message));
-		p->maintenance.error = (uint32_t)-rc;
-		o->put_reply(&resp->body, p);
-	}
-	free(p);
-	return 0;
+	return coordinator_enter(c, 0, msg, len);
 }
 
 /* Waits (bounded) until this node sees the volume in maintenance (want 1)
@@ -125,33 +110,10 @@ static int follow_wait(struct cluster *c, int want)
 /* A participant asks the coordinator, then waits to see it here. */
 static int participant_enter(struct cluster *c, char *msg, size_t len)
 {
-	struct rio_writer w;
-	struct rio_reply rep;
-	struct proto_req q = { 0 };
-	union proto_reply *p = calloc(1, sizeof(*p));
-	if (!p)
-		return -ENOMEM;
-	rio_writer_init(&w, 0);
-	proto_op(OP_MAINTENANCE)->put_req(&w, &q);
-	int rc = cluster_call_timeout(c, OP_MAINTENANCE, &w, &rep, MAINTENANCE_WAIT_MS);
-	rio_writer_free(&w);
-	if (rc == 0) {
-		if (proto_decode_reply(proto_op(OP_MAINTENANCE), rep.payload, rep.len, p) != 0)
-			rc = -EPROTO;
-		rio_reply_free(&rep);
-	}
-	if (rc) {
-		snprintf(msg, len, "volume %s: the coordinator could not be asked: %s", c->v->uuid,
-			 strerror(rc == -ERESTART ? EHOSTUNREACH : -rc));
-	} else if (p->maintenance.error) {
-		rc = -(int)p->maintenance.error;
-		snprintf(msg, len, "%s", p->maintenance.message);
-	} else if ((rc = follow_wait(c, 1)) != 0) {
+	int rc = cluster_ask_outcome(c, OP_MAINTENANCE, MAINTENANCE_WAIT_MS, msg, len);
+	if (rc == 0 && (rc = follow_wait(c, 1)) != 0)
 		snprintf(msg, len, "volume %s: the coordinator stepped down, but this node did not see the "
 			 "maintenance within %u s", c->v->uuid, MAINTENANCE_WAIT_MS / 1000);
-	} else
-		snprintf(msg, len, "%s", p->maintenance.message);
-	free(p);
 	return rc;
 }
 

@@ -115,9 +115,9 @@ static int serve_request(void *arg, const struct rio_peer *peer, const struct ri
 	if (req->op == OP_SNAPSHOT || req->op == OP_SNAPSHOT_ABORT)
 		return snapshot_serve(c, peer, req, resp);
 	if (req->op == OP_MAINTENANCE)
-		return maintenance_serve(c, req, resp);
+		return outcome_serve(c, req, resp, maintenance_served);
 	if (req->op == OP_GROW)
-		return grow_serve(c, req, resp);
+		return outcome_serve(c, req, resp, grow_served);
 	int role = cluster_enter(c);
 	if (role < 0) {
 		resp->status = (uint16_t)-role;   /* paused too long */

@@ -170,41 +170,36 @@ static void move_request(struct control *c, const char *target, char *reply, siz
 		snprintf(reply, len, "{\"moving\":true}\n");
 }
 
-/* "maintenance on|off": answered once the cluster followed (30 s at most). */
-static void maintenance_request(struct control *c, const char *arg, char *reply, size_t len)
+/* The reply to a request whose outcome is rc and msg: {"error":msg}, or
+ * {"<key>":<value>,"message":msg}. */
+static void outcome_reply(int rc, const char *key, const char *value, const char *msg, char *reply, size_t len)
 {
-	char msg[2048], esc[4096];
-	int on = strcmp(arg, "on") == 0;
-	if (!c->vol->cluster) {
-		snprintf(reply, len, "{\"error\":\"volume is mounted standalone: unmount it to check it\"}\n");
-		return;
-	}
-	if (!on && strcmp(arg, "off") != 0) {
-		snprintf(reply, len, "{\"error\":\"maintenance: expected on or off\"}\n");
-		return;
-	}
-	int rc = cluster_maintenance(c->vol->cluster, on, msg, sizeof(msg));
+	char esc[4096];
 	json_str(esc, sizeof(esc), msg);
 	if (rc)
 		snprintf(reply, len, "{\"error\":\"%s\"}\n", esc);
 	else
-		snprintf(reply, len, "{\"maintenance\":%s,\"message\":\"%s\"}\n", on ? "true" : "false", esc);
+		snprintf(reply, len, "{\"%s\":%s,\"message\":\"%s\"}\n", key, value, esc);
+}
+
+/* "maintenance on|off": answered once the cluster followed (30 s at most). */
+static void maintenance_request(struct control *c, const char *arg, char *reply, size_t len)
+{
+	char msg[2048] = "maintenance: expected on or off";
+	int on = strcmp(arg, "on") == 0, rc = -EINVAL;
+	if (!c->vol->cluster)
+		snprintf(msg, sizeof(msg), "volume is mounted standalone: unmount it to check it");
+	else if (on || strcmp(arg, "off") == 0)
+		rc = cluster_maintenance(c->vol->cluster, on, msg, sizeof(msg));
+	outcome_reply(rc, "maintenance", on ? "true" : "false", msg, reply, len);
 }
 
 /* "grow": begun (from a participant) or done (on the coordinator). */
 static void grow_request(struct control *c, char *reply, size_t len)
 {
-	char msg[2048], esc[4096];
-	if (!c->vol->cluster) {
-		snprintf(reply, len, "{\"error\":\"volume is mounted standalone: unmount it and run resize2fs\"}\n");
-		return;
-	}
-	int rc = cluster_grow(c->vol->cluster, msg, sizeof(msg));
-	json_str(esc, sizeof(esc), msg);
-	if (rc)
-		snprintf(reply, len, "{\"error\":\"%s\"}\n", esc);
-	else
-		snprintf(reply, len, "{\"grow\":true,\"message\":\"%s\"}\n", esc);
+	char msg[2048] = "volume is mounted standalone: unmount it and run resize2fs";
+	int rc = c->vol->cluster ? cluster_grow(c->vol->cluster, msg, sizeof(msg)) : -EINVAL;
+	outcome_reply(rc, "grow", "true", msg, reply, len);
 }
 
 /* "redirect on SECONDS [NODE...]" / "redirect off [NODE...]" (csvctl checked
