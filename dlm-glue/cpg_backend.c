@@ -82,8 +82,7 @@ static int cpg_connect(const struct dg_config *cfg, struct dg_lockspace **out, c
 		destroy(ls);
 		return -ENOMEM;
 	}
-	int n = snprintf(ls->group.value, CPG_MAX_NAME_LENGTH, "csvfs:%s", cfg->lockspace);
-	ls->group.length = (uint32_t)n;
+	cpgb_group_name(cfg->lockspace, &ls->group);
 
 	int rc = cpgb_open_corosync(ls, err, errlen);
 	if (rc < 0) {

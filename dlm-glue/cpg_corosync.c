@@ -21,6 +21,65 @@ void cpgb_wake(struct cpg_ls *ls)
 	(void)n;
 }
 
+int cpgb_group_name(const char *lockspace, struct cpg_name *out)
+{
+	int n = snprintf(out->value, CPG_MAX_NAME_LENGTH, "csvfs:%s", lockspace);
+	if (n >= CPG_MAX_NAME_LENGTH)
+		n = CPG_MAX_NAME_LENGTH - 1;
+	out->length = (uint32_t)n;
+	return n;
+}
+
+static int corosync_quorate(int *quorate, char *err, size_t errlen)
+{
+	quorum_handle_t qh;
+	uint32_t qtype = 0;
+	int q = 0;
+	if (quorum_initialize(&qh, NULL, &qtype) != CS_OK) {
+		snprintf(err, errlen, "cannot reach this node's corosync (quorum service): is it running?");
+		return -ENOTCONN;
+	}
+	cs_error_t rc = quorum_getquorate(qh, &q);
+	quorum_finalize(qh);
+	if (rc != CS_OK) {
+		snprintf(err, errlen, "corosync did not say whether this node is quorate (error %d)", rc);
+		return -EIO;
+	}
+	*quorate = q;
+	return 0;
+}
+
+int dg_lockspace_users(const char *lockspace, uint32_t *nodeids, size_t max, int *quorate, char *err,
+		       size_t errlen)
+{
+	struct cpg_name group;
+	cpgb_group_name(lockspace, &group);
+	int rc = corosync_quorate(quorate, err, errlen);
+	if (rc)
+		return rc;
+	cpg_handle_t h;
+	cpg_iteration_handle_t it;
+	if (cpg_initialize(&h, NULL) != CS_OK) {
+		snprintf(err, errlen, "cannot reach this node's corosync (CPG service)");
+		return -ENOTCONN;
+	}
+	if (cpg_iteration_initialize(h, CPG_ITERATION_ONE_GROUP, &group, &it) != CS_OK) {
+		cpg_finalize(h);
+		return 0;   /* no such group: nobody in it */
+	}
+	struct cpg_iteration_description_t d;
+	size_t n = 0;
+	int total = 0;
+	while (cpg_iteration_next(it, &d) == CS_OK) {
+		if (n < max)
+			nodeids[n++] = d.nodeid;
+		total++;
+	}
+	cpg_iteration_finalize(it);
+	cpg_finalize(h);
+	return total;
+}
+
 const char *cpgb_node_name(const struct cpg_ls *ls, uint32_t nodeid)
 {
 	for (size_t i = 0; i < ls->nnodes; i++)

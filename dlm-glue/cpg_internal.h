@@ -337,6 +337,8 @@ void cpgb_wake(struct cpg_ls *ls);
 const char *cpgb_node_name(const struct cpg_ls *ls, uint32_t nodeid);
 void cpgb_close_corosync(struct cpg_ls *ls);
 int cpgb_open_corosync(struct cpg_ls *ls, char *err, size_t errlen);
+/* The CPG group name of a lockspace ("csvfs:<lockspace>"); its length. */
+int cpgb_group_name(const char *lockspace, struct cpg_name *out);
 void *cpgb_dispatch_main(void *arg);
 
 /* ---- cpg_apply.c (applying raw events) --------------------------------------- */

@@ -85,6 +85,15 @@ uint32_t dg_this_node(struct dg_lockspace *ls);
 /* Copies up to max members; returns the count and whether we are quorate. */
 int dg_members(struct dg_lockspace *ls, struct dg_member *out, size_t max, int *quorate);
 
+/* Who uses a lockspace, asked of this node's corosync without joining it:
+ * the nodeids of the processes in the cpg backend's group for it (up to
+ * max; returns the count, or a negative errno with err set) and whether
+ * this node's partition is quorate. A quorate answer of 0 proves that no
+ * node of the cluster runs a member (one cut off from the quorate part is
+ * fenced or paused, docs/locking.md). Only the cpg backend is seen. */
+int dg_lockspace_users(const char *lockspace, uint32_t *nodeids, size_t max, int *quorate, char *err,
+		       size_t errlen);
+
 /* Requests a new lock on resource `name` (NUL-terminated, < DG_RESOURCE_MAX).
  * The ast reports the grant; the bast, conflicts while held. */
 int dg_lock(struct dg_lockspace *ls, const char *name, enum dg_mode mode, unsigned flags,

@@ -7,6 +7,8 @@
  *                     reclaim of opens
  *   cluster_layout.c  layout locks, the recall thread, coordinator recalls
  *   cluster_locks.c   the table of lock types; every lock goes through it
+ *   cluster_maintenance.c  csvctl maintenance: the open-file check, on/off
+ *   cluster_grow.c    csvctl grow: checks, resize2fs with the engine detached
  * cluster_internal.h holds their shared state (struct cluster) and the
  * lock-type structs.
  *
@@ -161,7 +163,16 @@ int cluster_enter(struct cluster *c)
 	}
 	pthread_mutex_unlock(&c->mu);
 	pthread_rwlock_rdlock(&c->role_lock);
+	if (atomic_load(&c->maintenance)) {   /* docs/volumes.md: nothing uses the volume */
+		pthread_rwlock_unlock(&c->role_lock);
+		return -EBUSY;
+	}
 	return atomic_load(&c->role);
+}
+
+int cluster_in_maintenance(struct cluster *c)
+{
+	return atomic_load(&c->maintenance);
 }
 
 void cluster_leave(struct cluster *c)
@@ -174,6 +185,8 @@ int cluster_wait_coordinator(struct cluster *c, uint64_t *since_ms)
 	/* Bounded by time, not by wake-ups: many waiting requests wake each
 	 * other, and a count of wake-ups ran out within milliseconds. */
 	uint64_t now = cl_now_ms();
+	if (atomic_load(&c->maintenance))
+		return -EBUSY;
 	if (*since_ms == 0)
 		*since_ms = now;
 	if (now - *since_ms >= c->o.coord_wait_ms) {
@@ -215,9 +228,9 @@ void cluster_status_json(struct cluster *c, char *out, size_t len)
 			coord_name = m[i].name;
 	size_t o = (size_t)snprintf(out, len,
 		"\"coordinator\":\"%s\",\"coordinator_nodeid\":%u,\"epoch\":%u,\"this_node\":\"%s\","
-		"\"role\":\"%s\",\"quorate\":%s,\"nodes\":[",
+		"\"role\":\"%s\",\"quorate\":%s,\"maintenance\":%s,\"nodes\":[",
 		coord_name, coord, epoch, c->o.node, role == CL_COORDINATOR ? "coordinator" : "participant",
-		q ? "true" : "false");
+		q ? "true" : "false", atomic_load(&c->maintenance) ? "true" : "false");
 	for (int i = 0; i < n && o + 256 < len; i++) {
 		int self = m[i].nodeid == c->self;
 		const char *io = m[i].state != DG_NODE_UP ? "unavailable"

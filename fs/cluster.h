@@ -10,11 +10,18 @@
 
 enum cluster_role { CL_PARTICIPANT = 1, CL_COORDINATOR = 2 };
 
+/* Without port=, a coordinator serves on the first free port of this range:
+ * each volume has its own daemon, so a node coordinating several volumes
+ * needs one port per volume. The port in use is published in "coordinfo". */
+#define CLUSTER_PORT_BASE 7100
+#define CLUSTER_PORT_COUNT 64
+
 struct cluster_opts {
 	char node[64];              /* this node's name (its certificate's) */
 	uint32_t nodeid;            /* corosync nodeid, for checking */
 	char cred_dir[1024];        /* redirect-io credential directory */
-	uint16_t port;              /* coordinator's redirect-io port */
+	uint16_t port;              /* coordinator's redirect-io port; 0: the first free one
+	                             * of CLUSTER_PORT_BASE.. (one daemon per volume) */
 	char backend[16];           /* dlm-glue backend: cpg or dlm */
 	unsigned fence_deadline_ms; /* dlm-glue self-fence deadline (0: its default) */
 	char fence_command[512];
@@ -83,6 +90,22 @@ int cluster_snap_check(const struct cluster_snap_request *rq, char *err, size_t 
  * thawed; res->status says whether the snapshot is good. */
 void cluster_snapshot(struct cluster *c, const struct cluster_snap_request *rq,
 		      int (*aborted)(void *), void *arg, struct cluster_snap_result *res);
+
+/* csvctl maintenance (docs/volumes.md), on any node. on: refused with the
+ * open files by node while any file is open; else the coordinator detaches
+ * the engine (journal clean, MMP released) and nobody takes the role: every
+ * request on every node fails with EBUSY and no node touches the LUN. off:
+ * the role is taken again (waits for a coordinator, bounded). msg gets the
+ * outcome or the cause; returns 0 or a negative errno. */
+int cluster_maintenance(struct cluster *c, int on, char *msg, size_t len);
+/* csvctl grow (docs/volumes.md), on any node: the filesystem takes the
+ * LUN's new size, blocks never move. The coordinator detaches the engine
+ * (requests wait), runs resize2fs, and takes its role again; refused when
+ * the LUN did not grow or when growing would need more group descriptor
+ * blocks (they would move blocks in use). msg gets the outcome. */
+int cluster_grow(struct cluster *c, char *msg, size_t len);
+/* This node knows the volume is in maintenance. */
+int cluster_in_maintenance(struct cluster *c);
 
 /* Request a role move (csvctl move); "" = any other node. */
 int cluster_move(struct cluster *c, const char *target, char *err, size_t errlen);

@@ -295,3 +295,51 @@ int cluster_check_credential(const struct cluster_opts *o, char *err, size_t err
 	}
 	return 0;
 }
+
+/* ---- requests whose reply is an outcome (MAINTENANCE, GROW) --------------- */
+
+int cluster_ask_outcome(struct cluster *c, uint16_t op, unsigned timeout_ms, char *msg, size_t len)
+{
+	struct rio_writer w;
+	struct rio_reply rep;
+	struct proto_req q = { 0 };
+	union proto_reply *p = calloc(1, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	rio_writer_init(&w, 0);
+	proto_op(op)->put_req(&w, &q);
+	int rc = cluster_call_timeout(c, op, &w, &rep, timeout_ms);
+	rio_writer_free(&w);
+	if (rc == 0) {
+		if (proto_decode_reply(proto_op(op), rep.payload, rep.len, p) != 0)
+			rc = -EPROTO;
+		rio_reply_free(&rep);
+	}
+	if (rc)
+		snprintf(msg, len, "volume %s: the coordinator could not be asked: %s", c->v->uuid,
+			 strerror(rc == -ERESTART ? EHOSTUNREACH : -rc));
+	else {
+		rc = -(int)p->maintenance.error;
+		snprintf(msg, len, "%s", p->maintenance.message);
+	}
+	free(p);
+	return rc;
+}
+
+int outcome_serve(struct cluster *c, const struct rio_request *req, struct rio_response *resp,
+		  int (*run)(struct cluster *c, char *msg, size_t len))
+{
+	const struct proto_op *o = proto_op(req->op);
+	union proto_reply *p = calloc(1, sizeof(*p));
+	struct proto_req q;
+	if (!p)
+		resp->status = ENOMEM;
+	else if (proto_decode_request(o, req->payload, req->len, &q) != 0)
+		resp->status = EPROTO;
+	else {
+		p->maintenance.error = (uint32_t)-run(c, p->maintenance.message, sizeof(p->maintenance.message));
+		o->put_reply(&resp->body, p);
+	}
+	free(p);
+	return 0;
+}

@@ -26,11 +26,19 @@
  * or until every live node said it has reclaimed (docs/file-locks.md). */
 #define LOCK_GRACE_MS 5000
 #define MAX_NODES 64
+/* A vacant role: a node lets the others try first for this long per volume
+ * it already coordinates, plus a share of it per live node with a lower
+ * nodeid (docs/volumes.md, "Which node coordinates"). */
+#define ELECT_STEP_MS 1000
 
 /* The value block of "coordinfo". */
 struct coord_info {
-	uint32_t epoch, nodeid, port, move_target;
+	uint32_t epoch, nodeid, port, move_target, flags;
 };
+/* Set by csvctl maintenance on, cleared by off: nobody takes the role. */
+#define INFO_FLAG_MAINTENANCE 1u
+/* How long csvctl maintenance waits for the cluster to follow. */
+#define MAINTENANCE_WAIT_MS 30000
 
 /* ---- lock types (the table is in cluster_locks.c) ----------------------- */
 
@@ -148,6 +156,20 @@ struct cluster {
 	struct server *srv_state;        /* coordinator: opens per node */
 	struct rio_server *srv;
 
+	uint64_t vacant_since_ms;        /* role thread: no live coordinator since (0: there is one) */
+	/* In maintenance (docs/volumes.md): every request fails with EBUSY.
+	 * Set under role_lock held exclusively on the coordinator; from the
+	 * value block on the others. */
+	_Atomic int maintenance;
+	int maint_request;               /* mu: coordinator: step down into maintenance */
+	/* csvctl grow (cluster_grow.c), under mu: asked of the cluster thread;
+	 * each grow it ran counts in grow_done with its outcome. */
+	int grow_request;
+	uint64_t grow_blocks;            /* the size resize2fs is asked for */
+	unsigned grow_done;
+	int grow_rc;
+	char grow_msg[512];
+
 	struct cl_lockres *lockres_retired; /* layout lockres to free (cluster_locks.c) */
 	struct cl_lockres *lockres_kept; /* whose unlock failed: freed at stop */
 
@@ -157,6 +179,17 @@ struct cluster {
 	pthread_t thread, recall_thread;
 	int threads;
 };
+
+/* ---- cluster_role.c: the value block; maintenance ------------------------- */
+
+int info_read(struct cluster *c, struct coord_info *ci);
+int info_write(struct cluster *c, const struct coord_info *ci);
+/* Takes the coordinfo lock anew when our lineage lost it. */
+int info_ensure(struct cluster *c);
+/* Coordinator (cluster thread): detach, publish maintenance, release the role. */
+void role_enter_maintenance(struct cluster *c);
+/* Coordinator (cluster thread): detach, grow_detached, take the role again. */
+void role_grow(struct cluster *c);
 
 /* ---- cluster.c: time, wake-ups, membership ------------------------------ */
 
@@ -276,6 +309,26 @@ struct rio_response;
  * lock itself). */
 int snapshot_serve(struct cluster *c, const struct rio_peer *peer, const struct rio_request *req,
 		   struct rio_response *resp);
+
+/* Requests with no fields whose reply is an outcome (OP_MAINTENANCE,
+ * OP_GROW; cluster_conn.c). ask: from a participant; 0 or the coordinator's
+ * negative errno, msg its message or why it could not be asked. serve: the
+ * coordinator runs run (on the rio handler thread) and replies. */
+int cluster_ask_outcome(struct cluster *c, uint16_t op, unsigned timeout_ms, char *msg, size_t len);
+int outcome_serve(struct cluster *c, const struct rio_request *req, struct rio_response *resp,
+		  int (*run)(struct cluster *c, char *msg, size_t len));
+
+/* ---- cluster_maintenance.c ------------------------------------------------ */
+
+/* The coordinator's side of OP_MAINTENANCE (for outcome_serve). */
+int maintenance_served(struct cluster *c, char *msg, size_t len);
+
+/* ---- cluster_grow.c ------------------------------------------------------- */
+
+/* The coordinator's side of OP_GROW (for outcome_serve). */
+int grow_served(struct cluster *c, char *msg, size_t len);
+/* With the engine detached (nobody has it): resize2fs on the LUN. */
+void grow_detached(struct cluster *c);
 
 /* ---- cluster_role.c: roles and the cluster thread ------------------------ */
 

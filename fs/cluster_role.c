@@ -5,6 +5,7 @@
 #include "fs/cluster_internal.h"
 #include "fs/proto.h"
 #include "fs/iostate.h"
+#include "fs/control.h"
 #include "redirect-io/rio.h"
 
 #include <errno.h>
@@ -17,16 +18,16 @@
 
 static void info_decode(const uint8_t *lvb, struct coord_info *ci)
 {
-	uint32_t f[5];
+	uint32_t f[6];
 	memcpy(f, lvb, sizeof(f));
 	if (f[0] != INFO_MAGIC) {
 		memset(ci, 0, sizeof(*ci));
 		return;
 	}
-	*ci = (struct coord_info){ f[1], f[2], f[3], f[4] };
+	*ci = (struct coord_info){ f[1], f[2], f[3], f[4], f[5] };
 }
 
-static int info_read(struct cluster *c, struct coord_info *ci)
+int info_read(struct cluster *c, struct coord_info *ci)
 {
 	int rc = held_convert(&c->info, DG_PR, DG_VALBLK, NULL);
 	if (rc)
@@ -35,13 +36,13 @@ static int info_read(struct cluster *c, struct coord_info *ci)
 	return held_convert(&c->info, DG_NL, 0, NULL);
 }
 
-static int info_write(struct cluster *c, const struct coord_info *ci)
+int info_write(struct cluster *c, const struct coord_info *ci)
 {
 	int rc = held_convert(&c->info, DG_EX, DG_VALBLK, NULL);
 	if (rc)
 		return rc;
 	uint8_t lvb[DG_LVB_LEN] = { 0 };
-	uint32_t f[5] = { INFO_MAGIC, ci->epoch, ci->nodeid, ci->port, ci->move_target };
+	uint32_t f[6] = { INFO_MAGIC, ci->epoch, ci->nodeid, ci->port, ci->move_target, ci->flags };
 	memcpy(lvb, f, sizeof(f));
 	return held_convert(&c->info, DG_NL, DG_VALBLK, lvb);
 }
@@ -58,7 +59,7 @@ static void file_locks_lost(struct cluster *c)
 /* The info lock is lost with our lineage after a partition: take it anew.
  * The others released this node's file locks once it was fenced: its
  * processes learn it (files that held one fail I/O, fs/plock.h). */
-static int info_ensure(struct cluster *c)
+int info_ensure(struct cluster *c)
 {
 	if (c->info.lk && !held_lost(&c->info))
 		return 0;
@@ -113,6 +114,10 @@ static int serve_request(void *arg, const struct rio_peer *peer, const struct ri
 	struct cluster *c = arg;
 	if (req->op == OP_SNAPSHOT || req->op == OP_SNAPSHOT_ABORT || req->op == OP_SNAPSHOT_REPORT)
 		return snapshot_serve(c, peer, req, resp);
+	if (req->op == OP_MAINTENANCE)
+		return outcome_serve(c, req, resp, maintenance_served);
+	if (req->op == OP_GROW)
+		return outcome_serve(c, req, resp, grow_served);
 	int role = cluster_enter(c);
 	if (role < 0) {
 		resp->status = (uint16_t)-role;   /* paused too long */
@@ -133,24 +138,42 @@ static int move_for_server(void *arg, const char *target, char *err, size_t errl
 	return cluster_move(arg, target, err, errlen);
 }
 
+/* rio listens on port= if given, else on the first free port of the range
+ * (another volume's daemon on this node may hold the others). */
+static int listen_for_participants(struct cluster *c, struct rio_server **srv)
+{
+	struct rio_server_config cfg = {
+		.cred_dir = c->o.cred_dir, .listen_addr = "0.0.0.0",
+		.handler = serve_request, .handler_arg = c, .log = conn_rio_log,
+	};
+	unsigned first = c->o.port ? c->o.port : CLUSTER_PORT_BASE;
+	unsigned count = c->o.port ? 1 : CLUSTER_PORT_COUNT;
+	char err[512] = "";
+	for (unsigned p = first; p < first + count; p++) {
+		cfg.port = (uint16_t)p;
+		if (rio_server_start(&cfg, srv, err, sizeof(err)) == RIO_OK)
+			return 0;
+	}
+	if (count == 1)
+		csvfs_log(LOG_ERR_L, "coordinator of volume %s cannot serve other nodes on port %u: %s",
+			  c->v->uuid, first, err);
+	else
+		csvfs_log(LOG_ERR_L, "coordinator of volume %s cannot serve other nodes: no free port in "
+			  "%u-%u (last: %s)", c->v->uuid, first, first + count - 1, err);
+	return -EADDRINUSE;
+}
+
 static int server_start(struct cluster *c)
 {
 	struct server *st;
 	if (server_create(c->v, &st))
 		return -ENOMEM;
 	server_set_mover(st, move_for_server, c);
-	struct rio_server_config cfg = {
-		.cred_dir = c->o.cred_dir, .listen_addr = "0.0.0.0", .port = c->o.port,
-		.handler = serve_request, .handler_arg = c, .log = conn_rio_log,
-	};
 	pthread_mutex_lock(&c->mu);
 	c->srv_state = st;
 	pthread_mutex_unlock(&c->mu);
-	char err[512];
 	struct rio_server *srv;
-	int rc = rio_server_start(&cfg, &srv, err, sizeof(err));
-	if (rc != RIO_OK) {
-		csvfs_log(LOG_ERR_L, "coordinator cannot serve other nodes on port %u: %s", c->o.port, err);
+	if (listen_for_participants(c, &srv) != 0) {
 		pthread_mutex_lock(&c->mu);
 		c->srv_state = NULL;
 		pthread_mutex_unlock(&c->mu);
@@ -161,6 +184,15 @@ static int server_start(struct cluster *c)
 	c->srv = srv;
 	pthread_mutex_unlock(&c->mu);
 	return 0;
+}
+
+/* The port participants reach this coordinator on (0: it serves nobody). */
+static uint16_t serving_port(struct cluster *c)
+{
+	pthread_mutex_lock(&c->mu);
+	uint16_t port = c->srv ? rio_server_port(c->srv) : 0;
+	pthread_mutex_unlock(&c->mu);
+	return port;
 }
 
 /* Stops serving (handlers finish, GOAWAY) and forgets the other nodes' opens. */
@@ -204,9 +236,10 @@ static int become_coordinator(struct cluster *c, const struct coord_info *prev)
 	lock_table_to_coordinator(c, prev);
 	set_role(c, CL_COORDINATOR);
 	pthread_rwlock_unlock(&c->role_lock);
+	control_note_coordinator(c->v->uuid, 1);
 	volume_start(c->v);
 	server_start(c);
-	struct coord_info ci = { .epoch = prev->epoch + 1, .nodeid = c->self, .port = c->o.port };
+	struct coord_info ci = { .epoch = prev->epoch + 1, .nodeid = c->self, .port = serving_port(c) };
 	rc = info_ensure(c);
 	if (rc == 0)
 		rc = info_write(c, &ci);
@@ -246,12 +279,16 @@ static void to_participant(struct cluster *c, void (*drop_engine)(struct volume 
 	minode_foreach(c->v, minode_to_participant, NULL);
 	set_role(c, CL_PARTICIPANT);
 	pthread_rwlock_unlock(&c->role_lock);
+	control_note_coordinator(c->v->uuid, 0);
 }
 
-/* Hands the role over: everything durable, the journal clean, MMP released. */
-void role_step_down(struct cluster *c, uint32_t target)
+/* Hands the role over: everything durable, the journal clean, MMP released;
+ * detached (if any) runs then, with no node attached to the engine. */
+static void step_down(struct cluster *c, uint32_t target, void (*detached)(struct cluster *c))
 {
 	to_participant(c, volume_detach_engine);
+	if (detached)
+		detached(c);
 	pthread_mutex_lock(&c->mu);
 	uint32_t epoch = c->epoch;
 	c->coord_nodeid = 0;
@@ -263,7 +300,65 @@ void role_step_down(struct cluster *c, uint32_t target)
 		csvfs_log(LOG_WARN_L, "could not announce the move in the coordinator value block");
 	held_unlock(&c->coord, 0, NULL);
 	csvfs_log(LOG_WARN_L, "this node stepped down as coordinator (epoch %u)%s", epoch,
-		  target ? "; handing over" : "");
+		  target == c->self ? "; taking it again" : target ? "; handing over" : "");
+}
+
+void role_step_down(struct cluster *c, uint32_t target)
+{
+	step_down(c, target, NULL);
+}
+
+/* A move to this very node, with resize2fs between detach and attach: the
+ * participants find the coordinator again as after any move. */
+void role_grow(struct cluster *c)
+{
+	step_down(c, c->self, grow_detached);
+}
+
+/* csvctl maintenance on, on the coordinator: the gate is shut and no file
+ * is open (cluster_maintenance.c). The value block says "maintenance"
+ * before "coord" goes, so whoever gets "coord" next sees it and lets go. */
+void role_enter_maintenance(struct cluster *c)
+{
+	to_participant(c, volume_detach_engine);
+	pthread_mutex_lock(&c->mu);
+	uint32_t epoch = c->epoch;
+	c->coord_nodeid = 0;
+	c->maint_request = 0;
+	pthread_mutex_unlock(&c->mu);
+	struct coord_info ci = { .epoch = epoch, .flags = INFO_FLAG_MAINTENANCE };
+	if (info_ensure(c) || info_write(c, &ci))
+		csvfs_log(LOG_ERR_L, "volume %s: could not publish maintenance in the coordinator value block",
+			  c->v->uuid);
+	held_unlock(&c->coord, 0, NULL);
+	csvfs_log(LOG_WARN_L, "volume %s is in maintenance: this node stepped down as coordinator (epoch %u), "
+		  "journal clean and MMP released; no node takes the role until csvctl maintenance off",
+		  c->v->uuid, epoch);
+	pthread_mutex_lock(&c->mu);
+	pthread_cond_broadcast(&c->cv);
+	pthread_mutex_unlock(&c->mu);
+}
+
+/* The value block's maintenance flag changed: follow it. What this node
+ * cached of the volume is dropped either way (e2fsck may have changed it). */
+static void maintenance_follow(struct cluster *c, int on)
+{
+	if (atomic_load(&c->maintenance) == on)
+		return;
+	pthread_rwlock_wrlock(&c->role_lock);
+	atomic_store(&c->maintenance, on);
+	minode_foreach(c->v, minode_to_participant, NULL);
+	pthread_rwlock_unlock(&c->role_lock);
+	pthread_mutex_lock(&c->mu);
+	if (on)
+		c->coord_nodeid = 0;
+	pthread_mutex_unlock(&c->mu);
+	csvfs_log(LOG_WARN_L, on ? "volume %s is in maintenance: requests fail with EBUSY until csvctl maintenance off"
+				 : "volume %s: maintenance is over; cached state dropped, a coordinator is elected",
+		  c->v->uuid);
+	pthread_mutex_lock(&c->mu);
+	pthread_cond_broadcast(&c->cv);
+	pthread_mutex_unlock(&c->mu);
 }
 
 /* The "coord" lock is gone with our lineage (dispatch thread). A coordinator
@@ -306,6 +401,10 @@ static void try_take_role(struct cluster *c, const struct coord_info *ci)
 	struct coord_info now = *ci;
 	if (info_read(c, &now) != 0)
 		now = *ci;
+	if (now.flags & INFO_FLAG_MAINTENANCE) {
+		held_unlock(&c->coord, 0, NULL);   /* maintenance began meanwhile */
+		return;
+	}
 	if (become_coordinator(c, &now) != 0) {
 		held_unlock(&c->coord, 0, NULL);
 		sleep(1);
@@ -328,10 +427,49 @@ static int move_waiting(struct cluster *c, const struct coord_info *ci)
 	return waiting && cl_member_find(c, ci->move_target, NULL, NULL);
 }
 
+/* How long this node leaves a vacant role to the others: the node that
+ * coordinates fewest volumes takes it, among equals the lowest nodeid.
+ * Named by a move, it takes it at once. Alone, it still waits for what it
+ * coordinates already: the nodes of a cluster mount a new volume at about
+ * the same time, and one that joins within that wait is preferred. */
+static unsigned election_defer_ms(struct cluster *c)
+{
+	struct dg_member m[MAX_NODES];
+	int q = 0, n = dg_members(c->ls, m, MAX_NODES, &q);
+	unsigned others = 0, lower = 0;
+	for (int i = 0; i < n; i++) {
+		if (m[i].state != DG_NODE_UP || m[i].nodeid == c->self)
+			continue;
+		others++;
+		lower += m[i].nodeid < c->self;
+	}
+	unsigned coordinated = control_coordinated_here(c->v->uuid);
+	return coordinated * ELECT_STEP_MS + lower * ELECT_STEP_MS / (others + 1);
+}
+
+static int election_turn(struct cluster *c, const struct coord_info *ci)
+{
+	uint64_t now = cl_now_ms();
+	if (ci->move_target == c->self)
+		return 1;
+	if (!c->vacant_since_ms) {
+		c->vacant_since_ms = now;
+		unsigned defer = election_defer_ms(c);
+		if (defer)
+			csvfs_log(LOG_INFO_L, "volume %s has no coordinator: this node (%u other volume(s) "
+				  "coordinated here) lets the others try for %u ms first", c->v->uuid,
+				  control_coordinated_here(c->v->uuid), defer);
+	}
+	return now - c->vacant_since_ms >= election_defer_ms(c);
+}
+
 static void participant_step(struct cluster *c)
 {
 	struct coord_info ci;
 	if (info_ensure(c) != 0 || info_read(c, &ci) != 0)
+		return;
+	maintenance_follow(c, (ci.flags & INFO_FLAG_MAINTENANCE) != 0);
+	if (ci.flags & INFO_FLAG_MAINTENANCE)
 		return;
 	int connected = conn_is_to(c, &ci);
 	struct dg_member mb;
@@ -340,10 +478,13 @@ static void participant_step(struct cluster *c)
 	pthread_mutex_lock(&c->mu);
 	c->settled = settled;
 	pthread_mutex_unlock(&c->mu);
-	if (live)
+	if (live) {
+		c->vacant_since_ms = 0;
 		return;
-	/* No live coordinator: whoever gets "coord" first takes over. */
-	if (!move_waiting(c, &ci))
+	}
+	/* No live coordinator: whoever gets "coord" first takes over, the node
+	 * coordinating fewest volumes trying first. */
+	if (!move_waiting(c, &ci) && election_turn(c, &ci))
 		try_take_role(c, &ci);
 }
 
@@ -404,6 +545,17 @@ void *role_thread_main(void *arg)
 			role_lose(c);
 		else if (atomic_load(&c->role) == CL_COORDINATOR && move && quorate)
 			role_step_down(c, move);
+		pthread_mutex_lock(&c->mu);
+		int maint = c->maint_request;
+		pthread_mutex_unlock(&c->mu);
+		if (atomic_load(&c->role) == CL_COORDINATOR && maint && quorate)
+			role_enter_maintenance(c);
+		pthread_mutex_lock(&c->mu);
+		int grow = c->grow_request;
+		c->grow_request = 0;
+		pthread_mutex_unlock(&c->mu);
+		if (atomic_load(&c->role) == CL_COORDINATOR && grow && quorate)
+			role_grow(c);
 		if (atomic_load(&c->role) == CL_COORDINATOR)
 			close_fenced_opens(c);
 		else if (quorate && atomic_load(&c->role) == CL_PARTICIPANT)

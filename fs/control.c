@@ -12,8 +12,10 @@
 #include "fs/fsops.h"
 #include "fs/iostate.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +31,66 @@
 void control_socket_path(const char *uuid, char *out, size_t len)
 {
 	snprintf(out, len, "%s/%s.sock", CONTROL_DIR, uuid);
+}
+
+static void marker_path(const char *uuid, char *out, size_t len)
+{
+	snprintf(out, len, "%s/%s.coordinator", CONTROL_DIR, uuid);
+}
+
+void control_note_coordinator(const char *uuid, int coordinating)
+{
+	char path[256];
+	marker_path(uuid, path, sizeof(path));
+	if (!coordinating) {
+		unlink(path);
+		return;
+	}
+	if (mkdir(CONTROL_DIR, 0700) != 0 && errno != EEXIST)
+		return;
+	FILE *f = fopen(path, "w");
+	if (!f) {
+		csvfs_log(LOG_WARN_L, "volume %s: cannot record this node's coordinator role in %s: %s "
+			  "(the election then counts it as coordinating one volume fewer)", uuid, path,
+			  strerror(errno));
+		return;
+	}
+	fprintf(f, "%ld\n", (long)getpid());
+	fclose(f);
+}
+
+/* A marker counts while the daemon that wrote it lives (a crashed one's
+ * stays behind until its volume is mounted here again). */
+static int marker_alive(const char *name)
+{
+	char path[512];
+	snprintf(path, sizeof(path), "%s/%s", CONTROL_DIR, name);
+	FILE *f = fopen(path, "r");
+	long pid = 0;
+	if (!f)
+		return 0;
+	int ok = fscanf(f, "%ld", &pid) == 1 && pid > 0;
+	fclose(f);
+	return ok && (kill((pid_t)pid, 0) == 0 || errno == EPERM);
+}
+
+unsigned control_coordinated_here(const char *except_uuid)
+{
+	DIR *d = opendir(CONTROL_DIR);
+	unsigned n = 0;
+	struct dirent *e;
+	const char *suffix = ".coordinator";
+	while (d && (e = readdir(d)) != NULL) {
+		size_t len = strlen(e->d_name), sl = strlen(suffix);
+		if (len <= sl || strcmp(e->d_name + len - sl, suffix) != 0)
+			continue;
+		if (strncmp(e->d_name, except_uuid, len - sl) == 0 && strlen(except_uuid) == len - sl)
+			continue;
+		n += (unsigned)marker_alive(e->d_name);
+	}
+	if (d)
+		closedir(d);
+	return n;
 }
 
 /* JSON string escaping for the few free-text fields (paths, labels). */
@@ -106,6 +168,38 @@ static void move_request(struct control *c, const char *target, char *reply, siz
 		snprintf(reply, len, "{\"error\":\"%s\"}\n", esc);
 	else
 		snprintf(reply, len, "{\"moving\":true}\n");
+}
+
+/* The reply to a request whose outcome is rc and msg: {"error":msg}, or
+ * {"<key>":<value>,"message":msg}. */
+static void outcome_reply(int rc, const char *key, const char *value, const char *msg, char *reply, size_t len)
+{
+	char esc[4096];
+	json_str(esc, sizeof(esc), msg);
+	if (rc)
+		snprintf(reply, len, "{\"error\":\"%s\"}\n", esc);
+	else
+		snprintf(reply, len, "{\"%s\":%s,\"message\":\"%s\"}\n", key, value, esc);
+}
+
+/* "maintenance on|off": answered once the cluster followed (30 s at most). */
+static void maintenance_request(struct control *c, const char *arg, char *reply, size_t len)
+{
+	char msg[2048] = "maintenance: expected on or off";
+	int on = strcmp(arg, "on") == 0, rc = -EINVAL;
+	if (!c->vol->cluster)
+		snprintf(msg, sizeof(msg), "volume is mounted standalone: unmount it to check it");
+	else if (on || strcmp(arg, "off") == 0)
+		rc = cluster_maintenance(c->vol->cluster, on, msg, sizeof(msg));
+	outcome_reply(rc, "maintenance", on ? "true" : "false", msg, reply, len);
+}
+
+/* "grow": begun (from a participant) or done (on the coordinator). */
+static void grow_request(struct control *c, char *reply, size_t len)
+{
+	char msg[2048] = "volume is mounted standalone: unmount it and run resize2fs";
+	int rc = c->vol->cluster ? cluster_grow(c->vol->cluster, msg, sizeof(msg)) : -EINVAL;
+	outcome_reply(rc, "grow", "true", msg, reply, len);
 }
 
 /* "redirect on SECONDS [NODE...]" / "redirect off [NODE...]" (csvctl checked
@@ -303,6 +397,10 @@ static int serve_client(struct control *c, int fd)
 		status_json(c, reply, sizeof(reply));
 	else if (strncmp(req, "move", 4) == 0 && (req[4] == 0 || req[4] == ' '))
 		move_request(c, req[4] ? req + 5 : "", reply, sizeof(reply));
+	else if (strcmp(req, "grow") == 0)
+		grow_request(c, reply, sizeof(reply));
+	else if (strncmp(req, "maintenance ", 12) == 0)
+		maintenance_request(c, req + 12, reply, sizeof(reply));
 	else if (strncmp(req, "redirect ", 9) == 0)
 		redirect_request(c, req + 9, reply, sizeof(reply));
 	else {

@@ -23,4 +23,11 @@ int control_start(struct control *c, struct volume *v, const char *mountpoint, c
 void control_stop(struct control *c);
 void control_socket_path(const char *uuid, char *out, size_t len);
 
+/* This node's coordinator roles, one marker per volume in the control
+ * directory (<GUID>.coordinator, holding the daemon's pid): the election
+ * prefers the node that coordinates fewest volumes (docs/volumes.md). */
+void control_note_coordinator(const char *uuid, int coordinating);
+/* Volumes other than uuid that a live daemon of this node coordinates. */
+unsigned control_coordinated_here(const char *except_uuid);
+
 #endif

@@ -41,6 +41,20 @@ int csvfs_set_guid(const char *lun, const char *new_guid, unsigned flags, char g
 int csvfs_find_lun_by_uuid(const char *guid, char *path, size_t pathlen,
 			   char *err, size_t errlen);
 
+/* The multi-mount protection state of a LUN, read from the LUN itself
+ * (csvctl fsck): its volume GUID, whether anyone claims it, and who. */
+struct csvfs_lun_mmp {
+	char guid[37];
+	int has_mmp;                /* the volume has the ext4 mmp feature */
+	int clean;                  /* nobody claims it */
+	int by_csvfs;               /* claimed by a csvfs coordinator (else e2fsck or a kernel) */
+	char holder[65];            /* the claiming node's name */
+};
+int csvfs_lun_mmp(const char *lun, struct csvfs_lun_mmp *out, char *err, size_t errlen);
+/* Marks the MMP block clean. Only for a claim that the cluster proved
+ * stale (no daemon of the volume runs on any node of a quorate cluster). */
+int csvfs_lun_mmp_clear(const char *lun, char *err, size_t errlen);
+
 /* Sends one request ("status") to the daemon serving volume GUID and reads its
  * JSON reply. */
 int csvfs_control_request(const char *guid, const char *request, char *reply, size_t len,

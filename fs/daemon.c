@@ -488,8 +488,6 @@ int csvfs_daemon_main(int argc, char **argv)
 	if (d.cluster) {
 		if (!d.co.node[0] && gethostname(d.co.node, sizeof(d.co.node) - 1) != 0)
 			snprintf(d.co.node, sizeof(d.co.node), "localhost");
-		if (!d.co.port)
-			d.co.port = 7100;
 	}
 	if (resolve_lun(&d) || (d.mountpoint && check_mountpoint(d.mountpoint)))
 		return 1;

@@ -5,12 +5,14 @@
  * (never through the metadata cache: other nodes' and tools' writes must be
  * seen). */
 #include "fs/meta_internal.h"
+#include "fs/csvfs.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <uuid/uuid.h>
 
 #define CSVFS_MMP_TAG "csvfs"
 #define MMP_MIN_INTERVAL 1u
@@ -155,4 +157,65 @@ void mmp_release(struct volume *v)
 		csvfs_log(LOG_ERR_L, "MMP: releasing the volume failed; the next mount will wait out the heartbeat");
 	v->mmp_held = 0;
 	free(mmp);
+}
+
+/* ---- a LUN no daemon here has open (csvctl fsck) ----------------------------- */
+
+static int lun_open_skip_mmp(const char *lun, int flags, ext2_filsys *fs, char *err, size_t errlen)
+{
+	errcode_t e = ext2fs_open(lun, flags | EXT2_FLAG_SKIP_MMP | EXT2_FLAG_64BITS, 0, 0, unix_io_manager, fs);
+	if (e) {
+		snprintf(err, errlen, "LUN %s: not a readable ext4/csvfs volume: %s", lun, error_message(e));
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int csvfs_lun_mmp(const char *lun, struct csvfs_lun_mmp *out, char *err, size_t errlen)
+{
+	ext2_filsys fs;
+	memset(out, 0, sizeof(*out));
+	int rc = lun_open_skip_mmp(lun, 0, &fs, err, errlen);
+	if (rc)
+		return rc;
+	uuid_unparse(fs->super->s_uuid, out->guid);
+	out->has_mmp = ext2fs_has_feature_mmp(fs->super);
+	out->clean = 1;
+	if (out->has_mmp) {
+		struct mmp_struct *mmp = NULL;
+		errcode_t e = posix_memalign((void **)&mmp, 4096, fs->blocksize) ? EXT2_ET_NO_MEMORY
+			      : ext2fs_mmp_read(fs, fs->super->s_mmp_block, mmp);
+		if (e) {
+			snprintf(err, errlen, "LUN %s: volume %s: MMP block unreadable: %s", lun, out->guid,
+				 error_message(e));
+			free(mmp);
+			ext2fs_close_free(&fs);
+			return -EIO;
+		}
+		out->clean = mmp->mmp_seq == EXT4_MMP_SEQ_CLEAN;
+		out->by_csvfs = held_by_csvfs(mmp);
+		snprintf(out->holder, sizeof(out->holder), "%.64s", (const char *)mmp->mmp_nodename);
+		free(mmp);
+	}
+	ext2fs_close_free(&fs);
+	return 0;
+}
+
+int csvfs_lun_mmp_clear(const char *lun, char *err, size_t errlen)
+{
+	ext2_filsys fs;
+	int rc = lun_open_skip_mmp(lun, EXT2_FLAG_RW, &fs, err, errlen);
+	if (rc)
+		return rc;
+	errcode_t e = ext2fs_mmp_clear(fs);
+	if (e) {
+		snprintf(err, errlen, "LUN %s: clearing the MMP block failed: %s", lun, error_message(e));
+		rc = -EIO;
+	}
+	e = ext2fs_close_free(&fs);
+	if (e && !rc) {
+		snprintf(err, errlen, "LUN %s: closing after clearing MMP failed: %s", lun, error_message(e));
+		rc = -EIO;
+	}
+	return rc;
 }

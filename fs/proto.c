@@ -934,6 +934,19 @@ static int get_snapshot_info_reply(struct rio_reader *r, union proto_reply *p)
 	return check(r, since <= deadline);
 }
 
+static void put_maintenance_reply(struct rio_writer *w, const union proto_reply *p)
+{
+	rio_put_u32(w, p->maintenance.error);
+	rio_put_str(w, p->maintenance.message);
+}
+
+static int get_maintenance_reply(struct rio_reader *r, union proto_reply *p)
+{
+	rio_get_u32(r, &p->maintenance.error);
+	get_str(r, p->maintenance.message, sizeof(p->maintenance.message));
+	return r->err;
+}
+
 /* ---- the table: docs/protocol.md "Operations", row for row ------------------ */
 
 #define REQ(shape) put_##shape, get_##shape
@@ -985,6 +998,8 @@ static const struct proto_op OPS[OP_MAX_] = {
 	[OP_LUN_READ] = { OP_LUN_READ, "lun_read", true, false, REQ(lun_io), REP(lun_data) },
 	[OP_LUN_WRITE] = { OP_LUN_WRITE, "lun_write", false, false, REQ(lun_write), REP(none) },
 	[OP_LUN_FLUSH] = { OP_LUN_FLUSH, "lun_flush", true, false, REQ(none), REP(none) },
+	[OP_MAINTENANCE] = { OP_MAINTENANCE, "maintenance", false, false, REQ(none), REP(maintenance) },
+	[OP_GROW] = { OP_GROW, "grow", false, false, REQ(none), REP(maintenance) },
 };
 
 const struct proto_op *proto_op(uint16_t code)

@@ -35,7 +35,9 @@ enum csv_op {
 	OP_SNAPSHOT = 40, OP_SNAPSHOT_ABORT = 41, OP_SNAPSHOT_REPORT = 42,
 	/* redirected I/O (design.md §7): a participant's data through the coordinator */
 	OP_LUN_READ = 50, OP_LUN_WRITE = 51, OP_LUN_FLUSH = 52,
-	OP_MAX_ = 53
+	/* volume maintenance (docs/volumes.md) */
+	OP_MAINTENANCE = 60, OP_GROW = 61,
+	OP_MAX_ = 62
 };
 
 #define PROTO_NAME_MAX 256      /* a file name with its NUL */
@@ -185,6 +187,14 @@ struct proto_snapshot_info {
 	int64_t since, deadline;
 };
 
+/* MAINTENANCE, GROW: done or begun (error 0), or why not (a positive errno
+ * and the cause: MAINTENANCE, the open files by node), always with status 0
+ * so that the cause travels. */
+struct proto_maintenance_reply {
+	uint32_t error;
+	char message[PROTO_SNAP_MESSAGE_MAX];
+};
+
 /* LUN_READ: the blocks' bytes. Decoding points data into the payload and,
  * when len <= size, copies them to buf (set buf and size before decoding). */
 struct proto_lun_data { const void *data; uint32_t len; void *buf; size_t size; };
@@ -200,6 +210,7 @@ union proto_reply {
 	struct proto_lock_reply lock;   /* SETLK GETLK */
 	struct proto_snapshot_reply snapshot;
 	struct proto_snapshot_info snapshot_info;   /* SNAPSHOT_REPORT */
+	struct proto_maintenance_reply maintenance;   /* MAINTENANCE GROW */
 	struct proto_lun_data lun_data; /* LUN_READ */
 };
 

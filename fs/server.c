@@ -109,6 +109,30 @@ static int release_put(struct volume *v, struct minode *m)
 	return rc;
 }
 
+unsigned server_describe_opens(struct server *s, char *out, size_t len)
+{
+	unsigned n = 0;
+	size_t o = 0;
+	out[0] = 0;
+	pthread_mutex_lock(&s->lock);
+	for (struct peer_open *p = s->opens; p; p = p->next, n++)
+		if (o < len)
+			o += (size_t)snprintf(out + o, len - o, "%s%s inode %u", n ? "; " : "", p->node,
+					      (unsigned)p->m->ino);
+	pthread_mutex_unlock(&s->lock);
+	return n;
+}
+
+unsigned server_peer_opens_on(struct server *s, const struct minode *m)
+{
+	unsigned n = 0;
+	pthread_mutex_lock(&s->lock);
+	for (struct peer_open *p = s->opens; p; p = p->next)
+		n += p->m == m;
+	pthread_mutex_unlock(&s->lock);
+	return n;
+}
+
 void server_drop_node(struct server *s, const char *node)
 {
 	unsigned n = 0;

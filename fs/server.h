@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 struct volume;
+struct minode;
 struct server;
 struct rio_writer;
 
@@ -23,6 +24,11 @@ void server_set_mover(struct server *s, server_move_fn move, void *arg);
  * returns the status (0 or a positive errno; EPROTO when it does not decode). */
 int server_request(struct server *s, const char *node, const char *addr, uint16_t op,
 		   const uint8_t *payload, uint32_t len, struct rio_writer *out);
+/* The other nodes' opens, "NODE inode N" each, "; " between, into out;
+ * returns how many. server_peer_opens_on: how many of them are on m (the
+ * rest of m's engine opens are this node's own). */
+unsigned server_describe_opens(struct server *s, char *out, size_t len);
+unsigned server_peer_opens_on(struct server *s, const struct minode *m);
 /* A fenced node's opens are closed (unlinked files it held are freed). */
 void server_drop_node(struct server *s, const char *node);
 

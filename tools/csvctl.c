@@ -2,6 +2,7 @@
  * the cluster credential and its revocation list. */
 #include "fs/csvfs.h"
 #include "redirect-io/rio.h"
+#include "dlm-glue/dlmglue.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -9,7 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 #include <uuid/uuid.h>
 
 #define DEFAULT_CA_DIR "/etc/csvfs/ca"
@@ -17,7 +20,12 @@
 static void usage(FILE *to)
 {
 	fprintf(to,
-		"usage: csvctl status [--json] [MOUNTPOINT]   (default %s)\n"
+		"usage: csvctl status [--json] [MOUNTPOINT]\n"
+		"              one volume, or every csvfs volume mounted on this node (--json: one\n"
+		"              object per volume, one per line)\n"
+		"       csvctl balance [--dry-run]\n"
+		"              spread the coordinator roles of this node's volumes evenly over\n"
+		"              the nodes, with moves (docs/volumes.md)\n"
 		"       csvctl move [NODE] [--mount MOUNTPOINT]\n"
 		"              hand the coordinator role to NODE (default: any other node)\n"
 		"       csvctl redirect on|off [NODE] [--for DURATION] [--mount MOUNTPOINT]\n"
@@ -31,6 +39,14 @@ static void usage(FILE *to)
 		"       csvctl guid [--set GUID] [--fresh-copy] LUN\n"
 		"              give a snapshot LUN a GUID of its own (default random); refused while\n"
 		"              a node has it mounted; --fresh-copy: for hooks, on the copy just made\n"
+		"       csvctl maintenance on|off VOLUME\n"
+		"              stop every node's use of the volume (refused, with the open files\n"
+		"              by node, while any is open), or end it (docs/volumes.md)\n"
+		"       csvctl grow VOLUME\n"
+		"              extend the volume to its LUN's new size while every node runs\n"
+		"       csvctl fsck UUID=GUID|LUN [-- E2FSCK-OPTIONS]\n"
+		"              e2fsck the LUN (default -f -y) once no node uses the volume;\n"
+		"              clears a crashed daemon's MMP claim the cluster proves stale\n"
 		"       csvctl keygen [--cluster NAME] [--ca-dir DIR] [--force]\n"
 		"              create the cluster credential (a CA; default %s)\n"
 		"       csvctl keygen --node NAME [--ca-dir DIR] [--out DIR] [--force]\n"
@@ -38,7 +54,7 @@ static void usage(FILE *to)
 		"       csvctl revoke NODE|--cert FILE [--ca-dir DIR]\n"
 		"              revoke NODE's certificates (or FILE) in the CA's ca.crl; then copy\n"
 		"              ca.crl into every node's credential directory (docs/credentials.md)\n",
-		CSVFS_DEFAULT_MOUNTPOINT, DEFAULT_CA_DIR, RIO_DEFAULT_CRED_DIR);
+		DEFAULT_CA_DIR, RIO_DEFAULT_CRED_DIR);
 }
 
 static int cmd_keygen(int argc, char **argv)
@@ -242,10 +258,12 @@ static void print_human(const char *j)
 	}
 }
 
+static int cmd_status_all(int json);
+
 static int cmd_status(int argc, char **argv)
 {
 	int json = 0;
-	const char *mnt = CSVFS_DEFAULT_MOUNTPOINT;
+	const char *mnt = NULL;
 	for (int i = 0; i < argc; i++) {
 		if (strcmp(argv[i], "--json") == 0)
 			json = 1;
@@ -255,6 +273,8 @@ static int cmd_status(int argc, char **argv)
 		} else
 			mnt = argv[i];
 	}
+	if (!mnt)
+		return cmd_status_all(json);
 	char guid[37], reply[16384], err[512];
 	if (guid_of_mount(mnt, guid) != 0) {
 		fprintf(stderr, "csvctl: no csvfs volume is mounted at %s\n", mnt);
@@ -571,6 +591,445 @@ static int cmd_guid(int argc, char **argv)
 	return 0;
 }
 
+/* ---- every volume of this node: status, balance ----------------------------- */
+
+#define MAX_VOLUMES 64
+#define MAX_BALANCE_NODES 64
+
+struct mounted_volume {
+	char guid[37];
+	char mountpoint[512];
+};
+
+/* The csvfs volumes in this node's mount table, in its order. */
+static int mounted_volumes(struct mounted_volume *out, int max)
+{
+	FILE *f = fopen("/proc/self/mounts", "r");
+	if (!f)
+		return -errno;
+	char src[512], dir[512], type[64];
+	int n = 0;
+	while (n < max && fscanf(f, "%511s %511s %63s %*[^\n]", src, dir, type) == 3) {
+		if (strcmp(type, "fuse.csvfs") != 0 || strncmp(src, "csvfs:", 6) != 0 || strlen(src + 6) != 36)
+			continue;
+		memcpy(out[n].guid, src + 6, 37);
+		snprintf(out[n].mountpoint, sizeof(out[n].mountpoint), "%s", dir);
+		n++;
+	}
+	fclose(f);
+	return n;
+}
+
+static int cmd_status_all(int json)
+{
+	struct mounted_volume vols[MAX_VOLUMES];
+	int n = mounted_volumes(vols, MAX_VOLUMES), failed = 0;
+	if (n <= 0) {
+		fprintf(stderr, "csvctl: no csvfs volume is mounted on this node\n");
+		return 1;
+	}
+	for (int i = 0; i < n; i++) {
+		char reply[16384], err[512];
+		if (csvfs_control_request(vols[i].guid, "status", reply, sizeof(reply), err, sizeof(err)) != 0 ||
+		    strstr(reply, "\"error\":")) {
+			fprintf(stderr, "csvctl: volume %s at %s: %s\n", vols[i].guid, vols[i].mountpoint,
+				strstr(reply, "\"error\":") ? reply : err);
+			failed = 1;
+			continue;
+		}
+		if (json)
+			fputs(reply, stdout);
+		else {
+			if (i)
+				putchar('\n');
+			print_human(reply);
+		}
+	}
+	return failed;
+}
+
+/* One volume as balance sees it: who coordinates, who could. */
+struct volume_roles {
+	struct mounted_volume vol;
+	char coordinator[64];
+	char candidates[MAX_BALANCE_NODES][64];   /* up and mounted */
+	int ncandidates;
+};
+
+struct node_count {
+	char name[64];
+	int volumes;
+};
+
+static struct node_count *count_of(struct node_count *nc, int *n, const char *name)
+{
+	for (int i = 0; i < *n; i++)
+		if (strcmp(nc[i].name, name) == 0)
+			return &nc[i];
+	if (*n >= MAX_BALANCE_NODES)
+		return NULL;
+	snprintf(nc[*n].name, sizeof(nc[*n].name), "%s", name);
+	nc[*n].volumes = 0;
+	return &nc[(*n)++];
+}
+
+static int read_roles(const struct mounted_volume *mv, struct volume_roles *r, char *err, size_t errlen)
+{
+	char reply[16384], o[2048], a[64], b[64], m[16];
+	memset(r, 0, sizeof(*r));
+	r->vol = *mv;
+	if (csvfs_control_request(mv->guid, "status", reply, sizeof(reply), err, errlen) != 0)
+		return -EIO;
+	if (strstr(reply, "\"error\":") || strcmp(field(reply, "mode", m, sizeof(m)), "cluster") != 0) {
+		snprintf(err, errlen, "volume %.36s at %.400s is not a cluster mount", mv->guid, mv->mountpoint);
+		return -EINVAL;
+	}
+	field(reply, "coordinator", r->coordinator, sizeof(r->coordinator));
+	const char *n = strstr(reply, "\"nodes\":[");
+	while (n && (n = strstr(n, "{\"name\":")) != NULL && r->ncandidates < MAX_BALANCE_NODES) {
+		node_object(n, o, sizeof(o));
+		if (strcmp(field(o, "state", a, sizeof(a)), "up") == 0 &&
+		    strcmp(field(o, "mounted", b, sizeof(b)), "true") == 0)
+			field(o, "name", r->candidates[r->ncandidates++], 64);
+		n++;
+	}
+	return 0;
+}
+
+/* The move that evens the counts most: from a coordinator to a candidate
+ * of the same volume with at least two volumes fewer, the largest gap
+ * first (ties: the first volume in the mount table, the first candidate in
+ * node order). -1 when balanced. */
+static int pick_move(struct volume_roles *r, int nvol, struct node_count *nc, int *nn, const char **to)
+{
+	int best = -1, best_gain = 1;
+	for (int v = 0; v < nvol; v++) {
+		struct node_count *from = r[v].coordinator[0] ? count_of(nc, nn, r[v].coordinator) : NULL;
+		for (int k = 0; from && k < r[v].ncandidates; k++) {
+			struct node_count *cand = count_of(nc, nn, r[v].candidates[k]);
+			if (!cand || cand == from)
+				continue;
+			int gain = from->volumes - cand->volumes;
+			if (gain > best_gain) {
+				best = v;
+				best_gain = gain;
+				*to = cand->name;
+			}
+		}
+	}
+	return best;
+}
+
+/* Asks volume v to move its role to node, and waits (bounded) until its
+ * daemon here names node as coordinator. */
+static int move_and_wait(struct volume_roles *r, const char *node)
+{
+	char req[128], reply[16384], err[512], why[512], now[64];
+	snprintf(req, sizeof(req), "move %s", node);
+	if (csvfs_control_request(r->vol.guid, req, reply, sizeof(reply), err, sizeof(err)) != 0 ||
+	    strstr(reply, "\"error\":")) {
+		fprintf(stderr, "csvctl balance: volume %s: move to %s refused: %s\n", r->vol.guid, node,
+			strstr(reply, "\"error\":") ? field(reply, "error", why, sizeof(why)) : err);
+		return -1;
+	}
+	for (int i = 0; i < 300; i++) {   /* 30 s at most */
+		if (csvfs_control_request(r->vol.guid, "status", reply, sizeof(reply), err, sizeof(err)) == 0 &&
+		    strcmp(field(reply, "coordinator", now, sizeof(now)), node) == 0)
+			return 0;
+		struct timespec ts = { 0, 100 * 1000 * 1000 };
+		nanosleep(&ts, NULL);
+	}
+	fprintf(stderr, "csvctl balance: volume %s: %s did not become its coordinator within 30 s\n",
+		r->vol.guid, node);
+	return -1;
+}
+
+static void print_counts(const char *what, struct node_count *nc, int nn)
+{
+	printf("%s:", what);
+	for (int i = 0; i < nn; i++)
+		printf(" %s %d%s", nc[i].name, nc[i].volumes, i + 1 < nn ? "," : "");
+	printf("\n");
+}
+
+static int cmd_balance(int argc, char **argv)
+{
+	int dry_run = 0;
+	for (int i = 0; i < argc; i++) {
+		if (strcmp(argv[i], "--dry-run") == 0)
+			dry_run = 1;
+		else {
+			fprintf(stderr, "csvctl balance: bad argument '%s'\n", argv[i]);
+			return 2;
+		}
+	}
+	struct mounted_volume mv[MAX_VOLUMES];
+	static struct volume_roles r[MAX_VOLUMES];
+	struct node_count nc[MAX_BALANCE_NODES];
+	int nmv = mounted_volumes(mv, MAX_VOLUMES), nvol = 0, nn = 0, failed = 0;
+	for (int i = 0; i < nmv; i++) {
+		char err[512];
+		if (read_roles(&mv[i], &r[nvol], err, sizeof(err)) != 0) {
+			fprintf(stderr, "csvctl balance: %s (left out)\n", err);
+			continue;
+		}
+		if (!r[nvol].coordinator[0])
+			fprintf(stderr, "csvctl balance: volume %s has no coordinator now (left as it is)\n",
+				mv[i].guid);
+		for (int k = 0; k < r[nvol].ncandidates; k++)
+			count_of(nc, &nn, r[nvol].candidates[k]);
+		struct node_count *cn = r[nvol].coordinator[0] ? count_of(nc, &nn, r[nvol].coordinator) : NULL;
+		if (cn)
+			cn->volumes++;
+		nvol++;
+	}
+	if (!nvol) {
+		fprintf(stderr, "csvctl balance: no csvfs cluster volume is mounted on this node\n");
+		return 1;
+	}
+	print_counts("coordinated volumes per node before", nc, nn);
+	/* Each move lowers the sum of squared counts: at most nvol^2 of them. */
+	for (int moves = 0; moves < nvol * nvol; moves++) {
+		const char *to = NULL;
+		int v = pick_move(r, nvol, nc, &nn, &to);
+		if (v < 0)
+			break;
+		char target[64];
+		snprintf(target, sizeof(target), "%s", to);
+		printf("volume %s (%s): coordinator %s -> %s%s\n", r[v].vol.guid, r[v].vol.mountpoint,
+		       r[v].coordinator, target, dry_run ? " (dry run)" : "");
+		if (!dry_run && move_and_wait(&r[v], target) != 0) {
+			failed = 1;
+			break;
+		}
+		count_of(nc, &nn, r[v].coordinator)->volumes--;
+		count_of(nc, &nn, target)->volumes++;
+		snprintf(r[v].coordinator, sizeof(r[v].coordinator), "%s", target);
+	}
+	print_counts(dry_run ? "after (planned)" : "coordinated volumes per node after", nc, nn);
+	return failed;
+}
+
+/* ---- maintenance ---------------------------------------------------------------- */
+
+static int cmd_maintenance(int argc, char **argv)
+{
+	if (argc != 2 || (strcmp(argv[0], "on") != 0 && strcmp(argv[0], "off") != 0)) {
+		fprintf(stderr, "csvctl maintenance: usage: csvctl maintenance on|off VOLUME\n");
+		return 2;
+	}
+	char guid[37], err[512], req[32], reply[16384], msg[4096];
+	if (guid_of_volume(argv[1], guid, err, sizeof(err)) != 0) {
+		fprintf(stderr, "csvctl maintenance: %s\n", err);
+		return 1;
+	}
+	snprintf(req, sizeof(req), "maintenance %s", argv[0]);
+	if (csvfs_control_request_within(guid, req, reply, sizeof(reply), 70000, err, sizeof(err)) != 0) {
+		fprintf(stderr, "csvctl maintenance: %s\n", err);
+		return 1;
+	}
+	if (strstr(reply, "\"error\":")) {
+		fprintf(stderr, "csvctl maintenance %s: %s\n", argv[0], field(reply, "error", msg, sizeof(msg)));
+		return 1;
+	}
+	printf("%s\n", field(reply, "message", msg, sizeof(msg)));
+	return 0;
+}
+
+/* ---- grow ------------------------------------------------------------------------ */
+
+static unsigned long long volume_blocks(const char *guid)
+{
+	char reply[16384], ignored[256], b[32];
+	if (csvfs_control_request(guid, "status", reply, sizeof(reply), ignored, sizeof(ignored)) != 0)
+		return 0;
+	return strtoull(field(reply, "blocks", b, sizeof(b)), NULL, 10);
+}
+
+static int cmd_grow(int argc, char **argv)
+{
+	if (argc != 1 || argv[0][0] == '-') {
+		fprintf(stderr, "csvctl grow: usage: csvctl grow VOLUME\n");
+		return 2;
+	}
+	char guid[37], err[512], reply[16384], msg[4096];
+	if (guid_of_volume(argv[0], guid, err, sizeof(err)) != 0) {
+		fprintf(stderr, "csvctl grow: %s\n", err);
+		return 1;
+	}
+	unsigned long long before = volume_blocks(guid), now = before;
+	if (csvfs_control_request_within(guid, "grow", reply, sizeof(reply), 150000, err, sizeof(err)) != 0) {
+		fprintf(stderr, "csvctl grow: %s\n", err);
+		return 1;
+	}
+	if (strstr(reply, "\"error\":")) {
+		fprintf(stderr, "csvctl grow: %s\n", field(reply, "error", msg, sizeof(msg)));
+		return 1;
+	}
+	printf("%s\n", field(reply, "message", msg, sizeof(msg)));
+	/* The size this node's statfs reports once a coordinator serves again. */
+	for (int i = 0; i < 600 && now <= before; i++) {
+		struct timespec ts = { 0, 100 * 1000 * 1000 };
+		nanosleep(&ts, NULL);
+		now = volume_blocks(guid);
+	}
+	if (now <= before) {
+		fprintf(stderr, "csvctl grow: volume %s: this node still sees %llu blocks after 60 s; see the "
+			"coordinator's log\n", guid, now);
+		return 1;
+	}
+	printf("volume %s: this node sees %llu blocks (was %llu)\n", guid, now, before);
+	return 0;
+}
+
+/* ---- fsck -------------------------------------------------------------------- */
+
+struct fsck_target {
+	char guid[37];
+	char lun[4096];
+	int mounted_here, in_maintenance;
+};
+
+/* UUID=GUID: the LUN the daemon here opened, else libblkid's; a path: itself. */
+static int fsck_resolve(const char *arg, struct fsck_target *t, char *err, size_t errlen)
+{
+	memset(t, 0, sizeof(*t));
+	struct mounted_volume mv[MAX_VOLUMES];
+	int n = mounted_volumes(mv, MAX_VOLUMES);
+	if (strncmp(arg, "UUID=", 5) == 0) {
+		if (strlen(arg + 5) != 36) {
+			snprintf(err, errlen, "'%s' is not UUID=GUID (36 characters)", arg);
+			return -EINVAL;
+		}
+		memcpy(t->guid, arg + 5, 37);
+		for (int i = 0; i < n; i++) {
+			char reply[16384], ignored[256];
+			if (strcmp(mv[i].guid, t->guid) == 0 &&
+			    csvfs_control_request(t->guid, "status", reply, sizeof(reply), ignored, sizeof(ignored)) == 0)
+				field(reply, "lun", t->lun, sizeof(t->lun));
+		}
+		if (!t->lun[0] && csvfs_find_lun_by_uuid(t->guid, t->lun, sizeof(t->lun), err, errlen) != 0)
+			return -ENOENT;
+	} else
+		snprintf(t->lun, sizeof(t->lun), "%s", arg);
+	return 0;
+}
+
+/* This node's daemon of the volume, if one answers: in maintenance? (The
+ * mount a crashed daemon left has nobody behind it: the cluster check
+ * below sees any daemon that still lives.) */
+static void fsck_local_use(struct fsck_target *t)
+{
+	char reply[16384], ignored[256], m[16];
+	if (csvfs_control_request(t->guid, "status", reply, sizeof(reply), ignored, sizeof(ignored)) != 0)
+		return;
+	t->mounted_here = 1;
+	t->in_maintenance = strcmp(field(reply, "maintenance", m, sizeof(m)), "true") == 0;
+}
+
+/* No node may use the volume: refused with the reason, else 0. A stale
+ * csvfs MMP claim is cleared when no daemon of the volume runs anywhere. */
+static int fsck_may_run(struct fsck_target *t, const struct csvfs_lun_mmp *mmp)
+{
+	uint32_t ids[64];
+	int quorate = 0;
+	char err[512], list[512] = "";
+	int users = dg_lockspace_users(t->guid, ids, 64, &quorate, err, sizeof(err));
+	if (users < 0) {
+		fprintf(stderr, "csvctl fsck: volume %s: cannot ask the cluster who uses it: %s\n", t->guid, err);
+		return 1;
+	}
+	if (!quorate) {
+		fprintf(stderr, "csvctl fsck: volume %s: this node is not quorate, so it cannot prove that no "
+			"node uses the volume; refused\n", t->guid);
+		return 1;
+	}
+	for (int i = 0; i < users && i < 64; i++) {
+		size_t k = strlen(list);
+		snprintf(list + k, sizeof(list) - k, "%s%u", i ? "," : "", ids[i]);
+	}
+	if (t->mounted_here && !t->in_maintenance) {
+		fprintf(stderr, "csvctl fsck: volume %s is in use: mounted on this node, daemons on node id(s) %s; "
+			"run 'csvctl maintenance on' first\n", t->guid, list);
+		return 1;
+	}
+	if (!t->mounted_here && users > 0) {
+		fprintf(stderr, "csvctl fsck: volume %s is in use: csvfs daemons run on node id(s) %s; put it in "
+			"maintenance and run csvctl fsck on one of them\n", t->guid, list);
+		return 1;
+	}
+	if (mmp->clean)
+		return 0;
+	if (!mmp->by_csvfs) {
+		fprintf(stderr, "csvctl fsck: volume %s: LUN %s is claimed (MMP) by e2fsck or a kernel on %s; "
+			"refused\n", t->guid, t->lun, mmp->holder);
+		return 1;
+	}
+	if (users > 0) {
+		fprintf(stderr, "csvctl fsck: volume %s: its MMP block is still held by the csvfs coordinator on %s; "
+			"refused\n", t->guid, mmp->holder);
+		return 1;
+	}
+	if (csvfs_lun_mmp_clear(t->lun, err, sizeof(err)) != 0) {
+		fprintf(stderr, "csvctl fsck: %s\n", err);
+		return 1;
+	}
+	printf("volume %s: cleared the MMP claim left by the csvfs daemon on %s (no daemon of the volume "
+	       "runs on any node of the quorate cluster)\n", t->guid, mmp->holder);
+	return 0;
+}
+
+static int cmd_fsck(int argc, char **argv)
+{
+	if (argc < 1 || argv[0][0] == '-' || (argc > 1 && strcmp(argv[1], "--") != 0)) {
+		fprintf(stderr, "csvctl fsck: usage: csvctl fsck UUID=GUID|LUN [-- E2FSCK-OPTIONS]\n");
+		return 2;
+	}
+	struct fsck_target t;
+	struct csvfs_lun_mmp mmp;
+	char err[512];
+	if (fsck_resolve(argv[0], &t, err, sizeof(err)) != 0 || csvfs_lun_mmp(t.lun, &mmp, err, sizeof(err)) != 0) {
+		fprintf(stderr, "csvctl fsck: %s\n", err);
+		return 1;
+	}
+	if (t.guid[0] && strcmp(t.guid, mmp.guid) != 0) {
+		fprintf(stderr, "csvctl fsck: LUN %s holds volume %s, not %s\n", t.lun, mmp.guid, t.guid);
+		return 1;
+	}
+	memcpy(t.guid, mmp.guid, sizeof(t.guid));
+	fsck_local_use(&t);
+	if (fsck_may_run(&t, &mmp) != 0)
+		return 1;
+	char *args[64] = { "e2fsck" };
+	int n = 1;
+	if (argc > 2)
+		for (int i = 2; i < argc && n < 62; i++)
+			args[n++] = argv[i];
+	else {
+		args[n++] = "-f";
+		args[n++] = "-y";
+	}
+	args[n++] = t.lun;
+	args[n] = NULL;
+	printf("volume %s: running e2fsck on %s\n", t.guid, t.lun);
+	fflush(stdout);
+	pid_t pid = fork();
+	if (pid == 0) {
+		execvp("e2fsck", args);
+		fprintf(stderr, "csvctl fsck: cannot run e2fsck: %s\n", strerror(errno));
+		_exit(127);
+	}
+	int st = 0;
+	if (pid < 0 || waitpid(pid, &st, 0) < 0) {
+		fprintf(stderr, "csvctl fsck: cannot run e2fsck: %s\n", strerror(errno));
+		return 1;
+	}
+	int code = WIFEXITED(st) ? WEXITSTATUS(st) : 8;
+	printf("volume %s: e2fsck exited %d (%s)\n", t.guid, code,
+	       code == 0 ? "clean" : code == 1 ? "errors corrected" : "see its output; 4 and above: not clean");
+	return code;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 2) {
@@ -581,6 +1040,14 @@ int main(int argc, char **argv)
 		return cmd_status(argc - 2, argv + 2);
 	if (strcmp(argv[1], "move") == 0)
 		return cmd_move(argc - 2, argv + 2);
+	if (strcmp(argv[1], "balance") == 0)
+		return cmd_balance(argc - 2, argv + 2);
+	if (strcmp(argv[1], "maintenance") == 0)
+		return cmd_maintenance(argc - 2, argv + 2);
+	if (strcmp(argv[1], "grow") == 0)
+		return cmd_grow(argc - 2, argv + 2);
+	if (strcmp(argv[1], "fsck") == 0)
+		return cmd_fsck(argc - 2, argv + 2);
 	if (strcmp(argv[1], "redirect") == 0)
 		return cmd_redirect(argc - 2, argv + 2);
 	if (strcmp(argv[1], "snapshot") == 0)

@@ -22,7 +22,9 @@ readonly MAX_NODES=8
 readonly NET=10.213.0                 # exists only inside the lab's namespaces
 readonly ADDR_BASE=10                 # node K is $NET.$((ADDR_BASE + K))
 readonly BRIDGE=csvfslab-br           # lives in the lab's switch namespace
-readonly MNT=/ClusterStorage/Volume1
+# The volume the functions below act on (use_volume): volume 1 is the one
+# 'up' prepares, 2.. come from 'add-volume'.
+VOL=1 MNT=/ClusterStorage/Volume1 PIDN=csvfs VGUID="" VLUN=""
 ROOT=${CSVFS_LAB_ROOT:-/run/csvfs-lab}
 DATA=${CSVFS_LAB_DATA:-/var/tmp/csvfs-lab}
 QUORUM_TIMEOUT=${CSVFS_LAB_TIMEOUT:-30}
@@ -51,14 +53,18 @@ usage: $PROG [--lab NAME] COMMAND [ARGS]
                          coordinator last) before stopping corosync; stop everything
                          the lab started and remove everything it created; safe to
                          repeat and after a partial 'up'
+  add-volume [--lun PATH | --size SIZE]
+                         one more volume (its own LUN, formatted if blank): csvfs
+                         mounts it on every node at /ClusterStorage/VolumeV, V = 2, 3...
   status                 nodes, addresses, pids, membership/quorum seen by each
                          node, link state, whether the volume is mounted there
   exec NODE [-- CMD...]  run CMD (default: a shell) inside NODE's mount, UTS and
                          network namespaces
   env NODE               print NODE's identity and paths as shell assignments
   quorum NODE            print "members=M quorate=yes|no ids=1,2,..." as NODE sees it
-  kill NODE [csvfs|corosync|all]   kill -9 the recorded process (default all)
-  start NODE [csvfs|corosync|all]  (re)start it (default all that are not running)
+  kill NODE [csvfs|volV|corosync|all]   kill -9 the recorded process (default
+                         all; csvfs: every volume's daemon; volV: volume V's only)
+  start NODE [csvfs|volV|corosync|all]  (re)start it (default all that are not running)
   partition NODE         take NODE's link to the bridge down
   heal NODE              bring it back up
   fault NODE path fail|hang|ok   make NODE's path to the LUN fail every I/O
@@ -102,6 +108,27 @@ load_state() {
   [ -f "$STATE/lab.env" ] || die $E_STATE "no lab '$INST' is up (no $STATE/lab.env); start one with '$PROG$LABOPT up'"
   # shellcheck source=/dev/null
   . "$STATE/lab.env"
+}
+
+# use_volume V — MNT, VGUID, VLUN and PIDN (the daemon's pid and log file
+# name in the node dir) become volume V's.
+use_volume() {
+  local v=$1
+  VOL=$v MNT=/ClusterStorage/Volume$v
+  if [ "$v" = 1 ]; then
+    VGUID=${GUID:-} VLUN=${LUN:-} PIDN=csvfs
+    return 0
+  fi
+  [ -f "$STATE/volumes/$v.env" ] || die $E_USAGE "lab '$INST' has no volume $v (volumes: $(lab_volumes | tr '\n' ' '))"
+  # shellcheck source=/dev/null
+  . "$STATE/volumes/$v.env"
+  PIDN=csvfs-v$v
+}
+# lab_volumes — the lab's volume numbers, one a line.
+lab_volumes() {
+  [ -z "${GUID:-}" ] || echo 1
+  local f
+  for f in "$STATE"/volumes/*.env; do [ -f "$f" ] && { f=${f##*/}; echo "${f%.env}"; }; done | sort -n
 }
 
 # resolve_node ARG — prints K for "K" or "nodeK" when 1 <= K <= N.
@@ -451,17 +478,19 @@ start_daemon() {  # start_daemon K
   d=$(ndir "$k")
   # The options the lab was brought up with, unless the caller gives others.
   local extra=${CSVFS_LAB_DAEMON_OPTS-${DAEMON_OPTS:-}}
-  opts="cluster,node=$(node_name "$k"),nodeid=$k,lun=$(node_lun "$k"),cred=/run/csvfs-cred${extra:+,$extra}"
-  spawn "$k" "$d/csvfs.log" "$d/csvfs.pid" "$BIN/csvfs" -f -o "$opts" "UUID=$GUID" "$MNT"
+  local lun=$VLUN
+  [ "$VOL" != 1 ] || lun=$(node_lun "$k")   # --paths covers volume 1
+  opts="cluster,node=$(node_name "$k"),nodeid=$k,lun=$lun,cred=/run/csvfs-cred${extra:+,$extra}"
+  spawn "$k" "$d/$PIDN.log" "$d/$PIDN.pid" "$BIN/csvfs" -f -o "$opts" "UUID=$VGUID" "$MNT"
 }
 
-node_mounted() {  # node_mounted K — the volume is in node K's mount table
+node_mounted() {  # node_mounted K — the volume ($MNT) is in node K's mount table
   # shellcheck disable=SC2016
   nsenter --mount="$NSDIR/n$1.mnt" -- awk -v m="$MNT" '$2 == m && $3 ~ /^fuse/ {f = 1} END {exit !f}' /proc/self/mounts 2>/dev/null
 }
 
 # prepare_mountpoint K — a private tmpfs on /ClusterStorage inside node K with
-# an empty Volume1; drops a stale (dead daemon) FUSE mount first.
+# an empty $MNT; drops a stale (dead daemon) FUSE mount first.
 prepare_mountpoint() {
   local k=$1
   if [ ! -d /ClusterStorage ]; then record dir /ClusterStorage; mkdir /ClusterStorage; fi
@@ -474,11 +503,11 @@ prepare_mountpoint() {
     mkdir -p "$1"' sh "$MNT"
 }
 
-start_csvfs() {  # start_csvfs K — start the daemon and wait for its mount
+start_csvfs() {  # start_csvfs K — start volume $VOL's daemon (wait_mounted waits)
   local k=$1 d pid
   d=$(ndir "$k")
-  [ -n "${GUID:-}" ] || die $E_STATE "lab '$INST' has no LUN (it was started with --no-mount and no --lun/--size)"
-  if pid=$(rec_pid "$d/csvfs.pid"); then say "node$k: csvfs already running (pid $pid)"; return 0; fi
+  [ -n "${VGUID:-}" ] || die $E_STATE "lab '$INST' has no LUN (it was started with --no-mount and no --lun/--size)"
+  if pid=$(rec_pid "$d/$PIDN.pid"); then say "node$k: csvfs for $MNT already running (pid $pid)"; return 0; fi
   [ -x "$BIN/csvfs" ] || die $E_ENV "$BIN/csvfs not found; run 'make' (or use --no-mount)"
   prepare_mountpoint "$k"
   start_path "$k"
@@ -495,14 +524,14 @@ wait_mounted() {
     for k in "$@"; do
       d=$(ndir "$k")
       node_mounted "$k" && continue
-      if ! rec_pid "$d/csvfs.pid" >/dev/null; then
-        tail -n 5 "$d/csvfs.log" | sed 's/^/    /' >&2
-        die $E_FAIL "node$k: the csvfs daemon exited without mounting $MNT (did it reject the cluster options?); log: $d/csvfs.log"
+      if ! rec_pid "$d/$PIDN.pid" >/dev/null; then
+        tail -n 5 "$d/$PIDN.log" | sed 's/^/    /' >&2
+        die $E_FAIL "node$k: the csvfs daemon exited without mounting $MNT (did it reject the cluster options?); log: $d/$PIDN.log"
       fi
       pending=1
     done
     [ "$pending" = 0 ] && return 0
-    [ "$(date +%s)" -lt "$deadline" ] || die $E_FAIL "csvfs did not mount $MNT within $limit s on node(s): $(for k in "$@"; do node_mounted "$k" || printf '%s ' "node$k"; done)— see $STATE/nodes/*/csvfs.log"
+    [ "$(date +%s)" -lt "$deadline" ] || die $E_FAIL "csvfs did not mount $MNT within $limit s on node(s): $(for k in "$@"; do node_mounted "$k" || printf '%s ' "node$k"; done)— see $STATE/nodes/*/$PIDN.log"
     sleep 0.2
   done
 }
@@ -512,6 +541,7 @@ prepare_lun() {
   local lun=$1 size=$2 type out
   if [ -z "$lun" ]; then
     lun=$DATA/$INST/lun.img
+    [ "$VOL" = 1 ] || lun=$DATA/$INST/lun$VOL.img
     if [ ! -d "$DATA" ]; then record dir "$DATA"; mkdir -p "$DATA"; fi
     if [ ! -d "$DATA/$INST" ]; then record dir "$DATA/$INST"; mkdir -p "$DATA/$INST"; fi
     record file "$lun"
@@ -533,7 +563,7 @@ prepare_lun() {
   case $type in
     "")
       [ -x "$BIN/mkfs.csvfs" ] || die $E_ENV "$BIN/mkfs.csvfs not found; run 'make' (or use --no-mount)"
-      out=$("$BIN/mkfs.csvfs" -L Volume1 "$lun" 2>&1) || { printf '    %s\n' "$out" >&2; die $E_FAIL "mkfs.csvfs $lun failed"; }
+      out=$("$BIN/mkfs.csvfs" -L "Volume$VOL" "$lun" 2>&1) || { printf '    %s\n' "$out" >&2; die $E_FAIL "mkfs.csvfs $lun failed"; }
       GUID=$(blkid -p -s UUID -o value "$lun" 2>/dev/null) ||
         GUID=$(grep -Eoi '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}' <<<"$out" | head -n 1) || true
       [ -n "$GUID" ] || die $E_FAIL "mkfs.csvfs $lun printed no volume GUID"
@@ -727,6 +757,7 @@ cmd_up() {
     write_env
   fi
   if [ "$MOUNT" = 1 ]; then
+    use_volume 1
     for ((k = 1; k <= N; k++)); do start_csvfs "$k"; done
     wait_mounted "$MOUNT_TIMEOUT" "${all[@]}"
     say "csvfs: volume $GUID mounted at $MNT on all $N nodes"
@@ -772,22 +803,12 @@ cmd_down() {
   # to leave (a chain of takeovers), and if that one then has to be killed
   # the volume stays dirty. The coordinator's clean unmount checkpoints the
   # journal and releases MMP.
-  local live=() parts=() coords=() unknown=() role
-  for d in "$STATE"/nodes/*; do
-    k=${d##*/}
-    rec_pid "$d/csvfs.pid" >/dev/null && live+=("$k")
+  # Each volume on its own: its daemons are independent of the others'.
+  local v
+  for v in $(GUID=${GUID:-x} lab_volumes); do
+    use_volume "$v"
+    stop_volume_daemons
   done
-  for k in "${live[@]}"; do
-    role=$(node_role "$k")
-    case $role in
-      coordinator) coords+=("$k") ;;
-      participant) parts+=("$k") ;;
-      *) unknown+=("$k") ;;
-    esac
-  done
-  stop_daemons participant "${parts[@]}"
-  stop_daemons "daemon of unknown role" "${unknown[@]}"
-  stop_daemons coordinator "${coords[@]}"
   stop_paths
   # 2. corosync: SIGTERM, bounded; then kill -9.
   pids=()
@@ -800,7 +821,7 @@ cmd_down() {
     mkdir -p "$save"
     for d in "$STATE"/nodes/*; do
       k=${d##*/}
-      for f in corosync.log csvfs.log etc/corosync.conf; do
+      for f in corosync.log csvfs.log csvfs-v*.log etc/corosync.conf; do
         [ -f "$d/$f" ] && cp "$d/$f" "$save/node$k-${f##*/}"
       done
     done
@@ -830,7 +851,27 @@ cmd_down() {
   return $failed
 }
 
-# node_role K — "coordinator" or "participant" as node K's daemon says
+# stop_volume_daemons — volume $VOL's daemons: participants, then the coordinator.
+stop_volume_daemons() {
+  local d k role live=() parts=() coords=() unknown=()
+  for d in "$STATE"/nodes/*; do
+    k=${d##*/}
+    rec_pid "$d/$PIDN.pid" >/dev/null && live+=("$k")
+  done
+  for k in "${live[@]}"; do
+    role=$(node_role "$k")
+    case $role in
+      coordinator) coords+=("$k") ;;
+      participant) parts+=("$k") ;;
+      *) unknown+=("$k") ;;
+    esac
+  done
+  stop_daemons participant "${parts[@]}"
+  stop_daemons "daemon of unknown role" "${unknown[@]}"
+  stop_daemons coordinator "${coords[@]}"
+}
+
+# node_role K — "coordinator" or "participant" as node K's daemon of volume $VOL says
 # (csvctl status, 3 s at most), else as the last role line of its log says;
 # empty when neither tells.
 node_role() {
@@ -838,12 +879,12 @@ node_role() {
   d=$(ndir "$k")
   if [ -x "$BIN/csvctl" ] && [ -e "$NSDIR/n$k.mnt" ]; then
     nsargs "$k"
-    out=$(timeout -k 1 3 nsenter "${NSA[@]}" -- "$BIN/csvctl" status --json 2>/dev/null) || out=
+    out=$(timeout -k 1 3 nsenter "${NSA[@]}" -- "$BIN/csvctl" status --json "$MNT" 2>/dev/null) || out=
     out=$(grep -o '"role":"[a-z]*"' <<<"$out" | head -n 1 | cut -d'"' -f4) || out=
     case $out in coordinator|participant) echo "$out"; return 0 ;; esac
   fi
   line=$(grep -E 'this node is now the coordinator|this node stepped down|lost the coordinator role|this node is a participant' \
-    "$d/csvfs.log" 2>/dev/null | tail -n 1) || line=
+    "$d/$PIDN.log" 2>/dev/null | tail -n 1) || line=
   case $line in
     *"is now the coordinator"*) echo coordinator ;;
     ?*) echo participant ;;
@@ -861,7 +902,7 @@ stop_daemons() {
   [ $# -gt 0 ] || return 0
   for k in "$@"; do
     d=$(ndir "$k")
-    pid=$(rec_pid "$d/csvfs.pid") || continue
+    pid=$(rec_pid "$d/$PIDN.pid") || continue
     pids+=("$pid"); nodes+=("$k")
     [ -e "$NSDIR/n$k.mnt" ] || continue
     (
@@ -894,7 +935,7 @@ stop_daemons() {
         coordinator) what="the volume will need journal recovery (MMP left held; the next mount or e2fsck -fy replays the journal)" ;;
         *) what="if it was the coordinator, the volume will need journal recovery (MMP left held; the next mount or e2fsck -fy replays the journal)" ;;
       esac
-      warn "node${nodes[$i]}: its csvfs daemon ($role, pid $pid) did not exit within $STOP_TIMEOUT s of its unmount; had to kill it (kill -9): $what"
+      warn "node${nodes[$i]}: its csvfs daemon of $MNT ($role, pid $pid) did not exit within $STOP_TIMEOUT s of its unmount; had to kill it (kill -9): $what"
       kill -9 "$pid" 2>/dev/null || true
       wait_gone "$pid" 5 || warn "pid $pid does not die"
     fi
@@ -932,17 +973,17 @@ stop_pids() {
 
 # ns_procs K — pids (other than our recorded ones) in node K's network namespace.
 ns_procs() {
-  local k=$1 ns p d c f l
+  local k=$1 ns p d pf ours=" "
   ns=/run/netns/$(node_netns "$k")
   [ -e "$ns" ] || return 0
   d=$(ndir "$k")
-  c=$(rec_pid "$d/corosync.pid" 2>/dev/null) || c=
-  f=$(rec_pid "$d/csvfs.pid" 2>/dev/null) || f=
-  l=$(rec_pid "$d/lunpath.pid" 2>/dev/null) || l=
+  for pf in "$d"/*.pid; do
+    [ -f "$pf" ] && ours+="$(rec_pid "$pf" 2>/dev/null) "
+  done
   for p in /proc/[0-9]*; do
     [ "$p/ns/net" -ef "$ns" ] || continue
     p=${p#/proc/}
-    if [ "$p" = "$c" ] || [ "$p" = "$f" ] || [ "$p" = "$l" ]; then continue; fi
+    case $ours in *" $p "*) continue ;; esac
     [ "$(proc_field "$p" 3 2>/dev/null)" != Z ] || continue
     echo "$p"
   done
@@ -966,6 +1007,18 @@ cmd_status() {
     node_mounted "$k" && m=yes
     [ "$m" = yes ] && [ "$fpid" = - ] && m="yes (daemon dead)"
     printf '%-6s %-3s %-12s %-5s %-9s %-40s %-9s %s\n' "node$k" "$k" "$(node_addr "$k")" "$link" "$cpid" "$q" "$fpid" "$m"
+  done
+  local v on
+  for v in $(lab_volumes); do
+    [ "$v" = 1 ] && continue
+    use_volume "$v"
+    on=""
+    for ((k = 1; k <= N; k++)); do
+      if node_mounted "$k"; then
+        if rec_pid "$(ndir "$k")/$PIDN.pid" >/dev/null; then on+=" node$k"; else on+=" node$k(daemon dead)"; fi
+      fi
+    done
+    echo "volume $v: $VGUID on $VLUN$([ "${VLUN_OWNED:-0}" = 1 ] && echo ' (scratch)') at $MNT, mounted on:${on:- no node}"
   done
 }
 
@@ -999,6 +1052,15 @@ cmd_env() {
   printf 'CSVFS_LAB_COROSYNC_PID=%q\nCSVFS_LAB_CSVFS_PID=%q\n' "$(rec_pid "$d/corosync.pid" || true)" "$(rec_pid "$d/csvfs.pid" || true)"
   printf 'CSVFS_LAB_DIR=%q\nCSVFS_LAB_RUN=%q\nCSVFS_LAB_CLUSTER=%q\nCSVFS_LAB_NODES=%q\n' "$d" "$d/run" "$CLUSTER" "$N"
   printf 'CSVFS_LAB_LUN=%q\nCSVFS_LAB_GUID=%q\nCSVFS_LAB_MOUNTPOINT=%q\n' "${LUN:-}" "${GUID:-}" "$MNT"
+  local v vols
+  vols=$(lab_volumes | tr '\n' ' ')
+  printf 'CSVFS_LAB_VOLUMES=%q\n' "${vols% }"
+  for v in $(lab_volumes); do
+    [ "$v" = 1 ] && continue
+    use_volume "$v"
+    printf 'CSVFS_LAB_LUN_V%s=%q\nCSVFS_LAB_GUID_V%s=%q\nCSVFS_LAB_MOUNTPOINT_V%s=%q\nCSVFS_LAB_CSVFS_PID_V%s=%q\n' \
+      "$v" "$VLUN" "$v" "$VGUID" "$v" "$MNT" "$v" "$(rec_pid "$d/$PIDN.pid" || true)"
+  done
 }
 
 cmd_quorum() {
@@ -1011,13 +1073,20 @@ cmd_quorum() {
   quorum_line "$k" || die $E_FAIL "node$k: corosync does not answer"
 }
 
+# daemon_names — every volume's daemon (pid file) name.
+daemon_names() {
+  local v
+  for v in $(GUID=${GUID:-x} lab_volumes); do use_volume "$v"; echo "$PIDN"; done
+}
+
 # which_procs WHAT — the process names a kill/start argument stands for.
 which_procs() {
   case ${1:-all} in
-    csvfs) echo csvfs ;;
+    csvfs) daemon_names ;;
+    vol[0-9]*) use_volume "${1#vol}"; echo "$PIDN" ;;
     corosync) echo corosync ;;
-    all) echo csvfs corosync ;;
-    *) die $E_USAGE "expected csvfs, corosync or all, not '$1'" ;;
+    all) daemon_names; echo corosync ;;
+    *) die $E_USAGE "expected csvfs, volV, corosync or all, not '$1'" ;;
   esac
 }
 
@@ -1050,7 +1119,7 @@ cmd_kill() {
 }
 
 cmd_start() {
-  local k what d
+  local k what d v vols=()
   need_root
   load_state
   k=$(resolve_node "${1:-}")
@@ -1058,18 +1127,57 @@ cmd_start() {
   which_procs "$what" >/dev/null
   take_lock
   d=$(ndir "$k")
-  if [ "$what" != csvfs ]; then start_corosync "$k"; fi
+  case $what in csvfs|vol*) ;; *) start_corosync "$k" ;; esac
   if [ "$what" = all ] && [ -n "${GUID:-}" ] && [ "$MOUNT" = 1 ]; then
     # The daemon joins the volume's lock group: let corosync rejoin the others
     # first, or it would found a lineage of its own and be merged away.
     wait_quorate_node "$k" "$QUORUM_TIMEOUT" ||
       say "node$k: corosync is not quorate after $QUORUM_TIMEOUT s; starting csvfs anyway (it pauses until quorum)"
   fi
-  if [ "$what" = csvfs ] || { [ "$what" = all ] && [ -n "${GUID:-}" ] && [ "$MOUNT" = 1 ]; }; then
+  case $what in
+    csvfs) [ -n "${GUID:-}" ] || die $E_STATE "lab '$INST' has no LUN (it was started with --no-mount and no --lun/--size)"
+           mapfile -t vols < <(lab_volumes) ;;
+    vol*) vols=("${what#vol}") ;;
+    all) if [ -n "${GUID:-}" ] && [ "$MOUNT" = 1 ]; then mapfile -t vols < <(lab_volumes); fi ;;
+  esac
+  for v in "${vols[@]}"; do
+    use_volume "$v"
     start_csvfs "$k"
     wait_mounted "$MOUNT_TIMEOUT" "$k"
-    say "node$k: csvfs pid $(rec_pid "$d/csvfs.pid" || echo '?') mounted $MNT"
-  fi
+    say "node$k: csvfs pid $(rec_pid "$d/$PIDN.pid" || echo '?') mounted $MNT"
+  done
+}
+
+# add-volume [--lun PATH | --size SIZE] — volume V (the next number) on its
+# own LUN, its own daemon on every node, mounted at /ClusterStorage/VolumeV.
+cmd_add_volume() {
+  local lun="" size="" v k all=()
+  while [ $# -gt 0 ]; do
+    case $1 in
+      --lun) [ $# -ge 2 ] || die $E_USAGE "--lun needs a path"; lun=$2; shift 2 ;;
+      --lun=*) lun=${1#--lun=}; shift ;;
+      --size) [ $# -ge 2 ] || die $E_USAGE "--size needs a size"; size=$2; shift 2 ;;
+      --size=*) size=${1#--size=}; shift ;;
+      *) die $E_USAGE "add-volume: unknown argument '$1' (see '$PROG help')" ;;
+    esac
+  done
+  need_root
+  need_cmds blkid truncate
+  load_state
+  { [ "$MOUNT" = 1 ] && [ -n "${GUID:-}" ]; } || die $E_STATE "lab '$INST' mounts no volume (--no-mount): add-volume adds a second one"
+  take_lock
+  v=$(( $(lab_volumes | tail -n 1) + 1 ))
+  mkdir -p "$STATE/volumes"
+  # prepare_lun sets LUN, LUN_OWNED and GUID: volume 1's stay in lab.env.
+  local lun1=$LUN owned1=$LUN_OWNED guid1=$GUID
+  VOL=$v
+  prepare_lun "$lun" "$size"
+  printf 'VLUN=%q\nVLUN_OWNED=%q\nVGUID=%q\n' "$LUN" "$LUN_OWNED" "$GUID" >"$STATE/volumes/$v.env"
+  LUN=$lun1 LUN_OWNED=$owned1 GUID=$guid1
+  use_volume "$v"
+  for ((k = 1; k <= N; k++)); do start_csvfs "$k"; all+=("$k"); done
+  wait_mounted "$MOUNT_TIMEOUT" "${all[@]}"
+  say "csvfs: volume $v ($VGUID) mounted at $MNT on all $N nodes"
 }
 
 cmd_link() {  # cmd_link up|down NODE
@@ -1107,6 +1215,7 @@ main() {
     quorum) cmd_quorum "$@" ;;
     kill) cmd_kill "$@" ;;
     start) cmd_start "$@" ;;
+    add-volume) cmd_add_volume "$@" ;;
     partition) cmd_link down "$@" ;;
     heal) cmd_link up "$@" ;;
     fault) cmd_fault "$@" ;;

@@ -411,6 +411,8 @@ static void test_op_names(void **state)
 	assert_string_equal(proto_op_name(OP_SNAPSHOT), "snapshot");
 	assert_string_equal(proto_op_name(OP_LUN_READ), "lun_read");
 	assert_string_equal(proto_op_name(OP_LUN_FLUSH), "lun_flush");
+	assert_string_equal(proto_op_name(OP_MAINTENANCE), "maintenance");
+	assert_string_equal(proto_op_name(OP_GROW), "grow");
 }
 
 /* q encoded as op's request, as fsops.c's r_* encode it. */
@@ -596,7 +598,7 @@ static void documented_request(uint16_t op, struct proto_req *q, struct rio_writ
 			rio_put_bytes(w, data, sizeof(data));
 		}
 		break;
-	case OP_LUN_FLUSH:
+	case OP_LUN_FLUSH: case OP_MAINTENANCE: case OP_GROW:
 		break;
 	case OP_SETLK: case OP_GETLK:
 		*q = (struct proto_req){ .lock = { { .ino = 31, .kind = PLOCK_POSIX, .type = PLOCK_WRITE,
@@ -752,6 +754,11 @@ static void documented_reply(uint16_t op, union proto_reply *p, struct rio_write
 		snprintf(p->snapshot_info.name, sizeof(p->snapshot_info.name), "snap-1");
 		snprintf(p->snapshot_info.requester, sizeof(p->snapshot_info.requester), "node3");
 		rio_put_str(w, "snap-1"), rio_put_str(w, "node3"), rio_put_u64(w, 100), rio_put_u64(w, 130);
+		break;
+	case OP_MAINTENANCE: case OP_GROW:
+		p->maintenance = (struct proto_maintenance_reply){ .error = 16 };
+		snprintf(p->maintenance.message, sizeof(p->maintenance.message), "node2: inode 12");
+		rio_put_u32(w, 16), rio_put_str(w, "node2: inode 12");
 		break;
 	default:   /* no fields */
 		break;
@@ -1615,7 +1622,7 @@ static void valid_request(struct sfx *f, uint16_t op, struct rio_writer *w)
 	*w = encode(op, &q);
 }
 
-/* OP_MOVE and OP_SNAPSHOT(_ABORT) are left out: they need a cluster (see the
+/* OP_MOVE, OP_MAINTENANCE, OP_GROW and OP_SNAPSHOT(_ABORT) are left out: they need a cluster (see the
  * report on h_move; the snapshot ops never reach server_request). The
  * order keeps each valid request meaningful after the ones before it. */
 static const struct layout LAYOUTS[] = {
