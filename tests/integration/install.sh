@@ -70,10 +70,10 @@ help_words() {  # help_words TOOL — one word a line
     grep -oE '(^|[][ |(,])--?[A-Za-z][A-Za-z0-9-]*' <<<"$text" | sed 's/^[][ |(,]//'
     grep -oE '(^|[^A-Za-z0-9_])[a-z_]+=' <<<"$text" | sed 's/^[^a-z_]//'
     grep -oE -- '-o [a-z_]+' <<<"$text" | sed 's/^-o //'
-    grep -oE '[a-z]+(\|[a-z]+)+' <<<"$text" | tr '|' '\n'
+    grep -oE '[a-z][A-Za-z]*(\|[a-z][A-Za-z]*)+' <<<"$text" | tr '|' '\n'
     grep -oE 'CSVFS_[A-Z_]+' <<<"$text"
     [ "$tool" = csvctl ] && grep -oE 'csvctl [a-z]+' <<<"$text" | sed 's/^csvctl //'
-    [ "$tool" = csvfs-lab ] && grep -oE '^  [a-z]+' <<<"$text" | sed 's/^  //'
+    [ "$tool" = csvfs-lab ] && grep -oE '^  [a-z][a-z-]*' <<<"$text" | sed 's/^  //'
   } | sort -u
 }
 # The man page as a reader sees it (no hyphenation, one long line a paragraph).
