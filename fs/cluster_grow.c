@@ -35,11 +35,11 @@ static int lun_bytes(const char *lun, uint64_t *out)
 	return rc;
 }
 
-/* The engine's geometry, and what the LUN's size allows. Without
- * resize_inode's reserved descriptor blocks (mkfs.csvfs makes none), a
- * group count that needs one more descriptor block makes resize2fs move the
+/* The engine's geometry, and what the LUN's size allows. A group count that
+ * needs more descriptor blocks than the volume has and reserved (resize_inode:
+ * mkfs.csvfs reserves them for 1024 times its size) makes resize2fs move the
  * blocks after the descriptors: refused, since participants' layouts point
- * at them. */
+ * at them. meta_bg needs no room after the descriptors. */
 static int grow_plan(struct cluster *c, uint64_t *old_blocks, uint64_t *new_blocks, char *msg, size_t len)
 {
 	struct volume *v = c->v;
@@ -53,7 +53,9 @@ static int grow_plan(struct cluster *c, uint64_t *old_blocks, uint64_t *new_bloc
 	uint64_t blocks = ext2fs_blocks_count(sb), per_group = sb->s_blocks_per_group;
 	uint64_t first = sb->s_first_data_block, per_desc_block = EXT2_DESC_PER_BLOCK(sb);
 	uint64_t desc_blocks = v->fs->desc_blocks, bs = v->fs->blocksize;
-	int reserved = ext2fs_has_feature_resize_inode(sb) || ext2fs_has_feature_meta_bg(sb);
+	if (ext2fs_has_feature_resize_inode(sb))
+		desc_blocks += sb->s_reserved_gdt_blocks;
+	int unbounded = ext2fs_has_feature_meta_bg(sb);
 	pthread_mutex_unlock(&v->lock);
 	uint64_t bytes = 0;
 	int rc = lun_bytes(v->lun, &bytes);
@@ -69,7 +71,7 @@ static int grow_plan(struct cluster *c, uint64_t *old_blocks, uint64_t *new_bloc
 			 "first", v->uuid, v->lun, (unsigned long long)want, (unsigned long long)blocks);
 		return -EINVAL;
 	}
-	if (!reserved && want > max) {
+	if (!unbounded && want > max) {
 		snprintf(msg, len, "volume %s: growing to %llu blocks needs more group descriptor blocks than its "
 			 "%llu, and resize2fs would move blocks in use to make room; it can grow to %llu blocks "
 			 "(%.1f GiB) at most", v->uuid, (unsigned long long)want, (unsigned long long)desc_blocks,

@@ -18,7 +18,7 @@ struct csvfs_format_opts {
 	int force;                /* overwrite an existing filesystem or partition table */
 };
 
-/* Formats the LUN as a csvfs volume (ext4: 64bit, extents, metadata_csum,
+/* Formats the LUN as a csvfs volume (ext4: 64bit, extents, metadata_csum, resize_inode,
  * dir_index, internal journal, htree root). On success writes the volume GUID
  * (36 chars + NUL) into guid_out. Returns 0 or a negative errno with a message
  * naming the LUN and the cause in err. */

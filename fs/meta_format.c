@@ -153,6 +153,10 @@ static void set_params(struct ext2_super_block *p, uint64_t bytes)
 	ext2fs_set_feature_dir_nlink(p);
 	ext2fs_set_feature_extra_isize(p);
 	ext2fs_set_feature_xattr(p);
+	/* Descriptor blocks reserved for growth (libext2fs sizes them for 1024
+	 * times the volume, as mke2fs): csvctl grow adds groups without moving
+	 * a block that a node's layout points at (docs/volumes.md). */
+	ext2fs_set_feature_resize_inode(p);
 }
 
 static void set_identity(ext2_filsys fs, const uuid_t uu, const char *label)
@@ -256,6 +260,8 @@ static int build_fs(const struct csvfs_format_opts *o, uint64_t bytes, const uui
 		step = "allocating group tables";
 		e = ext2fs_allocate_tables(fs);
 	}
+	if (!e && (step = "reserving descriptor blocks for growth", 1))
+		e = ext2fs_create_resize_inode(fs);
 	if (!e && (step = "setting up multi-mount protection", 1)) {
 		ext2fs_set_feature_mmp(fs->super);
 		fs->super->s_mmp_update_interval = 5;

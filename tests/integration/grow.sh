@@ -55,7 +55,8 @@ for k in "${P[@]}"; do
   pids+=("$!")
 done
 wait_until 30 sh -c "[ -s '$LUN' ] && '$LAB' exec ${P[0]} -- test -s '$V/fio.${P[0]}' && '$LAB' exec ${P[1]} -- test -s '$V/fio.${P[1]}'"
-truncate -s 2G "$LUN"
+# 10 GiB: past what one descriptor block covers (8 GiB), into the blocks mkfs reserved
+truncate -s 10G "$LUN"
 on "${P[0]}" "$CTL" grow "$V" >"$S/grow.out" 2>&1; rc=$?
 sed 's/^/# /' "$S/grow.out"
 check_eq "csvctl grow (asked on participant node${P[0]}) while both participants write" 0 "$rc"
@@ -67,7 +68,7 @@ for i in 0 1; do
   check_eq "node${P[$i]}'s fio (verify=crc32c) had no error across the grow" 0 "$rc"
   [ "$rc" -eq 0 ] || tail -5 "$S/fio.${P[$i]}.out" | sed 's/^/#   /'
 done
-check "df shows 2048 MiB on every node" wait_until 30 all_sizes 2048
+check "df shows 10240 MiB on every node" wait_until 30 all_sizes 10240
 check "the coordinator kept its role" sh -c "[ \"\$('$LAB' exec ${P[1]} -- '$CTL' status --json '$V' | sed -n 's/.*\"coordinator\":\"\\([^\"]*\\)\".*/\\1/p')\" = node$C ]"
 check "a participant writes 1.2 GiB, more than the old volume held" \
   on "${P[1]}" sh -c "dd if=/dev/zero of='$V/big' bs=1M count=1200 conv=fsync status=none"
@@ -76,15 +77,16 @@ check "every node reads its size back" \
 on "$C" rm -f "$V/big"
 
 # ---- a grow that would move blocks --------------------------------------------------------
-truncate -s 20G "$LUN"
+# mkfs reserved descriptor blocks for 1024 times the first 1 GiB: 2 TiB is past them.
+truncate -s 2T "$LUN"
 on "$C" "$CTL" grow "$V" >"$S/grow-far.out" 2>&1; rc=$?
 check "grow past the descriptor blocks is refused, saying how far it can go (exit $rc)" \
   sh -c "[ $rc = 1 ] && grep -q 'group descriptor blocks.*at most' '$S/grow-far.out'"
-check "the volume kept 2048 MiB on every node" all_sizes 2048
+check "the volume kept 10240 MiB on every node" all_sizes 10240
 check_fails "csvctl grow with no volume is a usage error" on 1 "$CTL" grow
 
 "$LAB" down >"$S/down.out" 2>&1
 check_eq "lab down" 0 "$?"
-check "dumpe2fs: the volume has 524288 blocks" sh -c "dumpe2fs -h '$LUN' 2>/dev/null | grep -q '^Block count: *524288$'"
+check "dumpe2fs: the volume has 2621440 blocks" sh -c "dumpe2fs -h '$LUN' 2>/dev/null | grep -q '^Block count: *2621440$'"
 check "e2fsck -fn clean after the grow" fsck_clean "$LUN" "$S/fsck.out"
 finish
