@@ -57,6 +57,14 @@ void deferfree_destroy(struct volume *v);
 int mmp_acquire(struct volume *v, char *err, size_t errlen);
 void mmp_heartbeat(struct volume *v);
 void mmp_release(struct volume *v);
+/* For mkfs, before any write: -EBUSY with the holder named in err when the
+ * filesystem on the LUN has a live MMP holder (a csvfs daemon, the kernel's
+ * ext4 on another machine, e2fsck); reads only, may wait out a heartbeat. */
+int mmp_check_unheld(const char *lun, char *err, size_t errlen);
+
+/* For mkfs, before any write: -EBUSY when this machine's kernel has the LUN
+ * mounted or claimed, directly or through a loop device over it (lun_inuse.c). */
+int lun_check_kernel_unused(const char *lun, char *err, size_t errlen);
 
 /* ACL inheritance at create (meta_acl.c). */
 int acl_inherit(struct volume *v, ext2_ino_t parent, ext2_ino_t ino, struct ext2_inode_large *in);
