@@ -113,7 +113,7 @@ int inode_read(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in)
 		csvfs_log(LOG_ERR_L, "inode %u: read failed: %s", ino, error_message(e));
 		return -errcode_to_errno(e);
 	}
-	return 0;
+	return inode_check(v, ino, in);
 }
 
 int inode_write(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in)
@@ -407,8 +407,9 @@ static int minode_is_current(struct volume *v, const struct minode *m)
 
 int inode_free(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in)
 {
-	int rc = 0;
-	if (ext2fs_inode_has_valid_blocks2(v->fs, (struct ext2_inode *)in))
+	/* never free blocks a corrupt tree claims (they may be metadata) */
+	int rc = extent_tree_check(v, ino, in);
+	if (rc == 0 && ext2fs_inode_has_valid_blocks2(v->fs, (struct ext2_inode *)in))
 		rc = extent_punch(v, ino, in, 0, ~0ull);
 	if (rc == 0 && ext2fs_file_acl_block(v->fs, (struct ext2_inode *)in)) {
 		errcode_t e = ext2fs_free_ext_attr(v->fs, ino, in);
@@ -509,8 +510,9 @@ int inode_drop_link(struct volume *v, ext2_ino_t ino)
 	int rc = inode_read(v, ino, &in);
 	if (rc)
 		return rc;
-	if (in.i_links_count > 0)
-		in.i_links_count--;
+	if (in.i_links_count == 0)   /* freeing it would free a linked inode */
+		return inode_corrupt(v, ino, "links_count is 0 but a directory entry names it");
+	in.i_links_count--;
 	inode_set_time(v, &in, TIME_C, now_ts());
 	if (in.i_links_count > 0)
 		return inode_write(v, ino, &in);
@@ -609,7 +611,9 @@ static int truncate_locked(struct volume *v, ext2_ino_t ino, struct ext2_inode_l
 	if (size >= (1ull << 32) * bs)   /* e2fsck: an extent file stays below 2^32 blocks */
 		return -EFBIG;
 	if (size < old) {
-		rc = size % bs ? extent_zero_in_block(v, ino, in, size, bs - size % bs) : 0;
+		rc = extent_tree_check(v, ino, in);   /* frees nothing a corrupt tree claims */
+		if (rc == 0 && size % bs)
+			rc = extent_zero_in_block(v, ino, in, size, bs - size % bs);
 		if (rc == 0)
 			rc = extent_punch(v, ino, in, (size + bs - 1) / bs, ~0ull);
 		if (m)

@@ -45,6 +45,31 @@ uint64_t volume_blocks_available(struct volume *v);
 int extent_punch(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in,
 		 uint64_t lblk, uint64_t end);
 
+/* Validity checks (meta_check.c, docs/hostile-input.md). Each failing check
+ * logs once per inode and returns -EIO; a fatal one makes every later
+ * inode_read of that inode -EIO, so it is never written or freed. */
+int sysz_build(struct volume *v, char *err, size_t errlen);
+void sysz_free(struct volume *v);
+/* At mount: the root inode passes inode_check and is a directory. */
+int root_check(struct volume *v, char *err, size_t errlen);
+/* NULL, or what [start, start+len) hits: "the group descriptor table", ... */
+const char *blocks_invalid(const struct volume *v, blk64_t start, uint64_t len);
+int inode_known_bad(const struct volume *v, ext2_ino_t ino);
+int inode_corrupt(struct volume *v, ext2_ino_t ino, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* A bad entry in directory dir: logged once, the directory itself stays usable. */
+int dir_entry_corrupt(struct volume *v, ext2_ino_t dir, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* An entry may name the root or an inode from s_first_ino to s_inodes_count. */
+int dir_entry_check(struct volume *v, ext2_ino_t dir, const char *name, ext2_ino_t ino);
+/* Cheap checks at every read: i_size, extent root, xattr block; directories'
+ * whole extent trees. */
+int inode_check(struct volume *v, ext2_ino_t ino, const struct ext2_inode_large *in);
+/* One mapping [lblk, +len) -> pblk the engine is about to hand out. */
+int extent_check(struct volume *v, ext2_ino_t ino, uint64_t lblk, blk64_t pblk, uint64_t len);
+/* Every extent and tree block, before blocks are freed. */
+int extent_tree_check(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in);
+
 /* Frees deferred until their transaction is durable (meta_deferfree.c). */
 void deferfree_attach(struct volume *v);
 void deferfree_stage(struct volume *v);

@@ -90,6 +90,11 @@ int meta_lookup(struct volume *v, ext2_ino_t parent, const char *name, struct me
 	       : dir_find(v, parent, name, &ino, &ftype);
 	if (rc == 0)
 		rc = inode_read(v, ino, &in);
+	/* the kernel's "deleted inode referenced": an open and a last close
+	 * would free an inode a directory still names */
+	if (rc == 0 && in.i_links_count == 0)
+		rc = inode_corrupt(v, ino, "links_count is 0 but directory %u names it '%.255s'",
+				   parent, name);
 	if (rc == 0)
 		inode_to_attr(v, ino, &in, out);
 	pthread_mutex_unlock(&v->lock);
@@ -427,11 +432,15 @@ static int dir_parent(struct volume *v, ext2_ino_t dir, ext2_ino_t *parent)
 	if (!buf)
 		return -ENOMEM;
 	errcode_t e = ext2fs_bmap2(v->fs, dir, (struct ext2_inode *)&in, NULL, 0, 0, NULL, &pblk);
+	if (!e && blocks_invalid(v, pblk, 1))
+		e = EXT2_ET_DIR_CORRUPTED;
 	if (!e)
 		e = ext2fs_read_dir_block4(v->fs, pblk, buf, 0, dir);
 	*parent = e ? 0 : ((struct ext2_dir_entry *)(buf + 12))->inode;
 	free(buf);
-	return e || *parent == 0 ? -EIO : 0;
+	if (e || *parent == 0)
+		return -EIO;
+	return dir_entry_check(v, dir, "..", *parent);
 }
 
 /* EINVAL if `dir` is `ancestor` or lies below it (a directory cannot move
