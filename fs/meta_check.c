@@ -336,13 +336,12 @@ int inode_check(struct volume *v, ext2_ino_t ino, const struct ext2_inode_large 
 				     (unsigned long long)size, (unsigned long long)max_file_bytes(v));
 	blk64_t acl = ext2fs_file_acl_block(v->fs, (const struct ext2_inode *)in);
 	int rc = acl ? check_mapping(v, ino, "extended attribute block", 0, acl, 1) : 0;
+	/* Deeper levels are checked where they are followed: a directory's
+	 * blocks one by one before they are read (and by their checksums, which
+	 * name the directory), a file's tree once per minode (meta_map). Walking
+	 * a big directory's tree at every read would cost every lookup. */
 	if (rc == 0 && (in->i_flags & EXT4_EXTENTS_FL))
 		rc = check_root(v, ino, in);
-	if (rc == 0 && LINUX_S_ISDIR(in->i_mode) && (in->i_flags & EXT4_EXTENTS_FL) &&
-	    ((const struct ext3_extent_header *)in->i_block)->eh_depth) {
-		struct ext2_inode_large copy = *in;   /* directories are small: walk all */
-		rc = extent_tree_check(v, ino, &copy);
-	}
 	return rc;
 }
 

@@ -62,8 +62,8 @@ int dir_entry_corrupt(struct volume *v, ext2_ino_t dir, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 /* An entry may name the root or an inode from s_first_ino to s_inodes_count. */
 int dir_entry_check(struct volume *v, ext2_ino_t dir, const char *name, ext2_ino_t ino);
-/* Cheap checks at every read: i_size, extent root, xattr block; directories'
- * whole extent trees. */
+/* Cheap checks at every read: i_size, the extent root in i_block, the xattr
+ * block. */
 int inode_check(struct volume *v, ext2_ino_t ino, const struct ext2_inode_large *in);
 /* One mapping [lblk, +len) -> pblk the engine is about to hand out. */
 int extent_check(struct volume *v, ext2_ino_t ino, uint64_t lblk, blk64_t pblk, uint64_t len);
