@@ -80,6 +80,7 @@ struct volume_opts {
 	const char *lun;
 	int read_only;
 	size_t cache_bytes;
+	int errors_continue;           /* errors=continue: keep taking changes after corruption */
 };
 
 struct cluster;
@@ -138,6 +139,8 @@ struct volume {
 	size_t nzones;
 	struct bad_inode *bad;
 	size_t nbad, bad_cap;
+	int errors_continue;           /* errors=continue (else remount-ro) */
+	int errors_found;              /* volume lock: corruption seen since the engine attached */
 	/* Cluster mode (fs/cluster*.c); NULL when standalone. The engine (fs,
 	 * journal) is attached only while this node is the coordinator. */
 	struct cluster *cluster;

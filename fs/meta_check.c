@@ -11,8 +11,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define MAX_EXTENT_DEPTH 5             /* EXT4_MAX_EXTENT_DEPTH */
+#define EXT4_ERR_EFSCORRUPTED 5        /* the kernel's code for s_*_error_errcode */
 #define INIT_MAX_LEN 32768u
 
 /* One run of metadata blocks [start, end). */
@@ -157,6 +159,46 @@ void sysz_free(struct volume *v)
 	free(v->bad);
 	v->bad = NULL;
 	v->nbad = v->bad_cap = 0;
+	v->errors_found = 0;
+}
+
+int volume_refuses_changes(const struct volume *v)
+{
+	return v->read_only || (v->errors_found && !v->errors_continue);
+}
+
+/* As ext4's save_error_info: the error state and count, and the first and
+ * last error, in the superblock (committed with the next transaction), so
+ * that e2fsck and dumpe2fs see the volume needs checking. */
+static void record_error(struct volume *v, ext2_ino_t ino)
+{
+	struct ext2_super_block *sb = v->fs->super;
+	if (v->read_only || !(v->fs->flags & EXT2_FLAG_RW))
+		return;
+	uint64_t now = (uint64_t)time(NULL);
+	sb->s_state |= EXT2_ERROR_FS;
+	if (sb->s_error_count < UINT32_MAX)
+		sb->s_error_count++;
+	if (!sb->s_first_error_time && !sb->s_first_error_time_hi) {
+		sb->s_first_error_time = (uint32_t)now;
+		sb->s_first_error_time_hi = (uint8_t)(now >> 32);
+		sb->s_first_error_ino = ino;
+		sb->s_first_error_block = 0;
+		sb->s_first_error_line = 0;
+		sb->s_first_error_errcode = EXT4_ERR_EFSCORRUPTED;
+		memset(sb->s_first_error_func, 0, sizeof(sb->s_first_error_func));
+		memcpy(sb->s_first_error_func, "csvfs", 5);
+	}
+	sb->s_last_error_time = (uint32_t)now;
+	sb->s_last_error_time_hi = (uint8_t)(now >> 32);
+	sb->s_last_error_ino = ino;
+	sb->s_last_error_block = 0;
+	sb->s_last_error_line = 0;
+	sb->s_last_error_errcode = EXT4_ERR_EFSCORRUPTED;
+	memset(sb->s_last_error_func, 0, sizeof(sb->s_last_error_func));
+	memcpy(sb->s_last_error_func, "csvfs", 5);
+	ext2fs_mark_super_dirty(v->fs);
+	volume_mark_dirty(v);
 }
 
 const char *blocks_invalid(const struct volume *v, blk64_t start, uint64_t len)
@@ -206,7 +248,12 @@ static int report(struct volume *v, ext2_ino_t ino, int fatal, const char *fmt, 
 		vsnprintf(why, sizeof(why), fmt, ap);
 		csvfs_log(LOG_ERR_L, "corruption: inode %u: %s; answering EIO%s (run e2fsck -f %s "
 			  "when the volume is offline)", ino, why, fatal ? " for this inode" : "", v->lun);
+		record_error(v, ino);
 	}
+	if (!v->errors_found && !v->errors_continue && !v->read_only)
+		csvfs_log(LOG_ERR_L, "corruption found: metadata changes are refused (EROFS) until "
+			  "unmount (errors=remount-ro); unmount and run e2fsck -f %s", v->lun);
+	v->errors_found = 1;
 	return -EIO;
 }
 

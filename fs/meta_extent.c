@@ -459,7 +459,7 @@ int meta_alloc(struct volume *v, struct minode *m, uint64_t lblk, uint64_t len)
 {
 	struct ext2_inode_large in;
 	pthread_mutex_lock(&v->lock);
-	int rc = v->read_only ? -EROFS : inode_read(v, m->ino, &in);
+	int rc = volume_refuses_changes(v) ? -EROFS : inode_read(v, m->ino, &in);
 	struct meta_extent hole;
 	if (rc == 0)
 		rc = extent_map(v, m->ino, &in, lblk, &hole);
@@ -641,7 +641,7 @@ int meta_fallocate(struct volume *v, struct minode *m, int mode, uint64_t off, u
 	struct ext2_inode_large in;
 	pthread_rwlock_wrlock(&m->io_lock);
 	pthread_mutex_lock(&v->lock);
-	int rc = v->read_only ? -EROFS : inode_read(v, m->ino, &in);
+	int rc = volume_refuses_changes(v) ? -EROFS : inode_read(v, m->ino, &in);
 	if (rc == 0 && !LINUX_S_ISREG(in.i_mode))
 		rc = LINUX_S_ISDIR(in.i_mode) ? -EISDIR : -ENODEV;
 	if (rc == 0) {

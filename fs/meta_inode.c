@@ -556,7 +556,7 @@ int meta_setattr(struct volume *v, ext2_ino_t ino, const struct meta_setattr *sa
 	struct ext2_inode_large in;
 	struct timespec now = now_ts();
 	pthread_mutex_lock(&v->lock);
-	int rc = v->read_only ? -EROFS : inode_read(v, ino, &in);
+	int rc = volume_refuses_changes(v) ? -EROFS : inode_read(v, ino, &in);
 	if (rc == 0 && (sa->valid & META_SET_SIZE) && !LINUX_S_ISREG(in.i_mode))
 		rc = LINUX_S_ISDIR(in.i_mode) ? -EISDIR : -EINVAL;
 	if (rc == 0 && (sa->valid & META_SET_MODE))

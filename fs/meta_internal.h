@@ -50,6 +50,9 @@ int extent_punch(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in,
  * inode_read of that inode -EIO, so it is never written or freed. */
 int sysz_build(struct volume *v, char *err, size_t errlen);
 void sysz_free(struct volume *v);
+/* Metadata changes are refused: a read-only mount, or corruption found under
+ * errors=remount-ro (the default). Caller holds v->lock. */
+int volume_refuses_changes(const struct volume *v);
 /* At mount: the root inode passes inode_check and is a directory. */
 int root_check(struct volume *v, char *err, size_t errlen);
 /* NULL, or what [start, start+len) hits: "the group descriptor table", ... */

@@ -196,7 +196,7 @@ int meta_create(struct volume *v, ext2_ino_t parent, const char *name, uint32_t 
 	ext2_ino_t ino = 0, existing;
 	int ftype;
 	pthread_mutex_lock(&v->lock);
-	rc = v->read_only ? -EROFS : read_dir_inode(v, parent, &pin);
+	rc = volume_refuses_changes(v) ? -EROFS : read_dir_inode(v, parent, &pin);
 	if (rc == 0 && pin.i_links_count == 0)
 		rc = -ENOENT;
 	if (rc == 0) {
@@ -246,7 +246,7 @@ int meta_symlink(struct volume *v, ext2_ino_t parent, const char *name, const ch
 	if (tlen >= v->blocksize)
 		rc = -ENAMETOOLONG;
 	else
-		rc = v->read_only ? -EROFS : read_dir_inode(v, parent, &pin);
+		rc = volume_refuses_changes(v) ? -EROFS : read_dir_inode(v, parent, &pin);
 	if (rc == 0) {
 		rc = dir_find(v, parent, name, &existing, &ftype);
 		rc = rc == 0 ? -EEXIST : rc == -ENOENT ? 0 : rc;
@@ -293,7 +293,7 @@ int meta_link(struct volume *v, ext2_ino_t ino, ext2_ino_t newparent, const char
 	ext2_ino_t existing;
 	int ftype;
 	pthread_mutex_lock(&v->lock);
-	rc = v->read_only ? -EROFS : read_dir_inode(v, newparent, &pin);
+	rc = volume_refuses_changes(v) ? -EROFS : read_dir_inode(v, newparent, &pin);
 	if (rc == 0)
 		rc = inode_read(v, ino, &in);
 	if (rc == 0 && LINUX_S_ISDIR(in.i_mode))
@@ -327,7 +327,7 @@ int meta_unlink(struct volume *v, ext2_ino_t parent, const char *name)
 	int ftype;
 	struct ext2_inode_large in;
 	pthread_mutex_lock(&v->lock);
-	int rc = v->read_only ? -EROFS : dir_find(v, parent, name, &ino, &ftype);
+	int rc = volume_refuses_changes(v) ? -EROFS : dir_find(v, parent, name, &ino, &ftype);
 	if (rc == 0)
 		rc = inode_read(v, ino, &in);
 	if (rc == 0 && LINUX_S_ISDIR(in.i_mode))
@@ -376,7 +376,7 @@ int meta_rmdir(struct volume *v, ext2_ino_t parent, const char *name)
 	ext2_ino_t ino;
 	int ftype;
 	pthread_mutex_lock(&v->lock);
-	int rc = v->read_only ? -EROFS : dir_find(v, parent, name, &ino, &ftype);
+	int rc = volume_refuses_changes(v) ? -EROFS : dir_find(v, parent, name, &ino, &ftype);
 	if (rc == 0)
 		rc = check_removable_dir(v, ino);
 	if (rc == 0)
@@ -571,7 +571,7 @@ int meta_rename_cred(struct volume *v, ext2_ino_t parent, const char *name,
 		return -EINVAL;
 	struct rename_ends src = { 0 }, dst = { 0 };
 	pthread_mutex_lock(&v->lock);
-	rc = v->read_only ? -EROFS : dir_find(v, parent, name, &src.ino, &src.ftype);
+	rc = volume_refuses_changes(v) ? -EROFS : dir_find(v, parent, name, &src.ino, &src.ftype);
 	if (rc == 0) {
 		rc = dir_find(v, newparent, newname, &dst.ino, &dst.ftype);
 		if (rc == -ENOENT) {

@@ -456,6 +456,7 @@ int volume_new(const struct volume_opts *o, struct volume **out, char *err, size
 	}
 	snprintf(v->lun, sizeof(v->lun), "%s", o->lun);
 	v->read_only = o->read_only;
+	v->errors_continue = o->errors_continue;
 	v->cache_bytes = o->cache_bytes;
 	v->data_fd = -1;
 	v->plocks = plock_table_new();

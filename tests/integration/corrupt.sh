@@ -10,6 +10,10 @@
 #                   rewrite, truncate and delete the damaged objects follow.
 # Every case: no wrong byte is ever returned, unmount finishes within 10 s,
 # and e2fsck -fn finds no kind of problem afterwards it did not find before.
+# A served case also checks the errors= policy: by default (remount-ro) a new
+# file is refused with EROFS once the corruption was found, with
+# OPTS=errors=continue it is written and reads back; and the superblock
+# records the error as ext4 does (state "with errors", count, first error).
 # CORRUPT_CASES=REGEX runs only the cases whose names match.
 source "$(dirname "$0")/../lib.sh"
 
@@ -48,6 +52,12 @@ check "the base image is e2fsck-clean" fsck_clean "$BASE"
 check_eq "the base image's frag has an extent tree of depth 1" 1 \
   "$(debugfs -R 'ex /frag' "$BASE" 2>/dev/null | awk '$1 ~ /^0\/ *1$/ || $1=="0/" {print 1; exit}')"
 
+# the policy option: only continue and remount-ro
+timeout 20 "$BIN/csvfs" -f -o standalone,errors=panic "$BASE" "$M" >"$S/opt.out" 2>&1 </dev/null; rc=$?
+if [ "$rc" -eq 2 ] && grep -q "errors is continue or remount-ro" "$S/opt.out" && ! is_mounted "$M"; then
+  ok "errors=panic is refused as a bad option (exit 2)"
+else not_ok "errors=panic is refused as a bad option (exit $rc: $(head -c 200 "$S/opt.out"))"; fi
+
 # where the metadata lies (one group: 32 MiB)
 dump() { dumpe2fs "$BASE" 2>/dev/null; }
 BB=$(dump | sed -n 's/^ *Block bitmap at \([0-9]*\).*/\1/p' | head -1)
@@ -67,10 +77,10 @@ kinds() {
     sed -E "s#$1#IMG#g; s/'[^']*'/Q/g; s/[0-9]+/N/g; s#/[^ ]*#P#g" | sort -u
 }
 
-# run_daemon IMG — starts the daemon; MOUNTED=1 when the mount appeared.
+# run_daemon IMG [OPTS] — starts the daemon; MOUNTED=1 when the mount appeared.
 run_daemon() {
   OUT=$S/daemon.out MOUNTED=0
-  "$BIN/csvfs" -f -o standalone "$1" "$M" >"$OUT" 2>&1 </dev/null &
+  "$BIN/csvfs" -f -o "standalone${2:+,$2}" "$1" "$M" >"$OUT" 2>&1 </dev/null &
   PID=$!
   local i
   for i in $(seq 1 150); do
@@ -137,18 +147,18 @@ hammer() {
     timeout 10 mv "$M/$f" "$M/$f.moved" 2>/dev/null
   done
   head -c 100000 /dev/urandom >"$S/new"
-  if timeout 10 cp "$S/new" "$M/new.bin" && timeout 10 cmp -s "$S/new" "$M/new.bin"; then
+  if timeout 10 cp "$S/new" "$M/new.bin" 2>"$S/new.err" && timeout 10 cmp -s "$S/new" "$M/new.bin"; then
     NEWOK=1; else NEWOK=0; fi
 }
 
-# case NAME EXPECT SETUP — EXPECT: refuse:PATTERN | serve:OBJS[:ERRTEXT[:PROBES]]
+# case NAME EXPECT SETUP [OPTS] — EXPECT: refuse:PATTERN | serve:OBJS[:ERRTEXT[:PROBES]]
 run_case() {
-  local name=$1 expect=$2 setup=$3 img=$S/case.img before after
+  local name=$1 expect=$2 setup=$3 opts=${4:-} img=$S/case.img before after
   cp --sparse=always "$BASE" "$img"
   if ! ("$TOOL" mmp "$img" off && eval "$setup" && "$TOOL" mmp "$img" on) >"$S/setup.out" 2>&1; then not_ok "$name: setup ($(tail -c 200 "$S/setup.out"))"; return; fi
   before=$(kinds "$img")
   [ -n "$before" ] || diag "$name: e2fsck -fn sees nothing wrong before the mount"
-  run_daemon "$img"
+  run_daemon "$img" "$opts"
   case $expect in
   refuse:*)
     local pat=${expect#refuse:}
@@ -163,13 +173,28 @@ run_case() {
     else
       walk "$name" "$objs" "${errtext:-Input/output error}" "$probes"
       hammer "$objs $probes"
-      check_eq "$name: a new file is written and reads back" 1 "$NEWOK"
+      if [ "$opts" = errors=continue ]; then
+        check_eq "$name: errors=continue: a new file is written and reads back" 1 "$NEWOK"
+      elif [ "$NEWOK" = 0 ] && grep -q 'Read-only file system' "$S/new.err"; then
+        ok "$name: errors=remount-ro: a new file is refused with EROFS"
+      else
+        not_ok "$name: errors=remount-ro: a new file is refused with EROFS (got: $(head -c 150 "$S/new.err"))"
+      fi
       check "$name: the corruption is logged, naming the inode" grep -qE 'corruption: inode [0-9]+' "$OUT"
     fi
     ;;
   esac
   stop_daemon "$name"
   cp "$OUT" "$LOGDIR/$name.log"
+  if [ "$MOUNTED" = 1 ]; then
+    dumpe2fs -h "$img" 2>/dev/null >"$S/sb.txt"
+    if grep -q '^Filesystem state:.*with errors' "$S/sb.txt" && grep -qE '^FS Error count: *[1-9]' "$S/sb.txt" &&
+       grep -qE '^First error inode #: *[0-9]+' "$S/sb.txt" && grep -q '^First error err: *EFSCORRUPTED' "$S/sb.txt"; then
+      ok "$name: the superblock records the error ($(sed -n 's/^First error inode #: *//p' "$S/sb.txt" | head -1 | sed 's/^/first: inode /'))"
+    else
+      not_ok "$name: the superblock records the error ($(grep -iE 'state|error' "$S/sb.txt" | tr '\n' '|'))"
+    fi
+  fi
   after=$(kinds "$img")
   local new
   new=$(comm -13 <(echo "$before") <(echo "$after"))
@@ -178,10 +203,10 @@ run_case() {
 }
 
 T=$TOOL
-while IFS='|' read -r name expect setup; do
+while IFS='|' read -r name expect setup opts; do
   [ -z "$name" ] || [[ $name == \#* ]] && continue
   [[ $name =~ ${CORRUPT_CASES:-.} ]] || continue
-  run_case "$name" "$expect" "$setup"
+  run_case "$name" "$expect" "$setup" "$opts"
 done <<EOF
 # file extents into the metadata zones and past the end (i_block[5] = start, [4] = start_hi<<16 | len)
 extent-into-gdt|serve:victim|debugfs -w -R 'sif /victim block[5] 1' \$img
@@ -231,6 +256,10 @@ dirent-rec-len-5|serve:d1/a d1/b|\$T dirent \$img /d1 a rec_len 5
 dirent-rec-len-past-block|serve:d1/a d1/b|\$T dirent \$img /d1 a rec_len 8192
 dirent-name-len-200|serve:d1/b:No such file|\$T dirent \$img /d1 b name_len 200
 dirent-name-len-0|serve:d1/b:No such file|\$T dirent \$img /d1 b name_len 0
+# errors=continue: the damaged objects still fail, the rest takes changes
+continue-extent-into-gdt|serve:victim|debugfs -w -R 'sif /victim block[5] 1' \$img|errors=continue
+continue-links-count-0|serve:victim|debugfs -w -R 'sif /victim links_count 0' \$img|errors=continue
+continue-dirent-to-journal|serve::Input/output error:d1/jlink|debugfs -w -R 'ln <8> /d1/jlink' \$img|errors=continue
 # refused at mount
 journal-extent-into-gdt|refuse:journal|debugfs -w -R 'sif <8> block[5] 1' \$img
 journal-superblock-zeroed-needs-recovery|refuse:journal|dd if=/dev/zero of=\$img bs=4096 seek=$JB count=1 conv=notrunc status=none && debugfs -w -R 'feature needs_recovery' \$img
