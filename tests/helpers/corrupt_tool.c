@@ -83,6 +83,7 @@ static int dirent(ext2_filsys fs, char **argv)
 				dir_csum_set(fs, dir, buf);
 				if (io_channel_write_blk64(fs->io, pblk, 1, buf))
 					die("writing the directory block", 0);
+				free(buf);
 				return 0;
 			}
 			if (rec_len < 8)
@@ -129,6 +130,7 @@ static int leaf(ext2_filsys fs, char **argv)
 		die("checksumming the leaf block", e);
 	if (io_channel_write_blk64(fs->io, pblk, 1, buf))
 		die("writing the leaf block", 0);
+	free(buf);
 	return 0;
 }
 
