@@ -167,6 +167,21 @@ int volume_refuses_changes(const struct volume *v)
 	return v->read_only || (v->errors_found && !v->errors_continue);
 }
 
+/* One of the superblock's two error records (first, last). */
+static void set_error_record(__u32 *time_lo, __u8 *time_hi, __u32 *ino_field,
+			     __u64 *block, __u32 *line, __u8 *errcode, __u8 func[32],
+			     ext2_ino_t ino, uint64_t now)
+{
+	*time_lo = (uint32_t)now;
+	*time_hi = (uint8_t)(now >> 32);
+	*ino_field = ino;
+	*block = 0;
+	*line = 0;
+	*errcode = EXT4_ERR_EFSCORRUPTED;
+	memset(func, 0, 32);
+	memcpy(func, "csvfs", 5);
+}
+
 /* As ext4's save_error_info: the error state and count, and the first and
  * last error, in the superblock (committed with the next transaction), so
  * that e2fsck and dumpe2fs see the volume needs checking. */
@@ -179,24 +194,14 @@ static void record_error(struct volume *v, ext2_ino_t ino)
 	sb->s_state |= EXT2_ERROR_FS;
 	if (sb->s_error_count < UINT32_MAX)
 		sb->s_error_count++;
-	if (!sb->s_first_error_time && !sb->s_first_error_time_hi) {
-		sb->s_first_error_time = (uint32_t)now;
-		sb->s_first_error_time_hi = (uint8_t)(now >> 32);
-		sb->s_first_error_ino = ino;
-		sb->s_first_error_block = 0;
-		sb->s_first_error_line = 0;
-		sb->s_first_error_errcode = EXT4_ERR_EFSCORRUPTED;
-		memset(sb->s_first_error_func, 0, sizeof(sb->s_first_error_func));
-		memcpy(sb->s_first_error_func, "csvfs", 5);
-	}
-	sb->s_last_error_time = (uint32_t)now;
-	sb->s_last_error_time_hi = (uint8_t)(now >> 32);
-	sb->s_last_error_ino = ino;
-	sb->s_last_error_block = 0;
-	sb->s_last_error_line = 0;
-	sb->s_last_error_errcode = EXT4_ERR_EFSCORRUPTED;
-	memset(sb->s_last_error_func, 0, sizeof(sb->s_last_error_func));
-	memcpy(sb->s_last_error_func, "csvfs", 5);
+	if (!sb->s_first_error_time && !sb->s_first_error_time_hi)
+		set_error_record(&sb->s_first_error_time, &sb->s_first_error_time_hi,
+				 &sb->s_first_error_ino, &sb->s_first_error_block,
+				 &sb->s_first_error_line, &sb->s_first_error_errcode,
+				 sb->s_first_error_func, ino, now);
+	set_error_record(&sb->s_last_error_time, &sb->s_last_error_time_hi, &sb->s_last_error_ino,
+			 &sb->s_last_error_block, &sb->s_last_error_line, &sb->s_last_error_errcode,
+			 sb->s_last_error_func, ino, now);
 	ext2fs_mark_super_dirty(v->fs);
 	volume_mark_dirty(v);
 }
