@@ -14,7 +14,11 @@
 # file is refused with EROFS once the corruption was found, with
 # OPTS=errors=continue it is written and reads back; and the superblock
 # records the error as ext4 does (state "with errors", count, first error).
-# CORRUPT_CASES=REGEX runs only the cases whose names match.
+# Last, a 2-node csvfs-lab (lab name hstcorrupt) on one corrupt image: both
+# nodes — the coordinator, whose engine checks, and the participant, which
+# reads and writes the LUN itself at the blocks the coordinator maps — answer
+# the same. CORRUPT_CASES=REGEX runs only the cases whose names match (and
+# skips the lab unless it matches "lab").
 source "$(dirname "$0")/../lib.sh"
 
 S=$(scratch_dir)
@@ -269,5 +273,48 @@ root-not-a-directory|refuse:root directory|debugfs -w -R 'sif <2> mode 0100644' 
 root-extent-into-inode-table|refuse:root directory|debugfs -w -R 'sif <2> block[5] $IT' \$img
 gdt-inode-table-at-block-1|refuse:group descriptors|debugfs -w -R 'set_bg 0 inode_table 1' \$img
 EOF
+
+# ---- the same on a 2-node lab: the participant gets EIO from the coordinator
+LAB="$BIN/csvfs-lab"
+if [[ lab =~ ${CORRUPT_CASES:-.} ]] && [ -x "$LAB" ]; then
+  export CSVFS_LAB=${CSVFS_TEST_LAB:-hstcorrupt}
+  unset CSVFS_BIN CSVFS_LAB_TOKEN
+  V=/ClusterStorage/Volume1
+  img=$S/lab.img
+  cp --sparse=always "$BASE" "$img"
+  ("$TOOL" mmp "$img" off && debugfs -w -R 'sif /victim block[5] 1' "$img" &&
+   debugfs -w -R 'ln <8> /d1/jlink' "$img" && "$TOOL" mmp "$img" on) >"$S/setup.out" 2>&1 ||
+    not_ok "lab: setup ($(tail -c 200 "$S/setup.out"))"
+  before=$(kinds "$img")
+  "$LAB" down >/dev/null 2>&1
+  on_exit "'$LAB' down --save-logs '$S/lablogs' >/dev/null 2>&1; cp -a '$S/lablogs/.' '$LOGDIR/' 2>/dev/null"
+  if "$LAB" up -n 2 --lun "$img" >"$S/up.out" 2>&1; then
+    ok "lab: 2 nodes serve the corrupt volume"
+    for k in 2 1; do   # node2 first: it may be the participant, and finds the corruption first
+      got=$(timeout 60 "$LAB" exec "$k" -- sh -c "cat $V/victim >/dev/null" 2>&1)
+      if [[ $got == *"Input/output error"* ]]; then ok "lab node$k: the extent into the GDT is EIO"
+      else not_ok "lab node$k: the extent into the GDT is EIO (got: $got)"; fi
+      got=$(timeout 60 "$LAB" exec "$k" -- sh -c "cat $V/d1/jlink >/dev/null" 2>&1)
+      if [[ $got == *"Input/output error"* ]]; then ok "lab node$k: the entry naming the journal inode is EIO"
+      else not_ok "lab node$k: the entry naming the journal inode is EIO (got: $got)"; fi
+      for f in f1 frag d1/a; do
+        check_eq "lab node$k: $f reads back exactly" "$(awk -v f="$f" '$2==f {print $1}' "$S/expect.sums")" \
+          "$(timeout 60 "$LAB" exec "$k" -- sh -c "sha256sum < $V/$f" 2>/dev/null | cut -d' ' -f1)"
+      done
+      got=$(timeout 60 "$LAB" exec "$k" -- sh -c "echo x > $V/new.$k" 2>&1)
+      if [[ $got == *"Read-only file system"* ]]; then ok "lab node$k: a new file is refused with EROFS (errors=remount-ro)"
+      else not_ok "lab node$k: a new file is refused with EROFS (got: $got)"; fi
+    done
+    t0=$(date +%s)
+    "$LAB" down >"$S/down.out" 2>&1 || not_ok "lab down ($(tail -n 3 "$S/down.out"))"
+    diag "lab down in $(( $(date +%s) - t0 )) s"
+  else
+    not_ok "lab: 2 nodes serve the corrupt volume"; tail -n 20 "$S/up.out" | sed 's/^/# /'
+  fi
+  new=$(comm -13 <(echo "$before") <(kinds "$img"))
+  if [ -z "$new" ]; then ok "lab: e2fsck -fn finds no new kind of problem"
+  else not_ok "lab: e2fsck -fn finds no new kind of problem (new: $(echo "$new" | head -5 | tr '\n' '|'))"; fi
+  check "lab: the superblock records the error" sh -c "dumpe2fs -h '$img' 2>/dev/null | grep -q 'with errors'"
+fi
 
 finish
