@@ -10,9 +10,10 @@
  *   corrupt_tool leaf IMAGE FILE INDEX FIELD VALUE
  *       FIELD: lblk | len | pblk — of extent INDEX in the first leaf block of
  *       FILE's extent tree (depth 1)
- *   corrupt_tool mmp IMAGE off|on
+ *   corrupt_tool mmp IMAGE off|on|clear
  *       clears or sets the mmp feature flag, nothing else: debugfs -w waits
- *       11 s for MMP at every open, so the test turns it off around debugfs
+ *       11 s for MMP at every open, so the test turns it off around debugfs;
+ *       clear: marks the MMP block clean (a killed holder, long gone)
  */
 #include <ext2fs/ext2_fs.h>
 #include <ext2fs/ext2fs.h>
@@ -136,11 +137,12 @@ static int leaf(ext2_filsys fs, char **argv)
 
 int main(int argc, char **argv)
 {
-	int mmp = argc == 4 && !strcmp(argv[1], "mmp") && (!strcmp(argv[3], "on") || !strcmp(argv[3], "off"));
+	int mmp = argc == 4 && !strcmp(argv[1], "mmp") &&
+		  (!strcmp(argv[3], "on") || !strcmp(argv[3], "off") || !strcmp(argv[3], "clear"));
 	if (!mmp && (argc != 7 || (strcmp(argv[1], "dirent") && strcmp(argv[1], "leaf")))) {
 		fprintf(stderr, "usage: corrupt_tool dirent IMAGE DIR NAME FIELD VALUE\n"
 				"       corrupt_tool leaf IMAGE FILE INDEX FIELD VALUE\n"
-				"       corrupt_tool mmp IMAGE off|on\n");
+				"       corrupt_tool mmp IMAGE off|on|clear\n");
 		return 2;
 	}
 	initialize_ext2_error_table();
@@ -149,6 +151,14 @@ int main(int argc, char **argv)
 				  unix_io_manager, &fs);
 	if (e)
 		die(argv[2], e);
+	if (mmp && !strcmp(argv[3], "clear")) {
+		e = ext2fs_mmp_clear(fs);
+		fs->flags &= ~EXT2_FLAG_DIRTY;
+		ext2fs_close_free(&fs);
+		if (e)
+			die("clearing the MMP block", e);
+		return 0;
+	}
 	if (mmp) {
 		/* the superblock alone, in place: nothing else is rewritten */
 		if (!strcmp(argv[3], "on"))

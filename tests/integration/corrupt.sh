@@ -8,6 +8,8 @@
 #                   damaged objects OBJS, which fail (with EIO unless the case
 #                   says otherwise); a walk, a new file, and attempts to
 #                   rewrite, truncate and delete the damaged objects follow.
+#   clean:          control: it mounts, every file reads back exactly, a new
+#                   file is written, nothing is logged or recorded as corrupt.
 # Every case: no wrong byte is ever returned, unmount finishes within 10 s,
 # and e2fsck -fn finds no kind of problem afterwards it did not find before.
 # A served case also checks the errors= policy: by default (remount-ro) a new
@@ -155,7 +157,28 @@ hammer() {
     NEWOK=1; else NEWOK=0; fi
 }
 
-# case NAME EXPECT SETUP [OPTS] — EXPECT: refuse:PATTERN | serve:OBJS[:ERRTEXT[:PROBES]]
+# dirty_journal IMG — leaves IMG with a journal to replay: a daemon writes
+# and fsyncs a file and is killed. MMP is on while it runs (the journal holds
+# copies of the superblock: replay must not turn MMP off), then its block is
+# marked clean as if the holder were long gone, and the flag off again for the
+# rest of the setup.
+dirty_journal() {
+  local d=$S/dmnt pid i
+  mkdir -p "$d"
+  "$TOOL" mmp "$1" on || return 1
+  "$BIN/csvfs" -f -o standalone "$1" "$d" >"$S/dirty.out" 2>&1 </dev/null &
+  pid=$!
+  for i in $(seq 1 100); do is_mounted "$d" && break; sleep 0.1; done
+  is_mounted "$d" || { kill -9 "$pid"; return 1; }
+  head -c 300000 /dev/urandom >"$d/dirty.bin" && sync "$d/dirty.bin" && mkdir "$d/dirty.dir"
+  sync "$d"
+  kill -9 "$pid"; wait "$pid" 2>/dev/null
+  fusermount3 -u "$d" 2>/dev/null || umount -l "$d"
+  "$TOOL" mmp "$1" clear && "$TOOL" mmp "$1" off &&
+    dumpe2fs -h "$1" 2>/dev/null | grep -q needs_recovery
+}
+
+# case NAME EXPECT SETUP [OPTS] — EXPECT: refuse:PATTERN | serve:OBJS[:ERRTEXT[:PROBES]] | clean:
 run_case() {
   local name=$1 expect=$2 setup=$3 opts=${4:-} img=$S/case.img before after
   cp --sparse=always "$BASE" "$img"
@@ -169,6 +192,15 @@ run_case() {
     if [ "$MOUNTED" = 1 ]; then not_ok "$name: the mount is refused (it mounted)"
     elif grep -qE -- "$pat" "$OUT"; then ok "$name: refused at mount, naming $pat"
     else not_ok "$name: refused at mount, naming '$pat' (got: $(head -c 300 "$OUT" | tr '\n' '|'))"; fi
+    ;;
+  clean:)
+    if [ "$MOUNTED" != 1 ]; then not_ok "$name: mounts (got: $(head -c 300 "$OUT" | tr '\n' '|'))"
+    else
+      walk "$name" "" "Input/output error" ""
+      hammer ""
+      check_eq "$name: a new file is written and reads back" 1 "$NEWOK"
+      check_fails "$name: nothing is logged as corrupt" grep -q 'corruption' "$OUT"
+    fi
     ;;
   serve:*)
     local rest=${expect#serve:} objs errtext probes
@@ -190,7 +222,9 @@ run_case() {
   esac
   stop_daemon "$name"
   cp "$OUT" "$LOGDIR/$name.log"
-  if [ "$MOUNTED" = 1 ]; then
+  if [ "$MOUNTED" = 1 ] && [ "$expect" = clean: ]; then
+    check_fails "$name: the superblock records no error" sh -c "dumpe2fs -h '$img' 2>/dev/null | grep -qE 'with errors|FS Error count'"
+  elif [ "$MOUNTED" = 1 ]; then
     dumpe2fs -h "$img" 2>/dev/null >"$S/sb.txt"
     if grep -q '^Filesystem state:.*with errors' "$S/sb.txt" && grep -qE '^FS Error count: *[1-9]' "$S/sb.txt" &&
        grep -qE '^First error inode #: *[0-9]+' "$S/sb.txt" && grep -q '^First error err: *EFSCORRUPTED' "$S/sb.txt"; then
@@ -212,6 +246,11 @@ while IFS='|' read -r name expect setup opts; do
   [[ $name =~ ${CORRUPT_CASES:-.} ]] || continue
   run_case "$name" "$expect" "$setup" "$opts"
 done <<EOF
+# controls: a healthy copy, and one with a journal to replay
+control-healthy|clean:|true
+dirty-journal-replayed|clean:|dirty_journal \$img
+dirty-journal-and-links-count-0|serve:victim|debugfs -w -R 'sif /victim links_count 0' \$img && dirty_journal \$img
+dirty-journal-and-dirent-name-len-0|serve:d1/b:No such file|\$T dirent \$img /d1 b name_len 0 && dirty_journal \$img
 # file extents into the metadata zones and past the end (i_block[5] = start, [4] = start_hi<<16 | len)
 extent-into-gdt|serve:victim|debugfs -w -R 'sif /victim block[5] 1' \$img
 extent-into-superblock|serve:victim|debugfs -w -R 'sif /victim block[5] 0' \$img
