@@ -493,6 +493,8 @@ int orphan_process_all(struct volume *v)
 		v->fs->super->s_last_orphan = in.i_dtime;
 		in.i_dtime = 0;
 		int rc = in.i_links_count == 0 ? inode_free(v, ino, &in) : inode_write(v, ino, &in);
+		if (rc && inode_known_bad(v, ino))
+			continue;   /* corrupt (logged): left allocated for e2fsck, never freed */
 		if (rc)
 			return rc;
 		freed++;

@@ -157,6 +157,9 @@ hammer() {
     NEWOK=1; else NEWOK=0; fi
 }
 
+# ino_of PATH IMG — the inode number debugfs gives PATH.
+ino_of() { debugfs -R "stat $1" "$2" 2>/dev/null | sed -n 's/^Inode: *\([0-9]*\).*/\1/p'; }
+
 # dirty_journal IMG — leaves IMG with a journal to replay: a daemon writes
 # and fsyncs a file and is killed. MMP is on while it runs (the journal holds
 # copies of the superblock: replay must not turn MMP off), then its block is
@@ -290,6 +293,8 @@ dir-links-count-0-still-linked|serve:d2/c|debugfs -w -R 'sif /d2 links_count 0' 
 i-size-32-PiB|serve:victim|debugfs -w -R 'sif /victim size 0x80000000000000' \$img
 i-size-all-ones|serve:victim|debugfs -w -R 'sif /victim size 0xffffffffffffffff' \$img
 dir-i-size-32-PiB|serve:d2/c|debugfs -w -R 'sif /d2 size 0x80000000000000' \$img
+# an orphan (processed at mount) whose extent points into the GDT: not freed, the mount goes on
+orphan-with-extent-into-gdt|serve:victim|debugfs -w -R 'sif /victim block[5] 1' \$img && debugfs -w -R 'sif /victim links_count 0' \$img && debugfs -w -R "ssv last_orphan \$(ino_of /victim \$img)" \$img
 # directory blocks
 dir-block-into-block-bitmap|serve:d1/a d1/b|debugfs -w -R 'sif /d1 block[5] $BB' \$img
 dir-block-into-inode-table|serve:d1/a d1/b|debugfs -w -R 'sif /d1 block[5] $IT' \$img
