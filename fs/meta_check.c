@@ -262,20 +262,11 @@ static int report(struct volume *v, ext2_ino_t ino, int fatal, const char *fmt, 
 	return -EIO;
 }
 
-int inode_corrupt(struct volume *v, ext2_ino_t ino, const char *fmt, ...)
+int corruption_report(struct volume *v, ext2_ino_t ino, int fatal, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	int rc = report(v, ino, 1, fmt, ap);
-	va_end(ap);
-	return rc;
-}
-
-int dir_entry_corrupt(struct volume *v, ext2_ino_t dir, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	int rc = report(v, dir, 0, fmt, ap);
+	int rc = report(v, ino, fatal, fmt, ap);
 	va_end(ap);
 	return rc;
 }

@@ -58,11 +58,13 @@ int root_check(struct volume *v, char *err, size_t errlen);
 /* NULL, or what [start, start+len) hits: "the group descriptor table", ... */
 const char *blocks_invalid(const struct volume *v, blk64_t start, uint64_t len);
 int inode_known_bad(const struct volume *v, ext2_ino_t ino);
-int inode_corrupt(struct volume *v, ext2_ino_t ino, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-/* A bad entry in directory dir: logged once, the directory itself stays usable. */
-int dir_entry_corrupt(struct volume *v, ext2_ino_t dir, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+int corruption_report(struct volume *v, ext2_ino_t ino, int fatal, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+/* A corrupt inode: EIO for it from now on. */
+#define inode_corrupt(v, ino, ...) corruption_report((v), (ino), 1, __VA_ARGS__)
+/* A bad entry or block in directory dir: logged once, the directory's other
+ * entries stay usable. */
+#define dir_entry_corrupt(v, dir, ...) corruption_report((v), (dir), 0, __VA_ARGS__)
 /* An entry may name the root or an inode from s_first_ino to s_inodes_count. */
 int dir_entry_check(struct volume *v, ext2_ino_t dir, const char *name, ext2_ino_t ino);
 /* Cheap checks at every read: i_size, the extent root in i_block, the xattr
