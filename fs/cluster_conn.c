@@ -10,11 +10,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Refused connections are limited: anyone who reaches the port can make
+ * them, thousands a second (an accepted member's lines are few). */
 void conn_rio_log(void *arg, enum rio_log_level level, const char *line)
 {
 	(void)arg;
 	static const int map[] = { LOG_ERR_L, LOG_WARN_L, LOG_INFO_L, LOG_DEBUG_L };
-	csvfs_log(map[level], "%s", line);
+	static struct log_limit refused = LOG_LIMIT_INIT;
+	if (strncmp(line, "rio: refused ", 13) == 0)
+		csvfs_log_limited(&refused, map[level], "%s", line);
+	else
+		csvfs_log(map[level], "%s", line);
 }
 
 static struct conn *conn_get(struct cluster *c)

@@ -26,6 +26,7 @@
 
 struct daemon_opts {
 	int foreground, standalone, cluster, read_only, allow_other, verbose;
+	int errors_continue;           /* errors=continue (default remount-ro) */
 	size_t cache_bytes;
 	const char *source, *mountpoint;
 	char default_mountpoint[64];   /* /ClusterStorage/LABEL when none is given */
@@ -66,7 +67,9 @@ static void usage(FILE *to)
 		"  -o default_permissions  (always on: the kernel enforces POSIX permissions)\n"
 		"  -o cache=MiB    metadata block cache size (default 64)\n"
 		"  -o log=PATH     without -f, append the log to PATH\n"
-		"                  (default /var/log/csvfs/GUID.log)\n");
+		"                  (default /var/log/csvfs/GUID.log)\n"
+		"  -o errors=remount-ro|continue  after corruption is found: refuse metadata\n"
+		"                  changes with EROFS until unmount (default), or go on\n");
 }
 
 /* Options a mount helper passes that have no meaning for csvfs. */
@@ -165,6 +168,12 @@ static int parse_one_option(struct daemon_opts *d, const char *o)
 		d->read_only = 1;
 	else if (strcmp(o, "allow_other") == 0)
 		d->allow_other = 1;
+	else if (strcmp(o, "errors=continue") == 0 || strcmp(o, "errors=remount-ro") == 0)
+		d->errors_continue = strcmp(o, "errors=continue") == 0;
+	else if (strncmp(o, "errors=", 7) == 0) {
+		fprintf(stderr, "csvfs: bad option '%s': errors is continue or remount-ro\n", o);
+		return -1;
+	}
 	else if (strncmp(o, "cache=", 6) == 0) {
 		char *end;
 		unsigned long mib = strtoul(o + 6, &end, 10);
@@ -449,7 +458,8 @@ static int serve(struct daemon_opts *d, struct volume *v)
  * which must be the volume asked for. */
 static int open_cluster_volume(struct daemon_opts *d, struct volume **out)
 {
-	struct volume_opts vo = { .lun = d->lun, .read_only = 0, .cache_bytes = d->cache_bytes };
+	struct volume_opts vo = { .lun = d->lun, .read_only = 0, .cache_bytes = d->cache_bytes,
+				  .errors_continue = d->errors_continue };
 	char err[1024];
 	struct volume *v;
 	int rc = volume_new(&vo, &v, err, sizeof(err));
@@ -501,7 +511,8 @@ int csvfs_daemon_main(int argc, char **argv)
 		if (open_cluster_volume(&d, &v))
 			return 1;
 	} else {
-		struct volume_opts vo = { .lun = d.lun, .read_only = d.read_only, .cache_bytes = d.cache_bytes };
+		struct volume_opts vo = { .lun = d.lun, .read_only = d.read_only, .cache_bytes = d.cache_bytes,
+					  .errors_continue = d.errors_continue };
 		char err[1024];
 		if (volume_open(&vo, &v, err, sizeof(err)) != 0) {
 			fprintf(stderr, "csvfs: %s\n", err);

@@ -54,3 +54,36 @@ void csvfs_log(int level, const char *fmt, ...)
 	csvfs_vlog(NULL, level, fmt, ap);
 	va_end(ap);
 }
+
+void csvfs_log_limited(struct log_limit *ll, int level, const char *fmt, ...)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	pthread_mutex_lock(&ll->mu);
+	if (now.tv_sec - ll->window >= LOG_LIMIT_INTERVAL) {
+		ll->window = now.tv_sec;
+		ll->in_window = 0;
+	}
+	int let_through = ll->in_window < LOG_LIMIT_BURST;
+	unsigned long left_out = 0;
+	if (let_through) {
+		ll->in_window++;
+		left_out = ll->suppressed;
+		ll->suppressed = 0;
+	} else {
+		ll->suppressed++;
+	}
+	pthread_mutex_unlock(&ll->mu);
+	if (!let_through)
+		return;
+	char msg[900];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (left_out)
+		csvfs_log(level, "%s (and %lu more like it not logged: at most %u lines per %u s)", msg,
+			  left_out, LOG_LIMIT_BURST, LOG_LIMIT_INTERVAL);
+	else
+		csvfs_log(level, "%s", msg);
+}

@@ -45,6 +45,7 @@ struct minode {
 	unsigned open_count;           /* volume lock */
 	uint64_t spec_start, spec_end; /* volume lock: write-ahead blocks we added (lblk range) */
 	int times_dirty;               /* volume lock: mtime/ctime newer than disk */
+	int tree_checked;              /* volume lock: the whole extent tree passed extent_tree_check */
 	struct timespec mtime, ctime;  /* volume lock, valid when times_dirty */
 	_Atomic uint64_t size;         /* authoritative while referenced */
 
@@ -79,6 +80,7 @@ struct volume_opts {
 	const char *lun;
 	int read_only;
 	size_t cache_bytes;
+	int errors_continue;           /* errors=continue: keep taking changes after corruption */
 };
 
 struct cluster;
@@ -130,6 +132,15 @@ struct volume {
 	int stopping;
 	size_t cache_bytes;
 	int takeover;                  /* the engine was attached by a takeover */
+	/* Validity checks (meta_check.c, docs/hostile-input.md), built when the
+	 * engine attaches: the metadata zones no extent or directory block may
+	 * touch (sorted), and the inodes found corrupt (volume lock). */
+	struct sys_zone *zones;
+	size_t nzones;
+	struct bad_inode *bad;
+	size_t nbad, bad_cap;
+	int errors_continue;           /* errors=continue (else remount-ro) */
+	int errors_found;              /* volume lock: corruption seen since the engine attached */
 	/* Cluster mode (fs/cluster*.c); NULL when standalone. The engine (fs,
 	 * journal) is attached only while this node is the coordinator. */
 	struct cluster *cluster;

@@ -43,8 +43,15 @@ static int read_block(struct volume *v, ext2_ino_t dir, struct ext2_inode_large 
 				   &ret_flags, pblk);
 	if (!e && (*pblk == 0 || (ret_flags & BMAP_RET_UNINIT)))
 		e = EXT2_ET_DIR_CORRUPTED;
+	const char *what = e ? NULL : blocks_invalid(v, *pblk, 1);
+	if (what)
+		return inode_corrupt(v, dir, "directory block %llu is block %llu, %s",
+				     (unsigned long long)lblk, (unsigned long long)*pblk, what);
 	if (!e)
 		e = ext2fs_read_dir_block4(v->fs, *pblk, buf, 0, dir);
+	if (e == EXT2_ET_DIR_CSUM_INVALID || e == EXT2_ET_DIR_CORRUPTED)
+		return dir_entry_corrupt(v, dir, "directory block %llu (block %llu): %s",
+					 (unsigned long long)lblk, (unsigned long long)*pblk, error_message(e));
 	if (e) {
 		csvfs_log(LOG_ERR_L, "directory %u: block %llu unreadable: %s", dir,
 			  (unsigned long long)lblk, error_message(e));
@@ -93,6 +100,9 @@ static int linear_find(struct volume *v, ext2_ino_t dir, struct ext2_inode_large
 		rc = read_block(v, dir, in, b, &loc->pblk, buf);
 		if (rc == 0)
 			rc = scan_block(v, buf, name, (int)strlen(name), &loc->off, &loc->prev_off, ino, ftype);
+		if (rc < 0 && rc != -ENOMEM)
+			dir_entry_corrupt(v, dir, "directory block %llu: an entry's rec_len is impossible",
+					  (unsigned long long)b);
 	}
 	free(buf);
 	return rc < 0 ? rc : rc == 1 ? 0 : -ENOENT;
@@ -189,7 +199,8 @@ static int dx_find(struct volume *v, ext2_ino_t dir, struct ext2_inode_large *in
 	if (rc == 0 && (root->reserved_zero || root->info_length != 8 ||
 			root->indirect_levels >= DX_MAX_LEVELS ||
 			root->hash_version > EXT2_HASH_TEA))
-		rc = -EIO;
+		rc = dir_entry_corrupt(v, dir, "htree root: bad info (levels %u, hash %u)",
+				       root->indirect_levels, root->hash_version);
 	if (rc == 0)
 		rc = dx_hash(v, root->hash_version, name, len, &hash);
 	if (rc == 0) {
@@ -211,6 +222,8 @@ static int dx_find(struct volume *v, ext2_ino_t dir, struct ext2_inode_large *in
 		rc = read_block(v, dir, in, lblk, &loc->pblk, leaf);
 		if (rc == 0)
 			rc = scan_block(v, leaf, name, len, &loc->off, &loc->prev_off, ino, ftype);
+		if (rc < 0 && rc != -ENOMEM)
+			dir_entry_corrupt(v, dir, "directory block %u: an entry's rec_len is impossible", lblk);
 		if (rc == 1) {
 			found = 1;
 			rc = 0;
@@ -256,7 +269,8 @@ static int locate(struct volume *v, ext2_ino_t dir, const char *name, struct dir
 int dir_find(struct volume *v, ext2_ino_t dir, const char *name, ext2_ino_t *ino, int *ftype)
 {
 	struct dirent_loc loc;
-	return locate(v, dir, name, &loc, ino, ftype);
+	int rc = locate(v, dir, name, &loc, ino, ftype);
+	return rc ? rc : dir_entry_check(v, dir, name, *ino);
 }
 
 static int rewrite_entry(struct volume *v, ext2_ino_t dir, const char *name,
@@ -486,13 +500,15 @@ static int write_indexed(struct volume *v, ext2_ino_t dir, struct ext2_inode_lar
 		size_t end = i + 1 < nleaves ? starts[i + 1] : c->n;
 		blk64_t pblk;
 		rc = build_leaf(v, buf, c->items, starts[i], end);
-		if (rc == 0 && ext2fs_bmap2(v->fs, dir, (struct ext2_inode *)in, NULL, 0, i + 1, NULL, &pblk))
+		if (rc == 0 && (ext2fs_bmap2(v->fs, dir, (struct ext2_inode *)in, NULL, 0, i + 1, NULL, &pblk) ||
+				blocks_invalid(v, pblk, 1)))
 			rc = -EIO;
 		if (rc == 0 && ext2fs_write_dir_block4(v->fs, pblk, buf, 0, dir))
 			rc = -EIO;
 	}
 	blk64_t root_pblk;
-	if (rc == 0 && ext2fs_bmap2(v->fs, dir, (struct ext2_inode *)in, NULL, 0, 0, NULL, &root_pblk))
+	if (rc == 0 && (ext2fs_bmap2(v->fs, dir, (struct ext2_inode *)in, NULL, 0, 0, NULL, &root_pblk) ||
+			blocks_invalid(v, root_pblk, 1)))
 		rc = -EIO;
 	if (rc == 0) {
 		build_root(v, buf, dir, c->parent, start_hash, nleaves);
@@ -584,6 +600,8 @@ int dir_is_empty(struct volume *v, ext2_ino_t dir, int *empty)
 /* ---- readdir ------------------------------------------------------------ */
 
 struct list_ctx {
+	struct volume *v;
+	ext2_ino_t dir;
 	struct meta_dirent *d;
 	size_t n, cap;
 	int err;
@@ -615,6 +633,12 @@ static int list_cb(ext2_ino_t dir, int entry, struct ext2_dir_entry *de, int off
 		c->cap = cap;
 	}
 	int len = ext2fs_dirent_name_len(de);
+	/* a name no lookup can reach (NUL or '/' inside, or empty) is not listed */
+	if (len == 0 || memchr(de->name, 0, (size_t)len) || memchr(de->name, '/', (size_t)len)) {
+		dir_entry_corrupt(c->v, c->dir, "entry of inode %u has a name with NUL or '/' in it "
+				  "(name_len %d)", de->inode, len);
+		return 0;
+	}
 	char *name = strndup(de->name, (size_t)len);
 	if (!name) {
 		c->err = -ENOMEM;
@@ -630,7 +654,7 @@ static int list_cb(ext2_ino_t dir, int entry, struct ext2_dir_entry *de, int off
 
 int meta_readdir(struct volume *v, ext2_ino_t ino, struct meta_dirent **out, size_t *n)
 {
-	struct list_ctx c = { 0 };
+	struct list_ctx c = { .v = v, .dir = ino };
 	struct ext2_inode_large in;
 	pthread_mutex_lock(&v->lock);
 	int rc = inode_read(v, ino, &in);
@@ -638,7 +662,9 @@ int meta_readdir(struct volume *v, ext2_ino_t ino, struct meta_dirent **out, siz
 		rc = -ENOTDIR;
 	if (rc == 0) {
 		errcode_t e = ext2fs_dir_iterate2(v->fs, ino, 0, NULL, list_cb, &c);
-		if (e) {
+		if (e == EXT2_ET_DIR_CSUM_INVALID || e == EXT2_ET_DIR_CORRUPTED) {
+			rc = dir_entry_corrupt(v, ino, "listing failed: %s", error_message(e));
+		} else if (e) {
 			csvfs_log(LOG_ERR_L, "directory %u: listing failed: %s", ino, error_message(e));
 			rc = -errcode_to_errno(e);
 		} else {

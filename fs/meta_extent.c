@@ -48,7 +48,7 @@ static int map_blockmapped(struct volume *v, ext2_ino_t ino, struct ext2_inode_l
 	if (e)
 		return -errcode_to_errno(e);
 	*out = (struct meta_extent){ lblk, 1, pblk, pblk ? EXTENT_WRITTEN : EXTENT_HOLE };
-	return 0;
+	return pblk ? extent_check(v, ino, lblk, pblk, 1) : 0;
 }
 
 int extent_map(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in, uint64_t lblk,
@@ -69,13 +69,13 @@ int extent_map(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in, ui
 	int rc = 0;
 	if (!e && ex.e_lblk <= lblk && lblk < ex.e_lblk + ex.e_len) {
 		*out = (struct meta_extent){ ex.e_lblk, ex.e_len, ex.e_pblk, state_of(&ex) };
+		rc = extent_check(v, ino, ex.e_lblk, ex.e_pblk, ex.e_len);
 	} else if (!e || e == EXT2_ET_EXTENT_NOT_FOUND) {
 		uint64_t next = next_extent_start(h, lblk);
 		*out = (struct meta_extent){ lblk, next - lblk, 0, EXTENT_HOLE };
 	} else {
-		csvfs_log(LOG_ERR_L, "inode %u: extent tree unreadable at block %llu: %s", ino,
-			  (unsigned long long)lblk, error_message(e));
-		rc = -EIO;
+		rc = inode_corrupt(v, ino, "extent tree unreadable at file block %llu: %s",
+				   (unsigned long long)lblk, error_message(e));
 	}
 	ext2fs_extent_free(h);
 	return rc;
@@ -412,6 +412,11 @@ int meta_map(struct volume *v, struct minode *m, uint64_t lblk, struct meta_exte
 	struct ext2_inode_large in;
 	pthread_mutex_lock(&v->lock);
 	int rc = inode_read(v, m->ino, &in);
+	/* Once per minode, before the first mapping is handed out: every
+	 * extent and tree block in place and in order (the kernel checks each
+	 * leaf as it reads it). The engine's own changes keep it so. */
+	if (rc == 0 && !m->tree_checked && (rc = extent_tree_check(v, m->ino, &in)) == 0)
+		m->tree_checked = 1;
 	if (rc == 0)
 		rc = extent_map(v, m->ino, &in, lblk, out);
 	pthread_mutex_unlock(&v->lock);
@@ -454,7 +459,7 @@ int meta_alloc(struct volume *v, struct minode *m, uint64_t lblk, uint64_t len)
 {
 	struct ext2_inode_large in;
 	pthread_mutex_lock(&v->lock);
-	int rc = v->read_only ? -EROFS : inode_read(v, m->ino, &in);
+	int rc = volume_refuses_changes(v) ? -EROFS : inode_read(v, m->ino, &in);
 	struct meta_extent hole;
 	if (rc == 0)
 		rc = extent_map(v, m->ino, &in, lblk, &hole);
@@ -636,7 +641,7 @@ int meta_fallocate(struct volume *v, struct minode *m, int mode, uint64_t off, u
 	struct ext2_inode_large in;
 	pthread_rwlock_wrlock(&m->io_lock);
 	pthread_mutex_lock(&v->lock);
-	int rc = v->read_only ? -EROFS : inode_read(v, m->ino, &in);
+	int rc = volume_refuses_changes(v) ? -EROFS : inode_read(v, m->ino, &in);
 	if (rc == 0 && !LINUX_S_ISREG(in.i_mode))
 		rc = LINUX_S_ISDIR(in.i_mode) ? -EISDIR : -ENODEV;
 	if (rc == 0) {

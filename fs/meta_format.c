@@ -317,7 +317,13 @@ int csvfs_format(const struct csvfs_format_opts *o, char guid_out[37], char *err
 	int fd = open_lun(o, &bytes, err, errlen);
 	if (fd < 0)
 		return fd;
+	/* "In use" is never overridden (-f only overrides "holds a filesystem"),
+	 * and is settled before anything is written. */
 	int rc = lun_size(fd, o->lun, &bytes, err, errlen);
+	if (rc == 0)
+		rc = lun_check_kernel_unused(o->lun, err, errlen);
+	if (rc == 0)
+		rc = mmp_check_unheld(o->lun, err, errlen);
 	if (rc == 0)
 		rc = check_existing(o, err, errlen);
 	if (rc == 0 && o->force && (rc = wipe_signatures(fd, bytes)) != 0)

@@ -113,7 +113,7 @@ int inode_read(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in)
 		csvfs_log(LOG_ERR_L, "inode %u: read failed: %s", ino, error_message(e));
 		return -errcode_to_errno(e);
 	}
-	return 0;
+	return inode_check(v, ino, in);
 }
 
 int inode_write(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in)
@@ -407,8 +407,9 @@ static int minode_is_current(struct volume *v, const struct minode *m)
 
 int inode_free(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in)
 {
-	int rc = 0;
-	if (ext2fs_inode_has_valid_blocks2(v->fs, (struct ext2_inode *)in))
+	/* never free blocks a corrupt tree claims (they may be metadata) */
+	int rc = extent_tree_check(v, ino, in);
+	if (rc == 0 && ext2fs_inode_has_valid_blocks2(v->fs, (struct ext2_inode *)in))
 		rc = extent_punch(v, ino, in, 0, ~0ull);
 	if (rc == 0 && ext2fs_file_acl_block(v->fs, (struct ext2_inode *)in)) {
 		errcode_t e = ext2fs_free_ext_attr(v->fs, ino, in);
@@ -492,6 +493,8 @@ int orphan_process_all(struct volume *v)
 		v->fs->super->s_last_orphan = in.i_dtime;
 		in.i_dtime = 0;
 		int rc = in.i_links_count == 0 ? inode_free(v, ino, &in) : inode_write(v, ino, &in);
+		if (rc && inode_known_bad(v, ino))
+			continue;   /* corrupt (logged): left allocated for e2fsck, never freed */
 		if (rc)
 			return rc;
 		freed++;
@@ -509,8 +512,9 @@ int inode_drop_link(struct volume *v, ext2_ino_t ino)
 	int rc = inode_read(v, ino, &in);
 	if (rc)
 		return rc;
-	if (in.i_links_count > 0)
-		in.i_links_count--;
+	if (in.i_links_count == 0)   /* freeing it would free a linked inode */
+		return inode_corrupt(v, ino, "links_count is 0 but a directory entry names it");
+	in.i_links_count--;
 	inode_set_time(v, &in, TIME_C, now_ts());
 	if (in.i_links_count > 0)
 		return inode_write(v, ino, &in);
@@ -554,7 +558,7 @@ int meta_setattr(struct volume *v, ext2_ino_t ino, const struct meta_setattr *sa
 	struct ext2_inode_large in;
 	struct timespec now = now_ts();
 	pthread_mutex_lock(&v->lock);
-	int rc = v->read_only ? -EROFS : inode_read(v, ino, &in);
+	int rc = volume_refuses_changes(v) ? -EROFS : inode_read(v, ino, &in);
 	if (rc == 0 && (sa->valid & META_SET_SIZE) && !LINUX_S_ISREG(in.i_mode))
 		rc = LINUX_S_ISDIR(in.i_mode) ? -EISDIR : -EINVAL;
 	if (rc == 0 && (sa->valid & META_SET_MODE))
@@ -609,7 +613,9 @@ static int truncate_locked(struct volume *v, ext2_ino_t ino, struct ext2_inode_l
 	if (size >= (1ull << 32) * bs)   /* e2fsck: an extent file stays below 2^32 blocks */
 		return -EFBIG;
 	if (size < old) {
-		rc = size % bs ? extent_zero_in_block(v, ino, in, size, bs - size % bs) : 0;
+		rc = extent_tree_check(v, ino, in);   /* frees nothing a corrupt tree claims */
+		if (rc == 0 && size % bs)
+			rc = extent_zero_in_block(v, ino, in, size, bs - size % bs);
 		if (rc == 0)
 			rc = extent_punch(v, ino, in, (size + bs - 1) / bs, ~0ull);
 		if (m)

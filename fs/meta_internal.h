@@ -45,6 +45,36 @@ uint64_t volume_blocks_available(struct volume *v);
 int extent_punch(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in,
 		 uint64_t lblk, uint64_t end);
 
+/* Validity checks (meta_check.c, docs/hostile-input.md). Each failing check
+ * logs once per inode and returns -EIO; a fatal one makes every later
+ * inode_read of that inode -EIO, so it is never written or freed. */
+int sysz_build(struct volume *v, char *err, size_t errlen);
+void sysz_free(struct volume *v);
+/* Metadata changes are refused: a read-only mount, or corruption found under
+ * errors=remount-ro (the default). Caller holds v->lock. */
+int volume_refuses_changes(const struct volume *v);
+/* At mount: the root inode passes inode_check and is a directory. */
+int root_check(struct volume *v, char *err, size_t errlen);
+/* NULL, or what [start, start+len) hits: "the group descriptor table", ... */
+const char *blocks_invalid(const struct volume *v, blk64_t start, uint64_t len);
+int inode_known_bad(const struct volume *v, ext2_ino_t ino);
+int corruption_report(struct volume *v, ext2_ino_t ino, int fatal, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+/* A corrupt inode: EIO for it from now on. */
+#define inode_corrupt(v, ino, ...) corruption_report((v), (ino), 1, __VA_ARGS__)
+/* A bad entry or block in directory dir: logged once, the directory's other
+ * entries stay usable. */
+#define dir_entry_corrupt(v, dir, ...) corruption_report((v), (dir), 0, __VA_ARGS__)
+/* An entry may name the root or an inode from s_first_ino to s_inodes_count. */
+int dir_entry_check(struct volume *v, ext2_ino_t dir, const char *name, ext2_ino_t ino);
+/* Cheap checks at every read: i_size, the extent root in i_block, the xattr
+ * block. */
+int inode_check(struct volume *v, ext2_ino_t ino, const struct ext2_inode_large *in);
+/* One mapping [lblk, +len) -> pblk the engine is about to hand out. */
+int extent_check(struct volume *v, ext2_ino_t ino, uint64_t lblk, blk64_t pblk, uint64_t len);
+/* Every extent and tree block, before blocks are freed. */
+int extent_tree_check(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in);
+
 /* Frees deferred until their transaction is durable (meta_deferfree.c). */
 void deferfree_attach(struct volume *v);
 void deferfree_stage(struct volume *v);
@@ -57,6 +87,14 @@ void deferfree_destroy(struct volume *v);
 int mmp_acquire(struct volume *v, char *err, size_t errlen);
 void mmp_heartbeat(struct volume *v);
 void mmp_release(struct volume *v);
+/* For mkfs, before any write: -EBUSY with the holder named in err when the
+ * filesystem on the LUN has a live MMP holder (a csvfs daemon, the kernel's
+ * ext4 on another machine, e2fsck); reads only, may wait out a heartbeat. */
+int mmp_check_unheld(const char *lun, char *err, size_t errlen);
+
+/* For mkfs, before any write: -EBUSY when this machine's kernel has the LUN
+ * mounted or claimed, directly or through a loop device over it (lun_inuse.c). */
+int lun_check_kernel_unused(const char *lun, char *err, size_t errlen);
 
 /* ACL inheritance at create (meta_acl.c). */
 int acl_inherit(struct volume *v, ext2_ino_t parent, ext2_ino_t ino, struct ext2_inode_large *in);

@@ -8,9 +8,13 @@
 #include "fs/csvfs.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <linux/fs.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <uuid/uuid.h>
 
@@ -70,6 +74,18 @@ static int held_by_csvfs(const struct mmp_struct *mmp)
 	return memcmp(mmp->mmp_bdevname, CSVFS_MMP_TAG, sizeof(CSVFS_MMP_TAG) - 1) == 0;
 }
 
+static const char *holder_kind(const struct mmp_struct *mmp)
+{
+	return held_by_csvfs(mmp) ? "csvfs" : "another system (kernel ext4)";
+}
+
+/* A holder's heartbeat moved between two reads (csvfs moves mmp_time, the
+ * kernel mmp_seq and mmp_time). */
+static int heartbeat_moved(const struct mmp_struct *before, const struct mmp_struct *after)
+{
+	return after->mmp_seq != before->mmp_seq || after->mmp_time != before->mmp_time;
+}
+
 /* Decides whether the current holder is alive: its heartbeat (csvfs: mmp_time;
  * the kernel: mmp_seq) must move within two intervals. */
 static int holder_alive(struct volume *v, const struct mmp_struct *seen, int *alive)
@@ -93,7 +109,7 @@ static int holder_alive(struct volume *v, const struct mmp_struct *seen, int *al
 		return -ENOMEM;
 	int rc = mmp_read(v, now);
 	if (rc == 0)
-		*alive = now->mmp_seq != seen->mmp_seq || now->mmp_time != seen->mmp_time;
+		*alive = heartbeat_moved(seen, now);
 	free(now);
 	return rc;
 }
@@ -116,7 +132,7 @@ int mmp_acquire(struct volume *v, char *err, size_t errlen)
 		rc = holder_alive(v, mmp, &alive);
 		if (rc == 0 && alive) {
 			snprintf(err, errlen, "LUN %s: volume %s is in use by %s on %.64s", v->lun, v->uuid,
-				 held_by_csvfs(mmp) ? "csvfs" : "another system (kernel ext4)",
+				 holder_kind(mmp),
 				 (const char *)mmp->mmp_nodename);
 			rc = -EBUSY;
 		} else if (rc == 0) {
@@ -218,4 +234,77 @@ int csvfs_lun_mmp_clear(const char *lun, char *err, size_t errlen)
 		rc = -EIO;
 	}
 	return rc;
+}
+
+/* ---- for mkfs: is the filesystem on a LUN held through MMP? ----
+ * Read-only, like the first half of ext2fs_mmp_start (which then writes its
+ * own sequence: mkfs must write nothing before it knows the LUN is free). */
+
+/* Reads the MMP block of the ext4 filesystem at the start of the LUN, if it
+ * has one and it is valid: 1 = read, 0 = nothing to honour. */
+static int mmp_read_raw(const char *lun, struct ext2_super_block *sb, struct mmp_struct *mmp)
+{
+	int fd = open(lun, O_RDONLY | O_DIRECT | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	struct stat st;
+	uint64_t bytes = 0;
+	if (fstat(fd, &st) == 0)
+		bytes = (uint64_t)st.st_size;
+	if (S_ISBLK(st.st_mode) && ioctl(fd, BLKGETSIZE64, &bytes) != 0)
+		bytes = 0;
+	int found = 0;
+	char *buf;
+	if (posix_memalign((void **)&buf, 4096, 65536) == 0) {
+		/* the superblock sits at 1024 inside the first 4 KiB */
+		if (pread(fd, buf, 4096, 0) == 4096) {
+			memcpy(sb, buf + 1024, sizeof(*sb));
+			unsigned bs = sb->s_log_block_size <= 6 ? 1024u << sb->s_log_block_size : 0;
+			uint64_t at = (uint64_t)sb->s_mmp_block * bs;
+			found = sb->s_magic == EXT2_SUPER_MAGIC && ext2fs_has_feature_mmp(sb) && bs &&
+				at && at + bs <= bytes && pread(fd, buf, bs, (off_t)at) == (ssize_t)bs;
+			if (found) {
+				memcpy(mmp, buf, sizeof(*mmp));
+				found = mmp->mmp_magic == EXT4_MMP_MAGIC;
+			}
+		}
+		free(buf);
+	}
+	close(fd);
+	return found;
+}
+
+int mmp_check_unheld(const char *lun, char *err, size_t errlen)
+{
+	struct ext2_super_block sb;
+	struct mmp_struct seen, now;
+	if (!mmp_read_raw(lun, &sb, &seen) || seen.mmp_seq == EXT4_MMP_SEQ_CLEAN)
+		return 0;
+	if (seen.mmp_seq == EXT4_MMP_SEQ_FSCK && !held_by_csvfs(&seen)) {
+		snprintf(err, errlen, "LUN %s is in use: e2fsck on %.64s is checking it (if that e2fsck "
+			 "is gone: tune2fs -f -E clear_mmp %s)", lun, (const char *)seen.mmp_nodename, lun);
+		return -EBUSY;
+	}
+	/* ext2fs_mmp_start's wait: twice the longer of the two intervals, and a second */
+	unsigned interval = sb.s_mmp_update_interval > seen.mmp_check_interval ? sb.s_mmp_update_interval
+									      : seen.mmp_check_interval;
+	interval = interval < EXT4_MMP_MIN_CHECK_INTERVAL ? EXT4_MMP_MIN_CHECK_INTERVAL
+		 : interval > MMP_MAX_INTERVAL ? MMP_MAX_INTERVAL : interval;
+	int64_t age = (int64_t)time(NULL) - (int64_t)seen.mmp_time;
+	int alive = age >= -(int64_t)interval && age <= 2 * (int64_t)interval;
+	if (!alive) {
+		fprintf(stderr, "mkfs: LUN %s: MMP says %s on %.64s holds it; waiting %u s for its heartbeat\n",
+			lun, holder_kind(&seen), (const char *)seen.mmp_nodename, 2 * interval + 1);
+		sleep(2 * interval + 1);
+		if (!mmp_read_raw(lun, &sb, &now) || now.mmp_seq == EXT4_MMP_SEQ_CLEAN)
+			return 0;   /* released meanwhile */
+		alive = heartbeat_moved(&seen, &now);
+		age = (int64_t)time(NULL) - (int64_t)now.mmp_time;
+		seen = now;
+	}
+	if (!alive)
+		return 0;
+	snprintf(err, errlen, "LUN %s is in use: %s on %.64s holds it (MMP heartbeat %lld s ago)", lun,
+		 holder_kind(&seen), (const char *)seen.mmp_nodename, (long long)(age < 0 ? 0 : age));
+	return -EBUSY;
 }

@@ -90,6 +90,11 @@ int meta_lookup(struct volume *v, ext2_ino_t parent, const char *name, struct me
 	       : dir_find(v, parent, name, &ino, &ftype);
 	if (rc == 0)
 		rc = inode_read(v, ino, &in);
+	/* the kernel's "deleted inode referenced": an open and a last close
+	 * would free an inode a directory still names */
+	if (rc == 0 && in.i_links_count == 0)
+		rc = inode_corrupt(v, ino, "links_count is 0 but directory %u names it '%.255s'",
+				   parent, name);
 	if (rc == 0)
 		inode_to_attr(v, ino, &in, out);
 	pthread_mutex_unlock(&v->lock);
@@ -191,7 +196,7 @@ int meta_create(struct volume *v, ext2_ino_t parent, const char *name, uint32_t 
 	ext2_ino_t ino = 0, existing;
 	int ftype;
 	pthread_mutex_lock(&v->lock);
-	rc = v->read_only ? -EROFS : read_dir_inode(v, parent, &pin);
+	rc = volume_refuses_changes(v) ? -EROFS : read_dir_inode(v, parent, &pin);
 	if (rc == 0 && pin.i_links_count == 0)
 		rc = -ENOENT;
 	if (rc == 0) {
@@ -241,7 +246,7 @@ int meta_symlink(struct volume *v, ext2_ino_t parent, const char *name, const ch
 	if (tlen >= v->blocksize)
 		rc = -ENAMETOOLONG;
 	else
-		rc = v->read_only ? -EROFS : read_dir_inode(v, parent, &pin);
+		rc = volume_refuses_changes(v) ? -EROFS : read_dir_inode(v, parent, &pin);
 	if (rc == 0) {
 		rc = dir_find(v, parent, name, &existing, &ftype);
 		rc = rc == 0 ? -EEXIST : rc == -ENOENT ? 0 : rc;
@@ -288,7 +293,7 @@ int meta_link(struct volume *v, ext2_ino_t ino, ext2_ino_t newparent, const char
 	ext2_ino_t existing;
 	int ftype;
 	pthread_mutex_lock(&v->lock);
-	rc = v->read_only ? -EROFS : read_dir_inode(v, newparent, &pin);
+	rc = volume_refuses_changes(v) ? -EROFS : read_dir_inode(v, newparent, &pin);
 	if (rc == 0)
 		rc = inode_read(v, ino, &in);
 	if (rc == 0 && LINUX_S_ISDIR(in.i_mode))
@@ -322,7 +327,7 @@ int meta_unlink(struct volume *v, ext2_ino_t parent, const char *name)
 	int ftype;
 	struct ext2_inode_large in;
 	pthread_mutex_lock(&v->lock);
-	int rc = v->read_only ? -EROFS : dir_find(v, parent, name, &ino, &ftype);
+	int rc = volume_refuses_changes(v) ? -EROFS : dir_find(v, parent, name, &ino, &ftype);
 	if (rc == 0)
 		rc = inode_read(v, ino, &in);
 	if (rc == 0 && LINUX_S_ISDIR(in.i_mode))
@@ -371,7 +376,7 @@ int meta_rmdir(struct volume *v, ext2_ino_t parent, const char *name)
 	ext2_ino_t ino;
 	int ftype;
 	pthread_mutex_lock(&v->lock);
-	int rc = v->read_only ? -EROFS : dir_find(v, parent, name, &ino, &ftype);
+	int rc = volume_refuses_changes(v) ? -EROFS : dir_find(v, parent, name, &ino, &ftype);
 	if (rc == 0)
 		rc = check_removable_dir(v, ino);
 	if (rc == 0)
@@ -427,11 +432,15 @@ static int dir_parent(struct volume *v, ext2_ino_t dir, ext2_ino_t *parent)
 	if (!buf)
 		return -ENOMEM;
 	errcode_t e = ext2fs_bmap2(v->fs, dir, (struct ext2_inode *)&in, NULL, 0, 0, NULL, &pblk);
+	if (!e && blocks_invalid(v, pblk, 1))
+		e = EXT2_ET_DIR_CORRUPTED;
 	if (!e)
 		e = ext2fs_read_dir_block4(v->fs, pblk, buf, 0, dir);
 	*parent = e ? 0 : ((struct ext2_dir_entry *)(buf + 12))->inode;
 	free(buf);
-	return e || *parent == 0 ? -EIO : 0;
+	if (e || *parent == 0)
+		return -EIO;
+	return dir_entry_check(v, dir, "..", *parent);
 }
 
 /* EINVAL if `dir` is `ancestor` or lies below it (a directory cannot move
@@ -562,7 +571,7 @@ int meta_rename_cred(struct volume *v, ext2_ino_t parent, const char *name,
 		return -EINVAL;
 	struct rename_ends src = { 0 }, dst = { 0 };
 	pthread_mutex_lock(&v->lock);
-	rc = v->read_only ? -EROFS : dir_find(v, parent, name, &src.ino, &src.ftype);
+	rc = volume_refuses_changes(v) ? -EROFS : dir_find(v, parent, name, &src.ino, &src.ftype);
 	if (rc == 0) {
 		rc = dir_find(v, newparent, newname, &dst.ino, &dst.ftype);
 		if (rc == -ENOENT) {

@@ -456,6 +456,7 @@ int volume_new(const struct volume_opts *o, struct volume **out, char *err, size
 	}
 	snprintf(v->lun, sizeof(v->lun), "%s", o->lun);
 	v->read_only = o->read_only;
+	v->errors_continue = o->errors_continue;
 	v->cache_bytes = o->cache_bytes;
 	v->data_fd = -1;
 	v->plocks = plock_table_new();
@@ -542,6 +543,10 @@ int volume_attach_engine(struct volume *v, int takeover, char *err, size_t errle
 		rc = mmp_acquire(v, err, errlen);
 	if (rc == 0)
 		rc = prepare_fs(v, err, errlen);
+	if (rc == 0)
+		rc = sysz_build(v, err, errlen);
+	if (rc == 0)
+		rc = root_check(v, err, errlen);
 	if (rc == 0 && !v->read_only)
 		rc = attach_journal(v, err, errlen);
 	if (rc == 0 && !v->read_only) {
@@ -637,6 +642,7 @@ void volume_detach_engine(struct volume *v)
 	journal_close(v->journal);
 	v->journal = NULL;
 	deferfree_destroy(v);
+	sysz_free(v);
 	v->opened = v->journaled = v->mmp_held = v->dirty = 0;
 }
 
@@ -652,6 +658,7 @@ void volume_abandon_engine(struct volume *v)
 	journal_close(v->journal);
 	v->journal = NULL;
 	deferfree_destroy(v);
+	sysz_free(v);
 	v->opened = v->journaled = v->mmp_held = v->dirty = 0;
 }
 
