@@ -63,7 +63,7 @@ FENCE_DEADLINE=${BENCH_FENCE_DEADLINE:-4000}
 PARTS=${BENCH_PARTS:-fio meta takeover locks}
 OUT=${BENCH_OUT:-$TOP/docs/benchmarks-cluster.md}
 
-export CSVFS_LAB=benchc
+export CSVFS_LAB=${BENCH_LAB:-benchc}   # another name when several people share the machine
 unset CSVFS_BIN CSVFS_LAB_TOKEN
 # Every daemon the lab starts (also on "start" after a kill) gets this.
 export CSVFS_LAB_DAEMON_OPTS="fence_deadline=$FENCE_DEADLINE"
@@ -489,7 +489,7 @@ mkdir -p "$(dirname "$OUT")"
   sed 's/^/* /' "$S/corosync.txt"
   echo
   echo "Mounted labs run with \`CSVFS_LAB_DAEMON_OPTS=fence_deadline=$FENCE_DEADLINE\` (self-fence"
-  echo "deadline ${FENCE_DEADLINE} ms, as in \`cluster_fs.sh\`), scratch LUN \`--size $LUN_SIZE\`. Lab name \`benchc\`."
+  echo "deadline ${FENCE_DEADLINE} ms, as in \`cluster_fs.sh\`), scratch LUN \`--size $LUN_SIZE\`. Lab name \`$CSVFS_LAB\`."
   echo
   echo "Knobs of this run: BENCH_SIZE_MB=$SIZE_MB BENCH_RUNTIME=$RT BENCH_RAMP=$RAMP BENCH_SEQ_QD=$SEQ_QD"
   echo "BENCH_META_COUNT=$META_COUNT BENCH_META_MS=$META_MS BENCH_LOCK_COUNT=$LOCK_COUNT BENCH_PP_ROUNDS=$PP_ROUNDS"
@@ -512,7 +512,7 @@ mkdir -p "$(dirname "$OUT")"
     echo "Command (participant, random write):"
     echo
     echo '```'
-    echo "csvfs-lab --lab benchc exec ${FIO_PN:-2} -- $(grep -m1 -- '--name=randwrite-participant' "$S/fio-commands.txt" | sed "s|$S|\$OUT|g")"
+    echo "csvfs-lab --lab $CSVFS_LAB exec ${FIO_PN:-2} -- $(grep -m1 -- '--name=randwrite-participant' "$S/fio-commands.txt" | sed "s|$S|\$OUT|g")"
     echo '```'
     echo
     echo "| workload | raw MiB/s | raw IOPS | coordinator MiB/s | coordinator IOPS | participant MiB/s | participant IOPS | participant / raw | participant / coordinator |"

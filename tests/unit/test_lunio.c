@@ -256,8 +256,10 @@ static void test_path_errors(void **state)
 		     lun_error_is_path(-EINVAL) || lun_error_is_path(0));
 }
 
-/* A timed transfer moves the same bytes as the plain one, through its own
- * buffer, and reports the same failure. */
+/* A timed transfer moves the same bytes as the plain one, from the thread's
+ * own buffer (no copy) or any other (through a scratch copy), and reports a
+ * failure the same way: one log line. It runs as an io_uring request, so the
+ * scripted pread/pwrite wrappers do not see it: the error is a real one. */
 static void test_timed_transfer_moves_the_data(void **state)
 {
 	struct fx *f = *state;
@@ -266,35 +268,121 @@ static void test_timed_transfer_moves_the_data(void **state)
 	assert_int_equal(lun_transfer_timed(&f->lun, 1, out, sizeof(out), U, 1000), 0);
 	assert_int_equal(lun_transfer_timed(&f->lun, 0, in, sizeof(in), U, 1000), 0);
 	assert_memory_equal(in, out, sizeof(in));
-	scripted(1, (int[]){ -ENXIO });
-	assert_int_equal(lun_transfer_timed(&f->lun, 0, in, U, 0, 1000), -ENXIO);
+	unsigned char *own = lun_thread_buffer(2 * U);
+	assert_non_null(own);
+	assert_ptr_equal(lun_thread_buffer(U), own);
+	assert_int_equal(lun_transfer_timed(&f->lun, 0, own, 2 * U, U, 1000), 0);
+	assert_memory_equal(own, out, 2 * U);
+	fill(own, U, 9);
+	assert_int_equal(lun_transfer_timed(&f->lun, 1, own, U, 0, 1000), 0);
+	assert_int_equal(lun_pread(&f->lun, in, U, 0), 0);
+	assert_memory_equal(in, own, U);
+	struct lun wronly = f->lun;
+	wronly.fd = open(f->path, O_WRONLY);
+	assert_true(wronly.fd >= 0);
+	assert_int_equal(lun_transfer_timed(&wronly, 0, in, U, 0, 1000), -EBADF);
 	assert_int_equal(f->lines, 1);
+	assert_non_null(strstr(f->log, "read of 4096 bytes at byte 0 failed"));
+	close(wronly.fd);
 }
 
-/* A transfer the path does not answer (here: held by the paused gate) is
- * -ETIMEDOUT after the timeout, with one log line; the caller's buffer is
- * not touched afterwards, and the left-behind transfer is counted until it
- * completes. A probe says nothing. */
-static void test_timed_transfer_gives_up_on_a_hung_path(void **state)
+static void wait_for_no_given_up_transfer(void)
+{
+	for (int i = 0; i < 300 && lun_abandoned_inflight(); i++)
+		nanosleep(&(struct timespec){ 0, 10 * 1000 * 1000 }, NULL);
+	assert_int_equal(lun_abandoned_inflight(), 0);
+}
+
+/* A read the path does not answer (here: an empty pipe) is -ETIMEDOUT after
+ * the timeout, with one log line, and counted until the path ends it. When
+ * it ends, it writes into the pages it was given — which are no longer the
+ * caller's: the thread buffer keeps its bytes, as does a probe's own buffer.
+ * A probe says nothing; the end of a given-up transfer is one log line. */
+static void test_timed_read_gives_up_on_a_hung_path(void **state)
 {
 	struct fx *f = *state;
-	static unsigned char buf[U], probe[U];
+	int p[2];
+	assert_int_equal(pipe(p), 0);
+	struct lun hung = f->lun;
+	hung.fd = p[0];
+	unsigned char *buf = lun_thread_buffer(U);
+	static unsigned char probe[U], late[2 * U];
 	memset(buf, 0x5a, U);
-	journal_gate_set(JOURNAL_GATE_PAUSED);
-	assert_int_equal(lun_transfer_timed(&f->lun, 0, buf, U, 0, 100), -ETIMEDOUT);
+	memset(probe, 0x3c, U);
+	assert_int_equal(lun_transfer_timed(&hung, 0, buf, U, 0, 100), -ETIMEDOUT);
 	assert_int_equal(f->lines, 1);
 	assert_non_null(strstr(f->log, "did not complete within 100 ms"));
 	assert_int_equal(lun_abandoned_inflight(), 1);
-	assert_int_equal(lun_probe(&f->lun, probe, U, 0, 100), -ETIMEDOUT);
+	assert_int_equal(lun_probe(&hung, probe, U, 0, 100), -ETIMEDOUT);
 	assert_int_equal(f->lines, 1);
 	assert_int_equal(lun_abandoned_inflight(), 2);
-	journal_gate_set(JOURNAL_GATE_OPEN);
-	for (int i = 0; i < 200 && lun_abandoned_inflight(); i++)
-		nanosleep(&(struct timespec){ 0, 10 * 1000 * 1000 }, NULL);
-	assert_int_equal(lun_abandoned_inflight(), 0);
-	for (unsigned i = 0; i < U; i++)
+	memset(late, 0xa5, sizeof(late));
+	assert_int_equal(write(p[1], late, sizeof(late)), (ssize_t)sizeof(late));
+	wait_for_no_given_up_transfer();
+	for (unsigned i = 0; i < U; i++) {
 		assert_int_equal(buf[i], 0x5a);
+		assert_int_equal(probe[i], 0x3c);
+	}
+	assert_int_equal(f->lines, 2);
+	assert_non_null(strstr(f->log, "given up after the path timeout has ended: done"));
+	/* The thread goes on with a new ring, on the same buffer. */
+	assert_int_equal(lun_transfer_timed(&f->lun, 0, buf, U, 0, 1000), 0);
 	assert_int_equal(lun_probe(&f->lun, probe, U, 0, 100), 0);
+	close(p[0]);
+	close(p[1]);
+}
+
+/* A write the path does not answer (a full pipe) is given up on the same
+ * way; the caller's buffer still holds the bytes (for the redirected retry),
+ * and the late write, when the path takes it, carries them too. */
+static void test_timed_write_gives_up_on_a_hung_path(void **state)
+{
+	struct fx *f = *state;
+	int p[2];
+	assert_int_equal(pipe(p), 0);
+	assert_true(fcntl(p[1], F_SETPIPE_SZ, (int)U) >= (int)U);
+	int cap = fcntl(p[1], F_GETPIPE_SZ);
+	static unsigned char filler[1 << 16], got[U];
+	assert_true(cap > 0 && (size_t)cap <= sizeof(filler));
+	assert_int_equal(write(p[1], filler, (size_t)cap), cap);   /* full now */
+	struct lun hung = f->lun;
+	hung.fd = p[1];
+	unsigned char *buf = lun_thread_buffer(U);
+	fill(buf, U, 7);
+	assert_int_equal(lun_transfer_timed(&hung, 1, buf, U, 0, 100), -ETIMEDOUT);
+	assert_int_equal(lun_abandoned_inflight(), 1);
+	unsigned char expect[U];
+	fill(expect, U, 7);
+	assert_memory_equal(buf, expect, U);
+	assert_int_equal(read(p[0], filler, (size_t)cap), cap);     /* the path answers */
+	wait_for_no_given_up_transfer();
+	assert_int_equal(read(p[0], got, U), (ssize_t)U);
+	assert_memory_equal(got, expect, U);
+	close(p[0]);
+	close(p[1]);
+}
+
+static void *opener(void *arg)
+{
+	(void)arg;
+	nanosleep(&(struct timespec){ 0, 200 * 1000 * 1000 }, NULL);   /* past the timeout */
+	journal_gate_set(JOURNAL_GATE_OPEN);
+	return NULL;
+}
+
+/* A paused gate (quorum lost) holds a timed transfer as it holds any: that
+ * is a wait for the cluster, not a path that does not answer. */
+static void test_paused_gate_holds_a_timed_transfer(void **state)
+{
+	struct fx *f = *state;
+	journal_gate_set(JOURNAL_GATE_PAUSED);
+	pthread_t t;
+	assert_int_equal(pthread_create(&t, NULL, opener, NULL), 0);
+	static unsigned char buf[U];
+	assert_int_equal(lun_transfer_timed(&f->lun, 0, buf, U, 0, 50), 0);
+	pthread_join(t, NULL);
+	assert_int_equal(f->lines, 0);
+	assert_int_equal(lun_abandoned_inflight(), 0);
 }
 
 /* ---- the power-cut hook ----------------------------------------------------------- */
@@ -367,7 +455,9 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_paused_gate_holds_until_open, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_path_errors, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_timed_transfer_moves_the_data, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_timed_transfer_gives_up_on_a_hung_path, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_timed_read_gives_up_on_a_hung_path, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_timed_write_gives_up_on_a_hung_path, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_paused_gate_holds_a_timed_transfer, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_power_cut_drops_after_the_limit, setup, teardown),
 	};
 	return cmocka_run_group_tests_name("lunio", tests, NULL, NULL);
