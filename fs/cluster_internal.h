@@ -7,6 +7,7 @@
 
 #include "fs/cluster.h"
 #include "fs/ops.h"
+#include "fs/proto.h"
 #include "fs/server.h"
 #include "dlm-glue/dlmglue.h"
 
@@ -107,6 +108,12 @@ struct freeze {
 	int running;
 };
 
+/* A node's I/O state as this node last heard it (cluster_iostate.c). */
+struct cl_io_node {
+	struct proto_io_node n;          /* its name and report (n.age_ms unused) */
+	uint64_t heard_ms;               /* cl_now_ms() when the report was fresh */
+};
+
 struct cluster {
 	struct volume *v;
 	struct cluster_opts o;
@@ -144,6 +151,15 @@ struct cluster {
 	struct held_lock info;           /* "coordinfo", NL kept */
 	pthread_t thread, recall_thread;
 	int threads;
+
+	/* Every node's I/O state (cluster_iostate.c): the coordinator's as each
+	 * participant reported it; a participant's as the coordinator answered. */
+	pthread_mutex_t io_mu;           /* the three below */
+	pthread_cond_t io_cv;
+	int io_stop;
+	struct cl_io_node io_nodes[MAX_NODES];
+	unsigned io_n;
+	pthread_t io_thread;
 };
 
 /* ---- cluster.c: time, wake-ups, membership ------------------------------ */
@@ -253,6 +269,19 @@ struct rio_response;
  * lock itself). */
 int snapshot_serve(struct cluster *c, const struct rio_peer *peer, const struct rio_request *req,
 		   struct rio_response *resp);
+
+/* ---- cluster_iostate.c: every node's I/O state ------------------------------ */
+
+/* Coordinator: OP_IO_STATE, a participant's report; answered with every
+ * node's state (outside the role gate: it touches no LUN). */
+int io_state_serve(struct cluster *c, const struct rio_peer *peer, const struct rio_request *req,
+		   struct rio_response *resp);
+/* The participant's reporter thread (0 or a negative errno) and its end. */
+int io_reporter_start(struct cluster *c);
+void io_reporter_stop(struct cluster *c);
+/* csvctl status's I/O fields for another node, as last heard ("unknown"
+ * before its first report); override replaces its io_state. */
+void io_node_json(struct cluster *c, const char *node, const char *override, char *out, size_t len);
 
 /* ---- cluster_role.c: roles and the cluster thread ------------------------ */
 

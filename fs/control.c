@@ -57,7 +57,7 @@ static void status_json(struct control *c, char *out, size_t len)
 		memset(&st, 0, sizeof(st));
 	struct journal_stats js = { 0 };
 	uint64_t durable = 0;
-	char lun[512], label[64], mnt[512], node[128], nodes[8192];
+	char lun[512], label[64], mnt[512], node[128], nodes[12288];
 	json_str(lun, sizeof(lun), v->lun);
 	json_str(label, sizeof(label), v->label);
 	json_str(mnt, sizeof(mnt), c->mountpoint);

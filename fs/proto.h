@@ -17,6 +17,7 @@
 #ifndef CSVFS_FS_PROTO_H
 #define CSVFS_FS_PROTO_H
 
+#include "fs/iostate.h"
 #include "fs/meta.h"
 #include "fs/plock.h"
 #include "redirect-io/rio.h"
@@ -35,7 +36,8 @@ enum csv_op {
 	OP_SNAPSHOT = 40, OP_SNAPSHOT_ABORT = 41,
 	/* redirected I/O (design.md §7): a participant's data through the coordinator */
 	OP_LUN_READ = 50, OP_LUN_WRITE = 51, OP_LUN_FLUSH = 52,
-	OP_MAX_ = 53
+	OP_IO_STATE = 53,
+	OP_MAX_ = 54
 };
 
 #define PROTO_NAME_MAX 256      /* a file name with its NUL */
@@ -107,6 +109,10 @@ struct proto_lun_io {
 	uint32_t len;
 };
 
+/* IO_STATE: the sender's own I/O state (fs/iostate.h). */
+#define PROTO_TIME_MS_MAX (1ull << 47)   /* a Unix time in ms: past year 6000 */
+struct proto_io_state { struct io_report r; };
+
 /* A request of any operation (STATFS and SYNCFS have no fields). Decoding
  * copies its strings into str[], which the const char * fields point to. */
 struct proto_req {
@@ -134,6 +140,7 @@ struct proto_req {
 		struct proto_lkwait lkwait;
 		struct proto_snapshot snapshot;
 		struct proto_lun_io lun_io;
+		struct proto_io_state io_state;
 	};
 	char str[2][PROTO_PATH_MAX];
 };
@@ -170,6 +177,13 @@ struct proto_snapshot_reply {
  * when len <= size, copies them to buf (set buf and size before decoding). */
 struct proto_lun_data { const void *data; uint32_t len; void *buf; size_t size; };
 
+/* IO_STATE: every node's I/O state the coordinator knows, its own among them;
+ * age_ms: how long ago that node reported it (0 for the coordinator's own).
+ * Decoding allocates nodes (freed with proto_free_reply). */
+#define PROTO_IO_NODES_MAX 64
+struct proto_io_node { char node[RIO_NODE_NAME_MAX + 1]; uint64_t age_ms; struct io_report r; };
+struct proto_io_states { uint32_t n; struct proto_io_node *nodes; };
+
 union proto_reply {
 	struct meta_attr attr;      /* LOOKUP GETATTR SETATTR CREATE SYMLINK LINK OPEN CREATE_OPEN */
 	uint64_t u64;               /* COMMIT, FALLOCATE: the size; SEEK: the offset; LKWAIT: gen */
@@ -181,6 +195,7 @@ union proto_reply {
 	struct proto_lock_reply lock;   /* SETLK GETLK */
 	struct proto_snapshot_reply snapshot;
 	struct proto_lun_data lun_data; /* LUN_READ */
+	struct proto_io_states io_states;  /* IO_STATE */
 };
 
 /* ---- the table ---------------------------------------------------------------- */

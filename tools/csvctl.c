@@ -149,6 +149,12 @@ static void io_summary(const char *o, char *out, size_t len)
 		n += (size_t)snprintf(out + n, len - n, " since %s", since);
 	if (field(o, "io_redirect_until", until, sizeof(until))[0] && strcmp(until, "null") && n < len)
 		n += (size_t)snprintf(out + n, len - n, ", user lease until %s", until);
+	/* Another node's state is as it last reported it (every 2 s, or at a
+	 * change): say so when that is a while ago, or not yet. */
+	char age[32];
+	unsigned long long ms = strtoull(field(o, "io_reported_ms_ago", age, sizeof(age)), NULL, 10);
+	if (ms >= 5000 && n < len)
+		n += (size_t)snprintf(out + n, len - n, " (reported %llu s ago)", ms / 1000);
 	if (strstr(o, "\"io_last_path_error\":{") && n < len) {
 		const char *e = strstr(o, "\"io_last_path_error\":{");
 		snprintf(out + n, len - n, "; last path error %s: %s at %s",

@@ -42,6 +42,12 @@ my_io() {
     sed -n 's/.*"io_state":"\([a-z]*\)","io_reasons":\[\([^]]*\)\].*/\1 \2/p' | tr -d '"'
 }
 io_is() { [ "$(my_io "$1")" = "$2" ]; }
+# seen_io VIEWER NODE — "STATE REASONS" of nodeNODE as VIEWER's status shows it
+seen_io() {
+  status_json "$1" | grep -o "{\"name\":\"node$2\"[^}]*" | head -1 |
+    sed -n 's/.*"io_state":"\([a-z]*\)","io_reasons":\[\([^]]*\)\].*/\1 \2/p' | tr -d '"'
+}
+seen_is() { [ "$(seen_io "$1" "$2")" = "$3" ]; }
 nodelog() { echo "/run/csvfs-lab/$CSVFS_LAB/nodes/$1/csvfs.log"; }
 
 "$LAB" up -n 3 --lun "$LUN" --paths >"$S/up.out" 2>&1; rc=$?
@@ -105,8 +111,19 @@ check "with the path down: a buffered unaligned write + fsync, read back the sam
 sum_holes=$(md5_on "$Q" holes.img)
 check_eq "node$P reads holes.img (redirected) as node$Q does (direct)" "$sum_holes" "$(md5_on "$P" holes.img)"
 check "node$P is still redirected (path-failure)" io_is "$P" "redirected path-failure"
+# Every node's state is visible from every node (OP_IO_STATE through the coordinator).
+check "node$Q's status shows node$P redirected (path-failure)" \
+  wait_until 10 seen_is "$Q" "$P" "redirected path-failure"
+check "... and so does the coordinator's (node$C)" seen_is "$C" "$P" "redirected path-failure"
+check "node$Q's status gives node$P's last path error (its device, errno)" \
+  sh -c "\"$LAB\" exec $Q -- \"$BIN/csvctl\" status --json | grep -o '{\"name\":\"node$P\".*' |
+    grep -q '\"io_last_path_error\":{\"device\":\"[^\"][^\"]*\",\"errno\":[1-9]'"
+check "node$Q's human status has node$P's line with its reason" \
+  sh -c "\"$LAB\" exec $Q -- \"$BIN/csvctl\" status | grep -q '^  node$P .*redirected (path-failure)'"
+check_eq "node$P's status shows the coordinator direct" "direct " "$(seen_io "$P" "$C")"
 "$LAB" fault "$P" path ok >/dev/null
 check "node$P: direct again" wait_until 20 io_is "$P" "direct "
+check "node$Q's status shows node$P direct again" wait_until 10 seen_is "$Q" "$P" "direct "
 check_eq "... and reads the same data directly" "$sum_holes" "$(md5_on "$P" holes.img)"
 
 # ---- a path that hangs instead of failing ------------------------------------------------
@@ -127,6 +144,12 @@ sum_hang=$(md5_on "$Q" hang.img)
 check_eq "node$P reads hang.img (redirected) as node$Q does" "$sum_hang" "$(md5_on "$P" hang.img)"
 "$LAB" fault "$P" path ok >/dev/null
 check "node$P: direct again once the hung path answers" wait_until 20 io_is "$P" "direct "
+# The FUSE threads gave up on the hung transfers (io_uring requests) and went
+# on; the path ended them when it answered, and the reaper released them.
+check "the log says a given-up transfer ended once the path answered" \
+  grep -q "given up after the path timeout has ended" "$(nodelog "$P")"
+check "transfers with a path timeout ran on io_uring (no fallback to worker threads)" \
+  sh -c "! grep -q 'io_uring unusable' '$(nodelog "$P")'"
 check_eq "... and reads hang.img directly the same" "$sum_hang" "$(md5_on "$P" hang.img)"
 
 # ---- a user's redirect is a lease ----------------------------------------------------------
