@@ -112,6 +112,8 @@ struct freeze {
 struct cl_io_node {
 	struct proto_io_node n;          /* its name and report (n.age_ms unused) */
 	uint64_t heard_ms;               /* cl_now_ms() when the report was fresh */
+	uint8_t ask;                     /* coordinator: a redirect for it (proto_redirect_ask) */
+	uint32_t ask_seconds;
 };
 
 struct cluster {
@@ -275,6 +277,9 @@ int snapshot_serve(struct cluster *c, const struct rio_peer *peer, const struct 
 /* Coordinator: OP_IO_STATE, a participant's report; answered with every
  * node's state (outside the role gate: it touches no LUN). */
 int io_state_serve(struct cluster *c, const struct rio_peer *peer, const struct rio_request *req,
+		   struct rio_response *resp);
+/* Coordinator: OP_REDIRECT, csvctl redirect NODE|--all run on a participant. */
+int redirect_serve(struct cluster *c, const struct rio_peer *peer, const struct rio_request *req,
 		   struct rio_response *resp);
 /* The participant's reporter thread (0 or a negative errno) and its end. */
 int io_reporter_start(struct cluster *c);

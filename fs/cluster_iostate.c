@@ -59,7 +59,8 @@ int io_state_serve(struct cluster *c, const struct rio_peer *peer, const struct 
 		return 0;
 	}
 	struct proto_req *q = calloc(1, sizeof(*q));
-	union proto_reply p = { .io_states = { 0, calloc(PROTO_IO_NODES_MAX, sizeof(struct proto_io_node)) } };
+	union proto_reply p = { .io_states = {
+		.nodes = calloc(PROTO_IO_NODES_MAX, sizeof(struct proto_io_node)) } };
 	if (!q || !p.io_states.nodes) {
 		resp->status = ENOMEM;
 	} else if (proto_decode_request(proto_op(OP_IO_STATE), req->payload, req->len, q) != 0) {
@@ -71,6 +72,13 @@ int io_state_serve(struct cluster *c, const struct rio_peer *peer, const struct 
 		uint64_t now = cl_now_ms();
 		pthread_mutex_lock(&c->io_mu);
 		io_remember(c, peer->node, &q->io_state.r, 0);
+		struct cl_io_node *sender = io_slot(c, peer->node, 0);
+		if (sender && sender->ask) {   /* handed over once: the sender applies it */
+			p.io_states.ask = sender->ask;
+			p.io_states.ask_seconds = sender->ask_seconds;
+			sender->ask = PROTO_ASK_NONE;
+			sender->ask_seconds = 0;
+		}
 		for (unsigned i = 0; i < c->io_n && p.io_states.n < PROTO_IO_NODES_MAX; i++) {
 			if (strcmp(c->io_nodes[i].n.node, c->o.node) == 0)
 				continue;
@@ -113,6 +121,14 @@ static int io_report_once(struct cluster *c)
 			io_remember(c, p.io_states.nodes[i].node, &p.io_states.nodes[i].r,
 				    p.io_states.nodes[i].age_ms);
 	pthread_mutex_unlock(&c->io_mu);
+	if (p.io_states.ask != PROTO_ASK_NONE) {
+		char err[256] = "";
+		int on = p.io_states.ask == PROTO_ASK_ON;
+		csvfs_log(LOG_INFO_L, "redirect %s%s asked of this node by another, through the coordinator",
+			  on ? "on" : "off", on ? " (a user lease)" : "");
+		if (iostate_user_request(on, p.io_states.ask_seconds, err, sizeof(err)) != 0)
+			csvfs_log(LOG_WARN_L, "redirect asked through the coordinator refused: %s", err);
+	}
 	proto_free_reply(proto_op(OP_IO_STATE), &p);
 	return 0;
 }
@@ -162,6 +178,86 @@ void io_reporter_stop(struct cluster *c)
 	pthread_cond_broadcast(&c->io_cv);
 	pthread_mutex_unlock(&c->io_mu);
 	pthread_join(c->io_thread, NULL);
+}
+
+/* ---- csvctl redirect for other nodes -------------------------------------------------- */
+
+/* Coordinator: the redirect for node ("": every live node but except, the
+ * requester, which applies its own); itself at once, others at their next
+ * report. */
+static int redirect_apply(struct cluster *c, const char *node, const char *except, int on,
+			  unsigned seconds, char *err, size_t errlen)
+{
+	struct dg_member m[MAX_NODES];
+	int q = 0, n = dg_members(c->ls, m, MAX_NODES, &q), found = 0, rc = 0;
+	for (int i = 0; i < n && rc == 0; i++) {
+		if (m[i].state != DG_NODE_UP || (node[0] ? strcmp(m[i].name, node) != 0
+							 : strcmp(m[i].name, except) == 0))
+			continue;
+		found = 1;
+		if (m[i].nodeid == c->self) {
+			rc = iostate_user_request(on, seconds, err, errlen);
+			continue;
+		}
+		pthread_mutex_lock(&c->io_mu);
+		struct cl_io_node *e = io_slot(c, m[i].name, 1);
+		if (e) {
+			e->ask = on ? PROTO_ASK_ON : PROTO_ASK_OFF;
+			e->ask_seconds = on ? seconds : 0;
+		}
+		pthread_mutex_unlock(&c->io_mu);
+		csvfs_log(LOG_INFO_L, "redirect %s for node %s: handed over at its next report",
+			  on ? "on" : "off", m[i].name);
+	}
+	if (rc == 0 && !found && node[0]) {
+		snprintf(err, errlen, "no live node '%s' has this volume mounted", node);
+		rc = -ENOENT;
+	}
+	return rc;
+}
+
+int redirect_serve(struct cluster *c, const struct rio_peer *peer, const struct rio_request *req,
+		   struct rio_response *resp)
+{
+	if (atomic_load(&c->role) != CL_COORDINATOR) {
+		resp->status = EREMCHG;
+		return 0;
+	}
+	struct proto_req *q = calloc(1, sizeof(*q));
+	char err[256] = "";
+	if (!q)
+		resp->status = ENOMEM;
+	else if (proto_decode_request(proto_op(OP_REDIRECT), req->payload, req->len, q) != 0)
+		resp->status = EPROTO;
+	else
+		resp->status = (uint16_t)-redirect_apply(c, q->redirect.node, peer->node, q->redirect.on,
+							 q->redirect.seconds, err, sizeof(err));
+	if (err[0])
+		csvfs_log(LOG_WARN_L, "redirect asked by %s refused: %s", peer->node, err);
+	free(q);
+	return 0;
+}
+
+int cluster_redirect(struct cluster *c, const char *node, int on, unsigned seconds, char *err,
+		     size_t errlen)
+{
+	if (atomic_load(&c->role) == CL_COORDINATOR)
+		return redirect_apply(c, node, c->o.node, on, seconds, err, errlen);
+	struct proto_req q = { .redirect = { node, (uint8_t)(on != 0), on ? seconds : 0 } };
+	struct rio_writer w;
+	struct rio_reply rep;
+	rio_writer_init(&w, 0);
+	proto_op(OP_REDIRECT)->put_req(&w, &q);
+	int rc = cluster_call(c, OP_REDIRECT, &w, &rep);
+	rio_writer_free(&w);
+	if (rc == 0)
+		rio_reply_free(&rep);
+	else if (rc == -ENOENT)
+		snprintf(err, errlen, "no live node '%s' has this volume mounted", node);
+	else
+		snprintf(err, errlen, "the coordinator refused or could not be reached: %s",
+			 strerror(rc == -ERESTART ? EHOSTUNREACH : -rc));
+	return rc == -ERESTART ? -EHOSTUNREACH : rc;
 }
 
 /* ---- csvctl status ------------------------------------------------------------------ */

@@ -115,6 +115,8 @@ static int serve_request(void *arg, const struct rio_peer *peer, const struct ri
 		return snapshot_serve(c, peer, req, resp);
 	if (req->op == OP_IO_STATE)
 		return io_state_serve(c, peer, req, resp);
+	if (req->op == OP_REDIRECT)
+		return redirect_serve(c, peer, req, resp);
 	int role = cluster_enter(c);
 	if (role < 0) {
 		resp->status = (uint16_t)-role;   /* paused too long */

@@ -612,6 +612,24 @@ static int get_io_report(struct rio_reader *r, struct io_report *o)
 			o->path_at_ms < PROTO_TIME_MS_MAX);
 }
 
+static void put_redirect(struct rio_writer *w, const struct proto_req *q)
+{
+	rio_put_str(w, q->redirect.node);
+	rio_put_u8(w, q->redirect.on);
+	rio_put_u32(w, q->redirect.seconds);
+}
+
+/* A lease only with on, and a bounded one; a node name or "" (every node). */
+static int get_redirect(struct rio_reader *r, struct proto_req *q)
+{
+	struct proto_redirect *d = &q->redirect;
+	d->node = get_str(r, q->str[0], RIO_NODE_NAME_MAX + 1);
+	rio_get_u8(r, &d->on);
+	rio_get_u32(r, &d->seconds);
+	return check(r, d->on <= 1 && (d->on ? d->seconds >= 1 && d->seconds <= IOSTATE_LEASE_MAX_S
+					     : d->seconds == 0));
+}
+
 static void put_io_state(struct rio_writer *w, const struct proto_req *q)
 {
 	put_io_report(w, &q->io_state.r);
@@ -924,6 +942,8 @@ static void put_io_state_reply(struct rio_writer *w, const union proto_reply *p)
 		rio_put_u64(w, p->io_states.nodes[i].age_ms);
 		put_io_report(w, &p->io_states.nodes[i].r);
 	}
+	rio_put_u8(w, p->io_states.ask);
+	rio_put_u32(w, p->io_states.ask_seconds);
 }
 
 /* A node takes at least 41 bytes: a count past that is a lie. */
@@ -943,7 +963,12 @@ static int get_io_state_reply(struct rio_reader *r, union proto_reply *p)
 		rio_get_u64(r, &e->age_ms);
 		get_io_report(r, &e->r);
 	}
-	return r->err;
+	rio_get_u8(r, &p->io_states.ask);
+	rio_get_u32(r, &p->io_states.ask_seconds);
+	uint8_t ask = p->io_states.ask;
+	uint32_t sec = p->io_states.ask_seconds;
+	return check(r, ask <= PROTO_ASK_OFF && (ask == PROTO_ASK_ON ? sec >= 1 && sec <= IOSTATE_LEASE_MAX_S
+								    : sec == 0));
 }
 
 static void free_io_states(union proto_reply *p)
@@ -1001,6 +1026,7 @@ static const struct proto_op OPS[OP_MAX_] = {
 	[OP_LUN_FLUSH] = { OP_LUN_FLUSH, "lun_flush", true, false, REQ(none), REP(none) },
 	[OP_IO_STATE] = { OP_IO_STATE, "io_state", true, false, REQ(io_state),
 			  put_io_state_reply, get_io_state_reply, free_io_states },
+	[OP_REDIRECT] = { OP_REDIRECT, "redirect", true, false, REQ(redirect), REP(none) },
 };
 
 const struct proto_op *proto_op(uint16_t code)

@@ -7,7 +7,9 @@
 # while the path is down; the path comes back: direct again by itself; the
 # same with a path that hangs (the path timeout, 2 s here, detects it). A
 # user redirect (csvctl redirect on --for 5s) ends by itself and survives a
-# coordinator move; a node whose path is down is never made coordinator.
+# coordinator move; every node's state is visible from every node, and a
+# redirect can be asked for another node or --all (through the coordinator);
+# a node whose path is down is never made coordinator.
 # Bad requests get clear errors. Then every node unmounts, e2fsck -fn is clean and the
 # kernel's read-only view holds the data written while redirected.
 . "$(dirname "$0")/../lib.sh"
@@ -194,6 +196,31 @@ check_eq "node$P goes on writing through the new coordinator" "$sum_nopath" "$(m
 "$LAB" fault "$P" path ok >/dev/null
 check "node$P: direct again" wait_until 20 io_is "$P" "direct "
 
+# ---- a redirect for other nodes, through the coordinator -----------------------------------
+out=$(on "$P" "$BIN/csvctl" redirect on "node$Q" --for 1m 2>&1); rc=$?
+check_eq "csvctl redirect on node$Q --for 1m, run on node$P, succeeds ($out)" 0 "$rc"
+check "node$Q: redirected (user-request), as asked from node$P" wait_until 10 io_is "$Q" "redirected user-request"
+check_eq "... node$P itself stays direct" "direct " "$(my_io "$P")"
+check "node$Q shows its lease's end" \
+  sh -c "\"$LAB\" exec $Q -- \"$BIN/csvctl\" status --json | grep -o '\"this_node\":true,.*' | grep -q '\"io_redirect_until\":\"20'"
+sh_on "$Q" "head -c 1048576 /dev/urandom > $V/asked.bin && sync $V/asked.bin"
+check_eq "node$Q's writes under that redirect land (read on node$P)" "$(md5_on "$Q" asked.bin)" "$(md5_on "$P" asked.bin)"
+out=$(on "$P" "$BIN/csvctl" redirect off "node$Q" 2>&1); rc=$?
+check_eq "csvctl redirect off node$Q, run on node$P, succeeds ($out)" 0 "$rc"
+check "node$Q: direct again" wait_until 10 io_is "$Q" "direct "
+CUR=$(coord_of "$P")
+out=$(on "$P" "$BIN/csvctl" redirect on --all --for 1m 2>&1); rc=$?
+check_eq "csvctl redirect on --all succeeds ($out)" 0 "$rc"
+for k in 1 2 3; do
+  # the coordinator's own data stays direct; its lease applies once it is not
+  want="redirected user-request"; [ "node$k" = "$CUR" ] && want="direct user-request"
+  check "--all: node$k is '$want'" wait_until 10 io_is "$k" "$want"
+done
+on "$P" "$BIN/csvctl" redirect off --all >/dev/null 2>&1
+for k in 1 2 3; do
+  check "redirect off --all: node$k direct" wait_until 10 io_is "$k" "direct "
+done
+
 # refused CMD... — runs csvctl CMD on node P; its exit status, its output in $S/refused.out
 refused() { on "$P" "$BIN/csvctl" "$@" >"$S/refused.out" 2>&1; }
 refused redirect on --for 0; rc=$?
@@ -202,8 +229,8 @@ refused redirect on --for 25h; rc=$?
 check "a lease past 24 h is refused (exit $rc)" sh -c "[ $rc -eq 2 ] && grep -q \"bad duration '25h'\" '$S/refused.out'"
 refused redirect on nodeX; rc=$?
 check "an unknown node is refused, naming it (exit $rc)" sh -c "[ $rc -eq 1 ] && grep -q \"no node 'nodeX'\" '$S/refused.out'"
-refused redirect on "node$Q"; rc=$?
-check "another node's name says where to run it (exit $rc)" sh -c "[ $rc -eq 1 ] && grep -q 'run csvctl redirect on node$Q' '$S/refused.out'"
+refused redirect on --all "node$Q"; rc=$?
+check "--all with node names is refused (exit $rc)" sh -c "[ $rc -eq 2 ] && grep -q 'not both' '$S/refused.out'"
 refused redirect on --mount /nonexistent; rc=$?
 check "a volume that is not mounted is refused (exit $rc)" sh -c "[ $rc -eq 1 ] && grep -q 'no csvfs volume is mounted at /nonexistent' '$S/refused.out'"
 check_eq "after the refusals node$P is still direct" "direct " "$(my_io "$P")"

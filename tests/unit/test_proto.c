@@ -605,6 +605,10 @@ static void documented_request(uint16_t op, struct proto_req *q, struct rio_writ
 		rio_put_u32(w, 3), rio_put_u64(w, 1765000000123ull), rio_put_u64(w, 1765000300000ull);
 		rio_put_u32(w, 110), rio_put_u64(w, 1765000000100ull), rio_put_str(w, "/dev/sdb");
 		break;
+	case OP_REDIRECT:
+		*q = (struct proto_req){ .redirect = { "node2", 1, 600 } };
+		rio_put_str(w, "node2"), rio_put_u8(w, 1), rio_put_u32(w, 600);
+		break;
 	case OP_SETLK: case OP_GETLK:
 		*q = (struct proto_req){ .lock = { { .ino = 31, .kind = PLOCK_POSIX, .type = PLOCK_WRITE,
 			.start = 100, .end = PLOCK_EOF, .owner = 0xabcdef, .fh = 0x1234, .pid = 77 },
@@ -747,7 +751,7 @@ static void documented_reply(uint16_t op, union proto_reply *p, struct rio_write
 			{ "node1", 0, { 0, 1765000000000ull, 0, 0, 0, "" } },
 			{ "node2", 1500, { IO_REASON_PATH, 1765000000123ull, 0, 5, 1765000000100ull, "/dev/sdb" } },
 		};
-		p->io_states = (struct proto_io_states){ 2, nodes };
+		p->io_states = (struct proto_io_states){ 2, nodes, PROTO_ASK_ON, 300 };
 		rio_put_u32(w, 2);
 		rio_put_str(w, "node1"), rio_put_u64(w, 0);
 		rio_put_u32(w, 0), rio_put_u64(w, 1765000000000ull), rio_put_u64(w, 0);
@@ -755,6 +759,7 @@ static void documented_reply(uint16_t op, union proto_reply *p, struct rio_write
 		rio_put_str(w, "node2"), rio_put_u64(w, 1500);
 		rio_put_u32(w, IO_REASON_PATH), rio_put_u64(w, 1765000000123ull), rio_put_u64(w, 0);
 		rio_put_u32(w, 5), rio_put_u64(w, 1765000000100ull), rio_put_str(w, "/dev/sdb");
+		rio_put_u8(w, PROTO_ASK_ON), rio_put_u32(w, 300);
 		break;
 	}
 	default:   /* no fields */
@@ -825,6 +830,15 @@ static void test_io_state_refusals(void **state)
 	}
 	assert_int_not_equal(proto_decode_reply(o, rio_writer_data(&w), w.len, &p), RIO_OK);
 	rio_writer_free(&w);
+	/* REDIRECT: off with a lease, on without one or past the maximum, on = 2 */
+	struct { uint8_t on; uint32_t seconds; } badr[] = { { 0, 5 }, { 1, 0 }, { 1, 86401 }, { 2, 5 } };
+	for (size_t i = 0; i < sizeof(badr) / sizeof(badr[0]); i++) {
+		rio_writer_init(&w, 0);
+		rio_put_str(&w, "node2"), rio_put_u8(&w, badr[i].on), rio_put_u32(&w, badr[i].seconds);
+		if (proto_decode_request(proto_op(OP_REDIRECT), rio_writer_data(&w), w.len, &q) == RIO_OK)
+			fail_msg("redirect request %zu decoded", i);
+		rio_writer_free(&w);
+	}
 }
 
 /* ---- server_request against a real volume ------------------------------ */
