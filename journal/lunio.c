@@ -399,10 +399,12 @@ static int tj_submit(struct timed_job *j)
 	return 0;
 }
 
-static struct timespec deadline_after(unsigned ms)
+/* ms from now on clock (the worker's condition variable waits on
+ * CLOCK_REALTIME; io_uring's own deadline is CLOCK_MONOTONIC). */
+static struct timespec deadline_after(clockid_t clock, unsigned ms)
 {
 	struct timespec t;
-	clock_gettime(CLOCK_REALTIME, &t);
+	clock_gettime(clock, &t);
 	t.tv_sec += ms / 1000;
 	t.tv_nsec += (long)(ms % 1000) * 1000000L;
 	if (t.tv_nsec >= 1000000000L) {
@@ -428,7 +430,7 @@ static int worker_transfer(const struct lun *l, int write, void *buf, size_t len
 		job_free(j);
 		return failed(l, "hand-off of a transfer", len, off, -rc);
 	}
-	struct timespec until = deadline_after(timeout_ms);
+	struct timespec until = deadline_after(CLOCK_REALTIME, timeout_ms);
 	pthread_mutex_lock(&j->mu);
 	while (!j->done)
 		if (pthread_cond_timedwait(&j->done_cv, &j->mu, &until) == ETIMEDOUT && !j->done)
@@ -718,19 +720,6 @@ static void give_up(struct lun_thread *t, const struct lun *l, int write, char *
 	pthread_mutex_unlock(&given_up_lock);
 }
 
-static struct timespec monotonic_after(unsigned ms)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	t.tv_sec += ms / 1000;
-	t.tv_nsec += (long)(ms % 1000) * 1000000L;
-	if (t.tv_nsec >= 1000000000L) {
-		t.tv_sec++;
-		t.tv_nsec -= 1000000000L;
-	}
-	return t;
-}
-
 /* 0 with the request's result in *res; -ETIME when the deadline passed
  * first; another negative errno if the wait itself failed. */
 static int wait_completion(struct io_uring *ring, const struct timespec *deadline, int *res)
@@ -778,7 +767,7 @@ static int ring_transfer(struct lun_thread *t, const struct lun *l, int write, c
 			 int *gave_up)
 {
 	int fixed = !scratch;   /* else io is the scratch copy */
-	struct timespec deadline = monotonic_after(timeout_ms);
+	struct timespec deadline = deadline_after(CLOCK_MONOTONIC, timeout_ms);
 	size_t done = 0;
 	*gave_up = 0;
 	while (done < len) {
