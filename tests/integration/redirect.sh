@@ -9,7 +9,9 @@
 # user redirect (csvctl redirect on --for 5s) ends by itself and survives a
 # coordinator move; every node's state is visible from every node, and a
 # redirect can be asked for another node or --all (through the coordinator);
-# a node whose path is down is never made coordinator.
+# a qcow2 disk written by qemu-img bench / qemu-io with cache=none across a
+# failed and a hung path reads back and passes qemu-img check; a node whose
+# path is down is never made coordinator.
 # Bad requests get clear errors. Then every node unmounts, e2fsck -fn is clean and the
 # kernel's read-only view holds the data written while redirected.
 . "$(dirname "$0")/../lib.sh"
@@ -23,7 +25,7 @@ V=/ClusterStorage/Volume1
 
 skip() { ok "redirect skipped: $* # SKIP"; exit 0; }
 [ "$(id -u)" -eq 0 ] || skip "needs root"
-for c in corosync ip nsenter unshare fio e2fsck; do
+for c in corosync ip nsenter unshare fio e2fsck qemu-img qemu-io; do
   command -v "$c" >/dev/null 2>&1 || skip "$c not installed (make deps)"
 done
 [ -x "$LAB" ] && [ -x "$BIN/csvfs-lunpath" ] || { not_ok "$LAB or csvfs-lunpath missing (make)"; finish; exit; }
@@ -220,6 +222,46 @@ on "$P" "$BIN/csvctl" redirect off --all >/dev/null 2>&1
 for k in 1 2 3; do
   check "redirect off --all: node$k direct" wait_until 10 io_is "$k" "direct "
 done
+
+# ---- a qcow2 VM disk (qemu, cache=none) on a participant whose path fails, then hangs ----
+# Eight passes of qemu-img bench, each writing 32 MiB (64 KiB requests, 8 in
+# flight, O_DIRECT) at its own offset with its own byte, qcow2 allocating as it
+# goes: two direct, two with the path failed, two with it hung, two as it
+# comes back. No timing: the faults change between passes.
+QC=$V/vm.qcow2
+on "$P" qemu-img create -q -f qcow2 "$QC" 256M
+qerr=0
+qpass() {
+  local k
+  for k in "$@"; do
+    on "$P" qemu-img bench -q -w -t none -f qcow2 -c 512 -d 8 -s 65536 -S 65536 \
+      -o $(( k * 33554432 )) --pattern=$(( k + 1 )) "$QC" >"$S/qbench$k.out" 2>&1 || qerr=$(( qerr + 1 ))
+    grep -qiE 'fail|error' "$S/qbench$k.out" && qerr=$(( qerr + 1 ))
+  done
+}
+qpass 0 1
+"$LAB" fault "$P" path fail >/dev/null
+qpass 2 3
+check "qemu: node$P redirected (path-failure) under the failed path" io_is "$P" "redirected path-failure"
+"$LAB" fault "$P" path ok >/dev/null
+check "qemu: node$P direct again" wait_until 20 io_is "$P" "direct "
+"$LAB" fault "$P" path hang >/dev/null
+qpass 4 5
+check "qemu: node$P redirected (path-failure) under the hung path" io_is "$P" "redirected path-failure"
+"$LAB" fault "$P" path ok >/dev/null
+qpass 6 7
+check_eq "qemu-img bench -t none: 8 passes, no failed request, across a failed and a hung path" 0 "$qerr"
+[ "$qerr" -eq 0 ] || cat "$S"/qbench*.out | head -20 | sed 's/^/#   /'
+check "qemu: node$P direct again after the hang" wait_until 20 io_is "$P" "direct "
+qargs=()
+for k in 0 1 2 3 4 5 6 7; do qargs+=(-c "read -P $(( k + 1 )) $(( k * 33554432 )) 33554432"); done
+on "$P" qemu-io -t none -f qcow2 "${qargs[@]}" "$QC" >"$S/qio.out" 2>&1; rc=$?
+n=$(grep -cE '^read [0-9]+/[0-9]+ bytes' "$S/qio.out")
+check "qemu-io -t none on node$P reads every pass's byte back (exit $rc, $n of 8 reads)" \
+  sh -c "[ $rc -eq 0 ] && [ $n -eq 8 ] && ! grep -qiE 'fail|error|mismatch' '$S/qio.out'"
+on "$Q" qemu-img check -f qcow2 "$QC" >"$S/qcheck.out" 2>&1; rc=$?
+check_eq "qemu-img check on node$Q: the qcow2 image is clean" 0 "$rc"
+[ "$rc" -eq 0 ] || sed 's/^/#   /' "$S/qcheck.out" | head -10
 
 # refused CMD... — runs csvctl CMD on node P; its exit status, its output in $S/refused.out
 refused() { on "$P" "$BIN/csvctl" "$@" >"$S/refused.out" 2>&1; }
