@@ -17,10 +17,12 @@
 #   4. a planned coordinator move (csvctl move), and takeover after kill -9
 #      (a) of the coordinator's csvfs only, (b) of the whole node (corosync,
 #      then csvfs); 3 and 5 nodes.
+#   5. a participant's LUN path fails, then hangs, under fio (a lab with
+#      --paths): time to redirected, time back to direct, longest stall.
 #
 # Usage (root): make && make build/tests/dg_bench build/tests/bench_create
 #               tests/bench/cluster.sh
-# It uses its own lab (--lab benchc) and always takes it down.
+# It uses its own lab (--lab benchc, or BENCH_LAB) and always takes it down.
 #
 # Knobs (environment):
 #   BENCH_SIZE_MB=512        size of each fio file
