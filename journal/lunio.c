@@ -642,12 +642,28 @@ static int reaper_start(void)
 
 /* ---- one thread's ring */
 
+/* CSVFS_NO_IO_URING=1 in the environment: worker threads, as where io_uring
+ * is unavailable (a kernel whose io_uring misbehaves; the unit tests of the
+ * worker path). */
+static pthread_once_t uring_env_once = PTHREAD_ONCE_INIT;
+
+static void uring_env(void)
+{
+	const char *s = getenv("CSVFS_NO_IO_URING");
+	if (s && *s && strcmp(s, "0") != 0) {
+		atomic_store(&uring_unusable, ENOSYS);
+		fprintf(stderr, "csvfs: io_uring off (CSVFS_NO_IO_URING): transfers with a path "
+			"timeout go through worker threads\n");
+	}
+}
+
 /* The thread's ring, made on first use; NULL: io_uring cannot be used (the
  * caller hands the transfer to a worker instead). */
 static struct io_uring *ring_of(struct lun_thread *t)
 {
 	if (t->ring)
 		return t->ring;
+	pthread_once(&uring_env_once, uring_env);
 	if (atomic_load(&uring_unusable))
 		return NULL;
 	struct io_uring *ring = calloc(1, sizeof(*ring));

@@ -5,10 +5,13 @@
  * power-cut hook drops exactly the writes after the limit.
  *
  * pread64 / pwrite64 / fdatasync are wrapped (test_lunio.ldflags) so a test
- * can script EINTR, partial transfers and errors; unscripted calls go to the
- * real ones on a scratch file (no O_DIRECT: the layer does not care). The
- * power-cut hook reads its limit once per process, so that test runs this
- * binary again with CSVFS_FAULT_WRITE_LIMIT set. */
+ * can script EINTR, partial transfers, errors and hangs; unscripted calls go
+ * to the real ones on a scratch file (no O_DIRECT: the layer does not care).
+ * Timed transfers are io_uring requests, which the wrappers do not see: their
+ * hung path is a pipe nobody writes (or a full one). The power-cut hook reads
+ * its limit once per process, so that test runs this binary again with
+ * CSVFS_FAULT_WRITE_LIMIT set; the worker path (no io_uring) runs in a child
+ * with CSVFS_NO_IO_URING set. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -42,10 +45,35 @@ ssize_t __wrap_pwrite64(int fd, const void *buf, size_t len, off_t off);
 int __wrap_fdatasync(int fd);
 
 /* What the next calls do, in order: 0 = the real call, -E = fail with E,
- * n > 0 = transfer at most n bytes. */
+ * n > 0 = transfer at most n bytes, HANG = wait until release_hangs(), then
+ * fail with EIO (a path that stops answering, then is aborted). */
+#define HANG INT_MAX
 static int script[8];
 static unsigned script_len, script_pos;
 static atomic_uint calls, syncs;
+static pthread_mutex_t hang_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t hang_cond = PTHREAD_COND_INITIALIZER;
+static int hangs_released;
+
+static void release_hangs(void)
+{
+	pthread_mutex_lock(&hang_lock);
+	hangs_released = 1;
+	pthread_cond_broadcast(&hang_cond);
+	pthread_mutex_unlock(&hang_lock);
+}
+
+/* A scripted step that hangs: -EIO once released. */
+static int hang_step(int s)
+{
+	if (s != HANG)
+		return s;
+	pthread_mutex_lock(&hang_lock);
+	while (!hangs_released)
+		pthread_cond_wait(&hang_cond, &hang_lock);
+	pthread_mutex_unlock(&hang_lock);
+	return -EIO;
+}
 
 static void scripted(unsigned n, const int *steps)
 {
@@ -63,7 +91,7 @@ static int next_step(void)
 ssize_t __wrap_pread64(int fd, void *buf, size_t len, off_t off)
 {
 	atomic_fetch_add(&calls, 1);
-	int s = next_step();
+	int s = hang_step(next_step());
 	if (s < 0) {
 		errno = -s;
 		return -1;
@@ -74,7 +102,7 @@ ssize_t __wrap_pread64(int fd, void *buf, size_t len, off_t off)
 ssize_t __wrap_pwrite64(int fd, const void *buf, size_t len, off_t off)
 {
 	atomic_fetch_add(&calls, 1);
-	int s = next_step();
+	int s = hang_step(next_step());
 	if (s < 0) {
 		errno = -s;
 		return -1;
@@ -362,6 +390,44 @@ static void test_timed_write_gives_up_on_a_hung_path(void **state)
 	close(p[1]);
 }
 
+/* Without io_uring (CSVFS_NO_IO_URING: the worker threads): a read the path
+ * does not answer is -ETIMEDOUT after one log line and counted until the
+ * path ends it; the caller's buffer is never written after it gave up. */
+static void test_worker_read_gives_up_on_a_hung_path(void **state)
+{
+	struct fx *f = *state;
+	unsigned char *buf = lun_thread_buffer(U);
+	memset(buf, 0x5a, U);
+	scripted(1, (int[]){ HANG });
+	assert_int_equal(lun_transfer_timed(&f->lun, 0, buf, U, 0, 100), -ETIMEDOUT);
+	assert_int_equal(lun_abandoned_inflight(), 1);
+	assert_non_null(strstr(f->log, "did not complete within 100 ms"));
+	release_hangs();
+	wait_for_no_given_up_transfer();
+	for (unsigned i = 0; i < U; i++)
+		assert_int_equal(buf[i], 0x5a);
+	assert_int_equal(lun_transfer_timed(&f->lun, 0, buf, U, 0, 1000), 0);
+}
+
+/* The worker-path tests above, in a child run with CSVFS_NO_IO_URING=1. */
+static void test_timed_transfers_without_io_uring(void **state)
+{
+	char self[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	assert_true(n > 0);
+	self[n] = 0;
+	pid_t pid = fork();
+	if (pid == 0) {
+		setenv("CSVFS_NO_IO_URING", "1", 1);
+		execl(self, self, "--workers", (char *)NULL);
+		_exit(127);
+	}
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+}
+
 static void *opener(void *arg)
 {
 	(void)arg;
@@ -446,6 +512,14 @@ int main(int argc, char **argv)
 {
 	if (argc == 3 && strcmp(argv[1], "--fault-child") == 0)
 		return fault_child(argv[2]);
+	if (argc == 2 && strcmp(argv[1], "--workers") == 0) {
+		const struct CMUnitTest workers[] = {
+			cmocka_unit_test_setup_teardown(test_timed_transfer_moves_the_data, setup, teardown),
+			cmocka_unit_test_setup_teardown(test_worker_read_gives_up_on_a_hung_path, setup,
+							teardown),
+		};
+		return cmocka_run_group_tests_name("lunio without io_uring", workers, NULL, NULL);
+	}
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_whole_range_across_eintr_and_partial, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_error_is_one_log_line, setup, teardown),
@@ -459,6 +533,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_timed_write_gives_up_on_a_hung_path, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_paused_gate_holds_a_timed_transfer, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_power_cut_drops_after_the_limit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_timed_transfers_without_io_uring, setup, teardown),
 	};
 	return cmocka_run_group_tests_name("lunio", tests, NULL, NULL);
 }
