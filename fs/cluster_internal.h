@@ -231,6 +231,13 @@ void conn_retire(struct cluster *c);
 int cluster_call(struct cluster *c, uint16_t op, struct rio_writer *req, struct rio_reply *reply);
 int cluster_call_timeout(struct cluster *c, uint16_t op, struct rio_writer *req,
 			 struct rio_reply *reply, unsigned timeout_ms);
+/* cluster_call for a csvctl request (move, redirect): while the coordinator
+ * cannot be reached (a move or takeover in progress, the new connection not
+ * up yet), tries again for up to CALL_SETTLE_MS before giving up with
+ * -ERESTART: such a request waits out a role change, as file operations do. */
+#define CALL_SETTLE_MS 10000
+int cluster_call_settled(struct cluster *c, uint16_t op, struct rio_writer *req,
+			 struct rio_reply *reply);
 /* Participant: holds the inode's layout lock (PR) so written mappings may
  * be cached; a conflicting recall drops the cache and the lock. */
 int cluster_layout_hold(struct cluster *c, struct minode *m);

@@ -248,7 +248,7 @@ int cluster_redirect(struct cluster *c, const char *node, int on, unsigned secon
 	struct rio_reply rep;
 	rio_writer_init(&w, 0);
 	proto_op(OP_REDIRECT)->put_req(&w, &q);
-	int rc = cluster_call(c, OP_REDIRECT, &w, &rep);
+	int rc = cluster_call_settled(c, OP_REDIRECT, &w, &rep);
 	rio_writer_free(&w);
 	if (rc == 0)
 		rio_reply_free(&rep);

@@ -445,7 +445,7 @@ int cluster_move(struct cluster *c, const char *target, char *err, size_t errlen
 		struct proto_req q = { .move = { target } };
 		rio_writer_init(&w, 0);
 		proto_op(OP_MOVE)->put_req(&w, &q);
-		int rc = cluster_call(c, OP_MOVE, &w, &rep);
+		int rc = cluster_call_settled(c, OP_MOVE, &w, &rep);
 		rio_writer_free(&w);
 		if (rc == 0)
 			rio_reply_free(&rep);
