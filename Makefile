@@ -26,7 +26,7 @@ BUILD   := build
 SANFLAGS :=
 endif
 
-PKGS     := fuse3 ext2fs com_err blkid libcpg libquorum libvotequorum libcmap openssl
+PKGS     := fuse3 ext2fs com_err blkid libcpg libquorum libvotequorum libcmap openssl liburing
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 

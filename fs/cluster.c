@@ -236,17 +236,16 @@ void cluster_status_json(struct cluster *c, char *out, size_t len)
 		const char *io = m[i].state != DG_NODE_UP ? "unavailable"
 				 : self && paused ? "paused"
 				 : self && role == CL_PARTICIPANT && !connected ? "unavailable" : NULL;
-		/* This node's own state in full (fs/iostate.h); another node's
-		 * redirection is not known here yet (docs/cluster.md). */
-		char io_json[1024];
 		/* The coordinator's own data always goes direct (nobody to redirect
-		 * to); reasons it holds, a user's lease, apply once it is not. */
+		 * to); reasons it holds, a user's lease, apply once it is not.
+		 * Another node's state is as it last reported it (cluster_iostate.c). */
+		if (!io && (self ? role == CL_COORDINATOR : m[i].nodeid == coord))
+			io = "direct";
+		char io_json[1024];
 		if (self)
-			iostate_json(io_json, sizeof(io_json),
-				     io ? io : role == CL_COORDINATOR ? "direct" : NULL);
+			iostate_json(io_json, sizeof(io_json), io);
 		else
-			snprintf(io_json, sizeof(io_json), "\"io_state\":\"%s\",\"io_reasons\":[]",
-				 io ? io : "direct");
+			io_node_json(c, m[i].name, io, io_json, sizeof(io_json));
 		o += (size_t)snprintf(out + o, len - o,
 			"%s{\"name\":\"%s\",\"nodeid\":%u,\"this_node\":%s,\"state\":\"%s\",\"role\":\"%s\","
 			"\"mounted\":%s,%s}",
@@ -292,6 +291,8 @@ static struct cluster *cluster_new(struct volume *v, const struct cluster_opts *
 	pthread_rwlock_init(&c->role_lock, &ra);
 	pthread_rwlockattr_destroy(&ra);
 	pthread_mutex_init(&c->mu, NULL);
+	pthread_mutex_init(&c->io_mu, NULL);
+	pthread_cond_init(&c->io_cv, NULL);
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);
 	pthread_cond_init(&c->cv, &ca);
@@ -342,6 +343,10 @@ int cluster_start(struct volume *v, const struct cluster_opts *o, char *err, siz
 		c->threads |= 1;
 	if (rc == 0 && pthread_create(&c->thread, NULL, role_thread_main, c) == 0)
 		c->threads |= 2;
+	if (rc == 0 && (rc = io_reporter_start(c)) != 0)
+		snprintf(err, errlen, "cannot start the I/O state reporter: %s", strerror(-rc));
+	else if (rc == 0)
+		c->threads |= 4;
 	if (rc) {
 		cluster_stop(v);
 		return rc;
@@ -361,6 +366,8 @@ void cluster_stop(struct volume *v)
 	pthread_mutex_unlock(&c->mu);
 	if (c->threads & 2)
 		pthread_join(c->thread, NULL);
+	if (c->threads & 4)
+		io_reporter_stop(c);
 	freeze_stop(c);
 	if (atomic_load(&c->role) == CL_COORDINATOR && c->ls) {
 		if (held_lost(&c->coord))
@@ -383,5 +390,7 @@ void cluster_stop(struct volume *v)
 	v->cluster = NULL;
 	v->remote = NULL;
 	pthread_rwlock_destroy(&c->role_lock);
+	pthread_cond_destroy(&c->io_cv);
+	pthread_mutex_destroy(&c->io_mu);
 	free(c);
 }

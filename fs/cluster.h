@@ -109,6 +109,12 @@ int cluster_in_maintenance(struct cluster *c);
 
 /* Request a role move (csvctl move); "" = any other node. */
 int cluster_move(struct cluster *c, const char *target, char *err, size_t errlen);
+/* csvctl redirect on|off for other nodes: node ("": every node but this
+ * one, which applies its own), through the coordinator, which applies it to
+ * itself at once and hands it to each other node at that node's next report
+ * (within 2 s). -ENOENT: no live node of that name. */
+int cluster_redirect(struct cluster *c, const char *node, int on, unsigned seconds, char *err,
+		     size_t errlen);
 /* JSON members, coordinator and I/O state for csvctl status. */
 void cluster_status_json(struct cluster *c, char *out, size_t len);
 /* 1: a node of that name is in the lock group's membership. */

@@ -246,6 +246,22 @@ int cluster_call_timeout(struct cluster *c, uint16_t op, struct rio_writer *req,
 	return rc == RIO_E_TOOBIG ? -E2BIG : rc == RIO_E_TIMEOUT ? -ETIMEDOUT : -EIO;
 }
 
+int cluster_call_settled(struct cluster *c, uint16_t op, struct rio_writer *req,
+			 struct rio_reply *reply)
+{
+	uint64_t until = cl_now_ms() + CALL_SETTLE_MS;
+	int rc;
+	while ((rc = cluster_call(c, op, req, reply)) == -ERESTART && cl_now_ms() < until) {
+		pthread_mutex_lock(&c->mu);
+		int stopping = c->stopping;
+		pthread_mutex_unlock(&c->mu);
+		if (stopping)
+			break;
+		nanosleep(&(struct timespec){ 0, 100 * 1000 * 1000 }, NULL);
+	}
+	return rc;
+}
+
 uint32_t cluster_epoch(struct cluster *c)
 {
 	pthread_mutex_lock(&c->mu);

@@ -7,6 +7,7 @@
 
 #include "fs/cluster.h"
 #include "fs/ops.h"
+#include "fs/proto.h"
 #include "fs/server.h"
 #include "dlm-glue/dlmglue.h"
 
@@ -127,6 +128,14 @@ struct freeze {
 	int running;
 };
 
+/* A node's I/O state as this node last heard it (cluster_iostate.c). */
+struct cl_io_node {
+	struct proto_io_node n;          /* its name and report (n.age_ms unused) */
+	uint64_t heard_ms;               /* cl_now_ms() when the report was fresh */
+	uint8_t ask;                     /* coordinator: a redirect for it (proto_redirect_ask) */
+	uint32_t ask_seconds;
+};
+
 struct cluster {
 	struct volume *v;
 	struct cluster_opts o;
@@ -178,6 +187,15 @@ struct cluster {
 	struct held_lock info;           /* "coordinfo", NL kept */
 	pthread_t thread, recall_thread;
 	int threads;
+
+	/* Every node's I/O state (cluster_iostate.c): the coordinator's as each
+	 * participant reported it; a participant's as the coordinator answered. */
+	pthread_mutex_t io_mu;           /* the three below */
+	pthread_cond_t io_cv;
+	int io_stop;
+	struct cl_io_node io_nodes[MAX_NODES];
+	unsigned io_n;
+	pthread_t io_thread;
 };
 
 /* ---- cluster_role.c: the value block; maintenance ------------------------- */
@@ -258,6 +276,13 @@ void conn_retire(struct cluster *c);
 int cluster_call(struct cluster *c, uint16_t op, struct rio_writer *req, struct rio_reply *reply);
 int cluster_call_timeout(struct cluster *c, uint16_t op, struct rio_writer *req,
 			 struct rio_reply *reply, unsigned timeout_ms);
+/* cluster_call for a csvctl request (move, redirect): while the coordinator
+ * cannot be reached (a move or takeover in progress, the new connection not
+ * up yet), tries again for up to CALL_SETTLE_MS before giving up with
+ * -ERESTART: such a request waits out a role change, as file operations do. */
+#define CALL_SETTLE_MS 10000
+int cluster_call_settled(struct cluster *c, uint16_t op, struct rio_writer *req,
+			 struct rio_reply *reply);
 /* Participant: holds the inode's layout lock (PR) so written mappings may
  * be cached; a conflicting recall drops the cache and the lock. */
 int cluster_layout_hold(struct cluster *c, struct minode *m);
@@ -329,6 +354,21 @@ int maintenance_served(struct cluster *c, char *msg, size_t len);
 int grow_served(struct cluster *c, char *msg, size_t len);
 /* With the engine detached (nobody has it): resize2fs on the LUN. */
 void grow_detached(struct cluster *c);
+/* ---- cluster_iostate.c: every node's I/O state ------------------------------ */
+
+/* Coordinator: OP_IO_STATE, a participant's report; answered with every
+ * node's state (outside the role gate: it touches no LUN). */
+int io_state_serve(struct cluster *c, const struct rio_peer *peer, const struct rio_request *req,
+		   struct rio_response *resp);
+/* Coordinator: OP_REDIRECT, csvctl redirect NODE|--all run on a participant. */
+int redirect_serve(struct cluster *c, const struct rio_peer *peer, const struct rio_request *req,
+		   struct rio_response *resp);
+/* The participant's reporter thread (0 or a negative errno) and its end. */
+int io_reporter_start(struct cluster *c);
+void io_reporter_stop(struct cluster *c);
+/* csvctl status's I/O fields for another node, as last heard ("unknown"
+ * before its first report); override replaces its io_state. */
+void io_node_json(struct cluster *c, const char *node, const char *override, char *out, size_t len);
 
 /* ---- cluster_role.c: roles and the cluster thread ------------------------ */
 

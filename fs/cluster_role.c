@@ -118,6 +118,10 @@ static int serve_request(void *arg, const struct rio_peer *peer, const struct ri
 		return outcome_serve(c, req, resp, maintenance_served);
 	if (req->op == OP_GROW)
 		return outcome_serve(c, req, resp, grow_served);
+	if (req->op == OP_IO_STATE)
+		return io_state_serve(c, peer, req, resp);
+	if (req->op == OP_REDIRECT)
+		return redirect_serve(c, peer, req, resp);
 	int role = cluster_enter(c);
 	if (role < 0) {
 		resp->status = (uint16_t)-role;   /* paused too long */
@@ -593,7 +597,7 @@ int cluster_move(struct cluster *c, const char *target, char *err, size_t errlen
 		struct proto_req q = { .move = { target } };
 		rio_writer_init(&w, 0);
 		proto_op(OP_MOVE)->put_req(&w, &q);
-		int rc = cluster_call(c, OP_MOVE, &w, &rep);
+		int rc = cluster_call_settled(c, OP_MOVE, &w, &rep);
 		rio_writer_free(&w);
 		if (rc == 0)
 			rio_reply_free(&rep);

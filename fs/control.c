@@ -1,7 +1,7 @@
 /* The control channel: a Unix socket per volume (/run/csvfs/<GUID>.sock,
  * root only) on which csvctl asks the daemon for its state. One request line,
  * one JSON reply, then the connection closes. Requests: "status", "move
- * [NODE]", "redirect on SECONDS [NODE...]", "redirect off [NODE...]",
+ * [NODE]", "redirect on SECONDS [NODE...|*]", "redirect off [NODE...|*]",
  * "snapshot TIMEOUT NAME HOOK" (served on a thread of its own: it
  * lasts up to TIMEOUT, and a status must still answer meanwhile; the client
  * closing its end aborts it, docs/snapshot.md). */
@@ -119,7 +119,7 @@ static void status_json(struct control *c, char *out, size_t len)
 		memset(&st, 0, sizeof(st));
 	struct journal_stats js = { 0 };
 	uint64_t durable = 0;
-	char lun[512], label[64], mnt[512], node[128], nodes[8192];
+	char lun[512], label[64], mnt[512], node[128], nodes[12288];
 	json_str(lun, sizeof(lun), v->lun);
 	json_str(label, sizeof(label), v->label);
 	json_str(mnt, sizeof(mnt), c->mountpoint);
@@ -202,10 +202,11 @@ static void grow_request(struct control *c, char *reply, size_t len)
 	outcome_reply(rc, "grow", "true", msg, reply, len);
 }
 
-/* "redirect on SECONDS [NODE...]" / "redirect off [NODE...]" (csvctl checked
- * the syntax; checked again here, the socket is the interface). A redirect
- * acts on the node whose daemon gets it: another node's name is refused
- * with where to run it. */
+/* "redirect on SECONDS [NODE...|*]" / "redirect off [NODE...|*]" (csvctl
+ * checked the syntax; checked again here, the socket is the interface). No
+ * node, or this node's name: this node. Another node, or * (every node):
+ * through the coordinator (cluster_redirect), after every name is checked. */
+#define REDIRECT_NODES_MAX 64
 static void redirect_request(struct control *c, char *args, char *reply, size_t len)
 {
 	char err[256] = "", esc[512];
@@ -222,24 +223,34 @@ static void redirect_request(struct control *c, char *args, char *reply, size_t 
 	} else if (!off) {
 		snprintf(err, sizeof(err), "redirect: expected on or off");
 	}
+	const char *others[REDIRECT_NODES_MAX];
+	int nothers = 0, self = 1, all = 0, named = 0;
 	while (!err[0] && (word = strtok_r(NULL, " ", &save)) != NULL) {
-		if (strcmp(word, c->node) == 0)
-			continue;
-		if (c->vol->cluster && cluster_is_member(c->vol->cluster, word))
-			snprintf(err, sizeof(err), "node %s: a redirect acts on the node it is asked on; "
-				 "run csvctl redirect on %s", word, word);
-		else
+		if (!named++)
+			self = 0;   /* names given: this node only if named */
+		if (strcmp(word, "*") == 0)
+			all = self = 1;
+		else if (strcmp(word, c->node) == 0)
+			self = 1;
+		else if (!c->vol->cluster || !cluster_is_member(c->vol->cluster, word))
 			snprintf(err, sizeof(err), "no node '%s' has this volume mounted", word);
+		else if (nothers < REDIRECT_NODES_MAX)
+			others[nothers++] = word;
 	}
 	if (!err[0] && !c->vol->cluster)
 		snprintf(err, sizeof(err), "volume is mounted standalone: there is no coordinator to redirect to");
-	if (!err[0])
+	if (!err[0] && self)
 		iostate_user_request(on, seconds, err, sizeof(err));
+	if (!err[0] && all)
+		cluster_redirect(c->vol->cluster, "", on, seconds, err, sizeof(err));
+	for (int i = 0; !err[0] && !all && i < nothers; i++)
+		cluster_redirect(c->vol->cluster, others[i], on, seconds, err, sizeof(err));
 	json_str(esc, sizeof(esc), err);
 	if (err[0])
 		snprintf(reply, len, "{\"error\":\"%s\"}\n", esc);
 	else
-		snprintf(reply, len, "{\"redirect\":\"%s\",\"seconds\":%u}\n", on ? "on" : "off", seconds);
+		snprintf(reply, len, "{\"redirect\":\"%s\",\"seconds\":%u,\"this_node\":%s,\"others\":%d}\n",
+			 on ? "on" : "off", seconds, self ? "true" : "false", all ? -1 : nothers);
 }
 
 /* ---- snapshot -------------------------------------------------------------- */

@@ -18,26 +18,12 @@
 #define BOUNCE_BYTES (1u << 20)
 #define ALIGN 4096u
 
-/* One aligned bounce buffer per FUSE worker thread, freed at thread exit. */
-static pthread_key_t bounce_key;
-static pthread_once_t bounce_once = PTHREAD_ONCE_INIT;
-
-static void bounce_key_make(void)
-{
-	pthread_key_create(&bounce_key, free);
-}
-
+/* One aligned bounce buffer per FUSE worker thread: lunio's thread buffer,
+ * which its transfers with a path timeout use without a copy. */
 static char *bounce(void)
 {
-	pthread_once(&bounce_once, bounce_key_make);
-	char *b = pthread_getspecific(bounce_key);
-	if (!b) {
-		/* room for a full chunk plus a partial block at each edge */
-		if (posix_memalign((void **)&b, ALIGN, BOUNCE_BYTES + 2 * ALIGN))
-			return NULL;
-		pthread_setspecific(bounce_key, b);
-	}
-	return b;
+	/* room for a full chunk plus a partial block at each edge */
+	return lun_thread_buffer(BOUNCE_BYTES + 2 * ALIGN);
 }
 
 /* Moves len bytes at file block lblk, which extent e maps. The gate, the

@@ -38,6 +38,7 @@ static const char *const REASON_NAMES[] = { "path-failure", "user-request", "sna
 static pthread_mutex_t st_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t st_cond = PTHREAD_COND_INITIALIZER;
 static _Atomic unsigned reasons;
+static _Atomic unsigned generation;   /* +1 at every transition (iostate_generation) */
 /* Set at start; read by every data transfer of a participant, so not under st_lock. */
 static _Atomic unsigned path_timeout_ms;
 static struct {
@@ -112,6 +113,7 @@ static void transition(unsigned next, const char *cause)
 	describe(prev, from, sizeof(from));
 	describe(next, to, sizeof(to));
 	atomic_store(&reasons, next);
+	atomic_fetch_add(&generation, 1);
 	clock_gettime(CLOCK_REALTIME, &st.since);
 	csvfs_log(LOG_WARN_L, "I/O state: %s -> %s: %s", from, to, cause);
 	pthread_cond_broadcast(&st_cond);
@@ -322,36 +324,68 @@ static size_t reasons_json(unsigned set, char *out, size_t len)
 	return o;
 }
 
-void iostate_json(char *out, size_t len, const char *override)
+static uint64_t unix_ms(const struct timespec *t)
 {
-	char since[40], until[48] = "null", rs[96], perr[640] = "null";
+	return (uint64_t)t->tv_sec * 1000 + (uint64_t)t->tv_nsec / 1000000;
+}
+
+static void iso_time_ms(uint64_t ms, char *out, size_t len)
+{
+	struct timespec t = { .tv_sec = (time_t)(ms / 1000), .tv_nsec = (long)(ms % 1000) * 1000000L };
+	iso_time(&t, out, len);
+}
+
+unsigned iostate_generation(void)
+{
+	return atomic_load(&generation);
+}
+
+void iostate_report(struct io_report *r)
+{
 	pthread_mutex_lock(&st_lock);
 	expire_lease(now_ms());   /* never show a lease that has ended */
-	unsigned set = atomic_load(&reasons);
-	iso_time(&st.since, since, sizeof(since));
-	if (st.lease_end_ms) {
+	*r = (struct io_report){ .reasons = atomic_load(&reasons), .since_ms = unix_ms(&st.since),
+				 .lease_until_ms = st.lease_end_ms ? unix_ms(&st.lease_end_rt) : 0,
+				 .path_errno = (uint32_t)st.path_errno,
+				 .path_at_ms = st.path_errno ? unix_ms(&st.path_at) : 0 };
+	snprintf(r->path_dev, sizeof(r->path_dev), "%s", st.path_errno ? st.path_dev : "");
+	pthread_mutex_unlock(&st_lock);
+}
+
+void iostate_report_json(const struct io_report *r, char *out, size_t len, const char *override)
+{
+	char since[40], until[48] = "null", rs[96], perr[640] = "null";
+	unsigned set = r->reasons & IO_REASONS_ALL;
+	iso_time_ms(r->since_ms, since, sizeof(since));
+	if (r->lease_until_ms) {
 		char t[40];
-		iso_time(&st.lease_end_rt, t, sizeof(t));
+		iso_time_ms(r->lease_until_ms, t, sizeof(t));
 		snprintf(until, sizeof(until), "\"%s\"", t);
 	}
-	if (st.path_errno) {
+	if (r->path_errno) {
 		char at[40];
-		iso_time(&st.path_at, at, sizeof(at));
-		/* the device is a path we were given: no quote or control bytes in lab use,
-		 * but escape the two that would break the JSON */
-		char dev[256];
+		iso_time_ms(r->path_at_ms, at, sizeof(at));
+		/* the device is a path a node was given: no quote or control bytes in
+		 * lab use, but drop what would break the JSON */
+		char dev[IO_DEVICE_MAX];
 		size_t d = 0;
-		for (const char *p = st.path_dev; *p && d + 2 < sizeof(dev); p++)
+		for (const char *p = r->path_dev; *p && d + 2 < sizeof(dev); p++)
 			if (*p != '"' && *p != '\\' && (unsigned char)*p >= 0x20)
 				dev[d++] = *p;
 		dev[d] = 0;
-		snprintf(perr, sizeof(perr), "{\"device\":\"%s\",\"errno\":%d,\"cause\":\"%s\",\"at\":\"%s\"}",
-			 dev, st.path_errno, strerror(st.path_errno), at);
+		snprintf(perr, sizeof(perr), "{\"device\":\"%s\",\"errno\":%u,\"cause\":\"%s\",\"at\":\"%s\"}",
+			 dev, r->path_errno, strerror((int)r->path_errno), at);
 	}
-	pthread_mutex_unlock(&st_lock);
 	reasons_json(set, rs, sizeof(rs));
 	snprintf(out, len,
 		 "\"io_state\":\"%s\",\"io_reasons\":%s,\"io_since\":\"%s\",\"io_redirect_until\":%s,"
 		 "\"io_last_path_error\":%s",
 		 override ? override : set ? "redirected" : "direct", rs, since, until, perr);
+}
+
+void iostate_json(char *out, size_t len, const char *override)
+{
+	struct io_report r;
+	iostate_report(&r);
+	iostate_report_json(&r, out, len, override);
 }

@@ -13,6 +13,7 @@
 #define CSVFS_FS_IOSTATE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 struct lun;
 
@@ -22,6 +23,7 @@ enum io_reason {
 	IO_REASON_SNAPSHOT = 4,       /* reserved: a snapshot in progress (issue 12) */
 	IO_REASON_MAINTENANCE = 8,    /* reserved */
 };
+#define IO_REASONS_ALL 15u
 
 #define IOSTATE_LEASE_DEFAULT_S (30 * 60)   /* csvctl redirect on, no --for */
 #define IOSTATE_LEASE_MAX_S (24 * 60 * 60)
@@ -55,5 +57,24 @@ int iostate_user_request(int on, unsigned seconds, char *err, size_t len);
  * "io_last_path_error":{"device","errno","cause","at"}|null.
  * override (the cluster's "paused" / "unavailable") replaces io_state. */
 void iostate_json(char *out, size_t len, const char *override);
+
+/* A node's I/O state as it travels (OP_IO_STATE: each participant reports
+ * its own to the coordinator, which answers with every node's), so that
+ * csvctl status on any node shows every node's. Times are Unix ms. */
+#define IO_DEVICE_MAX 256
+struct io_report {
+	uint32_t reasons;             /* enum io_reason bits */
+	uint64_t since_ms;            /* the last transition */
+	uint64_t lease_until_ms;      /* the user's lease ends; 0: none */
+	uint32_t path_errno;          /* the last path error; 0: none seen */
+	uint64_t path_at_ms;
+	char path_dev[IO_DEVICE_MAX]; /* "" when path_errno is 0 */
+};
+/* This node's, now (an ended lease is gone first). */
+void iostate_report(struct io_report *r);
+/* The same JSON fields as iostate_json, for any node's report. */
+void iostate_report_json(const struct io_report *r, char *out, size_t len, const char *override);
+/* Changes at every transition of this node's state (a reason to report it). */
+unsigned iostate_generation(void);
 
 #endif

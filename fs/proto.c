@@ -611,6 +611,59 @@ static int get_snapshot_report(struct rio_reader *r, struct proto_req *q)
 			s->frozen_ms <= PROTO_SNAP_MS_MAX);
 }
 
+/* An I/O state report (fs/iostate.h): known reason bits, an errno, times
+ * that are times, a device name that fits. */
+static void put_io_report(struct rio_writer *w, const struct io_report *r)
+{
+	rio_put_u32(w, r->reasons);
+	rio_put_u64(w, r->since_ms);
+	rio_put_u64(w, r->lease_until_ms);
+	rio_put_u32(w, r->path_errno);
+	rio_put_u64(w, r->path_at_ms);
+	rio_put_str(w, r->path_dev);
+}
+
+static int get_io_report(struct rio_reader *r, struct io_report *o)
+{
+	rio_get_u32(r, &o->reasons);
+	rio_get_u64(r, &o->since_ms);
+	rio_get_u64(r, &o->lease_until_ms);
+	rio_get_u32(r, &o->path_errno);
+	rio_get_u64(r, &o->path_at_ms);
+	rio_get_str(r, o->path_dev, sizeof(o->path_dev));
+	return check(r, !(o->reasons & ~IO_REASONS_ALL) && o->since_ms < PROTO_TIME_MS_MAX &&
+			o->lease_until_ms < PROTO_TIME_MS_MAX && o->path_errno < 4096 &&
+			o->path_at_ms < PROTO_TIME_MS_MAX);
+}
+
+static void put_redirect(struct rio_writer *w, const struct proto_req *q)
+{
+	rio_put_str(w, q->redirect.node);
+	rio_put_u8(w, q->redirect.on);
+	rio_put_u32(w, q->redirect.seconds);
+}
+
+/* A lease only with on, and a bounded one; a node name or "" (every node). */
+static int get_redirect(struct rio_reader *r, struct proto_req *q)
+{
+	struct proto_redirect *d = &q->redirect;
+	d->node = get_str(r, q->str[0], RIO_NODE_NAME_MAX + 1);
+	rio_get_u8(r, &d->on);
+	rio_get_u32(r, &d->seconds);
+	return check(r, d->on <= 1 && (d->on ? d->seconds >= 1 && d->seconds <= IOSTATE_LEASE_MAX_S
+					     : d->seconds == 0));
+}
+
+static void put_io_state(struct rio_writer *w, const struct proto_req *q)
+{
+	put_io_report(w, &q->io_state.r);
+}
+
+static int get_io_state(struct rio_reader *r, struct proto_req *q)
+{
+	return get_io_report(r, &q->io_state.r);
+}
+
 /* ---- replies --------------------------------------------------------------- */
 
 static void put_lock(struct rio_writer *w, const struct proto_req *q)
@@ -949,6 +1002,49 @@ static int get_maintenance_reply(struct rio_reader *r, union proto_reply *p)
 
 /* ---- the table: docs/protocol.md "Operations", row for row ------------------ */
 
+static void put_io_state_reply(struct rio_writer *w, const union proto_reply *p)
+{
+	rio_put_u32(w, p->io_states.n);
+	for (uint32_t i = 0; i < p->io_states.n; i++) {
+		rio_put_str(w, p->io_states.nodes[i].node);
+		rio_put_u64(w, p->io_states.nodes[i].age_ms);
+		put_io_report(w, &p->io_states.nodes[i].r);
+	}
+	rio_put_u8(w, p->io_states.ask);
+	rio_put_u32(w, p->io_states.ask_seconds);
+}
+
+/* A node takes at least 41 bytes: a count past that is a lie. */
+static int get_io_state_reply(struct rio_reader *r, union proto_reply *p)
+{
+	uint32_t n = 0;
+	p->io_states = (struct proto_io_states){ 0 };
+	rio_get_u32(r, &n);
+	if (r->err || n > PROTO_IO_NODES_MAX || n > rio_reader_left(r) / 41)
+		return refuse(r);
+	p->io_states.nodes = calloc(n ? n : 1, sizeof(*p->io_states.nodes));
+	if (!p->io_states.nodes)
+		return r->err = RIO_E_NOMEM;
+	for (; p->io_states.n < n && r->err == 0; p->io_states.n++) {
+		struct proto_io_node *e = &p->io_states.nodes[p->io_states.n];
+		rio_get_str(r, e->node, sizeof(e->node));
+		rio_get_u64(r, &e->age_ms);
+		get_io_report(r, &e->r);
+	}
+	rio_get_u8(r, &p->io_states.ask);
+	rio_get_u32(r, &p->io_states.ask_seconds);
+	uint8_t ask = p->io_states.ask;
+	uint32_t sec = p->io_states.ask_seconds;
+	return check(r, ask <= PROTO_ASK_OFF && (ask == PROTO_ASK_ON ? sec >= 1 && sec <= IOSTATE_LEASE_MAX_S
+								    : sec == 0));
+}
+
+static void free_io_states(union proto_reply *p)
+{
+	free(p->io_states.nodes);
+	p->io_states = (struct proto_io_states){ 0 };
+}
+
 #define REQ(shape) put_##shape, get_##shape
 #define REQ2(put, get) put_##put, get_##get
 #define REP(shape) put_##shape##_reply, get_##shape##_reply, NULL
@@ -998,6 +1094,9 @@ static const struct proto_op OPS[OP_MAX_] = {
 	[OP_LUN_READ] = { OP_LUN_READ, "lun_read", true, false, REQ(lun_io), REP(lun_data) },
 	[OP_LUN_WRITE] = { OP_LUN_WRITE, "lun_write", false, false, REQ(lun_write), REP(none) },
 	[OP_LUN_FLUSH] = { OP_LUN_FLUSH, "lun_flush", true, false, REQ(none), REP(none) },
+	[OP_IO_STATE] = { OP_IO_STATE, "io_state", true, false, REQ(io_state),
+			  put_io_state_reply, get_io_state_reply, free_io_states },
+	[OP_REDIRECT] = { OP_REDIRECT, "redirect", true, false, REQ(redirect), REP(none) },
 	[OP_MAINTENANCE] = { OP_MAINTENANCE, "maintenance", false, false, REQ(none), REP(maintenance) },
 	[OP_GROW] = { OP_GROW, "grow", false, false, REQ(none), REP(maintenance) },
 };

@@ -17,6 +17,7 @@
 #ifndef CSVFS_FS_PROTO_H
 #define CSVFS_FS_PROTO_H
 
+#include "fs/iostate.h"
 #include "fs/meta.h"
 #include "fs/plock.h"
 #include "redirect-io/rio.h"
@@ -35,6 +36,7 @@ enum csv_op {
 	OP_SNAPSHOT = 40, OP_SNAPSHOT_ABORT = 41, OP_SNAPSHOT_REPORT = 42,
 	/* redirected I/O (design.md §7): a participant's data through the coordinator */
 	OP_LUN_READ = 50, OP_LUN_WRITE = 51, OP_LUN_FLUSH = 52,
+	OP_IO_STATE = 53, OP_REDIRECT = 54,
 	/* volume maintenance (docs/volumes.md) */
 	OP_MAINTENANCE = 60, OP_GROW = 61,
 	OP_MAX_ = 62
@@ -113,6 +115,13 @@ struct proto_lun_io {
 	uint32_t len;
 };
 
+/* IO_STATE: the sender's own I/O state (fs/iostate.h). */
+#define PROTO_TIME_MS_MAX (1ull << 47)   /* a Unix time in ms: past year 6000 */
+struct proto_io_state { struct io_report r; };
+/* REDIRECT: csvctl redirect on|off for another node ("": every node);
+ * seconds: the lease (on: 1..IOSTATE_LEASE_MAX_S; off: 0). */
+struct proto_redirect { const char *node; uint8_t on; uint32_t seconds; };
+
 /* A request of any operation (STATFS and SYNCFS have no fields). Decoding
  * copies its strings into str[], which the const char * fields point to. */
 struct proto_req {
@@ -141,6 +150,8 @@ struct proto_req {
 		struct proto_snapshot snapshot;
 		struct proto_snapshot_report snapshot_report;
 		struct proto_lun_io lun_io;
+		struct proto_io_state io_state;
+		struct proto_redirect redirect;
 	};
 	char str[2][PROTO_PATH_MAX];
 	char new_guid[37];          /* SNAPSHOT's */
@@ -199,6 +210,20 @@ struct proto_maintenance_reply {
  * when len <= size, copies them to buf (set buf and size before decoding). */
 struct proto_lun_data { const void *data; uint32_t len; void *buf; size_t size; };
 
+/* IO_STATE: every node's I/O state the coordinator knows, its own among them;
+ * age_ms: how long ago that node reported it (0 for the coordinator's own);
+ * then a redirect asked of the sender by another node (REDIRECT), if any.
+ * Decoding allocates nodes (freed with proto_free_reply). */
+#define PROTO_IO_NODES_MAX 64
+struct proto_io_node { char node[RIO_NODE_NAME_MAX + 1]; uint64_t age_ms; struct io_report r; };
+enum proto_redirect_ask { PROTO_ASK_NONE = 0, PROTO_ASK_ON = 1, PROTO_ASK_OFF = 2 };
+struct proto_io_states {
+	uint32_t n;
+	struct proto_io_node *nodes;
+	uint8_t ask;                /* enum proto_redirect_ask */
+	uint32_t ask_seconds;       /* PROTO_ASK_ON: the lease */
+};
+
 union proto_reply {
 	struct meta_attr attr;      /* LOOKUP GETATTR SETATTR CREATE SYMLINK LINK OPEN CREATE_OPEN */
 	uint64_t u64;               /* COMMIT, FALLOCATE: the size; SEEK: the offset; LKWAIT: gen */
@@ -212,6 +237,7 @@ union proto_reply {
 	struct proto_snapshot_info snapshot_info;   /* SNAPSHOT_REPORT */
 	struct proto_maintenance_reply maintenance;   /* MAINTENANCE GROW */
 	struct proto_lun_data lun_data; /* LUN_READ */
+	struct proto_io_states io_states;  /* IO_STATE */
 };
 
 /* ---- the table ---------------------------------------------------------------- */

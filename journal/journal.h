@@ -147,13 +147,19 @@ int lun_error_is_path(int err);
  * logs the transition, not each of its tries. */
 int lun_probe(const struct lun *l, void *buf, size_t len, uint64_t off, unsigned timeout_ms);
 /* lun_pread / lun_pwrite (flags 0) with a path timeout: a transfer not done
- * within timeout_ms is -ETIMEDOUT, after one log line. It runs on a worker
- * thread, on a buffer of its own (the data is copied in or out), so that a
- * transfer the path never answers can be left behind: its worker and buffer
- * are released whenever the path answers. timeout_ms 0: no timeout (the
- * plain call on this thread). */
+ * within timeout_ms is -ETIMEDOUT, after one log line, and is given up on:
+ * the path keeps it until it ends it, and the caller's memory is no longer
+ * part of it. It runs from the calling thread as an io_uring request (on a
+ * buffer from lun_thread_buffer with no copy; any other buffer through a
+ * copy); where io_uring is not available, on a worker thread with a buffer
+ * of its own. timeout_ms 0: no timeout (the plain call on this thread). */
 int lun_transfer_timed(const struct lun *l, int write, void *buf, size_t len, uint64_t off,
 		       unsigned timeout_ms);
+/* This thread's transfer buffer, at least len bytes, page-aligned, kept until
+ * the thread ends (a larger len replaces it); NULL if out of memory. The
+ * pages of a transfer given up on are replaced under it (same address, same
+ * bytes), so it can be used on at once. */
+void *lun_thread_buffer(size_t len);
 /* How many timed-out transfers the path has not answered yet. */
 unsigned lun_abandoned_inflight(void);
 /* Called (on the failing thread, with no lock of this layer held) for every

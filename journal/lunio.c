@@ -17,11 +17,14 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <liburing.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -225,6 +228,52 @@ int lun_error_is_path(int err)
 
 /* ---- transfers with a path timeout -------------------------------------- */
 
+/* A participant's data transfers (fs/data.c) and the prober's reads
+ * (fs/iostate.c) have a path timeout: a transfer its path does not answer
+ * within it is a path failure, and the caller goes on without it (it
+ * redirects). The transfer is an io_uring request issued from the caller's own
+ * thread, on a ring of that thread, and the caller waits for its completion
+ * with the timeout: a healthy path costs no hand-off to another thread and,
+ * for the thread's own buffer (lun_thread_buffer), no copy either.
+ *
+ * A transfer not answered in time is given up on. Its ring, the request still
+ * in it, goes to the reaper thread, which waits until the kernel ends it (the
+ * path answers, or aborts it) and only then leaves the I/O gate — a drain
+ * waits for it as for any I/O — and frees what it used; the caller gets a new
+ * ring at its next transfer. The memory the request reads or writes stays the
+ * kernel's until then, so the caller does not keep it: the pages of its range
+ * in the thread buffer are replaced by fresh ones at the same address (mmap
+ * MAP_FIXED, the bytes copied over). The ring's registered buffer pins the
+ * old pages, so the request, even one a kernel worker starts late, only ever
+ * touches pages nobody else sees. A buffer that is not the thread's goes
+ * through a scratch copy that the reaper frees.
+ *
+ * Where io_uring is not available (a kernel that forbids it), the transfer is
+ * handed to a worker thread with a buffer of its own, copied in and out: also
+ * correct, but a hand-off and a copy per transfer. */
+
+/* Transfers given up on that the path has not ended yet, by either way. */
+static pthread_mutex_t given_up_lock = PTHREAD_MUTEX_INITIALIZER;
+static unsigned given_up_count;                 /* (given_up_lock) */
+
+static void given_up_count_add(int delta)
+{
+	pthread_mutex_lock(&given_up_lock);
+	given_up_count += (unsigned)delta;
+	pthread_mutex_unlock(&given_up_lock);
+}
+
+static int timed_out(const struct lun *l, int write, size_t len, uint64_t off, unsigned timeout_ms)
+{
+	if (l->name)
+		lun_log(l, "LUN %s: %s of %zu bytes at byte %" PRIu64 " did not complete "
+			"within %u ms (path timeout); given up, the path keeps it until it ends",
+			l->name, write ? "write" : "read", len, off, timeout_ms);
+	return -ETIMEDOUT;
+}
+
+/* ---- ... through a worker thread (without io_uring) ------------------------ */
+
 /* A transfer handed to a worker. Whoever finishes last with it frees it: the
  * caller when it got the result, the worker when the caller gave up. The
  * data moves through the worker's own buffer, copied from or to the
@@ -249,7 +298,6 @@ static pthread_mutex_t tj_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t tj_work = PTHREAD_COND_INITIALIZER;
 static struct timed_job *tj_head, *tj_tail;   /* the queue (tj_lock) */
 static unsigned tj_workers, tj_idle;            /* (tj_lock) */
-static unsigned tj_abandoned;                   /* timed out, not answered (tj_lock) */
 
 static void job_free(struct timed_job *j)
 {
@@ -319,9 +367,7 @@ static void *tj_worker(void *arg)
 	for (;;) {
 		struct timed_job *j = tj_next();
 		if (tj_run(j, worker_buffer(&wbuf, &wcap, j->len ? j->len : 4096))) {
-			pthread_mutex_lock(&tj_lock);
-			tj_abandoned--;
-			pthread_mutex_unlock(&tj_lock);
+			given_up_count_add(-1);
 			job_free(j);
 		}
 	}
@@ -353,10 +399,12 @@ static int tj_submit(struct timed_job *j)
 	return 0;
 }
 
-static struct timespec deadline_after(unsigned ms)
+/* ms from now on clock (the worker's condition variable waits on
+ * CLOCK_REALTIME; io_uring's own deadline is CLOCK_MONOTONIC). */
+static struct timespec deadline_after(clockid_t clock, unsigned ms)
 {
 	struct timespec t;
-	clock_gettime(CLOCK_REALTIME, &t);
+	clock_gettime(clock, &t);
 	t.tv_sec += ms / 1000;
 	t.tv_nsec += (long)(ms % 1000) * 1000000L;
 	if (t.tv_nsec >= 1000000000L) {
@@ -366,11 +414,9 @@ static struct timespec deadline_after(unsigned ms)
 	return t;
 }
 
-int lun_transfer_timed(const struct lun *l, int write, void *buf, size_t len, uint64_t off,
-		       unsigned timeout_ms)
+static int worker_transfer(const struct lun *l, int write, void *buf, size_t len, uint64_t off,
+			   unsigned timeout_ms)
 {
-	if (!timeout_ms)
-		return write ? lun_pwrite(l, buf, len, off, 0) : lun_pread(l, buf, len, off);
 	struct timed_job *j = calloc(1, sizeof(*j));
 	if (!j)
 		return -ENOMEM;
@@ -384,7 +430,7 @@ int lun_transfer_timed(const struct lun *l, int write, void *buf, size_t len, ui
 		job_free(j);
 		return failed(l, "hand-off of a transfer", len, off, -rc);
 	}
-	struct timespec until = deadline_after(timeout_ms);
+	struct timespec until = deadline_after(CLOCK_REALTIME, timeout_ms);
 	pthread_mutex_lock(&j->mu);
 	while (!j->done)
 		if (pthread_cond_timedwait(&j->done_cv, &j->mu, &until) == ETIMEDOUT && !j->done)
@@ -394,27 +440,438 @@ int lun_transfer_timed(const struct lun *l, int write, void *buf, size_t len, ui
 	if (!done) {
 		j->abandoned = 1;          /* the worker frees it; our buffer is ours again */
 		j->caller_buf = NULL;
-		pthread_mutex_lock(&tj_lock);
-		tj_abandoned++;
-		pthread_mutex_unlock(&tj_lock);
+		given_up_count_add(1);
 	}
 	pthread_mutex_unlock(&j->mu);
 	if (done) {
 		job_free(j);
 		return rc;
 	}
-	if (l->name)
-		lun_log(l, "LUN %s: %s of %zu bytes at byte %" PRIu64 " did not complete "
-			"within %u ms (path timeout)", l->name, write ? "write" : "read", len, off,
-			timeout_ms);
-	return -ETIMEDOUT;
+	return timed_out(l, write, len, off, timeout_ms);
+}
+
+
+/* ---- ... through io_uring, from the caller's thread ------------------------ */
+
+#define RING_ENTRIES 4          /* a thread has one request in flight at a time */
+#define REAPER_POLL_MS 100      /* the reaper looks at every ring this often */
+#define REAPER_POLL_MAX 64      /* rings it sleeps on at once; others by the clock */
+
+/* A transfer given up on: its ring holds it until the kernel ends it. */
+struct given_up {
+	struct io_uring *ring;
+	void *scratch;             /* the scratch copy it reads or writes, or NULL */
+	size_t scratch_len;
+	struct lun lun;            /* for the log line when it ends */
+	int write;
+	size_t len;
+	uint64_t off;
+	int result;                /* the request's, once it ended */
+	struct given_up *next;     /* (given_up_lock) */
+};
+
+/* What one thread keeps between its transfers (a thread-specific value). */
+struct lun_thread {
+	struct io_uring *ring;     /* NULL: none yet, or it went to the reaper */
+	struct given_up *spare;    /* allocated with the ring: giving up cannot fail */
+	char *buf;                 /* lun_thread_buffer(): mmap'd, page multiple */
+	size_t buf_len;
+	int buf_fixed;             /* buf is the ring's registered buffer 0 */
+};
+
+static pthread_key_t thread_key;
+static pthread_once_t thread_once = PTHREAD_ONCE_INIT;
+static atomic_int uring_unusable;   /* an errno once io_uring proved unusable here */
+static struct given_up *given_up_head;          /* (given_up_lock) */
+static pthread_cond_t given_up_added = PTHREAD_COND_INITIALIZER;
+static int reaper_started;                      /* (given_up_lock) */
+
+static size_t page_round(size_t n)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	return (n + page - 1) / page * page;
+}
+
+static void *pages_alloc(size_t len)
+{
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	return p == MAP_FAILED ? NULL : p;
+}
+
+static void ring_free(struct io_uring *ring)
+{
+	io_uring_queue_exit(ring);
+	free(ring);
+}
+
+static void thread_end(void *arg)
+{
+	struct lun_thread *t = arg;
+	if (t->ring)
+		ring_free(t->ring);
+	free(t->spare);
+	if (t->buf)
+		munmap(t->buf, t->buf_len);
+	free(t);
+}
+
+static void thread_key_make(void)
+{
+	pthread_key_create(&thread_key, thread_end);
+}
+
+static struct lun_thread *this_thread(void)
+{
+	pthread_once(&thread_once, thread_key_make);
+	struct lun_thread *t = pthread_getspecific(thread_key);
+	if (!t && (t = calloc(1, sizeof(*t))) && pthread_setspecific(thread_key, t)) {
+		free(t);
+		t = NULL;
+	}
+	return t;
+}
+
+static void register_thread_buffer(struct lun_thread *t)
+{
+	struct iovec iov = { .iov_base = t->buf, .iov_len = t->buf_len };
+	t->buf_fixed = io_uring_register_buffers(t->ring, &iov, 1) == 0;
+}
+
+void *lun_thread_buffer(size_t len)
+{
+	struct lun_thread *t = this_thread();
+	if (!t)
+		return NULL;
+	if (t->buf && len <= t->buf_len)
+		return t->buf;
+	size_t want = page_round(len ? len : 1);
+	char *b = pages_alloc(want);
+	if (!b)
+		return NULL;
+	if (t->ring && t->buf_fixed)
+		io_uring_unregister_buffers(t->ring);
+	t->buf_fixed = 0;
+	if (t->buf)
+		munmap(t->buf, t->buf_len);
+	t->buf = b;
+	t->buf_len = want;
+	if (t->ring)
+		register_thread_buffer(t);
+	return b;
+}
+
+/* ---- the reaper: ends the given-up transfers as the kernel ends them */
+
+static void given_up_end(struct given_up *g)
+{
+	if (g->lun.name)
+		lun_log(&g->lun, "LUN %s: the %s of %zu bytes at byte %" PRIu64 " given up after the "
+			"path timeout has ended: %s", g->lun.name, g->write ? "write" : "read",
+			g->len, g->off, g->result < 0 ? strerror(-g->result) : "done");
+	gate_leave();
+	if (g->scratch)
+		munmap(g->scratch, g->scratch_len);
+	ring_free(g->ring);
+	free(g);
+}
+
+/* Under given_up_lock: takes out every given-up transfer that has ended. */
+static struct given_up *given_up_take_ended(void)
+{
+	struct given_up *ended_list = NULL;
+	for (struct given_up **pp = &given_up_head; *pp;) {
+		struct given_up *g = *pp;
+		struct io_uring_cqe *cqe;
+		if (io_uring_peek_cqe(g->ring, &cqe) != 0) {
+			pp = &g->next;
+			continue;
+		}
+		g->result = cqe->res;
+		io_uring_cqe_seen(g->ring, cqe);
+		*pp = g->next;
+		given_up_count--;
+		g->next = ended_list;
+		ended_list = g;
+	}
+	return ended_list;
+}
+
+static void *reaper_main(void *arg)
+{
+	(void)arg;
+	struct pollfd fds[REAPER_POLL_MAX];
+	pthread_mutex_lock(&given_up_lock);
+	for (;;) {
+		while (!given_up_head)
+			pthread_cond_wait(&given_up_added, &given_up_lock);
+		nfds_t n = 0;
+		for (struct given_up *g = given_up_head; g && n < REAPER_POLL_MAX; g = g->next)
+			fds[n++] = (struct pollfd){ .fd = g->ring->ring_fd, .events = POLLIN };
+		pthread_mutex_unlock(&given_up_lock);
+		poll(fds, n, REAPER_POLL_MS);
+		pthread_mutex_lock(&given_up_lock);
+		struct given_up *ended_list = given_up_take_ended();
+		pthread_mutex_unlock(&given_up_lock);
+		while (ended_list) {
+			struct given_up *g = ended_list;
+			ended_list = g->next;
+			given_up_end(g);
+		}
+		pthread_mutex_lock(&given_up_lock);
+	}
+	return NULL;
+}
+
+/* 0, or a positive errno: the reaper runs (started once, with the first ring). */
+static int reaper_start(void)
+{
+	pthread_mutex_lock(&given_up_lock);
+	int rc = 0;
+	if (!reaper_started) {
+		pthread_t t;
+		pthread_attr_t a;
+		pthread_attr_init(&a);
+		pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+		rc = pthread_create(&t, &a, reaper_main, NULL);
+		pthread_attr_destroy(&a);
+		reaper_started = rc == 0;
+	}
+	pthread_mutex_unlock(&given_up_lock);
+	return rc;
+}
+
+/* ---- one thread's ring */
+
+/* CSVFS_NO_IO_URING=1 in the environment: worker threads, as where io_uring
+ * is unavailable (a kernel whose io_uring misbehaves; the unit tests of the
+ * worker path). */
+static pthread_once_t uring_env_once = PTHREAD_ONCE_INIT;
+
+static void uring_env(void)
+{
+	const char *s = getenv("CSVFS_NO_IO_URING");
+	if (s && *s && strcmp(s, "0") != 0) {
+		atomic_store(&uring_unusable, ENOSYS);
+		fprintf(stderr, "csvfs: io_uring off (CSVFS_NO_IO_URING): transfers with a path "
+			"timeout go through worker threads\n");
+	}
+}
+
+/* The thread's ring, made on first use; NULL: io_uring cannot be used (the
+ * caller hands the transfer to a worker instead). */
+static struct io_uring *ring_of(struct lun_thread *t)
+{
+	if (t->ring)
+		return t->ring;
+	pthread_once(&uring_env_once, uring_env);
+	if (atomic_load(&uring_unusable))
+		return NULL;
+	struct io_uring *ring = calloc(1, sizeof(*ring));
+	if (!t->spare)
+		t->spare = calloc(1, sizeof(*t->spare));
+	if (!ring || !t->spare) {
+		free(ring);
+		return NULL;
+	}
+	int rc = io_uring_queue_init(RING_ENTRIES, ring, 0);
+	if (rc == 0 && !(ring->features & IORING_FEAT_EXT_ARG)) {
+		io_uring_queue_exit(ring);
+		rc = -EOPNOTSUPP;           /* a timed wait would need a timeout request */
+	}
+	if (rc == 0 && (rc = -reaper_start()) != 0)
+		io_uring_queue_exit(ring);
+	if (rc) {
+		free(ring);
+		/* Not a passing shortage: this kernel or sandbox does not let us. */
+		if (rc != -ENOMEM && rc != -EAGAIN && atomic_exchange(&uring_unusable, -rc) == 0)
+			fprintf(stderr, "csvfs: io_uring unusable (%s): transfers with a path timeout "
+				"go through worker threads\n", strerror(-rc));
+		return NULL;
+	}
+	t->ring = ring;
+	if (t->buf)
+		register_thread_buffer(t);
+	return ring;
+}
+
+/* The caller's pages [buf, buf+len) go with a given-up request: fresh pages
+ * at the same address, with the same bytes, take their place. */
+static void pages_replace(const struct lun *l, char *buf, size_t len)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	char *start = (char *)((uintptr_t)buf / page * page);
+	size_t span = page_round((size_t)(buf + len - start));
+	char *copy = malloc(span);
+	if (copy)
+		memcpy(copy, start, span);
+	if (copy && mmap(start, span, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) != MAP_FAILED) {
+		memcpy(start, copy, span);
+	} else {
+		lun_log(l, "LUN %s: cannot replace the pages of a transfer given up on (%s); "
+			"a late end of it may still write them", l->name ? l->name : "(probe)",
+			strerror(copy ? errno : ENOMEM));
+	}
+	free(copy);
+}
+
+/* The request in t's ring is given up on: the ring goes to the reaper. The
+ * caller is inside the gate; the reaper leaves it for the request. */
+static void give_up(struct lun_thread *t, const struct lun *l, int write, char *io, size_t len,
+		    uint64_t off, void *scratch, size_t scratch_len)
+{
+	if (!scratch)
+		pages_replace(l, io, len);
+	struct given_up *g = t->spare;
+	*g = (struct given_up){ .ring = t->ring, .scratch = scratch, .scratch_len = scratch_len,
+				.lun = *l, .write = write, .len = len, .off = off };
+	t->ring = NULL;
+	t->spare = NULL;
+	t->buf_fixed = 0;
+	pthread_mutex_lock(&given_up_lock);
+	g->next = given_up_head;
+	given_up_head = g;
+	given_up_count++;
+	pthread_cond_signal(&given_up_added);
+	pthread_mutex_unlock(&given_up_lock);
+}
+
+/* 0 with the request's result in *res; -ETIME when the deadline passed
+ * first; another negative errno if the wait itself failed. */
+static int wait_completion(struct io_uring *ring, const struct timespec *deadline, int *res)
+{
+	for (;;) {
+		struct timespec now;
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		long long left = (long long)(deadline->tv_sec - now.tv_sec) * 1000000000LL +
+				 (deadline->tv_nsec - now.tv_nsec);
+		if (left < 0)
+			left = 0;
+		struct __kernel_timespec ts = { .tv_sec = left / 1000000000LL,
+						.tv_nsec = left % 1000000000LL };
+		struct io_uring_cqe *cqe;
+		int rc = io_uring_wait_cqe_timeout(ring, &cqe, &ts);
+		if (rc == 0) {
+			*res = cqe->res;
+			io_uring_cqe_seen(ring, cqe);
+			return 0;
+		}
+		if (rc == -ETIME || left == 0)
+			return -ETIME;
+		if (rc != -EINTR && rc != -EAGAIN)
+			return rc;
+	}
+}
+
+static void prep(struct io_uring_sqe *sqe, int fixed, int write, int fd, char *at, size_t n,
+		 uint64_t off)
+{
+	if (fixed && write)
+		io_uring_prep_write_fixed(sqe, fd, at, (unsigned)n, off, 0);
+	else if (fixed)
+		io_uring_prep_read_fixed(sqe, fd, at, (unsigned)n, off, 0);
+	else if (write)
+		io_uring_prep_write(sqe, fd, at, (unsigned)n, off);
+	else
+		io_uring_prep_read(sqe, fd, at, (unsigned)n, off);
+}
+
+/* The whole range through t's ring, each piece within what is left of the
+ * timeout. *gave_up: the ring went to the reaper with a request in it. */
+static int ring_transfer(struct lun_thread *t, const struct lun *l, int write, char *io, size_t len,
+			 uint64_t off, unsigned timeout_ms, void *scratch, size_t scratch_len,
+			 int *gave_up)
+{
+	int fixed = !scratch;   /* else io is the scratch copy */
+	struct timespec deadline = deadline_after(CLOCK_MONOTONIC, timeout_ms);
+	size_t done = 0;
+	*gave_up = 0;
+	while (done < len) {
+		struct io_uring_sqe *sqe = io_uring_get_sqe(t->ring);  /* the ring is empty */
+		prep(sqe, fixed, write, l->fd, io + done, len - done, off + done);
+		int res, rc = io_uring_submit(t->ring);
+		if (rc != 1) {   /* nothing in flight; the ring is not to be trusted */
+			ring_free(t->ring);
+			t->ring = NULL;
+			t->buf_fixed = 0;
+			return failed(l, "submission of a transfer", len, off, rc < 0 ? -rc : EAGAIN);
+		}
+		rc = wait_completion(t->ring, &deadline, &res);
+		if (rc) {
+			give_up(t, l, write, io, len, off, scratch, scratch_len);
+			*gave_up = 1;
+			return rc == -ETIME ? timed_out(l, write, len, off, timeout_ms)
+					    : failed(l, "wait for a transfer", len, off, -rc);
+		}
+		if (res == -EINTR || res == -EAGAIN)
+			continue;
+		if (res < 0)
+			return failed(l, write ? "write" : "read", len, off, -res);
+		if (res == 0)
+			return ended(l, write, len, off, done);
+		done += (size_t)res;
+	}
+	return 0;
+}
+
+/* 1 when the transfer was done here (*rc its result), 0 when io_uring cannot
+ * take it. Like lun_pread / lun_pwrite (flags 0): the gate, the fault hook. */
+static int uring_transfer(const struct lun *l, int write, char *buf, size_t len, uint64_t off,
+			  unsigned timeout_ms, int *rc)
+{
+	struct lun_thread *t = this_thread();
+	if (!t || !ring_of(t))
+		return 0;
+	/* A buffer not the thread's goes through a scratch copy: only the
+	 * reaper may free what a given-up request still uses. */
+	int own = t->buf_fixed && buf >= t->buf && buf + len <= t->buf + t->buf_len;
+	size_t scratch_len = own ? 0 : page_round(len ? len : 1);
+	char *scratch = own ? NULL : pages_alloc(scratch_len);
+	if (!own && !scratch) {
+		*rc = failed(l, "scratch buffer for a transfer", len, off, ENOMEM);
+		return 1;
+	}
+	if (scratch && write)
+		memcpy(scratch, buf, len);
+	int gave_up = 0;
+	if (gate_enter()) {
+		*rc = -EIO;
+	} else if (write && fault_drop_write()) {
+		*rc = 0;
+		gate_leave();
+	} else {
+		*rc = ring_transfer(t, l, write, own ? buf : scratch, len, off, timeout_ms, scratch,
+				    scratch_len, &gave_up);
+		if (!gave_up)
+			gate_leave();
+	}
+	if (gave_up)
+		return 1;            /* the scratch copy is the reaper's */
+	if (scratch && !write && *rc == 0)
+		memcpy(buf, scratch, len);
+	if (scratch)
+		munmap(scratch, scratch_len);
+	return 1;
+}
+
+/* ---- the interface ------------------------------------------------------- */
+
+int lun_transfer_timed(const struct lun *l, int write, void *buf, size_t len, uint64_t off,
+		       unsigned timeout_ms)
+{
+	if (!timeout_ms)
+		return write ? lun_pwrite(l, buf, len, off, 0) : lun_pread(l, buf, len, off);
+	int rc;
+	if (uring_transfer(l, write, buf, len, off, timeout_ms, &rc))
+		return rc;
+	return worker_transfer(l, write, buf, len, off, timeout_ms);
 }
 
 unsigned lun_abandoned_inflight(void)
 {
-	pthread_mutex_lock(&tj_lock);
-	unsigned n = tj_abandoned;
-	pthread_mutex_unlock(&tj_lock);
+	pthread_mutex_lock(&given_up_lock);
+	unsigned n = given_up_count;
+	pthread_mutex_unlock(&given_up_lock);
 	return n;
 }
 

@@ -28,9 +28,10 @@ static void usage(FILE *to)
 		"              the nodes, with moves (docs/volumes.md)\n"
 		"       csvctl move [NODE] [--mount MOUNTPOINT]\n"
 		"              hand the coordinator role to NODE (default: any other node)\n"
-		"       csvctl redirect on|off [NODE] [--for DURATION] [--mount MOUNTPOINT]\n"
+		"       csvctl redirect on|off [NODE...|--all] [--for DURATION] [--mount MOUNTPOINT]\n"
 		"              send this node's file data through the coordinator, for DURATION\n"
-		"              (Ns, Nm, Nh; default 30m, at most 24h), or stop; NODE: this node\n"
+		"              (Ns, Nm, Nh; default 30m, at most 24h), or stop; NODE...: those nodes\n"
+		"              (through the coordinator), --all: every node; neither: this node\n"
 		"       csvctl snapshot --hook PATH [--name NAME] [--timeout SECONDS] [--new-guid] [--json]\n"
 		"              [VOLUME]\n"
 		"              freeze the volume on every node, run PATH on the coordinator, thaw\n"
@@ -211,6 +212,12 @@ static void io_summary(const char *o, char *out, size_t len)
 		n += (size_t)snprintf(out + n, len - n, " since %s", since);
 	if (field(o, "io_redirect_until", until, sizeof(until))[0] && strcmp(until, "null") && n < len)
 		n += (size_t)snprintf(out + n, len - n, ", user lease until %s", until);
+	/* Another node's state is as it last reported it (every 2 s, or at a
+	 * change): say so when that is a while ago, or not yet. */
+	char age[32];
+	unsigned long long ms = strtoull(field(o, "io_reported_ms_ago", age, sizeof(age)), NULL, 10);
+	if (ms >= 5000 && n < len)
+		n += (size_t)snprintf(out + n, len - n, " (reported %llu s ago)", ms / 1000);
 	if (strstr(o, "\"io_last_path_error\":{") && n < len) {
 		const char *e = strstr(o, "\"io_last_path_error\":{");
 		snprintf(out + n, len - n, "; last path error %s: %s at %s",
@@ -345,8 +352,10 @@ static unsigned long parse_duration(const char *s)
 
 static int cmd_redirect(int argc, char **argv)
 {
-	const char *mnt = CSVFS_DEFAULT_MOUNTPOINT, *node = NULL, *dur = NULL;
-	int on = argc > 0 && strcmp(argv[0], "on") == 0;
+	const char *mnt = CSVFS_DEFAULT_MOUNTPOINT, *dur = NULL;
+	char nodes[1024] = "";
+	size_t nlen = 0;
+	int on = argc > 0 && strcmp(argv[0], "on") == 0, all = 0, named = 0;
 	if (argc < 1 || (!on && strcmp(argv[0], "off") != 0)) {
 		fprintf(stderr, "csvctl redirect: expected on or off\n");
 		return 2;
@@ -356,26 +365,36 @@ static int cmd_redirect(int argc, char **argv)
 			mnt = argv[++i];
 		else if (strcmp(argv[i], "--for") == 0 && i + 1 < argc && on)
 			dur = argv[++i];
-		else if (argv[i][0] != '-' && !node && rio_node_name_valid(argv[i]))
-			node = argv[i];
-		else {
+		else if (strcmp(argv[i], "--all") == 0)
+			all = 1;
+		else if (argv[i][0] != '-' && rio_node_name_valid(argv[i]) &&
+			 nlen + strlen(argv[i]) + 2 < sizeof(nodes)) {
+			nlen += (size_t)snprintf(nodes + nlen, sizeof(nodes) - nlen, " %s", argv[i]);
+			named++;
+		} else {
 			fprintf(stderr, "csvctl redirect: bad argument '%s'\n", argv[i]);
 			return 2;
 		}
+	}
+	if (all && named) {
+		fprintf(stderr, "csvctl redirect: --all or node names, not both\n");
+		return 2;
 	}
 	unsigned long seconds = on ? (dur ? parse_duration(dur) : 30 * 60) : 0;
 	if (on && (seconds == 0 || seconds > 24 * 3600)) {
 		fprintf(stderr, "csvctl redirect: bad duration '%s' (1s to 24h: N, Ns, Nm or Nh)\n", dur);
 		return 2;
 	}
-	char guid[37], req[160], reply[16384], err[512], why[512];
+	char guid[37], req[1200], reply[16384], err[512], why[512];
 	if (guid_of_mount(mnt, guid) != 0) {
 		fprintf(stderr, "csvctl: no csvfs volume is mounted at %s\n", mnt);
 		return 1;
 	}
-	snprintf(req, sizeof(req), "redirect %s %lu %s", on ? "on" : "off", seconds, node ? node : "");
-	if (!on)
-		snprintf(req, sizeof(req), "redirect off %s", node ? node : "");
+	const char *targets = all ? " *" : nodes;
+	if (on)
+		snprintf(req, sizeof(req), "redirect on %lu%s", seconds, targets);
+	else
+		snprintf(req, sizeof(req), "redirect off%s", targets);
 	if (csvfs_control_request(guid, req, reply, sizeof(reply), err, sizeof(err)) != 0) {
 		fprintf(stderr, "csvctl: %s\n", err);
 		return 1;
@@ -384,11 +403,17 @@ static int cmd_redirect(int argc, char **argv)
 		fprintf(stderr, "csvctl redirect: %s\n", field(reply, "error", why, sizeof(why)));
 		return 1;
 	}
-	if (on)
+	int self = strcmp(field(reply, "this_node", why, sizeof(why)), "true") == 0;
+	int others = atoi(field(reply, "others", why, sizeof(why)));
+	if (self && on)
 		printf("volume %s: this node's I/O redirected through the coordinator for %lu s\n", guid,
 		       seconds);
-	else
+	else if (self)
 		printf("volume %s: user redirect ended (a path failure, if any, still redirects)\n", guid);
+	if (others)
+		printf("volume %s: redirect %s asked of %s through the coordinator; each node applies "
+		       "it at its next report (within 2 s): see csvctl status\n", guid, on ? "on" : "off",
+		       others < 0 ? "every other node" : nodes + 1);
 	return 0;
 }
 

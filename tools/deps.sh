@@ -10,6 +10,7 @@ PACKAGES=(
   corosync libcorosync-common-dev libcpg-dev libquorum-dev libvotequorum-dev libcmap-dev
   libdlm-dev
   libssl-dev openssl
+  liburing-dev
   libcmocka-dev
   qemu-utils fio
   iproute2 attr acl psmisc procps kmod

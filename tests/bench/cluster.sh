@@ -17,10 +17,12 @@
 #   4. a planned coordinator move (csvctl move), and takeover after kill -9
 #      (a) of the coordinator's csvfs only, (b) of the whole node (corosync,
 #      then csvfs); 3 and 5 nodes.
+#   5. a participant's LUN path fails, then hangs, under fio (a lab with
+#      --paths): time to redirected, time back to direct, longest stall.
 #
 # Usage (root): make && make build/tests/dg_bench build/tests/bench_create
 #               tests/bench/cluster.sh
-# It uses its own lab (--lab benchc) and always takes it down.
+# It uses its own lab (--lab benchc, or BENCH_LAB) and always takes it down.
 #
 # Knobs (environment):
 #   BENCH_SIZE_MB=512        size of each fio file
@@ -35,7 +37,8 @@
 #   BENCH_TAKEOVER_ROUNDS=3  rounds per kind and cluster size
 #   BENCH_NODES="3 5"        cluster sizes for the lock and takeover parts
 #   BENCH_FENCE_DEADLINE=4000  fence_deadline= of the mounted labs (ms)
-#   BENCH_PARTS="fio meta takeover locks"  which parts to run
+#   BENCH_PATHFAIL_SECS=14   pathfail: fio's run; the fault 3 s in, for 5 s
+#   BENCH_PARTS="fio meta takeover locks pathfail"  which parts to run
 #   BENCH_OUT=docs/benchmarks-cluster.md
 set -u
 BUILD=${BUILD:-build}
@@ -60,10 +63,11 @@ PP_ROUNDS=${BENCH_PP_ROUNDS:-300}
 TK_ROUNDS=${BENCH_TAKEOVER_ROUNDS:-3}
 NODES_LIST=${BENCH_NODES:-3 5}
 FENCE_DEADLINE=${BENCH_FENCE_DEADLINE:-4000}
-PARTS=${BENCH_PARTS:-fio meta takeover locks}
+PARTS=${BENCH_PARTS:-fio meta takeover locks pathfail}
+PF_SECS=${BENCH_PATHFAIL_SECS:-14}
 OUT=${BENCH_OUT:-$TOP/docs/benchmarks-cluster.md}
 
-export CSVFS_LAB=benchc
+export CSVFS_LAB=${BENCH_LAB:-benchc}   # another name when several people share the machine
 unset CSVFS_BIN CSVFS_LAB_TOKEN
 # Every daemon the lab starts (also on "start" after a kill) gets this.
 export CSVFS_LAB_DAEMON_OPTS="fence_deadline=$FENCE_DEADLINE"
@@ -410,8 +414,56 @@ run_locks() {
   lock_test "$n" ppall "1:pingpong pp --role writer --rounds $PP_ROUNDS" "${readers[@]}"
 }
 
+# ---- 5. a participant's path fails, or hangs, under load ---------------------------------------------
+# A lab of the first size with a path per node (up --paths) and the path timeout
+# redirect.sh uses (2 s). On the participant fio writes 4 KiB at random, QD 8,
+# O_DIRECT, for PF_SECS s; 3 s in, its path fails (or hangs), 5 s later it
+# works again. Measured: from the fault to the node's log line "-> redirected",
+# from the path's return to "-> direct", and fio's longest completion latency
+# (the longest one application I/O waited: its stall) and errors.
+log_ms() {  # epoch ms of the first line of file $1 matching $2 at or after epoch ms $3
+  local line t
+  while IFS= read -r line; do
+    t=$(date -d "${line%% *}" +%s%3N 2>/dev/null) || continue
+    [ "$t" -ge "$3" ] && { echo "$t"; return 0; }
+  done < <(grep -- "$2" "$1")
+  echo "-"
+}
+run_pathfail() {
+  local n=$first_n kind log j t_fault t_ok t_red t_dir
+  CSVFS_LAB_DAEMON_OPTS="fence_deadline=$FENCE_DEADLINE,path_timeout=2000" \
+    "$LAB" up -n "$n" --size "$LUN_SIZE" --paths >"$S/up-paths.out" 2>&1 ||
+    { LOGS+=("lab up --paths failed: $(tail -1 "$S/up-paths.out")"); return; }
+  local c; c=$(stable "$n") || { LOGS+=("the --paths lab never became stable"); lab_down; return; }
+  local cn=${c#node} pn=1; [ "$pn" = "$cn" ] && pn=2
+  log="/run/csvfs-lab/$CSVFS_LAB/nodes/$pn/csvfs.log"
+  on "$pn" fio --name=pflayout --filename="$V/pathfail.img" --size=256M --rw=write --bs=1M \
+    --direct=1 --ioengine=libaio --iodepth=8 >/dev/null 2>&1
+  for kind in fail hang; do
+    j="$S/pathfail-$kind.json"
+    echo "fio --name=pathfail --filename=\$V/pathfail.img --size=256M --rw=randwrite --bs=4k --iodepth=8 --ioengine=libaio --direct=1 --time_based --runtime=$PF_SECS (node$pn; fault $kind at 3 s for 5 s)" >>"$S/fio-commands.txt"
+    on "$pn" fio --name=pathfail --filename="$V/pathfail.img" --size=256M --rw=randwrite --bs=4k \
+      --iodepth=8 --ioengine=libaio --direct=1 --time_based --runtime="$PF_SECS" \
+      --output-format=json --output="$j" >/dev/null 2>&1 &
+    local fpid=$!
+    sleep 3; t_fault=$(ms_now); "$LAB" fault "$pn" path "$kind" >/dev/null
+    sleep 5; t_ok=$(ms_now); "$LAB" fault "$pn" path ok >/dev/null
+    wait "$fpid"
+    t_red=$(log_ms "$log" "I/O state: direct -> redirected" "$t_fault")
+    t_dir=$(log_ms "$log" "-> direct: path" "$t_ok")
+    local stall err iops
+    stall=$(jq -r '.jobs[0].write.clat_ns.max / 1000000 | floor' "$j" 2>/dev/null || echo -)
+    err=$(jq -r '.jobs[0].error' "$j" 2>/dev/null || echo -)
+    iops=$(jq -r '.jobs[0].write.iops | floor' "$j" 2>/dev/null || echo -)
+    echo "$kind $( [ "$t_red" = - ] && echo - || echo $(( t_red - t_fault )) ) $( [ "$t_dir" = - ] && echo - || echo $(( t_dir - t_ok )) ) $stall $err $iops" >>"$S/pathfail.tsv"
+    say "pathfail $kind: to redirected $(( ${t_red/-/0} - t_fault )) ms, back to direct $(( ${t_dir/-/0} - t_ok )) ms, longest stall $stall ms, fio error $err, $iops IOPS"
+    sleep 2
+  done
+  "$LAB" down --save-logs "$S/logs-pathfail" >/dev/null 2>&1
+}
+
 # ---- run ---------------------------------------------------------------------------------------------
-: >"$S/fio.tsv"; : >"$S/meta.tsv"; : >"$S/takeover.tsv"; : >"$S/locks.tsv"; : >"$S/corosync.txt"
+: >"$S/fio.tsv"; : >"$S/meta.tsv"; : >"$S/takeover.tsv"; : >"$S/locks.tsv"; : >"$S/corosync.txt"; : >"$S/pathfail.tsv"
 declare -A PHASE_MS=()
 first_n=${NODES_LIST%% *}
 CN= PN=
@@ -440,6 +492,9 @@ if has_part locks; then
     lab_down
     PHASE_MS[locks-$n]=$(( $(ms_now) - t ))
   done
+fi
+if has_part pathfail; then
+  t=$(ms_now); note_load pathfail; run_pathfail; PHASE_MS[pathfail]=$(( $(ms_now) - t ))
 fi
 note_load end
 T_TOTAL=$(( $(ms_now) - T_START ))
@@ -489,7 +544,7 @@ mkdir -p "$(dirname "$OUT")"
   sed 's/^/* /' "$S/corosync.txt"
   echo
   echo "Mounted labs run with \`CSVFS_LAB_DAEMON_OPTS=fence_deadline=$FENCE_DEADLINE\` (self-fence"
-  echo "deadline ${FENCE_DEADLINE} ms, as in \`cluster_fs.sh\`), scratch LUN \`--size $LUN_SIZE\`. Lab name \`benchc\`."
+  echo "deadline ${FENCE_DEADLINE} ms, as in \`cluster_fs.sh\`), scratch LUN \`--size $LUN_SIZE\`. Lab name \`$CSVFS_LAB\`."
   echo
   echo "Knobs of this run: BENCH_SIZE_MB=$SIZE_MB BENCH_RUNTIME=$RT BENCH_RAMP=$RAMP BENCH_SEQ_QD=$SEQ_QD"
   echo "BENCH_META_COUNT=$META_COUNT BENCH_META_MS=$META_MS BENCH_LOCK_COUNT=$LOCK_COUNT BENCH_PP_ROUNDS=$PP_ROUNDS"
@@ -512,7 +567,7 @@ mkdir -p "$(dirname "$OUT")"
     echo "Command (participant, random write):"
     echo
     echo '```'
-    echo "csvfs-lab --lab benchc exec ${FIO_PN:-2} -- $(grep -m1 -- '--name=randwrite-participant' "$S/fio-commands.txt" | sed "s|$S|\$OUT|g")"
+    echo "csvfs-lab --lab $CSVFS_LAB exec ${FIO_PN:-2} -- $(grep -m1 -- '--name=randwrite-participant' "$S/fio-commands.txt" | sed "s|$S|\$OUT|g")"
     echo '```'
     echo
     echo "| workload | raw MiB/s | raw IOPS | coordinator MiB/s | coordinator IOPS | participant MiB/s | participant IOPS | participant / raw | participant / coordinator |"
@@ -686,6 +741,24 @@ mkdir -p "$(dirname "$OUT")"
     echo "| nodes | kill | round | old → new coordinator | watcher | seen ms | create ms | kill cmd ms | engine ms |"
     echo "|---|---|---:|---|---|---:|---:|---:|---:|"
     awk '{ printf "| %s | %s | %s | %s → %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 }' "$S/takeover.tsv"
+    echo
+  fi
+
+  if has_part pathfail; then
+    echo "## A participant's path fails, or hangs, under load"
+    echo
+    echo "A $first_n-node lab with a path per node (\`up --paths\`), \`path_timeout=2000\`. On a"
+    echo "participant, fio writes 4 KiB at random, QD 8, O_DIRECT, for $PF_SECS s; 3 s in its path"
+    echo "fails (every I/O EIO) or hangs (no I/O answered), 5 s later it works again. \"to"
+    echo "redirected\": from the fault to the node's log line \`direct -> redirected\` (the first"
+    echo "failed or timed-out transfer; the same request then goes through the coordinator);"
+    echo "\"to direct\": from the path's return to the \`-> direct\` line (the prober's backoff, then"
+    echo "3 reads in a row); \"longest stall\": fio's longest completion latency over the run, the"
+    echo "longest any application I/O waited. IOPS over the whole run (direct, redirected, direct)."
+    echo
+    echo "| fault | to redirected ms | to direct ms | longest stall ms | fio errors | IOPS |"
+    echo "|---|---:|---:|---:|---:|---:|"
+    awk '{ printf "| %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6 }' "$S/pathfail.tsv"
     echo
   fi
 

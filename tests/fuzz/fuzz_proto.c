@@ -1,6 +1,6 @@
 // fuzz-sources: fs/[!m]*.c fs/m[!a]*.c journal/*.c dlm-glue/*.c redirect-io/*.c
 // fuzz-cflags: -Wall -Wextra -Werror -Wno-unused-parameter -I/usr/include/fuse3 -I/usr/include/ext2fs -I/usr/include/et -I/usr/include/blkid
-// fuzz-libs: -Wl,--wrap=csvfs_log -lfuse3 -lext2fs -lcom_err -lblkid -lcpg -lquorum -lvotequorum -lcmap -lqb -lssl -lcrypto -luuid -lm
+// fuzz-libs: -Wl,--wrap=csvfs_log -lfuse3 -lext2fs -lcom_err -lblkid -lcpg -lquorum -lvotequorum -lcmap -lqb -lssl -lcrypto -luring -luuid -lm
 /* libFuzzer harness over the coordinator's side of the metadata protocol
  * (fs/server.c, fs/proto.c): arbitrary (op, payload) requests go to
  * server_request() on a real standalone volume (csvfs_format'ed image in

@@ -7,7 +7,11 @@
 # while the path is down; the path comes back: direct again by itself; the
 # same with a path that hangs (the path timeout, 2 s here, detects it). A
 # user redirect (csvctl redirect on --for 5s) ends by itself and survives a
-# coordinator move; a node whose path is down is never made coordinator.
+# coordinator move; every node's state is visible from every node, and a
+# redirect can be asked for another node or --all (through the coordinator);
+# a qcow2 disk written by qemu-img bench / qemu-io with cache=none across a
+# failed and a hung path reads back and passes qemu-img check; a node whose
+# path is down is never made coordinator.
 # Bad requests get clear errors. Then every node unmounts, e2fsck -fn is clean and the
 # kernel's read-only view holds the data written while redirected.
 . "$(dirname "$0")/../lib.sh"
@@ -21,7 +25,7 @@ V=/ClusterStorage/Volume1
 
 skip() { ok "redirect skipped: $* # SKIP"; exit 0; }
 [ "$(id -u)" -eq 0 ] || skip "needs root"
-for c in corosync ip nsenter unshare fio e2fsck; do
+for c in corosync ip nsenter unshare fio e2fsck qemu-img qemu-io; do
   command -v "$c" >/dev/null 2>&1 || skip "$c not installed (make deps)"
 done
 [ -x "$LAB" ] && [ -x "$BIN/csvfs-lunpath" ] || { not_ok "$LAB or csvfs-lunpath missing (make)"; finish; exit; }
@@ -42,6 +46,12 @@ my_io() {
     sed -n 's/.*"io_state":"\([a-z]*\)","io_reasons":\[\([^]]*\)\].*/\1 \2/p' | tr -d '"'
 }
 io_is() { [ "$(my_io "$1")" = "$2" ]; }
+# seen_io VIEWER NODE — "STATE REASONS" of nodeNODE as VIEWER's status shows it
+seen_io() {
+  status_json "$1" | grep -o "{\"name\":\"node$2\"[^}]*" | head -1 |
+    sed -n 's/.*"io_state":"\([a-z]*\)","io_reasons":\[\([^]]*\)\].*/\1 \2/p' | tr -d '"'
+}
+seen_is() { [ "$(seen_io "$1" "$2")" = "$3" ]; }
 nodelog() { echo "/run/csvfs-lab/$CSVFS_LAB/nodes/$1/csvfs.log"; }
 
 "$LAB" up -n 3 --lun "$LUN" --paths >"$S/up.out" 2>&1; rc=$?
@@ -105,8 +115,19 @@ check "with the path down: a buffered unaligned write + fsync, read back the sam
 sum_holes=$(md5_on "$Q" holes.img)
 check_eq "node$P reads holes.img (redirected) as node$Q does (direct)" "$sum_holes" "$(md5_on "$P" holes.img)"
 check "node$P is still redirected (path-failure)" io_is "$P" "redirected path-failure"
+# Every node's state is visible from every node (OP_IO_STATE through the coordinator).
+check "node$Q's status shows node$P redirected (path-failure)" \
+  wait_until 10 seen_is "$Q" "$P" "redirected path-failure"
+check "... and so does the coordinator's (node$C)" seen_is "$C" "$P" "redirected path-failure"
+check "node$Q's status gives node$P's last path error (its device, errno)" \
+  sh -c "\"$LAB\" exec $Q -- \"$BIN/csvctl\" status --json | grep -o '{\"name\":\"node$P\".*' |
+    grep -q '\"io_last_path_error\":{\"device\":\"[^\"][^\"]*\",\"errno\":[1-9]'"
+check "node$Q's human status has node$P's line with its reason" \
+  sh -c "\"$LAB\" exec $Q -- \"$BIN/csvctl\" status | grep -q '^  node$P .*redirected (path-failure)'"
+check_eq "node$P's status shows the coordinator direct" "direct " "$(seen_io "$P" "$C")"
 "$LAB" fault "$P" path ok >/dev/null
 check "node$P: direct again" wait_until 20 io_is "$P" "direct "
+check "node$Q's status shows node$P direct again" wait_until 10 seen_is "$Q" "$P" "direct "
 check_eq "... and reads the same data directly" "$sum_holes" "$(md5_on "$P" holes.img)"
 
 # ---- a path that hangs instead of failing ------------------------------------------------
@@ -127,6 +148,12 @@ sum_hang=$(md5_on "$Q" hang.img)
 check_eq "node$P reads hang.img (redirected) as node$Q does" "$sum_hang" "$(md5_on "$P" hang.img)"
 "$LAB" fault "$P" path ok >/dev/null
 check "node$P: direct again once the hung path answers" wait_until 20 io_is "$P" "direct "
+# The FUSE threads gave up on the hung transfers (io_uring requests) and went
+# on; the path ended them when it answered, and the reaper released them.
+check "the log says a given-up transfer ended once the path answered" \
+  grep -q "given up after the path timeout has ended" "$(nodelog "$P")"
+check "transfers with a path timeout ran on io_uring (no fallback to worker threads)" \
+  sh -c "! grep -q 'io_uring unusable' '$(nodelog "$P")'"
 check_eq "... and reads hang.img directly the same" "$sum_hang" "$(md5_on "$P" hang.img)"
 
 # ---- a user's redirect is a lease ----------------------------------------------------------
@@ -171,6 +198,71 @@ check_eq "node$P goes on writing through the new coordinator" "$sum_nopath" "$(m
 "$LAB" fault "$P" path ok >/dev/null
 check "node$P: direct again" wait_until 20 io_is "$P" "direct "
 
+# ---- a redirect for other nodes, through the coordinator -----------------------------------
+out=$(on "$P" "$BIN/csvctl" redirect on "node$Q" --for 1m 2>&1); rc=$?
+check_eq "csvctl redirect on node$Q --for 1m, run on node$P, succeeds ($out)" 0 "$rc"
+check "node$Q: redirected (user-request), as asked from node$P" wait_until 10 io_is "$Q" "redirected user-request"
+check_eq "... node$P itself stays direct" "direct " "$(my_io "$P")"
+check "node$Q shows its lease's end" \
+  sh -c "\"$LAB\" exec $Q -- \"$BIN/csvctl\" status --json | grep -o '\"this_node\":true,.*' | grep -q '\"io_redirect_until\":\"20'"
+sh_on "$Q" "head -c 1048576 /dev/urandom > $V/asked.bin && sync $V/asked.bin"
+check_eq "node$Q's writes under that redirect land (read on node$P)" "$(md5_on "$Q" asked.bin)" "$(md5_on "$P" asked.bin)"
+out=$(on "$P" "$BIN/csvctl" redirect off "node$Q" 2>&1); rc=$?
+check_eq "csvctl redirect off node$Q, run on node$P, succeeds ($out)" 0 "$rc"
+check "node$Q: direct again" wait_until 10 io_is "$Q" "direct "
+CUR=$(coord_of "$P")
+out=$(on "$P" "$BIN/csvctl" redirect on --all --for 1m 2>&1); rc=$?
+check_eq "csvctl redirect on --all succeeds ($out)" 0 "$rc"
+for k in 1 2 3; do
+  # the coordinator's own data stays direct; its lease applies once it is not
+  want="redirected user-request"; [ "node$k" = "$CUR" ] && want="direct user-request"
+  check "--all: node$k is '$want'" wait_until 10 io_is "$k" "$want"
+done
+on "$P" "$BIN/csvctl" redirect off --all >/dev/null 2>&1
+for k in 1 2 3; do
+  check "redirect off --all: node$k direct" wait_until 10 io_is "$k" "direct "
+done
+
+# ---- a qcow2 VM disk (qemu, cache=none) on a participant whose path fails, then hangs ----
+# Eight passes of qemu-img bench, each writing 32 MiB (64 KiB requests, 8 in
+# flight, O_DIRECT) at its own offset with its own byte, qcow2 allocating as it
+# goes: two direct, two with the path failed, two with it hung, two as it
+# comes back. No timing: the faults change between passes.
+QC=$V/vm.qcow2
+on "$P" qemu-img create -q -f qcow2 "$QC" 256M
+qerr=0
+qpass() {
+  local k
+  for k in "$@"; do
+    on "$P" qemu-img bench -q -w -t none -f qcow2 -c 512 -d 8 -s 65536 -S 65536 \
+      -o $(( k * 33554432 )) --pattern=$(( k + 1 )) "$QC" >"$S/qbench$k.out" 2>&1 || qerr=$(( qerr + 1 ))
+    grep -qiE 'fail|error' "$S/qbench$k.out" && qerr=$(( qerr + 1 ))
+  done
+}
+qpass 0 1
+"$LAB" fault "$P" path fail >/dev/null
+qpass 2 3
+check "qemu: node$P redirected (path-failure) under the failed path" io_is "$P" "redirected path-failure"
+"$LAB" fault "$P" path ok >/dev/null
+check "qemu: node$P direct again" wait_until 20 io_is "$P" "direct "
+"$LAB" fault "$P" path hang >/dev/null
+qpass 4 5
+check "qemu: node$P redirected (path-failure) under the hung path" io_is "$P" "redirected path-failure"
+"$LAB" fault "$P" path ok >/dev/null
+qpass 6 7
+check_eq "qemu-img bench -t none: 8 passes, no failed request, across a failed and a hung path" 0 "$qerr"
+[ "$qerr" -eq 0 ] || cat "$S"/qbench*.out | head -20 | sed 's/^/#   /'
+check "qemu: node$P direct again after the hang" wait_until 20 io_is "$P" "direct "
+qargs=()
+for k in 0 1 2 3 4 5 6 7; do qargs+=(-c "read -P $(( k + 1 )) $(( k * 33554432 )) 33554432"); done
+on "$P" qemu-io -t none -f qcow2 "${qargs[@]}" "$QC" >"$S/qio.out" 2>&1; rc=$?
+n=$(grep -cE '^read [0-9]+/[0-9]+ bytes' "$S/qio.out")
+check "qemu-io -t none on node$P reads every pass's byte back (exit $rc, $n of 8 reads)" \
+  sh -c "[ $rc -eq 0 ] && [ $n -eq 8 ] && ! grep -qiE 'fail|error|mismatch' '$S/qio.out'"
+on "$Q" qemu-img check -f qcow2 "$QC" >"$S/qcheck.out" 2>&1; rc=$?
+check_eq "qemu-img check on node$Q: the qcow2 image is clean" 0 "$rc"
+[ "$rc" -eq 0 ] || sed 's/^/#   /' "$S/qcheck.out" | head -10
+
 # refused CMD... — runs csvctl CMD on node P; its exit status, its output in $S/refused.out
 refused() { on "$P" "$BIN/csvctl" "$@" >"$S/refused.out" 2>&1; }
 refused redirect on --for 0; rc=$?
@@ -179,8 +271,8 @@ refused redirect on --for 25h; rc=$?
 check "a lease past 24 h is refused (exit $rc)" sh -c "[ $rc -eq 2 ] && grep -q \"bad duration '25h'\" '$S/refused.out'"
 refused redirect on nodeX; rc=$?
 check "an unknown node is refused, naming it (exit $rc)" sh -c "[ $rc -eq 1 ] && grep -q \"no node 'nodeX'\" '$S/refused.out'"
-refused redirect on "node$Q"; rc=$?
-check "another node's name says where to run it (exit $rc)" sh -c "[ $rc -eq 1 ] && grep -q 'run csvctl redirect on node$Q' '$S/refused.out'"
+refused redirect on --all "node$Q"; rc=$?
+check "--all with node names is refused (exit $rc)" sh -c "[ $rc -eq 2 ] && grep -q 'not both' '$S/refused.out'"
 refused redirect on --mount /nonexistent; rc=$?
 check "a volume that is not mounted is refused (exit $rc)" sh -c "[ $rc -eq 1 ] && grep -q 'no csvfs volume is mounted at /nonexistent' '$S/refused.out'"
 check_eq "after the refusals node$P is still direct" "direct " "$(my_io "$P")"

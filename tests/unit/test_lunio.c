@@ -5,10 +5,13 @@
  * power-cut hook drops exactly the writes after the limit.
  *
  * pread64 / pwrite64 / fdatasync are wrapped (test_lunio.ldflags) so a test
- * can script EINTR, partial transfers and errors; unscripted calls go to the
- * real ones on a scratch file (no O_DIRECT: the layer does not care). The
- * power-cut hook reads its limit once per process, so that test runs this
- * binary again with CSVFS_FAULT_WRITE_LIMIT set. */
+ * can script EINTR, partial transfers, errors and hangs; unscripted calls go
+ * to the real ones on a scratch file (no O_DIRECT: the layer does not care).
+ * Timed transfers are io_uring requests, which the wrappers do not see: their
+ * hung path is a pipe nobody writes (or a full one). The power-cut hook reads
+ * its limit once per process, so that test runs this binary again with
+ * CSVFS_FAULT_WRITE_LIMIT set; the worker path (no io_uring) runs in a child
+ * with CSVFS_NO_IO_URING set. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -42,10 +45,35 @@ ssize_t __wrap_pwrite64(int fd, const void *buf, size_t len, off_t off);
 int __wrap_fdatasync(int fd);
 
 /* What the next calls do, in order: 0 = the real call, -E = fail with E,
- * n > 0 = transfer at most n bytes. */
+ * n > 0 = transfer at most n bytes, HANG = wait until release_hangs(), then
+ * fail with EIO (a path that stops answering, then is aborted). */
+#define HANG INT_MAX
 static int script[8];
 static unsigned script_len, script_pos;
 static atomic_uint calls, syncs;
+static pthread_mutex_t hang_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t hang_cond = PTHREAD_COND_INITIALIZER;
+static int hangs_released;
+
+static void release_hangs(void)
+{
+	pthread_mutex_lock(&hang_lock);
+	hangs_released = 1;
+	pthread_cond_broadcast(&hang_cond);
+	pthread_mutex_unlock(&hang_lock);
+}
+
+/* A scripted step that hangs: -EIO once released. */
+static int hang_step(int s)
+{
+	if (s != HANG)
+		return s;
+	pthread_mutex_lock(&hang_lock);
+	while (!hangs_released)
+		pthread_cond_wait(&hang_cond, &hang_lock);
+	pthread_mutex_unlock(&hang_lock);
+	return -EIO;
+}
 
 static void scripted(unsigned n, const int *steps)
 {
@@ -63,7 +91,7 @@ static int next_step(void)
 ssize_t __wrap_pread64(int fd, void *buf, size_t len, off_t off)
 {
 	atomic_fetch_add(&calls, 1);
-	int s = next_step();
+	int s = hang_step(next_step());
 	if (s < 0) {
 		errno = -s;
 		return -1;
@@ -74,7 +102,7 @@ ssize_t __wrap_pread64(int fd, void *buf, size_t len, off_t off)
 ssize_t __wrap_pwrite64(int fd, const void *buf, size_t len, off_t off)
 {
 	atomic_fetch_add(&calls, 1);
-	int s = next_step();
+	int s = hang_step(next_step());
 	if (s < 0) {
 		errno = -s;
 		return -1;
@@ -256,8 +284,10 @@ static void test_path_errors(void **state)
 		     lun_error_is_path(-EINVAL) || lun_error_is_path(0));
 }
 
-/* A timed transfer moves the same bytes as the plain one, through its own
- * buffer, and reports the same failure. */
+/* A timed transfer moves the same bytes as the plain one, from the thread's
+ * own buffer (no copy) or any other (through a scratch copy), and reports a
+ * failure the same way: one log line. It runs as an io_uring request, so the
+ * scripted pread/pwrite wrappers do not see it: the error is a real one. */
 static void test_timed_transfer_moves_the_data(void **state)
 {
 	struct fx *f = *state;
@@ -266,35 +296,159 @@ static void test_timed_transfer_moves_the_data(void **state)
 	assert_int_equal(lun_transfer_timed(&f->lun, 1, out, sizeof(out), U, 1000), 0);
 	assert_int_equal(lun_transfer_timed(&f->lun, 0, in, sizeof(in), U, 1000), 0);
 	assert_memory_equal(in, out, sizeof(in));
-	scripted(1, (int[]){ -ENXIO });
-	assert_int_equal(lun_transfer_timed(&f->lun, 0, in, U, 0, 1000), -ENXIO);
+	unsigned char *own = lun_thread_buffer(2 * U);
+	assert_non_null(own);
+	assert_ptr_equal(lun_thread_buffer(U), own);
+	assert_int_equal(lun_transfer_timed(&f->lun, 0, own, 2 * U, U, 1000), 0);
+	assert_memory_equal(own, out, 2 * U);
+	fill(own, U, 9);
+	assert_int_equal(lun_transfer_timed(&f->lun, 1, own, U, 0, 1000), 0);
+	assert_int_equal(lun_pread(&f->lun, in, U, 0), 0);
+	assert_memory_equal(in, own, U);
+	struct lun wronly = f->lun;
+	wronly.fd = open(f->path, O_WRONLY);
+	assert_true(wronly.fd >= 0);
+	assert_int_equal(lun_transfer_timed(&wronly, 0, in, U, 0, 1000), -EBADF);
 	assert_int_equal(f->lines, 1);
+	assert_non_null(strstr(f->log, "read of 4096 bytes at byte 0 failed"));
+	close(wronly.fd);
 }
 
-/* A transfer the path does not answer (here: held by the paused gate) is
- * -ETIMEDOUT after the timeout, with one log line; the caller's buffer is
- * not touched afterwards, and the left-behind transfer is counted until it
- * completes. A probe says nothing. */
-static void test_timed_transfer_gives_up_on_a_hung_path(void **state)
+static void wait_for_no_given_up_transfer(void)
+{
+	for (int i = 0; i < 300 && lun_abandoned_inflight(); i++)
+		nanosleep(&(struct timespec){ 0, 10 * 1000 * 1000 }, NULL);
+	assert_int_equal(lun_abandoned_inflight(), 0);
+}
+
+/* A read the path does not answer (here: an empty pipe) is -ETIMEDOUT after
+ * the timeout, with one log line, and counted until the path ends it. When
+ * it ends, it writes into the pages it was given — which are no longer the
+ * caller's: the thread buffer keeps its bytes, as does a probe's own buffer.
+ * A probe says nothing; the end of a given-up transfer is one log line. */
+static void test_timed_read_gives_up_on_a_hung_path(void **state)
 {
 	struct fx *f = *state;
-	static unsigned char buf[U], probe[U];
+	int p[2];
+	assert_int_equal(pipe(p), 0);
+	struct lun hung = f->lun;
+	hung.fd = p[0];
+	unsigned char *buf = lun_thread_buffer(U);
+	static unsigned char probe[U], late[2 * U];
 	memset(buf, 0x5a, U);
-	journal_gate_set(JOURNAL_GATE_PAUSED);
-	assert_int_equal(lun_transfer_timed(&f->lun, 0, buf, U, 0, 100), -ETIMEDOUT);
+	memset(probe, 0x3c, U);
+	assert_int_equal(lun_transfer_timed(&hung, 0, buf, U, 0, 100), -ETIMEDOUT);
 	assert_int_equal(f->lines, 1);
 	assert_non_null(strstr(f->log, "did not complete within 100 ms"));
 	assert_int_equal(lun_abandoned_inflight(), 1);
-	assert_int_equal(lun_probe(&f->lun, probe, U, 0, 100), -ETIMEDOUT);
+	assert_int_equal(lun_probe(&hung, probe, U, 0, 100), -ETIMEDOUT);
 	assert_int_equal(f->lines, 1);
 	assert_int_equal(lun_abandoned_inflight(), 2);
-	journal_gate_set(JOURNAL_GATE_OPEN);
-	for (int i = 0; i < 200 && lun_abandoned_inflight(); i++)
-		nanosleep(&(struct timespec){ 0, 10 * 1000 * 1000 }, NULL);
-	assert_int_equal(lun_abandoned_inflight(), 0);
+	memset(late, 0xa5, sizeof(late));
+	assert_int_equal(write(p[1], late, sizeof(late)), (ssize_t)sizeof(late));
+	wait_for_no_given_up_transfer();
+	for (unsigned i = 0; i < U; i++) {
+		assert_int_equal(buf[i], 0x5a);
+		assert_int_equal(probe[i], 0x3c);
+	}
+	assert_int_equal(f->lines, 2);
+	assert_non_null(strstr(f->log, "given up after the path timeout has ended: done"));
+	/* The thread goes on with a new ring, on the same buffer. */
+	assert_int_equal(lun_transfer_timed(&f->lun, 0, buf, U, 0, 1000), 0);
+	assert_int_equal(lun_probe(&f->lun, probe, U, 0, 100), 0);
+	close(p[0]);
+	close(p[1]);
+}
+
+/* A write the path does not answer (a full pipe) is given up on the same
+ * way; the caller's buffer still holds the bytes (for the redirected retry),
+ * and the late write, when the path takes it, carries them too. */
+static void test_timed_write_gives_up_on_a_hung_path(void **state)
+{
+	struct fx *f = *state;
+	int p[2];
+	assert_int_equal(pipe(p), 0);
+	assert_true(fcntl(p[1], F_SETPIPE_SZ, (int)U) >= (int)U);
+	int cap = fcntl(p[1], F_GETPIPE_SZ);
+	static unsigned char filler[1 << 16], got[U];
+	assert_true(cap > 0 && (size_t)cap <= sizeof(filler));
+	assert_int_equal(write(p[1], filler, (size_t)cap), cap);   /* full now */
+	struct lun hung = f->lun;
+	hung.fd = p[1];
+	unsigned char *buf = lun_thread_buffer(U);
+	fill(buf, U, 7);
+	assert_int_equal(lun_transfer_timed(&hung, 1, buf, U, 0, 100), -ETIMEDOUT);
+	assert_int_equal(lun_abandoned_inflight(), 1);
+	unsigned char expect[U];
+	fill(expect, U, 7);
+	assert_memory_equal(buf, expect, U);
+	assert_int_equal(read(p[0], filler, (size_t)cap), cap);     /* the path answers */
+	wait_for_no_given_up_transfer();
+	assert_int_equal(read(p[0], got, U), (ssize_t)U);
+	assert_memory_equal(got, expect, U);
+	close(p[0]);
+	close(p[1]);
+}
+
+/* Without io_uring (CSVFS_NO_IO_URING: the worker threads): a read the path
+ * does not answer is -ETIMEDOUT after one log line and counted until the
+ * path ends it; the caller's buffer is never written after it gave up. */
+static void test_worker_read_gives_up_on_a_hung_path(void **state)
+{
+	struct fx *f = *state;
+	unsigned char *buf = lun_thread_buffer(U);
+	memset(buf, 0x5a, U);
+	scripted(1, (int[]){ HANG });
+	assert_int_equal(lun_transfer_timed(&f->lun, 0, buf, U, 0, 100), -ETIMEDOUT);
+	assert_int_equal(lun_abandoned_inflight(), 1);
+	assert_non_null(strstr(f->log, "did not complete within 100 ms"));
+	release_hangs();
+	wait_for_no_given_up_transfer();
 	for (unsigned i = 0; i < U; i++)
 		assert_int_equal(buf[i], 0x5a);
-	assert_int_equal(lun_probe(&f->lun, probe, U, 0, 100), 0);
+	assert_int_equal(lun_transfer_timed(&f->lun, 0, buf, U, 0, 1000), 0);
+}
+
+/* The worker-path tests above, in a child run with CSVFS_NO_IO_URING=1. */
+static void test_timed_transfers_without_io_uring(void **state)
+{
+	char self[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	assert_true(n > 0);
+	self[n] = 0;
+	pid_t pid = fork();
+	if (pid == 0) {
+		setenv("CSVFS_NO_IO_URING", "1", 1);
+		execl(self, self, "--workers", (char *)NULL);
+		_exit(127);
+	}
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+static void *opener(void *arg)
+{
+	(void)arg;
+	nanosleep(&(struct timespec){ 0, 200 * 1000 * 1000 }, NULL);   /* past the timeout */
+	journal_gate_set(JOURNAL_GATE_OPEN);
+	return NULL;
+}
+
+/* A paused gate (quorum lost) holds a timed transfer as it holds any: that
+ * is a wait for the cluster, not a path that does not answer. */
+static void test_paused_gate_holds_a_timed_transfer(void **state)
+{
+	struct fx *f = *state;
+	journal_gate_set(JOURNAL_GATE_PAUSED);
+	pthread_t t;
+	assert_int_equal(pthread_create(&t, NULL, opener, NULL), 0);
+	static unsigned char buf[U];
+	assert_int_equal(lun_transfer_timed(&f->lun, 0, buf, U, 0, 50), 0);
+	pthread_join(t, NULL);
+	assert_int_equal(f->lines, 0);
+	assert_int_equal(lun_abandoned_inflight(), 0);
 }
 
 /* ---- the power-cut hook ----------------------------------------------------------- */
@@ -358,6 +512,14 @@ int main(int argc, char **argv)
 {
 	if (argc == 3 && strcmp(argv[1], "--fault-child") == 0)
 		return fault_child(argv[2]);
+	if (argc == 2 && strcmp(argv[1], "--workers") == 0) {
+		const struct CMUnitTest workers[] = {
+			cmocka_unit_test_setup_teardown(test_timed_transfer_moves_the_data, setup, teardown),
+			cmocka_unit_test_setup_teardown(test_worker_read_gives_up_on_a_hung_path, setup,
+							teardown),
+		};
+		return cmocka_run_group_tests_name("lunio without io_uring", workers, NULL, NULL);
+	}
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_whole_range_across_eintr_and_partial, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_error_is_one_log_line, setup, teardown),
@@ -367,8 +529,11 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_paused_gate_holds_until_open, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_path_errors, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_timed_transfer_moves_the_data, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_timed_transfer_gives_up_on_a_hung_path, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_timed_read_gives_up_on_a_hung_path, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_timed_write_gives_up_on_a_hung_path, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_paused_gate_holds_a_timed_transfer, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_power_cut_drops_after_the_limit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_timed_transfers_without_io_uring, setup, teardown),
 	};
 	return cmocka_run_group_tests_name("lunio", tests, NULL, NULL);
 }

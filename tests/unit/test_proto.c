@@ -600,6 +600,17 @@ static void documented_request(uint16_t op, struct proto_req *q, struct rio_writ
 		break;
 	case OP_LUN_FLUSH: case OP_MAINTENANCE: case OP_GROW:
 		break;
+	case OP_IO_STATE:
+		*q = (struct proto_req){ .io_state = { { IO_REASON_PATH | IO_REASON_USER, 1765000000123ull,
+							 1765000300000ull, 110, 1765000000100ull,
+							 "/dev/sdb" } } };
+		rio_put_u32(w, 3), rio_put_u64(w, 1765000000123ull), rio_put_u64(w, 1765000300000ull);
+		rio_put_u32(w, 110), rio_put_u64(w, 1765000000100ull), rio_put_str(w, "/dev/sdb");
+		break;
+	case OP_REDIRECT:
+		*q = (struct proto_req){ .redirect = { "node2", 1, 600 } };
+		rio_put_str(w, "node2"), rio_put_u8(w, 1), rio_put_u32(w, 600);
+		break;
 	case OP_SETLK: case OP_GETLK:
 		*q = (struct proto_req){ .lock = { { .ino = 31, .kind = PLOCK_POSIX, .type = PLOCK_WRITE,
 			.start = 100, .end = PLOCK_EOF, .owner = 0xabcdef, .fh = 0x1234, .pid = 77 },
@@ -760,6 +771,22 @@ static void documented_reply(uint16_t op, union proto_reply *p, struct rio_write
 		snprintf(p->maintenance.message, sizeof(p->maintenance.message), "node2: inode 12");
 		rio_put_u32(w, 16), rio_put_str(w, "node2: inode 12");
 		break;
+	case OP_IO_STATE: {
+		static struct proto_io_node nodes[2] = {
+			{ "node1", 0, { 0, 1765000000000ull, 0, 0, 0, "" } },
+			{ "node2", 1500, { IO_REASON_PATH, 1765000000123ull, 0, 5, 1765000000100ull, "/dev/sdb" } },
+		};
+		p->io_states = (struct proto_io_states){ 2, nodes, PROTO_ASK_ON, 300 };
+		rio_put_u32(w, 2);
+		rio_put_str(w, "node1"), rio_put_u64(w, 0);
+		rio_put_u32(w, 0), rio_put_u64(w, 1765000000000ull), rio_put_u64(w, 0);
+		rio_put_u32(w, 0), rio_put_u64(w, 0), rio_put_str(w, "");
+		rio_put_str(w, "node2"), rio_put_u64(w, 1500);
+		rio_put_u32(w, IO_REASON_PATH), rio_put_u64(w, 1765000000123ull), rio_put_u64(w, 0);
+		rio_put_u32(w, 5), rio_put_u64(w, 1765000000100ull), rio_put_str(w, "/dev/sdb");
+		rio_put_u8(w, PROTO_ASK_ON), rio_put_u32(w, 300);
+		break;
+	}
 	default:   /* no fields */
 		break;
 	}
@@ -794,6 +821,48 @@ static void test_reply_layouts(void **state)
 		rio_writer_free(&again);
 		free(p);
 		free(back);
+	}
+}
+
+/* IO_STATE: unknown reason bits, an errno that is none, a time past 2^47 ms,
+ * a device too long, more nodes than a cluster has: refused. */
+static void test_io_state_refusals(void **state)
+{
+	const struct proto_op *o = proto_op(OP_IO_STATE);
+	struct proto_req q;
+	struct { uint32_t reasons, err; uint64_t since; size_t dev_len; } bad[] = {
+		{ 16, 0, 1, 1 }, { 1, 4096, 1, 1 }, { 1, 5, 1ull << 47, 1 }, { 1, 5, 1, 256 },
+	};
+	char dev[300];
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct rio_writer w;
+		rio_writer_init(&w, 0);
+		memset(dev, 'd', bad[i].dev_len);
+		dev[bad[i].dev_len] = 0;
+		rio_put_u32(&w, bad[i].reasons), rio_put_u64(&w, bad[i].since), rio_put_u64(&w, 0);
+		rio_put_u32(&w, bad[i].err), rio_put_u64(&w, 0), rio_put_str(&w, dev);
+		if (proto_decode_request(o, rio_writer_data(&w), w.len, &q) == RIO_OK)
+			fail_msg("io_state request %zu decoded", i);
+		rio_writer_free(&w);
+	}
+	struct rio_writer w;
+	union proto_reply p;
+	rio_writer_init(&w, 0);
+	rio_put_u32(&w, PROTO_IO_NODES_MAX + 1);
+	for (unsigned i = 0; i <= PROTO_IO_NODES_MAX; i++) {
+		rio_put_str(&w, "n"), rio_put_u64(&w, 0), rio_put_u32(&w, 0), rio_put_u64(&w, 0);
+		rio_put_u64(&w, 0), rio_put_u32(&w, 0), rio_put_u64(&w, 0), rio_put_str(&w, "");
+	}
+	assert_int_not_equal(proto_decode_reply(o, rio_writer_data(&w), w.len, &p), RIO_OK);
+	rio_writer_free(&w);
+	/* REDIRECT: off with a lease, on without one or past the maximum, on = 2 */
+	struct { uint8_t on; uint32_t seconds; } badr[] = { { 0, 5 }, { 1, 0 }, { 1, 86401 }, { 2, 5 } };
+	for (size_t i = 0; i < sizeof(badr) / sizeof(badr[0]); i++) {
+		rio_writer_init(&w, 0);
+		rio_put_str(&w, "node2"), rio_put_u8(&w, badr[i].on), rio_put_u32(&w, badr[i].seconds);
+		if (proto_decode_request(proto_op(OP_REDIRECT), rio_writer_data(&w), w.len, &q) == RIO_OK)
+			fail_msg("redirect request %zu decoded", i);
+		rio_writer_free(&w);
 	}
 }
 
@@ -1968,6 +2037,7 @@ int main(void)
 		cmocka_unit_test(test_op_table_matches_docs),
 		cmocka_unit_test(test_request_layouts),
 		cmocka_unit_test(test_reply_layouts),
+		cmocka_unit_test(test_io_state_refusals),
 		cmocka_unit_test_setup_teardown(test_create_lookup_getattr, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_open_release, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_alloc_commit_map, setup, teardown),
