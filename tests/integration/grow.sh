@@ -51,7 +51,7 @@ check "grow is refused while the LUN has not grown (exit $rc)" \
 pids=()
 for k in "${P[@]}"; do
   on "$k" fio --name=growv$k --filename="$V/fio.$k" --size=48M --bs=64k --rw=randwrite --direct=1 \
-    --ioengine=psync --verify=crc32c --do_verify=1 --verify_fatal=1 --loops=4 >"$S/fio.$k.out" 2>&1 &
+    --ioengine=psync --verify=crc32c --verify_state_save=0 --do_verify=1 --verify_fatal=1 --loops=4 >"$S/fio.$k.out" 2>&1 &
   pids+=("$!")
 done
 wait_until 30 sh -c "[ -s '$LUN' ] && '$LAB' exec ${P[0]} -- test -s '$V/fio.${P[0]}' && '$LAB' exec ${P[1]} -- test -s '$V/fio.${P[1]}'"

@@ -70,7 +70,7 @@ check_eq "node$P starts direct" "direct " "$(my_io "$P")"
 # comes back 3 s later, so writes, and perhaps verify reads, cross both switches.
 on "$P" fallocate -l 64M "$V/laidout.img"
 on "$P" fio --name=laidout --filename="$V/laidout.img" --size=64M --rw=randwrite --bs=64k \
-  --direct=1 --ioengine=libaio --iodepth=8 --rate=16m --verify=crc32c --verify_fatal=1 \
+  --direct=1 --ioengine=libaio --iodepth=8 --rate=16m --verify=crc32c --verify_state_save=0 --verify_fatal=1 \
   --do_verify=1 --output="$S/fio_laidout.out" >/dev/null 2>&1 &
 fio_pid=$!
 sleep 1.5
@@ -104,7 +104,7 @@ check "... and back to direct after the probes" \
 # ---- everything while the path is down: holes, fsync, reads, another node's view -------
 "$LAB" fault "$P" path fail >/dev/null
 on "$P" fio --name=holes --filename="$V/holes.img" --size=32M --rw=write --bs=256k --direct=1 \
-  --ioengine=libaio --iodepth=4 --verify=crc32c --verify_fatal=1 --do_verify=1 --end_fsync=1 \
+  --ioengine=libaio --iodepth=4 --verify=crc32c --verify_state_save=0 --verify_fatal=1 --do_verify=1 --end_fsync=1 \
   --output="$S/fio_holes.out" >/dev/null 2>&1; rc=$?
 check_eq "with the path down: fio writes a new file (allocate, write, commit), fsyncs, verifies" 0 "$rc"
 [ "$rc" -eq 0 ] || sed 's/^/#   /' "$S/fio_holes.out" | head -20
@@ -134,7 +134,7 @@ check_eq "... and reads the same data directly" "$sum_holes" "$(md5_on "$P" hole
 "$LAB" fault "$P" path hang >/dev/null
 t_hang=$(date +%s%3N)
 on "$P" fio --name=hang --filename="$V/hang.img" --size=16M --rw=randwrite --bs=64k --direct=1 \
-  --ioengine=libaio --iodepth=4 --verify=crc32c --verify_fatal=1 --do_verify=1 --end_fsync=1 \
+  --ioengine=libaio --iodepth=4 --verify=crc32c --verify_state_save=0 --verify_fatal=1 --do_verify=1 --end_fsync=1 \
   --output="$S/fio_hang.out" >/dev/null 2>&1; rc=$?
 check_eq "with the path hung: fio writes, fsyncs and verifies a new file, no error" 0 "$rc"
 [ "$rc" -eq 0 ] || sed 's/^/#   /' "$S/fio_hang.out" | head -20
