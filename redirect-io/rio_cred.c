@@ -467,10 +467,31 @@ static int revoke_targets(const char *ca_dir, const char *node_name, const char 
 	return RIO_OK;
 }
 
+/* The CA in ca_dir: its certificate and its key, which must match. RIO_OK
+ * with both set; otherwise neither (freed), the cause in err. */
+static int load_ca(const char *ca_dir, X509 **ca, EVP_PKEY **ca_key, char *err, size_t errlen)
+{
+	char path[PATH_MAX];
+	path_join(path, sizeof(path), ca_dir, "ca.crt");
+	*ca = load_cert(path, err, errlen);
+	path_join(path, sizeof(path), ca_dir, "ca.key");
+	*ca_key = *ca ? load_key(path, err, errlen) : NULL;
+	if (*ca_key && X509_check_private_key(*ca, *ca_key) == 1)
+		return RIO_OK;
+	if (*ca_key) {
+		ERR_clear_error();
+		rio_seterr(err, errlen, "%s does not match ca.crt", path);
+	}
+	X509_free(*ca);
+	EVP_PKEY_free(*ca_key);
+	*ca = NULL;
+	*ca_key = NULL;
+	return RIO_E_CRED;
+}
+
 int rio_cred_revoke(const char *ca_dir, const char *node_name, const char *cert_path,
 		    unsigned *revoked, char *err, size_t errlen)
 {
-	char path[PATH_MAX];
 	STACK_OF(X509) *add = sk_X509_new_null();
 	EVP_PKEY *ca_key = NULL;
 	X509_CRL *old = NULL;
@@ -483,14 +504,8 @@ int rio_cred_revoke(const char *ca_dir, const char *node_name, const char *cert_
 		sk_X509_free(add);
 		return RIO_E_INVAL;
 	}
-	path_join(path, sizeof(path), ca_dir, "ca.crt");
-	ca = load_cert(path, err, errlen);
-	path_join(path, sizeof(path), ca_dir, "ca.key");
-	ca_key = ca ? load_key(path, err, errlen) : NULL;
-	if (ca_key && X509_check_private_key(ca, ca_key) != 1) {
-		ERR_clear_error();
-		rio_seterr(err, errlen, "%s does not match ca.crt", path);
-	} else if (ca_key && crl_load_under(ca_dir, ca, &old, err, errlen) == RIO_OK) {
+	if (load_ca(ca_dir, &ca, &ca_key, err, errlen) == RIO_OK &&
+	    crl_load_under(ca_dir, ca, &old, err, errlen) == RIO_OK) {
 		rc = revoke_targets(ca_dir, node_name, cert_path, ca, old, add, err, errlen);
 		*revoked = (unsigned)sk_X509_num(add);
 		/* Nothing new: the CRL stays as it is (its number too), unless there is none. */
@@ -660,7 +675,6 @@ static int copy_ca_cert(const char *node_dir, X509 *ca, unsigned flags, char *er
 int rio_cred_issue_node(const char *ca_dir, const char *node_dir, const char *node_name,
 			unsigned flags, char *err, size_t errlen)
 {
-	char path[PATH_MAX];
 	EVP_PKEY *ca_key = NULL, *key = NULL;
 	X509 *ca = NULL, *cert = NULL;
 	int rc = RIO_E_CRED;
@@ -670,13 +684,7 @@ int rio_cred_issue_node(const char *ca_dir, const char *node_dir, const char *no
 			   node_name ? node_name : "", RIO_NODE_NAME_MAX);
 		return RIO_E_INVAL;
 	}
-	path_join(path, sizeof(path), ca_dir, "ca.crt");
-	ca = load_cert(path, err, errlen);
-	path_join(path, sizeof(path), ca_dir, "ca.key");
-	ca_key = ca ? load_key(path, err, errlen) : NULL;
-	if (ca_key && X509_check_private_key(ca, ca_key) != 1) {
-		rio_seterr(err, errlen, "%s does not match ca.crt", path);
-	} else if (ca_key && make_dir(node_dir, err, errlen) == RIO_OK &&
+	if (load_ca(ca_dir, &ca, &ca_key, err, errlen) == RIO_OK && make_dir(node_dir, err, errlen) == RIO_OK &&
 		   issue_preflight(node_dir, ca, flags, err, errlen) == RIO_OK) {
 		key = EVP_EC_gen("P-256");
 		cert = key ? sign_node_cert(key, node_name, ca, ca_key) : NULL;
