@@ -87,3 +87,27 @@ umount_csvfs() {
 fsck_clean() { e2fsck -fn "$1" >"${2:-/dev/null}" 2>&1; }
 
 finish() { [ "$TEST_FAILS" -eq 0 ]; }
+
+# lab_test_begin TEST LAB COMMAND... — how a csvfs-lab test starts: the lab
+# (CSVFS_TEST_LAB overrides its name LAB, so two checkouts can run it side by
+# side) with the test daemon options; a skip unless root and every COMMAND is
+# installed; a scratch directory S; the lab brought down now and at exit, its
+# logs kept in $BUILD/test-logs/TEST. Sets LAB, CTL and S.
+lab_test_begin() {
+  local test=$1 name=$2 c
+  shift 2
+  LAB="$BIN/csvfs-lab"
+  CTL="$BIN/csvctl"
+  export CSVFS_LAB=${CSVFS_TEST_LAB:-$name}
+  unset CSVFS_BIN CSVFS_LAB_TOKEN
+  export CSVFS_LAB_DAEMON_OPTS="fence_deadline=4000,pause_timeout=20000"
+  [ "$(id -u)" -eq 0 ] || { ok "$test skipped: needs root # SKIP"; exit 0; }
+  for c in corosync ip nsenter unshare e2fsck "$@"; do
+    command -v "$c" >/dev/null 2>&1 || { ok "$test skipped: $c not installed (make deps) # SKIP"; exit 0; }
+  done
+  [ -x "$LAB" ] || { not_ok "$LAB missing"; finish; exit; }
+  S=$(scratch_dir)
+  on_exit "rm -rf '$S'"
+  "$LAB" down >/dev/null 2>&1 || true
+  on_exit "'$LAB' down --save-logs '$S/logs' >/dev/null 2>&1; mkdir -p '$TOP/$BUILD/test-logs/$test'; cp -a '$S/logs/.' '$TOP/$BUILD/test-logs/$test/' 2>/dev/null"
+}

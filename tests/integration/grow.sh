@@ -9,24 +9,8 @@
 # Oracles: fio's verify, df, dumpe2fs's block count, e2fsck -fn.
 . "$(dirname "$0")/../lib.sh"
 
-LAB="$BIN/csvfs-lab"
-CTL="$BIN/csvctl"
-export CSVFS_LAB=${CSVFS_TEST_LAB:-grow}
-unset CSVFS_BIN CSVFS_LAB_TOKEN
-export CSVFS_LAB_DAEMON_OPTS="fence_deadline=4000,pause_timeout=20000"
+lab_test_begin grow grow resize2fs dumpe2fs fio
 V=/ClusterStorage/Volume1
-
-skip() { ok "grow skipped: $* # SKIP"; exit 0; }
-[ "$(id -u)" -eq 0 ] || skip "needs root"
-for c in corosync ip nsenter unshare e2fsck resize2fs dumpe2fs fio; do
-  command -v "$c" >/dev/null 2>&1 || skip "$c not installed (make deps)"
-done
-[ -x "$LAB" ] || { not_ok "$LAB missing"; finish; exit; }
-
-S=$(scratch_dir)
-on_exit "rm -rf '$S'"
-"$LAB" down >/dev/null 2>&1 || true
-on_exit "'$LAB' down --save-logs '$S/logs' >/dev/null 2>&1; mkdir -p '$TOP/$BUILD/test-logs/grow'; cp -a '$S/logs/.' '$TOP/$BUILD/test-logs/grow/' 2>/dev/null"
 
 on() { local k=$1; shift; timeout 180 "$LAB" exec "$k" -- "$@"; }
 coordinator() { on "$1" "$CTL" status --json "$V" 2>/dev/null | sed -n 's/.*"coordinator":"\([^"]*\)".*/\1/p'; }

@@ -10,24 +10,8 @@
 # qemu-img check and qemu-io's pattern read of the VM disk, sha256, e2fsck -fn.
 . "$(dirname "$0")/../lib.sh"
 
-LAB="$BIN/csvfs-lab"
-CTL="$BIN/csvctl"
-export CSVFS_LAB=${CSVFS_TEST_LAB:-maint}
-unset CSVFS_BIN CSVFS_LAB_TOKEN
-export CSVFS_LAB_DAEMON_OPTS="fence_deadline=4000,pause_timeout=20000"
+lab_test_begin maintenance maint qemu-img qemu-io sha256sum
 V=/ClusterStorage/Volume1
-
-skip() { ok "maintenance skipped: $* # SKIP"; exit 0; }
-[ "$(id -u)" -eq 0 ] || skip "needs root"
-for c in corosync ip nsenter unshare e2fsck qemu-img qemu-io sha256sum; do
-  command -v "$c" >/dev/null 2>&1 || skip "$c not installed (make deps)"
-done
-[ -x "$LAB" ] || { not_ok "$LAB missing"; finish; exit; }
-
-S=$(scratch_dir)
-on_exit "rm -rf '$S'"
-"$LAB" down >/dev/null 2>&1 || true
-on_exit "'$LAB' down --save-logs '$S/logs' >/dev/null 2>&1; mkdir -p '$TOP/$BUILD/test-logs/maintenance'; cp -a '$S/logs/.' '$TOP/$BUILD/test-logs/maintenance/' 2>/dev/null"
 
 on() { local k=$1; shift; timeout 120 "$LAB" exec "$k" -- "$@"; }
 json_of() { on "$1" "$CTL" status --json "$V" 2>/dev/null; }

@@ -11,25 +11,9 @@
 # both LUNs after the lab is down, sha256 of what was written.
 . "$(dirname "$0")/../lib.sh"
 
-LAB="$BIN/csvfs-lab"
-CTL="$BIN/csvctl"
-export CSVFS_LAB=${CSVFS_TEST_LAB:-volumes}
-unset CSVFS_BIN CSVFS_LAB_TOKEN
-export CSVFS_LAB_DAEMON_OPTS="fence_deadline=4000,pause_timeout=20000"
+lab_test_begin volumes volumes sha256sum
 V1=/ClusterStorage/Volume1
 V2=/ClusterStorage/Volume2
-
-skip() { ok "volumes skipped: $* # SKIP"; exit 0; }
-[ "$(id -u)" -eq 0 ] || skip "needs root"
-for c in corosync ip nsenter unshare e2fsck sha256sum; do
-  command -v "$c" >/dev/null 2>&1 || skip "$c not installed (make deps)"
-done
-[ -x "$LAB" ] || { not_ok "$LAB missing"; finish; exit; }
-
-S=$(scratch_dir)
-on_exit "rm -rf '$S'"
-"$LAB" down >/dev/null 2>&1 || true
-on_exit "'$LAB' down --save-logs '$S/logs' >/dev/null 2>&1; mkdir -p '$TOP/$BUILD/test-logs/volumes'; cp -a '$S/logs/.' '$TOP/$BUILD/test-logs/volumes/' 2>/dev/null"
 
 on() { local k=$1; shift; timeout 120 "$LAB" exec "$k" -- "$@"; }
 # coordinator_of NODE MOUNTPOINT — the coordinator NODE's daemon names (nodeK).
