@@ -93,6 +93,7 @@ static int cpg_connect(const struct dg_config *cfg, struct dg_lockspace **out, c
 	/* Deadline: the departed node's failure detection (token +
 	 * consensus) plus its I/O drain (docs/locking.md). */
 	unsigned detect = ls->token_ms + ls->consensus_ms;
+	ls->fence_timeout_ms = cfg->fence_timeout_ms ? cfg->fence_timeout_ms : FENCE_TIMEOUT_DEFAULT_MS;
 	ls->deadline_ms = cfg->self_fence_deadline_ms ? cfg->self_fence_deadline_ms : detect + DEFAULT_DRAIN_MS;
 	if (ls->deadline_ms <= detect)
 		LOG(ls, 4, "self-fence deadline %u ms does not exceed failure detection (token %u + consensus %u ms): "
@@ -161,7 +162,7 @@ static void cpg_disconnect(struct dg_lockspace *p)
 	cpgb_close_corosync(ls);
 	struct timespec dl;
 	clock_gettime(CLOCK_MONOTONIC, &dl);
-	dl.tv_sec += FENCE_CMD_TIMEOUT_MS / 1000 + 5;
+	dl.tv_sec += ls->fence_timeout_ms / 1000 + 5;
 	int w = 0;
 	while (ls->fence_threads > 0 && w == 0)
 		w = pthread_cond_timedwait(&ls->cv, &ls->mu, &dl);

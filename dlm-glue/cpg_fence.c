@@ -3,7 +3,9 @@
  * while we are quorate (design.md §6, docs/locking.md §9). */
 #include "dlm-glue/cpg_internal.h"
 
+#include <errno.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,42 +71,68 @@ struct fence_job {
 	char name[64];
 };
 
+/* Runs the fence command for one node and waits for it at most timeout_ms
+ * (killing it then). Returns true when it exited 0; otherwise says why in
+ * why (exit status, signal, timeout, spawn error). */
+static bool run_fence_command(const char *cmd, uint32_t nodeid, const char *name, unsigned timeout_ms,
+			      char *why, size_t whylen)
+{
+	char id[16], script[4096];
+	snprintf(id, sizeof(id), "%u", nodeid);
+	snprintf(script, sizeof(script), "%s \"$@\"", cmd);
+	char *argv[] = { "sh", "-c", script, "sh", id, (char *)name, NULL };
+	/* its own process group, so that a timeout kills what it started too */
+	posix_spawnattr_t attr;
+	posix_spawnattr_init(&attr);
+	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
+	posix_spawnattr_setpgroup(&attr, 0);
+	pid_t pid;
+	int err = posix_spawn(&pid, "/bin/sh", NULL, &attr, argv, environ);
+	posix_spawnattr_destroy(&attr);
+	if (err) {
+		snprintf(why, whylen, "could not start it: %s", strerror(err));
+		return false;
+	}
+	int status = 0;
+	int64_t end = dg_now_ms() + timeout_ms;
+	pid_t r = 0;
+	while ((r = waitpid(pid, &status, WNOHANG)) == 0 && dg_now_ms() < end)
+		sleep_ms(50);
+	if (r == 0) {
+		kill(-pid, SIGKILL);
+		waitpid(pid, &status, 0);
+		snprintf(why, whylen, "still running after %u ms: killed", timeout_ms);
+		return false;
+	}
+	if (r == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0)
+		return true;
+	if (r == pid && WIFEXITED(status))
+		snprintf(why, whylen, "exit status %d", WEXITSTATUS(status));
+	else if (r == pid && WIFSIGNALED(status))
+		snprintf(why, whylen, "killed by signal %d", WTERMSIG(status));
+	else
+		snprintf(why, whylen, "waitpid: %s", strerror(errno));
+	return false;
+}
+
 static void *fence_thread(void *arg)
 {
 	struct fence_job *job = arg;
 	struct cpg_ls *ls = job->ls;
-	char id[16];
-	snprintf(id, sizeof(id), "%u", job->nodeid);
 	pthread_mutex_lock(&ls->mu);
 	char *cmd = strdup(ls->fence_command);
+	unsigned timeout_ms = ls->fence_timeout_ms;
 	pthread_mutex_unlock(&ls->mu);
-	int result = 3;
-	if (cmd) {
-		char script[4096];
-		snprintf(script, sizeof(script), "%s \"$@\"", cmd);
-		char *argv[] = { "sh", "-c", script, "sh", id, job->name, NULL };
-		pid_t pid;
-		if (posix_spawn(&pid, "/bin/sh", NULL, NULL, argv, environ) == 0) {
-			int status = 0;
-			int64_t end = dg_now_ms() + FENCE_CMD_TIMEOUT_MS;
-			pid_t r = 0;
-			while ((r = waitpid(pid, &status, WNOHANG)) == 0 && dg_now_ms() < end)
-				sleep_ms(50);
-			if (r == 0) {
-				kill(pid, SIGKILL);
-				waitpid(pid, &status, 0);
-				status = -1;
-			}
-			result = r == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 2 : 3;
-		}
-		free(cmd);
-	}
+	char why[128] = "out of memory";
+	bool fenced = cmd && run_fence_command(cmd, job->nodeid, job->name, timeout_ms, why, sizeof(why));
+	free(cmd);
 	pthread_mutex_lock(&ls->mu);
 	struct fence_entry *f = fence_find(ls, job->nodeid, job->incarnation);
 	if (f)
-		f->cmd_state = result;
-	if (result != 2)
-		LOG(ls, 4, "fence: command for node %u failed; waiting for the self-fence deadline", job->nodeid);
+		f->cmd_state = fenced ? 2 : 3;
+	if (!fenced)
+		LOG(ls, 4, "fence: command for node %u (%s) failed (%s); waiting for the self-fence deadline",
+		    job->nodeid, job->name, why);
 	ls->fence_threads--;
 	pthread_cond_broadcast(&ls->cv);
 	cpgb_wake(ls);

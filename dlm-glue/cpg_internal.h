@@ -84,7 +84,6 @@ enum { ENV_LS = 1, ENV_SNAP = 2, ENV_REJECT = 3 };
 #define BACKOFF_MAX_MS      100
 #define BUFFER_MAX_EVENTS   200000
 #define BUFFER_MAX_BYTES    (256u * 1024u * 1024u)
-#define FENCE_CMD_TIMEOUT_MS 60000
 #define DEFAULT_DRAIN_MS    10000
 
 /* table sizes */
@@ -223,6 +222,7 @@ struct cpg_ls {
 	struct dg_config cfg;
 	char *lockspace_name, *fence_command;
 	unsigned deadline_ms;
+	unsigned fence_timeout_ms;      /* a fence command running longer is killed */
 
 	pthread_mutex_t mu;
 	pthread_cond_t cv;

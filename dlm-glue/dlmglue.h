@@ -63,6 +63,8 @@ struct dg_callbacks {
 
 typedef void (*dg_log_fn)(void *arg, int level, const char *fmt, va_list ap);
 
+#define FENCE_TIMEOUT_DEFAULT_MS 60000
+
 struct dg_config {
 	const char *backend;           /* "cpg" (default) or "dlm" */
 	const char *lockspace;         /* the volume GUID */
@@ -73,6 +75,9 @@ struct dg_config {
 	 * timeout + consensus) plus its I/O drain (docs/locking.md). */
 	const char *fence_command;     /* NULL: deadline only */
 	unsigned self_fence_deadline_ms;
+	/* A fence command still running after this long is killed and counts
+	 * as failed (the deadline then applies); 0: FENCE_TIMEOUT_DEFAULT_MS. */
+	unsigned fence_timeout_ms;
 	struct dg_callbacks cb;
 	dg_log_fn log;                 /* NULL: stderr */
 	void *log_arg;

@@ -315,6 +315,7 @@ int cluster_start(struct volume *v, const struct cluster_opts *o, char *err, siz
 		.backend = c->o.backend[0] ? c->o.backend : "cpg", .lockspace = v->uuid,
 		.fence_command = c->o.fence_command[0] ? c->o.fence_command : NULL,
 		.self_fence_deadline_ms = c->o.fence_deadline_ms,
+		.fence_timeout_ms = c->o.fence_timeout_ms,
 		.cb = { .arg = c, .membership = cb_membership, .node_down = cb_node_down,
 			.node_fenced = cb_node_fenced, .quorum = cb_quorum },
 		.log = dg_log_to_csvfs,

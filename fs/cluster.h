@@ -25,6 +25,7 @@ struct cluster_opts {
 	char backend[16];           /* dlm-glue backend: cpg or dlm */
 	unsigned fence_deadline_ms; /* dlm-glue self-fence deadline (0: its default) */
 	char fence_command[512];
+	unsigned fence_timeout_ms;  /* fence_command's bound (0: dlm-glue's default) */
 	unsigned pause_timeout_ms;  /* FUSE requests held this long while paused, then EIO */
 	unsigned coord_wait_ms;     /* how long a request waits for a coordinator */
 };

@@ -58,6 +58,7 @@ static void usage(FILE *to)
 		"     fence_deadline=MS  self-fence deadline (default: token+consensus+10 s)\n"
 		"     fence_cmd=PATH     run PATH NODEID NAME to fence a node that left; it is\n"
 		"                        dead once PATH exits 0 (default: the deadline alone)\n"
+		"     fence_timeout=MS   kill a fence_cmd still running after MS; it failed (60000)\n"
 		"     coord_wait=MS      how long a request waits for a coordinator (120000)\n"
 		"     pause_timeout=MS   while quorum is lost, hold requests this long, then EIO (60000)\n"
 		"     path_timeout=MS    a data transfer on this node's LUN path not done in MS is a\n"
@@ -143,6 +144,8 @@ static int parse_cluster_option(struct daemon_opts *d, const char *o)
 		d->co.port = (uint16_t)n;
 		return rc > 0 && n == 0 ? (fprintf(stderr, "csvfs: bad option '%s': port 0\n", o), -1) : rc;
 	}
+	if (KEY("fence_timeout"))
+		return number_value(&d->co.fence_timeout_ms, o, v, 3600000);
 	if (KEY("fence_deadline"))
 		return number_value(&d->co.fence_deadline_ms, o, v, 3600000);
 	if (KEY("pause_timeout"))

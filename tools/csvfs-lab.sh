@@ -64,6 +64,9 @@ usage: $PROG [--lab NAME] COMMAND [ARGS]
   quorum NODE            print "members=M quorate=yes|no ids=1,2,..." as NODE sees it
   kill NODE [csvfs|volV|corosync|all]   kill -9 the recorded process (default
                          all; csvfs: every volume's daemon; volV: volume V's only)
+  fence NODE             power NODE off: SIGKILL to every process in its network
+                         namespace; exits 0 only once all are gone (the lab's
+                         fence agent: docs/lab.md, "Fencing")
   start NODE [csvfs|volV|corosync|all]  (re)start it (default all that are not running)
   partition NODE         take NODE's link to the bridge down
   heal NODE              bring it back up
@@ -1118,6 +1121,28 @@ cmd_kill() {
   done
 }
 
+# A power switch: every process in NODE's network namespace gets SIGKILL,
+# corosync first, and the command succeeds only once all are gone (a fence
+# agent must never confirm what it did not do). No lab lock: it is what a
+# node's fence_cmd runs while other lab commands may be waiting.
+cmd_fence() {
+  local k ns pid p pids=() d
+  need_root
+  load_state
+  k=$(resolve_node "${1:-}")
+  ns=$(node_netns "$k")
+  d=$(ndir "$k")
+  [ -e "/run/netns/$ns" ] || die $E_STATE "node$k: no network namespace $ns"
+  if pid=$(rec_pid "$d/corosync.pid"); then kill -9 "$pid"; pids+=("$pid"); fi
+  for p in $(ip netns pids "$ns"); do kill -9 "$p" 2>/dev/null && pids+=("$p"); done
+  for pid in "${pids[@]}"; do
+    wait_gone "$pid" 5 || die $E_FAIL "node$k: pid $pid survives kill -9; not fenced"
+  done
+  [ -z "$(ip netns pids "$ns")" ] || die $E_FAIL "node$k: processes remain in $ns; not fenced"
+  for p in $(which_procs all); do rm -f "$d/$p.pid"; done
+  say "node$k: fenced (${#pids[@]} processes killed)"
+}
+
 cmd_start() {
   local k what d v vols=()
   need_root
@@ -1214,6 +1239,7 @@ main() {
     env) cmd_env "$@" ;;
     quorum) cmd_quorum "$@" ;;
     kill) cmd_kill "$@" ;;
+    fence) cmd_fence "$@" ;;
     start) cmd_start "$@" ;;
     add-volume) cmd_add_volume "$@" ;;
     partition) cmd_link down "$@" ;;

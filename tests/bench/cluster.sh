@@ -16,7 +16,9 @@
 #      contended PR/EX ping-pong; 3 and 5 nodes.
 #   4. a planned coordinator move (csvctl move), and takeover after kill -9
 #      (a) of the coordinator's csvfs only, (b) of the whole node (corosync,
-#      then csvfs); 3 and 5 nodes.
+#      then csvfs; the self-fence deadline), (c) of a node cut off from the
+#      others and fenced by the lab's fence agent (csvfs-lab fence); 3 and 5
+#      nodes.
 #   5. a participant's LUN path fails, then hangs, under fio (a lab with
 #      --paths): time to redirected, time back to direct, longest stall.
 #
@@ -98,6 +100,18 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+# The lab's fence agent as the daemons run it (fence_cmd=PATH NODEID NAME):
+# csvfs-lab fence in this script's namespaces when $S/fence-mode says ok;
+# otherwise it fails at once and the self-fence deadline applies.
+cat >"$S/fence-agent" <<EOF
+#!/bin/sh
+[ "\$(cat '$S/fence-mode' 2>/dev/null)" = ok ] || exit 1
+exec nsenter --mount=/proc/$$/ns/mnt --net=/proc/$$/ns/net -- '$LAB' --lab '$CSVFS_LAB' fence "\$2"
+EOF
+chmod +x "$S/fence-agent"
+echo fail >"$S/fence-mode"
+export CSVFS_LAB_DAEMON_OPTS="$CSVFS_LAB_DAEMON_OPTS,fence_cmd=$S/fence-agent,fence_timeout=10000"
 
 ms_now() { date +%s%3N; }
 T_START=$(ms_now)
@@ -297,6 +311,9 @@ takeover_round() {
     timeout 30 "$LAB" exec "$cn" -- "$CSVCTL" move >>"$S/tk-lab.out" 2>&1
   elif [ "$kind" = csvfs ]; then
     "$LAB" kill "$cn" csvfs >>"$S/tk-lab.out" 2>&1
+  elif [ "$kind" = fenced ]; then
+    # cut off, still running: the survivors' fence agent powers it off
+    "$LAB" partition "$cn" >>"$S/tk-lab.out" 2>&1
   else
     # corosync first: "kill NODE all" kills csvfs first, and its corosync
     # then reports a clean CPG leave — the others would not need to wait for
@@ -340,7 +357,8 @@ takeover_round() {
     return 1
   fi
   # bring the node back
-  if [ "$kind" = node ]; then
+  [ "$kind" = fenced ] && "$LAB" heal "$cn" >>"$S/tk-lab.out" 2>&1
+  if [ "$kind" = node ] || [ "$kind" = fenced ]; then
     "$LAB" start "$cn" corosync >>"$S/tk-lab.out" 2>&1
     # csvfs only once this corosync is back in a quorate membership of n: a
     # daemon started earlier founds a lockspace alone and, at the merge,
@@ -363,7 +381,8 @@ takeover_round() {
 
 run_takeover() {
   local n=$1 kind r
-  for kind in move csvfs node; do
+  for kind in move csvfs node fenced; do
+    if [ "$kind" = fenced ]; then echo ok >"$S/fence-mode"; else echo fail >"$S/fence-mode"; fi
     for r in $(seq 1 "$TK_ROUNDS"); do
       takeover_round "$n" "$kind" "$r" || { say "takeover $n/$kind/$r: cluster did not recover; stopping this size"; return 1; }
     done
@@ -543,8 +562,8 @@ mkdir -p "$(dirname "$OUT")"
   echo
   sed 's/^/* /' "$S/corosync.txt"
   echo
-  echo "Mounted labs run with \`CSVFS_LAB_DAEMON_OPTS=fence_deadline=$FENCE_DEADLINE\` (self-fence"
-  echo "deadline ${FENCE_DEADLINE} ms, as in \`cluster_fs.sh\`), scratch LUN \`--size $LUN_SIZE\`. Lab name \`$CSVFS_LAB\`."
+  echo "Mounted labs run with \`fence_deadline=$FENCE_DEADLINE\` (self-fence deadline ${FENCE_DEADLINE} ms, as in"
+  echo "\`cluster_fs.sh\`) and \`fence_cmd=\` the lab's fence agent (part 4), scratch LUN \`--size $LUN_SIZE\`. Lab name \`$CSVFS_LAB\`."
   echo
   echo "Knobs of this run: BENCH_SIZE_MB=$SIZE_MB BENCH_RUNTIME=$RT BENCH_RAMP=$RAMP BENCH_SEQ_QD=$SEQ_QD"
   echo "BENCH_META_COUNT=$META_COUNT BENCH_META_MS=$META_MS BENCH_LOCK_COUNT=$LOCK_COUNT BENCH_PP_ROUNDS=$PP_ROUNDS"
@@ -717,7 +736,13 @@ mkdir -p "$(dirname "$OUT")"
     echo "  notice after token + consensus and release its locks only at the self-fence deadline"
     echo "  (${FENCE_DEADLINE} ms after the departure). \`kill K all\` is not used for this: it kills csvfs"
     echo "  *first*, and the still-running corosync then reports a clean CPG leave of the daemon, so"
-    echo "  the others take over at once as in (a) (see Observations)."
+    echo "  the others take over at once as in (a). The fence agent is configured but fails at once"
+    echo "  (exit 1), so this is the deadline alone."
+    echo "* **(c) node fenced**: \`csvfs-lab partition K\` cuts the coordinator's node off (it lives"
+    echo "  on, loses quorum and pauses); the survivors notice after token + consensus, and one of"
+    echo "  them runs \`fence_cmd\`, the lab's agent \`csvfs-lab fence K\` (every process of node K"
+    echo "  killed, like a power switch); its exit 0 releases the node's locks without waiting for the"
+    echo "  deadline. The node is then healed and restarted."
     echo
     echo "Times in ms from just before the \`csvfs-lab kill\` command (\"kill cmd\" is how long that"
     echo "command took; the process dies somewhere inside it). \"seen\": the participant's csvctl names"
@@ -728,8 +753,9 @@ mkdir -p "$(dirname "$OUT")"
     echo "| nodes | kill | seen ms (min / median / max) | create ms (min / median / max) |"
     echo "|---|---|---:|---:|"
     for n in $NODES_LIST; do
-      for kind in move csvfs node; do
+      for kind in move csvfs node fenced; do
         label="(a) csvfs only"; [ $kind = node ] && label="(b) whole node"; [ $kind = move ] && label="(0) planned move"
+        [ $kind = fenced ] && label="(c) node fenced"
         s=$(awk -v n="$n" -v k="$kind" '$1 == n && $2 == k && $7 != "-" { print $7 }' "$S/takeover.tsv" | stats3)
         c=$(awk -v n="$n" -v k="$kind" '$1 == n && $2 == k && $8 != "-" { print $8 }' "$S/takeover.tsv" | stats3)
         echo "| $n | $label | $s | $c |"

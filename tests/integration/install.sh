@@ -185,6 +185,12 @@ pcmk_start() {
       mount -t overlay -o lowerdir='$D/usr/lib/ocf/resource.d':/usr/lib/ocf/resource.d dplinstall /usr/lib/ocf/resource.d &&
       { PCMK_logfile=/var/log/pacemaker/pacemaker.log setsid /usr/sbin/pacemakerd </dev/null >/var/log/pacemaker/stdout 2>&1 & }"
 }
+# What Pacemaker saw and did on node K (for a failed recovery check): fail
+# counts and failed actions, then its log lines about the volume resource.
+pcmk_diag() {
+  on 1 crm_mon -1 --failcounts 2>&1 | tail -15 | sed 's/^/# crm_mon: /'
+  grep -E 'vol1|csvfs' "$S/pcmk/n$1/log/pacemaker.log" 2>/dev/null | tail -25 | sed 's/^/# node'"$1"' pacemaker.log: /'
+}
 pcmk_gone() { [ -z "$(node_pids "$1" pacemakerd)" ] && [ -z "$(node_pids "$1" pacemaker-contr)" ]; }
 pcmk_stop() {  # SIGTERM to pacemakerd: it stops this node's resources, then itself
   local k=$1 p
@@ -422,7 +428,8 @@ else
   recovered() { local p; p=$(node_daemons 2); [ -n "$p" ] && [ "$p" != "$old" ] && members_mounted 2 3; }
   failed_monitor_seen() { on 1 crm_failcount --query --resource vol1 --node node2 2>/dev/null | grep -q 'value=[1-9]'; }
   check "Pacemaker's monitor catches node2's dead daemon (vol1's fail count on node2)" wait_until 60 failed_monitor_seen
-  check "…and recovers it: a new daemon on node2, three members" wait_until 120 recovered
+  recovered_or_diag() { wait_until 120 recovered && return 0; pcmk_diag 2; return 1; }
+  check "…and recovers it: a new daemon on node2, three members" recovered_or_diag
   check "the clone runs on three nodes again" wait_until 60 clone_started
   check "crm_resource: target-role=Stopped for the clone" \
     pcmk_cmd crm_resource --resource vol1-clone --meta --set-parameter target-role --parameter-value Stopped
