@@ -142,6 +142,19 @@ static int move_for_server(void *arg, const char *target, char *err, size_t errl
 	return cluster_move(arg, target, err, errlen);
 }
 
+/* A connection from a live member's address (corosync's ring0_addr) is let
+ * in ahead of a flood from elsewhere (redirect-io's handshake budget). */
+static bool member_addr(void *arg, const char *host)
+{
+	struct cluster *c = arg;
+	struct dg_member m[MAX_NODES];
+	int q = 0, n = dg_members(c->ls, m, MAX_NODES, &q);
+	for (int i = 0; i < n; i++)
+		if (m[i].state == DG_NODE_UP && strcmp(m[i].address, host) == 0)
+			return true;
+	return false;
+}
+
 /* rio listens on port= if given, else on the first free port of the range
  * (another volume's daemon on this node may hold the others). */
 static int listen_for_participants(struct cluster *c, struct rio_server **srv)
@@ -149,6 +162,7 @@ static int listen_for_participants(struct cluster *c, struct rio_server **srv)
 	struct rio_server_config cfg = {
 		.cred_dir = c->o.cred_dir, .listen_addr = "0.0.0.0",
 		.handler = serve_request, .handler_arg = c, .log = conn_rio_log,
+		.priority_addr = member_addr, .priority_arg = c,
 	};
 	unsigned first = c->o.port ? c->o.port : CLUSTER_PORT_BASE;
 	unsigned count = c->o.port ? 1 : CLUSTER_PORT_COUNT;

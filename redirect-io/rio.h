@@ -233,6 +233,15 @@ struct rio_server_config {
 	void *log_arg;
 	/* Bounds; 0 picks the default shown. */
 	unsigned max_conns;            /* 64, including connections in handshake */
+	/* Connections not yet authenticated (TLS + hello) take at most
+	 * max_handshakes of those slots, and at most max_handshakes_per_addr
+	 * from one address, so a flood of connections from elsewhere leaves
+	 * room for members. Addresses priority_addr() accepts (the cluster's
+	 * members) count only against the per-address bound. */
+	unsigned max_handshakes;          /* 16 */
+	unsigned max_handshakes_per_addr; /* 4 */
+	bool (*priority_addr)(void *arg, const char *host);
+	void *priority_arg;
 	unsigned workers_per_conn;     /* 4 handler threads per connection */
 	unsigned max_inflight_per_conn;/* 32 requests queued or in a handler */
 	size_t max_inflight_bytes;     /* 64 MiB of queued request payload per conn */

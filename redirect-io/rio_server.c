@@ -25,6 +25,9 @@ struct srv_conn {
 	struct rio_server *srv;
 	pthread_t thread;
 	bool finished; /* srv->lock */
+	bool handshaking; /* srv->lock: not yet authenticated */
+	bool priority;    /* from an address priority_addr() accepts */
+	char host[RIO_ADDR_MAX]; /* the peer's address without the port */
 	struct rio_link link;
 	struct rio_link_ops ops;
 	uint64_t client_id;
@@ -371,6 +374,7 @@ static int keep_peer_cert(struct srv_conn *c, char *why, size_t wl)
 	int rc = RIO_OK;
 
 	pthread_mutex_lock(&srv->lock);
+	c->handshaking = false;
 	c->peer_cert = SSL_get1_peer_certificate(c->link.ssl);
 	if (SSL_get_SSL_CTX(c->link.ssl) != srv->ctx &&
 	    rio_tls_still_trusted(srv->ctx, c->peer_cert, reason, sizeof(reason)) != RIO_OK) {
@@ -500,6 +504,40 @@ static void reap(struct rio_server *srv, bool all)
 	}
 }
 
+/* The address part of "a.b.c.d:port" or "[v6]:port". */
+static void host_of(const char *addr, char *host, size_t len)
+{
+	const char *start = addr[0] == '[' ? addr + 1 : addr;
+	const char *end = addr[0] == '[' ? strchr(start, ']') : strrchr(start, ':');
+	size_t n = end ? (size_t)(end - start) : strlen(start);
+	snprintf(host, len, "%.*s", (int)n, start);
+}
+
+/* Why a new connection from host gets no slot now (NULL: it does), under
+ * srv->lock. Handshakes have their own budget inside max_conns, so that a
+ * flood of connections that never authenticate cannot crowd members out. */
+static const char *no_slot_for(struct rio_server *srv, const char *host, bool priority, char *why, size_t wl)
+{
+	unsigned pending = 0, from_host = 0;
+	for (struct srv_conn *c = srv->conns; c; c = c->next) {
+		if (c->finished || !c->handshaking)
+			continue;
+		pending += !c->priority;
+		from_host += strcmp(c->host, host) == 0;
+	}
+	if (from_host >= srv->cfg.max_handshakes_per_addr)
+		snprintf(why, wl, "%u handshakes already pending from %s (limit %u)", from_host, host,
+			 srv->cfg.max_handshakes_per_addr);
+	else if (!priority && pending >= srv->cfg.max_handshakes)
+		snprintf(why, wl, "%u handshakes already pending (limit %u; members are let in first)", pending,
+			 srv->cfg.max_handshakes);
+	else if (srv->nconns >= srv->cfg.max_conns)
+		snprintf(why, wl, "too many connections (limit %u)", srv->cfg.max_conns);
+	else
+		return NULL;
+	return why;
+}
+
 static void accept_one(struct rio_server *srv)
 {
 	struct sockaddr_storage ss;
@@ -516,12 +554,14 @@ static void accept_one(struct rio_server *srv)
 		return;
 	}
 	rio_sockaddr_str(&ss, addr, sizeof(addr));
+	char host[RIO_ADDR_MAX], why[160];
+	host_of(addr, host, sizeof(host));
+	bool priority = srv->cfg.priority_addr && srv->cfg.priority_addr(srv->cfg.priority_arg, host);
 	pthread_mutex_lock(&srv->lock);
-	if (srv->nconns >= srv->cfg.max_conns) {
+	if (no_slot_for(srv, host, priority, why, sizeof(why))) {
 		pthread_mutex_unlock(&srv->lock);
 		atomic_fetch_add(&srv->refused, 1);
-		rio_logf(&srv->log, RIO_LOG_WARN, "rio: refused %s: too many connections (limit %u)",
-			 addr, srv->cfg.max_conns);
+		rio_logf(&srv->log, RIO_LOG_WARN, "rio: refused %s: %s", addr, why);
 		close(fd);
 		return;
 	}
@@ -530,6 +570,9 @@ static void accept_one(struct rio_server *srv)
 	c = calloc(1, sizeof(*c));
 	if (c) {
 		c->srv = srv;
+		c->handshaking = true;
+		c->priority = priority;
+		snprintf(c->host, sizeof(c->host), "%s", host);
 		pthread_mutex_init(&c->lock, NULL);
 		pthread_cond_init(&c->cv, NULL);
 	}
@@ -577,6 +620,8 @@ static void *acceptor_main(void *arg)
 static void apply_defaults(struct rio_server_config *c)
 {
 	if (!c->max_conns) c->max_conns = 64;
+	if (!c->max_handshakes) c->max_handshakes = 16;
+	if (!c->max_handshakes_per_addr) c->max_handshakes_per_addr = 4;
 	if (!c->workers_per_conn) c->workers_per_conn = 4;
 	if (!c->max_inflight_per_conn) c->max_inflight_per_conn = 32;
 	if (!c->max_inflight_bytes) c->max_inflight_bytes = 64u << 20;

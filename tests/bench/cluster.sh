@@ -263,6 +263,39 @@ run_meta() {
 }
 
 # ---- 4. takeover --------------------------------------------------------------------------------
+# start_stall_probes NODE SECS TAG — what an application on NODE waits during a
+# role change: fio, one O_DIRECT 4 KiB random write at a time (psync, 200/s)
+# over a written 64 MiB file (its longest completion = the longest data
+# stall), and a loop of creates (O_CREAT|O_EXCL, 100/s) timing each one
+# (the longest metadata stall). Both run SECS seconds; sets PROBE_PIDS.
+start_stall_probes() {
+  local k=$1 secs=$2 tag=$3
+  on "$k" sh -c "[ -s '$V/stall-n$k.img' ] || dd if=/dev/zero of='$V/stall-n$k.img' bs=1M count=64 oflag=direct conv=fsync status=none"
+  on "$k" mkdir -p "$V/stall-meta-$tag"
+  on "$k" fio --name=stall --filename="$V/stall-n$k.img" --size=64M --rw=randwrite --bs=4k --direct=1 \
+    --ioengine=psync --rate_iops=200 --time_based --runtime="$secs" --output-format=json \
+    --output="$S/$tag-stall-fio.json" >/dev/null 2>"$S/$tag-stall-fio.err" &
+  PROBE_PIDS=("$!")
+  on "$k" bash -c 'set -C; d=$1; end=$((EPOCHSECONDS + $2)); max=0 i=0 fails=0
+    while [ "$EPOCHSECONDS" -lt "$end" ]; do
+      t0=${EPOCHREALTIME/./}; : >"$d/m$i" 2>/dev/null || fails=$((fails + 1)); t1=${EPOCHREALTIME/./}
+      [ $((t1 - t0)) -gt "$max" ] && max=$((t1 - t0)); i=$((i + 1)); sleep 0.01
+    done; echo "max_us=$max creates=$i fails=$fails"' sh "$V/stall-meta-$tag" "$secs" >"$S/$tag-stall-meta.out" 2>&1 &
+  PROBE_PIDS+=("$!")
+}
+
+# stall_results NODE TAG — "IO_MS META_MS" once the probes are done ("-" unknown).
+stall_results() {
+  local k=$1 tag=$2 io meta
+  io=$(jq -r '.jobs[0].write.clat_ns.max // empty' "$S/$tag-stall-fio.json" 2>/dev/null | awk '{ printf "%d", $1 / 1e6 }')
+  meta=$(sed -n 's/.*max_us=\([0-9]*\).*/\1/p' "$S/$tag-stall-meta.out" | awk '{ printf "%d", $1 / 1e3 }')
+  grep -q 'fails=[1-9]' "$S/$tag-stall-meta.out" && LOGS+=("$tag: creates failed on node$k: $(cat "$S/$tag-stall-meta.out")")
+  [ "$(jq -r '.jobs[0].error // 0' "$S/$tag-stall-fio.json" 2>/dev/null)" = 0 ] ||
+    LOGS+=("$tag: fio on node$k reported an error: $(head -c 200 "$S/$tag-stall-fio.err")")
+  on "$k" rm -rf "$V/stall-meta-$tag" 2>/dev/null
+  echo "${io:--} ${meta:--}"
+}
+
 # start_watcher NODE OLD TAG OUT — on NODE, polls csvctl status until the
 # coordinator is not OLD, then creates (O_CREAT|O_EXCL) until one succeeds.
 start_watcher() {
@@ -304,7 +337,12 @@ takeover_round() {
   for w in "${ws[@]}"; do
     for k in $(seq 1 50); do grep -q '^watching' "$S/tk-$n-$kind-$round-n$w.out" 2>/dev/null && break; sleep 0.1; done
   done
-  sleep 0.3
+  # the probes on the last watcher: the election prefers the lowest nodeid,
+  # so it is the one most likely to stay a participant
+  local pk=${ws[-1]} psecs=6 tag="tk-$n-$kind-$round"
+  [ "$kind" = node ] && psecs=$(( FENCE_DEADLINE / 1000 + 6 ))
+  start_stall_probes "$pk" "$psecs" "$tag"
+  sleep 1
   local t0 t1
   t0=$(date +%s%N)
   if [ "$kind" = move ]; then
@@ -323,6 +361,8 @@ takeover_round() {
   fi
   t1=$(date +%s%N)
   for w in "${wps[@]}"; do wait "$w" 2>/dev/null; done
+  for w in "${PROBE_PIDS[@]}"; do wait "$w" 2>/dev/null; done
+  local stalls; stalls=$(stall_results "$pk" "$tag")
   # the watcher that stayed a participant (the other one may be the new coordinator)
   local seen="" created="" new="" p="" wout cand
   for w in "${ws[@]}"; do
@@ -341,14 +381,14 @@ takeover_round() {
   [ "$fails" -gt 0 ] && LOGS+=("takeover $n nodes/$kind/round $round: $fails create attempt(s) on node$p failed first: $(grep -m1 '^create-failed' "$wout" | cut -d' ' -f3- | head -c 200)")
   local engine=-
   if [ -n "$new" ]; then
-    engine=$(grep 'this node is now the coordinator' "/run/csvfs-lab/$CSVFS_LAB/nodes/${new#node}/csvfs.log" 2>/dev/null | tail -1 | sed -n 's/.* in \([0-9]*\) ms).*/\1/p')
+    engine=$(grep 'this node is now the coordinator' "/run/csvfs-lab/$CSVFS_LAB/nodes/${new#node}/csvfs.log" 2>/dev/null | tail -1 | sed -n 's/.* in \([0-9]*\) ms$/\1/p')
     [ -n "$engine" ] || engine=-
   fi
   local s_ms=- c_ms=-
   [ -n "$seen" ] && s_ms=$(( (seen - t0) / 1000000 ))
   [ -n "$created" ] && c_ms=$(( (created - t0) / 1000000 ))
   [ -n "$seen" ] && [ -n "$created" ] || LOGS+=("takeover $n nodes/$kind/round $round: watcher on node$p saw no new coordinator or create: $(tail -2 "$wout" | tr '\n' ' ')")
-  echo "$n $kind $round $old ${new:--} node$p $s_ms $c_ms $(( (t1 - t0) / 1000000 )) $engine" >>"$S/takeover.tsv"
+  echo "$n $kind $round $old ${new:--} node$p $s_ms $c_ms $(( (t1 - t0) / 1000000 )) $engine node$pk $stalls" >>"$S/takeover.tsv"
   say "takeover $n/$kind/$round: $old -> ${new:-?} seen by node$p at $s_ms ms, create ok at $c_ms ms (kill cmd $(( (t1 - t0) / 1000000 )) ms, engine $engine ms)"
   # a move leaves every node up: nothing to bring back
   if [ "$kind" = move ]; then
@@ -750,23 +790,32 @@ mkdir -p "$(dirname "$OUT")"
     echo "logs for its own part (\"this node is now the coordinator … in N ms\": journal open, replay,"
     echo "MMP, serving)."
     echo
-    echo "| nodes | kill | seen ms (min / median / max) | create ms (min / median / max) |"
-    echo "|---|---|---:|---:|"
+    echo "Application stalls: during each round, on the last of the two watcher nodes (the election"
+    echo "prefers low nodeids, so it usually stays a participant), fio writes 4 KiB at random with"
+    echo "O_DIRECT, one write at a time, 200/s, over a written 64 MiB file, and a loop creates a file"
+    echo "(O_CREAT|O_EXCL) every ~10 ms, from 1 s before the kill for 6 s (the deadline + 6 s for (b))."
+    echo "\"longest write\" is fio's longest completion latency, \"longest create\" the longest create:"
+    echo "what an application on that node waited at most across the role change."
+    echo
+    echo "| nodes | kill | seen ms (min / median / max) | create ms (min / median / max) | longest write ms (min / median / max) | longest create ms (min / median / max) |"
+    echo "|---|---|---:|---:|---:|---:|"
     for n in $NODES_LIST; do
       for kind in move csvfs node fenced; do
         label="(a) csvfs only"; [ $kind = node ] && label="(b) whole node"; [ $kind = move ] && label="(0) planned move"
         [ $kind = fenced ] && label="(c) node fenced"
         s=$(awk -v n="$n" -v k="$kind" '$1 == n && $2 == k && $7 != "-" { print $7 }' "$S/takeover.tsv" | stats3)
         c=$(awk -v n="$n" -v k="$kind" '$1 == n && $2 == k && $8 != "-" { print $8 }' "$S/takeover.tsv" | stats3)
-        echo "| $n | $label | $s | $c |"
+        w=$(awk -v n="$n" -v k="$kind" '$1 == n && $2 == k && $12 != "-" && $12 != "" { print $12 }' "$S/takeover.tsv" | stats3)
+        m=$(awk -v n="$n" -v k="$kind" '$1 == n && $2 == k && $13 != "-" && $13 != "" { print $13 }' "$S/takeover.tsv" | stats3)
+        echo "| $n | $label | $s | $c | $w | $m |"
       done
     done
     echo
     echo "Every round:"
     echo
-    echo "| nodes | kill | round | old → new coordinator | watcher | seen ms | create ms | kill cmd ms | engine ms |"
-    echo "|---|---|---:|---|---|---:|---:|---:|---:|"
-    awk '{ printf "| %s | %s | %s | %s → %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 }' "$S/takeover.tsv"
+    echo "| nodes | kill | round | old → new coordinator | watcher | seen ms | create ms | kill cmd ms | engine ms | stalls on | longest write ms | longest create ms |"
+    echo "|---|---|---:|---|---|---:|---:|---:|---:|---|---:|---:|"
+    awk '{ printf "| %s | %s | %s | %s → %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 }' "$S/takeover.tsv"
     echo
   fi
 

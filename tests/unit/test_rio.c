@@ -1213,6 +1213,64 @@ static void test_silent_and_garbage_peers(void **state)
 	logbuf_free(lb);
 }
 
+/* A TCP connection to the local server from source address 127.0.0.N. */
+static int tcp_connect_from(uint16_t port, int n)
+{
+	struct sockaddr_in src = { .sin_family = AF_INET };
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	src.sin_addr.s_addr = htonl(INADDR_LOOPBACK + (uint32_t)n - 1);
+	assert_int_equal(bind(fd, (struct sockaddr *)&src, sizeof(src)), 0);
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port) };
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	return fd;
+}
+
+static bool only_127_0_0_1(void *arg, const char *host)
+{
+	(void)arg;
+	return strcmp(host, "127.0.0.1") == 0;
+}
+
+/* Connections that never authenticate have a budget of their own: per
+ * address, and in all for addresses that are not members; a member is let
+ * in while the budget is spent. */
+static void test_handshake_budget(void **state)
+{
+	struct logbuf *lb = logbuf_new();
+	struct rio_server_config sc = { .handshake_timeout_ms = 10000, .max_conns = 16, .max_handshakes = 3,
+					.max_handshakes_per_addr = 2, .priority_addr = only_127_0_0_1 };
+	struct rio_server *srv = start_server(lb, 0, &sc);
+	uint16_t port = rio_server_port(srv);
+	int held[3], extra;
+
+	held[0] = tcp_connect_from(port, 2);
+	held[1] = tcp_connect_from(port, 2);
+	usleep(100000);
+	extra = tcp_connect_from(port, 2);
+	assert_true(hung_up(extra, 1000));
+	assert_true(wait_log(lb, "2 handshakes already pending from 127.0.0.2 (limit 2)", 1000));
+	close(extra);
+
+	held[2] = tcp_connect_from(port, 3);
+	usleep(100000);
+	extra = tcp_connect_from(port, 4);
+	assert_true(hung_up(extra, 1000));
+	assert_true(wait_log(lb, "3 handshakes already pending (limit 3; members are let in first)", 1000));
+	close(extra);
+
+	/* the budget is spent, and a member is still served */
+	struct rio_client *cl = start_client(dir_b, port, lb, NULL);
+	connect_ok(cl);
+	echo_ok(cl);
+	rio_client_destroy(cl);
+	for (int i = 0; i < 3; i++)
+		close(held[i]);
+	rio_server_stop(srv);
+	logbuf_free(lb);
+}
+
 /* A TLS-authenticated peer that breaks the protocol: built from the
  * module's own link with hand-made frames. */
 static struct rio_link *raw_link(uint16_t port, SSL_CTX **ctx)
@@ -1397,6 +1455,7 @@ int main(void)
 		cmocka_unit_test(test_graceful_stop_and_reconnect),
 		cmocka_unit_test(test_client_destroy_in_flight),
 		cmocka_unit_test(test_silent_and_garbage_peers),
+		cmocka_unit_test(test_handshake_budget),
 		cmocka_unit_test(test_protocol_violations),
 		cmocka_unit_test(test_keepalive_and_idle),
 	};
