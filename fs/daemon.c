@@ -1,5 +1,5 @@
 /* The csvfs daemon: options, LUN resolution, mount, serve, clean unmount. */
-#define FUSE_USE_VERSION 34
+#define FUSE_USE_VERSION 312  /* fuse_loop_cfg_set_max_threads */
 #include <fuse_lowlevel.h>
 
 #include "fs/csvfs.h"
@@ -401,6 +401,22 @@ static int join_cluster(struct daemon_opts *d, struct volume *v)
 	return rc;
 }
 
+/* libfuse's loop keeps at most 10 worker threads by default: a VM's queue
+ * of 32 direct I/Os would wait for them. FUSE_WORKERS_MAX matches the
+ * kernel's max_background we ask for (fs/fuse_ops.c). */
+static int serve_requests(struct fuse_session *se)
+{
+	struct fuse_loop_config *cfg = fuse_loop_cfg_create();
+	if (!cfg)
+		return -1;
+	fuse_loop_cfg_set_clone_fd(cfg, 0);
+	fuse_loop_cfg_set_idle_threads(cfg, 16);
+	fuse_loop_cfg_set_max_threads(cfg, FUSE_WORKERS_MAX);
+	int rc = fuse_session_loop_mt(se, cfg);
+	fuse_loop_cfg_destroy(cfg);
+	return rc;
+}
+
 static int serve(struct daemon_opts *d, struct volume *v)
 {
 	struct csvfs_fuse cf = { .vol = v };
@@ -437,8 +453,7 @@ static int serve(struct daemon_opts *d, struct volume *v)
 			control_start(&ctl, v, d->mountpoint, d->cluster ? d->co.node : host);
 			csvfs_log(LOG_INFO_L, "mounted LUN %s at %s (%s)", v->lun, d->mountpoint,
 				  d->cluster ? "cluster" : v->read_only ? "read-only" : "standalone coordinator");
-			struct fuse_loop_config cfg = { .clone_fd = 0, .max_idle_threads = 16 };
-			int rc = fuse_session_loop_mt(se, &cfg);
+			int rc = serve_requests(se);
 			status = rc < 0 ? 1 : 0;
 			control_stop(&ctl);
 			if (d->cluster)

@@ -118,6 +118,10 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	/* file locks are ours, cluster-wide (fs/fuse_locks.c) */
 	conn->want |= conn->capable & (FUSE_CAP_POSIX_LOCKS | FUSE_CAP_FLOCK_LOCKS);
 	conn->max_write = 1u << 20;
+	/* async direct I/O (a VM's queue) travels as background requests: let
+	 * as many be in flight as the daemon has workers */
+	conn->max_background = FUSE_WORKERS_MAX;
+	conn->congestion_threshold = FUSE_WORKERS_MAX * 3 / 4;
 	conn->max_readahead = 1u << 20;
 	cf->acl_enforced = (conn->want & FUSE_CAP_POSIX_ACL) != 0;
 }

@@ -8,6 +8,11 @@
 #define XATTR_CREATE_FLAG 1
 #define XATTR_REPLACE_FLAG 2
 
+/* The daemon's FUSE worker threads at most, and the kernel's background
+ * requests (async direct I/O) in flight at most: one number, so that
+ * neither waits for the other. */
+#define FUSE_WORKERS_MAX 64
+
 struct alias_table;
 
 struct csvfs_fuse {
