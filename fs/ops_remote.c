@@ -443,6 +443,46 @@ static int pending_resend(struct volume *v, struct minode *m, uint32_t epoch)
 	return -EIO;
 }
 
+/* Group flush: every commit of written ranges needs our data durable first,
+ * and concurrent writers (a VM's queue) would each pay an fdatasync. A flush
+ * covers every write completed before it started, so a caller waits for the
+ * first flush that starts after it arrived — running one itself if none is
+ * running — and shares its result. One daemon serves one volume, so one
+ * group per process; the lock guards it. */
+static struct {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	uint64_t started, done;   /* flushes started / finished, in order */
+	int running;
+	int last_err;             /* errno of flush number `done` (0: durable) */
+} flush_group = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0, 0 };
+
+static int grouped_fdatasync(int fd)
+{
+	pthread_mutex_lock(&flush_group.mu);
+	uint64_t need = flush_group.started + 1;
+	while (flush_group.done < need) {
+		if (flush_group.running) {
+			pthread_cond_wait(&flush_group.cv, &flush_group.mu);
+			continue;
+		}
+		flush_group.running = 1;
+		uint64_t mine = ++flush_group.started;
+		pthread_mutex_unlock(&flush_group.mu);
+		int err = fdatasync(fd) == 0 ? 0 : errno;
+		pthread_mutex_lock(&flush_group.mu);
+		flush_group.running = 0;
+		flush_group.done = mine;
+		flush_group.last_err = err;
+		pthread_cond_broadcast(&flush_group.cv);
+	}
+	/* done >= need: the last flush started after we arrived (a later one
+	 * too, whose result is the one kept: as good for us) */
+	int err = flush_group.last_err;
+	pthread_mutex_unlock(&flush_group.mu);
+	return err;
+}
+
 /* Our data durable on the LUN: our own path's flush, or — redirected, or when
  * that flush finds the path gone — the coordinator's (OP_LUN_FLUSH: its
  * fdatasync of the same LUN covers our redirected writes and the direct ones
@@ -450,9 +490,9 @@ static int pending_resend(struct volume *v, struct minode *m, uint32_t epoch)
 static int data_flush(struct volume *v)
 {
 	if (!iostate_redirected()) {
-		if (fdatasync(v->data_fd) == 0)
+		int err = grouped_fdatasync(v->data_fd);
+		if (err == 0)
 			return 0;
-		int err = errno;
 		if (!lun_error_is_path(err))
 			return -err;
 		iostate_path_failed(v->lun, -err);
