@@ -377,6 +377,8 @@ void cluster_stop(struct volume *v)
 	if (atomic_load(&c->role) == CL_COORDINATOR && c->ls) {
 		if (held_lost(&c->coord))
 			role_lose(c);
+		else if (role_path_gone(c))
+			role_give_up(c);   /* a clean hand-over would write the journal */
 		else
 			role_step_down(c, 0);
 	}

@@ -48,7 +48,8 @@ int cluster_ready(struct cluster *c);
  * coord_wait has passed since *since_ms (0: the first wait, set here). */
 int cluster_wait_coordinator(struct cluster *c, uint64_t *since_ms);
 /* A request that ran in role (what cluster_enter gave) failed with rc: on a
- * coordinator whose own path to the LUN has failed it becomes -ERESTART —
+ * coordinator whose own path to the LUN has failed (a probe read confirms
+ * it: a bad block is not a failed path) it becomes -ERESTART —
  * that coordinator gives its role up with its engine unwritten
  * (docs/cluster.md, "The coordinator's own path fails"), so the request
  * runs again at the next one, this node then a redirected participant.

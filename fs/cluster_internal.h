@@ -176,6 +176,7 @@ struct cluster {
 	/* Coordinator: its own path to the LUN failed; the gate is shut and the
 	 * cluster thread gives the role up (role_path_gone, role_give_up). */
 	_Atomic int path_gone;
+	_Atomic uint64_t path_read_ok_ms; /* a probe read the path back then (role_path_gone) */
 	/* In maintenance (docs/volumes.md): every request fails with EBUSY.
 	 * Set under role_lock held exclusively on the coordinator; from the
 	 * value block on the others. */
@@ -388,8 +389,10 @@ void role_step_down(struct cluster *c, uint32_t target);
 /* The role was taken over while this node was cut off: drop the engine unwritten. */
 void role_lose(struct cluster *c);
 /* 1 when this node is the coordinator and its own path to the LUN has
- * failed: the first time, its engine's writes stop (the gate shuts) and the
- * cluster thread is woken to give the role up. */
+ * failed (a probe read confirms it): the first time, its engine's writes
+ * stop (the gate shuts) and the cluster thread is woken to give the role up. */
 int role_path_gone(struct cluster *c);
+/* ... and gives the role up, the engine dropped unwritten (the gate shut). */
+void role_give_up(struct cluster *c);
 
 #endif

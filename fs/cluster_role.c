@@ -432,10 +432,23 @@ void role_lose(struct cluster *c)
 		  "its unsaved metadata changes are dropped, it rejoins as a participant");
 }
 
+/* How long a probe that read the path back vouches for it: an error of one
+ * block (a bad sector) must not hand the role around, nor probe per request. */
+#define PATH_READ_OK_MS 250
+
 int role_path_gone(struct cluster *c)
 {
 	if (atomic_load(&c->role) != CL_COORDINATOR || !iostate_path_down())
 		return 0;
+	if (atomic_load(&c->path_gone))
+		return 1;
+	uint64_t now = cl_now_ms();
+	if (now - atomic_load(&c->path_read_ok_ms) < PATH_READ_OK_MS)
+		return 0;
+	if (!iostate_path_confirm()) {
+		atomic_store(&c->path_read_ok_ms, now);
+		return 0;   /* the path reads: the error was the block's, the caller's to see */
+	}
 	if (!atomic_exchange(&c->path_gone, 1)) {
 		/* What this engine has not journaled is given up from now on: a
 		 * request answered "run it elsewhere" must not land later, should
@@ -461,7 +474,7 @@ int cluster_rerun_if_path_gone(struct cluster *c, int role, int rc)
  * coordinator, which replays the journal; our own written ranges it did not
  * journal are committed to it again (m->pend). A clean hand-over is not
  * possible: it would write the journal and MMP. */
-static void role_give_up(struct cluster *c)
+void role_give_up(struct cluster *c)
 {
 	to_participant(c, volume_abandon_engine);
 	pthread_mutex_lock(&c->mu);

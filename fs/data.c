@@ -48,13 +48,9 @@ static int lun_io(struct volume *v, const struct fs_ops *ops, struct minode *m,
 	int rc = lun_transfer_timed(&v->data_lun, write, buf, len, at, timeout_ms);
 	if (rc == 0)
 		return 0;
-	if (!lun_error_is_path(rc) || journal_gate_get() != JOURNAL_GATE_OPEN)
+	if (!ops->lun_redirect || !lun_error_is_path(rc) || journal_gate_get() != JOURNAL_GATE_OPEN)
 		return -EIO;
 	iostate_path_failed(v->data_lun.name, rc);
-	/* A coordinator's own path: it gives the role up and the transfer runs
-	 * again, redirected, once it is a participant (fs/cluster.h). */
-	if (!ops->lun_redirect)
-		return v->cluster ? -ERESTART : -EIO;
 	return ops->lun_redirect(v, m, write, buf, lblk, pblk, nblk);
 }
 
