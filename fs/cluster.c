@@ -107,6 +107,10 @@ static void cb_quorum(void *arg, int quorate)
 		 * engine is dropped (role_lose). */
 		journal_gate_set(JOURNAL_GATE_CLOSED);
 		csvfs_log(LOG_WARN_L, "quorum regained, but this node's coordinator role was taken over");
+	} else if (atomic_load(&c->role) == CL_COORDINATOR && atomic_load(&c->path_gone)) {
+		/* Our path failed: the engine is given up unwritten (role_give_up). */
+		journal_gate_set(JOURNAL_GATE_CLOSED);
+		csvfs_log(LOG_WARN_L, "quorum regained; this coordinator gives its role up (its path failed)");
 	} else {
 		if (journal_gate_get() != JOURNAL_GATE_OPEN)
 			journal_gate_set(JOURNAL_GATE_OPEN);
@@ -219,7 +223,8 @@ void cluster_status_json(struct cluster *c, char *out, size_t len)
 	int q = 0, n = dg_members(c->ls, m, MAX_NODES, &q);
 	pthread_mutex_lock(&c->mu);
 	uint32_t coord = c->coord_nodeid, epoch = c->epoch;
-	int paused = c->paused, connected = c->conn && !c->conn->dead;
+	/* paused: without quorum, or the volume without a coordinator */
+	int paused = c->paused || c->no_coordinator, connected = c->conn && !c->conn->dead;
 	pthread_mutex_unlock(&c->mu);
 	int role = atomic_load(&c->role);
 	const char *coord_name = "";
@@ -373,6 +378,8 @@ void cluster_stop(struct volume *v)
 	if (atomic_load(&c->role) == CL_COORDINATOR && c->ls) {
 		if (held_lost(&c->coord))
 			role_lose(c);
+		else if (role_path_gone(c))
+			role_give_up(c);   /* a clean hand-over would write the journal */
 		else
 			role_step_down(c, 0);
 	}

@@ -48,6 +48,14 @@ int cluster_ready(struct cluster *c);
  * little for a coordinator. 0 = try again, else give up with the errno once
  * coord_wait has passed since *since_ms (0: the first wait, set here). */
 int cluster_wait_coordinator(struct cluster *c, uint64_t *since_ms);
+/* A request that ran in role (what cluster_enter gave) failed with rc: on a
+ * coordinator whose own path to the LUN has failed (a probe read confirms
+ * it: a bad block is not a failed path) it becomes -ERESTART —
+ * that coordinator gives its role up with its engine unwritten
+ * (docs/cluster.md, "The coordinator's own path fails"), so the request
+ * runs again at the next one, this node then a redirected participant.
+ * rc as it is otherwise. */
+int cluster_rerun_if_path_gone(struct cluster *c, int role, int rc);
 
 /* Coordinator: before a change that frees or unwrites blocks of ino, every
  * other node drops its layouts of it. *token is passed to recall_end. */

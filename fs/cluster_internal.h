@@ -31,6 +31,9 @@
  * it already coordinates, plus a share of it per live node with a lower
  * nodeid (docs/volumes.md, "Which node coordinates"). */
 #define ELECT_STEP_MS 1000
+/* No node has taken a vacant role for this long: the volume is paused (a
+ * move or takeover takes a fraction of it; docs/cluster.md). */
+#define VOLUME_PAUSE_MS 2000
 
 /* The value block of "coordinfo". */
 struct coord_info {
@@ -166,6 +169,14 @@ struct cluster {
 	struct rio_server *srv;
 
 	uint64_t vacant_since_ms;        /* role thread: no live coordinator since (0: there is one) */
+	/* mu: no node has taken the role for VOLUME_PAUSE_MS (status "paused";
+	 * role thread: since when there has been none, 0: there is one) */
+	int no_coordinator;
+	uint64_t coordless_since_ms;
+	/* Coordinator: its own path to the LUN failed; the gate is shut and the
+	 * cluster thread gives the role up (role_path_gone, role_give_up). */
+	_Atomic int path_gone;
+	_Atomic uint64_t path_read_ok_ms; /* a probe read the path back then (role_path_gone) */
 	/* In maintenance (docs/volumes.md): every request fails with EBUSY.
 	 * Set under role_lock held exclusively on the coordinator; from the
 	 * value block on the others. */
@@ -377,5 +388,11 @@ void *role_thread_main(void *arg);
 void role_step_down(struct cluster *c, uint32_t target);
 /* The role was taken over while this node was cut off: drop the engine unwritten. */
 void role_lose(struct cluster *c);
+/* 1 when this node is the coordinator and its own path to the LUN has
+ * failed (a probe read confirms it): the first time, its engine's writes
+ * stop (the gate shuts) and the cluster thread is woken to give the role up. */
+int role_path_gone(struct cluster *c);
+/* ... and gives the role up, the engine dropped unwritten (the gate shut). */
+void role_give_up(struct cluster *c);
 
 #endif

@@ -148,6 +148,7 @@ static void *io_reporter_main(void *arg)
 		pthread_mutex_unlock(&c->mu);
 		unsigned gen = iostate_generation();
 		uint64_t now = cl_now_ms();
+		role_path_gone(c);   /* a coordinator whose path failed gives the role up */
 		if (participant && (gen != sent_gen || epoch != sent_epoch ||
 				    now - sent_ms >= IO_REPORT_EVERY_MS)) {
 			if (io_report_once(c) == 0) {

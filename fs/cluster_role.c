@@ -133,6 +133,12 @@ static int serve_request(void *arg, const struct rio_peer *peer, const struct ri
 							req->payload, req->len, &resp->body);
 	else
 		resp->status = EREMCHG;   /* we are no longer the coordinator */
+	/* Failed here because our path did: it runs again at the next one
+	 * (nothing of it reaches the LUN from this engine any more). */
+	if (resp->status && resp->status != EREMCHG && role_path_gone(c)) {
+		resp->status = EREMCHG;
+		resp->body.len = 0;
+	}
 	cluster_leave(c);
 	return 0;
 }
@@ -229,6 +235,30 @@ static void server_stop(struct cluster *c)
 	server_destroy(st);
 }
 
+/* The volume has had no coordinator for VOLUME_PAUSE_MS (every node's path
+ * failed, or none can take the role): paused, until one takes it. */
+static void vacancy_follow(struct cluster *c, int vacant, const char *coordinator)
+{
+	uint64_t now = cl_now_ms();
+	if (vacant && !c->coordless_since_ms)
+		c->coordless_since_ms = now;
+	if (!vacant)
+		c->coordless_since_ms = 0;
+	int paused = vacant && now - c->coordless_since_ms >= VOLUME_PAUSE_MS;
+	pthread_mutex_lock(&c->mu);
+	int was = c->no_coordinator;
+	c->no_coordinator = paused;
+	if (vacant)
+		c->coord_nodeid = 0;   /* the status names none */
+	pthread_mutex_unlock(&c->mu);
+	if (paused && !was)
+		csvfs_log(LOG_ERR_L, "volume %s is paused: no node has taken the coordinator role for %u ms%s; "
+			  "requests wait for one", c->v->uuid, VOLUME_PAUSE_MS,
+			  iostate_path_down() ? " (this node's own path to the LUN is down: it cannot)" : "");
+	else if (was && !paused)
+		csvfs_log(LOG_WARN_L, "volume %s resumes: %s is the coordinator", c->v->uuid, coordinator);
+}
+
 static void set_role(struct cluster *c, int role)
 {
 	atomic_store(&c->role, role);
@@ -263,6 +293,7 @@ static int become_coordinator(struct cluster *c, const struct coord_info *prev)
 		rc = info_write(c, &ci);
 	if (rc)
 		csvfs_log(LOG_ERR_L, "cannot publish this node as coordinator: %s", strerror(-rc));
+	vacancy_follow(c, 0, "this node");
 	pthread_mutex_lock(&c->mu);
 	c->epoch = ci.epoch;
 	c->coord_nodeid = c->self;
@@ -282,9 +313,17 @@ static int become_coordinator(struct cluster *c, const struct coord_info *prev)
  * protected by any layout lock: a participant starts from nothing. */
 static void minode_to_participant(struct volume *v, struct minode *m, void *arg)
 {
-	(void)v; (void)arg;
+	(void)arg;
 	minode_invalidate_map(m);
 	atomic_store(&m->size_stale, 1);
+}
+
+/* Our own written ranges: all durable after a clean detach; after an
+ * abandon, those whose transaction was not are kept, to be committed again
+ * to the next coordinator (fs/meta_pending.c). */
+static void minode_own_pending_durable(struct volume *v, struct minode *m, void *arg)
+{
+	minode_pend_prune(v, m, arg != NULL);
 }
 
 /* Serving stops, then the engine goes with no request running: detach
@@ -294,6 +333,8 @@ static void to_participant(struct cluster *c, void (*drop_engine)(struct volume 
 	server_stop(c);
 	pthread_rwlock_wrlock(&c->role_lock);
 	drop_engine(c->v);
+	int clean = drop_engine == volume_detach_engine;
+	minode_foreach(c->v, minode_own_pending_durable, clean ? c : NULL);
 	minode_foreach(c->v, minode_to_participant, NULL);
 	set_role(c, CL_PARTICIPANT);
 	pthread_rwlock_unlock(&c->role_lock);
@@ -405,6 +446,70 @@ void role_lose(struct cluster *c)
 		  "its unsaved metadata changes are dropped, it rejoins as a participant");
 }
 
+/* How long a probe that read the path back vouches for it: an error of one
+ * block (a bad sector) must not hand the role around, nor probe per request. */
+#define PATH_READ_OK_MS 250
+
+int role_path_gone(struct cluster *c)
+{
+	if (atomic_load(&c->role) != CL_COORDINATOR || !iostate_path_down())
+		return 0;
+	if (atomic_load(&c->path_gone))
+		return 1;
+	uint64_t now = cl_now_ms();
+	if (now - atomic_load(&c->path_read_ok_ms) < PATH_READ_OK_MS)
+		return 0;
+	if (!iostate_path_confirm()) {
+		atomic_store(&c->path_read_ok_ms, now);
+		return 0;   /* the path reads: the error was the block's, the caller's to see */
+	}
+	if (!atomic_exchange(&c->path_gone, 1)) {
+		/* What this engine has not journaled is given up from now on: a
+		 * request answered "run it elsewhere" must not land later, should
+		 * the path come back before the role is gone. */
+		journal_gate_set(JOURNAL_GATE_CLOSED);
+		csvfs_log(LOG_ERR_L, "volume %s: this coordinator's own path to the LUN failed: it writes "
+			  "nothing more and gives the role up to a node with a path", c->v->uuid);
+		cl_poke(c);
+	}
+	return 1;
+}
+
+int cluster_rerun_if_path_gone(struct cluster *c, int role, int rc)
+{
+	return role == CL_COORDINATOR && rc < 0 && rc != -ERESTART && role_path_gone(c) ? -ERESTART : rc;
+}
+
+/* Our own path failed (role_path_gone shut the gate): the role goes as a
+ * crash would take it — the engine dropped unwritten, the value block says
+ * nobody, "coord" released — but this node lives on as a participant,
+ * redirected, and does not take the role again while its path is down. Its
+ * requests and the others' that failed here run again at the next
+ * coordinator, which replays the journal; our own written ranges it did not
+ * journal are committed to it again (m->pend). A clean hand-over is not
+ * possible: it would write the journal and MMP. */
+void role_give_up(struct cluster *c)
+{
+	to_participant(c, volume_abandon_engine);
+	pthread_mutex_lock(&c->mu);
+	uint32_t epoch = c->epoch;
+	c->coord_nodeid = 0;
+	pthread_mutex_unlock(&c->mu);
+	struct coord_info ci = { .epoch = epoch };
+	if (info_ensure(c) || info_write(c, &ci))
+		csvfs_log(LOG_WARN_L, "volume %s: could not clear the coordinator value block", c->v->uuid);
+	held_unlock(&c->coord, 0, NULL);
+	atomic_store(&c->path_gone, 0);
+	pthread_mutex_lock(&c->mu);
+	journal_gate_set(c->quorate ? JOURNAL_GATE_OPEN : JOURNAL_GATE_PAUSED);
+	c->recheck = 1;
+	pthread_cond_broadcast(&c->cv);
+	pthread_mutex_unlock(&c->mu);
+	csvfs_log(LOG_WARN_L, "volume %s: this node gave up the coordinator role (epoch %u) for its failed "
+		  "path, its engine dropped unwritten; a node with a path takes over, this node goes on "
+		  "redirected", c->v->uuid, epoch);
+}
+
 /* ---- the cluster thread ---------------------------------------------------- */
 
 static void try_take_role(struct cluster *c, const struct coord_info *ci)
@@ -498,12 +603,15 @@ static void participant_step(struct cluster *c)
 	pthread_mutex_unlock(&c->mu);
 	if (live) {
 		c->vacant_since_ms = 0;
+		vacancy_follow(c, 0, mb.name);
 		return;
 	}
 	/* No live coordinator: whoever gets "coord" first takes over, the node
 	 * coordinating fewest volumes trying first. */
 	if (!move_waiting(c, &ci) && election_turn(c, &ci))
 		try_take_role(c, &ci);
+	if (atomic_load(&c->role) == CL_PARTICIPANT)
+		vacancy_follow(c, 1, "");
 }
 
 /* A fenced node writes no more: its opens close and its file locks go. */
@@ -561,6 +669,8 @@ void *role_thread_main(void *arg)
 		pthread_mutex_unlock(&c->mu);
 		if (atomic_load(&c->role) == CL_COORDINATOR && held_lost(&c->coord))
 			role_lose(c);
+		else if (atomic_load(&c->role) == CL_COORDINATOR && atomic_load(&c->path_gone) && quorate)
+			role_give_up(c);
 		else if (atomic_load(&c->role) == CL_COORDINATOR && move && quorate)
 			role_step_down(c, move);
 		pthread_mutex_lock(&c->mu);

@@ -36,6 +36,7 @@ static const struct fs_ops *ops_for(int role)
 			}                                                            \
 			const struct fs_ops *ops_ = ops_for(role_);                  \
 			(rc) = ops_->CALL;                                           \
+			(rc) = cluster_rerun_if_path_gone((v)->cluster, role_, (rc)); \
 			cluster_leave((v)->cluster);                                 \
 			if ((rc) != -ERESTART)                                       \
 				break;                                               \
@@ -286,6 +287,8 @@ static ssize_t transfer(struct volume *v, struct minode *m, char *rbuf, const ch
 		const struct fs_ops *ops = ops_for(role);
 		ssize_t n = rbuf ? data_read(v, ops, m, rbuf + done, len - done, off + done)
 				 : data_write(v, ops, m, wbuf + done, len - done, off + done);
+		if (n < 0)
+			n = cluster_rerun_if_path_gone(v->cluster, role, (int)n);
 		cluster_leave(v->cluster);
 		if (n > 0) {
 			done += (size_t)n;

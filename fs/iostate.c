@@ -188,6 +188,20 @@ int iostate_user_request(int on, unsigned seconds, char *err, size_t len)
 	return 0;
 }
 
+int iostate_path_confirm(void)
+{
+	pthread_mutex_lock(&st_lock);
+	const struct lun *l = st.lun;
+	unsigned block = st.block;
+	pthread_mutex_unlock(&st_lock);
+	char *buf = NULL;
+	if (!l || posix_memalign((void **)&buf, 4096, block))
+		return 1;   /* nothing to read it with: as the failure said */
+	int rc = lun_probe(l, buf, block, 0, atomic_load(&path_timeout_ms));
+	free(buf);
+	return rc != 0;
+}
+
 /* ---- the prober ------------------------------------------------------------- */
 
 /* Under st_lock: ends the user's lease once its deadline passed. */

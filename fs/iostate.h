@@ -43,6 +43,10 @@ int iostate_redirected(void);
 /* 1 while this node's path has failed and not yet read back: such a node
  * does not take the coordinator role (fs/cluster_role.c). */
 int iostate_path_down(void);
+/* One probe read of the path now, on the caller's thread (bounded by the
+ * path timeout): 1 if it fails too. A transfer error the path reads past
+ * is the block's (a bad sector), not the path's. */
+int iostate_path_confirm(void);
 /* A transfer on this node's own LUN descriptor failed with err (negative
  * errno), which lun_error_is_path() says means the path (or -ETIMEDOUT: it
  * did not complete within the path timeout): redirect. */

@@ -67,8 +67,10 @@ struct minode {
 	_Atomic int size_stale;        /* refresh size from the coordinator before a read */
 	uint32_t generation;           /* of the inode this minode was opened as (reclaim sends it) */
 	/* Written ranges committed to a coordinator but not yet made durable
-	 * by an fsync there: sent again to a new coordinator (map_lock). */
-	struct pending_commit { uint64_t lblk, len, size; uint32_t epoch; } *pend;
+	 * there: sent again to a new coordinator (map_lock). A participant's
+	 * until an fsync; the coordinator's own until txn, the journal
+	 * transaction that holds them, is durable (0: a participant's). */
+	struct pending_commit { uint64_t lblk, len, size; uint32_t epoch; uint64_t txn; } *pend;
 	unsigned npend, pend_cap;
 };
 
@@ -207,6 +209,20 @@ void minode_reload_size(struct volume *v, struct minode *m);
  * have lost them); logs a range whose allocation is gone. Overwrite times
  * the participant had yet to send are stamped now. */
 void meta_replay_pending(struct volume *v, struct minode *m);
+/* The written ranges waiting in m->pend (fs/meta_pending.c), on either role. */
+/* Remembers [lblk, lblk+len) and the size, committed to epoch's coordinator
+ * (txn: the coordinator's own, its transaction; 0: a participant's). */
+void minode_pend_add(struct minode *m, uint64_t lblk, uint64_t len, uint64_t size,
+		     uint32_t epoch, uint64_t txn);
+unsigned minode_pend_count(struct minode *m);
+/* Forgets the ranges committed to epoch (an fsync there made them durable). */
+void minode_pend_clear_epoch(struct minode *m, uint32_t epoch);
+/* Engine attached: the transaction a change made now will be in (or an
+ * earlier one: never a later one). */
+uint64_t volume_txn_open(struct volume *v);
+/* Forgets the coordinator's own ranges whose transaction is durable; with
+ * all set, every one of them (the engine was detached cleanly). */
+void minode_pend_prune(struct volume *v, struct minode *m, int all);
 /* Calls fn on every live minode (each held by a reference during the call). */
 void minode_foreach(struct volume *v, void (*fn)(struct volume *v, struct minode *m, void *arg),
 		    void *arg);

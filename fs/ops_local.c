@@ -79,6 +79,26 @@ static int local_refresh_size(struct volume *v, struct minode *m, uint64_t end)
 	return 0;
 }
 
+/* The coordinator's own written ranges wait in m->pend until their journal
+ * transaction is durable (fs/meta_pending.c): should its path fail, it gives
+ * up the role with them unwritten and commits them again to its successor. */
+#define COORD_PENDING_MAX 256
+
+static int local_commit_write(struct volume *v, struct minode *m, uint64_t lblk, uint64_t len,
+			      uint64_t new_size)
+{
+	int rc = meta_commit_write(v, m, lblk, len, new_size);
+	if (rc || !v->cluster || !v->remote)
+		return rc;
+	minode_pend_add(m, lblk, len, new_size, v->remote->epoch(v->remote->ctx), volume_txn_open(v));
+	if (minode_pend_count(m) <= COORD_PENDING_MAX)
+		return 0;
+	minode_pend_prune(v, m, 0);
+	if (minode_pend_count(m) > COORD_PENDING_MAX && volume_sync(v) == 0)
+		minode_pend_prune(v, m, 0);
+	return 0;
+}
+
 /* ---- file locks: this node's table is the authority ------------------------ */
 
 static int local_setlk(struct volume *v, const struct plock *req, int reclaim, int *granted,
@@ -154,7 +174,7 @@ const struct fs_ops ops_local = {
 	.seek = meta_seek,
 	.map = meta_map,
 	.alloc = meta_alloc,
-	.commit_write = meta_commit_write,
+	.commit_write = local_commit_write,
 	.touch_write = meta_touch_write,
 	.refresh_size = local_refresh_size,
 	.setlk = local_setlk,

@@ -117,11 +117,11 @@ static void pending_forget(struct minode *m, uint64_t from, uint64_t to)
 		}
 		uint64_t end = p.lblk + p.len;
 		if (end > from && p.lblk < to && p.lblk < from && end > to) {
-			tail = (struct pending_commit){ to, end - to, p.size, p.epoch };
+			tail = (struct pending_commit){ to, end - to, p.size, p.epoch, p.txn };
 			split = 1;
 		}
 		if (end > from && p.lblk >= from && p.lblk < to && end > to)
-			p = (struct pending_commit){ to, end - to, p.size, p.epoch };   /* the part after to */
+			p = (struct pending_commit){ to, end - to, p.size, p.epoch, p.txn };   /* the part after to */
 		else if (end > from && p.lblk < to)
 			p.len = p.lblk < from ? from - p.lblk : 0;   /* the part before from */
 		if (p.len)
@@ -357,42 +357,6 @@ static int r_touch_if_dirty(struct volume *v, struct minode *m)
 
 /* ---- durability: commits a new coordinator may not have ------------------- */
 
-/* Remembers a written range the coordinator has not made durable yet. */
-static void pending_add(struct minode *m, uint64_t lblk, uint64_t len, uint64_t size,
-			uint32_t epoch)
-{
-	pthread_mutex_lock(&m->map_lock);
-	struct pending_commit *last = m->npend ? &m->pend[m->npend - 1] : NULL;
-	/* A size alone (an overwrite past EOF): one entry of its own, len 0,
-	 * which a punch does not remove (pending_forget). */
-	int same_kind = last && (last->len == 0) == (len == 0);
-	if (same_kind && last->epoch == epoch && (len == 0 || last->lblk + last->len == lblk)) {
-		last->len += len;
-		if (size > last->size)
-			last->size = size;
-	} else {
-		if (m->npend == m->pend_cap) {
-			unsigned cap = m->pend_cap ? 2 * m->pend_cap : 8;
-			struct pending_commit *p = realloc(m->pend, cap * sizeof(*p));
-			if (p) {
-				m->pend = p;
-				m->pend_cap = cap;
-			}
-		}
-		if (m->npend < m->pend_cap)
-			m->pend[m->npend++] = (struct pending_commit){ lblk, len, size, epoch };
-	}
-	pthread_mutex_unlock(&m->map_lock);
-}
-
-static unsigned pending_count(struct minode *m)
-{
-	pthread_mutex_lock(&m->map_lock);
-	unsigned n = m->npend;
-	pthread_mutex_unlock(&m->map_lock);
-	return n;
-}
-
 static int r_commit_send(struct volume *v, struct minode *m, uint64_t lblk, uint64_t len,
 			 uint64_t new_size)
 {
@@ -402,17 +366,6 @@ static int r_commit_send(struct volume *v, struct minode *m, uint64_t lblk, uint
 	if (rc == 0 && size > atomic_load(&m->size))
 		atomic_store(&m->size, size);
 	return rc;
-}
-
-static void pending_clear(struct minode *m, uint32_t epoch)
-{
-	pthread_mutex_lock(&m->map_lock);
-	unsigned keep = 0;
-	for (unsigned i = 0; i < m->npend; i++)
-		if (m->pend[i].epoch != epoch)
-			m->pend[keep++] = m->pend[i];
-	m->npend = keep;
-	pthread_mutex_unlock(&m->map_lock);
 }
 
 /* Ranges committed to an earlier coordinator may have died with it before
@@ -431,15 +384,17 @@ static int pending_resend(struct volume *v, struct minode *m, uint32_t epoch)
 		pthread_mutex_unlock(&m->map_lock);
 		rc = r_commit_send(v, m, p.lblk, p.len, p.size);
 		pthread_mutex_lock(&m->map_lock);
-		if (rc == 0 && i < m->npend)
+		if (rc == 0 && i < m->npend) {
 			m->pend[i].epoch = epoch;
+			m->pend[i].txn = 0;   /* a participant's now (a coordinator's before) */
+		}
 	}
 	pthread_mutex_unlock(&m->map_lock);
 	if (rc != -ESTALE)
 		return rc;
 	csvfs_log(LOG_ERR_L, "inode %u: data written before the coordinator changed was "
 		  "lost with its allocation", m->ino);
-	pending_clear(m, 0);
+	minode_pend_clear_epoch(m, 0);
 	return -EIO;
 }
 
@@ -515,7 +470,7 @@ static int r_fsync(struct volume *v, struct minode *m, int datasync)
 	if (rc == 0)
 		rc = call_void(v, OP_FSYNC, &q);
 	if (rc == 0)
-		pending_clear(m, epoch);
+		minode_pend_clear_epoch(m, epoch);
 	return rc;
 }
 
@@ -527,7 +482,7 @@ static int r_release(struct volume *v, struct minode *m)
 	/* As NFS commits at close: what this node wrote is durable before its
 	 * last close is answered, so no coordinator crash after it loses it
 	 * (nothing here would remember the ranges to send again). */
-	int rc = last && pending_count(m) ? r_fsync(v, m, 1) : 0;   /* an error is logged there */
+	int rc = last && minode_pend_count(m) ? r_fsync(v, m, 1) : 0;   /* an error is logged there */
 	if (rc == -ERESTART || r_touch_if_dirty(v, m) == -ERESTART)
 		return -ERESTART;
 	pthread_mutex_lock(&v->lock);
@@ -632,8 +587,8 @@ static int r_commit_write(struct volume *v, struct minode *m, uint64_t lblk, uin
 	uint32_t epoch = v->remote->epoch(v->remote->ctx);
 	rc = r_commit_send(v, m, lblk, len, new_size);
 	if (rc == 0)
-		pending_add(m, lblk, len, new_size, epoch);
-	if (rc == 0 && pending_count(m) > PENDING_MAX)
+		minode_pend_add(m, lblk, len, new_size, epoch, 0);
+	if (rc == 0 && minode_pend_count(m) > PENDING_MAX)
 		rc = r_fsync(v, m, 1);
 	return rc;
 }

@@ -451,7 +451,9 @@ static int commit_checked(struct volume *v, struct minode *m, const struct proto
 	int rc = k->len && (k->lblk + k->len - 1) * v->blocksize >= end ? -EINVAL : 0;
 	if (rc == 0 && k->len)
 		rc = range_allocated(v, m, k->lblk, k->len);
-	return rc ? rc : ops_local.commit_write(v, m, k->lblk, k->len, k->size);
+	/* The engine's commit, not ops_local's: that one also keeps the range
+	 * as this node's own (m->pend); the participant keeps its own. */
+	return rc ? rc : meta_commit_write(v, m, k->lblk, k->len, k->size);
 }
 
 static int h_commit(struct ctx *c, const struct proto_req *q)

@@ -111,3 +111,36 @@ lab_test_begin() {
   "$LAB" down >/dev/null 2>&1 || true
   on_exit "'$LAB' down --save-logs '$S/logs' >/dev/null 2>&1; mkdir -p '$TOP/$BUILD/test-logs/$test'; cp -a '$S/logs/.' '$TOP/$BUILD/test-logs/$test/' 2>/dev/null"
 }
+
+# lab_down_checked LUN — how a csvfs-lab test ends: the lab brought down (its
+# logs kept in $S/logs), then the oracles that need no daemon: down
+# succeeded, no daemon crashed or hit a sanitizer, e2fsck -fn clean.
+lab_down_checked() {
+  local lun=$1 rc
+  "$LAB" down --save-logs "$S/logs" >"$S/down.out" 2>&1
+  check "lab down unmounts every node" test $? -eq 0
+  check "no daemon crashed or hit a sanitizer (logs)" \
+    sh -c "! grep -lE 'ERROR: (Address|Leak)Sanitizer|runtime error:|Segmentation' $S/logs/*csvfs.log $S/logs/*/csvfs.log 2>/dev/null | grep -q ."
+  fsck_clean "$lun" "$S/fsck.out"; rc=$?
+  check_eq "e2fsck -fn is clean" 0 "$rc"
+  [ "$rc" -eq 0 ] || sed 's/^/# /' "$S/fsck.out" | head -30
+}
+
+# kernel_ro_view LUN [DESC MD5 FILE]... — the kernel's own ext4, mounting the
+# LUN read-only without replaying its journal, reads each FILE (relative to
+# the root) with the md5 the nodes read.
+kernel_ro_view() {
+  local lun=$1 km=$S/kmnt
+  shift
+  mkdir -p "$km"
+  if ! mount -o ro,loop,noload "$lun" "$km" 2>"$S/kmount.err"; then
+    not_ok "kernel read-only mount of the LUN: $(cat "$S/kmount.err")"
+    return
+  fi
+  on_exit "umount '$km' 2>/dev/null"
+  while [ $# -ge 3 ]; do
+    check_eq "$1" "$2" "$(md5sum <"$km/$3" | cut -d' ' -f1)"
+    shift 3
+  done
+  umount "$km"
+}

@@ -36,23 +36,13 @@ truncate -s 1G "$LUN"
 "$LAB" down >/dev/null 2>&1 || true
 on_exit "'$LAB' down --save-logs '$S/logs' >/dev/null 2>&1; mkdir -p '$TOP/$BUILD/test-logs/redirect'; cp -a '$S/logs/.' '$TOP/$BUILD/test-logs/redirect/' 2>/dev/null"
 
-on() { local k=$1; shift; timeout 120 "$LAB" exec "$k" -- "$@"; }
-sh_on() { local k=$1; shift; timeout 120 "$LAB" exec "$k" -- sh -c "$*"; }
-md5_on() { sh_on "$1" "md5sum < $V/$2" | cut -d' ' -f1; }
-status_json() { on "$1" "$BIN/csvctl" status --json 2>/dev/null; }
-# my_io NODE — "STATE REASONS" of the node as it reports itself
-my_io() {
-  status_json "$1" | grep -o '"this_node":true,[^}]*' | head -1 |
-    sed -n 's/.*"io_state":"\([a-z]*\)","io_reasons":\[\([^]]*\)\].*/\1 \2/p' | tr -d '"'
-}
-io_is() { [ "$(my_io "$1")" = "$2" ]; }
+. "$(dirname "$0")/../lib_io.sh"
 # seen_io VIEWER NODE — "STATE REASONS" of nodeNODE as VIEWER's status shows it
 seen_io() {
   status_json "$1" | grep -o "{\"name\":\"node$2\"[^}]*" | head -1 |
     sed -n 's/.*"io_state":"\([a-z]*\)","io_reasons":\[\([^]]*\)\].*/\1 \2/p' | tr -d '"'
 }
 seen_is() { [ "$(seen_io "$1" "$2")" = "$3" ]; }
-nodelog() { echo "/run/csvfs-lab/$CSVFS_LAB/nodes/$1/csvfs.log"; }
 
 "$LAB" up -n 3 --lun "$LUN" --paths >"$S/up.out" 2>&1; rc=$?
 check_eq "lab up --paths: 3 nodes, each through its own LUN path" 0 "$rc"
@@ -182,7 +172,6 @@ check_eq "redirect off: direct" "direct " "$(my_io "$P")"
 
 # ---- no coordinator without a path ----------------------------------------------------------
 K=$Q   # the coordinator since the move
-coord_of() { status_json "$1" | sed -n 's/.*"coordinator":"\([^"]*\)".*/\1/p'; }
 "$LAB" fault "$P" path fail >/dev/null
 sh_on "$P" "cat $V/small.bin >/dev/null"   # its next transfer finds the path gone
 check_eq "node$P: redirected (path-failure)" "redirected path-failure" "$(my_io "$P")"
@@ -280,24 +269,13 @@ check_eq "after the refusals node$P is still direct" "direct " "$(my_io "$P")"
 # ---- unmounted: independent oracles -----------------------------------------------------
 sum_laidout=$(md5_on "$C" laidout.img)
 sum_user=$(md5_on "$C" user.bin)
-"$LAB" down --save-logs "$S/logs" >"$S/down.out" 2>&1
-check "lab down unmounts every node and stops the paths" test $? -eq 0
-check "no daemon crashed or hit a sanitizer (logs)" sh -c "! grep -lE 'ERROR: (Address|Leak)Sanitizer|runtime error:|Segmentation' $S/logs/*csvfs.log 2>/dev/null | grep -q ."
-fsck_clean "$LUN" "$S/fsck.out"; rc=$?
-check_eq "e2fsck -fn is clean" 0 "$rc"
-[ "$rc" -eq 0 ] || sed 's/^/# /' "$S/fsck.out" | head -30
-km=$S/kmnt; mkdir -p "$km"
-if mount -o ro,loop,noload "$LUN" "$km" 2>"$S/kmount.err"; then
-  on_exit "umount '$km' 2>/dev/null"
-  check_eq "kernel ext4 (read-only) reads the file written across the failure" "$sum_laidout" "$(md5sum <"$km/laidout.img" | cut -d' ' -f1)"
-  check_eq "... the file written into holes while redirected" "$sum_holes" "$(md5sum <"$km/holes.img" | cut -d' ' -f1)"
-  check_eq "... the small buffered file" "$sum_small" "$(md5sum <"$km/small.bin" | cut -d' ' -f1)"
-  check_eq "... the file written under the user redirect" "$sum_user" "$(md5sum <"$km/user.bin" | cut -d' ' -f1)"
-  check_eq "... the file written through the new coordinator" "$sum_moved" "$(md5sum <"$km/moved.bin" | cut -d' ' -f1)"
-  check_eq "... the file written while its writer could not be coordinator" "$sum_nopath" "$(md5sum <"$km/nopath.bin" | cut -d' ' -f1)"
-  check_eq "... the file written while the path hung" "$sum_hang" "$(md5sum <"$km/hang.img" | cut -d' ' -f1)"
-  umount "$km"
-else
-  not_ok "kernel read-only mount of the LUN: $(cat "$S/kmount.err")"
-fi
+lab_down_checked "$LUN"
+kernel_ro_view "$LUN" \
+  "kernel ext4 (read-only) reads the file written across the failure" "$sum_laidout" laidout.img \
+  "... the file written into holes while redirected" "$sum_holes" holes.img \
+  "... the small buffered file" "$sum_small" small.bin \
+  "... the file written under the user redirect" "$sum_user" user.bin \
+  "... the file written through the new coordinator" "$sum_moved" moved.bin \
+  "... the file written while its writer could not be coordinator" "$sum_nopath" nopath.bin \
+  "... the file written while the path hung" "$sum_hang" hang.img
 finish

@@ -1730,6 +1730,39 @@ static void test_adopted_dirty_times_are_stamped(void **state)
 	assert_true(after.ctime.tv_sec >= a.ctime.tv_sec);
 }
 
+/* The coordinator's own written ranges (m->pend, fs/meta_pending.c) wait
+ * until the journal transaction holding them is durable, and no longer: a
+ * coordinator whose path fails commits those still waiting again to its
+ * successor. A participant's (txn 0) wait for its fsync, not for this. */
+static void test_own_pending_dropped_once_durable(void **state)
+{
+	struct efx *f = *state;
+	struct volume *v = f->v;
+	ext2_ino_t ino = mkfile(v, ROOT, "own");
+	struct minode *m = open_m(v, ino);
+	assert_int_equal(meta_alloc(v, m, 0, 32), 0);
+	assert_int_equal(meta_commit_write(v, m, 0, 8, 8 * BS), 0);
+	minode_pend_add(m, 0, 8, 8 * BS, 5, volume_txn_open(v));
+	minode_pend_add(m, 100, 1, 0, 5, 0);   /* a participant's: not ours to prune */
+	minode_pend_prune(v, m, 0);
+	assert_int_equal(minode_pend_count(m), 2);   /* not journaled yet */
+	assert_int_equal(volume_sync(v), 0);
+	minode_pend_prune(v, m, 0);
+	assert_int_equal(minode_pend_count(m), 1);   /* journaled: dropped */
+	assert_int_equal(m->pend[0].txn, 0);
+
+	/* a range committed after that commit waits for the next one */
+	assert_int_equal(meta_commit_write(v, m, 8, 8, 16 * BS), 0);
+	minode_pend_add(m, 8, 8, 16 * BS, 5, volume_txn_open(v));
+	minode_pend_prune(v, m, 0);
+	assert_int_equal(minode_pend_count(m), 2);
+	minode_pend_prune(v, m, 1);                  /* a clean detach: all of ours durable */
+	assert_int_equal(minode_pend_count(m), 1);
+	minode_pend_clear_epoch(m, 5);
+	assert_int_equal(minode_pend_count(m), 0);
+	close_m(v, m);
+}
+
 /* The last close and the unlink of one file on two threads, over and over:
  * inode_drop_link once read the file's minode without a reference while
  * minode_put freed it (heap use-after-free in the coordinator, found by
@@ -2223,6 +2256,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_split_without_space, setup_small, teardown),
 		cmocka_unit_test_setup_teardown(test_last_close_races_unlink, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_adopted_dirty_times_are_stamped, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_own_pending_dropped_once_durable, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_quiesce_leaves_a_clean_lun, setup, teardown),
 	};
 	return cmocka_run_group_tests_name("fs_engine", tests, NULL, NULL);
