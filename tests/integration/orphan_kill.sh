@@ -63,6 +63,8 @@ kill_coordinator() {
   echo "$n"
 }
 others() { local k; for k in 1 2 3; do [ "$k" = "$1" ] || echo "$k"; done; }
+# A round starts from the coordinator C of now and its participants P.
+begin_round() { C=$(settled_coordinator 1 2 3); mapfile -t P < <(others "$C"); }
 
 "$LAB" up -n 3 --lun "$S/lun.img" --size 1G >"$S/up.out" 2>&1; rc=$?
 check_eq "lab up: 3 nodes, the volume mounted everywhere" 0 "$rc"
@@ -71,7 +73,7 @@ wait_until 30 settled_coordinator 1 2 3 >/dev/null
 on 1 sh -c "mkdir '$V/kept' && echo kept >'$V/kept/a' && sync '$V/kept/a'"
 
 # ---- round 1: the opener is the coordinator, killed ----------------------------------
-C=$(settled_coordinator 1 2 3); mapfile -t P < <(others "$C")
+begin_round
 diag "round 1: coordinator node$C opens, node${P[0]} unlinks, node$C is killed"
 base=$(free_mb "${P[0]}")
 write_file "$C" r1 >/dev/null
@@ -84,7 +86,7 @@ check "round 1: r1's $MB MB come back though its opener died with the coordinato
   wait_until 30 space_back "$N" "$base"
 
 # ---- round 2: the opener is a surviving participant ----------------------------------
-C=$(settled_coordinator 1 2 3); mapfile -t P < <(others "$C")
+begin_round
 diag "round 2: node${P[0]} opens, node${P[1]} unlinks, coordinator node$C is killed"
 base=$(free_mb "${P[0]}")
 sum=$(write_file "${P[1]}" r2)
@@ -99,7 +101,7 @@ check_eq "round 2: node${P[0]} reads r2 whole through its open descriptor after 
 check "round 2: r2's $MB MB come back at its last close" wait_until 30 space_back "$N" "$base"
 
 # ---- round 3: several opens on every node --------------------------------------------
-C=$(settled_coordinator 1 2 3); mapfile -t P < <(others "$C")
+begin_round
 diag "round 3: r3 open on node$C, node${P[0]} (twice) and node${P[1]}; node$C is killed"
 base=$(free_mb "${P[0]}")
 sum=$(write_file "$C" r3)
@@ -124,7 +126,7 @@ check_eq "round 3: node${P[0]}, the last opener, reads r3 whole" "$sum" "$(cat "
 check "round 3: r3's $MB MB come back at its last close" wait_until 30 space_back "$N" "$base"
 
 # ---- round 4: the participant opener's daemon is killed too --------------------------
-C=$(settled_coordinator 1 2 3); mapfile -t P < <(others "$C")
+begin_round
 diag "round 4: node${P[0]} opens and unlinks r4, coordinator node$C is killed, then node${P[0]}'s daemon"
 base=$(free_mb "${P[1]}")
 write_file "${P[0]}" r4 >/dev/null
@@ -143,11 +145,15 @@ check "round 4: r4's $MB MB come back once its opener's daemon is gone" \
 # coordinator, which dies before its journal holds it; the first thing the
 # participant does after the takeover is a punch of that very range. The
 # file keeps the size it was written to (a punch keeps the size), on every
-# node, and its bytes are the model's: the fsynced part, then zeros.
-C=$(settled_coordinator 1 2 3); mapfile -t P < <(others "$C")
-diag "round 5: node${P[0]} writes past its fsynced end, coordinator node$C is killed, node${P[0]} punches"
+# node, and its bytes are the model's: the fsynced part, then zeros. The
+# writer is the participant with the higher node id: the lower one takes the
+# role over (a writer that becomes the coordinator applies its own pending
+# commits to its engine, and would not need them sent).
+begin_round
+W=${P[1]} O=${P[0]}
+diag "round 5: node$W writes past its fsynced end, coordinator node$C is killed, node$W punches"
 BASE=4194304 TAIL=42487
-on "${P[0]}" python3 -c "
+on "$W" python3 -c "
 import ctypes, os, sys, time
 f, tag = sys.argv[1], sys.argv[2]
 fd = os.open(f, os.O_RDWR | os.O_CREAT, 0o644)
@@ -175,9 +181,9 @@ N=$(kill_coordinator "$C" "${P[@]}")
 : >"$S/r5.go"
 wait "$r5"
 read -r prc perr psize <"$S/r5.sum" 2>/dev/null
-check_eq "round 5: node${P[0]}'s punch after the takeover succeeds (errno ${perr:-?})" 0 "${prc:-none}"
-check_eq "round 5: node${P[0]} sees the size it wrote right after the punch" $((BASE + TAIL)) "${psize:-none}"
-check_eq "round 5: node${P[1]} sees that size too" $((BASE + TAIL)) "$(on "${P[1]}" stat -c %s "$V/r5")"
+check_eq "round 5: node$W's punch after the takeover succeeds (errno ${perr:-?})" 0 "${prc:-none}"
+check_eq "round 5: node$W sees the size it wrote right after the punch" $((BASE + TAIL)) "${psize:-none}"
+check_eq "round 5: node$O sees that size too" $((BASE + TAIL)) "$(on "$O" stat -c %s "$V/r5")"
 want=$( (head -c $BASE /dev/zero | tr '\0' '\132'; head -c $TAIL /dev/zero) | sha256sum | cut -d' ' -f1)
 check_eq "round 5: r5's bytes: the fsynced part, then the punched zeros" "$want" \
   "$(on "$N" sha256sum "$V/r5" | cut -d' ' -f1)"
