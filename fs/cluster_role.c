@@ -341,10 +341,23 @@ static void to_participant(struct cluster *c, void (*drop_engine)(struct volume 
 	control_note_coordinator(c->v->uuid, 0);
 }
 
+/* Coordinator: the reclaim window a takeover or move opened ends with the
+ * file locks' grace period (every node that was up told its opens and locks,
+ * or LOCK_GRACE_MS ran out), or at once when no other node is up to reclaim.
+ * The orphans no node opened again are freed then: their openers died with
+ * the old coordinator, or were fenced since. */
+static void end_reclaim_window(struct cluster *c, int nobody_else)
+{
+	if (nobody_else || !plock_in_grace(c->v->plocks))
+		volume_end_takeover(c->v);
+}
+
 /* Hands the role over: everything durable, the journal clean, MMP released;
  * detached (if any) runs then, with no node attached to the engine. */
 static void step_down(struct cluster *c, uint32_t target, void (*detached)(struct cluster *c))
 {
+	/* Alone, nobody can reclaim an orphan: a clean volume has none left. */
+	end_reclaim_window(c, !cl_others_up(c));
 	to_participant(c, volume_detach_engine);
 	if (detached)
 		detached(c);
@@ -684,8 +697,10 @@ void *role_thread_main(void *arg)
 		pthread_mutex_unlock(&c->mu);
 		if (atomic_load(&c->role) == CL_COORDINATOR && grow && quorate)
 			role_grow(c);
-		if (atomic_load(&c->role) == CL_COORDINATOR)
+		if (atomic_load(&c->role) == CL_COORDINATOR) {
 			close_fenced_opens(c);
+			end_reclaim_window(c, 0);
+		}
 		else if (quorate && atomic_load(&c->role) == CL_PARTICIPANT)
 			participant_step(c);
 		if (quick) {

@@ -133,7 +133,8 @@ struct volume {
 	pthread_cond_t flusher_cond;
 	int stopping;
 	size_t cache_bytes;
-	int takeover;                  /* the engine was attached by a takeover */
+	int takeover;                  /* volume lock: the engine was attached by a takeover (or a
+					* move) and the other nodes' reclaims may still come */
 	/* Validity checks (meta_check.c, docs/hostile-input.md), built when the
 	 * engine attaches: the metadata zones no extent or directory block may
 	 * touch (sorted), and the inodes found corrupt (volume lock). */
@@ -167,6 +168,12 @@ int volume_new(const struct volume_opts *o, struct volume **out, char *err, size
 int volume_probe(struct volume *v, char *err, size_t errlen);
 int volume_attach_engine(struct volume *v, int takeover, char *err, size_t errlen);
 void volume_detach_engine(struct volume *v);
+/* Ends the reclaim window a takeover (or move) opened, once every node that
+ * may hold files open told the new coordinator (docs/cluster.md, "Orphans
+ * across a takeover"): the orphans no open holds any more are freed, and from
+ * now on an unlinked file nobody has open cannot be opened. Returns how many
+ * were freed, or -errno; 0 at once when no window is open. */
+int volume_end_takeover(struct volume *v);
 void volume_abandon_engine(struct volume *v);
 void volume_free(struct volume *v);
 /* Writes everything and makes it durable. Caller holds no locks. */

@@ -506,6 +506,98 @@ int orphan_process_all(struct volume *v)
 	return 0;
 }
 
+/* Under v->lock: the orphan list's inodes, in list order, at most
+ * s_inodes_count of them (a loop in a corrupt list ends there). */
+static int orphan_list_snapshot(struct volume *v, ext2_ino_t **out, size_t *n)
+{
+	size_t cap = 0;
+	*out = NULL;
+	*n = 0;
+	for (ext2_ino_t at = v->fs->super->s_last_orphan; at && *n < v->fs->super->s_inodes_count;) {
+		struct ext2_inode_large in;
+		if (at < EXT2_FIRST_INODE(v->fs->super) || at > v->fs->super->s_inodes_count ||
+		    inode_read(v, at, &in) != 0) {
+			csvfs_log(LOG_WARN_L, "orphan list: bad inode %u; the rest of the list is left for e2fsck", at);
+			break;
+		}
+		if (*n == cap) {
+			cap = cap ? cap * 2 : 16;
+			ext2_ino_t *p = realloc(*out, cap * sizeof(*p));
+			if (!p) {
+				free(*out);
+				*out = NULL;
+				*n = 0;
+				return -ENOMEM;
+			}
+			*out = p;
+		}
+		(*out)[(*n)++] = at;
+		at = in.i_dtime;
+	}
+	return 0;
+}
+
+/* Under v->lock: ino off the orphan list and freed, unless some open (this
+ * node's, or one another node told this coordinator) still holds it.
+ * Returns 1 when freed. */
+static int orphan_finish_unopened(struct volume *v, ext2_ino_t ino)
+{
+	struct minode *m = minode_find(v, ino);
+	int rc = 0;
+	if (!m || m->open_count == 0) {
+		struct ext2_inode_large in;
+		rc = orphan_remove(v, ino);
+		if (rc == 0)
+			rc = inode_read(v, ino, &in);
+		if (rc == 0 && in.i_links_count == 0) {
+			rc = inode_free(v, ino, &in);
+			if (rc == 0 && m) {   /* as inode_drop_link: a later open must not find it */
+				pthread_mutex_lock(&v->table_lock);
+				table_remove_locked(v, m);
+				pthread_mutex_unlock(&v->table_lock);
+			}
+			rc = rc ? rc : 1;
+		}
+	}
+	minode_put(v, m);
+	return rc;
+}
+
+int volume_end_takeover(struct volume *v)
+{
+	pthread_mutex_lock(&v->lock);
+	if (!v->takeover || !v->fs || v->read_only || volume_refuses_changes(v)) {
+		pthread_mutex_unlock(&v->lock);
+		return 0;
+	}
+	/* From here meta_open refuses an unlinked file nobody has open. */
+	v->takeover = 0;
+	ext2_ino_t *inos;
+	size_t n;
+	int rc = orphan_list_snapshot(v, &inos, &n);
+	unsigned freed = 0, kept = 0;
+	for (size_t i = 0; rc == 0 && i < n; i++) {
+		int r = orphan_finish_unopened(v, inos[i]);
+		if (r < 0 && inode_known_bad(v, inos[i]))
+			continue;   /* corrupt (logged): left allocated for e2fsck, never freed */
+		if (r < 0)
+			rc = r;
+		else if (r)
+			freed++;
+		else
+			kept++;
+	}
+	pthread_mutex_unlock(&v->lock);
+	free(inos);
+	if (rc)
+		csvfs_log(LOG_ERR_L, "volume %s: freeing the orphans no node reopened after the takeover "
+			  "failed: %s", v->uuid, strerror(-rc));
+	else if (freed)
+		csvfs_log(LOG_INFO_L, "volume %s: freed %u unlinked inode(s) whose openers died with the "
+			  "previous coordinator; %u still open", v->uuid, freed, kept);
+	return rc ? rc : (int)freed;
+}
+
 int inode_drop_link(struct volume *v, ext2_ino_t ino)
 {
 	struct ext2_inode_large in;
@@ -644,7 +736,8 @@ static int truncate_locked(struct volume *v, ext2_ino_t ino, struct ext2_inode_l
  * is allocated, has the generation the caller looked up, and has a link or
  * is already open (an unlinked file open elsewhere stays openable, e.g.
  * through /proc/PID/fd). After a takeover the orphans other nodes hold open
- * have no open counted here until those nodes reclaim them: live too.
+ * have no open counted here until those nodes reclaim them: live too, until
+ * the reclaim window ends (volume_end_takeover).
  *
  * Not live is -ESTALE, not -ENOENT: the kernel's open(2) (do_filp_open)
  * walks the path again once with LOOKUP_REVAL on ESTALE, so the open ends as

@@ -381,7 +381,8 @@ static int mark_mounted(struct volume *v)
 	ext2fs_mark_super_dirty(v->fs);
 	volume_mark_dirty(v);
 	/* At a takeover other nodes may still hold orphans open: they are
-	 * freed at their last close, or at the next mount that is not one. */
+	 * freed at their last close, or when the reclaim window ends
+	 * (volume_end_takeover) with no open left. */
 	int rc = v->takeover ? 0 : orphan_process_all(v);
 	return rc ? rc : volume_sync_locked(v);
 }
@@ -528,7 +529,8 @@ int volume_probe(struct volume *v, char *err, size_t errlen)
  * replay, the journal attached, the volume marked in use. With takeover, the
  * previous coordinator is known to be gone (the lock manager granted us its
  * role), so its MMP heartbeat is not waited out, and orphans (files it kept
- * open for other nodes) are left for their last close. */
+ * open for other nodes) are left for their last close or the end of the
+ * reclaim window (volume_end_takeover). */
 int volume_attach_engine(struct volume *v, int takeover, char *err, size_t errlen)
 {
 	struct journal_config jc = { .lun_path = v->lun, .read_only = v->read_only,

@@ -102,7 +102,10 @@ static int r_getattr(struct volume *v, ext2_ino_t ino, struct meta_attr *out)
 /* Our own truncate, punch or zeroing of [from, to) (blocks): written ranges
  * there that wait to be committed again to a new coordinator are no longer
  * ours to commit — a resend would fail on freed blocks (ESTALE, and fsync
- * said EIO after a move), or mark zeroed blocks written again. */
+ * said EIO after a move), or mark zeroed blocks written again. The size a
+ * range wrote stays (a punch keeps the size; a truncate clamps it after):
+ * a range punched whole becomes a size alone, else a punch after a takeover
+ * lost the size of a write the old coordinator had not made durable. */
 static void pending_forget(struct minode *m, uint64_t from, uint64_t to)
 {
 	pthread_mutex_lock(&m->map_lock);
@@ -123,9 +126,8 @@ static void pending_forget(struct minode *m, uint64_t from, uint64_t to)
 		if (end > from && p.lblk >= from && p.lblk < to && end > to)
 			p = (struct pending_commit){ to, end - to, p.size, p.epoch, p.txn };   /* the part after to */
 		else if (end > from && p.lblk < to)
-			p.len = p.lblk < from ? from - p.lblk : 0;   /* the part before from */
-		if (p.len)
-			m->pend[keep++] = p;
+			p.len = p.lblk < from ? from - p.lblk : 0;   /* the part before from, or a size alone */
+		m->pend[keep++] = p;
 	}
 	m->npend = keep;
 	if (split && keep < m->pend_cap)
@@ -517,15 +519,23 @@ static int r_syncfs(struct volume *v)
 	return call_void(v, OP_SYNCFS, &q);
 }
 
+/* What went to an older coordinator goes to this one first (as before a
+ * read or write): the coordinator answers with the size, which must hold
+ * what we wrote before the takeover. The ranges a punch or zeroing is about
+ * to remove are not ours to commit again, but their sizes are. */
 static int r_fallocate(struct volume *v, struct minode *m, int mode, uint64_t off, uint64_t len)
 {
+	int removes = (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) != 0;
+	if (removes)
+		pending_forget(m, (off + v->blocksize - 1) / v->blocksize, (off + len) / v->blocksize);
+	int rc = pending_resend(v, m, v->remote->epoch(v->remote->ctx));
+	if (rc)
+		return rc;
 	struct proto_req q = { .fallocate = { m->ino, (uint32_t)mode, off, len } };
 	uint64_t size = 0;
-	int rc = call_u64(v, OP_FALLOCATE, &q, &size);
+	rc = call_u64(v, OP_FALLOCATE, &q, &size);
 	if (rc == 0)
 		atomic_store(&m->size, size);
-	if (rc == 0 && (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)))
-		pending_forget(m, (off + v->blocksize - 1) / v->blocksize, (off + len) / v->blocksize);
 	return rc;
 }
 

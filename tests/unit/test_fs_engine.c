@@ -1349,6 +1349,52 @@ static void test_orphan_freed_at_next_mount(void **state)
 	(void)ino;
 }
 
+/* After a takeover the new coordinator keeps every orphan (other nodes may
+ * hold them open and reclaim their opens); when the reclaim window ends, the
+ * ones no open holds — their opener died with the old coordinator — are
+ * freed, and the rest stay until their last close. */
+static void test_orphans_after_takeover(void **state)
+{
+	struct efx *f = *state;
+	struct volume *v = f->v;
+	uint64_t blocks0 = free_blocks(v), inodes0 = free_inodes(v);
+	ext2_ino_t held = mkfile(v, ROOT, "held"), lost = mkfile(v, ROOT, "lost");
+	struct minode *mh = open_m(v, held), *ml = open_m(v, lost);
+	write_blocks(v, mh, 0, 30);
+	write_blocks(v, ml, 0, 40);
+	assert_int_equal(meta_unlink(v, ROOT, "held"), 0);
+	assert_int_equal(meta_unlink(v, ROOT, "lost"), 0);
+	uint32_t lost_gen = gen_of(v, lost);
+	/* As at a takeover: lost's opener was the old coordinator's process,
+	 * and nobody will reclaim it; held is open here (reclaimed). */
+	v->takeover = 1;
+	pthread_mutex_lock(&v->lock);
+	ml->open_count = 0;
+	pthread_mutex_unlock(&v->lock);
+	minode_put(v, ml);
+	/* during the window a reclaim of an orphan nobody has open is let through */
+	struct minode *m = minode_get(v, lost);
+	assert_non_null(m);
+	assert_int_equal(meta_open(v, m, lost_gen, 0), 0);
+	pthread_mutex_lock(&v->lock);
+	m->open_count = 0;   /* and undone: that node died too */
+	pthread_mutex_unlock(&v->lock);
+	minode_put(v, m);
+
+	assert_int_equal(volume_end_takeover(v), 1);
+	assert_int_equal(v->fs->super->s_last_orphan, held);
+	assert_int_equal(free_inodes(v), inodes0 - 1);
+	assert_int_equal(volume_end_takeover(v), 0);        /* the window is closed */
+	m = minode_get(v, lost);
+	assert_true(m == NULL || meta_open(v, m, lost_gen, 0) == -ESTALE);
+	if (m)
+		minode_put(v, m);
+	close_m(v, mh);                                      /* the last close frees held */
+	assert_int_equal(v->fs->super->s_last_orphan, 0);
+	assert_int_equal(free_blocks(v), blocks0);
+	assert_int_equal(free_inodes(v), inodes0);
+}
+
 /* ---- the helpers that callers use under v->lock ------------------------------------ */
 
 static void test_dir_helpers_under_lock(void **state)
@@ -2240,6 +2286,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_truncate, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_open_unlinked_file, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_orphan_freed_at_next_mount, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_orphans_after_takeover, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_dir_helpers_under_lock, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_extent_helpers_under_lock, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_read_only_volume, setup, teardown),

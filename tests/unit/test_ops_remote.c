@@ -979,6 +979,42 @@ static void test_pending_sizes(void **state)
 	remote_close(f, m);
 }
 
+/* A write past the fsynced end that the old coordinator never made durable,
+ * then, first thing at the new one, a punch of all the blocks it wrote: the
+ * range is not ours to commit again, but the size it wrote is (a punch keeps
+ * the size) — the soak saw st_size fall back to the last fsync's. */
+static void test_punch_after_takeover_keeps_size(void **state)
+{
+	struct fx *f = *state;
+	struct meta_attr a;
+	char buf[3 * BS];
+	struct minode *m = remote_create_open(f, "punched", &a);
+	pattern(buf, sizeof(buf), 10);
+	remote_write(f, m, buf, BS, 0);
+	assert_int_equal(ops_remote.fsync(f->pv, m, 1), 0);          /* block 0, size 4096: durable */
+	remote_write(f, m, buf, 2 * BS + 100, BS);                   /* blocks 1-3, size 12388 */
+	/* The coordinator dies before its journal holds that commit: the new
+	 * one knows the size of the fsync (and the blocks' allocation is gone). */
+	struct meta_setattr lost = { .valid = META_SET_SIZE, .size = BS };
+	assert_int_equal(ops_local.setattr(f->cv, m->ino, &lost, NULL), 0);
+	atomic_fetch_add(&f->l.epoch, 1);
+	assert_int_equal(ops_remote.fallocate(f->pv, m, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+					      BS, 3 * BS), 0);
+	assert_int_equal(local_attr(f, m->ino).size, 3 * BS + 100);
+	assert_int_equal(atomic_load(&m->size), 3 * BS + 100);
+	/* the range's blocks are nobody's to commit again: only its size waits */
+	for (unsigned i = 0; i < m->npend; i++)
+		assert_int_equal(m->pend[i].len, 0);
+	assert_int_equal(ops_remote.fsync(f->pv, m, 1), 0);
+	assert_int_equal(m->npend, 0);
+	char want[3 * BS + 100], got[3 * BS + 100];
+	memcpy(want, buf, BS);
+	memset(want + BS, 0, sizeof(want) - BS);
+	assert_int_equal(local_read(f, m->ino, got, sizeof(got), 0), (int)sizeof(got));
+	assert_memory_equal(got, want, sizeof(got));
+	remote_close(f, m);
+}
+
 /* ---- 5. a malformed reply is the coordinator's fault: -EIO, no crash ---------- */
 
 static void test_malformed_replies(void **state)
@@ -1114,6 +1150,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_last_close_commits, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_new_coordinator_gets_pending_ranges, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pending_sizes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_punch_after_takeover_keeps_size, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_malformed_replies, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_malformed_map, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_file_locks, setup, teardown),
