@@ -643,6 +643,7 @@ void volume_detach_engine(struct volume *v)
 	v->journal = NULL;
 	deferfree_destroy(v);
 	sysz_free(v);
+	reply_table_free(v);
 	v->opened = v->journaled = v->mmp_held = v->dirty = 0;
 }
 
@@ -659,6 +660,7 @@ void volume_abandon_engine(struct volume *v)
 	v->journal = NULL;
 	deferfree_destroy(v);
 	sysz_free(v);
+	reply_table_free(v);
 	v->opened = v->journaled = v->mmp_held = v->dirty = 0;
 }
 
