@@ -238,7 +238,11 @@ int cluster_call_timeout(struct cluster *c, uint16_t op, struct rio_writer *req,
 		}
 		return -status;
 	}
-	if (rc == RIO_E_SHUTDOWN || rc == RIO_E_CLOSED || ((flags & RIO_CALL_IDEMPOTENT) && rc != RIO_E_TOOBIG)) {
+	/* A ONCE change in doubt (the coordinator's instance changed) is sent
+	 * again: one that applied it left the record in the reply table
+	 * (docs/cluster.md "Exactly once"). */
+	int resend_safe = (flags & RIO_CALL_IDEMPOTENT) || (op == OP_ONCE && rc == RIO_E_INDOUBT);
+	if (rc == RIO_E_SHUTDOWN || rc == RIO_E_CLOSED || (resend_safe && rc != RIO_E_TOOBIG)) {
 		cl_poke(c);
 		return -ERESTART;
 	}

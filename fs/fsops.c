@@ -7,7 +7,9 @@
  * A role change (takeover, move) waits for the requests inside; a
  * participant's request that cannot reach a coordinator returns -ERESTART
  * from the implementation, leaves, waits for one and runs again, possibly
- * in the other implementation (this node may have become the coordinator). */
+ * in the other implementation (this node may have become the coordinator).
+ * A change keeps its request id across those runs (exactly once,
+ * docs/cluster.md). */
 #include "fs/fsops.h"
 #include "fs/cluster.h"
 #include "fs/data.h"
@@ -28,6 +30,7 @@ static const struct fs_ops *ops_for(int role)
 			(rc) = ops_->CALL;                                           \
 			break;                                                       \
 		}                                                                    \
+		remote_once_end();   /* a new operation: a new request id */     \
 		for (uint64_t since_ = 0;;) {                                        \
 			int role_ = cluster_enter((v)->cluster);                     \
 			if (role_ < 0) {                                             \
@@ -46,6 +49,7 @@ static const struct fs_ops *ops_for(int role)
 				break;                                               \
 			}                                                            \
 		}                                                                    \
+		remote_once_end();                                                   \
 	} while (0)
 
 /* An operation that changes nothing: it goes on during a snapshot freeze. */

@@ -157,6 +157,10 @@ struct volume {
 	char node_name[64];
 	struct lock_client *lockc;     /* waiters, lost files (fs/locks.c) */
 	_Atomic unsigned lock_epoch;   /* bumped when this node's file locks were lost */
+	/* volume lock: the reply table (meta_reply.c), loaded while the engine
+	 * is attached; replies_off: inode 5 is not one, records are not kept. */
+	struct reply_table *replies;
+	int replies_off;
 };
 
 int volume_open(const struct volume_opts *o, struct volume **out, char *err, size_t errlen);
@@ -272,6 +276,42 @@ struct meta_dirent {
 };
 
 /* 0, or the errno the engine gives a name it cannot hold (ENAMETOOLONG, ...). */
+/* ---- Exactly once (meta_reply.c, docs/cluster.md "Exactly once") ----------
+ * A participant's non-idempotent request is named by (node, client, slot,
+ * seq): node its authenticated name, client a number its daemon drew at
+ * start, slot one of its REPLY_SLOTS concurrent requests, seq that slot's
+ * count. The engine records the id and the result with the change, in the
+ * same journal transaction, so a new coordinator answers a resend from it. */
+#define REPLY_SLOTS 32u
+#define REPLY_NODES_MAX 64u
+#define REPLY_ENTRY_BYTES 1024u
+#define REPLY_TABLE_BYTES (REPLY_NODES_MAX * REPLY_ENTRY_BYTES)
+struct meta_reply_key {
+	char node[64];
+	uint64_t client;
+	uint32_t slot, seq;            /* slot < REPLY_SLOTS, seq > 0 */
+	uint32_t op;                   /* the request's operation code */
+};
+/* A slot's last change: its seq and op, the inode and generation it made or
+ * changed (0 for unlink, rmdir, rename). */
+struct meta_reply_slot { uint32_t seq, op, ino, gen; };
+struct meta_reply_entry {
+	char node[64];                 /* "" = a free entry */
+	uint64_t client, stamp;        /* stamp: when last used (least recently used goes first) */
+	struct meta_reply_slot slot[REPLY_SLOTS];
+};
+/* The next change this thread makes is k's (NULL: none). */
+void meta_reply_expect(const struct meta_reply_key *k);
+/* 1 and *out when k was applied and recorded; 0 when not known. */
+int meta_reply_lookup(struct volume *v, const struct meta_reply_key *k, struct meta_reply_slot *out);
+/* The attributes now of the inode a recorded change made or changed;
+ * -ESTALE when it is gone (freed, or its number reused) since. */
+int meta_reply_attr(struct volume *v, const struct meta_reply_slot *done, struct meta_attr *out);
+/* An entry as it is on disk (REPLY_ENTRY_BYTES); decode: 1 an entry, 0 a
+ * free one, -EINVAL a bad one (magic, checksum, name). */
+void meta_reply_encode(const struct meta_reply_entry *e, uint8_t *buf);
+int meta_reply_decode(const uint8_t *buf, struct meta_reply_entry *e);
+
 int meta_check_name(const char *name);
 int meta_lookup(struct volume *v, ext2_ino_t parent, const char *name, struct meta_attr *out);
 int meta_getattr(struct volume *v, ext2_ino_t ino, struct meta_attr *out);

@@ -688,6 +688,7 @@ int meta_setattr(struct volume *v, ext2_ino_t ino, const struct meta_setattr *sa
 	}
 	if (rc == 0 && out)
 		inode_to_attr(v, ino, &in, out);
+	reply_record(v, rc, ino, in.i_generation);
 	pthread_mutex_unlock(&v->lock);
 	if (m) {
 		pthread_rwlock_unlock(&m->io_lock);

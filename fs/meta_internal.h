@@ -107,4 +107,10 @@ int orphan_process_all(struct volume *v);
 /* Drops one link; frees or orphans the inode when it was the last. */
 int inode_drop_link(struct volume *v, ext2_ino_t ino);
 
+/* Exactly once (meta_reply.c): a change that succeeded (rc 0) records the
+ * result of the request this thread runs, if any, before its volume-lock
+ * hold ends; the table is dropped with the engine. */
+void reply_record(struct volume *v, int rc, ext2_ino_t ino, uint32_t gen);
+void reply_table_free(struct volume *v);
+
 #endif

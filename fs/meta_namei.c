@@ -226,6 +226,7 @@ int meta_create(struct volume *v, ext2_ino_t parent, const char *name, uint32_t 
 	}
 	if (rc == 0 && out)
 		inode_to_attr(v, ino, &in, out);
+	reply_record(v, rc, ino, in.i_generation);
 	pthread_mutex_unlock(&v->lock);
 	return rc;
 }
@@ -279,6 +280,7 @@ int meta_symlink(struct volume *v, ext2_ino_t parent, const char *name, const ch
 		discard_inode(v, ino);
 	if (rc == 0 && out)
 		inode_to_attr(v, ino, &in, out);
+	reply_record(v, rc, ino, in.i_generation);
 	pthread_mutex_unlock(&v->lock);
 	return rc;
 }
@@ -317,6 +319,7 @@ int meta_link(struct volume *v, ext2_ino_t ino, ext2_ino_t newparent, const char
 		rc = reread_touch_dir(v, newparent, 0);
 	if (rc == 0 && out)
 		inode_to_attr(v, ino, &in, out);
+	reply_record(v, rc, ino, in.i_generation);
 	pthread_mutex_unlock(&v->lock);
 	return rc;
 }
@@ -338,6 +341,7 @@ int meta_unlink(struct volume *v, ext2_ino_t parent, const char *name)
 		rc = reread_touch_dir(v, parent, 0);
 	if (rc == 0)
 		rc = inode_drop_link(v, ino);
+	reply_record(v, rc, 0, 0);
 	pthread_mutex_unlock(&v->lock);
 	return rc;
 }
@@ -385,6 +389,7 @@ int meta_rmdir(struct volume *v, ext2_ino_t parent, const char *name)
 		rc = reread_touch_dir(v, parent, -1);
 	if (rc == 0)
 		rc = free_dir(v, ino);
+	reply_record(v, rc, 0, 0);
 	pthread_mutex_unlock(&v->lock);
 	return rc;
 }
@@ -591,6 +596,7 @@ int meta_rename_cred(struct volume *v, ext2_ino_t parent, const char *name,
 	if (rc == 0 && dst.is_dir && parent != newparent && (flags & META_RENAME_EXCHANGE))
 		rc = check_not_below(v, parent, dst.ino);
 	if (rc == 0 && src.ino == dst.ino) {
+		reply_record(v, rc, 0, 0);
 		pthread_mutex_unlock(&v->lock);
 		return 0; /* two names of one inode: POSIX says do nothing */
 	}
@@ -607,6 +613,7 @@ int meta_rename_cred(struct volume *v, ext2_ino_t parent, const char *name,
 		rc = stamp_ctime(v, src.ino);
 	if (rc == 0 && dst.ino && (flags & META_RENAME_EXCHANGE))
 		rc = stamp_ctime(v, dst.ino);
+	reply_record(v, rc, 0, 0);
 	pthread_mutex_unlock(&v->lock);
 	return rc;
 }

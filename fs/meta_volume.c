@@ -645,6 +645,7 @@ void volume_detach_engine(struct volume *v)
 	v->journal = NULL;
 	deferfree_destroy(v);
 	sysz_free(v);
+	reply_table_free(v);
 	v->opened = v->journaled = v->mmp_held = v->dirty = 0;
 }
 
@@ -661,6 +662,7 @@ void volume_abandon_engine(struct volume *v)
 	v->journal = NULL;
 	deferfree_destroy(v);
 	sysz_free(v);
+	reply_table_free(v);
 	v->opened = v->journaled = v->mmp_held = v->dirty = 0;
 }
 

@@ -95,6 +95,16 @@ struct fs_ops {
 extern const struct fs_ops ops_local;
 extern const struct fs_ops ops_remote;
 
+/* Exactly once (docs/cluster.md): a participant's change carries a request
+ * id; a change answered -ERESTART keeps it for its resend by fsops.c's
+ * retry loop. The operation is over (fsops.c, before and after it runs):
+ * the id is no longer resent. */
+void remote_once_end(void);
+/* 1 and the id (k) when this thread's operation got -ERESTART for its op
+ * change (the coordinator may have applied it and died): a new coordinator
+ * that is this node looks the id up before applying it itself. */
+int remote_once_sent(const struct volume *v, uint16_t op, struct meta_reply_key *k);
+
 /* How ops_remote reaches the coordinator: the cluster's connection
  * (fs/cluster_conn.c), or in a unit test a socket pair to a server. */
 struct remote_link {

@@ -4,15 +4,87 @@
  * (truncate, O_TRUNC, punch, zero range) recall those layouts first. */
 #include "fs/ops.h"
 #include "fs/cluster.h"
+#include "fs/proto.h"
 
 #include <errno.h>
 #include <string.h>
 #include <linux/falloc.h>
 
+/* ---- exactly once across a takeover by this node (docs/cluster.md) ---------
+ * This node sent op to a coordinator that died before answering, and is the
+ * coordinator now: if the old one applied it, the reply table holds it under
+ * the request id, and it is answered as it was instead of applied again. */
+static int applied_before(struct volume *v, uint16_t op, struct meta_reply_slot *done)
+{
+	struct meta_reply_key k;
+	if (!v->cluster || !remote_once_sent(v, op, &k) || meta_reply_lookup(v, &k, done) != 1)
+		return 0;
+	csvfs_log(LOG_INFO_L, "this node's %s (slot %u, seq %u) was applied by the coordinator before "
+		  "it: answered from the reply table", proto_op_name(op), k.slot, k.seq);
+	return 1;
+}
+
+/* The answer of an applied change that has attributes (out may be NULL). */
+static int applied_attr(struct volume *v, const struct meta_reply_slot *done, struct meta_attr *out)
+{
+	struct meta_attr a;
+	int rc = meta_reply_attr(v, done, &a);
+	if (rc == 0 && out)
+		*out = a;
+	return rc;
+}
+
+static int local_create(struct volume *v, ext2_ino_t parent, const char *name, uint32_t mode,
+			uint32_t rdev, const struct meta_cred *cred, struct meta_attr *out)
+{
+	struct meta_reply_slot d;
+	return applied_before(v, OP_CREATE, &d) ? applied_attr(v, &d, out)
+						: meta_create(v, parent, name, mode, rdev, cred, out);
+}
+
+static int local_symlink(struct volume *v, ext2_ino_t parent, const char *name, const char *target,
+			 const struct meta_cred *cred, struct meta_attr *out)
+{
+	struct meta_reply_slot d;
+	return applied_before(v, OP_SYMLINK, &d) ? applied_attr(v, &d, out)
+						 : meta_symlink(v, parent, name, target, cred, out);
+}
+
+static int local_link(struct volume *v, ext2_ino_t ino, ext2_ino_t newparent, const char *newname,
+		      struct meta_attr *out)
+{
+	struct meta_reply_slot d;
+	return applied_before(v, OP_LINK, &d) ? applied_attr(v, &d, out)
+					      : meta_link(v, ino, newparent, newname, out);
+}
+
+static int local_unlink(struct volume *v, ext2_ino_t parent, const char *name)
+{
+	struct meta_reply_slot d;
+	return applied_before(v, OP_UNLINK, &d) ? 0 : meta_unlink(v, parent, name);
+}
+
+static int local_rmdir(struct volume *v, ext2_ino_t parent, const char *name)
+{
+	struct meta_reply_slot d;
+	return applied_before(v, OP_RMDIR, &d) ? 0 : meta_rmdir(v, parent, name);
+}
+
+static int local_rename(struct volume *v, ext2_ino_t parent, const char *name, ext2_ino_t newparent,
+			const char *newname, unsigned flags, const struct meta_cred *cred)
+{
+	struct meta_reply_slot d;
+	return applied_before(v, OP_RENAME, &d)
+		       ? 0 : meta_rename_cred(v, parent, name, newparent, newname, flags, cred);
+}
+
 /* Coordinator: a truncate frees blocks other nodes may hold layouts of. */
 static int local_setattr(struct volume *v, ext2_ino_t ino, const struct meta_setattr *sa,
 			 struct meta_attr *out)
 {
+	struct meta_reply_slot d;
+	if (applied_before(v, OP_SETATTR, &d))
+		return applied_attr(v, &d, out);
 	void *recall = NULL;
 	int rc = 0;
 	if ((sa->valid & META_SET_SIZE) && v->cluster)
@@ -48,7 +120,9 @@ static int local_open(struct volume *v, ext2_ino_t ino, uint32_t gen, int trunca
 static int local_create_open(struct volume *v, ext2_ino_t parent, const char *name, uint32_t mode,
 			     const struct meta_cred *cred, struct meta_attr *out, struct minode **m)
 {
-	int rc = meta_create(v, parent, name, mode, 0, cred, out);
+	struct meta_reply_slot d;
+	int rc = applied_before(v, OP_CREATE_OPEN, &d) ? applied_attr(v, &d, out)
+						       : meta_create(v, parent, name, mode, 0, cred, out);
 	return rc ? rc : local_open(v, (ext2_ino_t)out->ino, out->generation, 0, m);
 }
 
@@ -152,12 +226,12 @@ const struct fs_ops ops_local = {
 	.lookup = meta_lookup,
 	.getattr = meta_getattr,
 	.setattr = local_setattr,
-	.create = meta_create,
-	.symlink = meta_symlink,
-	.link = meta_link,
-	.unlink = meta_unlink,
-	.rmdir = meta_rmdir,
-	.rename = meta_rename_cred,
+	.create = local_create,
+	.symlink = local_symlink,
+	.link = local_link,
+	.unlink = local_unlink,
+	.rmdir = local_rmdir,
+	.rename = local_rename,
 	.readlink = meta_readlink,
 	.readdir = meta_readdir,
 	.statfs = local_statfs,

@@ -16,20 +16,120 @@
 #include <linux/falloc.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
 #include <unistd.h>
+
+/* ---- exactly once: request ids (docs/cluster.md "Exactly once") ---------- */
+
+/* This daemon's client id and its REPLY_SLOTS slots: one process serves one
+ * volume, and a restarted daemon must draw a new id (the coordinator then
+ * forgets the old one's records), hence one table per process. */
+static struct {
+	pthread_mutex_t lock;
+	pthread_cond_t freed;
+	uint64_t client;                /* drawn at the first change sent */
+	uint32_t seq[REPLY_SLOTS];      /* the last seq sent in each slot */
+	uint32_t busy;                  /* a bit per slot held by an operation */
+} once = { .lock = PTHREAD_MUTEX_INITIALIZER, .freed = PTHREAD_COND_INITIALIZER };
+
+_Static_assert(REPLY_SLOTS <= 32, "once.busy has a bit per slot");
+
+/* The id this thread's change went under. A change that got -ERESTART (the
+ * coordinator died or moved) is sent again by fsops.c's retry loop: with the
+ * same id (resend), so that a coordinator that applied it answers from its
+ * table. Any other outcome ends the id, and so does remote_once_end. */
+static __thread struct { int held, resend; uint32_t slot, seq; uint16_t op; } mine;
+
+static uint64_t draw_client_id(void)
+{
+	uint64_t id = 0;
+	while (id == 0)
+		if (getrandom(&id, sizeof(id), 0) != sizeof(id))
+			id = (uint64_t)getpid() << 32 ^ (uint64_t)time(NULL);
+	return id;
+}
+
+/* The id for op's change: the last one again for its resend, else the next
+ * seq of a free slot (waiting while every slot is held). */
+static struct proto_once once_id(uint16_t op)
+{
+	pthread_mutex_lock(&once.lock);
+	if (!(mine.held && mine.resend && mine.op == op)) {
+		if (!once.client)
+			once.client = draw_client_id();
+		if (!mine.held) {
+			while (once.busy == (uint32_t)((1ull << REPLY_SLOTS) - 1))
+				pthread_cond_wait(&once.freed, &once.lock);
+			mine.slot = (uint32_t)__builtin_ctz(~once.busy);
+			once.busy |= 1u << mine.slot;
+			mine.held = 1;
+		}
+		if (++once.seq[mine.slot] == 0)
+			once.seq[mine.slot] = 1;   /* 0 names no request */
+		mine.seq = once.seq[mine.slot];
+		mine.op = op;
+	}
+	mine.resend = 0;
+	struct proto_once id = { once.client, mine.slot, mine.seq, op };
+	pthread_mutex_unlock(&once.lock);
+	return id;
+}
+
+void remote_once_end(void)
+{
+	if (!mine.held)
+		return;
+	pthread_mutex_lock(&once.lock);
+	once.busy &= ~(1u << mine.slot);
+	pthread_cond_signal(&once.freed);
+	pthread_mutex_unlock(&once.lock);
+	mine.held = mine.resend = 0;
+}
+
+/* After the call: kept for a resend only when the answer was -ERESTART. */
+static void once_sent(int rc)
+{
+	if (rc == -ERESTART)
+		mine.resend = 1;
+	else
+		remote_once_end();
+}
+
+int remote_once_sent(const struct volume *v, uint16_t op, struct meta_reply_key *k)
+{
+	if (!mine.held || !mine.resend || mine.op != op)
+		return 0;
+	pthread_mutex_lock(&once.lock);
+	*k = (struct meta_reply_key){ .client = once.client, .slot = mine.slot, .seq = mine.seq,
+				      .op = op };
+	pthread_mutex_unlock(&once.lock);
+	snprintf(k->node, sizeof(k->node), "%s", v->node_name);
+	return 1;
+}
 
 /* ---- requests ------------------------------------------------------------ */
 /* Sends o's request q (timeout_ms 0: the usual call timeout); on 0 the
- * caller decodes and frees *rep. */
+ * caller decodes and frees *rep. A change that must apply once goes
+ * wrapped in ONCE with this operation's request id. */
 static int send_request(struct volume *v, const struct proto_op *o, const struct proto_req *q,
 			struct rio_reply *rep, unsigned timeout_ms)
 {
 	struct rio_writer w;
 	rio_writer_init(&w, 0);
-	o->put_req(&w, q);
+	int once_op = proto_op_once(o->code);
+	if (once_op) {
+		struct proto_once id = once_id(o->code);
+		proto_put_once(&w, &id, q);
+	} else {
+		o->put_req(&w, q);
+	}
 	int rc = rio_writer_error(&w) ? -ENAMETOOLONG
-				       : v->remote->call(v->remote->ctx, o->code, &w, rep, timeout_ms);
+				       : v->remote->call(v->remote->ctx, once_op ? OP_ONCE : o->code, &w,
+							 rep, timeout_ms);
 	rio_writer_free(&w);
+	if (once_op)
+		once_sent(rc);
 	return rc;
 }
 

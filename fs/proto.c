@@ -1045,6 +1045,58 @@ static void free_io_states(union proto_reply *p)
 	p->io_states = (struct proto_io_states){ 0 };
 }
 
+/* ---- ONCE: a request id, then the change's own request and reply --------- */
+
+bool proto_op_once(uint16_t code)
+{
+	switch (code) {
+	case OP_SETATTR: case OP_CREATE: case OP_SYMLINK: case OP_LINK: case OP_UNLINK:
+	case OP_RMDIR: case OP_RENAME: case OP_CREATE_OPEN:
+		return true;
+	default:
+		return false;
+	}
+}
+
+void proto_put_once(struct rio_writer *w, const struct proto_once *id, const struct proto_req *q)
+{
+	rio_put_u64(w, id->client);
+	rio_put_u32(w, id->slot);
+	rio_put_u32(w, id->seq);
+	rio_put_u16(w, id->op);
+	if (proto_op_once(id->op))
+		proto_op(id->op)->put_req(w, q);
+}
+
+static void put_once(struct rio_writer *w, const struct proto_req *q)
+{
+	proto_put_once(w, &q->once, q);
+}
+
+static int get_once(struct rio_reader *r, struct proto_req *q)
+{
+	rio_get_u64(r, &q->once.client);
+	rio_get_u32(r, &q->once.slot);
+	rio_get_u32(r, &q->once.seq);
+	rio_get_u16(r, &q->once.op);
+	if (r->err || q->once.slot >= REPLY_SLOTS || q->once.seq == 0 || !proto_op_once(q->once.op))
+		return refuse(r);
+	return proto_op(q->once.op)->get_req(r, q);
+}
+
+static void put_raw_reply(struct rio_writer *w, const union proto_reply *p)
+{
+	rio_put_raw(w, p->raw.data, p->raw.len);
+}
+
+static int get_raw_reply(struct rio_reader *r, union proto_reply *p)
+{
+	p->raw.data = r->p + r->off;
+	p->raw.len = (uint32_t)rio_reader_left(r);
+	r->off = r->len;
+	return r->err;
+}
+
 #define REQ(shape) put_##shape, get_##shape
 #define REQ2(put, get) put_##put, get_##get
 #define REP(shape) put_##shape##_reply, get_##shape##_reply, NULL
@@ -1099,6 +1151,7 @@ static const struct proto_op OPS[OP_MAX_] = {
 	[OP_REDIRECT] = { OP_REDIRECT, "redirect", true, false, REQ(redirect), REP(none) },
 	[OP_MAINTENANCE] = { OP_MAINTENANCE, "maintenance", false, false, REQ(none), REP(maintenance) },
 	[OP_GROW] = { OP_GROW, "grow", false, false, REQ(none), REP(maintenance) },
+	[OP_ONCE] = { OP_ONCE, "once", false, true, REQ(once), REP(raw) },
 };
 
 const struct proto_op *proto_op(uint16_t code)

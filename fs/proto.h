@@ -39,7 +39,9 @@ enum csv_op {
 	OP_IO_STATE = 53, OP_REDIRECT = 54,
 	/* volume maintenance (docs/volumes.md) */
 	OP_MAINTENANCE = 60, OP_GROW = 61,
-	OP_MAX_ = 62
+	/* exactly once (docs/cluster.md "Exactly once"): a change with its request id */
+	OP_ONCE = 70,
+	OP_MAX_ = 71
 };
 
 #define PROTO_NAME_MAX 256      /* a file name with its NUL */
@@ -122,6 +124,11 @@ struct proto_io_state { struct io_report r; };
  * seconds: the lease (on: 1..IOSTATE_LEASE_MAX_S; off: 0). */
 struct proto_redirect { const char *node; uint8_t on; uint32_t seconds; };
 
+/* ONCE: a non-idempotent change (proto_op_once) named by its request id:
+ * client (drawn by the sender's daemon at start), slot (< REPLY_SLOTS) and
+ * seq (> 0); the change's own fields follow, in q's union. */
+struct proto_once { uint64_t client; uint32_t slot, seq; uint16_t op; };
+
 /* A request of any operation (STATFS and SYNCFS have no fields). Decoding
  * copies its strings into str[], which the const char * fields point to. */
 struct proto_req {
@@ -153,6 +160,7 @@ struct proto_req {
 		struct proto_io_state io_state;
 		struct proto_redirect redirect;
 	};
+	struct proto_once once;     /* ONCE's id; the change's fields are in the union */
 	char str[2][PROTO_PATH_MAX];
 	char new_guid[37];          /* SNAPSHOT's */
 };
@@ -238,6 +246,8 @@ union proto_reply {
 	struct proto_maintenance_reply maintenance;   /* MAINTENANCE GROW */
 	struct proto_lun_data lun_data; /* LUN_READ */
 	struct proto_io_states io_states;  /* IO_STATE */
+	/* ONCE: the wrapped change's reply, whole (decoded with that op's codec) */
+	struct { const void *data; uint32_t len; } raw;
 };
 
 /* ---- the table ---------------------------------------------------------------- */
@@ -256,6 +266,11 @@ struct proto_op {
 
 /* The operation with this code, or NULL. */
 const struct proto_op *proto_op(uint16_t code);
+/* A change a participant sends wrapped in ONCE, so that a resend to a new
+ * coordinator is answered from the reply table, not applied again. */
+bool proto_op_once(uint16_t code);
+/* ONCE's request: the id, then q as id->op's request. */
+void proto_put_once(struct rio_writer *w, const struct proto_once *id, const struct proto_req *q);
 /* Its name for log lines ("?" if unknown). */
 const char *proto_op_name(uint16_t code);
 /* Whole payloads: every field decodes and is in range, no byte is left

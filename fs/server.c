@@ -14,6 +14,7 @@
 #include "fs/proto.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -166,6 +167,7 @@ struct ctx {
 	const struct rio_peer *peer;
 	const struct proto_op *op;
 	struct rio_writer *w;
+	uint16_t once_applied;      /* ONCE: the change it applied (0: none, or answered from the table) */
 };
 
 /* A change applied but not made durable is reported as EIO: the node must
@@ -664,6 +666,70 @@ static int h_reclaim_done(struct ctx *c, const struct proto_req *q)
 }
 
 typedef int (*handler_fn)(struct ctx *c, const struct proto_req *q);
+static const handler_fn HANDLERS[OP_MAX_];
+
+/* ONCE: a change the reply table says was applied already (by this or an
+ * earlier coordinator) is answered as it was, from the record: no fields,
+ * or the attributes of the inode it made or changed (now); a create_open
+ * opens that file for the node again, as the original did. */
+static int answer_applied(struct ctx *c, const struct meta_reply_slot *done)
+{
+	union proto_reply p;
+	if (c->op->code == OP_UNLINK || c->op->code == OP_RMDIR || c->op->code == OP_RENAME)
+		return 0;
+	int rc = meta_reply_attr(c->s->v, done, &p.attr);
+	if (rc == 0 && c->op->code == OP_CREATE_OPEN) {
+		struct minode *m = NULL;
+		rc = ops_local.open(c->s->v, done->ino, done->gen, 0, &m);
+		if (rc == 0 && (rc = open_record(c->s, c->peer->node, m)) != 0)
+			release_put(c->s->v, m);
+	}
+	return rc ? rc : reply(c, &p);
+}
+
+/* ONCE (docs/cluster.md "Exactly once"): the change under its request id,
+ * which the engine records with the change (meta_reply_expect), unless the
+ * table already holds the id: then it is answered from the record. */
+static int h_once(struct ctx *c, const struct proto_req *q)
+{
+	const struct proto_once *id = &q->once;
+	struct meta_reply_key k = { .client = id->client, .slot = id->slot, .seq = id->seq, .op = id->op };
+	snprintf(k.node, sizeof(k.node), "%s", c->peer->node);
+	struct ctx inner = *c;
+	inner.op = proto_op(id->op);
+	struct meta_reply_slot done;
+	if (meta_reply_lookup(c->s->v, &k, &done) == 1) {
+		csvfs_log(LOG_INFO_L, "%s's %s (slot %u, seq %u) was applied before: answered from the "
+			  "reply table", c->peer->node, inner.op->name, id->slot, id->seq);
+		return answer_applied(&inner, &done);
+	}
+	meta_reply_expect(&k);
+	int rc = HANDLERS[id->op](&inner, q);
+	meta_reply_expect(NULL);
+	if (rc == 0)
+		c->once_applied = id->op;
+	return rc;
+}
+
+/* Test only (tests/integration/once.sh): CSVFS_TEST_KILL_AFTER_COMMIT=
+ * "OP[,OP...]:PATH" makes this daemon kill -9 itself right after the
+ * journal commit of a forwarded change of one of those ops and before its
+ * reply leaves, once: the daemon that removes PATH first. */
+static void test_kill_after_commit(uint16_t op, const char *node)
+{
+	const char *spec = getenv("CSVFS_TEST_KILL_AFTER_COMMIT");
+	const char *path = spec ? strchr(spec, ':') : NULL;
+	if (!path)
+		return;
+	char ops[256], want[64];
+	snprintf(ops, sizeof(ops), ",%.*s,", (int)(path - spec), spec);
+	snprintf(want, sizeof(want), ",%s,", proto_op_name(op));
+	if (!strstr(ops, want) || unlink(path + 1) != 0)
+		return;
+	csvfs_log(LOG_WARN_L, "test hook: killing this daemon after the journal commit of %s's %s, "
+		  "before its reply (CSVFS_TEST_KILL_AFTER_COMMIT)", node, proto_op_name(op));
+	kill(getpid(), SIGKILL);
+}
 
 
 /* One handler per operation of fs/proto.c's table. */
@@ -680,6 +746,7 @@ static const handler_fn HANDLERS[OP_MAX_] = {
 	[OP_CREATE_OPEN] = h_create_open, [OP_SETLK] = h_setlk, [OP_GETLK] = h_getlk,
 	[OP_UNLOCK_ALL] = h_unlock_all, [OP_LKWAIT] = h_lkwait, [OP_RECLAIM_DONE] = h_reclaim_done,
 	[OP_LUN_READ] = h_lun_read, [OP_LUN_WRITE] = h_lun_write, [OP_LUN_FLUSH] = h_lun_flush,
+	[OP_ONCE] = h_once,
 };
 
 /* Decodes the request whole and in range, then runs its handler. */
@@ -705,6 +772,8 @@ int server_request(struct server *s, const char *node, const char *addr, uint16_
 	 * (group commit shares one transaction among concurrent requests). */
 	if (rc == 0 && c.op->durable)
 		rc = make_durable(s->v, c.op);
+	if (rc == 0 && c.once_applied)
+		test_kill_after_commit(c.once_applied, node);
 	if (rc == -EPROTO)
 		csvfs_log(LOG_WARN_L, "malformed %s request from %s (%s): not applied",
 			  proto_op_name(op), node, addr);

@@ -66,6 +66,7 @@ struct tlink {
 	pthread_mutex_t lock;        /* one call at a time on the stream */
 	uint64_t next_id;
 	_Atomic int remchg_op;       /* answer the next request of this op EREMCHG */
+	_Atomic int lost_op;         /* apply the next request of this op, answer EREMCHG */
 	_Atomic int cut_op;          /* drop the last byte of this op's next reply */
 	_Atomic int extra_op;        /* add a byte to this op's next reply */
 	_Atomic unsigned requests;   /* requests the server thread answered */
@@ -157,7 +158,14 @@ static uint16_t serve_one(struct tlink *l, const struct rio_hdr *h, const uint8_
 	 * the request is not applied. */
 	if (take(&l->remchg_op, h->op))
 		return EREMCHG;
-	return (uint16_t)server_request(l->s, NODE, ADDR, h->op, p, h->payload_len, w);
+	uint16_t status = (uint16_t)server_request(l->s, NODE, ADDR, h->op, p, h->payload_len, w);
+	/* A coordinator that applied the change (durably) and died before its
+	 * reply left: the participant hears only that it must go elsewhere. */
+	if (take(&l->lost_op, h->op)) {
+		w->len = 0;
+		return EREMCHG;
+	}
+	return status;
 }
 
 /* A reply's bytes, mangled if a test asked for it. */
@@ -855,12 +863,43 @@ static void test_remchg_restarts(void **state)
 {
 	struct fx *f = *state;
 	struct meta_attr a;
-	atomic_store(&f->l.remchg_op, OP_CREATE);
+	atomic_store(&f->l.remchg_op, OP_ONCE);   /* a create goes wrapped in ONCE */
 	assert_int_equal(ops_remote.create(f->pv, ROOT, "r", S_IFREG | 0644, 0, &CRED, &a), -ERESTART);
 	assert_int_equal(local_ino(f, ROOT, "r"), 0);
 	assert_int_equal(ops_remote.create(f->pv, ROOT, "r", S_IFREG | 0644, 0, &CRED, &a), 0);
 	assert_int_equal(local_ino(f, ROOT, "r"), a.ino);
 	assert_int_equal(ops_remote.unlink(f->pv, ROOT, "r"), 0);
+}
+
+/* Exactly once: a change the coordinator applied but whose answer was lost
+ * (-ERESTART) is sent again under the same id and answered as it was, not
+ * EEXIST / ENOENT; the next operation gets a new id and is applied. */
+static void test_lost_answer_resent_once(void **state)
+{
+	struct fx *f = *state;
+	struct meta_attr a, b;
+	atomic_store(&f->l.lost_op, OP_ONCE);
+	assert_int_equal(ops_remote.create(f->pv, ROOT, "once", S_IFDIR | 0755, 0, &CRED, &a), -ERESTART);
+	ext2_ino_t made = local_ino(f, ROOT, "once");
+	assert_true(made != 0);   /* applied */
+	assert_int_equal(ops_remote.create(f->pv, ROOT, "once", S_IFDIR | 0755, 0, &CRED, &a), 0);
+	assert_int_equal(a.ino, made);
+	assert_true(S_ISDIR(a.mode));
+	remote_once_end();        /* fsops.c: the operation is over */
+	assert_int_equal(ops_remote.create(f->pv, ROOT, "once", S_IFDIR | 0755, 0, &CRED, &b), -EEXIST);
+
+	atomic_store(&f->l.lost_op, OP_ONCE);
+	assert_int_equal(ops_remote.rename(f->pv, ROOT, "once", ROOT, "twice", 0, &CRED), -ERESTART);
+	assert_int_equal(ops_remote.rename(f->pv, ROOT, "once", ROOT, "twice", 0, &CRED), 0);
+	atomic_store(&f->l.lost_op, OP_ONCE);
+	assert_int_equal(ops_remote.rmdir(f->pv, ROOT, "twice"), -ERESTART);
+	assert_int_equal(local_ino(f, ROOT, "twice"), 0);
+	assert_int_equal(ops_remote.rmdir(f->pv, ROOT, "twice"), 0);
+	/* A new operation after one that ended (not -ERESTART): a new id. */
+	assert_int_equal(ops_remote.rmdir(f->pv, ROOT, "twice"), -ENOENT);
+
+	/* create_open's resend at a new coordinator (which opens the file for
+	 * the node again): test_proto's test_once_resend_after_crash. */
 }
 
 /* A release that did not get through keeps the open, for the retry. */
@@ -1145,6 +1184,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_truncate_punch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_remchg_restarts, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_lost_answer_resent_once, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_remchg_release_keeps_open, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_remchg_touch_kept, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_last_close_commits, setup, teardown),

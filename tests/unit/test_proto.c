@@ -600,6 +600,12 @@ static void documented_request(uint16_t op, struct proto_req *q, struct rio_writ
 		break;
 	case OP_LUN_FLUSH: case OP_MAINTENANCE: case OP_GROW:
 		break;
+	case OP_ONCE:   /* the id, then an UNLINK's fields */
+		*q = (struct proto_req){ .ino_name = { 12, "name" },
+					 .once = { 0x0102030405060708ull, 31, 9, OP_UNLINK } };
+		rio_put_u64(w, 0x0102030405060708ull), rio_put_u32(w, 31), rio_put_u32(w, 9);
+		rio_put_u16(w, OP_UNLINK), rio_put_u32(w, 12), rio_put_str(w, "name");
+		break;
 	case OP_IO_STATE:
 		*q = (struct proto_req){ .io_state = { { IO_REASON_PATH | IO_REASON_USER, 1765000000123ull,
 							 1765000300000ull, 110, 1765000000100ull,
@@ -725,6 +731,11 @@ static void documented_reply(uint16_t op, union proto_reply *p, struct rio_write
 	case OP_LUN_READ:
 		p->lun_data = (struct proto_lun_data){ .data = "0123", .len = 4 };
 		rio_put_bytes(w, "0123", 4);
+		break;
+	case OP_ONCE:   /* the wrapped change's reply, as it is */
+		p->raw.data = "\x01\x02\x03";
+		p->raw.len = 3;
+		rio_put_raw(w, "\x01\x02\x03", 3);
 		break;
 	case OP_GETXATTR: case OP_LISTXATTR:
 		p->xattr = (struct proto_xattr_reply){ .len = 9, .n = 3, .value = "abc" };
@@ -2002,6 +2013,100 @@ static struct volume *crash_copy(struct sfx *f, char *copy, size_t len)
 	return v;
 }
 
+/* ---- exactly once (docs/cluster.md "Exactly once") ------------------------- */
+
+/* op's request q wrapped in ONCE with id (client, slot, seq), from node. */
+static int once_from(struct sfx *f, const char *node, uint64_t client, uint32_t slot, uint32_t seq,
+		     uint16_t op, const struct proto_req *q)
+{
+	struct proto_once id = { client, slot, seq, op };
+	struct rio_writer w;
+	rio_writer_init(&w, 0);
+	proto_put_once(&w, &id, q);
+	int rc = call_from(f, node, OP_ONCE, rio_writer_data(&w), w.len);
+	rio_writer_free(&w);
+	return rc;
+}
+
+static struct meta_attr once_attr(struct sfx *f, uint16_t op)
+{
+	union proto_reply p;
+	decode(f, op, &p);   /* ONCE's reply is the wrapped op's */
+	return p.attr;
+}
+
+/* A bad id or a wrapped op that is not a change of the list: EPROTO, and
+ * nothing applied. */
+static void test_once_refusals(void **state)
+{
+	struct sfx *f = *state;
+	struct fingerprint before;
+	fingerprint(f, &before);
+	struct proto_req q = { .create = { ROOT, "x", S_IFREG | 0644, 0, CRED } };
+	assert_int_equal(once_from(f, NODE_A, 1, REPLY_SLOTS, 1, OP_CREATE, &q), EPROTO);
+	assert_int_equal(once_from(f, NODE_A, 1, 0, 0, OP_CREATE, &q), EPROTO);
+	struct proto_req l = { .ino_name = { ROOT, "f" } };
+	assert_int_equal(once_from(f, NODE_A, 1, 0, 1, OP_LOOKUP, &l), EPROTO);
+	assert_int_equal(once_from(f, NODE_A, 1, 0, 1, OP_ONCE, &l), EPROTO);
+	assert_unchanged(f, &before, "refused ONCE requests");
+}
+
+/* The coordinator applied a change, made it durable and died before its
+ * reply left: the participant sends it again, with the same id, to the new
+ * coordinator (a server over the LUN as the crash left it): the original
+ * result, not EEXIST / ENOENT; a create_open's file is open for the node
+ * again. The same change under a new id, or from another node, is applied
+ * (and refused) as a new one. */
+static void test_once_resend_after_crash(void **state)
+{
+	struct sfx *f = *state;
+	struct proto_req mk = { .create = { ROOT, "made", S_IFDIR | 0755, 0, CRED } };
+	struct proto_req co = { .create = { ROOT, "opened", S_IFREG | 0644, 0, CRED } };
+	struct proto_req ul = { .ino_name = { ROOT, "sl" } };
+	struct proto_req rn = { .rename = { ROOT, "f", f->dir, "g", 0, NOCRED } };
+	assert_int_equal(once_from(f, NODE_A, 77, 0, 1, OP_CREATE, &mk), 0);
+	struct meta_attr made = once_attr(f, OP_CREATE);
+	assert_int_equal(once_from(f, NODE_A, 77, 1, 1, OP_CREATE_OPEN, &co), 0);
+	struct meta_attr opened = once_attr(f, OP_CREATE_OPEN);
+	assert_int_equal(once_from(f, NODE_A, 77, 2, 5, OP_UNLINK, &ul), 0);
+	assert_int_equal(once_from(f, NODE_A, 77, 3, 1, OP_RENAME, &rn), 0);
+
+	char copy[PATH_MAX];
+	struct sfx after = { .file = f->file, .dir = f->dir };
+	after.v = crash_copy(f, copy, sizeof(copy));
+	assert_int_equal(server_create(after.v, &after.s), 0);
+	rio_writer_init(&after.rep, 0);
+
+	assert_int_equal(once_from(&after, NODE_A, 77, 0, 1, OP_CREATE, &mk), 0);
+	struct meta_attr again = once_attr(&after, OP_CREATE);
+	assert_int_equal(again.ino, made.ino);
+	assert_int_equal(again.generation, made.generation);
+	assert_true(S_ISDIR(again.mode));
+	assert_int_equal(once_from(&after, NODE_A, 77, 1, 1, OP_CREATE_OPEN, &co), 0);
+	again = once_attr(&after, OP_CREATE_OPEN);
+	assert_int_equal(again.ino, opened.ino);
+	assert_int_equal(again.generation, opened.generation);
+	char opens[256];
+	assert_int_equal(server_describe_opens(after.s, opens, sizeof(opens)), 1);
+	assert_non_null(strstr(opens, NODE_A));
+	assert_int_equal(once_from(&after, NODE_A, 77, 2, 5, OP_UNLINK, &ul), 0);
+	assert_int_equal(once_from(&after, NODE_A, 77, 3, 1, OP_RENAME, &rn), 0);
+
+	/* Not the same request: applied, and refused as the tree says. */
+	assert_int_equal(once_from(&after, NODE_A, 77, 0, 2, OP_CREATE, &mk), EEXIST);
+	assert_int_equal(once_from(&after, NODE_B, 77, 2, 5, OP_UNLINK, &ul), ENOENT);
+	assert_int_equal(once_from(&after, NODE_A, 78, 3, 1, OP_RENAME, &rn), ENOENT);
+	struct meta_attr b;
+	assert_int_equal(meta_lookup(after.v, f->dir, "g", &b), 0);
+	assert_int_equal(meta_lookup(after.v, ROOT, "made", &b), 0);
+
+	rio_writer_free(&after.rep);
+	server_destroy(after.s);
+	volume_close(after.v);
+	assert_true(fsck_clean(copy));
+	unlink(copy);
+}
+
 /* Durable replies: what the server answered is in the journal, so a copy
  * of the LUN taken right after the answer holds it; a change made on the
  * coordinator's own engine and not yet synced does not (the copy sees only
@@ -2053,6 +2158,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_size_limit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_state_survives_remount, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_durable_before_reply, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_once_refusals, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_once_resend_after_crash, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

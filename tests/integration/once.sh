@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Exactly once (docs/cluster.md "Exactly once", issue 9) on a 3-node
+# csvfs-lab: the coordinator's daemon kills itself (-9) right after the
+# journal commit of a participant's create (open O_CREAT|O_EXCL), mkdir,
+# rename or unlink, before the reply leaves (the test-only hook
+# CSVFS_TEST_KILL_AFTER_COMMIT, fs/server.c). The participant's request is
+# sent again to the new coordinator, which answers it from the reply table:
+# the application sees success, once (never EEXIST / ENOENT for what did
+# happen), and a created file's open works (it writes through it).
+# Oracles: the hook's trigger file consumed and the coordinator changed (the
+# kill happened where it should), the log line of the answer from the table,
+# stat on every node, then with the lab down e2fsck -fn clean and the
+# kernel's read-only view of the tree equal to what the nodes saw.
+. "$(dirname "$0")/../lib.sh"
+
+lab_test_begin once once perl
+V=/ClusterStorage/Volume1
+ARM=$S/armed
+# Test only: every daemon of this lab kills itself after the commit of a
+# forwarded change of these ops, once, if it is the one that removes $ARM.
+export CSVFS_TEST_KILL_AFTER_COMMIT="create_open,create,rename,unlink:$ARM"
+
+on() { local k=$1; shift; timeout 120 "$LAB" exec "$k" -- "$@"; }
+coordinator() { on "$1" "$CTL" status --json "$V" 2>/dev/null | sed -n 's/.*"coordinator":"node\([0-9]\)".*/\1/p'; }
+nodelog() { echo "/run/csvfs-lab/$CSVFS_LAB/nodes/$1/csvfs.log"; }
+answered_from_table() { cat "$(nodelog 1)" "$(nodelog 2)" "$(nodelog 3)" 2>/dev/null | grep -c "answered from the reply table"; }
+# on_all TEST PATH — test(1) TEST PATH holds on every node
+on_all() { local k; for k in 1 2 3; do on "$k" test "$1" "$V/$2" || return 1; done; }
+# on_none PATH — PATH exists on no node
+on_none() { local k; for k in 1 2 3; do on "$k" test ! -e "$V/$1" || return 1; done; }
+
+LUN=$S/lun.img
+"$LAB" up -n 3 --lun "$LUN" --size 512M >"$S/up.out" 2>&1; rc=$?
+check_eq "lab up: 3 nodes" 0 "$rc"
+[ "$rc" -eq 0 ] || { sed 's/^/# /' "$S/up.out"; finish; exit; }
+check "a coordinator is known" wait_until 30 sh -c "[ -n \"\$('$LAB' exec 1 -- '$CTL' status --json '$V' 2>/dev/null | sed -n 's/.*\"coordinator\":\"node\\([0-9]\\)\".*/\\1/p')\" ]"
+
+# round NAME SETUP OP — arms the hook, runs the perl statement OP (it
+# prints "ok" when the system call succeeded, else the error) on a
+# participant; checks the kill, the answer and the new coordinator.
+round() {
+  local name=$1 setup=$2 op=$3 c p out before t0
+  c=$(coordinator 1); p=$(( c % 3 + 1 ))
+  [ -z "$setup" ] || on "$p" perl -e "$setup" || { not_ok "$name: setup on node$p"; return; }
+  before=$(answered_from_table)
+  touch "$ARM"
+  t0=$(date +%s%3N)
+  out=$(on "$p" perl -MFcntl -e "$op" 2>&1)
+  diag "$name on node$p (coordinator node$c killed after its commit): '$out' after $(( $(date +%s%3N) - t0 )) ms"
+  check_eq "$name on participant node$p succeeds, once, across the kill" ok "$out"
+  check "$name: the coordinator node$c's daemon killed itself after the commit (hook consumed)" test ! -e "$ARM"
+  check "$name: a new coordinator took over" wait_until 40 sh -c "c=\$('$LAB' exec $p -- '$CTL' status --json '$V' 2>/dev/null | sed -n 's/.*\"coordinator\":\"node\\([0-9]\\)\".*/\\1/p'); [ -n \"\$c\" ] && [ \"\$c\" != $c ]"
+  check "$name: the resend was answered from the reply table (log)" test "$(answered_from_table)" -gt "$before"
+  rm -f "$ARM"
+  "$LAB" start "$c" csvfs >"$S/restart-$name.out" 2>&1
+  check "$name: node$c's daemon restarts and sees the volume" wait_until 40 on "$c" test -d "$V/lost+found"
+}
+
+round "create (open O_CREAT|O_EXCL, then a write through it)" "" \
+  "sysopen(F, '$V/created', O_WRONLY|O_CREAT|O_EXCL, 0644) or die \"\$!\\n\"; syswrite(F, 'through the open') == 16 or die \"write: \$!\\n\"; close(F) or die \"close: \$!\\n\"; print 'ok'"
+check "created: on every node" on_all -f created
+check_eq "created: the write through its open is there (another node reads it)" "through the open" \
+  "$(on "$(( $(coordinator 1) % 3 + 1 ))" cat "$V/created")"
+
+round "mkdir" "" "mkdir('$V/made', 0755) or die \"\$!\\n\"; print 'ok'"
+check "made: a directory on every node" on_all -d made
+
+round "rename" "open(F, '>', '$V/old') or die; print F 'moved'; close(F) or die" \
+  "rename('$V/old', '$V/made/new') or die \"\$!\\n\"; print 'ok'"
+check "renamed: the new name on every node" on_all -f made/new
+check "renamed: the old name on no node" on_none old
+
+round "unlink" "open(F, '>', '$V/doomed') or die; close(F) or die" \
+  "unlink('$V/doomed') or die \"\$!\\n\"; print 'ok'"
+check "unlinked: gone from every node" on_none doomed
+
+# ---- the lab down: the independent oracles -----------------------------------------------
+view() { (cd "$1" && find . -path ./lost+found -prune -o -printf '%p %y %s %m\n' | sort); }
+on 1 sh -c "cd '$V' && find . -path ./lost+found -prune -o -printf '%p %y %s %m\n' | sort" >"$S/view.nodes"
+"$LAB" down --save-logs "$S/logs" >"$S/down.out" 2>&1
+check "lab down unmounts every node" test $? -eq 0
+fsck_clean "$LUN" "$S/fsck.out"; rc=$?
+check_eq "e2fsck -fn is clean (the reply table in inode 5 included)" 0 "$rc"
+[ "$rc" -eq 0 ] || sed 's/^/# /' "$S/fsck.out" | head -30
+km=$S/kmnt; mkdir -p "$km"
+if mount -o ro,loop,noload "$LUN" "$km" 2>"$S/kmount.err"; then
+  on_exit "umount '$km' 2>/dev/null"
+  view "$km" >"$S/view.kernel"
+  check "the kernel's read-only view of the tree equals the nodes' view" cmp -s "$S/view.nodes" "$S/view.kernel"
+  diff "$S/view.nodes" "$S/view.kernel" | sed 's/^/# /' | head -20
+  check_eq "... with the created file's bytes" "through the open" "$(cat "$km/created")"
+  umount "$km"
+else
+  not_ok "kernel read-only mount of the LUN: $(cat "$S/kmount.err")"
+fi
+finish
