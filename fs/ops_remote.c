@@ -524,12 +524,12 @@ static int grouped_fdatasync(int fd)
 			continue;
 		}
 		flush_group.running = 1;
-		uint64_t mine = ++flush_group.started;
+		uint64_t this_flush = ++flush_group.started;
 		pthread_mutex_unlock(&flush_group.mu);
 		int err = fdatasync(fd) == 0 ? 0 : errno;
 		pthread_mutex_lock(&flush_group.mu);
 		flush_group.running = 0;
-		flush_group.done = mine;
+		flush_group.done = this_flush;
 		flush_group.last_err = err;
 		pthread_cond_broadcast(&flush_group.cv);
 	}
