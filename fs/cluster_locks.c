@@ -50,6 +50,15 @@ static const struct cl_lock_type lock_types[CL_LOCK_KINDS] = {
 		.name = "freeze", .modes = MODE(DG_PR) | MODE(DG_EX),
 		.ast = held_ast, .bast = freeze_bast, .lost = NULL,
 	},
+	/* A<ino> (docs/cluster.md, "Attribute caching"): PR while a
+	 * participant's kernel may cache ino's attributes; EX while the
+	 * coordinator changes them, kept until someone asks. The blocking
+	 * callback and loss queue a drop: the kernel's copy goes (PR), then
+	 * the lock. */
+	[CL_LOCK_ATTR] = {
+		.name = "A%u", .modes = MODE(DG_PR) | MODE(DG_EX),
+		.ast = attr_ast, .bast = attr_bast, .lost = attr_lost,
+	},
 };
 
 static const struct cl_lock_type *type_of(const struct cl_lockres *r)

@@ -431,6 +431,8 @@ static int serve(struct daemon_opts *d, struct volume *v)
 		if (locks_rc)
 			csvfs_log(LOG_ERR_L, "cannot start file locking: %s", strerror(-locks_rc));
 		if (locks_rc == 0 && join_cluster(d, v) == 0) {
+			if (v->cluster)
+				csvfs_fuse_cluster_caches(v, se);
 			control_start(&ctl, v, d->mountpoint, d->cluster ? d->co.node : host);
 			csvfs_log(LOG_INFO_L, "mounted LUN %s at %s (%s)", v->lun, d->mountpoint,
 				  d->cluster ? "cluster" : v->read_only ? "read-only" : "standalone coordinator");
