@@ -75,8 +75,8 @@ void cluster_attr_set_inval(struct cluster *c, void (*inval)(void *arg, ext2_ino
 			    void (*inval_entries)(void *arg), void *arg);
 /* Coordinator, under the engine's lock, before ino's attributes change:
  * every other node's cached copy goes (0, or -EIO when they would not give
- * it up). prefetch: only ask for the lock (a file just created), no wait. */
-int cluster_attr_change(struct cluster *c, ext2_ino_t ino, int prefetch);
+ * it up). */
+int cluster_attr_change(struct cluster *c, ext2_ino_t ino);
 
 /* Every change (metadata change or data write) runs between change_begin
  * and change_end, outside cluster_enter/leave: while the volume is frozen

@@ -1,9 +1,11 @@
-/* Cluster mode: attribute locks ("A<ino>", docs/cluster.md "Attribute
- * caching"). A participant holds PR on a non-directory inode while its
- * kernel may cache that inode's attributes; the coordinator holds EX while it
- * changes them, and keeps it (cached, as OCFS2 keeps its cluster locks) until
- * another node asks for PR, so a change costs no lock round trip unless a
- * participant caches the inode. A blocking callback on a participant drops
+/* Cluster mode: attribute locks ("A<n>", docs/cluster.md "Attribute
+ * caching"), one per group of ATTR_GROUP consecutive inode numbers (n =
+ * ino / ATTR_GROUP: files created together share one, so the coordinator's
+ * creates, writes and unlinks of them need one lock between them). A
+ * participant holds PR while its kernel may cache attributes of inodes of the
+ * group; the coordinator holds EX while it changes them, and keeps it
+ * (cached, as OCFS2 keeps its cluster locks) until another node asks for PR,
+ * so a change costs no lock round trip unless a participant caches the group. A blocking callback on a participant drops
  * the kernel's copy (fuse_lowlevel_notify_inval_inode, through the front end's
  * hook) before the lock goes; on the coordinator it just releases the EX.
  *
@@ -24,8 +26,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define TOKEN_INO(t) ((ext2_ino_t)((t) >> 32))
-#define BUCKET(ino) ((ino) % ATTR_BUCKETS)
+#define TOKEN_GRP(t) ((uint32_t)((t) >> 32))
+#define BUCKET(grp) ((grp) % ATTR_BUCKETS)
+#define GROUP(ino) ((uint32_t)(ino) / ATTR_GROUP)
+#define SLOT_BIT(ino) (1ull << ((ino) % ATTR_GROUP))
 
 enum attr_state { ATTR_WAITING, ATTR_GRANTED };
 
@@ -33,15 +37,16 @@ struct attr_lock {
 	struct attr_lock *next;          /* hash chain */
 	struct cl_lockres *res;
 	struct dg_lock *lk;
-	ext2_ino_t ino;
-	uint32_t gen;                    /* PR: the generation told the kernel */
-	int attr_told;                   /* PR: the kernel was told to cache attributes */
+	uint32_t grp;                    /* inodes grp * ATTR_GROUP .. + ATTR_GROUP - 1 */
+	uint32_t gen[ATTR_GROUP];        /* PR: each inode's generation told the kernel */
+	uint64_t told;                   /* PR: inodes whose attributes the kernel may cache */
 	int ex;                          /* the coordinator's EX, else a participant's PR */
 	enum attr_state state;
 	uint64_t granted_seq;
 	unsigned replying;               /* PR: cacheable replies not yet sent */
-	int kernel_has;                  /* PR: the kernel asked for gen's attributes, no forget since */
-	int dir;                         /* PR: held for the directory's entries */
+	uint64_t has;                    /* PR: the kernel asked for gen's attributes, no forget since */
+	int dir;                         /* PR: held for a directory's entries */
+	int dropping;                    /* the drop thread waits for replies: cache nothing more */
 };
 
 struct attr_drop {
@@ -50,15 +55,15 @@ struct attr_drop {
 };
 
 /* Under a->mu. */
-static struct attr_lock **chain_of(struct attr_cache *a, int ex, ext2_ino_t ino)
+static struct attr_lock **chain_of(struct attr_cache *a, int ex, uint32_t grp)
 {
-	return ex ? &a->ex[BUCKET(ino)] : &a->pr[BUCKET(ino)];
+	return ex ? &a->ex[BUCKET(grp)] : &a->pr[BUCKET(grp)];
 }
 
-static struct attr_lock *find_ino(struct attr_cache *a, int ex, ext2_ino_t ino)
+static struct attr_lock *find_grp(struct attr_cache *a, int ex, uint32_t grp)
 {
-	for (struct attr_lock *e = *chain_of(a, ex, ino); e; e = e->next)
-		if (e->ino == ino)
+	for (struct attr_lock *e = *chain_of(a, ex, grp); e; e = e->next)
+		if (e->grp == grp)
 			return e;
 	return NULL;
 }
@@ -66,7 +71,7 @@ static struct attr_lock *find_ino(struct attr_cache *a, int ex, ext2_ino_t ino)
 static struct attr_lock *find_token(struct attr_cache *a, uint64_t token, int *ex)
 {
 	for (int x = 0; x < 2; x++)
-		for (struct attr_lock *e = *chain_of(a, x, TOKEN_INO(token)); e; e = e->next)
+		for (struct attr_lock *e = *chain_of(a, x, TOKEN_GRP(token)); e; e = e->next)
 			if (e->res && e->res->token == token) {
 				*ex = x;
 				return e;
@@ -76,7 +81,7 @@ static struct attr_lock *find_token(struct attr_cache *a, uint64_t token, int *e
 
 static void unchain(struct attr_cache *a, struct attr_lock *e)
 {
-	struct attr_lock **pp = chain_of(a, e->ex, e->ino);
+	struct attr_lock **pp = chain_of(a, e->ex, e->grp);
 	while (*pp && *pp != e)
 		pp = &(*pp)->next;
 	if (*pp) {
@@ -93,8 +98,7 @@ static void drop_queue(struct attr_cache *a, uint64_t token)
 {
 	struct attr_drop *d = calloc(1, sizeof(*d));
 	if (!d) {
-		csvfs_log(LOG_ERR_L, "inode %u: out of memory queueing an attribute lock drop",
-			  TOKEN_INO(token));
+		csvfs_log(LOG_ERR_L, "attribute lock A%u: out of memory queueing its drop", TOKEN_GRP(token));
 		return;
 	}
 	d->token = token;
@@ -148,20 +152,23 @@ void attr_lost(struct cl_lockres *r)
 
 /* Under a->mu, which it releases and takes again: a new entry asking for
  * mode. NULL when it could not be asked. */
-static struct attr_lock *attr_request(struct cluster *c, ext2_ino_t ino, int ex, int dir)
+static struct attr_lock *attr_request(struct cluster *c, uint32_t grp, int ex)
 {
 	struct attr_cache *a = &c->attr;
 	struct attr_lock *e = calloc(1, sizeof(*e));
 	pthread_mutex_lock(&c->mu);
-	uint64_t token = ((uint64_t)ino << 32) | (++c->next_token & 0xffffffffu);
+	uint64_t token = ((uint64_t)grp << 32) | (++c->next_token & 0xffffffffu);
 	pthread_mutex_unlock(&c->mu);
-	struct cl_lockres *r = e ? lockres_new(c, CL_LOCK_ATTR, ino, token) : NULL;
+	struct cl_lockres *r = e ? lockres_new(c, CL_LOCK_ATTR, grp, token) : NULL;
 	if (!r) {
 		free(e);
 		return NULL;
 	}
-	*e = (struct attr_lock){ .res = r, .ino = ino, .ex = ex, .dir = dir, .state = ATTR_WAITING };
-	struct attr_lock **chain = chain_of(a, ex, ino);
+	e->res = r;
+	e->grp = grp;
+	e->ex = ex;
+	e->state = ATTR_WAITING;
+	struct attr_lock **chain = chain_of(a, ex, grp);
 	e->next = *chain;
 	*chain = e;
 	if (ex)
@@ -202,23 +209,30 @@ uint64_t cluster_attr_mark(struct cluster *c)
 /* Under a->mu: an inode recalled less than ATTR_COOLDOWN_MS ago is not
  * asked for again yet: one that others keep changing would cost a lock
  * round trip per change and gain nothing. */
-static int cooling(struct attr_cache *a, ext2_ino_t ino)
+static int cooling(struct attr_cache *a, uint32_t grp)
 {
-	const struct attr_cooldown *cd = &a->cooldown[ino % ATTR_COOLDOWN_SLOTS];
-	return cd->ino == ino && cl_now_ms() < cd->until_ms;
+	const struct attr_cooldown *cd = &a->cooldown[grp % ATTR_COOLDOWN_SLOTS];
+	return cd->grp == grp && cl_now_ms() < cd->until_ms;
 }
 
-static void cool(struct attr_cache *a, ext2_ino_t ino)
+static void cool(struct attr_cache *a, uint32_t grp)
 {
-	a->cooldown[ino % ATTR_COOLDOWN_SLOTS] = (struct attr_cooldown){ ino, cl_now_ms() + ATTR_COOLDOWN_MS };
+	a->cooldown[grp % ATTR_COOLDOWN_SLOTS] = (struct attr_cooldown){ grp, cl_now_ms() + ATTR_COOLDOWN_MS };
 }
 
-/* Under a->mu: asks for PR on ino unless held, asked, cooling or too many. */
-static void attr_want(struct cluster *c, ext2_ino_t ino, int dir)
+/* Under a->mu: asks for PR on grp unless held, asked, cooling or too many. */
+static void attr_want(struct cluster *c, uint32_t grp)
 {
 	struct attr_cache *a = &c->attr;
-	if (!find_ino(a, 0, ino) && a->npr < ATTR_PR_MAX && !cooling(a, ino))
-		attr_request(c, ino, 0, dir);
+	if (!find_grp(a, 0, grp) && a->npr < ATTR_PR_MAX && !cooling(a, grp))
+		attr_request(c, grp, 0);
+}
+
+/* Under a->mu: the PR entry of grp when answers may be cached under it. */
+static struct attr_lock *usable(struct attr_cache *a, uint32_t grp, uint64_t mark)
+{
+	struct attr_lock *e = find_grp(a, 0, grp);
+	return e && !e->dropping && e->state == ATTR_GRANTED && e->granted_seq <= mark && e->lk ? e : NULL;
 }
 
 int cluster_entries_cacheable(struct cluster *c, ext2_ino_t dir, uint64_t mark)
@@ -229,13 +243,13 @@ int cluster_entries_cacheable(struct cluster *c, ext2_ino_t dir, uint64_t mark)
 	pthread_mutex_lock(&a->mu);
 	int ok = 0;
 	if (a->inval_entries && !a->stopping) {
-		struct attr_lock *e = find_ino(a, 0, dir);
-		if (e && e->state == ATTR_GRANTED && e->granted_seq <= mark && e->lk) {
+		struct attr_lock *e = usable(a, GROUP(dir), mark);
+		if (e) {
 			ok = 1;
 			e->dir = 1;   /* its recall drops the names too */
 			e->replying++;
-		} else if (!e) {
-			attr_want(c, dir, 1);
+		} else {
+			attr_want(c, GROUP(dir));
 		}
 	}
 	pthread_mutex_unlock(&a->mu);
@@ -251,21 +265,21 @@ int cluster_attr_cacheable(struct cluster *c, ext2_ino_t ino, uint32_t gen, int 
 	pthread_mutex_lock(&a->mu);
 	int ok = 0;
 	if (a->inval && !a->stopping) {
-		struct attr_lock *e = find_ino(a, 0, ino);
+		struct attr_lock *e = usable(a, GROUP(ino), mark);
+		uint64_t bit = SLOT_BIT(ino);
 		/* A lookup's answer may make the kernel a new inode, which a
 		 * drop finding no inode would miss: only for one it has. */
-		int has = e && e->kernel_has && e->gen == gen;
-		if (e && e->state == ATTR_GRANTED && e->granted_seq <= mark && e->lk &&
-		    (!lookup || has)) {
+		int has = e && (e->has & bit) && e->gen[ino % ATTR_GROUP] == gen;
+		if (e && (!lookup || has)) {
 			ok = 1;
-			e->attr_told = 1;
 			if (!lookup) {
-				e->gen = gen;
-				e->kernel_has = 1;
+				e->gen[ino % ATTR_GROUP] = gen;
+				e->has |= bit;
 			}
+			e->told |= bit;
 			e->replying++;
 		} else if (!e) {
-			attr_want(c, ino, is_dir);   /* so that a later request may cache */
+			attr_want(c, GROUP(ino));   /* so that a later request may cache */
 		}
 	}
 	pthread_mutex_unlock(&a->mu);
@@ -276,7 +290,7 @@ void cluster_attr_replied(struct cluster *c, ext2_ino_t ino)
 {
 	struct attr_cache *a = &c->attr;
 	pthread_mutex_lock(&a->mu);
-	struct attr_lock *e = find_ino(a, 0, ino);
+	struct attr_lock *e = find_grp(a, 0, GROUP(ino));
 	if (e && e->replying)
 		e->replying--;
 	/* a recall waits for replies cached under the lock it drops */
@@ -290,9 +304,9 @@ void cluster_attr_forget(struct cluster *c, ext2_ino_t ino, uint32_t gen)
 	if (!a->running)
 		return;
 	pthread_mutex_lock(&a->mu);
-	struct attr_lock *e = find_ino(a, 0, ino);
-	if (e && e->gen == gen)
-		e->kernel_has = 0;
+	struct attr_lock *e = find_grp(a, 0, GROUP(ino));
+	if (e && e->gen[ino % ATTR_GROUP] == gen)
+		e->has &= ~SLOT_BIT(ino);
 	pthread_mutex_unlock(&a->mu);
 }
 
@@ -311,13 +325,14 @@ void cluster_attr_set_inval(struct cluster *c, void (*inval)(void *arg, ext2_ino
  * ino's attributes is gone before the change can be seen. A participant
  * reads attributes only under v->lock, so one that asks for PR after we
  * let go of the EX reads the change. */
-int cluster_attr_change(struct cluster *c, ext2_ino_t ino, int prefetch)
+int cluster_attr_change(struct cluster *c, ext2_ino_t ino)
 {
 	struct attr_cache *a = &c->attr;
 	if (atomic_load(&c->role) != CL_COORDINATOR || !cl_others_up(c))
 		return 0;
 	pthread_mutex_lock(&a->mu);
-	struct attr_lock *e = find_ino(a, 1, ino);
+	uint32_t grp = GROUP(ino);
+	struct attr_lock *e = find_grp(a, 1, grp);
 	if (!e) {
 		if (a->nex >= ATTR_EX_MAX) {
 			/* Let go of every cached EX: they only save round trips. */
@@ -326,18 +341,17 @@ int cluster_attr_change(struct cluster *c, ext2_ino_t ino, int prefetch)
 					if (x->state == ATTR_GRANTED)
 						drop_queue(a, x->res->token);
 		}
-		e = attr_request(c, ino, 1, 0);
+		e = attr_request(c, grp, 1);
 		a->ex_requests++;
 	}
-	if (prefetch || !e) {
+	if (!e) {
 		pthread_mutex_unlock(&a->mu);
-		if (!e && !prefetch)
-			csvfs_log(LOG_ERR_L, "inode %u: cannot ask for its attribute lock", ino);
-		return !e && !prefetch ? -EIO : 0;
+		csvfs_log(LOG_ERR_L, "inode %u: cannot ask for its attribute lock A%u", ino, grp);
+		return -EIO;
 	}
 	uint64_t token = e->res->token, until = cl_now_ms() + LOCK_TIMEOUT_MS;
 	int waited = 0;
-	while ((e = find_ino(a, 1, ino)) && e->res->token == token && e->state == ATTR_WAITING &&
+	while ((e = find_grp(a, 1, grp)) && e->res->token == token && e->state == ATTR_WAITING &&
 	       cl_now_ms() < until) {
 		waited = 1;
 		struct timespec dl = cl_deadline_in(100);
@@ -351,7 +365,8 @@ int cluster_attr_change(struct cluster *c, ext2_ino_t ino, int prefetch)
 	if (cancel)
 		dg_cancel(cancel);   /* its ast removes the entry */
 	if (rc)
-		csvfs_log(LOG_ERR_L, "inode %u: other nodes did not give up their cached attributes", ino);
+		csvfs_log(LOG_ERR_L, "inode %u: other nodes did not give up their cached attributes (A%u)",
+			  ino, grp);
 	return rc;
 }
 
@@ -367,24 +382,29 @@ static void attr_drop_one(struct cluster *c, uint64_t token)
 		pthread_mutex_unlock(&a->mu);
 		return;   /* an older request's, or already gone */
 	}
-	unchain(a, e);   /* no reply may be cached under it from now on */
+	e->dropping = 1;   /* no reply may be cached under it from now on */
 	uint64_t until = cl_now_ms() + 2000;
 	while ((e->replying || !e->lk) && cl_now_ms() < until) {
 		struct timespec dl = cl_deadline_in(20);
 		pthread_cond_timedwait(&a->cv, &a->mu, &dl);
 	}
+	if (e->replying)
+		csvfs_log(LOG_ERR_L, "attribute lock A%u: %u answers still being sent after 2 s; dropping it",
+			  e->grp, e->replying);
+	unchain(a, e);
 	void (*inval)(void *, ext2_ino_t, uint32_t) = a->inval;
 	void (*inval_entries)(void *) = a->inval_entries;
 	void *arg = a->inval_arg;
 	if (!ex) {
 		a->recalls++;
-		cool(a, e->ino);
+		cool(a, e->grp);
 	}
 	pthread_mutex_unlock(&a->mu);
 	if (!ex && e->dir && inval_entries)
 		inval_entries(arg);
-	if (!ex && inval && e->attr_told)
-		inval(arg, e->ino, e->gen);
+	for (unsigned i = 0; !ex && inval && i < ATTR_GROUP; i++)
+		if (e->told & (1ull << i))
+			inval(arg, e->grp * ATTR_GROUP + i, e->gen[i]);
 	int rc = e->lk ? dg_unlock(e->lk, 0, NULL) : 0;
 	lockres_retire(e->res, rc);
 	free(e);

@@ -130,16 +130,18 @@ struct freeze {
 };
 
 /* Attribute locks (cluster_attr.c, docs/cluster.md "Attribute caching"):
- * a participant's PR per inode whose attributes its kernel may cache, the
- * coordinator's cached EX per inode it changed. */
+ * a participant's PR per group of inodes whose attributes (or a directory's
+ * names) its kernel may cache, the coordinator's cached EX per group it
+ * changed. */
+#define ATTR_GROUP 64          /* inode numbers per lock (bits of a uint64_t) */
 #define ATTR_BUCKETS 4096
-#define ATTR_PR_MAX 65536     /* inodes a participant caches at most */
-#define ATTR_EX_MAX 16384     /* EX the coordinator keeps at most */
-#define ATTR_COOLDOWN_MS 1000  /* a recalled inode is not asked for again sooner */
+#define ATTR_PR_MAX 16384      /* groups a participant caches at most */
+#define ATTR_EX_MAX 16384      /* EX the coordinator keeps at most */
+#define ATTR_COOLDOWN_MS 1000  /* a recalled group is not asked for again sooner */
 #define ATTR_COOLDOWN_SLOTS 1024
 struct attr_lock;
 struct attr_drop;
-struct attr_cooldown { ext2_ino_t ino; uint64_t until_ms; };
+struct attr_cooldown { uint32_t grp; uint64_t until_ms; };
 struct attr_cache {
 	pthread_mutex_t mu;              /* everything below */
 	pthread_cond_t cv;

@@ -135,18 +135,17 @@ static int inode_store(struct volume *v, ext2_ino_t ino, struct ext2_inode_large
 int inode_write(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in)
 {
 	if (v->cluster) {
-		int rc = cluster_attr_change(v->cluster, ino, 0);
+		int rc = cluster_attr_change(v->cluster, ino);
 		if (rc)
 			return rc;
 	}
 	return inode_store(v, ino, in);
 }
 
+/* A number just allocated: whatever a node cached of the file that had it
+ * before went when that file was freed (an inode_write). */
 int inode_write_fresh(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in)
 {
-	/* Ask for the lock now, so the file's first change finds it held. */
-	if (v->cluster)
-		cluster_attr_change(v->cluster, ino, 1);
 	return inode_store(v, ino, in);
 }
 
