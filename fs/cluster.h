@@ -70,7 +70,9 @@ void cluster_attr_forget(struct cluster *c, ext2_ino_t ino, uint32_t gen);
  * kernel may keep the name while dir's lock is held. */
 int cluster_entries_cacheable(struct cluster *c, ext2_ino_t dir, uint64_t mark);
 /* The front end's ways to drop its kernel's cached attributes of a file,
- * and every name it caches (NULL: the kernel cannot, names are not cached). */
+ * and every name it caches (NULL: the kernel cannot, names are not cached).
+ * inval NULL: nothing is cached any more, and once it returns no hook runs
+ * (before the FUSE session goes). */
 void cluster_attr_set_inval(struct cluster *c, void (*inval)(void *arg, ext2_ino_t ino, uint32_t gen),
 			    void (*inval_entries)(void *arg), void *arg);
 /* Coordinator, under the engine's lock, before ino's attributes change:

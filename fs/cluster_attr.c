@@ -5,20 +5,21 @@
  * participant holds PR while its kernel may cache attributes of inodes of the
  * group; the coordinator holds EX while it changes them, and keeps it
  * (cached, as OCFS2 keeps its cluster locks) until another node asks for PR,
- * so a change costs no lock round trip unless a participant caches the group. A blocking callback on a participant drops
- * the kernel's copy (fuse_lowlevel_notify_inval_inode, through the front end's
- * hook) before the lock goes; on the coordinator it just releases the EX.
+ * so a change costs no lock round trip unless a participant caches the
+ * group. A blocking callback on a participant drops the kernel's copies
+ * (through the front end's hooks) before the lock goes; on the coordinator
+ * it just releases the EX.
  *
- * What a participant may tell its kernel to cache: attributes fetched by a
- * request sent after the lock was granted (the grant's sequence number is
- * older than the mark taken before the request) while the lock is still
- * held. A directory's own attributes are never cached (its node id may be
- * an alias, fs/fuse_alias.h), but its entries are, names and absent names:
- * A<dir> PR covers them, the coordinator's EX comes with every change to the
- * directory (its times change with every entry), and a recall makes the
- * kernel look every name up again (the front end's inval_entries: one
- * notification for the whole mount, which takes no directory lock, so it
- * cannot wait for a request of this node that waits for the recall). */
+ * What a participant may tell its kernel to cache: answers to requests sent
+ * after the lock was granted (the grant's sequence number is older than the
+ * mark taken before the request) while the lock is still held. A file's
+ * attributes (a directory's only under its own node id: not an alias,
+ * fs/fuse_alias.h), and a directory's names and absent names: the
+ * coordinator's EX comes with every change to the directory (its times change
+ * with every entry), and a recall makes the kernel look every name up again
+ * (inval_entries: one notification for the whole mount, which takes no
+ * directory lock, so it cannot wait for a request of this node that waits for
+ * the recall). */
 #include "fs/cluster_internal.h"
 
 #include <errno.h>
@@ -318,6 +319,8 @@ void cluster_attr_set_inval(struct cluster *c, void (*inval)(void *arg, ext2_ino
 	a->inval = inval;
 	a->inval_entries = inval_entries;
 	a->inval_arg = arg;
+	while (!inval && a->notifying)   /* cleared: no call of the old ones runs on */
+		pthread_cond_wait(&a->cv, &a->mu);
 	pthread_mutex_unlock(&a->mu);
 }
 
@@ -399,12 +402,17 @@ static void attr_drop_one(struct cluster *c, uint64_t token)
 		a->recalls++;
 		cool(a, e->grp);
 	}
+	a->notifying++;   /* the hooks stay valid until we are done */
 	pthread_mutex_unlock(&a->mu);
 	if (!ex && e->dir && inval_entries)
 		inval_entries(arg);
 	for (unsigned i = 0; !ex && inval && i < ATTR_GROUP; i++)
 		if (e->told & (1ull << i))
 			inval(arg, e->grp * ATTR_GROUP + i, e->gen[i]);
+	pthread_mutex_lock(&a->mu);
+	a->notifying--;
+	pthread_cond_broadcast(&a->cv);
+	pthread_mutex_unlock(&a->mu);
 	int rc = e->lk ? dg_unlock(e->lk, 0, NULL) : 0;
 	lockres_retire(e->res, rc);
 	free(e);

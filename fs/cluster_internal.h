@@ -153,6 +153,7 @@ struct attr_cache {
 	void (*inval)(void *arg, ext2_ino_t ino, uint32_t gen);
 	void (*inval_entries)(void *arg);   /* every name the kernel caches (NULL: none cached) */
 	void *inval_arg;
+	unsigned notifying;              /* drops calling the hooks right now */
 	struct attr_cooldown cooldown[ATTR_COOLDOWN_SLOTS];
 	uint64_t recalls, ex_requests, ex_waits;   /* for csvctl status */
 	pthread_t thread;

@@ -443,6 +443,8 @@ static int serve(struct daemon_opts *d, struct volume *v)
 			if (d->cluster)
 				iostate_stop();
 		}
+		if (v->cluster)   /* no notification to a session going away */
+			cluster_attr_set_inval(v->cluster, NULL, NULL, NULL);
 		fuse_session_unmount(se);
 		alias_stop(cf.aliases);
 		cluster_stop(v);
