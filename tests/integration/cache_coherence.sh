@@ -11,7 +11,7 @@
 # lock, a change still shows, and every node unmounts; e2fsck -fn is clean.
 . "$(dirname "$0")/../lib.sh"
 
-lab_test_begin cache_coherence accoh
+lab_test_begin cache_coherence cachecoh
 V=/ClusterStorage/Volume1
 
 on() { local k=$1; shift; timeout 60 "$LAB" exec "$k" -- "$@"; }
