@@ -331,11 +331,22 @@ void cluster_attr_set_inval(struct cluster *c, void (*inval)(void *arg, ext2_ino
 int cluster_attr_change(struct cluster *c, ext2_ino_t ino)
 {
 	struct attr_cache *a = &c->attr;
-	if (atomic_load(&c->role) != CL_COORDINATOR || !cl_others_up(c))
+	if (atomic_load(&c->role) != CL_COORDINATOR)
 		return 0;
 	pthread_mutex_lock(&a->mu);
 	uint32_t grp = GROUP(ino);
 	struct attr_lock *e = find_grp(a, 1, grp);
+	if (e && e->state == ATTR_GRANTED) {
+		pthread_mutex_unlock(&a->mu);
+		return 0;   /* the common case: kept from an earlier change */
+	}
+	pthread_mutex_unlock(&a->mu);
+	/* (not under a->mu: lock callbacks take it on dlm-glue's thread) A
+	 * node that joins after this holds nothing it read before the change. */
+	if (!e && !cl_others_up(c))
+		return 0;   /* alone: nobody caches anything */
+	pthread_mutex_lock(&a->mu);
+	e = find_grp(a, 1, grp);
 	if (!e) {
 		if (a->nex >= ATTR_EX_MAX) {
 			/* Let go of every cached EX: they only save round trips. */
