@@ -20,7 +20,8 @@
 
 /* Standalone, this daemon is the only writer and the kernel may cache names
  * and attributes for a second. In a cluster another node may change them at
- * any moment, so the kernel caches nothing and every lookup and stat asks. */
+ * any moment: answers get no cache time, except a participant's answers
+ * given under the attribute locks (ATTR_CACHE_S, attr_cache_time below). */
 #define ATTR_TIMEOUT(req) (vol(req)->cluster ? 0.0 : 1.0)
 #define ENTRY_TIMEOUT(req) ATTR_TIMEOUT(req)
 /* A participant's kernel keeps a file's attributes this long while the
