@@ -79,6 +79,9 @@ void cluster_attr_set_inval(struct cluster *c, void (*inval)(void *arg, ext2_ino
  * every other node's cached copy goes (0, or -EIO when they would not give
  * it up). */
 int cluster_attr_change(struct cluster *c, ext2_ino_t ino);
+/* Coordinator: ino was just allocated (no one can have cached it); asks for
+ * its group's EX without waiting, so that the group's later changes find it. */
+void cluster_attr_prefetch(struct cluster *c, ext2_ino_t ino);
 
 /* Every change (metadata change or data write) runs between change_begin
  * and change_end, outside cluster_enter/leave: while the volume is frozen

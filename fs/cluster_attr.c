@@ -384,6 +384,26 @@ int cluster_attr_change(struct cluster *c, ext2_ino_t ino)
 	return rc;
 }
 
+/* Coordinator, under v->lock: ino was just allocated. Nothing of it can be
+ * cached, but its group's later changes (writes, the unlink) need the EX:
+ * asked for now, without waiting, once per group. */
+void cluster_attr_prefetch(struct cluster *c, ext2_ino_t ino)
+{
+	struct attr_cache *a = &c->attr;
+	if (atomic_load(&c->role) != CL_COORDINATOR)
+		return;
+	uint32_t grp = GROUP(ino);
+	pthread_mutex_lock(&a->mu);
+	int have = find_grp(a, 1, grp) != NULL;
+	pthread_mutex_unlock(&a->mu);
+	if (have || !cl_others_up(c))
+		return;
+	pthread_mutex_lock(&a->mu);
+	if (!find_grp(a, 1, grp) && a->nex < ATTR_EX_MAX && attr_request(c, grp, 1))
+		a->ex_requests++;
+	pthread_mutex_unlock(&a->mu);
+}
+
 /* ---- the drop thread ---------------------------------------------------------- */
 
 static void attr_drop_one(struct cluster *c, uint64_t token)

@@ -146,6 +146,8 @@ int inode_write(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in)
  * before went when that file was freed (an inode_write). */
 int inode_write_fresh(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in)
 {
+	if (v->cluster)
+		cluster_attr_prefetch(v->cluster, ino);
 	return inode_store(v, ino, in);
 }
 

@@ -18,8 +18,15 @@ on() { local k=$1; shift; timeout 60 "$LAB" exec "$k" -- "$@"; }
 sh_on() { local k=$1; shift; timeout 60 "$LAB" exec "$k" -- sh -c "$*"; }
 status_json() { on "$1" "$CTL" status --json "$V" 2>/dev/null; }
 coordinator() { status_json "$1" | sed -n 's/.*"coordinator":"\([^"]*\)".*/\1/p'; }
-# recalls NODE — how many attribute locks NODE gave up (its cached copies dropped)
-recalls() { status_json "$1" | sed -n 's/.*"attr_locks":{[^}]*"recalls":\([0-9]*\).*/\1/p'; }
+# recalls NODE — how many attribute locks NODE gave up (its cached copies
+# dropped); asked up to 3 times (a status request can time out on a busy machine)
+recalls() {
+  local i r
+  for i in 1 2 3; do
+    r=$(status_json "$1" | sed -n 's/.*"attr_locks":{[^}]*"recalls":\([0-9]*\).*/\1/p')
+    [ -n "$r" ] && { echo "$r"; return; }
+  done
+}
 pr_held() { status_json "$1" | sed -n 's/.*"attr_locks":{"pr":\([0-9]*\).*/\1/p'; }
 
 "$LAB" up -n 3 --lun "$S/lun.img" --size 512M >"$S/up.out" 2>&1; rc=$?
@@ -90,7 +97,7 @@ check_eq "1600 stats of 8 unchanged files on node${P[0]}: still cached, no lock 
 sh_on "$C" "chmod 700 $V/hot/f3"
 check_eq "node${P[0]} then sees a chmod on the coordinator" 700 "$(sh_on "${P[0]}" "stat -c %a $V/hot/f3")"
 
-"$LAB" down >"$S/down.out" 2>&1
+"$LAB" down --save-logs "$S/logs" >"$S/down.out" 2>&1
 check_eq "lab down: every node unmounted cleanly" 0 "$?"
 check "e2fsck -fn: the LUN is clean after it all" e2fsck -fn "$S/lun.img"
 finish
