@@ -261,7 +261,9 @@ void cluster_status_json(struct cluster *c, char *out, size_t len)
 	if (o + 2 < len)
 		o += (size_t)snprintf(out + o, len - o, "]");
 	if (o < len)
-		freeze_status_json(c, out + o, len - o);
+		o += freeze_status_json(c, out + o, len - o);
+	if (o < len)
+		attr_status_json(c, out + o, len - o);
 }
 
 int cluster_is_member(struct cluster *c, const char *name)
@@ -345,6 +347,8 @@ int cluster_start(struct volume *v, const struct cluster_opts *o, char *err, siz
 	}
 	if (rc == 0 && (rc = freeze_start(c)) != 0)
 		snprintf(err, errlen, "cannot start the freeze thread: %s", strerror(-rc));
+	if (rc == 0 && (rc = attr_start(c)) != 0)
+		snprintf(err, errlen, "cannot start the attribute lock thread: %s", strerror(-rc));
 	if (rc == 0 && pthread_create(&c->recall_thread, NULL, layout_recall_main, c) == 0)
 		c->threads |= 1;
 	if (rc == 0 && pthread_create(&c->thread, NULL, role_thread_main, c) == 0)
@@ -384,6 +388,7 @@ void cluster_stop(struct volume *v)
 			role_step_down(c, 0);
 	}
 	conn_retire(c);
+	attr_stop(c);
 	layout_drop_all(c);
 	if (c->threads & 1) {
 		pthread_mutex_lock(&c->mu);

@@ -62,6 +62,36 @@ int cluster_rerun_if_path_gone(struct cluster *c, int role, int rc);
 int cluster_recall_begin(struct cluster *c, ext2_ino_t ino, void **token);
 void cluster_recall_end(struct cluster *c, void *token);
 
+/* Attribute caching (docs/cluster.md, "Attribute caching"). A participant
+ * takes mark before asking for a file's attributes; cacheable then says
+ * whether its kernel may cache the answer (the file's attribute lock was
+ * held before the request and still is); if so, replied once the answer is
+ * sent. Not held: the lock is asked for, so a later request may cache.
+ * lookup: the answer to a lookup, cacheable only for a file the kernel is
+ * known to have (a getattr came for it, and no forget since). */
+uint64_t cluster_attr_mark(struct cluster *c);
+int cluster_attr_cacheable(struct cluster *c, ext2_ino_t ino, uint32_t gen, int is_dir, uint64_t mark,
+			   int lookup);
+void cluster_attr_replied(struct cluster *c, ext2_ino_t ino);   /* ino: the file, or dir */
+/* The kernel forgot the file's node id (a lookup may make a new one). */
+void cluster_attr_forget(struct cluster *c, ext2_ino_t ino, uint32_t gen);
+/* The same for a lookup's answer about a name in dir (found or not): the
+ * kernel may keep the name while dir's lock is held. */
+int cluster_entries_cacheable(struct cluster *c, ext2_ino_t dir, uint64_t mark);
+/* The front end's ways to drop its kernel's cached attributes of a file,
+ * and every name it caches (NULL: the kernel cannot, names are not cached).
+ * inval NULL: nothing is cached any more, and once it returns no hook runs
+ * (before the FUSE session goes). */
+void cluster_attr_set_inval(struct cluster *c, void (*inval)(void *arg, ext2_ino_t ino, uint32_t gen),
+			    void (*inval_entries)(void *arg), void *arg);
+/* Coordinator, under the engine's lock, before ino's attributes change:
+ * every other node's cached copy goes (0, or -EIO when they would not give
+ * it up). */
+int cluster_attr_change(struct cluster *c, ext2_ino_t ino);
+/* Coordinator: ino was just allocated (no one can have cached it); asks for
+ * its group's EX without waiting, so that the group's later changes find it. */
+void cluster_attr_prefetch(struct cluster *c, ext2_ino_t ino);
+
 /* Every change (metadata change or data write) runs between change_begin
  * and change_end, outside cluster_enter/leave: while the volume is frozen
  * for a snapshot, begin waits (0 once admitted, or a negative errno). */

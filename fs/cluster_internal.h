@@ -46,7 +46,8 @@ struct coord_info {
 
 /* ---- lock types (the table is in cluster_locks.c) ----------------------- */
 
-enum cl_lock_kind { CL_LOCK_COORD, CL_LOCK_COORDINFO, CL_LOCK_LAYOUT, CL_LOCK_FREEZE, CL_LOCK_KINDS };
+enum cl_lock_kind { CL_LOCK_COORD, CL_LOCK_COORDINFO, CL_LOCK_LAYOUT, CL_LOCK_FREEZE, CL_LOCK_ATTR,
+		   CL_LOCK_KINDS };
 
 /* A lock resource: what a lock's callbacks get as their argument. */
 struct cl_lockres {
@@ -131,6 +132,37 @@ struct freeze {
 	int running;
 };
 
+/* Attribute locks (cluster_attr.c, docs/cluster.md "Attribute caching"):
+ * a participant's PR per group of inodes whose attributes (or a directory's
+ * names) its kernel may cache, the coordinator's cached EX per group it
+ * changed. */
+#define ATTR_GROUP 64          /* inode numbers per lock (bits of a uint64_t) */
+#define ATTR_BUCKETS 4096
+#define ATTR_PR_MAX 16384      /* groups a participant caches at most */
+#define ATTR_EX_MAX 16384      /* EX the coordinator keeps at most */
+#define ATTR_COOLDOWN_MS 1000  /* a recalled group is not asked for again sooner */
+#define ATTR_COOLDOWN_SLOTS 1024
+struct attr_lock;
+struct attr_drop;
+struct attr_cooldown { uint32_t grp; uint64_t until_ms; };
+struct attr_cache {
+	pthread_mutex_t mu;              /* everything below */
+	pthread_cond_t cv;
+	struct attr_lock *pr[ATTR_BUCKETS], *ex[ATTR_BUCKETS];
+	unsigned npr, nex;
+	uint64_t seq;                    /* grants so far: a grant's number orders it */
+	struct attr_drop *drops;         /* locks the drop thread is to release */
+	/* The front end's: drops the kernel's cached attributes of a node id. */
+	void (*inval)(void *arg, ext2_ino_t ino, uint32_t gen);
+	void (*inval_entries)(void *arg);   /* every name the kernel caches (NULL: none cached) */
+	void *inval_arg;
+	unsigned notifying;              /* drops calling the hooks right now */
+	struct attr_cooldown cooldown[ATTR_COOLDOWN_SLOTS];
+	uint64_t recalls, ex_requests, ex_waits;   /* for csvctl status */
+	pthread_t thread;
+	int running, stopping;
+};
+
 /* A node's I/O state as this node last heard it (cluster_iostate.c). */
 struct cl_io_node {
 	struct proto_io_node n;          /* its name and report (n.age_ms unused) */
@@ -194,6 +226,7 @@ struct cluster {
 	struct cl_lockres *lockres_kept; /* whose unlock failed: freed at stop */
 
 	struct freeze freeze;
+	struct attr_cache attr;
 	struct held_lock coord;          /* "coord", EX while coordinator */
 	struct held_lock info;           /* "coordinfo", NL kept */
 	pthread_t thread, recall_thread;
@@ -267,6 +300,9 @@ void layout_bast(struct cl_lockres *r, enum dg_mode blocking);
 void layout_lost(struct cl_lockres *r);
 void role_coord_lost(struct cl_lockres *r);
 void freeze_bast(struct cl_lockres *r, enum dg_mode blocking);
+void attr_ast(struct cl_lockres *r, int status, const uint8_t *lvb);
+void attr_bast(struct cl_lockres *r, enum dg_mode blocking);
+void attr_lost(struct cl_lockres *r);
 
 /* ---- cluster_conn.c: the connection to the coordinator ------------------ */
 
@@ -312,6 +348,14 @@ void conn_link_init(struct cluster *c);
 void *layout_recall_main(void *arg);
 /* Every layout this node holds goes (leaving the cluster). */
 void layout_drop_all(struct cluster *c);
+
+/* ---- cluster_attr.c: attribute locks -------------------------------------- */
+
+/* The drop thread (0 or a negative errno); at stop every lock goes. */
+int attr_start(struct cluster *c);
+void attr_stop(struct cluster *c);
+/* Adds the attribute locks to csvctl status's JSON (",\"attr_locks\":{...}"). */
+size_t attr_status_json(struct cluster *c, char *out, size_t len);
 
 /* ---- cluster_freeze.c: the snapshot freeze --------------------------------- */
 

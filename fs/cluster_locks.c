@@ -50,6 +50,15 @@ static const struct cl_lock_type lock_types[CL_LOCK_KINDS] = {
 		.name = "freeze", .modes = MODE(DG_PR) | MODE(DG_EX),
 		.ast = held_ast, .bast = freeze_bast, .lost = NULL,
 	},
+	/* A<n> (docs/cluster.md, "Attribute caching"), inodes n * 64 ..
+	 * n * 64 + 63: PR while a participant's kernel may cache their
+	 * attributes (a directory's: its names); EX while the coordinator
+	 * changes them, kept until someone asks. The blocking callback and
+	 * loss queue a drop: the kernel's copies go (PR), then the lock. */
+	[CL_LOCK_ATTR] = {
+		.name = "A%u", .modes = MODE(DG_PR) | MODE(DG_EX),
+		.ast = attr_ast, .bast = attr_bast, .lost = attr_lost,
+	},
 };
 
 static const struct cl_lock_type *type_of(const struct cl_lockres *r)

@@ -450,6 +450,8 @@ static int serve(struct daemon_opts *d, struct volume *v)
 		if (locks_rc)
 			csvfs_log(LOG_ERR_L, "cannot start file locking: %s", strerror(-locks_rc));
 		if (locks_rc == 0 && join_cluster(d, v) == 0) {
+			if (v->cluster)
+				csvfs_fuse_cluster_caches(v, se);
 			control_start(&ctl, v, d->mountpoint, d->cluster ? d->co.node : host);
 			csvfs_log(LOG_INFO_L, "mounted LUN %s at %s (%s)", v->lun, d->mountpoint,
 				  d->cluster ? "cluster" : v->read_only ? "read-only" : "standalone coordinator");
@@ -459,6 +461,8 @@ static int serve(struct daemon_opts *d, struct volume *v)
 			if (d->cluster)
 				iostate_stop();
 		}
+		if (v->cluster)   /* no notification to a session going away */
+			cluster_attr_set_inval(v->cluster, NULL, NULL, NULL);
 		fuse_session_unmount(se);
 		alias_stop(cf.aliases);
 		cluster_stop(v);

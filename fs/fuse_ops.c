@@ -4,6 +4,7 @@
 #include <fuse_lowlevel.h>
 
 #include "fs/meta.h"
+#include "fs/cluster.h"
 #include "fs/fsops.h"
 #include "fs/fuse_ops.h"
 #include "fs/fuse_alias.h"
@@ -15,12 +16,17 @@
 #include <linux/fs.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* Standalone, this daemon is the only writer and the kernel may cache names
  * and attributes for a second. In a cluster another node may change them at
- * any moment, so the kernel caches nothing and every lookup and stat asks. */
+ * any moment: answers get no cache time, except a participant's answers
+ * given under the attribute locks (ATTR_CACHE_S, attr_cache_time below). */
 #define ATTR_TIMEOUT(req) (vol(req)->cluster ? 0.0 : 1.0)
 #define ENTRY_TIMEOUT(req) ATTR_TIMEOUT(req)
+/* A participant's kernel keeps a file's attributes this long while the
+ * file's attribute lock is held; a recall drops them at once. */
+#define ATTR_CACHE_S 60.0
 
 /* FUSE's root is 1; ext4's is 2. ext4 inode 1 (bad blocks) is never shown. */
 /* The kernel's node id carries the inode's generation with its number: a
@@ -81,15 +87,88 @@ static void attr_to_stat(const struct meta_attr *a, struct stat *st)
 	st->st_ctim = a->ctime;
 }
 
-static void reply_entry_as(fuse_req_t req, const struct meta_attr *a, fuse_ino_t id)
+static void reply_entry_timed(fuse_req_t req, const struct meta_attr *a, fuse_ino_t id, double attr_timeout,
+			      double entry_timeout)
 {
 	struct fuse_entry_param e = { 0 };
 	e.ino = id;
 	e.generation = a->generation;
-	e.attr_timeout = ATTR_TIMEOUT(req);
-	e.entry_timeout = ENTRY_TIMEOUT(req);
+	e.attr_timeout = attr_timeout;
+	e.entry_timeout = entry_timeout;
 	attr_to_stat(a, &e.attr);
 	fuse_reply_entry(req, &e);
+}
+
+static void reply_entry_as(fuse_req_t req, const struct meta_attr *a, fuse_ino_t id)
+{
+	reply_entry_timed(req, a, id, ATTR_TIMEOUT(req), ENTRY_TIMEOUT(req));
+}
+
+/* Attribute caching on a participant (docs/cluster.md, "Attribute
+ * caching"): the mark is taken before the request for the attributes. */
+static uint64_t attr_mark(struct volume *v)
+{
+	return v->cluster ? cluster_attr_mark(v->cluster) : 0;
+}
+
+/* How long the kernel may keep a; *held: cluster_attr_replied must follow
+ * the reply (a recall waits for it). */
+static double attr_cache_time(struct volume *v, const struct meta_attr *a, fuse_ino_t id, uint64_t mark,
+			      int lookup, int *held)
+{
+	*held = 0;
+	if (!v->cluster)
+		return 1.0;
+	/* Only under the file's own node id: a recall drops that one; a
+	 * directory's alternate ids (fs/fuse_alias.h) are never cached. */
+	*held = id == to_fuse(a) &&
+		cluster_attr_cacheable(v->cluster, a->ino, a->generation, S_ISDIR(a->mode), mark, lookup);
+	return *held ? ATTR_CACHE_S : 0.0;
+}
+
+static void attr_replied(struct volume *v, const struct meta_attr *a, int held)
+{
+	if (held)
+		cluster_attr_replied(v->cluster, a->ino);
+}
+
+void csvfs_fuse_inval_attr(void *session, ext2_ino_t ino, uint32_t gen)
+{
+	/* attributes only (offset -1): no page lock, so no request of ours in
+	 * the kernel can be waiting on what this waits for */
+	fuse_ino_t id = ino == EXT2_ROOT_INO ? FUSE_ROOT_ID : ((fuse_ino_t)gen << 32) | ino;
+	fuse_lowlevel_notify_inval_inode(session, id, -1, 0);
+}
+
+/* FUSE_NOTIFY_INC_EPOCH (kernel 6.16, FUSE 7.44; libfuse 3.14 has no call
+ * for it): every dentry looked up before it is looked up again. Unlike
+ * fuse_lowlevel_notify_inval_entry it takes no directory lock, so a recall
+ * cannot wait for a request of this node (which may hold that lock while it
+ * waits, at the coordinator, for the very recall). */
+#define NOTIFY_INC_EPOCH 8
+
+int csvfs_fuse_inval_entries_all(void *session)
+{
+	struct { uint32_t len; int32_t error; uint64_t unique; } hdr = { sizeof(hdr), NOTIFY_INC_EPOCH, 0 };
+	ssize_t n = write(fuse_session_fd(session), &hdr, sizeof(hdr));
+	return n == (ssize_t)sizeof(hdr) ? 0 : -errno;
+}
+
+static void inval_entries(void *session)
+{
+	int rc = csvfs_fuse_inval_entries_all(session);
+	if (rc)
+		csvfs_log(LOG_ERR_L, "cannot make the kernel look names up again: %s", strerror(-rc));
+}
+
+void csvfs_fuse_cluster_caches(struct volume *v, void *session)
+{
+	/* The kernel takes the epoch notification, or names are not cached. */
+	int rc = csvfs_fuse_inval_entries_all(session);
+	if (rc)
+		csvfs_log(LOG_INFO_L, "volume %s: this kernel cannot drop all cached names at once (%s): "
+			  "names are not cached, attributes are", v->uuid, strerror(-rc));
+	cluster_attr_set_inval(v->cluster, csvfs_fuse_inval_attr, rc ? NULL : inval_entries, session);
 }
 
 static void reply_entry(fuse_req_t req, int rc, const struct meta_attr *a)
@@ -151,18 +230,36 @@ static fuse_ino_t tell_id(fuse_req_t req, const struct meta_attr *a, fuse_ino_t 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct meta_attr a;
-	int rc = fsop_lookup(vol(req), to_ext(parent), name, &a);
-	if (rc)
+	struct volume *v = vol(req);
+	uint64_t mark = attr_mark(v);
+	int rc = fsop_lookup(v, to_ext(parent), name, &a);
+	/* the name, or its absence, under the directory's lock */
+	int dir_held = (rc == 0 || rc == -ENOENT) && v->cluster &&
+		       cluster_entries_cacheable(v->cluster, to_ext(parent), mark);
+	double entry_t = dir_held ? ATTR_CACHE_S : v->cluster ? 0.0 : 1.0;
+	if (rc == -ENOENT && dir_held) {
+		struct fuse_entry_param e = { .entry_timeout = entry_t };   /* ino 0: a negative entry */
+		fuse_reply_entry(req, &e);
+	} else if (rc) {
 		fuse_reply_err(req, -rc);
-	else
-		reply_entry_as(req, &a, tell_id(req, &a, parent, name, 1));
+	} else {
+		int held;
+		fuse_ino_t id = tell_id(req, &a, parent, name, 1);
+		double t = attr_cache_time(v, &a, id, mark, 1, &held);
+		reply_entry_timed(req, &a, id, t, entry_t);
+		attr_replied(v, &a, held);
+	}
+	if (dir_held)
+		cluster_attr_replied(v->cluster, to_ext(parent));
 }
 
 static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	(void)fi;
 	struct meta_attr a;
-	int rc = fsop_getattr(vol(req), to_ext(ino), &a);
+	struct volume *v = vol(req);
+	uint64_t mark = attr_mark(v);
+	int rc = fsop_getattr(v, to_ext(ino), &a);
 	/* The file is gone (freed, or its number reused): a stat racing an
 	 * unlink on another node finds no file, as if it came just after. */
 	if (rc == -ESTALE || (rc == 0 && other_file(ino, &a)))
@@ -173,7 +270,30 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	}
 	struct stat st;
 	attr_to_stat(&a, &st);
-	fuse_reply_attr(req, &st, ATTR_TIMEOUT(req));
+	int held;
+	double t = attr_cache_time(v, &a, ino, mark, 0, &held);
+	fuse_reply_attr(req, &st, t);
+	attr_replied(v, &a, held);
+}
+
+static void op_forget_one(struct volume *v, fuse_ino_t id)
+{
+	if (v->cluster && id != FUSE_ROOT_ID)
+		cluster_attr_forget(v->cluster, to_ext(id), gen_of(id));
+}
+
+static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	(void)nlookup;
+	op_forget_one(vol(req), ino);
+	fuse_reply_none(req);
+}
+
+static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+{
+	for (size_t i = 0; i < count; i++)
+		op_forget_one(vol(req), forgets[i].ino);
+	fuse_reply_none(req);
 }
 
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
@@ -670,6 +790,8 @@ static void op_flock(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, 
 const struct fuse_lowlevel_ops csvfs_fuse_ops = {
 	.init = op_init,
 	.lookup = op_lookup,
+	.forget = op_forget,
+	.forget_multi = op_forget_multi,
 	.getattr = op_getattr,
 	.setattr = op_setattr,
 	.readlink = op_readlink,

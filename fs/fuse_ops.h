@@ -21,6 +21,16 @@ struct csvfs_fuse {
 	struct alias_table *aliases;   /* cluster mode: fs/fuse_alias.h */
 };
 
+/* Drops the kernel's cached attributes of a file (session: the FUSE
+ * session; the cluster's attribute lock recalls call it). */
+void csvfs_fuse_inval_attr(void *session, ext2_ino_t ino, uint32_t gen);
+/* Makes the kernel look every name up again (0, or a negative errno when
+ * the kernel cannot). */
+int csvfs_fuse_inval_entries_all(void *session);
+/* Cluster mode: gives the cluster the ways to drop what the kernel caches
+ * (attributes; names when the kernel can drop them all at once). */
+void csvfs_fuse_cluster_caches(struct volume *v, void *session);
+
 struct fuse_lowlevel_ops;
 extern const struct fuse_lowlevel_ops csvfs_fuse_ops;
 

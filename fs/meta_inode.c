@@ -1,6 +1,7 @@
 /* Inodes: attributes, times, setattr, open counts, freeing and the orphan list.
  * Every function here that touches libext2fs runs under v->lock. */
 #include "fs/meta_internal.h"
+#include "fs/cluster.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -116,7 +117,7 @@ int inode_read(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in)
 	return inode_check(v, ino, in);
 }
 
-int inode_write(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in)
+static int inode_store(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in)
 {
 	errcode_t e = ext2fs_write_inode_full(v->fs, ino, (struct ext2_inode *)in, sizeof(*in));
 	if (e) {
@@ -124,6 +125,30 @@ int inode_write(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in)
 		return -errcode_to_errno(e);
 	}
 	return 0;
+}
+
+/* In a cluster, other nodes may cache a file's attributes, or a
+ * directory's entries, under its attribute lock (docs/cluster.md, "Attribute
+ * caching"): their copies go before the change, which no one can read
+ * before v->lock is released. Every change to a directory's entries writes
+ * the directory's inode (its times). */
+int inode_write(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in)
+{
+	if (v->cluster) {
+		int rc = cluster_attr_change(v->cluster, ino);
+		if (rc)
+			return rc;
+	}
+	return inode_store(v, ino, in);
+}
+
+/* A number just allocated: whatever a node cached of the file that had it
+ * before went when that file was freed (an inode_write). */
+int inode_write_fresh(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in)
+{
+	if (v->cluster)
+		cluster_attr_prefetch(v->cluster, ino);
+	return inode_store(v, ino, in);
 }
 
 static uint32_t inode_rdev(const struct ext2_inode_large *in)

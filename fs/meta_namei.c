@@ -143,7 +143,7 @@ static int new_inode(struct volume *v, ext2_ino_t parent, const struct ext2_inod
 	/* write_new_inode zeroes the whole on-disk slot (no stale in-inode xattrs);
 	 * the full write then stores nanosecond times. */
 	e = ext2fs_write_new_inode(v->fs, ino, (struct ext2_inode *)in);
-	int rc = e ? -errcode_to_errno(e) : inode_write(v, ino, in);
+	int rc = e ? -errcode_to_errno(e) : inode_write_fresh(v, ino, in);
 	if (rc)
 		return rc;
 	ext2fs_inode_alloc_stats2(v->fs, ino, +1, LINUX_S_ISDIR(mode));

@@ -686,9 +686,10 @@ mkdir -p "$(dirname "$OUT")"
     echo "(\`$V/meta-coordinator\`, \`$V/meta-participant\`), on the coordinator node${FIO_CN:-?} and on the"
     echo "participant node${FIO_PN:-?} of the same ${FIO_N:-?}-node lab, one after the other. create = \`open(O_CREAT|O_EXCL|O_WRONLY)\` +"
     echo "\`close\` of a new name, at most $META_COUNT files or $META_MS ms; stat = \`stat()\` of those files round"
-    echo "robin for $META_MS ms; unlink = \`unlink()\` of them. The kernel caches no attributes or entries in"
-    echo "cluster mode (docs/cluster.md), so every stat and lookup reaches the daemon, and the"
-    echo "participant's reach the coordinator over TLS."
+    echo "robin for $META_MS ms; unlink = \`unlink()\` of them. The coordinator's kernel caches no attributes"
+    echo "or names in cluster mode, so its stats and lookups reach its daemon; a participant's kernel caches"
+    echo "them under attribute locks (docs/cluster.md, \"Attribute caching\"), so its repeated stats of"
+    echo "unchanged files reach nobody, and its first ones reach the coordinator over TLS."
     echo
     echo '```'
     sed 's/^/csvfs-lab --lab benchc exec K -- /' "$S/meta-commands.txt" | sed "s|$TOP/||" | head -2

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# The kernel's caches of attributes and names on participants (docs/cluster.md,
+# "Attribute caching"): a 3-node csvfs-lab, real corosync, real mounts. A
+# node stats a file (or looks a name up) until its kernel caches it under the
+# file's or directory's attribute lock, then another node — a participant, or
+# the coordinator — changes it: chmod, chown, utimes, rename, unlink,
+# truncate, write, link, create (a negative entry), readdir after a create,
+# mkdir, rename over a name. The first node's next stat must see the change,
+# and its count of recalls must have grown (so its cache was really on and
+# really dropped). Then repeated stats of unchanged cached files give up no
+# lock, a change still shows, and every node unmounts; e2fsck -fn is clean.
+. "$(dirname "$0")/../lib.sh"
+
+lab_test_begin cache_coherence cachecoh
+V=/ClusterStorage/Volume1
+
+on() { local k=$1; shift; timeout 60 "$LAB" exec "$k" -- "$@"; }
+sh_on() { local k=$1; shift; timeout 60 "$LAB" exec "$k" -- sh -c "$*"; }
+status_json() { on "$1" "$CTL" status --json "$V" 2>/dev/null; }
+coordinator() { status_json "$1" | sed -n 's/.*"coordinator":"\([^"]*\)".*/\1/p'; }
+# recalls NODE — how many attribute locks NODE gave up (its cached copies
+# dropped); asked up to 3 times (a status request can time out on a busy machine)
+recalls() {
+  local i r
+  for i in 1 2 3; do
+    r=$(status_json "$1" | sed -n 's/.*"attr_locks":{[^}]*"recalls":\([0-9]*\).*/\1/p')
+    [ -n "$r" ] && { echo "$r"; return; }
+  done
+}
+pr_held() { status_json "$1" | sed -n 's/.*"attr_locks":{"pr":\([0-9]*\).*/\1/p'; }
+
+"$LAB" up -n 3 --lun "$S/lun.img" --size 512M >"$S/up.out" 2>&1; rc=$?
+check_eq "lab up: 3 nodes, the volume mounted everywhere" 0 "$rc"
+[ "$rc" -eq 0 ] || { sed 's/^/# /' "$S/up.out"; finish; exit; }
+known() { [ -n "$(coordinator 1)" ]; }
+wait_until 30 known
+C=$(coordinator 1)
+C=${C#node}
+P=()
+for k in 1 2 3; do [ "$k" = "$C" ] || P+=("$k"); done
+diag "coordinator node$C, participants node${P[0]} node${P[1]}"
+if on "${P[0]}" grep -q "cannot drop all cached names" "/run/csvfs-lab/$CSVFS_LAB/nodes/${P[0]}/csvfs.log" 2>/dev/null; then
+  diag "this kernel has no FUSE_NOTIFY_INC_EPOCH: names are not cached, attributes are"
+fi
+
+# one_case N CHANGER OBSERVER WHAT SETUP OBSERVE CHANGE EXPECTED
+# SETUP runs on CHANGER in a fresh directory D=$V/cN; OBSERVE runs on OBSERVER
+# (warming its caches, then after the change); expect its output EXPECTED.
+n=0
+one_case() {
+  local changer=$1 observer=$2 what=$3 setup=$4 observe=$5 change=$6 expected=$7 d before got after
+  n=$((n + 1))
+  d=$V/c$n
+  sh_on "$changer" "mkdir $d && cd $d && $setup" >/dev/null 2>&1
+  # warm: the first look asks for the locks (file and directory), later ones
+  # are answered under them (a directory recalled by the setup's creates is
+  # asked for again after its cool-down, 1 s)
+  sh_on "$observer" "cd $d && $observe; ls $d >/dev/null; stat $d/* >/dev/null 2>&1; sleep 1.2; $observe; stat $d/* >/dev/null 2>&1; sleep 0.3; $observe" >"$S/warm$n" 2>&1
+  before=$(recalls "$observer")
+  sh_on "$changer" "cd $d && $change" >"$S/change$n" 2>&1
+  got=$(sh_on "$observer" "cd $d && $observe" 2>&1)
+  after=$(recalls "$observer")
+  check_eq "node$observer sees $what made on node$changer at once" "$expected" "$got"
+  check "node$observer had it cached, and gave it up for the change (recalls $before -> $after)" \
+    sh -c "[ -n '$before' ] && [ -n '$after' ] && [ '$after' -gt '$before' ]"
+}
+
+all_cases() {
+  local a=$1 b=$2
+  one_case "$a" "$b" "a chmod" "echo x >f; chmod 644 f" "stat -c %a f" "chmod 600 f" 600
+  one_case "$a" "$b" "a chown" "echo x >f" "stat -c %u:%g f" "chown 1234:5678 f" 1234:5678
+  one_case "$a" "$b" "a utimes" "echo x >f" "stat -c %Y f" "touch -m -d @1000000000 f" 1000000000
+  one_case "$a" "$b" "a rename (old name)" "echo x >f" "stat -c %s f 2>/dev/null || echo gone" "mv f g" gone
+  one_case "$a" "$b" "a rename (new name)" "echo x >f" "stat -c %s g 2>/dev/null || echo none" "mv f g" 2
+  one_case "$a" "$b" "an unlink" "echo x >f" "stat -c %s f 2>/dev/null || echo gone" "rm f" gone
+  one_case "$a" "$b" "a truncate" "echo x >f" "stat -c %s f" "truncate -s 12345 f" 12345
+  one_case "$a" "$b" "a write" "echo x >f" "stat -c %s f" "printf 0123456789 >>f" 12
+  one_case "$a" "$b" "a link (link count)" "echo x >f" "stat -c %h f" "ln f f2" 2
+  one_case "$a" "$b" "a create (negative entry)" "echo x >f" "stat -c %s n 2>/dev/null || echo none" "echo abc >n" 4
+  one_case "$a" "$b" "readdir after a create" "echo x >f" "ls | tr '\n' ' '" "touch r2" "f r2 "
+  one_case "$a" "$b" "a mkdir (directory link count)" "echo x >f" "stat -c %h ." "mkdir sub" 3
+  one_case "$a" "$b" "a rename over a name" "echo x >t; echo yyyy >s" "stat -c %s t" "mv s t" 5
+}
+
+all_cases "${P[0]}" "${P[1]}"   # participant to participant
+all_cases "${P[1]}" "${P[0]}"   # and back
+all_cases "$C" "${P[0]}"        # the coordinator's own changes
+
+# ---- caching pays: cached stats reach nobody -----------------------------------------
+sh_on "${P[1]}" "mkdir $V/hot && for i in 1 2 3 4 5 6 7 8; do echo \$i >$V/hot/f\$i; done"
+sh_on "${P[0]}" "stat $V/hot/f* >/dev/null; sleep 1.2; stat $V/hot/f* >/dev/null"
+held=$(pr_held "${P[0]}")
+check "node${P[0]} holds the attribute lock of the files it stats (pr=$held)" sh -c "[ '${held:-0}' -ge 1 ]"
+r0=$(recalls "${P[0]}")
+sh_on "${P[0]}" "for i in \$(seq 200); do stat $V/hot/f* >/dev/null; done"
+check_eq "1600 stats of 8 unchanged files on node${P[0]}: still cached, no lock given up" "$r0" "$(recalls "${P[0]}")"
+sh_on "$C" "chmod 700 $V/hot/f3"
+check_eq "node${P[0]} then sees a chmod on the coordinator" 700 "$(sh_on "${P[0]}" "stat -c %a $V/hot/f3")"
+
+"$LAB" down --save-logs "$S/logs" >"$S/down.out" 2>&1
+check_eq "lab down: every node unmounted cleanly" 0 "$?"
+check "e2fsck -fn: the LUN is clean after it all" e2fsck -fn "$S/lun.img"
+finish
