@@ -1,0 +1,752 @@
+// fuzz-sources: fs/[!m]*.c fs/m[!a]*.c journal/*.c dlm-glue/*.c redirect-io/*.c
+// fuzz-cflags: -Wall -Wextra -Werror -Wno-unused-parameter -I/usr/include/fuse3 -I/usr/include/ext2fs -I/usr/include/et -I/usr/include/blkid
+// fuzz-libs: -Wl,--wrap=csvfs_log -lfuse3 -lext2fs -lcom_err -lblkid -lcpg -lquorum -lvotequorum -lcmap -lqb -lssl -lcrypto -luring -luuid -lm
+// fuzz-args: -max_len=321 -len_control=10
+/* libFuzzer harness over the metadata engine reading a damaged volume
+ * (docs/hostile-input.md): the metadata blocks of a small populated csvfs
+ * image are patched from the input, then the engine mounts it, walks it
+ * (readdir, lookup, stat, readlink, xattrs, read every file), makes a few
+ * changes and unmounts, all through fs/fsops.h as the FUSE front end calls
+ * it (standalone: the engine in this process, fs/ops_local.c), under
+ * ASan/UBSan. No FUSE, no daemon.
+ *
+ * At startup two base images are built in $FUZZ_IMAGE_DIR (default
+ * /dev/shm, else $TMPDIR or /tmp) with csvfs_format and the engine itself:
+ *  A: cleanly unmounted: directories, a directory of 400 names (an htree
+ *     with a root and several leaves), small and multi-block files, a file of
+ *     20 separate extents (extent tree depth 1), a fast and a block symlink,
+ *     hard links, a fifo, xattrs in the inode and in an xattr block;
+ *  B: A after more changes, copied while still mounted after a commit: its
+ *     journal holds transactions to replay and its orphan list an open,
+ *     unlinked file (its MMP block reset to clean so the mount does not wait
+ *     out the heartbeat).
+ * Each is kept in memory as its non-zero blocks, with a catalogue of the
+ * regions worth damaging: the superblock, the group descriptors, the block
+ * and inode bitmaps, every inode in use, every extent tree block, directory
+ * and htree block, the xattr block, the block symlink's block and the
+ * journal's used blocks.
+ *
+ * Input: [u8 flags] then up to 16 records [u8 target][u16 offset, LE]
+ * [u8 ctl][n bytes]: n = (ctl & 15) + 1 bytes are written at offset (mod the
+ * region's length) into region target (mod the catalogue's length); with
+ * ctl & 0x80 the region's checksum is made right again afterwards, so the
+ * damage reaches the engine's own checks rather than libext2fs's checksum
+ * test. flags & 1: image B (else A); flags & 2: errors=continue (else the
+ * default remount-ro).
+ *
+ * Invariants beyond "no crash, no sanitizer report, no leak, no hang"
+ * (libFuzzer's -timeout):
+ *  - a failed mount says why; every status is 0 or a negative errno;
+ *  - a file the engine says it wrote reads back with exactly those bytes;
+ *  - unmount returns.
+ *
+ * FUZZ_IMAGE_VERBOSE=1 lets the engine's log lines through; FUZZ_IMAGE_KEEP=1
+ * keeps the base images' files (to look at with debugfs). The base images
+ * have a fixed GUID and hash seed, so a crashing input replays on another
+ * run; inode generations and times differ from run to run. */
+#include "fs/csvfs.h"
+#include "fs/fsops.h"
+#include "fs/meta.h"
+#include "journal/jbd2.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define CHECK(c) do { if (!(c)) { fprintf(stderr, "fuzz_image: check failed: %s (%s:%d)\n", #c, __FILE__, __LINE__); abort(); } } while (0)
+
+#define IMAGE_BYTES (160ull << 20)   /* two block groups: a backup superblock, two descriptors */
+#define BS 4096u
+#define MAX_RECORDS 16
+#define BIG_DIR_NAMES 400
+#define FRAG_EXTENTS 20
+#define WALK_MAX_DEPTH 6
+#define WALK_MAX_ENTRIES 1500
+#define READ_MAX_BYTES (1u << 20)
+#define CACHE_BYTES (1u << 20)       /* the metadata cache: a small volume needs little */
+#define VOLUME_GUID "f022ab1e-0000-4000-8000-000000000016"
+
+int LLVMFuzzerInitialize(int *argc, char ***argv);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+void __wrap_csvfs_log(int level, const char *fmt, ...);
+
+static int verbose, keep_bases;
+
+void __wrap_csvfs_log(int level, const char *fmt, ...)
+{
+	if (!verbose)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	csvfs_vlog(NULL, level, fmt, ap);
+	va_end(ap);
+}
+
+/* ---- base images, kept as their non-zero blocks ---------------------------- */
+
+enum region_kind { R_SUPER, R_GDT, R_BITMAP, R_INODE, R_EXTENT, R_DIR, R_XATTR, R_DATA, R_JOURNAL };
+
+struct region {
+	enum region_kind kind;
+	uint64_t blk;                  /* the block holding it */
+	uint32_t off, len;             /* within that block */
+	ext2_ino_t owner;              /* inode it belongs to (checksum seed) */
+	int journal_sb;                /* R_JOURNAL: the journal superblock */
+};
+
+struct base {
+	size_t n;                      /* non-zero blocks */
+	uint64_t *blk;                 /* sorted */
+	uint8_t *data;                 /* n * BS, in blk order */
+	struct region *r;
+	size_t nr, rcap;
+	ext2_filsys fs;                /* read-only, for checksums */
+	struct jbd2_format jfmt;
+	int jfmt_ok;
+};
+
+static struct base bases[2];
+static char image[256];
+static int image_fd = -1;
+
+static void region_add(struct base *b, enum region_kind k, uint64_t blk, uint32_t off,
+		       uint32_t len, ext2_ino_t owner)
+{
+	if (b->nr == b->rcap) {
+		b->rcap = b->rcap ? b->rcap * 2 : 64;
+		b->r = realloc(b->r, b->rcap * sizeof(*b->r));
+		CHECK(b->r);
+	}
+	b->r[b->nr++] = (struct region){ .kind = k, .blk = blk, .off = off, .len = len, .owner = owner };
+}
+
+static const uint8_t *base_block(const struct base *b, uint64_t blk)
+{
+	size_t lo = 0, hi = b->n;
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		if (b->blk[mid] < blk)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < b->n && b->blk[lo] == blk ? b->data + lo * BS : NULL;
+}
+
+static void base_load(struct base *b, const char *path)
+{
+	int fd = open(path, O_RDONLY);
+	CHECK(fd >= 0);
+	static uint8_t buf[BS], zero[BS];
+	size_t cap = 0;
+	for (uint64_t blk = 0; blk < IMAGE_BYTES / BS; blk++) {
+		CHECK(pread(fd, buf, BS, (off_t)(blk * BS)) == (ssize_t)BS);
+		if (memcmp(buf, zero, BS) == 0)
+			continue;
+		if (b->n == cap) {
+			cap = cap ? cap * 2 : 1024;
+			b->blk = realloc(b->blk, cap * sizeof(*b->blk));
+			b->data = realloc(b->data, cap * BS);
+			CHECK(b->blk && b->data);
+		}
+		b->blk[b->n] = blk;
+		memcpy(b->data + b->n * BS, buf, BS);
+		b->n++;
+	}
+	close(fd);
+}
+
+struct iter_ctx { struct base *b; ext2_ino_t ino; int is_dir, is_journal, is_symlink; };
+
+static int catalogue_block(ext2_filsys fs, blk64_t *blk, e2_blkcnt_t cnt, blk64_t ref,
+			   int refoff, void *arg)
+{
+	(void)fs, (void)ref, (void)refoff;
+	struct iter_ctx *c = arg;
+	if (cnt < 0)
+		region_add(c->b, R_EXTENT, *blk, 0, BS, c->ino);
+	else if (c->is_dir)
+		region_add(c->b, R_DIR, *blk, 0, BS, c->ino);
+	else if (c->is_symlink)
+		region_add(c->b, R_DATA, *blk, 0, BS, c->ino);
+	else if (c->is_journal && base_block(c->b, *blk)) {
+		region_add(c->b, R_JOURNAL, *blk, 0, BS, c->ino);
+		c->b->r[c->b->nr - 1].journal_sb = cnt == 0;
+	}
+	return 0;
+}
+
+static void catalogue(struct base *b, const char *path)
+{
+	CHECK(ext2fs_open(path, EXT2_FLAG_64BITS | EXT2_FLAG_SKIP_MMP, 0, 0, unix_io_manager, &b->fs) == 0);
+	ext2_filsys fs = b->fs;
+	CHECK(fs->blocksize == BS && ext2fs_read_bitmaps(fs) == 0);
+	region_add(b, R_SUPER, 0, 1024, 1024, 0);
+	region_add(b, R_GDT, 1, 0, EXT2_DESC_SIZE(fs->super) * fs->group_desc_count, 0);
+	for (dgrp_t g = 0; g < fs->group_desc_count; g++) {
+		region_add(b, R_BITMAP, ext2fs_block_bitmap_loc(fs, g), 0, BS, 0);
+		region_add(b, R_BITMAP, ext2fs_inode_bitmap_loc(fs, g), 0, BS, 0);
+	}
+	unsigned isz = EXT2_INODE_SIZE(fs->super);
+	for (ext2_ino_t ino = 1; ino <= fs->super->s_inodes_count; ino++) {
+		if (!ext2fs_test_inode_bitmap2(fs->inode_map, ino))
+			continue;
+		dgrp_t g = (ino - 1) / fs->super->s_inodes_per_group;
+		uint64_t byte = (uint64_t)((ino - 1) % fs->super->s_inodes_per_group) * isz;
+		region_add(b, R_INODE, ext2fs_inode_table_loc(fs, g) + byte / BS, (uint32_t)(byte % BS), isz, ino);
+		struct ext2_inode in;
+		CHECK(ext2fs_read_inode(fs, ino, &in) == 0);
+		if (ext2fs_file_acl_block(fs, &in))
+			region_add(b, R_XATTR, ext2fs_file_acl_block(fs, &in), 0, BS, ino);
+		if (!(in.i_flags & EXT4_EXTENTS_FL) || ino == EXT2_RESIZE_INO || ino == EXT2_BAD_INO)
+			continue;
+		struct iter_ctx c = { b, ino, LINUX_S_ISDIR(in.i_mode), ino == EXT2_JOURNAL_INO,
+				      LINUX_S_ISLNK(in.i_mode) };
+		if (c.is_dir || c.is_journal || c.is_symlink || ino >= EXT2_FIRST_INO(fs->super))
+			CHECK(ext2fs_block_iterate3(fs, ino, c.is_dir || c.is_journal || c.is_symlink ? 0 :
+						    BLOCK_FLAG_READ_ONLY, NULL, catalogue_block, &c) == 0);
+	}
+	/* The journal's format, to make its block checksums right again. */
+	for (size_t i = 0; i < b->nr; i++) {
+		if (b->r[i].kind != R_JOURNAL || !b->r[i].journal_sb)
+			continue;
+		struct jbd2_superblock sb;
+		struct jbd2_error err;
+		const uint8_t *raw = base_block(b, b->r[i].blk);
+		b->jfmt_ok = jbd2_superblock_decode(raw, JBD2_SUPERBLOCK_SIZE, &sb, &err) == 0 &&
+			     jbd2_format_init(&b->jfmt, &sb, ext2fs_blocks_count(fs->super), &err) == 0;
+		b->r[i].len = JBD2_SUPERBLOCK_SIZE;
+	}
+}
+
+/* ---- building the base images with the engine ------------------------------- */
+
+static const struct meta_cred root_cred = { 0, 0, 022 };
+
+static ext2_ino_t mk(struct volume *v, ext2_ino_t parent, const char *name, uint32_t mode)
+{
+	struct meta_attr a;
+	CHECK(fsop_create(v, parent, name, mode, 0, &root_cred, &a) == 0);
+	return (ext2_ino_t)a.ino;
+}
+
+static void fill(char *buf, size_t len, unsigned seed)
+{
+	for (size_t i = 0; i < len; i++)
+		buf[i] = (char)('a' + (i * 7 + seed) % 26);
+}
+
+/* A file with len bytes at each of the given offsets. */
+static ext2_ino_t mkfile(struct volume *v, ext2_ino_t parent, const char *name,
+			 const uint64_t *offs, size_t n, size_t len, struct minode **keep)
+{
+	struct meta_attr a;
+	struct minode *m;
+	char *buf = malloc(len);
+	CHECK(buf);
+	fill(buf, len, (unsigned)len);
+	CHECK(fsop_create_open(v, parent, name, S_IFREG | 0644, &root_cred, &a, &m) == 0);
+	for (size_t i = 0; i < n; i++)
+		CHECK(fsop_write(v, m, buf, len, offs[i]) == (ssize_t)len);
+	free(buf);
+	if (keep)
+		*keep = m;
+	else
+		CHECK(fsop_release(v, m) == 0);
+	return (ext2_ino_t)a.ino;
+}
+
+static void populate(struct volume *v)
+{
+	const ext2_ino_t root = EXT2_ROOT_INO;
+	ext2_ino_t d1 = mk(v, root, "d1", S_IFDIR | 0755);
+	ext2_ino_t d2 = mk(v, d1, "d2", S_IFDIR | 0700);
+	ext2_ino_t big = mk(v, root, "big", S_IFDIR | 0755);
+	uint64_t zero = 0;
+	ext2_ino_t small = mkfile(v, d1, "small.txt", &zero, 1, 100, NULL);
+	mkfile(v, d2, "three-blocks", &zero, 1, 3 * BS + 17, NULL);
+	mkfile(v, root, "empty", &zero, 0, 1, NULL);
+	uint64_t offs[FRAG_EXTENTS];
+	for (int i = 0; i < FRAG_EXTENTS; i++)
+		offs[i] = (uint64_t)(2 * i + 1) * BS * 8;   /* holes between: one extent each */
+	mkfile(v, root, "fragmented", offs, FRAG_EXTENTS, BS, NULL);
+	struct meta_attr a;
+	char name[64], target[300];
+	for (int i = 0; i < BIG_DIR_NAMES; i++) {   /* names of one file: the htree, not inodes */
+		snprintf(name, sizeof(name), "entry-%04d-with-a-longer-name", i);
+		CHECK(fsop_link(v, small, big, name, &a) == 0);
+	}
+	CHECK(fsop_symlink(v, root, "fast-link", "d1/small.txt", &root_cred, &a) == 0);
+	memset(target, 'x', sizeof(target) - 1);
+	target[sizeof(target) - 1] = 0;
+	memcpy(target, "d1/", 3);
+	CHECK(fsop_symlink(v, d1, "block-link", target, &root_cred, &a) == 0);
+	mk(v, d1, "fifo", S_IFIFO | 0644);
+	CHECK(fsop_setxattr(v, small, "user.inline", "value", 5, 0) == 0);
+	ext2_ino_t x = mkfile(v, d1, "xattr-block", &zero, 1, 10, NULL);
+	char val[2000];
+	fill(val, sizeof(val), 3);
+	CHECK(fsop_setxattr(v, x, "user.big", val, sizeof(val), 0) == 0);
+	CHECK(fsop_setxattr(v, d1, "user.dir", "d", 1, 0) == 0);
+}
+
+/* More changes, committed to the journal but not checkpointed; an open,
+ * unlinked file on the orphan list. */
+static struct minode *change_after_commit(struct volume *v)
+{
+	uint64_t zero = 0, far = 100 * BS;
+	struct minode *orphan;
+	mkfile(v, EXT2_ROOT_INO, "journaled", &far, 1, 2 * BS, NULL);
+	mkfile(v, EXT2_ROOT_INO, "orphan", &zero, 1, 5000, &orphan);
+	CHECK(fsop_unlink(v, EXT2_ROOT_INO, "orphan") == 0);
+	CHECK(fsop_rename(v, EXT2_ROOT_INO, "empty", EXT2_ROOT_INO, "moved", 0, &root_cred) == 0);
+	mk(v, EXT2_ROOT_INO, "dir-in-journal", S_IFDIR | 0755);
+	char name[64];
+	for (int i = 0; i < 40; i++) {
+		snprintf(name, sizeof(name), "big/entry-%04d-with-a-longer-name", i);
+		struct meta_attr a;
+		ext2_ino_t big;
+		CHECK(fsop_lookup(v, EXT2_ROOT_INO, "big", &a) == 0);
+		big = (ext2_ino_t)a.ino;
+		CHECK(fsop_unlink(v, big, name + 4) == 0);
+	}
+	CHECK(volume_sync(v) == 0);
+	return orphan;
+}
+
+static void copy_file(const char *from, const char *to)
+{
+	int in = open(from, O_RDONLY), out = open(to, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	CHECK(in >= 0 && out >= 0 && ftruncate(out, (off_t)IMAGE_BYTES) == 0);
+	static uint8_t buf[1 << 16], zero[1 << 16];
+	for (off_t off = 0; off < (off_t)IMAGE_BYTES; off += (off_t)sizeof(buf)) {
+		CHECK(pread(in, buf, sizeof(buf), off) == (ssize_t)sizeof(buf));
+		if (memcmp(buf, zero, sizeof(buf)) != 0)
+			CHECK(pwrite(out, buf, sizeof(buf), off) == (ssize_t)sizeof(buf));
+	}
+	close(in);
+	close(out);
+}
+
+/* B was copied while mounted: its MMP block says "held". Reset it, as
+ * csvfs_set_guid does for a fresh snapshot copy. */
+static void mmp_make_clean(struct base *b)
+{
+	uint64_t blk = b->fs->super->s_mmp_block;
+	for (size_t i = 0; i < b->n; i++) {
+		if (b->blk[i] != blk)
+			continue;
+		struct mmp_struct *mmp = (struct mmp_struct *)(b->data + i * BS);
+		mmp->mmp_seq = EXT4_MMP_SEQ_CLEAN;
+		CHECK(ext2fs_mmp_csum_set(b->fs, mmp) == 0);
+	}
+}
+
+/* The same htree layout every run (the format picks a random seed; the root
+ * holds one leaf then, so its index stays right). */
+static void fix_hash_seed(const char *path)
+{
+	ext2_filsys fs;
+	CHECK(ext2fs_open(path, EXT2_FLAG_RW | EXT2_FLAG_64BITS | EXT2_FLAG_SKIP_MMP, 0, 0,
+			  unix_io_manager, &fs) == 0);
+	for (unsigned i = 0; i < 4; i++)
+		fs->super->s_hash_seed[i] = 0x16160000u + i;
+	ext2fs_mark_super_dirty(fs);
+	CHECK(ext2fs_close_free(&fs) == 0);
+}
+
+static void build_bases(const char *dir)
+{
+	char a[300], bpath[300], work[300], err[512] = "", guid[37];
+	snprintf(a, sizeof(a), "%s/fuzz_image.%d.A", dir, (int)getpid());
+	snprintf(bpath, sizeof(bpath), "%s/fuzz_image.%d.B", dir, (int)getpid());
+	snprintf(work, sizeof(work), "%s/fuzz_image.%d.work", dir, (int)getpid());
+	unlink(a);
+	struct csvfs_format_opts fo = { .lun = a, .create_size = IMAGE_BYTES, .uuid = VOLUME_GUID };
+	if (csvfs_format(&fo, guid, err, sizeof(err)) != 0) {
+		fprintf(stderr, "fuzz_image: csvfs_format(%s): %s\n", a, err);
+		abort();
+	}
+	fix_hash_seed(a);
+	struct volume_opts o = { .lun = a, .cache_bytes = CACHE_BYTES };
+	struct volume *v;
+	CHECK(volume_open(&o, &v, err, sizeof(err)) == 0);
+	populate(v);
+	volume_close(v);
+
+	copy_file(a, work);
+	o.lun = work;
+	CHECK(volume_open(&o, &v, err, sizeof(err)) == 0);
+	struct minode *orphan = change_after_commit(v);
+	copy_file(work, bpath);
+	fsop_release(v, orphan);
+	volume_close(v);
+
+	base_load(&bases[0], a);
+	base_load(&bases[1], bpath);
+	catalogue(&bases[0], a);
+	catalogue(&bases[1], bpath);
+	mmp_make_clean(&bases[1]);
+	CHECK(ext2fs_has_feature_journal_needs_recovery(bases[1].fs->super));
+	unlink(work);
+	if (keep_bases) {
+		fprintf(stderr, "fuzz_image: base images kept: %s %s (B's MMP block not reset)\n", a, bpath);
+		return;
+	}
+	unlink(a);
+	unlink(bpath);
+}
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+	const char *e = getenv("FUZZ_IMAGE_VERBOSE");
+	verbose = e && *e == '1';
+	e = getenv("FUZZ_IMAGE_KEEP");
+	keep_bases = e && *e == '1';
+	const char *dir = getenv("FUZZ_IMAGE_DIR");
+	if (!dir || !*dir)
+		dir = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : getenv("TMPDIR");
+	if (!dir || !*dir)
+		dir = "/tmp";
+	initialize_ext2_error_table();
+	build_bases(dir);
+	snprintf(image, sizeof(image), "%s/fuzz_image.%d.img", dir, (int)getpid());
+	image_fd = open(image, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	CHECK(image_fd >= 0);
+	for (int i = 0; i < 2; i++)
+		fprintf(stderr, "fuzz_image: base %c: %zu non-zero blocks, %zu regions to damage\n",
+			'A' + i, bases[i].n, bases[i].nr);
+	return 0;
+}
+
+/* ---- damaging a copy ----------------------------------------------------------- */
+
+struct patched { uint64_t blk; uint8_t data[BS]; };
+
+static uint8_t *patched_block(const struct base *b, struct patched *p, size_t *np, uint64_t blk)
+{
+	for (size_t i = 0; i < *np; i++)
+		if (p[i].blk == blk)
+			return p[i].data;
+	const uint8_t *src = base_block(b, blk);
+	p[*np].blk = blk;
+	if (src)
+		memcpy(p[*np].data, src, BS);
+	else
+		memset(p[*np].data, 0, BS);
+	return p[(*np)++].data;
+}
+
+static void gdt_csum_fix(const struct base *b, uint8_t *gdt)
+{
+	unsigned dsz = EXT2_DESC_SIZE(b->fs->super);
+	for (dgrp_t g = 0; g < b->fs->group_desc_count; g++) {
+		struct ext4_group_desc *d = (struct ext4_group_desc *)(gdt + g * dsz);
+		d->bg_checksum = 0;
+		uint32_t crc = ext2fs_crc32c_le(b->fs->csum_seed, (unsigned char *)&g, sizeof(g));
+		d->bg_checksum = (uint16_t)(ext2fs_crc32c_le(crc, (unsigned char *)d, dsz) & 0xffff);
+	}
+}
+
+static void journal_csum_fix(const struct base *b, const struct region *r, uint8_t *blk)
+{
+	if (r->journal_sb) {
+		jbd2_put_be32(blk + offsetof(struct jbd2_disk_superblock, s_checksum),
+			      jbd2_superblock_checksum(blk));
+		return;
+	}
+	if (!b->jfmt_ok)
+		return;
+	struct jbd2_header h;
+	jbd2_header_decode(blk, &h);
+	if (h.magic != JBD2_MAGIC)
+		return;
+	if (h.blocktype == JBD2_BLOCKTYPE_DESCRIPTOR || h.blocktype == JBD2_BLOCKTYPE_REVOKE)
+		jbd2_block_tail_set(&b->jfmt, blk);
+	else if (h.blocktype == JBD2_BLOCKTYPE_COMMIT)
+		jbd2_put_be32(blk + offsetof(struct jbd2_disk_commit, h_chksum),
+			      jbd2_commit_checksum(&b->jfmt, blk));
+}
+
+/* Makes the region's checksum right again for what it now holds. */
+static void csum_fix(const struct base *b, const struct region *r, uint8_t *blk)
+{
+	ext2_filsys fs = b->fs;
+	uint8_t *p = blk + r->off;
+	switch (r->kind) {
+	case R_SUPER:
+		ext2fs_superblock_csum_set(fs, (struct ext2_super_block *)p);
+		break;
+	case R_GDT:
+		gdt_csum_fix(b, p);
+		break;
+	case R_INODE:
+		ext2fs_inode_csum_set(fs, r->owner, (struct ext2_inode_large *)p);
+		break;
+	case R_EXTENT:
+		ext2fs_extent_block_csum_set(fs, r->owner, (struct ext3_extent_header *)p);
+		break;
+	case R_DIR:
+		ext2fs_dir_block_csum_set(fs, r->owner, (struct ext2_dir_entry *)p);
+		break;
+	case R_XATTR:
+		ext2fs_ext_attr_block_csum_set(fs, r->owner, r->blk, (struct ext2_ext_attr_header *)p);
+		break;
+	case R_JOURNAL:
+		journal_csum_fix(b, r, blk);
+		break;
+	case R_BITMAP: case R_DATA:
+		break;
+	}
+}
+
+/* The image file: the base's blocks (contiguous runs in one write), then the
+ * patched ones over them. */
+static void write_image(const struct base *b, const struct patched *p, size_t np)
+{
+	CHECK(ftruncate(image_fd, 0) == 0 && ftruncate(image_fd, (off_t)IMAGE_BYTES) == 0);
+	for (size_t i = 0; i < b->n;) {
+		size_t j = i + 1;
+		while (j < b->n && b->blk[j] == b->blk[j - 1] + 1)
+			j++;
+		size_t len = (j - i) * BS;
+		CHECK(pwrite(image_fd, b->data + i * BS, len, (off_t)(b->blk[i] * BS)) == (ssize_t)len);
+		i = j;
+	}
+	for (size_t i = 0; i < np; i++)
+		CHECK(pwrite(image_fd, p[i].data, BS, (off_t)(p[i].blk * BS)) == (ssize_t)BS);
+}
+
+static void damage(const struct base *b, const uint8_t *data, size_t size)
+{
+	static struct patched p[MAX_RECORDS];
+	size_t np = 0, off = 0;
+	const struct region *fix[MAX_RECORDS];
+	size_t nfix = 0;
+	for (int rec = 0; rec < MAX_RECORDS && size - off >= 4; rec++) {
+		const struct region *r = &b->r[data[off] % b->nr];
+		uint32_t at = (uint32_t)(data[off + 1] | data[off + 2] << 8) % r->len;
+		uint8_t ctl = data[off + 3];
+		size_t n = (ctl & 15u) + 1;
+		off += 4;
+		if (n > size - off)
+			n = size - off;
+		if (n > r->len - at)
+			n = r->len - at;
+		uint8_t *blk = patched_block(b, p, &np, r->blk);
+		memcpy(blk + r->off + at, data + off, n);
+		off += n;
+		if (ctl & 0x80)
+			fix[nfix++] = r;
+	}
+	for (size_t i = 0; i < nfix; i++)
+		csum_fix(b, fix[i], patched_block(b, p, &np, fix[i]->blk));
+	write_image(b, p, np);
+}
+
+/* ---- what a user does on the mounted volume ------------------------------------ */
+
+#define STATUS_OK(call) do { long rc_ = (call); CHECK(rc_ <= 0 && rc_ > -4096); } while (0)
+
+struct walk {
+	struct volume *v;
+	unsigned entries;
+	ext2_ino_t first_file, first_dir[3];
+	uint32_t first_file_gen;
+	unsigned ndirs;
+	char *buf;
+	uint64_t seen[64];             /* inodes visited: 400 names of one file are read once */
+	unsigned nseen;
+};
+
+static int seen_before(struct walk *w, uint64_t ino)
+{
+	for (unsigned i = 0; i < w->nseen; i++)
+		if (w->seen[i] == ino)
+			return 1;
+	if (w->nseen < sizeof(w->seen) / sizeof(w->seen[0]))
+		w->seen[w->nseen++] = ino;
+	return 0;
+}
+
+static void read_file(struct walk *w, const struct meta_attr *a)
+{
+	struct minode *m;
+	int rc = fsop_open(w->v, (ext2_ino_t)a->ino, a->generation, 0, &m);
+	STATUS_OK(rc);
+	if (rc)
+		return;
+	for (uint64_t off = 0; off < READ_MAX_BYTES;) {
+		ssize_t n = fsop_read(w->v, m, w->buf, 65536, off);
+		CHECK(n >= -4095 && n <= 65536);
+		if (n <= 0)
+			break;
+		off += (uint64_t)n;
+	}
+	STATUS_OK(fsop_release(w->v, m));
+}
+
+static void visit(struct walk *w, ext2_ino_t dir, const char *name, const struct meta_attr *a)
+{
+	char buf[4096];
+	int rc = fsop_listxattr(w->v, (ext2_ino_t)a->ino, buf, sizeof(buf));
+	CHECK(rc >= -4095);
+	for (int i = 0; rc > 0 && i < rc; i += (int)strnlen(buf + i, (size_t)(rc - i)) + 1) {
+		char val[4096];
+		CHECK(fsop_getxattr(w->v, (ext2_ino_t)a->ino, buf + i, val, sizeof(val)) >= -4095);
+	}
+	if (S_ISLNK(a->mode)) {
+		rc = fsop_readlink(w->v, (ext2_ino_t)a->ino, buf, sizeof(buf));
+		CHECK(rc >= -4095 && rc < (int)sizeof(buf));
+	} else if (S_ISREG(a->mode)) {
+		read_file(w, a);
+		if (!w->first_file) {
+			w->first_file = (ext2_ino_t)a->ino;
+			w->first_file_gen = a->generation;
+		}
+	}
+	(void)dir, (void)name;
+}
+
+static void walk_dir(struct walk *w, ext2_ino_t dir, int depth)
+{
+	struct meta_dirent *d = NULL;
+	size_t n = 0;
+	int rc = fsop_readdir(w->v, dir, &d, &n);
+	STATUS_OK(rc);
+	if (rc)
+		return;
+	if (w->ndirs < 3)
+		w->first_dir[w->ndirs++] = dir;
+	for (size_t i = 0; i < n && w->entries < WALK_MAX_ENTRIES; i++, w->entries++) {
+		CHECK(d[i].name && d[i].name[0]);
+		if (!strcmp(d[i].name, ".") || !strcmp(d[i].name, ".."))
+			continue;
+		struct meta_attr a, g;
+		rc = fsop_lookup(w->v, dir, d[i].name, &a);
+		STATUS_OK(rc);
+		if (rc)
+			continue;
+		STATUS_OK(fsop_getattr(w->v, (ext2_ino_t)a.ino, &g));
+		if (!seen_before(w, a.ino))
+			visit(w, dir, d[i].name, &a);
+		if (S_ISDIR(a.mode) && depth < WALK_MAX_DEPTH && a.ino != dir)
+			walk_dir(w, (ext2_ino_t)a.ino, depth + 1);
+	}
+	meta_free_dirents(d, n);
+}
+
+/* Writes a pattern and reads it back: what the engine says it wrote, it
+ * must serve exactly. */
+static void write_check(struct volume *v, struct minode *m, uint64_t off, size_t len, unsigned seed)
+{
+	char *w = malloc(len), *r = malloc(len);
+	CHECK(w && r);
+	fill(w, len, seed);
+	ssize_t n = fsop_write(v, m, w, len, off);
+	CHECK(n >= -4095 && n <= (ssize_t)len);
+	if (n > 0) {
+		ssize_t got = fsop_read(v, m, r, (size_t)n, off);
+		CHECK(got >= -4095 && got <= n);
+		if (got > 0 && memcmp(w, r, (size_t)got) != 0) {
+			fprintf(stderr, "fuzz_image: inode %u: %zd bytes written at %llu read back different\n",
+				m->ino, got, (unsigned long long)off);
+			abort();
+		}
+	}
+	free(w);
+	free(r);
+}
+
+static void new_file(struct volume *v, ext2_ino_t dir, const char *name, unsigned seed)
+{
+	struct meta_attr a;
+	struct minode *m;
+	int rc = fsop_create_open(v, dir, name, S_IFREG | 0644, &root_cred, &a, &m);
+	STATUS_OK(rc);
+	if (rc)
+		return;
+	write_check(v, m, 0, 10000, seed);
+	write_check(v, m, 3 * BS + 5, 100, seed + 1);
+	STATUS_OK(fsop_release(v, m));
+}
+
+static void changes(struct walk *w)
+{
+	struct volume *v = w->v;
+	struct meta_attr a;
+	new_file(v, EXT2_ROOT_INO, "fz-new", 1);
+	for (unsigned i = 0; i < w->ndirs; i++) {
+		char name[32];
+		snprintf(name, sizeof(name), "fz-dir-%u", i);
+		int rc = fsop_create(v, w->first_dir[i], name, S_IFDIR | 0755, 0, &root_cred, &a);
+		STATUS_OK(rc);
+		if (rc == 0) {
+			new_file(v, (ext2_ino_t)a.ino, "inside", 2 + i);
+			STATUS_OK(fsop_unlink(v, (ext2_ino_t)a.ino, "inside"));
+			STATUS_OK(fsop_rmdir(v, w->first_dir[i], name));
+		}
+	}
+	if (w->first_file) {
+		struct minode *m;
+		int rc = fsop_open(v, w->first_file, w->first_file_gen, 0, &m);
+		STATUS_OK(rc);
+		if (rc == 0) {
+			write_check(v, m, 0, BS, 7);            /* overwrite */
+			write_check(v, m, 40 * BS + 3, 500, 8); /* beyond: allocate */
+			struct meta_setattr sa = { .valid = META_SET_SIZE, .size = BS + 1 };
+			STATUS_OK(fsop_setattr(v, w->first_file, &sa, &a));
+			STATUS_OK(fsop_release(v, m));
+		}
+		STATUS_OK(fsop_setxattr(v, w->first_file, "user.fz", "fz", 2, 0));
+		STATUS_OK(fsop_removexattr(v, w->first_file, "user.inline"));
+		STATUS_OK(fsop_link(v, w->first_file, EXT2_ROOT_INO, "fz-link", &a));
+	}
+	/* names found by lookup in the damaged volume: rename, unlink, rmdir */
+	STATUS_OK(fsop_rename(v, EXT2_ROOT_INO, "fz-new", EXT2_ROOT_INO, "fz-renamed", 0, &root_cred));
+	STATUS_OK(fsop_unlink(v, EXT2_ROOT_INO, "fz-renamed"));
+	STATUS_OK(fsop_unlink(v, EXT2_ROOT_INO, "fragmented"));
+	STATUS_OK(fsop_rename(v, EXT2_ROOT_INO, "d1", EXT2_ROOT_INO, "d1-renamed", 0, &root_cred));
+	if (fsop_lookup(v, EXT2_ROOT_INO, "big", &a) == 0) {
+		char name[64];
+		for (int i = 100; i < 130; i++) {
+			snprintf(name, sizeof(name), "entry-%04d-with-a-longer-name", i);
+			STATUS_OK(fsop_unlink(v, (ext2_ino_t)a.ino, name));
+		}
+	}
+	struct statvfs st;
+	STATUS_OK(fsop_statfs(v, &st));
+	STATUS_OK(fsop_syncfs(v));
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	if (size < 1)
+		return 0;
+	const struct base *b = &bases[data[0] & 1];
+	damage(b, data + 1, size - 1);
+	char err[512] = "";
+	struct volume_opts o = { .lun = image, .errors_continue = (data[0] & 2) != 0,
+				 .cache_bytes = CACHE_BYTES };
+	struct volume *v;
+	int rc = volume_open(&o, &v, err, sizeof(err));
+	STATUS_OK(rc);
+	if (rc) {
+		CHECK(err[0]);   /* a refused mount says why */
+		return 0;
+	}
+	static char *buf;
+	if (!buf)
+		buf = malloc(65536);
+	struct walk w = { .v = v, .buf = buf };
+	walk_dir(&w, EXT2_ROOT_INO, 0);
+	changes(&w);
+	volume_close(v);
+	return 0;
+}
