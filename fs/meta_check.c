@@ -167,6 +167,14 @@ int volume_refuses_changes(const struct volume *v)
 	return v->read_only || (v->errors_found && !v->errors_continue);
 }
 
+/* Overwrites change no metadata, but after corruption under remount-ro the
+ * volume takes no writes at all, as ext4's read-only remount: data written
+ * now could land in blocks a damaged structure also claims. */
+int meta_write_check(struct volume *v)
+{
+	return volume_refuses_changes(v) ? -EROFS : 0;
+}
+
 /* One of the superblock's two error records (first, last). */
 static void set_error_record(__u32 *time_lo, __u8 *time_hi, __u32 *ino_field,
 			     __u64 *block, __u32 *line, __u8 *errcode, __u8 func[32],

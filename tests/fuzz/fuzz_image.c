@@ -739,6 +739,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	STATUS_OK(rc);
 	if (rc) {
 		CHECK(err[0]);   /* a refused mount says why */
+		if (verbose)
+			fprintf(stderr, "fuzz_image: mount refused: %s\n", err);
 		return 0;
 	}
 	static char *buf;
