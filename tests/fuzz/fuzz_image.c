@@ -38,6 +38,9 @@
  * (libFuzzer's -timeout):
  *  - a failed mount says why; every status is 0 or a negative errno;
  *  - a file the engine says it wrote reads back with exactly those bytes;
+ *  - no block a file read returns is a metadata block of the base image (the
+ *    superblock, descriptors, bitmaps, inode table, the journal's own blocks,
+ *    MMP block): every file the images hold is letters or holes;
  *  - unmount returns.
  *
  * FUZZ_IMAGE_VERBOSE=1 lets the engine's log lines through; FUZZ_IMAGE_KEEP=1
@@ -91,6 +94,8 @@ void __wrap_csvfs_log(int level, const char *fmt, ...)
 /* ---- base images, kept as their non-zero blocks ---------------------------- */
 
 enum region_kind { R_SUPER, R_GDT, R_BITMAP, R_INODE, R_EXTENT, R_DIR, R_XATTR, R_DATA, R_JOURNAL };
+static const char *const region_names[] = { "superblock", "group descriptors", "bitmap", "inode",
+	"extent block", "directory block", "xattr block", "symlink block", "journal block" };
 
 struct region {
 	enum region_kind kind;
@@ -109,9 +114,12 @@ struct base {
 	ext2_filsys fs;                /* read-only, for checksums */
 	struct jbd2_format jfmt;
 	int jfmt_ok;
+	struct zone_sum { uint32_t crc; uint64_t blk; } *zs;   /* metadata blocks, by crc */
+	size_t nzs;
 };
 
 static struct base bases[2];
+static const struct base *cur;         /* the base of the input being run */
 static char image[256];
 static int image_fd = -1;
 
@@ -223,6 +231,49 @@ static void catalogue(struct base *b, const char *path)
 			     jbd2_format_init(&b->jfmt, &sb, ext2fs_blocks_count(fs->super), &err) == 0;
 		b->r[i].len = JBD2_SUPERBLOCK_SIZE;
 	}
+}
+
+static int zone_sum_cmp(const void *a, const void *b)
+{
+	const struct zone_sum *x = a, *y = b;
+	return x->crc < y->crc ? -1 : x->crc > y->crc;
+}
+
+static uint32_t block_crc(const uint8_t *p)
+{
+	return ext2fs_crc32c_le(~0u, p, BS);
+}
+
+/* The metadata blocks' checksums, to recognise one served as file data. Of
+ * the journal only its own blocks (superblock, descriptor, commit, revoke:
+ * they start with the journal magic): the rest are copies of other blocks,
+ * a symlink's block among them. */
+static void zone_sums(struct base *b)
+{
+	b->zs = calloc(b->nr + 1, sizeof(*b->zs));
+	CHECK(b->zs);
+	uint64_t mmp = b->fs->super->s_mmp_block;
+	for (size_t i = 0; i <= b->nr; i++) {
+		uint64_t blk = i < b->nr ? b->r[i].blk : mmp;
+		int meta = i == b->nr || b->r[i].kind == R_SUPER || b->r[i].kind == R_GDT ||
+			   b->r[i].kind == R_BITMAP || b->r[i].kind == R_INODE || b->r[i].kind == R_JOURNAL;
+		const uint8_t *p = base_block(b, blk);
+		if (meta && p && i < b->nr && b->r[i].kind == R_JOURNAL && jbd2_get_be32(p) != JBD2_MAGIC)
+			meta = 0;
+		if (meta && p)
+			b->zs[b->nzs++] = (struct zone_sum){ block_crc(p), blk };
+	}
+	qsort(b->zs, b->nzs, sizeof(*b->zs), zone_sum_cmp);
+}
+
+/* The base's metadata block whose bytes p holds, or 0. */
+static uint64_t metadata_block_like(const struct base *b, const uint8_t *p)
+{
+	uint32_t crc = block_crc(p);
+	for (size_t i = 0; i < b->nzs; i++)
+		if (b->zs[i].crc == crc && memcmp(base_block(b, b->zs[i].blk), p, BS) == 0)
+			return b->zs[i].blk ? b->zs[i].blk : UINT64_MAX;
+	return 0;
 }
 
 /* ---- building the base images with the engine ------------------------------- */
@@ -393,6 +444,8 @@ static void build_bases(const char *dir)
 	catalogue(&bases[0], a);
 	catalogue(&bases[1], bpath);
 	mmp_make_clean(&bases[1]);
+	zone_sums(&bases[0]);
+	zone_sums(&bases[1]);
 	CHECK(ext2fs_has_feature_journal_needs_recovery(bases[1].fs->super));
 	unlink(work);
 	if (keep_bases) {
@@ -541,6 +594,10 @@ static void damage(const struct base *b, const uint8_t *data, size_t size)
 			n = r->len - at;
 		uint8_t *blk = patched_block(b, p, &np, r->blk);
 		memcpy(blk + r->off + at, data + off, n);
+		if (verbose)
+			fprintf(stderr, "fuzz_image: damage: %s of inode %u, block %llu, byte %u: %zu bytes%s\n",
+				region_names[r->kind], r->owner, (unsigned long long)r->blk, r->off + at, n,
+				ctl & 0x80 ? ", checksum made right" : "");
 		off += n;
 		if (ctl & 0x80)
 			fix[nfix++] = r;
@@ -582,11 +639,23 @@ static void read_file(struct walk *w, const struct meta_attr *a)
 	STATUS_OK(rc);
 	if (rc)
 		return;
+	static const uint8_t zero[BS];
 	for (uint64_t off = 0; off < READ_MAX_BYTES;) {
 		ssize_t n = fsop_read(w->v, m, w->buf, 65536, off);
 		CHECK(n >= -4095 && n <= 65536);
 		if (n <= 0)
 			break;
+		for (ssize_t i = 0; i + (ssize_t)BS <= n; i += BS) {
+			const uint8_t *p = (const uint8_t *)w->buf + i;
+			uint64_t meta = memcmp(p, zero, BS) ? metadata_block_like(cur, p) : 0;
+			if (meta) {
+				fprintf(stderr, "fuzz_image: inode %llu: file block %llu served the bytes of "
+					"metadata block %llu\n", (unsigned long long)a->ino,
+					(unsigned long long)((off + (uint64_t)i) / BS),
+					(unsigned long long)(meta == UINT64_MAX ? 0 : meta));
+				abort();
+			}
+		}
 		off += (uint64_t)n;
 	}
 	STATUS_OK(fsop_release(w->v, m));
@@ -729,7 +798,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	if (size < 1)
 		return 0;
-	const struct base *b = &bases[data[0] & 1];
+	const struct base *b = cur = &bases[data[0] & 1];
 	damage(b, data + 1, size - 1);
 	char err[512] = "";
 	struct volume_opts o = { .lun = image, .errors_continue = (data[0] & 2) != 0,
