@@ -38,6 +38,7 @@
  * (libFuzzer's -timeout):
  *  - a failed mount says why; every status is 0 or a negative errno;
  *  - a file the engine says it wrote reads back with exactly those bytes;
+ *  - after unmount no file data lies in an inode table or bitmap block;
  *  - no block a file read returns is a metadata block of the base image (the
  *    superblock, descriptors, bitmaps, inode table, the journal's own blocks,
  *    MMP block): every file the images hold is letters or holes;
@@ -101,8 +102,9 @@ struct region {
 	enum region_kind kind;
 	uint64_t blk;                  /* the block holding it */
 	uint32_t off, len;             /* within that block */
-	ext2_ino_t owner;              /* inode it belongs to (checksum seed) */
+	ext2_ino_t owner;              /* inode it belongs to (checksum seed); R_BITMAP: group */
 	int journal_sb;                /* R_JOURNAL: the journal superblock */
+	int inode_bitmap;              /* R_BITMAP: of inodes (else of blocks) */
 };
 
 struct base {
@@ -198,8 +200,9 @@ static void catalogue(struct base *b, const char *path)
 	region_add(b, R_SUPER, 0, 1024, 1024, 0);
 	region_add(b, R_GDT, 1, 0, EXT2_DESC_SIZE(fs->super) * fs->group_desc_count, 0);
 	for (dgrp_t g = 0; g < fs->group_desc_count; g++) {
-		region_add(b, R_BITMAP, ext2fs_block_bitmap_loc(fs, g), 0, BS, 0);
-		region_add(b, R_BITMAP, ext2fs_inode_bitmap_loc(fs, g), 0, BS, 0);
+		region_add(b, R_BITMAP, ext2fs_block_bitmap_loc(fs, g), 0, BS, g);
+		region_add(b, R_BITMAP, ext2fs_inode_bitmap_loc(fs, g), 0, BS, g);
+		b->r[b->nr - 1].inode_bitmap = 1;
 	}
 	unsigned isz = EXT2_INODE_SIZE(fs->super);
 	for (ext2_ino_t ino = 1; ino <= fs->super->s_inodes_count; ino++) {
@@ -527,6 +530,25 @@ static void journal_csum_fix(const struct base *b, const struct region *r, uint8
 			      jbd2_commit_checksum(&b->jfmt, blk));
 }
 
+/* A bitmap's checksum lives in its group's descriptor (whose own checksum
+ * the caller makes right afterwards). */
+static void bitmap_csum_fix(const struct base *b, const struct region *r, const uint8_t *bitmap,
+			    uint8_t *gdt)
+{
+	ext2_filsys fs = b->fs;
+	struct ext4_group_desc *d = (struct ext4_group_desc *)(gdt + r->owner * EXT2_DESC_SIZE(fs->super));
+	uint32_t crc = ext2fs_crc32c_le(fs->csum_seed, bitmap, r->inode_bitmap ?
+					EXT2_INODES_PER_GROUP(fs->super) / 8 :
+					EXT2_CLUSTERS_PER_GROUP(fs->super) / 8);
+	if (r->inode_bitmap) {
+		d->bg_inode_bitmap_csum_lo = (uint16_t)crc;
+		d->bg_inode_bitmap_csum_hi = (uint16_t)(crc >> 16);
+	} else {
+		d->bg_block_bitmap_csum_lo = (uint16_t)crc;
+		d->bg_block_bitmap_csum_hi = (uint16_t)(crc >> 16);
+	}
+}
+
 /* Makes the region's checksum right again for what it now holds. */
 static void csum_fix(const struct base *b, const struct region *r, uint8_t *blk)
 {
@@ -602,8 +624,19 @@ static void damage(const struct base *b, const uint8_t *data, size_t size)
 		if (ctl & 0x80)
 			fix[nfix++] = r;
 	}
+	const struct region *gdt = &b->r[1];
+	int bitmaps = 0;
+	for (size_t i = 0; i < nfix; i++) {
+		if (fix[i]->kind != R_BITMAP)
+			continue;
+		bitmap_csum_fix(b, fix[i], patched_block(b, p, &np, fix[i]->blk),
+				patched_block(b, p, &np, gdt->blk) + gdt->off);
+		bitmaps = 1;
+	}
 	for (size_t i = 0; i < nfix; i++)
 		csum_fix(b, fix[i], patched_block(b, p, &np, fix[i]->blk));
+	if (bitmaps)
+		gdt_csum_fix(b, patched_block(b, p, &np, gdt->blk) + gdt->off);
 	write_image(b, p, np);
 }
 
@@ -794,6 +827,44 @@ static void changes(struct walk *w)
 	STATUS_OK(fsop_syncfs(v));
 }
 
+/* 64 letters in fill()'s sequence: file data (no metadata looks like that). */
+static int holds_file_data(const uint8_t *p)
+{
+	unsigned run = 0;
+	for (unsigned i = 1; i < BS; i++) {
+		if (p[i - 1] >= 'a' && p[i - 1] <= 'z' && p[i] == 'a' + (p[i - 1] - 'a' + 7) % 26) {
+			if (++run >= 64)
+				return 1;
+		} else {
+			run = 0;
+		}
+	}
+	return 0;
+}
+
+/* After unmount: no file data landed in the inode tables or bitmaps where
+ * the base image has them (a damaged structure made worse). */
+static void check_group_metadata(const struct base *b)
+{
+	ext2_filsys fs = b->fs;
+	static uint8_t buf[BS], zero[BS];
+	for (dgrp_t g = 0; g < fs->group_desc_count; g++) {
+		blk64_t it = ext2fs_inode_table_loc(fs, g);
+		for (blk64_t k = 0; k < fs->inode_blocks_per_group + 2; k++) {
+			blk64_t blk = k < fs->inode_blocks_per_group ? it + k :
+				      k == fs->inode_blocks_per_group ? ext2fs_block_bitmap_loc(fs, g) :
+				      ext2fs_inode_bitmap_loc(fs, g);
+			CHECK(pread(image_fd, buf, BS, (off_t)(blk * BS)) == (ssize_t)BS);
+			if (memcmp(buf, zero, BS) && holds_file_data(buf)) {
+				fprintf(stderr, "fuzz_image: after unmount, block %llu (group %u's %s) holds "
+					"file data\n", (unsigned long long)blk, g,
+					k < fs->inode_blocks_per_group ? "inode table" : "bitmaps");
+				abort();
+			}
+		}
+	}
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	if (size < 1)
@@ -819,5 +890,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	walk_dir(&w, EXT2_ROOT_INO, 0);
 	changes(&w);
 	volume_close(v);
+	check_group_metadata(b);
 	return 0;
 }

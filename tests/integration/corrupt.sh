@@ -342,6 +342,8 @@ root-i-size-32-PiB|refuse:root directory|debugfs -w -R 'sif <2> size 0x800000000
 root-not-a-directory|refuse:root directory|debugfs -w -R 'sif <2> mode 0100644' \$img
 root-extent-into-inode-table|refuse:root directory|debugfs -w -R 'sif <2> block[5] $IT' \$img
 gdt-inode-table-at-block-1|refuse:group descriptors|debugfs -w -R 'set_bg 0 inode_table 1' \$img
+block-bitmap-frees-inode-table|refuse:block bitmap|debugfs -w -R 'freeb $((IT + 60)) 4' \$img
+block-bitmap-frees-journal|refuse:block bitmap|debugfs -w -R 'freeb $JB' \$img
 EOF
 
 # ---- the same on a 2-node lab: the participant gets EIO from the coordinator
