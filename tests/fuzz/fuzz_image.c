@@ -53,8 +53,10 @@
 #include "fs/meta.h"
 #include "journal/jbd2.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -459,6 +461,30 @@ static void build_bases(const char *dir)
 	unlink(bpath);
 }
 
+static void remove_image(void)
+{
+	unlink(image);
+}
+
+/* Images earlier runs left when they crashed (their process is gone); base
+ * images kept with FUZZ_IMAGE_KEEP stay. */
+static void remove_stale_images(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	while (d && (e = readdir(d))) {
+		int pid;
+		char tail[8], path[600];
+		if (sscanf(e->d_name, "fuzz_image.%d.%7s", &pid, tail) != 2 || pid <= 0 ||
+		    strcmp(tail, "img") != 0 || kill(pid, 0) == 0 || errno != ESRCH)
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+		unlink(path);
+	}
+	if (d)
+		closedir(d);
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	const char *e = getenv("FUZZ_IMAGE_VERBOSE");
@@ -471,10 +497,12 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	if (!dir || !*dir)
 		dir = "/tmp";
 	initialize_ext2_error_table();
+	remove_stale_images(dir);
 	build_bases(dir);
 	snprintf(image, sizeof(image), "%s/fuzz_image.%d.img", dir, (int)getpid());
 	image_fd = open(image, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	CHECK(image_fd >= 0);
+	atexit(remove_image);
 	for (int i = 0; i < 2; i++)
 		fprintf(stderr, "fuzz_image: base %c: %zu non-zero blocks, %zu regions to damage\n",
 			'A' + i, bases[i].n, bases[i].nr);
