@@ -38,7 +38,8 @@
  * (libFuzzer's -timeout):
  *  - a failed mount says why; every status is 0 or a negative errno;
  *  - a file the engine says it wrote reads back with exactly those bytes;
- *  - after unmount no file data lies in an inode table or bitmap block;
+ *  - after unmount no file data lies in an inode table or bitmap block, and
+ *    no inode claims a block of the system zones that none claimed before;
  *  - no block a file read returns is a metadata block of the base image (the
  *    superblock, descriptors, bitmaps, inode table, the journal's own blocks,
  *    MMP block): every file the images hold is letters or holes;
@@ -120,6 +121,8 @@ struct base {
 	int jfmt_ok;
 	struct zone_sum { uint32_t crc; uint64_t blk; } *zs;   /* metadata blocks, by crc */
 	size_t nzs;
+	struct range { uint64_t start, end; } *zones;        /* group metadata, journal, MMP */
+	size_t nzones;
 };
 
 static struct base bases[2];
@@ -279,6 +282,46 @@ static uint64_t metadata_block_like(const struct base *b, const uint8_t *p)
 		if (b->zs[i].crc == crc && memcmp(base_block(b, b->zs[i].blk), p, BS) == 0)
 			return b->zs[i].blk ? b->zs[i].blk : UINT64_MAX;
 	return 0;
+}
+
+static void zone_range(struct base *b, uint64_t start, uint64_t len)
+{
+	b->zones = realloc(b->zones, (b->nzones + 1) * sizeof(*b->zones));
+	CHECK(b->zones);
+	b->zones[b->nzones++] = (struct range){ start, start + len };
+}
+
+static int journal_range_cb(ext2_filsys fs, blk64_t *blk, e2_blkcnt_t cnt, blk64_t ref,
+			    int refoff, void *arg)
+{
+	(void)fs, (void)cnt, (void)ref, (void)refoff;
+	struct base *b = arg;
+	if (b->nzones && b->zones[b->nzones - 1].end == *blk)
+		b->zones[b->nzones - 1].end++;
+	else
+		zone_range(b, *blk, 1);
+	return 0;
+}
+
+/* Where the base's system zones are: no file may come to claim a block of
+ * them (the fuzzer's "made worse" check). */
+static void zone_ranges(struct base *b)
+{
+	ext2_filsys fs = b->fs;
+	zone_range(b, 0, 1 + fs->desc_blocks + fs->super->s_reserved_gdt_blocks);
+	for (dgrp_t g = 0; g < fs->group_desc_count; g++) {
+		blk64_t super = 0, old_desc = 0, new_desc = 0;
+		blk_t used = 0;
+		ext2fs_super_and_bgd_loc2(fs, g, &super, &old_desc, &new_desc, &used);
+		if (g && super)
+			zone_range(b, super, 1 + fs->desc_blocks + fs->super->s_reserved_gdt_blocks);
+		zone_range(b, ext2fs_block_bitmap_loc(fs, g), 1);
+		zone_range(b, ext2fs_inode_bitmap_loc(fs, g), 1);
+		zone_range(b, ext2fs_inode_table_loc(fs, g), fs->inode_blocks_per_group);
+	}
+	zone_range(b, fs->super->s_mmp_block, 1);
+	CHECK(ext2fs_block_iterate3(fs, EXT2_JOURNAL_INO, BLOCK_FLAG_READ_ONLY, NULL,
+				    journal_range_cb, b) == 0);
 }
 
 /* ---- building the base images with the engine ------------------------------- */
@@ -451,6 +494,8 @@ static void build_bases(const char *dir)
 	mmp_make_clean(&bases[1]);
 	zone_sums(&bases[0]);
 	zone_sums(&bases[1]);
+	zone_ranges(&bases[0]);
+	zone_ranges(&bases[1]);
 	CHECK(ext2fs_has_feature_journal_needs_recovery(bases[1].fs->super));
 	unlink(work);
 	if (keep_bases) {
@@ -870,6 +915,78 @@ static int holds_file_data(const uint8_t *p)
 	return 0;
 }
 
+/* Blocks of the base's system zones that inodes (from the root on; not the
+ * engine's own: resize, journal) claim in the image file as it is now,
+ * through their extents or xattr block: clipped ranges, at most cap. */
+struct claims { struct range r[256]; size_t n; int full; };
+
+static void claim(const struct base *b, struct claims *c, uint64_t start, uint64_t len)
+{
+	for (size_t z = 0; z < b->nzones; z++) {
+		uint64_t s = start > b->zones[z].start ? start : b->zones[z].start;
+		uint64_t e = start + len < b->zones[z].end ? start + len : b->zones[z].end;
+		if (s >= e)
+			continue;
+		if (c->n == sizeof(c->r) / sizeof(c->r[0])) {
+			c->full = 1;
+			return;
+		}
+		c->r[c->n++] = (struct range){ s, e };
+	}
+}
+
+static void zone_claims(const struct base *b, struct claims *c)
+{
+	ext2_filsys fs;
+	c->n = 0;
+	c->full = 0;
+	if (ext2fs_open(image, EXT2_FLAG_64BITS | EXT2_FLAG_SKIP_MMP | EXT2_FLAG_IGNORE_CSUM_ERRORS,
+			0, 0, unix_io_manager, &fs))
+		return;
+	ext2_ino_t last = fs->super->s_inodes_count < 256 ? fs->super->s_inodes_count : 256;
+	for (ext2_ino_t ino = EXT2_ROOT_INO; ino <= last && !c->full; ino++) {
+		struct ext2_inode_large in;
+		if ((ino > EXT2_ROOT_INO && ino < EXT2_FIRST_INO(fs->super)) ||
+		    ext2fs_read_inode_full(fs, ino, (struct ext2_inode *)&in, sizeof(in)) ||
+		    !in.i_links_count || !in.i_mode)
+			continue;
+		blk64_t acl = ext2fs_file_acl_block(fs, (struct ext2_inode *)&in);
+		if (acl)
+			claim(b, c, acl, 1);
+		ext2_extent_handle_t h;
+		if (!(in.i_flags & EXT4_EXTENTS_FL) ||
+		    ext2fs_extent_open2(fs, ino, (struct ext2_inode *)&in, &h))
+			continue;
+		struct ext2fs_extent ex;
+		errcode_t e = ext2fs_extent_get(h, EXT2_EXTENT_ROOT, &ex);
+		for (unsigned guard = 0; !e && guard < 100000 && !c->full; guard++) {
+			claim(b, c, ex.e_pblk, (ex.e_flags & EXT2_EXTENT_FLAGS_LEAF) ? ex.e_len : 1);
+			e = ext2fs_extent_get(h, EXT2_EXTENT_NEXT, &ex);
+		}
+		ext2fs_extent_free(h);
+	}
+	ext2fs_close_free(&fs);
+}
+
+/* A claim after unmount that no claim before the mount covers: the engine
+ * gave a file, directory or xattr block of the system zones. */
+static void check_no_new_claims(const struct claims *before, const struct claims *after)
+{
+	if (before->full || after->full)
+		return;
+	for (size_t i = 0; i < after->n; i++) {
+		int covered = 0;
+		for (size_t j = 0; j < before->n && !covered; j++)
+			covered = before->r[j].start <= after->r[i].start && after->r[i].end <= before->r[j].end;
+		if (!covered) {
+			fprintf(stderr, "fuzz_image: after unmount an inode claims blocks %llu-%llu of the "
+				"system zones, which no inode claimed before the mount\n",
+				(unsigned long long)after->r[i].start, (unsigned long long)after->r[i].end - 1);
+			abort();
+		}
+	}
+}
+
 /* After unmount: no file data landed in the inode tables or bitmaps where
  * the base image has them (a damaged structure made worse). */
 static void check_group_metadata(const struct base *b)
@@ -899,6 +1016,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	const struct base *b = cur = &bases[data[0] & 1];
 	damage(b, data + 1, size - 1);
+	static struct claims before, after;
+	zone_claims(b, &before);
 	char err[512] = "";
 	struct volume_opts o = { .lun = image, .errors_continue = (data[0] & 2) != 0,
 				 .cache_bytes = CACHE_BYTES };
@@ -919,5 +1038,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	changes(&w);
 	volume_close(v);
 	check_group_metadata(b);
+	zone_claims(b, &after);
+	check_no_new_claims(&before, &after);
 	return 0;
 }
