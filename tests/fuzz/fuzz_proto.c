@@ -163,6 +163,16 @@ static void vol_check_and_renew(void)
 	vol_up(!keep);
 }
 
+/* The image and e2fsck's log go when the run ends (not after a crash: the
+ * image is part of what to look at). */
+static void remove_image(void)
+{
+	char fsck[300];
+	snprintf(fsck, sizeof(fsck), "%s.fsck", image);
+	unlink(fsck);
+	unlink(image);
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	const char *e = getenv("FUZZ_PROTO_FRESH");
@@ -184,6 +194,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	snprintf(image, sizeof(image), "%s/fuzz_proto.%d.img", tmp && *tmp ? tmp : "/tmp",
 		 (int)getpid());
 	vol_up(1);
+	atexit(remove_image);
 	return 0;
 }
 
