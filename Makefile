@@ -120,10 +120,12 @@ bench: all $(HELPER_BIN)
 soak: all $(HELPER_BIN)
 	@BUILD=$(BUILD) tests/soak.sh
 
-# libFuzzer harnesses over every network and on-disk decoder (clang only).
+# libFuzzer harnesses over every network and on-disk decoder (clang only),
+# FUZZ_SECONDS each (make check runs them 20 s each: fuzz_short.sh).
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_SECONDS ?= 60
 fuzz:
-	@BUILD=$(BUILD) tests/fuzz/run.sh $(FUZZ_SRC)
+	@BUILD=$(BUILD) FUZZ_SECONDS=$(FUZZ_SECONDS) tests/fuzz/run.sh $(FUZZ_SRC)
 
 # Installation (docs/deploy.md). PREFIX holds the programs, unit and man pages.
 # Three places are not under PREFIX because their readers look nowhere else:

@@ -184,6 +184,9 @@ ssize_t data_write(struct volume *v, const struct fs_ops *ops, struct minode *m,
 		return -ENOMEM;
 	if (v->read_only)
 		return -EROFS;
+	int refused = ops->write_check ? ops->write_check(v) : 0;
+	if (refused)
+		return refused;
 	if (off + len < off || (off + len + bs - 1) / bs > (1ull << 32))
 		return -EFBIG;
 	pthread_rwlock_rdlock(&m->io_lock);

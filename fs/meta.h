@@ -143,7 +143,9 @@ struct volume {
 	struct bad_inode *bad;
 	size_t nbad, bad_cap;
 	int errors_continue;           /* errors=continue (else remount-ro) */
-	int errors_found;              /* volume lock: corruption seen since the engine attached */
+	/* Corruption seen since the engine attached: set under the volume lock,
+	 * read without it by the data path (meta_write_check). */
+	_Atomic int errors_found;
 	/* Cluster mode (fs/cluster*.c); NULL when standalone. The engine (fs,
 	 * journal) is attached only while this node is the coordinator. */
 	struct cluster *cluster;
@@ -367,6 +369,10 @@ int meta_alloc(struct volume *v, struct minode *m, uint64_t lblk, uint64_t len);
  * new_size if larger, and stamps mtime/ctime. */
 int meta_commit_write(struct volume *v, struct minode *m, uint64_t lblk, uint64_t len,
 		      uint64_t new_size);
+/* 0, or -EROFS when no file data may be written now: the engine found
+ * corruption under errors=remount-ro (docs/hostile-input.md). Every write,
+ * an overwrite of written blocks too, asks first. */
+int meta_write_check(struct volume *v);
 /* Records mtime/ctime of an overwrite (kept in memory until the next sync). */
 void meta_touch_write(struct volume *v, struct minode *m);
 int meta_fallocate(struct volume *v, struct minode *m, int mode, uint64_t off, uint64_t len);

@@ -110,6 +110,27 @@ static void add_group_zones(ext2_filsys fs, struct zone_list *l)
 	}
 }
 
+/* Every metadata block must be marked in use in the block bitmap, or an
+ * allocation could hand it out and a new directory block, extent block or
+ * file data would overwrite it (the kernel's ext4_validate_block_bitmap).
+ * A read-only mount allocates nothing. */
+static int zones_in_use(struct volume *v, char *err, size_t errlen)
+{
+	ext2_filsys fs = v->fs;
+	for (size_t i = 0; i < v->nzones && !v->read_only; i++) {
+		const struct sys_zone *z = &v->zones[i];
+		blk64_t free_blk;
+		if (ext2fs_find_first_zero_block_bitmap2(fs->block_map, z->start, z->end - 1, &free_blk) == 0) {
+			snprintf(err, errlen, "LUN %s: volume %s: the block bitmap of group %u marks block "
+				 "%llu (%s) free: corrupt block bitmap; run e2fsck -f %s", v->lun, v->uuid,
+				 ext2fs_group_of_blk2(fs, free_blk), (unsigned long long)free_blk, z->what,
+				 v->lun);
+			return -EUCLEAN;
+		}
+	}
+	return 0;
+}
+
 int sysz_build(struct volume *v, char *err, size_t errlen)
 {
 	ext2_filsys fs = v->fs;
@@ -148,7 +169,10 @@ int sysz_build(struct volume *v, char *err, size_t errlen)
 	}
 	v->nzones = l.n;
 	qsort(v->zones, v->nzones, sizeof(*v->zones), zone_cmp);
-	return 0;
+	int rc = zones_in_use(v, err, errlen);
+	if (rc)
+		sysz_free(v);
+	return rc;
 }
 
 void sysz_free(struct volume *v)
@@ -165,6 +189,14 @@ void sysz_free(struct volume *v)
 int volume_refuses_changes(const struct volume *v)
 {
 	return v->read_only || (v->errors_found && !v->errors_continue);
+}
+
+/* Overwrites change no metadata, but after corruption under remount-ro the
+ * volume takes no writes at all, as ext4's read-only remount: data written
+ * now could land in blocks a damaged structure also claims. */
+int meta_write_check(struct volume *v)
+{
+	return volume_refuses_changes(v) ? -EROFS : 0;
 }
 
 /* One of the superblock's two error records (first, last). */

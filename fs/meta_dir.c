@@ -108,11 +108,13 @@ static int linear_find(struct volume *v, ext2_ino_t dir, struct ext2_inode_large
 	return rc < 0 ? rc : rc == 1 ? 0 : -ENOENT;
 }
 
-/* One level of the hash tree on the path to a leaf. */
+/* One level of the hash tree on the path to a leaf: an index block and the
+ * hash range [lo, hi] its parent's entry gives it (the root: everything). */
 struct dx_frame {
 	char *buf;
 	struct ext2_dx_entry *entries;
 	unsigned count, at;
+	ext2_dirhash_t lo, hi;
 };
 
 static int dx_hash(struct volume *v, int version, const char *name, int len, ext2_dirhash_t *hash)
@@ -125,19 +127,64 @@ static int dx_hash(struct volume *v, int version, const char *name, int len, ext
 	return e ? -EIO : 0;
 }
 
-static int dx_load_frame(struct volume *v, struct dx_frame *f)
+static ext2_dirhash_t dx_hash_at(const struct dx_frame *f, unsigned i)
+{
+	return i ? ext2fs_le32_to_cpu(f->entries[i].hash) & ~1u : f->lo;
+}
+
+static uint32_t dx_block_at(const struct dx_frame *f, unsigned i)
+{
+	return ext2fs_le32_to_cpu(f->entries[i].block) & 0x0fffffff;
+}
+
+/* Loads the index block in f->buf (directory block lblk) and checks it as
+ * the kernel's dx_probe does, and more: its count and limit (the limit is
+ * what the block's layout gives), hashes in order and inside the range its
+ * parent gave it, every child a block of the directory other than the root.
+ * A bad index block is corruption: the caller scans the directory linearly,
+ * which finds every name the leaves hold whatever the index says. */
+static int dx_load_frame(struct volume *v, ext2_ino_t dir, const struct ext2_inode_large *in,
+			 struct dx_frame *f, uint32_t lblk)
 {
 	struct ext2_dx_countlimit *cl;
 	int off;
 	if (ext2fs_get_dx_countlimit(v->fs, (struct ext2_dir_entry *)f->buf, &cl, &off))
-		return -EIO;
+		return dir_entry_corrupt(v, dir, "htree block %u is not an index block", lblk);
+	unsigned tail = ext2fs_has_feature_metadata_csum(v->fs->super) ? sizeof(struct ext2_dx_tail) : 0;
 	unsigned count = ext2fs_le16_to_cpu(cl->count), limit = ext2fs_le16_to_cpu(cl->limit);
-	if (count == 0 || count > limit ||
-	    (unsigned)off + limit * sizeof(struct ext2_dx_entry) > v->blocksize)
-		return -EIO;
+	unsigned want = (v->blocksize - (unsigned)off - tail) / sizeof(struct ext2_dx_entry);
+	if (count == 0 || count > limit || limit != want)
+		return dir_entry_corrupt(v, dir, "htree block %u: count %u, limit %u (limit should be %u)",
+					 lblk, count, limit, want);
 	f->entries = (struct ext2_dx_entry *)cl;
 	f->count = count;
+	uint64_t nblocks = EXT2_I_SIZE(in) / v->blocksize;
+	for (unsigned i = 0; i < count; i++) {
+		uint32_t child = dx_block_at(f, i);
+		if (child == 0 || child == lblk || child >= nblocks)
+			return dir_entry_corrupt(v, dir, "htree block %u: entry %u points to block %u "
+						 "(the directory has %llu)", lblk, i, child,
+						 (unsigned long long)nblocks);
+		ext2_dirhash_t h = dx_hash_at(f, i);
+		if (h < f->lo || h > f->hi || (i && h < dx_hash_at(f, i - 1)))
+			return dir_entry_corrupt(v, dir, "htree block %u: entry %u's hash 0x%08x is out of "
+						 "order (range 0x%08x-0x%08x)", lblk, i, h, f->lo, f->hi);
+	}
 	return 0;
+}
+
+/* Reads the child of frames[l]'s current entry into frames[l + 1], with the
+ * hash range that entry covers. */
+static int dx_descend(struct volume *v, ext2_ino_t dir, struct ext2_inode_large *in,
+		      struct dx_frame *frames, int l)
+{
+	struct dx_frame *p = &frames[l], *c = &frames[l + 1];
+	uint32_t child = dx_block_at(p, p->at);
+	blk64_t pblk;
+	c->lo = dx_hash_at(p, p->at);
+	c->hi = p->at + 1 < p->count ? dx_hash_at(p, p->at + 1) | 1u : p->hi;
+	int rc = read_block(v, dir, in, child, &pblk, c->buf);
+	return rc ? rc : dx_load_frame(v, dir, in, c, child);
 }
 
 /* Index of the last entry whose hash is <= hash (entry 0 covers from 0). */
@@ -168,9 +215,7 @@ static int dx_next_leaf(struct volume *v, ext2_ino_t dir, struct ext2_inode_larg
 	if ((ext2fs_le32_to_cpu(frames[l].entries[frames[l].at].hash) & ~1u) != hash)
 		return 0;
 	for (int k = l + 1; k < levels; k++) {
-		blk64_t pblk;
-		uint32_t child = ext2fs_le32_to_cpu(frames[k - 1].entries[frames[k - 1].at].block) & 0x0fffffff;
-		if (read_block(v, dir, in, child, &pblk, frames[k].buf) || dx_load_frame(v, &frames[k]))
+		if (dx_descend(v, dir, in, frames, k - 1))
 			return -EIO;
 		frames[k].at = 0;
 	}
@@ -205,16 +250,14 @@ static int dx_find(struct volume *v, ext2_ino_t dir, struct ext2_inode_large *in
 		rc = dx_hash(v, root->hash_version, name, len, &hash);
 	if (rc == 0) {
 		levels = root->indirect_levels + 1;
-		rc = dx_load_frame(v, &frames[0]);
+		frames[0].lo = 0;
+		frames[0].hi = 0xffffffffu;
+		rc = dx_load_frame(v, dir, in, &frames[0], 0);
 	}
 	for (int l = 0; rc == 0 && l < levels; l++) {
 		frames[l].at = dx_search(&frames[l], hash);
-		if (l + 1 < levels) {
-			uint32_t child = ext2fs_le32_to_cpu(frames[l].entries[frames[l].at].block) & 0x0fffffff;
-			rc = read_block(v, dir, in, child, &pblk, frames[l + 1].buf);
-			if (rc == 0)
-				rc = dx_load_frame(v, &frames[l + 1]);
-		}
+		if (l + 1 < levels)
+			rc = dx_descend(v, dir, in, frames, l);
 	}
 	int found = 0;
 	for (unsigned hops = 0; rc == 0 && !found && hops < 65536; hops++) {

@@ -69,6 +69,9 @@ struct fs_ops {
 	int (*commit_write)(struct volume *v, struct minode *m, uint64_t lblk, uint64_t len,
 			    uint64_t new_size);
 	void (*touch_write)(struct volume *v, struct minode *m);
+	/* 0, or why no file data may be written now (-EROFS: the engine found
+	 * corruption, errors=remount-ro). NULL: no such check (ops_remote). */
+	int (*write_check)(struct volume *v);
 	/* Makes m->size current for I/O up to end. */
 	int (*refresh_size)(struct volume *v, struct minode *m, uint64_t end);
 	/* File locks (fs/plock.h), decided by the coordinator's table. req->node

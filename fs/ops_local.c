@@ -250,6 +250,7 @@ const struct fs_ops ops_local = {
 	.alloc = meta_alloc,
 	.commit_write = local_commit_write,
 	.touch_write = meta_touch_write,
+	.write_check = meta_write_check,
 	.refresh_size = local_refresh_size,
 	.setlk = local_setlk,
 	.getlk = local_getlk,

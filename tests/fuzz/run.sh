@@ -5,7 +5,9 @@
 #   // fuzz-sources: module/a.c module/b.c     library sources to compile in
 #   // fuzz-cflags: ...                         optional extra compiler flags
 #   // fuzz-libs: -lfoo                         optional extra link flags
-# Built with clang -fsanitize=fuzzer,address,undefined into $BUILD/fuzz/ and
+#   // fuzz-args: -max_len=512                  optional extra libFuzzer options
+# Built with clang -fsanitize=fuzzer,address,undefined into $BUILD/fuzz/ (again
+# only when the harness or a source it names is newer than the binary) and
 # run for FUZZ_SECONDS (default 60) from its committed seeds in
 # tests/fuzz/corpus/<name>/ (read only) plus a working corpus in
 # $BUILD/fuzz/corpus/<name>/. A crash leaves its input in $BUILD/fuzz/artifacts/.
@@ -15,7 +17,7 @@ set -u
 BUILD=${BUILD:-build}
 FUZZ_SECONDS=${FUZZ_SECONDS:-60}
 top=$(cd "$(dirname "$0")/../.." && pwd)
-cd "$top"
+cd "$top" || exit 1
 out="$BUILD/fuzz"
 mkdir -p "$out/artifacts"
 
@@ -28,12 +30,23 @@ passed=0; failed=0
 
 header_field() { sed -n "s|^// $1:[[:space:]]*||p" "$2" | head -1; }
 
+# The binary is older than the harness, a source it links, or a header.
+needs_build() {   # $1 = harness, $2 = binary
+  [ -x "$2" ] || return 0
+  local f
+  # shellcheck disable=SC2046 # the header's globs are meant to expand
+  for f in "$1" $(header_field fuzz-sources "$1") fs/*.h journal/*.h redirect-io/*.h dlm-glue/*.h; do
+    [ "$f" -nt "$2" ] && return 0
+  done
+  return 1
+}
+
 for src in "$@"; do
   [ -f "$src" ] || continue
   name=$(basename "$src" .c)
   bin="$out/$name"
   # shellcheck disable=SC2046 # word splitting of the header lists is intended
-  if ! clang -std=c11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -g -O1 -I. \
+  if needs_build "$src" "$bin" && ! clang -std=c11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -g -O1 -I. \
        -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
        $(header_field fuzz-cflags "$src") "$src" $(header_field fuzz-sources "$src") \
        -o "$bin" $(header_field fuzz-libs "$src") -pthread >"$out/$name.build.log" 2>&1; then
@@ -47,9 +60,10 @@ for src in "$@"; do
   corpora=("$work")
   [ -d "$seeds" ] && corpora+=("$seeds")
   # libFuzzer's own limits bound the run; timeout is a backstop.
+  # shellcheck disable=SC2046 # the header's options are words
   timeout $((FUZZ_SECONDS + 120)) "$bin" -max_total_time="$FUZZ_SECONDS" -timeout=10 \
     -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="$out/artifacts/$name-" \
-    "${corpora[@]}" >"$out/$name.log" 2>&1
+    $(header_field fuzz-args "$src") "${corpora[@]}" >"$out/$name.log" 2>&1
   rc=$?
   runs=$(sed -n 's/^stat::number_of_executed_units:[[:space:]]*//p' "$out/$name.log" | tail -1)
   if [ "$rc" -eq 0 ]; then

@@ -10,6 +10,11 @@
  *   corrupt_tool leaf IMAGE FILE INDEX FIELD VALUE
  *       FIELD: lblk | len | pblk — of extent INDEX in the first leaf block of
  *       FILE's extent tree (depth 1)
+ *   corrupt_tool dxroot IMAGE DIR NAME block|swap VALUE
+ *       in the htree root of directory DIR, the index entry whose leaf holds
+ *       NAME: block VALUE points it at directory block VALUE; swap (VALUE
+ *       ignored) exchanges its hash with a neighbour's, so the index is out
+ *       of order (DIR needs at least 3 leaves)
  *   corrupt_tool mmp IMAGE off|on|clear
  *       clears or sets the mmp feature flag, nothing else: debugfs -w waits
  *       11 s for MMP at every open, so the test turns it off around debugfs;
@@ -135,13 +140,71 @@ static int leaf(ext2_filsys fs, char **argv)
 	return 0;
 }
 
+/* The root entry covering name's hash (as a lookup would pick it). */
+static unsigned dx_entry_for(ext2_filsys fs, const struct ext2_dx_root_info *info,
+			     const struct ext2_dx_entry *ent, unsigned count, const char *name)
+{
+	int version = info->hash_version;
+	if (version <= EXT2_HASH_TEA && (fs->super->s_flags & EXT2_FLAGS_UNSIGNED_HASH))
+		version += 3;
+	ext2_dirhash_t hash, minor;
+	if (ext2fs_dirhash2(version, name, (int)strlen(name), fs->encoding, 0, fs->super->s_hash_seed,
+			    &hash, &minor))
+		die("hashing the name", 0);
+	unsigned at = 0;
+	for (unsigned k = 1; k < count; k++)
+		if (ext2fs_le32_to_cpu(ent[k].hash) <= hash)
+			at = k;
+	return at;
+}
+
+static int dxroot(ext2_filsys fs, char **argv)
+{
+	ext2_ino_t dir = path_ino(fs, argv[0]);
+	const char *name = argv[1], *field = argv[2];
+	unsigned long value = strtoul(argv[3], NULL, 0);
+	struct ext2_inode in;
+	blk64_t pblk;
+	char *buf = malloc(fs->blocksize);
+	if (ext2fs_read_inode(fs, dir, &in) || !(in.i_flags & EXT2_INDEX_FL))
+		die("the directory is not an htree", 0);
+	if (ext2fs_bmap2(fs, dir, &in, NULL, 0, 0, NULL, &pblk) || !pblk ||
+	    io_channel_read_blk64(fs->io, pblk, 1, buf))
+		die("reading the htree root", 0);
+	struct ext2_dx_root_info *info = (struct ext2_dx_root_info *)(buf + 24);
+	struct ext2_dx_entry *ent = (struct ext2_dx_entry *)(buf + 24 + info->info_length);
+	unsigned count = ext2fs_le16_to_cpu(((struct ext2_dx_countlimit *)ent)->count);
+	unsigned at = dx_entry_for(fs, info, ent, count, name);
+	if (!strcmp(field, "block")) {
+		ent[at].block = ext2fs_cpu_to_le32((uint32_t)value);
+	} else if (!strcmp(field, "swap")) {
+		if (count < 3)
+			die("the htree root has fewer than 3 leaves", 0);
+		unsigned a = at ? at : 1, b = a + 1 < count ? a + 1 : a - 1;
+		uint32_t h = ent[a].hash;
+		ent[a].hash = ent[b].hash;
+		ent[b].hash = h;
+	} else {
+		die("unknown htree field", 0);
+	}
+	errcode_t e = ext2fs_dir_block_csum_set(fs, dir, (struct ext2_dir_entry *)buf);
+	if (e)
+		die("checksumming the htree root", e);
+	if (io_channel_write_blk64(fs->io, pblk, 1, buf))
+		die("writing the htree root", 0);
+	free(buf);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	int mmp = argc == 4 && !strcmp(argv[1], "mmp") &&
 		  (!strcmp(argv[3], "on") || !strcmp(argv[3], "off") || !strcmp(argv[3], "clear"));
-	if (!mmp && (argc != 7 || (strcmp(argv[1], "dirent") && strcmp(argv[1], "leaf")))) {
+	if (!mmp && (argc != 7 || (strcmp(argv[1], "dirent") && strcmp(argv[1], "leaf") &&
+				   strcmp(argv[1], "dxroot")))) {
 		fprintf(stderr, "usage: corrupt_tool dirent IMAGE DIR NAME FIELD VALUE\n"
 				"       corrupt_tool leaf IMAGE FILE INDEX FIELD VALUE\n"
+				"       corrupt_tool dxroot IMAGE DIR NAME block|swap VALUE\n"
 				"       corrupt_tool mmp IMAGE off|on|clear\n");
 		return 2;
 	}
@@ -172,7 +235,8 @@ int main(int argc, char **argv)
 			die("writing the superblock", e);
 		return 0;
 	}
-	int rc = !strcmp(argv[1], "dirent") ? dirent(fs, argv + 3) : leaf(fs, argv + 3);
+	int rc = !strcmp(argv[1], "dirent") ? dirent(fs, argv + 3) :
+		 !strcmp(argv[1], "dxroot") ? dxroot(fs, argv + 3) : leaf(fs, argv + 3);
 	fs->flags &= ~EXT2_FLAG_DIRTY;    /* nothing else changed: write nothing else */
 	ext2fs_close_free(&fs);
 	return rc;

@@ -38,6 +38,10 @@ head -c 8192 /dev/urandom >"$S/src/victim"
 head -c 20000 /dev/urandom >"$S/src/f2"
 mkdir -p "$S/src/d1" "$S/src/d2"
 echo "entry a" >"$S/src/d1/a"; echo "entry b" >"$S/src/d1/b"; echo "in d2" >"$S/src/d2/c"
+# d3: 300 names, an htree of several leaves (corrupt_tool dxroot damages its index)
+mkdir -p "$S/src/d3"
+for i in $(seq -w 1 300); do echo "d3 $i" >"$S/src/d3/file-with-a-long-name-$i"; done
+D3NAME=file-with-a-long-name-007
 CSVFS_LOG=$LOGDIR/base.log mount_csvfs "$BASE" "$M" || { not_ok "mount the base image"; finish; exit; }
 cp -r "$S/src/." "$M/"
 # frag: 10 separate extents, so its tree has a leaf block (depth 1)
@@ -52,9 +56,11 @@ for fd in fds: os.close(fd)
 EOF
 sync
 umount_csvfs "$M"
-KNOWN=(f1 victim f2 frag d1/a d1/b d2/c)
+KNOWN=(f1 victim f2 frag d1/a d1/b d2/c d3/$D3NAME d3/file-with-a-long-name-150 d3/file-with-a-long-name-299)
 (cd "$S/src" && for f in "${KNOWN[@]}"; do sha256sum "$f"; done) >"$S/expect.sums"
 check "the base image is e2fsck-clean" fsck_clean "$BASE"
+check "the base image's d3 is an htree of at least 3 leaves" \
+  test "$(debugfs -R 'htree /d3' "$BASE" 2>/dev/null | grep -c '^Entry #')" -ge 3
 check_eq "the base image's frag has an extent tree of depth 1" 1 \
   "$(debugfs -R 'ex /frag' "$BASE" 2>/dev/null | awk '$1 ~ /^0\/ *1$/ || $1=="0/" {print 1; exit}')"
 
@@ -152,6 +158,11 @@ hammer() {
     timeout 10 rm -rf "$M/$f" 2>/dev/null
     timeout 10 mv "$M/$f" "$M/$f.moved" 2>/dev/null
   done
+  # a healthy file's written blocks, overwritten in place: no metadata
+  # change, but refused once corruption was found under remount-ro
+  head -c 4096 /dev/urandom >"$S/over"
+  if timeout 10 dd if="$S/over" of="$M/f2" bs=4096 count=1 conv=notrunc status=none 2>"$S/over.err"; then
+    OVEROK=1; else OVEROK=0; fi
   head -c 100000 /dev/urandom >"$S/new"
   if timeout 10 cp "$S/new" "$M/new.bin" 2>"$S/new.err" && timeout 10 cmp -s "$S/new" "$M/new.bin"; then
     NEWOK=1; else NEWOK=0; fi
@@ -214,10 +225,21 @@ run_case() {
       hammer "$objs $probes"
       if [ "$opts" = errors=continue ]; then
         check_eq "$name: errors=continue: a new file is written and reads back" 1 "$NEWOK"
-      elif [ "$NEWOK" = 0 ] && grep -q 'Read-only file system' "$S/new.err"; then
-        ok "$name: errors=remount-ro: a new file is refused with EROFS"
+        if [ "$OVEROK" = 1 ] && timeout 10 cmp -s -n 4096 "$S/over" "$M/f2"; then
+          ok "$name: errors=continue: an overwrite of a healthy file goes through"
+        else not_ok "$name: errors=continue: an overwrite of a healthy file goes through ($(head -c 150 "$S/over.err"))"; fi
       else
-        not_ok "$name: errors=remount-ro: a new file is refused with EROFS (got: $(head -c 150 "$S/new.err"))"
+        if [ "$NEWOK" = 0 ] && grep -q 'Read-only file system' "$S/new.err"; then
+          ok "$name: errors=remount-ro: a new file is refused with EROFS"
+        else
+          not_ok "$name: errors=remount-ro: a new file is refused with EROFS (got: $(head -c 150 "$S/new.err"))"
+        fi
+        if [ "$OVEROK" = 0 ] && grep -q 'Read-only file system' "$S/over.err" &&
+           timeout 10 cmp -s "$M/f2" "$S/src/f2"; then
+          ok "$name: errors=remount-ro: an overwrite of a healthy file is refused with EROFS, the file unchanged"
+        else
+          not_ok "$name: errors=remount-ro: an overwrite of a healthy file is refused with EROFS (got: $OVEROK $(head -c 150 "$S/over.err"))"
+        fi
       fi
       check "$name: the corruption is logged, naming the inode" grep -qE 'corruption: inode [0-9]+' "$OUT"
     fi
@@ -304,6 +326,10 @@ dirent-rec-len-5|serve:d1/a d1/b|\$T dirent \$img /d1 a rec_len 5
 dirent-rec-len-past-block|serve:d1/a d1/b|\$T dirent \$img /d1 a rec_len 8192
 dirent-name-len-200|serve:d1/b:No such file|\$T dirent \$img /d1 b name_len 200
 dirent-name-len-0|serve:d1/b:No such file|\$T dirent \$img /d1 b name_len 0
+# htree index blocks: a bad index is found, the directory is scanned linearly (every name still found)
+htree-index-points-at-root|serve:|\$T dxroot \$img /d3 $D3NAME block 0
+htree-index-beyond-directory|serve:|\$T dxroot \$img /d3 $D3NAME block 900
+htree-index-out-of-order|serve:|\$T dxroot \$img /d3 $D3NAME swap 0
 # errors=continue: the damaged objects still fail, the rest takes changes
 continue-extent-into-gdt|serve:victim|debugfs -w -R 'sif /victim block[5] 1' \$img|errors=continue
 continue-links-count-0|serve:victim|debugfs -w -R 'sif /victim links_count 0' \$img|errors=continue
@@ -316,6 +342,8 @@ root-i-size-32-PiB|refuse:root directory|debugfs -w -R 'sif <2> size 0x800000000
 root-not-a-directory|refuse:root directory|debugfs -w -R 'sif <2> mode 0100644' \$img
 root-extent-into-inode-table|refuse:root directory|debugfs -w -R 'sif <2> block[5] $IT' \$img
 gdt-inode-table-at-block-1|refuse:group descriptors|debugfs -w -R 'set_bg 0 inode_table 1' \$img
+block-bitmap-frees-inode-table|refuse:block bitmap|debugfs -w -R 'freeb $((IT + 60)) 4' \$img
+block-bitmap-frees-journal|refuse:block bitmap|debugfs -w -R 'freeb $JB' \$img
 EOF
 
 # ---- the same on a 2-node lab: the participant gets EIO from the coordinator
