@@ -112,10 +112,7 @@ check "hanging: the agent's sleep is gone too (its process group was killed)" \
 check "hanging: node$C back, a member again" bring_back "$C"
 
 # ---- the LUN afterwards ---------------------------------------------------------------
-check "no daemon crashed or hit a sanitizer (logs)" sh -c "! grep -lE 'ERROR: (Address|Leak)Sanitizer|runtime error:|Segmentation' /run/csvfs-lab/$CSVFS_LAB/nodes/*/csvfs.log 2>/dev/null | grep -q ."
-"$LAB" down --save-logs "$S/logs" >"$S/down.out" 2>&1
-check "lab down" test "$?" -eq 0
-check "e2fsck -fn on the LUN: clean" fsck_clean "$S/lun.img" "$S/fsck.log"
+lab_down_checked "$S/lun.img"
 kernel_sums() {
   local m=$S/ro r f
   mkdir -p "$m"

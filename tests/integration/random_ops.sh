@@ -177,13 +177,7 @@ role_phase() {
 role_phase kills
 
 # ---- the end: lab down, logs, e2fsck ------------------------------------------------------
-"$LAB" down --save-logs "$S/logs" >"$S/down.out" 2>&1
-check "lab down" test $? -eq 0
-check "no daemon crashed or hit a sanitizer (logs)" \
-  sh -c "! grep -lE 'ERROR: (Address|Leak)Sanitizer|runtime error:|Segmentation' $S/logs/*/csvfs.log 2>/dev/null | grep -q ."
-fsck_clean "$LUN" "$S/fsck.out"; rc=$?
-check_eq "e2fsck -fn of the LUN is clean after every run" 0 "$rc"
-[ "$rc" -eq 0 ] || sed 's/^/# /' "$S/fsck.out" | head -30
+lab_down_checked "$LUN"
 total=$(sed -n 's/^ok fsrand [a-z]* seed=[0-9]* ops=\([0-9]*\).*/\1/p' "$S/all-runs.out" 2>/dev/null | awk '{s+=$1} END {print s+0}')
 diag "random_ops: $RUNS runs, $total operations in passing runs, $(( $(date +%s) - t_start )) s"
 finish
