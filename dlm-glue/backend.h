@@ -38,6 +38,7 @@ struct dg_backend_ops {
 	int (*convert)(struct dg_lock *lk, enum dg_mode mode, unsigned flags, const uint8_t *lvb);
 	int (*unlock)(struct dg_lock *lk, unsigned flags, const uint8_t *lvb);
 	int (*cancel)(struct dg_lock *lk);
+	unsigned (*release_bound_ms)(struct dg_lockspace *ls);
 };
 
 /* The cpg backend (cpg_backend.c), always built. */

@@ -227,6 +227,14 @@ static int cpg_members(struct dg_lockspace *p, struct dg_member *out, size_t max
 	return (int)(c.n > (size_t)INT32_MAX ? INT32_MAX : c.n);
 }
 
+/* Deadlines count from the departure, which is seen token + consensus
+ * after the death. */
+static unsigned cpg_release_bound_ms(struct dg_lockspace *base)
+{
+	struct cpg_ls *ls = cpgb_impl(base);
+	return ls->token_ms + ls->consensus_ms + ls->deadline_ms;
+}
+
 static const struct dg_backend_ops cpg_ops = {
 	.name = "cpg",
 	.connect = cpg_connect,
@@ -237,6 +245,7 @@ static const struct dg_backend_ops cpg_ops = {
 	.convert = cpgb_convert,
 	.unlock = cpgb_unlock,
 	.cancel = cpgb_cancel,
+	.release_bound_ms = cpg_release_bound_ms,
 };
 
 const struct dg_backend_ops *dg_cpg_backend_ops(void)

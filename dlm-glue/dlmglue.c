@@ -95,6 +95,11 @@ uint32_t dg_this_node(struct dg_lockspace *ls)
 	return ls ? ls->ops->this_node(ls) : 0;
 }
 
+unsigned dg_release_bound_ms(struct dg_lockspace *ls)
+{
+	return ls && ls->ops->release_bound_ms ? ls->ops->release_bound_ms(ls) : 0;
+}
+
 int dg_members(struct dg_lockspace *ls, struct dg_member *out, size_t max, int *quorate)
 {
 	if (!ls)

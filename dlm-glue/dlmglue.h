@@ -87,6 +87,12 @@ int dg_connect(const struct dg_config *cfg, struct dg_lockspace **out, char *err
 void dg_disconnect(struct dg_lockspace *ls);
 
 uint32_t dg_this_node(struct dg_lockspace *ls);
+/* The longest a dead node's locks can go on holding after it died: its
+ * failure detection plus the self-fence deadline (a confirming fence_command
+ * releases them sooner). 0 when the backend cannot know (dlm: dlm_controld
+ * fences). A wait for a lock may have to last this long without any live
+ * node being at fault. */
+unsigned dg_release_bound_ms(struct dg_lockspace *ls);
 /* Copies up to max members; returns the count and whether we are quorate. */
 int dg_members(struct dg_lockspace *ls, struct dg_member *out, size_t max, int *quorate);
 

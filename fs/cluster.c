@@ -311,6 +311,18 @@ static struct cluster *cluster_new(struct volume *v, const struct cluster_opts *
 	return c;
 }
 
+/* A conflicting holder that died keeps its locks until it is fenced: a
+ * wait must outlast that (issue 9: a failure is a stall, not an error). */
+static void lock_wait_bound(struct cluster *c)
+{
+	unsigned floor = c->o.lock_timeout_ms ? c->o.lock_timeout_ms : LOCK_TIMEOUT_MS;
+	unsigned release = dg_release_bound_ms(c->ls);
+	unsigned dead = release ? release + LOCK_RELEASE_MARGIN_MS : 0;
+	c->lock_wait_ms = dead > floor ? dead : floor;
+	csvfs_log(LOG_INFO_L, "lock waits bounded by %u ms (lock_timeout %u ms; a dead node's locks are "
+		  "released within %u ms)", c->lock_wait_ms, floor, release);
+}
+
 int cluster_start(struct volume *v, const struct cluster_opts *o, char *err, size_t errlen)
 {
 	struct cluster *c = cluster_new(v, o);
@@ -338,6 +350,8 @@ int cluster_start(struct volume *v, const struct cluster_opts *o, char *err, siz
 			rc = -EINVAL;
 		}
 	}
+	if (rc == 0)
+		lock_wait_bound(c);
 	if (rc == 0) {
 		int q = 0;
 		dg_members(c->ls, NULL, 0, &q);

@@ -28,6 +28,8 @@ struct cluster_opts {
 	unsigned fence_timeout_ms;  /* fence_command's bound (0: dlm-glue's default) */
 	unsigned pause_timeout_ms;  /* FUSE requests held this long while paused, then EIO */
 	unsigned coord_wait_ms;     /* how long a request waits for a coordinator */
+	unsigned lock_timeout_ms;   /* a lock wait's bound, raised to outlast a dead
+	                             * holder's fencing (0: LOCK_TIMEOUT_MS) */
 };
 
 /* The node's redirect-io credential is usable and names this node. */

@@ -363,7 +363,7 @@ int cluster_attr_change(struct cluster *c, ext2_ino_t ino)
 		csvfs_log(LOG_ERR_L, "inode %u: cannot ask for its attribute lock A%u", ino, grp);
 		return -EIO;
 	}
-	uint64_t token = e->res->token, until = cl_now_ms() + LOCK_TIMEOUT_MS;
+	uint64_t token = e->res->token, until = cl_now_ms() + c->lock_wait_ms;
 	int waited = 0;
 	while ((e = find_grp(a, 1, grp)) && e->res->token == token && e->state == ATTR_WAITING &&
 	       cl_now_ms() < until) {

@@ -12,7 +12,11 @@
 #include "dlm-glue/dlmglue.h"
 
 #define INFO_MAGIC 0x43535643u       /* "CSVC" */
+/* A lock wait's bound when no departed node can be holding the lock
+ * (lock_timeout=); c->lock_wait_ms is never below a departed node's release
+ * bound, so a dead holder makes a stall, not an EIO. */
 #define LOCK_TIMEOUT_MS 30000
+#define LOCK_RELEASE_MARGIN_MS 5000
 #define CALL_TIMEOUT_MS 30000
 #define CONNECT_TIMEOUT_MS 5000
 #define LOOP_MS 500
@@ -177,6 +181,7 @@ struct cluster {
 	struct remote_link link;         /* v->remote: ops_remote's way to the coordinator */
 	struct dg_lockspace *ls;
 	uint32_t self;
+	unsigned lock_wait_ms;           /* every lock wait's bound, set once at start */
 
 	/* Held shared by every request; exclusive while the role changes. */
 	pthread_rwlock_t role_lock;

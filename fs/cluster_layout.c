@@ -107,7 +107,7 @@ static int layout_request(struct cluster *c, struct minode *m, struct cl_lockres
 /* Under m->map_lock, which it releases. */
 static int layout_wait(struct cluster *c, struct minode *m, uint64_t token)
 {
-	uint64_t until = cl_now_ms() + LOCK_TIMEOUT_MS;
+	uint64_t until = cl_now_ms() + c->lock_wait_ms;
 	while (m->layout_state == LAYOUT_WAITING && m->layout_token == token && cl_now_ms() < until) {
 		pthread_mutex_unlock(&m->map_lock);
 		pthread_mutex_lock(&c->mu);

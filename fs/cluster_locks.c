@@ -177,7 +177,7 @@ int cl_lock_wait(struct cluster *c, enum cl_lock_kind kind, uint32_t id, enum dg
 		return -EINVAL;
 	char name[DG_RESOURCE_MAX];
 	snprintf(name, sizeof(name), lock_types[kind].name, id);
-	return dg_lock_wait(c->ls, name, mode, 0, LOCK_TIMEOUT_MS, NULL, out);
+	return dg_lock_wait(c->ls, name, mode, 0, c->lock_wait_ms, NULL, out);
 }
 
 static int cl_convert(struct cl_lockres *r, struct dg_lock *lk, enum dg_mode mode, unsigned flags,
@@ -256,7 +256,7 @@ int held_wait_until(struct held_lock *h, uint64_t deadline_ms, int (*stop)(void 
 
 static int held_wait(struct held_lock *h)
 {
-	return held_wait_until(h, cl_now_ms() + LOCK_TIMEOUT_MS, NULL, NULL);
+	return held_wait_until(h, cl_now_ms() + h->res.c->lock_wait_ms, NULL, NULL);
 }
 
 int held_request(struct held_lock *h, enum dg_mode mode, unsigned flags)

@@ -60,6 +60,8 @@ static void usage(FILE *to)
 		"                        dead once PATH exits 0 (default: the deadline alone)\n"
 		"     fence_timeout=MS   kill a fence_cmd still running after MS; it failed (60000)\n"
 		"     coord_wait=MS      how long a request waits for a coordinator (120000)\n"
+		"     lock_timeout=MS    how long a request waits for a lock a live node holds,\n"
+		"                        then EIO (30000; a dead holder's fencing is waited out)\n"
 		"     pause_timeout=MS   while quorum is lost, hold requests this long, then EIO (60000)\n"
 		"     path_timeout=MS    a data transfer on this node's LUN path not done in MS is a\n"
 		"                        path failure: redirect through the coordinator (5000; 0 off)\n"
@@ -146,6 +148,8 @@ static int parse_cluster_option(struct daemon_opts *d, const char *o)
 	}
 	if (KEY("fence_timeout"))
 		return number_value(&d->co.fence_timeout_ms, o, v, 3600000);
+	if (KEY("lock_timeout"))
+		return number_value(&d->co.lock_timeout_ms, o, v, 3600000);
 	if (KEY("fence_deadline"))
 		return number_value(&d->co.fence_deadline_ms, o, v, 3600000);
 	if (KEY("pause_timeout"))

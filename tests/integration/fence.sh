@@ -5,7 +5,10 @@
 # by the lab's agent (csvfs-lab fence: every process of that node killed), its
 # role taken over on the fence command's confirmation, not on the self-fence
 # deadline; a fence agent that fails and one that hangs (killed at
-# fence_timeout), where the deadline applies and the volume goes on. Oracles:
+# fence_timeout), where the deadline applies and the volume goes on; a
+# participant that dies holding cached attributes while its agent fails, where
+# a create that needs its lock waits out the deadline (longer than
+# lock_timeout) instead of failing. Oracles:
 # the agent's own record of its calls, the node's processes gone, the daemons'
 # logs (which of the two released the locks), file contents written before
 # and after each takeover read on another node, e2fsck -fn and a kernel
@@ -15,7 +18,9 @@
 lab_test_begin fence fence sha256sum
 V=/ClusterStorage/Volume1
 DEADLINE=12000
-export CSVFS_LAB_DAEMON_OPTS="fence_deadline=$DEADLINE,fence_timeout=3000,pause_timeout=60000,fence_cmd=$S/fence-agent"
+# lock_timeout below the deadline: a wait for a dead node's lock must outlast its
+# fencing anyway (round 4).
+export CSVFS_LAB_DAEMON_OPTS="fence_deadline=$DEADLINE,fence_timeout=3000,pause_timeout=60000,lock_timeout=3000,fence_cmd=$S/fence-agent"
 
 # The lab's fence agent as a node's daemon runs it (NODEID NAME): from inside
 # the node it reaches csvfs-lab in this test's namespaces, as a real agent
@@ -110,6 +115,31 @@ check "hanging: the self-fence deadline released node$C" \
 check "hanging: the agent's sleep is gone too (its process group was killed)" \
   sh -c "! pgrep -f '^sleep 600\$' >/dev/null"
 check "hanging: node$C back, a member again" bring_back "$C"
+
+# ---- 4. a participant dies holding cached attributes; its agent fails ------------------
+# The coordinator's create in a directory the dead node had cached needs that
+# node's lock on the directory's attributes, which holds until the deadline: the
+# create waits (longer than lock_timeout) and succeeds, no EIO.
+pick_roles
+D=${P[1]}
+on "$C" sh -c "mkdir '$V/cached' && echo one >'$V/cached/one' && sync '$V/cached'"
+# warm as cache_coherence.sh does: the first look asks for the locks, later
+# ones are answered under them (after the creates' recall cool-down, 1 s)
+on "$D" sh -c "ls -l '$V/cached'; stat '$V/cached' '$V/cached/one'; sleep 1.2; ls -l '$V/cached'; stat '$V/cached'; sleep 0.3; ls -l '$V/cached'" >/dev/null 2>&1
+pr_held() { on "$1" "$CTL" status --json "$V" 2>/dev/null | sed -n 's/.*"attr_locks":{"pr":\([0-9]*\).*/\1/p'; }
+held=$(pr_held "$D")
+check "participant: node$D holds attribute locks for what it cached (pr $held)" test "${held:-0}" -gt 0
+echo fail >"$S/fence-mode"
+"$LAB" kill "$D" all >/dev/null
+t=$(date +%s%3N)
+rc=0; on "$C" sh -c "echo two >'$V/cached/two' && sync '$V/cached/two'" || rc=$?
+diag "the create on node$C returned after $(( $(date +%s%3N) - t )) ms (lock_timeout 3000, deadline $DEADLINE)"
+check_eq "participant: a create on coordinator node$C in the directory node$D held waits, no error" 0 "$rc"
+check "participant: the self-fence deadline released node$D" \
+  sh -c "grep -qE 'fence: node $D \(node$D\) incarnation [0-9]+: self-fence deadline passed' '$(nodelog "$C")' '$(nodelog "${P[0]}")'"
+check "participant: node$D back, a member again" bring_back "$D"
+check_eq "participant: node$D reads the file created while it was dead" two "$(on "$D" cat "$V/cached/two" 2>/dev/null)"
+SUM[cached/two]=$(printf 'two\n' | sha256sum | cut -d' ' -f1)
 
 # ---- the LUN afterwards ---------------------------------------------------------------
 lab_down_checked "$S/lun.img"
