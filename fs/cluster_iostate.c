@@ -66,6 +66,7 @@ int io_state_serve(struct cluster *c, const struct rio_peer *peer, const struct 
 	} else if (proto_decode_request(proto_op(OP_IO_STATE), req->payload, req->len, q) != 0) {
 		resp->status = EPROTO;
 	} else {
+		p.io_states.refuses_writes = meta_write_check(c->v) == -EROFS;
 		struct proto_io_node *self = &p.io_states.nodes[p.io_states.n++];
 		snprintf(self->node, sizeof(self->node), "%s", c->o.node);
 		iostate_report(&self->r);
@@ -96,6 +97,18 @@ int io_state_serve(struct cluster *c, const struct rio_peer *peer, const struct 
 
 /* ---- the participant's reporter --------------------------------------------------- */
 
+/* The coordinator refuses changes after corruption (errors=remount-ro): so
+ * does this node's data path (its layouts still map blocks a damaged
+ * structure may claim), until a coordinator answers otherwise. */
+static void coordinator_refuses_writes(struct cluster *c, int refuses)
+{
+	if (atomic_exchange(&c->v->coord_refuses_writes, refuses) != refuses)
+		csvfs_log(refuses ? LOG_ERR_L : LOG_WARN_L, "volume %s: %s", c->v->uuid,
+			  refuses ? "the coordinator found corruption and refuses changes (errors=remount-ro): "
+				    "this node's writes are refused (EROFS) too"
+				  : "the coordinator takes changes again: this node's writes are allowed");
+}
+
 /* One report; the answer replaces what this node knows of the others. */
 static int io_report_once(struct cluster *c)
 {
@@ -121,6 +134,7 @@ static int io_report_once(struct cluster *c)
 			io_remember(c, p.io_states.nodes[i].node, &p.io_states.nodes[i].r,
 				    p.io_states.nodes[i].age_ms);
 	pthread_mutex_unlock(&c->io_mu);
+	coordinator_refuses_writes(c, p.io_states.refuses_writes);
 	if (p.io_states.ask != PROTO_ASK_NONE) {
 		char err[256] = "";
 		int on = p.io_states.ask == PROTO_ASK_ON;

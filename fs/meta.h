@@ -146,6 +146,9 @@ struct volume {
 	/* Corruption seen since the engine attached: set under the volume lock,
 	 * read without it by the data path (meta_write_check). */
 	_Atomic int errors_found;
+	/* Participant: the coordinator's last I/O state answer said it refuses
+	 * changes after corruption (fs/cluster_iostate.c); writes get EROFS. */
+	_Atomic int coord_refuses_writes;
 	/* Cluster mode (fs/cluster*.c); NULL when standalone. The engine (fs,
 	 * journal) is attached only while this node is the coordinator. */
 	struct cluster *cluster;

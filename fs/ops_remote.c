@@ -846,8 +846,18 @@ static int r_lun_redirect(struct volume *v, struct minode *m, int write, void *b
 	return rc;
 }
 
+/* After corruption under errors=remount-ro the coordinator refuses every
+ * change, and this node must not overwrite blocks its layouts still map
+ * (they may be claimed by a damaged structure): it learns that with its next
+ * I/O state report (fs/cluster_iostate.c). */
+static int r_write_check(struct volume *v)
+{
+	return atomic_load(&v->coord_refuses_writes) ? -EROFS : 0;
+}
+
 const struct fs_ops ops_remote = {
 	.name = "remote",
+	.write_check = r_write_check,
 	.lookup = r_lookup,
 	.getattr = r_getattr,
 	.setattr = r_setattr,

@@ -1012,6 +1012,7 @@ static void put_io_state_reply(struct rio_writer *w, const union proto_reply *p)
 	}
 	rio_put_u8(w, p->io_states.ask);
 	rio_put_u32(w, p->io_states.ask_seconds);
+	rio_put_u8(w, p->io_states.refuses_writes);
 }
 
 /* A node takes at least 41 bytes: a count past that is a lie. */
@@ -1033,10 +1034,12 @@ static int get_io_state_reply(struct rio_reader *r, union proto_reply *p)
 	}
 	rio_get_u8(r, &p->io_states.ask);
 	rio_get_u32(r, &p->io_states.ask_seconds);
+	rio_get_u8(r, &p->io_states.refuses_writes);
 	uint8_t ask = p->io_states.ask;
 	uint32_t sec = p->io_states.ask_seconds;
 	return check(r, ask <= PROTO_ASK_OFF && (ask == PROTO_ASK_ON ? sec >= 1 && sec <= IOSTATE_LEASE_MAX_S
-								    : sec == 0));
+								    : sec == 0) &&
+			p->io_states.refuses_writes <= 1);
 }
 
 static void free_io_states(union proto_reply *p)

@@ -230,6 +230,9 @@ struct proto_io_states {
 	struct proto_io_node *nodes;
 	uint8_t ask;                /* enum proto_redirect_ask */
 	uint32_t ask_seconds;       /* PROTO_ASK_ON: the lease */
+	uint8_t refuses_writes;     /* 1: the coordinator found corruption and, under
+	                             * errors=remount-ro, refuses every change: the
+	                             * participant stops writing data too */
 };
 
 union proto_reply {

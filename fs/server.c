@@ -574,7 +574,9 @@ static int h_lun_write(struct ctx *c, const struct proto_req *q)
 	if (rc)
 		return rc;
 	void *buf = NULL;
-	rc = lun_range_checked(v, m, l, 1);
+	rc = meta_write_check(v);   /* no data written for a node after corruption either */
+	if (rc == 0)
+		rc = lun_range_checked(v, m, l, 1);
 	if (rc == 0 && !(buf = lun_buffer(l->len)))
 		rc = -ENOMEM;
 	if (rc == 0) {

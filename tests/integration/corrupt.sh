@@ -348,6 +348,23 @@ EOF
 
 # ---- the same on a 2-node lab: the participant gets EIO from the coordinator
 LAB="$BIN/csvfs-lab"
+# A participant's O_DIRECT overwrites of blocks its layout maps need no
+# coordinator: once the coordinator has found corruption (errors=remount-ro),
+# the participant must refuse them too (it learns it with its next I/O state
+# report, every 2 s).
+lab_participant_stops_writing() {
+  local c p
+  c=$(timeout 60 "$LAB" exec 1 -- "$BIN/csvctl" status --json "$V" 2>/dev/null | sed -n 's/.*"coordinator":"node\([0-9]*\)".*/\1/p')
+  p=$(( 3 - ${c:-1} ))
+  overwrite() { timeout 20 "$LAB" exec "$p" -- dd if=/dev/zero of="$V/disk.$p" bs=4k count=1 conv=notrunc oflag=direct status=none 2>&1; }
+  timeout 60 "$LAB" exec "$p" -- dd if=/dev/urandom of="$V/disk.$p" bs=64k count=16 oflag=direct conv=fsync status=none
+  check_eq "lab: participant node$p overwrites its laid-out disk before the corruption is found" "" "$(overwrite)"
+  timeout 60 "$LAB" exec "$c" -- sh -c "cat $V/victim >/dev/null" 2>/dev/null
+  refused() { [[ $(overwrite) == *"Read-only file system"* ]]; }
+  check "lab: once coordinator node$c found the corruption, node$p's overwrites are refused (EROFS)" wait_until 15 refused
+  check "lab: node$p logged why" grep -q "the coordinator found corruption and refuses changes" \
+    "/run/csvfs-lab/$CSVFS_LAB/nodes/$p/csvfs.log"
+}
 if [[ lab =~ ${CORRUPT_CASES:-.} ]] && [ -x "$LAB" ]; then
   export CSVFS_LAB=${CSVFS_TEST_LAB:-hstcorrupt}
   unset CSVFS_BIN CSVFS_LAB_TOKEN
@@ -362,6 +379,7 @@ if [[ lab =~ ${CORRUPT_CASES:-.} ]] && [ -x "$LAB" ]; then
   on_exit "'$LAB' down --save-logs '$S/lablogs' >/dev/null 2>&1; cp -a '$S/lablogs/.' '$LOGDIR/' 2>/dev/null"
   if "$LAB" up -n 2 --lun "$img" >"$S/up.out" 2>&1; then
     ok "lab: 2 nodes serve the corrupt volume"
+    lab_participant_stops_writing
     for k in 2 1; do   # node2 first: it may be the participant, and finds the corruption first
       got=$(timeout 60 "$LAB" exec "$k" -- sh -c "cat $V/victim >/dev/null" 2>&1)
       if [[ $got == *"Input/output error"* ]]; then ok "lab node$k: the extent into the GDT is EIO"

@@ -787,7 +787,7 @@ static void documented_reply(uint16_t op, union proto_reply *p, struct rio_write
 			{ "node1", 0, { 0, 1765000000000ull, 0, 0, 0, "" } },
 			{ "node2", 1500, { IO_REASON_PATH, 1765000000123ull, 0, 5, 1765000000100ull, "/dev/sdb" } },
 		};
-		p->io_states = (struct proto_io_states){ 2, nodes, PROTO_ASK_ON, 300 };
+		p->io_states = (struct proto_io_states){ 2, nodes, PROTO_ASK_ON, 300, 1 };
 		rio_put_u32(w, 2);
 		rio_put_str(w, "node1"), rio_put_u64(w, 0);
 		rio_put_u32(w, 0), rio_put_u64(w, 1765000000000ull), rio_put_u64(w, 0);
@@ -795,7 +795,7 @@ static void documented_reply(uint16_t op, union proto_reply *p, struct rio_write
 		rio_put_str(w, "node2"), rio_put_u64(w, 1500);
 		rio_put_u32(w, IO_REASON_PATH), rio_put_u64(w, 1765000000123ull), rio_put_u64(w, 0);
 		rio_put_u32(w, 5), rio_put_u64(w, 1765000000100ull), rio_put_str(w, "/dev/sdb");
-		rio_put_u8(w, PROTO_ASK_ON), rio_put_u32(w, 300);
+		rio_put_u8(w, PROTO_ASK_ON), rio_put_u32(w, 300), rio_put_u8(w, 1);
 		break;
 	}
 	default:   /* no fields */
