@@ -117,7 +117,7 @@ static int send_request(struct volume *v, const struct proto_op *o, const struct
 {
 	struct rio_writer w;
 	rio_writer_init(&w, 0);
-	int once_op = proto_op_once(o->code);
+	int once_op = proto_req_once(o->code, q);
 	if (once_op) {
 		struct proto_once id = once_id(o->code);
 		proto_put_once(&w, &id, q);
