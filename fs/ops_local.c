@@ -143,8 +143,9 @@ static int local_create_open(struct volume *v, ext2_ino_t parent, const char *na
 static int local_fallocate(struct volume *v, struct minode *m, int mode, uint64_t off, uint64_t len)
 {
 	struct meta_reply_slot d;
+	uint64_t size;
 	if (applied_before(v, OP_FALLOCATE, &d))
-		return applied_attr(v, &d, NULL);
+		return meta_reply_size(v, &d, &size);
 	void *recall = NULL;
 	int rc = (mode & FALLOC_UNWRITES) && v->cluster ? cluster_recall_begin(v->cluster, m->ino, &recall) : 0;
 	if (rc == 0)

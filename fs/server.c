@@ -682,22 +682,19 @@ static int answer_applied(struct ctx *c, const struct meta_reply_slot *done)
 	default:
 		break;
 	}
-	struct meta_attr a;
-	int rc = meta_reply_attr(c->s->v, done, &a);
+	union proto_reply p;
+	if (code == OP_FALLOCATE) {
+		int rc = meta_reply_size(c->s->v, done, &p.u64);
+		return rc ? rc : reply(c, &p);
+	}
+	int rc = meta_reply_attr(c->s->v, done, &p.attr);
 	if (rc == 0 && (code == OP_CREATE_OPEN || code == OP_OPEN)) {
 		struct minode *m = NULL;
 		rc = ops_local.open(c->s->v, done->ino, done->gen, 0, &m);
 		if (rc == 0 && (rc = open_record(c->s, c->peer->node, m)) != 0)
 			release_put(c->s->v, m);
 	}
-	if (rc)
-		return rc;
-	union proto_reply p;
-	if (code == OP_FALLOCATE)
-		p.u64 = a.size;
-	else
-		p.attr = a;
-	return reply(c, &p);
+	return rc ? rc : reply(c, &p);
 }
 
 /* ONCE (docs/cluster.md "Exactly once"): the change under its request id,

@@ -216,10 +216,21 @@ static void test_xattr_fallocate_truncate_recorded(void **state)
 	meta_reply_expect(&tr);
 	assert_int_equal(meta_open(f->v, m, a.generation, 1), 0);
 	meta_reply_expect(NULL);
+	/* A fallocate's answer: the size of the file, open still when unlinked
+	 * (which the attributes' answer calls gone), gone once freed. */
+	struct meta_reply_slot s;
+	uint64_t size = 1;
+	assert_int_equal(meta_reply_lookup(f->v, &fa, &s), 1);
+	assert_int_equal(meta_reply_size(f->v, &s, &size), 0);
+	assert_int_equal(size, 0);   /* the O_TRUNC after it */
+	assert_int_equal(meta_unlink(f->v, ROOT, "x"), 0);
+	struct meta_attr gone;
+	assert_int_equal(meta_reply_attr(f->v, &s, &gone), -ESTALE);
+	assert_int_equal(meta_reply_size(f->v, &s, &size), 0);
 	assert_int_equal(meta_release(f->v, m), 0);
 	minode_put(f->v, m);
+	assert_int_equal(meta_reply_size(f->v, &s, &size), -ESTALE);
 	fx_reopen(f);
-	struct meta_reply_slot s;
 	const struct meta_reply_key *done[] = { &sx, &rx, &fa, &tr };
 	for (unsigned i = 0; i < 4; i++) {
 		assert_int_equal(meta_reply_lookup(f->v, done[i], &s), 1);
