@@ -48,6 +48,7 @@ static const struct fs_ops *ops_for(int role)
 				(rc) = wait_;                                        \
 				break;                                               \
 			}                                                            \
+			remote_once_test_hold(v);                                    \
 		}                                                                    \
 		remote_once_end();                                                   \
 	} while (0)

@@ -312,6 +312,10 @@ int meta_reply_lookup(struct volume *v, const struct meta_reply_key *k, struct m
 /* The attributes now of the inode a recorded change made or changed;
  * -ESTALE when it is gone (freed, or its number reused) since. */
 int meta_reply_attr(struct volume *v, const struct meta_reply_slot *done, struct meta_attr *out);
+/* A recorded fallocate's answer: the size now of the file it changed. The
+ * caller held it open, so an unlinked file is still the same object while
+ * its inode is allocated with the recorded generation; -ESTALE when not. */
+int meta_reply_size(struct volume *v, const struct meta_reply_slot *done, uint64_t *size);
 /* An entry as it is on disk (REPLY_ENTRY_BYTES); decode: 1 an entry, 0 a
  * free one, -EINVAL a bad one (magic, checksum, name). */
 void meta_reply_encode(const struct meta_reply_entry *e, uint8_t *buf);

@@ -655,6 +655,8 @@ int meta_fallocate(struct volume *v, struct minode *m, int mode, uint64_t off, u
 		if (rc == 0)
 			rc = wrc;
 	}
+	/* exactly once: a resent punch or zeroing must not undo later writes */
+	reply_record(v, rc, m->ino, rc == 0 ? in.i_generation : 0);
 	pthread_mutex_unlock(&v->lock);
 	minode_invalidate_map(m);
 	pthread_rwlock_unlock(&m->io_lock);

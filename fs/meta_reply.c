@@ -285,6 +285,20 @@ int meta_reply_attr(struct volume *v, const struct meta_reply_slot *done, struct
 	return rc == 0 && out->generation == done->gen && out->nlink ? 0 : -ESTALE;
 }
 
+int meta_reply_size(struct volume *v, const struct meta_reply_slot *done, uint64_t *size)
+{
+	struct meta_attr a;
+	int rc = meta_getattr(v, done->ino, &a);
+	pthread_mutex_lock(&v->lock);
+	int allocated = v->fs && done->ino >= 1 && done->ino <= v->fs->super->s_inodes_count &&
+			ext2fs_test_inode_bitmap2(v->fs->inode_map, done->ino);
+	pthread_mutex_unlock(&v->lock);
+	if (rc || !allocated || a.generation != done->gen)
+		return -ESTALE;
+	*size = a.size;
+	return 0;
+}
+
 void reply_record(struct volume *v, int rc, ext2_ino_t ino, uint32_t gen)
 {
 	const struct meta_reply_key *k = tl_expect;

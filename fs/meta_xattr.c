@@ -77,7 +77,9 @@ int meta_listxattr(struct volume *v, ext2_ino_t ino, char *buf, size_t size)
 	return (int)c.used;
 }
 
-static int stamp_ctime(struct volume *v, ext2_ino_t ino)
+/* The xattr change's ctime, and its request id's record (exactly once:
+ * under the same volume-lock hold, so in the change's transaction). */
+static int stamp_ctime_recorded(struct volume *v, ext2_ino_t ino)
 {
 	struct ext2_inode_large in;
 	int rc = inode_read(v, ino, &in);
@@ -85,6 +87,7 @@ static int stamp_ctime(struct volume *v, ext2_ino_t ino)
 		inode_set_time(v, &in, TIME_C, now_ts());
 		rc = inode_write(v, ino, &in);
 	}
+	reply_record(v, rc, ino, rc == 0 ? in.i_generation : 0);
 	return rc;
 }
 
@@ -127,7 +130,7 @@ int meta_setxattr(struct volume *v, ext2_ino_t ino, const char *name, const void
 	}
 	if (rc == 0) {
 		volume_mark_dirty(v);
-		rc = stamp_ctime(v, ino);
+		rc = stamp_ctime_recorded(v, ino);
 	}
 	pthread_mutex_unlock(&v->lock);
 	return rc;
@@ -151,7 +154,7 @@ int meta_removexattr(struct volume *v, ext2_ino_t ino, const char *name)
 	}
 	if (rc == 0) {
 		volume_mark_dirty(v);
-		rc = stamp_ctime(v, ino);
+		rc = stamp_ctime_recorded(v, ino);
 	}
 	pthread_mutex_unlock(&v->lock);
 	return rc;

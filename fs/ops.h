@@ -107,6 +107,10 @@ void remote_once_end(void);
  * change (the coordinator may have applied it and died): a new coordinator
  * that is this node looks the id up before applying it itself. */
 int remote_once_sent(const struct volume *v, uint16_t op, struct meta_reply_key *k);
+/* Test only (tests/integration/once.sh): CSVFS_TEST_HOLD_RESEND=PATH holds
+ * a change that waits for its resend while PATH exists (at most 60 s), so
+ * that another node can write between the change and its resend. */
+void remote_once_test_hold(const struct volume *v);
 
 /* How ops_remote reaches the coordinator: the cluster's connection
  * (fs/cluster_conn.c), or in a unit test a socket pair to a server. */

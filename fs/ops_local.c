@@ -99,6 +99,17 @@ static int local_setattr(struct volume *v, ext2_ino_t ino, const struct meta_set
 static int local_open(struct volume *v, ext2_ino_t ino, uint32_t gen, int truncate,
 		      struct minode **out)
 {
+	struct meta_reply_slot d;
+	if (truncate && applied_before(v, OP_OPEN, &d)) {
+		/* truncated already: opened again, not truncated again (the
+		 * file may hold what others wrote since) */
+		int rc = applied_attr(v, &d, NULL);
+		if (rc)
+			return rc;
+		ino = d.ino;
+		gen = d.gen;
+		truncate = 0;
+	}
 	struct minode *m = minode_get(v, ino);
 	if (!m)
 		return -ESTALE;   /* freed since the lookup: the kernel looks up again (meta_open) */
@@ -131,6 +142,10 @@ static int local_create_open(struct volume *v, ext2_ino_t parent, const char *na
 
 static int local_fallocate(struct volume *v, struct minode *m, int mode, uint64_t off, uint64_t len)
 {
+	struct meta_reply_slot d;
+	uint64_t size;
+	if (applied_before(v, OP_FALLOCATE, &d))
+		return meta_reply_size(v, &d, &size);
 	void *recall = NULL;
 	int rc = (mode & FALLOC_UNWRITES) && v->cluster ? cluster_recall_begin(v->cluster, m->ino, &recall) : 0;
 	if (rc == 0)
@@ -138,6 +153,19 @@ static int local_fallocate(struct volume *v, struct minode *m, int mode, uint64_
 	if (recall)
 		cluster_recall_end(v->cluster, recall);
 	return rc;
+}
+
+static int local_setxattr(struct volume *v, ext2_ino_t ino, const char *name, const void *value,
+			  size_t size, int flags)
+{
+	struct meta_reply_slot d;
+	return applied_before(v, OP_SETXATTR, &d) ? 0 : meta_setxattr(v, ino, name, value, size, flags);
+}
+
+static int local_removexattr(struct volume *v, ext2_ino_t ino, const char *name)
+{
+	struct meta_reply_slot d;
+	return applied_before(v, OP_REMOVEXATTR, &d) ? 0 : meta_removexattr(v, ino, name);
 }
 
 static int local_statfs(struct volume *v, struct statvfs *out, unsigned timeout_ms)
@@ -237,8 +265,8 @@ const struct fs_ops ops_local = {
 	.statfs = local_statfs,
 	.getxattr = meta_getxattr,
 	.listxattr = meta_listxattr,
-	.setxattr = meta_setxattr,
-	.removexattr = meta_removexattr,
+	.setxattr = local_setxattr,
+	.removexattr = local_removexattr,
 	.create_open = local_create_open,
 	.open = local_open,
 	.release = meta_release,

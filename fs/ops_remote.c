@@ -108,6 +108,18 @@ int remote_once_sent(const struct volume *v, uint16_t op, struct meta_reply_key 
 	return 1;
 }
 
+void remote_once_test_hold(const struct volume *v)
+{
+	const char *path = getenv("CSVFS_TEST_HOLD_RESEND");
+	if (!path || !mine.held || !mine.resend || access(path, F_OK) != 0)
+		return;
+	csvfs_log(LOG_WARN_L, "test hook: holding the resend of node %s's %s (slot %u, seq %u) while %s "
+		  "exists (CSVFS_TEST_HOLD_RESEND)", v->node_name, proto_op_name(mine.op), mine.slot,
+		  mine.seq, path);
+	for (unsigned i = 0; i < 600 && access(path, F_OK) == 0; i++)
+		usleep(100 * 1000);
+}
+
 /* ---- requests ------------------------------------------------------------ */
 /* Sends o's request q (timeout_ms 0: the usual call timeout); on 0 the
  * caller decodes and frees *rep. A change that must apply once goes
@@ -117,7 +129,7 @@ static int send_request(struct volume *v, const struct proto_op *o, const struct
 {
 	struct rio_writer w;
 	rio_writer_init(&w, 0);
-	int once_op = proto_op_once(o->code);
+	int once_op = proto_req_once(o->code, q);
 	if (once_op) {
 		struct proto_once id = once_id(o->code);
 		proto_put_once(&w, &id, q);

@@ -1054,11 +1054,19 @@ bool proto_op_once(uint16_t code)
 {
 	switch (code) {
 	case OP_SETATTR: case OP_CREATE: case OP_SYMLINK: case OP_LINK: case OP_UNLINK:
-	case OP_RMDIR: case OP_RENAME: case OP_CREATE_OPEN:
+	case OP_RMDIR: case OP_RENAME: case OP_CREATE_OPEN: case OP_SETXATTR: case OP_REMOVEXATTR:
+	case OP_FALLOCATE: case OP_OPEN:
 		return true;
 	default:
 		return false;
 	}
+}
+
+/* An OPEN changes something only with O_TRUNC: a plain open is not wrapped
+ * (it is answered by whichever coordinator gets it, and holds no slot). */
+bool proto_req_once(uint16_t code, const struct proto_req *q)
+{
+	return proto_op_once(code) && (code != OP_OPEN || q->open.truncate);
 }
 
 void proto_put_once(struct rio_writer *w, const struct proto_once *id, const struct proto_req *q)
@@ -1084,7 +1092,8 @@ static int get_once(struct rio_reader *r, struct proto_req *q)
 	rio_get_u16(r, &q->once.op);
 	if (r->err || q->once.slot >= REPLY_SLOTS || q->once.seq == 0 || !proto_op_once(q->once.op))
 		return refuse(r);
-	return proto_op(q->once.op)->get_req(r, q);
+	int rc = proto_op(q->once.op)->get_req(r, q);
+	return rc == 0 && !proto_req_once(q->once.op, q) ? refuse(r) : rc;
 }
 
 static void put_raw_reply(struct rio_writer *w, const union proto_reply *p)

@@ -272,6 +272,8 @@ const struct proto_op *proto_op(uint16_t code);
 /* A change a participant sends wrapped in ONCE, so that a resend to a new
  * coordinator is answered from the reply table, not applied again. */
 bool proto_op_once(uint16_t code);
+/* This request of that op goes wrapped in ONCE (an OPEN only with O_TRUNC). */
+bool proto_req_once(uint16_t code, const struct proto_req *q);
 /* ONCE's request: the id, then q as id->op's request. */
 void proto_put_once(struct rio_writer *w, const struct proto_once *id, const struct proto_req *q);
 /* Its name for log lines ("?" if unknown). */

@@ -672,15 +672,25 @@ static const handler_fn HANDLERS[OP_MAX_];
 
 /* ONCE: a change the reply table says was applied already (by this or an
  * earlier coordinator) is answered as it was, from the record: no fields,
- * or the attributes of the inode it made or changed (now); a create_open
- * opens that file for the node again, as the original did. */
+ * or from the inode it made or changed (now): its attributes, or for a
+ * fallocate its size; a create_open or an open with O_TRUNC opens that file
+ * for the node again, as the original did (without truncating it again). */
 static int answer_applied(struct ctx *c, const struct meta_reply_slot *done)
 {
-	union proto_reply p;
-	if (c->op->code == OP_UNLINK || c->op->code == OP_RMDIR || c->op->code == OP_RENAME)
+	uint16_t code = c->op->code;
+	switch (code) {
+	case OP_UNLINK: case OP_RMDIR: case OP_RENAME: case OP_SETXATTR: case OP_REMOVEXATTR:
 		return 0;
+	default:
+		break;
+	}
+	union proto_reply p;
+	if (code == OP_FALLOCATE) {
+		int rc = meta_reply_size(c->s->v, done, &p.u64);
+		return rc ? rc : reply(c, &p);
+	}
 	int rc = meta_reply_attr(c->s->v, done, &p.attr);
-	if (rc == 0 && c->op->code == OP_CREATE_OPEN) {
+	if (rc == 0 && (code == OP_CREATE_OPEN || code == OP_OPEN)) {
 		struct minode *m = NULL;
 		rc = ops_local.open(c->s->v, done->ino, done->gen, 0, &m);
 		if (rc == 0 && (rc = open_record(c->s, c->peer->node, m)) != 0)

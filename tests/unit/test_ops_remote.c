@@ -902,6 +902,42 @@ static void test_lost_answer_resent_once(void **state)
 	 * the node again): test_proto's test_once_resend_after_crash. */
 }
 
+/* The same for the xattr changes and a punch: a resend of a SETXATTR with
+ * XATTR_CREATE is not EEXIST, of a REMOVEXATTR not ENODATA, and a punch
+ * sent again does not punch what was written after it. (OPEN with O_TRUNC,
+ * which opens the file again: test_proto's
+ * test_once_xattr_punch_trunc_resend_after_crash.) */
+static void test_lost_answer_resent_once_xattr_punch(void **state)
+{
+	struct fx *f = *state;
+	struct meta_attr a;
+	struct minode *m = remote_create_open(f, "x", &a);
+	ext2_ino_t ino = (ext2_ino_t)a.ino;
+	atomic_store(&f->l.lost_op, OP_ONCE);
+	assert_int_equal(ops_remote.setxattr(f->pv, ino, "user.k", "v", 1, META_XATTR_CREATE), -ERESTART);
+	assert_int_equal(ops_remote.setxattr(f->pv, ino, "user.k", "v", 1, META_XATTR_CREATE), 0);
+	remote_once_end();
+	assert_int_equal(ops_remote.setxattr(f->pv, ino, "user.k", "v", 1, META_XATTR_CREATE), -EEXIST);
+	atomic_store(&f->l.lost_op, OP_ONCE);
+	assert_int_equal(ops_remote.removexattr(f->pv, ino, "user.k"), -ERESTART);
+	assert_int_equal(ops_remote.removexattr(f->pv, ino, "user.k"), 0);
+	remote_once_end();
+	assert_int_equal(ops_remote.removexattr(f->pv, ino, "user.k"), -ENODATA);
+
+	remote_write(f, m, "first", 5, 0);
+	atomic_store(&f->l.lost_op, OP_ONCE);
+	assert_int_equal(ops_remote.fallocate(f->pv, m, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, BS),
+			 -ERESTART);
+	remote_write(f, m, "later", 5, 0);   /* after the punch, before its resend */
+	assert_int_equal(ops_remote.fallocate(f->pv, m, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, BS),
+			 0);
+	remote_once_end();
+	char buf[8] = "";
+	assert_int_equal(local_read(f, ino, buf, 5, 0), 5);
+	assert_memory_equal(buf, "later", 5);
+	remote_close(f, m);
+}
+
 /* A release that did not get through keeps the open, for the retry. */
 static void test_remchg_release_keeps_open(void **state)
 {
@@ -1185,6 +1221,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_remchg_restarts, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_lost_answer_resent_once, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_lost_answer_resent_once_xattr_punch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_remchg_release_keeps_open, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_remchg_touch_kept, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_last_close_commits, setup, teardown),

@@ -2048,6 +2048,9 @@ static void test_once_refusals(void **state)
 	struct proto_req l = { .ino_name = { ROOT, "f" } };
 	assert_int_equal(once_from(f, NODE_A, 1, 0, 1, OP_LOOKUP, &l), EPROTO);
 	assert_int_equal(once_from(f, NODE_A, 1, 0, 1, OP_ONCE, &l), EPROTO);
+	/* an OPEN changes nothing without O_TRUNC: not a change of the list */
+	struct proto_req o = { .open = { f->file, 0, gen_of(f, f->file) } };
+	assert_int_equal(once_from(f, NODE_A, 1, 0, 1, OP_OPEN, &o), EPROTO);
 	assert_unchanged(f, &before, "refused ONCE requests");
 }
 
@@ -2099,6 +2102,100 @@ static void test_once_resend_after_crash(void **state)
 	struct meta_attr b;
 	assert_int_equal(meta_lookup(after.v, f->dir, "g", &b), 0);
 	assert_int_equal(meta_lookup(after.v, ROOT, "made", &b), 0);
+
+	rio_writer_free(&after.rep);
+	server_destroy(after.s);
+	volume_close(after.v);
+	assert_true(fsck_clean(copy));
+	unlink(copy);
+}
+
+/* A file of nblk written blocks from block 0 (size nblk blocks), open for
+ * NODE_A; its inode. */
+static uint32_t written_file(struct sfx *f, const char *name, uint64_t nblk)
+{
+	struct meta_attr a;
+	assert_int_equal(s_create(f, ROOT, name, S_IFREG | 0644, &a), 0);
+	assert_int_equal(s_open(f, NODE_A, (uint32_t)a.ino, 0, NULL), 0);
+	assert_int_equal(s_alloc(f, (uint32_t)a.ino, 0, nblk), 0);
+	assert_int_equal(s_commit(f, (uint32_t)a.ino, 0, nblk, nblk * 4096, NULL), 0);
+	return (uint32_t)a.ino;
+}
+
+static enum extent_state state_of(struct sfx *f, uint32_t ino, uint64_t lblk)
+{
+	struct meta_extent e;
+	assert_int_equal(s_map(f, ino, lblk, &e, NULL), 0);
+	return e.state;
+}
+
+/* The other changes that are not idempotent once others act between the
+ * change and its resend: SETXATTR with XATTR_CREATE and REMOVEXATTR (EEXIST,
+ * ENODATA for what happened), a FALLOCATE punch (it would punch what was
+ * written since) and an OPEN with O_TRUNC (it would truncate what was
+ * written since). Applied, the coordinator dies before the replies leave,
+ * writes land after the crash, then the resends: answered as they were,
+ * the writes kept. */
+static void test_once_xattr_punch_trunc_resend_after_crash(void **state)
+{
+	struct sfx *f = *state;
+	uint32_t punched = written_file(f, "punched", 4), trunced = written_file(f, "trunced", 2);
+	struct proto_req sx = { .setxattr = { f->file, "user.made", "v1", 2, META_XATTR_CREATE } };
+	struct proto_req rx = { .ino_name = { f->file, "user.x" } };
+	struct proto_req pu = { .fallocate = { punched, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0,
+					       2 * 4096 } };
+	struct proto_req tr = { .open = { trunced, 1, gen_of(f, trunced) } };
+	assert_int_equal(once_from(f, NODE_A, 77, 0, 1, OP_SETXATTR, &sx), 0);
+	assert_int_equal(once_from(f, NODE_A, 77, 1, 1, OP_REMOVEXATTR, &rx), 0);
+	assert_int_equal(once_from(f, NODE_A, 77, 2, 1, OP_FALLOCATE, &pu), 0);
+	assert_int_equal(state_of(f, punched, 0), EXTENT_HOLE);
+	assert_int_equal(once_from(f, NODE_A, 77, 3, 1, OP_OPEN, &tr), 0);
+	assert_int_equal(once_attr(f, OP_OPEN).size, 0);
+
+	char copy[PATH_MAX];
+	struct sfx after = { .file = f->file, .dir = f->dir };
+	after.v = crash_copy(f, copy, sizeof(copy));
+	assert_int_equal(server_create(after.v, &after.s), 0);
+	rio_writer_init(&after.rep, 0);
+	/* Writes after the changes, before their resends (a node that
+	 * reclaimed first): block 0 of the punched file, two blocks of the
+	 * truncated one; another value of the made xattr. */
+	assert_int_equal(s_open(&after, NODE_B, punched, 0, NULL), 0);
+	assert_int_equal(s_alloc(&after, punched, 0, 1), 0);
+	assert_int_equal(s_commit(&after, punched, 0, 1, 4096, NULL), 0);
+	assert_int_equal(s_open(&after, NODE_B, trunced, 0, NULL), 0);
+	assert_int_equal(s_alloc(&after, trunced, 0, 2), 0);
+	assert_int_equal(s_commit(&after, trunced, 0, 2, 2 * 4096, NULL), 0);
+	assert_int_equal(s_setxattr(&after, f->file, "user.made", "v2", 2, META_XATTR_REPLACE), 0);
+
+	assert_int_equal(once_from(&after, NODE_A, 77, 0, 1, OP_SETXATTR, &sx), 0);
+	reply_void(&after);
+	assert_int_equal(once_from(&after, NODE_A, 77, 1, 1, OP_REMOVEXATTR, &rx), 0);
+	reply_void(&after);
+	assert_int_equal(once_from(&after, NODE_A, 77, 2, 1, OP_FALLOCATE, &pu), 0);
+	union proto_reply p;
+	decode(&after, OP_FALLOCATE, &p);
+	assert_int_equal(p.u64, 4 * 4096);
+	assert_int_equal(state_of(&after, punched, 0), EXTENT_WRITTEN);   /* not punched again */
+	assert_int_equal(once_from(&after, NODE_A, 77, 3, 1, OP_OPEN, &tr), 0);
+	struct meta_attr t = once_attr(&after, OP_OPEN);
+	assert_int_equal(t.ino, trunced);
+	assert_int_equal(t.size, 2 * 4096);                                /* not truncated again */
+	assert_int_equal(state_of(&after, trunced, 1), EXTENT_WRITTEN);
+	char opens[256];
+	assert_true(server_describe_opens(after.s, opens, sizeof(opens)) >= 1);
+	assert_non_null(strstr(opens, NODE_A));                             /* opened again */
+	char buf[8];
+	uint32_t len = 0;
+	assert_int_equal(s_xattr_get(&after, f->file, "user.made", sizeof(buf), buf, &len), 0);
+	assert_int_equal(len, 2);
+	assert_memory_equal(buf, "v2", 2);
+
+	/* Not the same request: applied, and refused as the tree says. */
+	assert_int_equal(once_from(&after, NODE_A, 77, 0, 2, OP_SETXATTR, &sx), EEXIST);
+	assert_int_equal(once_from(&after, NODE_A, 77, 1, 2, OP_REMOVEXATTR, &rx), ENODATA);
+	assert_int_equal(once_from(&after, NODE_A, 77, 3, 2, OP_OPEN, &tr), 0);
+	assert_int_equal(once_attr(&after, OP_OPEN).size, 0);
 
 	rio_writer_free(&after.rep);
 	server_destroy(after.s);
@@ -2160,6 +2257,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_durable_before_reply, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_once_refusals, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_once_resend_after_crash, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_once_xattr_punch_trunc_resend_after_crash, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -18,6 +18,7 @@
 
 #include "fs/csvfs.h"
 #include "fs/meta.h"
+#include "fs/proto.h"
 #include "tests/unit/scratch.h"
 
 #define ROOT EXT2_ROOT_INO
@@ -191,6 +192,54 @@ static void test_namespace_changes_recorded(void **state)
 	assert_int_equal(meta_reply_lookup(f->v, &ren, &s), 0);
 }
 
+/* The xattr changes, a fallocate and an open's O_TRUNC record too, with the
+ * inode they changed; a failed one (XATTR_CREATE of a name there) does not. */
+static void test_xattr_fallocate_truncate_recorded(void **state)
+{
+	struct fx *f = *state;
+	struct meta_attr a;
+	assert_int_equal(meta_create(f->v, ROOT, "x", 0100644, 0, &CRED, &a), 0);
+	ext2_ino_t ino = (ext2_ino_t)a.ino;
+	struct meta_reply_key sx = key("node2", 5, 0, 1, OP_SETXATTR), rx = key("node2", 5, 1, 1, OP_REMOVEXATTR),
+			      fa = key("node2", 5, 2, 1, OP_FALLOCATE), tr = key("node2", 5, 3, 1, OP_OPEN),
+			      dup = key("node2", 5, 4, 1, OP_SETXATTR);
+	meta_reply_expect(&sx);
+	assert_int_equal(meta_setxattr(f->v, ino, "user.k", "v", 1, META_XATTR_CREATE), 0);
+	meta_reply_expect(&dup);
+	assert_int_equal(meta_setxattr(f->v, ino, "user.k", "v", 1, META_XATTR_CREATE), -EEXIST);
+	meta_reply_expect(&rx);
+	assert_int_equal(meta_removexattr(f->v, ino, "user.k"), 0);
+	struct minode *m = minode_get(f->v, ino);
+	assert_non_null(m);
+	meta_reply_expect(&fa);
+	assert_int_equal(meta_fallocate(f->v, m, 0, 0, 8192), 0);
+	meta_reply_expect(&tr);
+	assert_int_equal(meta_open(f->v, m, a.generation, 1), 0);
+	meta_reply_expect(NULL);
+	/* A fallocate's answer: the size of the file, open still when unlinked
+	 * (which the attributes' answer calls gone), gone once freed. */
+	struct meta_reply_slot s;
+	uint64_t size = 1;
+	assert_int_equal(meta_reply_lookup(f->v, &fa, &s), 1);
+	assert_int_equal(meta_reply_size(f->v, &s, &size), 0);
+	assert_int_equal(size, 0);   /* the O_TRUNC after it */
+	assert_int_equal(meta_unlink(f->v, ROOT, "x"), 0);
+	struct meta_attr gone;
+	assert_int_equal(meta_reply_attr(f->v, &s, &gone), -ESTALE);
+	assert_int_equal(meta_reply_size(f->v, &s, &size), 0);
+	assert_int_equal(meta_release(f->v, m), 0);
+	minode_put(f->v, m);
+	assert_int_equal(meta_reply_size(f->v, &s, &size), -ESTALE);
+	fx_reopen(f);
+	const struct meta_reply_key *done[] = { &sx, &rx, &fa, &tr };
+	for (unsigned i = 0; i < 4; i++) {
+		assert_int_equal(meta_reply_lookup(f->v, done[i], &s), 1);
+		assert_int_equal(s.ino, ino);
+		assert_int_equal(s.gen, a.generation);
+	}
+	assert_int_equal(meta_reply_lookup(f->v, &dup, &s), 0);
+}
+
 /* More nodes than entries: the least recently used gives way, the table
  * stays whole. */
 static void test_table_full(void **state)
@@ -225,6 +274,7 @@ int main(void)
 		cmocka_unit_test(test_entry_free_and_bad),
 		cmocka_unit_test_setup_teardown(test_create_recorded_and_kept, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_namespace_changes_recorded, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_xattr_fallocate_truncate_recorded, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_table_full, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
