@@ -13,7 +13,7 @@ PACKAGES=(
   liburing-dev
   libcmocka-dev
   qemu-utils fio
-  iproute2 attr acl psmisc procps kmod
+  iproute2 attr acl psmisc procps kmod python3
   xfsprogs
   resource-agents libxml2-utils groff-base systemd
   pacemaker pacemaker-cli-utils
