@@ -38,6 +38,10 @@ chmod +x "$S/fence-agent"
 on() { local k=$1; shift; timeout 120 "$LAB" exec "$k" -- "$@"; }
 coordinator() { on "$1" "$CTL" status --json "$V" 2>/dev/null | sed -n 's/.*"coordinator":"node\([0-9]*\)".*/\1/p'; }
 has_coordinator() { [ -n "$(coordinator "$1")" ]; }
+epoch() { on 2 "$CTL" status --json "$V" 2>/dev/null | sed -n 's/.*"epoch":\([0-9]*\).*/\1/p'; }
+# node2 names a coordinator of an epoch after $1: the role change is done
+# (a name alone may be the old coordinator's, not yet known to be gone)
+changed_since() { local e; e=$(epoch); [ -n "$e" ] && [ "$e" -gt "$1" ] && has_coordinator 2; }
 coordinator_is() { [ "$(coordinator 2)" = "$1" ]; }
 coordinator_left_node1() { local c; c=$(coordinator 2); [ -n "$c" ] && [ "$c" != 1 ]; }
 members3() { on "$1" "$CTL" status --json "$V" 2>/dev/null | grep -o '"mounted":true' | wc -l | grep -qx 3; }
@@ -114,10 +118,11 @@ role_change() {
 # after a random pause of 0.5-2.5 s, every second one the way back to node1 by a
 # move; bounded by BOUND seconds and 100 iterations.
 churn() {
-  local deadline=$(( $(date +%s) + BOUND )) done=0 i=0 fences=0 kills=0 moves=0 fails=0 how c
+  local deadline=$(( $(date +%s) + BOUND )) done=0 i=0 fences=0 kills=0 moves=0 fails=0 how c e
   while [ "$done" -lt "$CHANGES" ] && [ "$(date +%s)" -lt "$deadline" ] && [ "$i" -lt 100 ]; do
     i=$((i + 1))
     sleep "$(( RANDOM % 3 )).$(( RANDOM % 10 ))5"
+    e=$(epoch)
     c=$(coordinator 2)
     if [ "$c" = 1 ]; then
       how=move
@@ -133,7 +138,8 @@ churn() {
            case $how in move) moves=$((moves + 1)) ;; kill) kills=$((kills + 1)) ;; node) fences=$((fences + 1)) ;; esac
          else fails=$((fails + 1)); diag "role change '$how' (iteration $i, coordinator node$c) failed at $(date +%T.%3N)"; fi ;;
     esac
-    wait_until 60 has_coordinator 2 || fails=$((fails + 1))
+    if [ "$how" = wait ]; then wait_until 60 has_coordinator 2
+    else wait_until 60 changed_since "${e:-0}" || { fails=$((fails + 1)); diag "no new epoch after '$how' (was ${e:-?})"; }; fi
     [ "$how" = kill ] && { wait_until 60 members3 2 || fails=$((fails + 1)); }
   done
   echo "changes=$done moves=$moves kills=$kills fences=$fences failed=$fails" >"$S/churn.result"
