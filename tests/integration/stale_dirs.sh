@@ -13,7 +13,9 @@
 # A coordinating when B renames. After each: A reads the file through the
 # new path, A's view of the old places is right, a rename of the directory
 # into itself is EINVAL (the VFS saw one dentry for it, not two), and the
-# open file still reads. Ends with every node unmounted and e2fsck -fn clean.
+# open file still reads. Then names node A's kernel cached as a participant,
+# changed by B after the role moved to A or to B: A must see each change.
+# Ends with every node unmounted and e2fsck -fn clean.
 . "$(dirname "$0")/../lib.sh"
 
 lab_test_begin stale_dirs staledirs perl
@@ -78,6 +80,36 @@ round 1 none
 round 2 after
 round 3 renamer
 round 4 holder
+
+# Names node A's kernel caches as a participant (under the directory's
+# attribute lock, docs/cluster.md "Attribute caching") across a move: the role
+# goes to A itself or to B, then B changes the directory. The new coordinator
+# knows nothing of what A's kernel holds; its change must still recall A's lock
+# (A's recall count grows) and A's next look must see it.
+recalls() { on "$1" "$CTL" status --json 2>/dev/null | sed -n 's/.*"attr_locks":{[^}]*"recalls":\([0-9]*\).*/\1/p'; }
+n=0
+cached_case() {
+  local to=$1 what=$2 setup=$3 observe=$4 change=$5 expected=$6 d before after got
+  n=$((n + 1)); d=$V/m$n
+  move_to "$O"
+  sh_on "$B" "mkdir $d && cd $d && $setup" >/dev/null 2>&1
+  # the first look asks for the locks, later ones are answered under them
+  sh_on "$A" "cd $d && $observe; ls >/dev/null; sleep 1.2; $observe; ls >/dev/null; sleep 0.3; $observe" >/dev/null 2>&1
+  before=$(recalls "$A")
+  move_to "$to"
+  sh_on "$B" "cd $d && $change" >/dev/null 2>&1
+  got=$(sh_on "$A" "cd $d && $observe" 2>&1)
+  after=$(recalls "$A")
+  check_eq "node$A sees $what made on node$B after the role moved to node$to" "$expected" "$got"
+  check "... it had the names cached, and dropped them since (recalls $before -> $after)" \
+    sh -c "[ -n '$before' ] && [ -n '$after' ] && [ '$after' -gt '$before' ]"
+}
+for to in "$A" "$B"; do
+  cached_case "$to" "a create over a cached absent name" "echo x >f" "stat -c %s n 2>/dev/null || echo none" "echo abc >n" 4
+  cached_case "$to" "a directory rename" "mkdir x && echo x >x/f" "stat -c %s x/f 2>/dev/null || echo gone" "mv x y" gone
+  cached_case "$to" "a create (readdir)" "echo x >f" "ls | tr '\n' ' '" "touch g" "f g "
+done
+move_to "$O"
 
 lab_down_checked "$S/lun.img"
 finish
