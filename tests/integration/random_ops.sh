@@ -149,8 +149,8 @@ role_loop() {
   echo "moves=$moves kills=$kills failed=$fails" >"$S/roles.out"
 }
 # In make check one node (node2) works through the moves; make soak (RANDOPS_ROLE_CROSS=1)
-# hands the work between node2 and node3 as well, where rare ESTALE and EINVAL under
-# moves are still found (docs/testing.md, "Known failures").
+# hands the work between node2 and node3 as well (docs/testing.md, "Known failures":
+# what that found, and what it finds no more).
 R2=$(root 2); R3=$(root 3); ROLE_ROOTS=("$R2"); [ "${RANDOPS_ROLE_CROSS:-0}" = 1 ] && ROLE_ROOTS=("$R2" "$R3")
 # role_phase HOW — one run of the file and the namespace tester side by side
 # while role_loop moves the role (HOW=moves) or kills the coordinator's daemon
