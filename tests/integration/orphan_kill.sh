@@ -10,7 +10,8 @@
 # down, e2fsck -fn is clean (no "Deleted inode has zero dtime", no bitmap
 # differences) and the kernel's read-only mount sees the same tree.
 # Last, a punch after a takeover keeps the size of a write the old
-# coordinator had not made durable (the participant's pending commits).
+# coordinator had not made durable (the participant's pending commits), and
+# so does a stat that is the writer's first request after the takeover.
 . "$(dirname "$0")/../lib.sh"
 
 lab_test_begin orphan_kill orph1 sha256sum losetup
@@ -188,10 +189,49 @@ want=$( (head -c $BASE /dev/zero | tr '\0' '\132'; head -c $TAIL /dev/zero) | sh
 check_eq "round 5: r5's bytes: the fsynced part, then the punched zeros" "$want" \
   "$(on "$N" sha256sum "$V/r5" | cut -d' ' -f1)"
 
+# ---- round 6: a size written before the kill, stat'ed first after it ------------------
+# As round 5, but the first thing the writer does after the takeover is an
+# fstat: it must show the size it wrote, not the one the new coordinator's
+# journal holds (make soak under kills: "st_size is 820507, expected 2070757"
+# right after a takeover — a stat did not send the pending commits first).
+begin_round
+W=${P[1]} O=${P[0]}
+diag "round 6: node$W writes past its fsynced end, coordinator node$C is killed, node$W stats"
+on "$W" python3 -c "
+import os, sys, time
+f, tag = sys.argv[1], sys.argv[2]
+fd = os.open(f, os.O_RDWR | os.O_CREAT, 0o644)
+os.pwrite(fd, b'\x5a' * $BASE, 0)
+os.fsync(fd)
+os.pwrite(fd, b'\xa5' * $TAIL, $BASE)      # committed, not durable
+open(tag + '.written', 'w').close()
+for _ in range(1200):
+    if os.path.exists(tag + '.go') or os.path.exists(os.path.dirname(tag) + '/stop'):
+        break
+    time.sleep(0.1)
+size = os.fstat(fd).st_size
+os.fsync(fd)
+with open(tag + '.sum', 'w') as out:
+    out.write('%d\n' % size)
+os.close(fd)
+" "$V/r6" "$S/r6" >"$S/r6.out" 2>&1 &
+r6=$!
+wait_until 30 test -e "$S/r6.written"
+N=$(kill_coordinator "$C" "${P[@]}")
+check "round 6: node$N took over from node$C" test -n "$N"
+: >"$S/r6.go"
+wait "$r6"
+check_eq "round 6: node$W's first fstat after the takeover shows the size it wrote" $((BASE + TAIL)) \
+  "$(cat "$S/r6.sum" 2>/dev/null || echo none)"
+check_eq "round 6: node$O sees that size too" $((BASE + TAIL)) "$(on "$O" stat -c %s "$V/r6")"
+want=$( (head -c $BASE /dev/zero | tr '\0' '\132'; head -c $TAIL /dev/zero | tr '\0' '\245') | sha256sum | cut -d' ' -f1)
+check_eq "round 6: r6's bytes: the fsynced part, then the tail written before the kill" "$want" \
+  "$(on "$O" sha256sum "$V/r6" | cut -d' ' -f1)"
+
 # ---- the independent oracles -----------------------------------------------------------
 wait_until 30 settled_coordinator 1 2 3 >/dev/null
 on 1 sh -c "cd '$V' && find . -path ./lost+found -prune -o -print | sort" >"$S/tree.csvfs"
-on 2 sha256sum "$V/kept/a" "$V/r5" | cut -d' ' -f1 >"$S/kept.csvfs"
+on 2 sha256sum "$V/kept/a" "$V/r5" "$V/r6" | cut -d' ' -f1 >"$S/kept.csvfs"
 "$LAB" down --save-logs "$S/logs" >"$S/down.out" 2>&1
 check_eq "lab down" 0 "$?"
 check "e2fsck -fn: clean after four orphans outlived a coordinator kill" fsck_clean "$S/lun.img" "$S/fsck.out"
@@ -202,8 +242,8 @@ if DEV=$(losetup -f --show -r "$S/lun.img"); then
   if mount -t ext4 -o ro,noload "$DEV" "$KMNT"; then
     (cd "$KMNT" && find . -path ./lost+found -prune -o -print | sort) >"$S/tree.kernel"
     check "the kernel's read-only mount sees the tree csvfs served" cmp -s "$S/tree.csvfs" "$S/tree.kernel"
-    check_eq "the kernel reads kept/a and r5 as csvfs did" "$(cat "$S/kept.csvfs")" \
-      "$(sha256sum "$KMNT/kept/a" "$KMNT/r5" | cut -d' ' -f1)"
+    check_eq "the kernel reads kept/a, r5 and r6 as csvfs did" "$(cat "$S/kept.csvfs")" \
+      "$(sha256sum "$KMNT/kept/a" "$KMNT/r5" "$KMNT/r6" | cut -d' ' -f1)"
     umount "$KMNT"
   else
     not_ok "the kernel mounts the volume read-only"
