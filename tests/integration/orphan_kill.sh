@@ -141,6 +141,40 @@ release "${P[0]}" r4
 check "round 4: r4's $MB MB come back once its opener's daemon is gone" \
   wait_until 30 space_back "${Q[0]}" "$base"
 
+# past_end_writer NODE NAME THEN: on NODE, NAME written and fsynced up to BASE,
+# then TAIL bytes past that end (committed, not durable); $S/NAME.written
+# says so. Once $S/NAME.go exists its first request is THEN — "punch" (the
+# tail's blocks, keeping the size) or "stat" — then an fstat, an fsync, and
+# "rc errno size" in $S/NAME.sum.
+BASE=4194304 TAIL=42487
+past_end_writer() {
+  on "$1" python3 -c "
+import ctypes, os, sys, time
+f, tag, then = sys.argv[1], sys.argv[2], sys.argv[3]
+fd = os.open(f, os.O_RDWR | os.O_CREAT, 0o644)
+os.pwrite(fd, b'\x5a' * $BASE, 0)
+os.fsync(fd)
+os.pwrite(fd, b'\xa5' * $TAIL, $BASE)      # committed, not durable
+open(tag + '.written', 'w').close()
+for _ in range(1200):
+    if os.path.exists(tag + '.go') or os.path.exists(os.path.dirname(tag) + '/stop'):
+        break
+    time.sleep(0.1)
+rc = err = 0
+if then == 'punch':
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
+    # FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE: the whole tail's blocks
+    rc = libc.fallocate(fd, 3, $BASE, 65536)
+    err = ctypes.get_errno() if rc else 0
+size = os.fstat(fd).st_size
+os.fsync(fd)
+with open(tag + '.sum', 'w') as out:
+    out.write('%d %d %d\n' % (rc, err, size))
+os.close(fd)
+" "$V/$2" "$S/$2" "$3" >"$S/$2.out" 2>&1
+}
+
 # ---- round 5: a size written before the kill, punched after it -------------------------
 # The participant's write past the fsynced end is committed to the old
 # coordinator, which dies before its journal holds it; the first thing the
@@ -153,29 +187,7 @@ check "round 4: r4's $MB MB come back once its opener's daemon is gone" \
 begin_round
 W=${P[1]} O=${P[0]}
 diag "round 5: node$W writes past its fsynced end, coordinator node$C is killed, node$W punches"
-BASE=4194304 TAIL=42487
-on "$W" python3 -c "
-import ctypes, os, sys, time
-f, tag = sys.argv[1], sys.argv[2]
-fd = os.open(f, os.O_RDWR | os.O_CREAT, 0o644)
-os.pwrite(fd, b'\x5a' * $BASE, 0)
-os.fsync(fd)
-os.pwrite(fd, b'\xa5' * $TAIL, $BASE)      # committed, not durable
-open(tag + '.written', 'w').close()
-for _ in range(1200):
-    if os.path.exists(tag + '.go') or os.path.exists(os.path.dirname(tag) + '/stop'):
-        break
-    time.sleep(0.1)
-libc = ctypes.CDLL(None, use_errno=True)
-libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
-# FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE: the whole tail's blocks
-rc = libc.fallocate(fd, 3, $BASE, 65536)
-size = os.fstat(fd).st_size
-os.fsync(fd)
-with open(tag + '.sum', 'w') as out:
-    out.write('%d %d %d\n' % (rc, ctypes.get_errno() if rc else 0, size))
-os.close(fd)
-" "$V/r5" "$S/r5" >"$S/r5.out" 2>&1 &
+past_end_writer "$W" r5 punch &
 r5=$!
 wait_until 30 test -e "$S/r5.written"
 N=$(kill_coordinator "$C" "${P[@]}")
@@ -197,32 +209,16 @@ check_eq "round 5: r5's bytes: the fsynced part, then the punched zeros" "$want"
 begin_round
 W=${P[1]} O=${P[0]}
 diag "round 6: node$W writes past its fsynced end, coordinator node$C is killed, node$W stats"
-on "$W" python3 -c "
-import os, sys, time
-f, tag = sys.argv[1], sys.argv[2]
-fd = os.open(f, os.O_RDWR | os.O_CREAT, 0o644)
-os.pwrite(fd, b'\x5a' * $BASE, 0)
-os.fsync(fd)
-os.pwrite(fd, b'\xa5' * $TAIL, $BASE)      # committed, not durable
-open(tag + '.written', 'w').close()
-for _ in range(1200):
-    if os.path.exists(tag + '.go') or os.path.exists(os.path.dirname(tag) + '/stop'):
-        break
-    time.sleep(0.1)
-size = os.fstat(fd).st_size
-os.fsync(fd)
-with open(tag + '.sum', 'w') as out:
-    out.write('%d\n' % size)
-os.close(fd)
-" "$V/r6" "$S/r6" >"$S/r6.out" 2>&1 &
+past_end_writer "$W" r6 stat &
 r6=$!
 wait_until 30 test -e "$S/r6.written"
 N=$(kill_coordinator "$C" "${P[@]}")
 check "round 6: node$N took over from node$C" test -n "$N"
 : >"$S/r6.go"
 wait "$r6"
+read -r _ _ ssize <"$S/r6.sum" 2>/dev/null
 check_eq "round 6: node$W's first fstat after the takeover shows the size it wrote" $((BASE + TAIL)) \
-  "$(cat "$S/r6.sum" 2>/dev/null || echo none)"
+  "${ssize:-none}"
 check_eq "round 6: node$O sees that size too" $((BASE + TAIL)) "$(on "$O" stat -c %s "$V/r6")"
 want=$( (head -c $BASE /dev/zero | tr '\0' '\132'; head -c $TAIL /dev/zero | tr '\0' '\245') | sha256sum | cut -d' ' -f1)
 check_eq "round 6: r6's bytes: the fsynced part, then the tail written before the kill" "$want" \
