@@ -203,8 +203,21 @@ static int r_ino_name(struct volume *v, uint16_t op, ext2_ino_t ino, const char 
 	return call_attr(v, op, &q, out);
 }
 
+static int pending_resend(struct volume *v, struct minode *m, uint32_t epoch);
+
+/* A stat after a takeover shows what this node wrote: the ranges and sizes
+ * it committed to an earlier coordinator go to this one first, as before the
+ * file's next read or write (the first request after the takeover may be a
+ * stat: the size came back short, make soak under kills). A call that meets
+ * the takeover returns -ERESTART and runs again here with the new epoch. */
 static int r_getattr(struct volume *v, ext2_ino_t ino, struct meta_attr *out)
 {
+	struct minode *m = minode_find(v, ino);
+	int rc = m ? pending_resend(v, m, v->remote->epoch(v->remote->ctx)) : 0;
+	if (m)
+		minode_put(v, m);
+	if (rc)
+		return rc;
 	struct proto_req q = { .inode = { ino } };
 	return call_attr(v, OP_GETATTR, &q, out);
 }

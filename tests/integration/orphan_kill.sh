@@ -10,7 +10,8 @@
 # down, e2fsck -fn is clean (no "Deleted inode has zero dtime", no bitmap
 # differences) and the kernel's read-only mount sees the same tree.
 # Last, a punch after a takeover keeps the size of a write the old
-# coordinator had not made durable (the participant's pending commits).
+# coordinator had not made durable (the participant's pending commits), and
+# so does a stat that is the writer's first request after the takeover.
 . "$(dirname "$0")/../lib.sh"
 
 lab_test_begin orphan_kill orph1 sha256sum losetup
@@ -140,6 +141,40 @@ release "${P[0]}" r4
 check "round 4: r4's $MB MB come back once its opener's daemon is gone" \
   wait_until 30 space_back "${Q[0]}" "$base"
 
+# past_end_writer NODE NAME THEN: on NODE, NAME written and fsynced up to BASE,
+# then TAIL bytes past that end (committed, not durable); $S/NAME.written
+# says so. Once $S/NAME.go exists its first request is THEN — "punch" (the
+# tail's blocks, keeping the size) or "stat" — then an fstat, an fsync, and
+# "rc errno size" in $S/NAME.sum.
+BASE=4194304 TAIL=42487
+past_end_writer() {
+  on "$1" python3 -c "
+import ctypes, os, sys, time
+f, tag, then = sys.argv[1], sys.argv[2], sys.argv[3]
+fd = os.open(f, os.O_RDWR | os.O_CREAT, 0o644)
+os.pwrite(fd, b'\x5a' * $BASE, 0)
+os.fsync(fd)
+os.pwrite(fd, b'\xa5' * $TAIL, $BASE)      # committed, not durable
+open(tag + '.written', 'w').close()
+for _ in range(1200):
+    if os.path.exists(tag + '.go') or os.path.exists(os.path.dirname(tag) + '/stop'):
+        break
+    time.sleep(0.1)
+rc = err = 0
+if then == 'punch':
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
+    # FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE: the whole tail's blocks
+    rc = libc.fallocate(fd, 3, $BASE, 65536)
+    err = ctypes.get_errno() if rc else 0
+size = os.fstat(fd).st_size
+os.fsync(fd)
+with open(tag + '.sum', 'w') as out:
+    out.write('%d %d %d\n' % (rc, err, size))
+os.close(fd)
+" "$V/$2" "$S/$2" "$3" >"$S/$2.out" 2>&1
+}
+
 # ---- round 5: a size written before the kill, punched after it -------------------------
 # The participant's write past the fsynced end is committed to the old
 # coordinator, which dies before its journal holds it; the first thing the
@@ -152,29 +187,7 @@ check "round 4: r4's $MB MB come back once its opener's daemon is gone" \
 begin_round
 W=${P[1]} O=${P[0]}
 diag "round 5: node$W writes past its fsynced end, coordinator node$C is killed, node$W punches"
-BASE=4194304 TAIL=42487
-on "$W" python3 -c "
-import ctypes, os, sys, time
-f, tag = sys.argv[1], sys.argv[2]
-fd = os.open(f, os.O_RDWR | os.O_CREAT, 0o644)
-os.pwrite(fd, b'\x5a' * $BASE, 0)
-os.fsync(fd)
-os.pwrite(fd, b'\xa5' * $TAIL, $BASE)      # committed, not durable
-open(tag + '.written', 'w').close()
-for _ in range(1200):
-    if os.path.exists(tag + '.go') or os.path.exists(os.path.dirname(tag) + '/stop'):
-        break
-    time.sleep(0.1)
-libc = ctypes.CDLL(None, use_errno=True)
-libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
-# FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE: the whole tail's blocks
-rc = libc.fallocate(fd, 3, $BASE, 65536)
-size = os.fstat(fd).st_size
-os.fsync(fd)
-with open(tag + '.sum', 'w') as out:
-    out.write('%d %d %d\n' % (rc, ctypes.get_errno() if rc else 0, size))
-os.close(fd)
-" "$V/r5" "$S/r5" >"$S/r5.out" 2>&1 &
+past_end_writer "$W" r5 punch &
 r5=$!
 wait_until 30 test -e "$S/r5.written"
 N=$(kill_coordinator "$C" "${P[@]}")
@@ -188,10 +201,33 @@ want=$( (head -c $BASE /dev/zero | tr '\0' '\132'; head -c $TAIL /dev/zero) | sh
 check_eq "round 5: r5's bytes: the fsynced part, then the punched zeros" "$want" \
   "$(on "$N" sha256sum "$V/r5" | cut -d' ' -f1)"
 
+# ---- round 6: a size written before the kill, stat'ed first after it ------------------
+# As round 5, but the first thing the writer does after the takeover is an
+# fstat: it must show the size it wrote, not the one the new coordinator's
+# journal holds (make soak under kills: "st_size is 820507, expected 2070757"
+# right after a takeover — a stat did not send the pending commits first).
+begin_round
+W=${P[1]} O=${P[0]}
+diag "round 6: node$W writes past its fsynced end, coordinator node$C is killed, node$W stats"
+past_end_writer "$W" r6 stat &
+r6=$!
+wait_until 30 test -e "$S/r6.written"
+N=$(kill_coordinator "$C" "${P[@]}")
+check "round 6: node$N took over from node$C" test -n "$N"
+: >"$S/r6.go"
+wait "$r6"
+read -r _ _ ssize <"$S/r6.sum" 2>/dev/null
+check_eq "round 6: node$W's first fstat after the takeover shows the size it wrote" $((BASE + TAIL)) \
+  "${ssize:-none}"
+check_eq "round 6: node$O sees that size too" $((BASE + TAIL)) "$(on "$O" stat -c %s "$V/r6")"
+want=$( (head -c $BASE /dev/zero | tr '\0' '\132'; head -c $TAIL /dev/zero | tr '\0' '\245') | sha256sum | cut -d' ' -f1)
+check_eq "round 6: r6's bytes: the fsynced part, then the tail written before the kill" "$want" \
+  "$(on "$O" sha256sum "$V/r6" | cut -d' ' -f1)"
+
 # ---- the independent oracles -----------------------------------------------------------
 wait_until 30 settled_coordinator 1 2 3 >/dev/null
 on 1 sh -c "cd '$V' && find . -path ./lost+found -prune -o -print | sort" >"$S/tree.csvfs"
-on 2 sha256sum "$V/kept/a" "$V/r5" | cut -d' ' -f1 >"$S/kept.csvfs"
+on 2 sha256sum "$V/kept/a" "$V/r5" "$V/r6" | cut -d' ' -f1 >"$S/kept.csvfs"
 "$LAB" down --save-logs "$S/logs" >"$S/down.out" 2>&1
 check_eq "lab down" 0 "$?"
 check "e2fsck -fn: clean after four orphans outlived a coordinator kill" fsck_clean "$S/lun.img" "$S/fsck.out"
@@ -202,8 +238,8 @@ if DEV=$(losetup -f --show -r "$S/lun.img"); then
   if mount -t ext4 -o ro,noload "$DEV" "$KMNT"; then
     (cd "$KMNT" && find . -path ./lost+found -prune -o -print | sort) >"$S/tree.kernel"
     check "the kernel's read-only mount sees the tree csvfs served" cmp -s "$S/tree.csvfs" "$S/tree.kernel"
-    check_eq "the kernel reads kept/a and r5 as csvfs did" "$(cat "$S/kept.csvfs")" \
-      "$(sha256sum "$KMNT/kept/a" "$KMNT/r5" | cut -d' ' -f1)"
+    check_eq "the kernel reads kept/a, r5 and r6 as csvfs did" "$(cat "$S/kept.csvfs")" \
+      "$(sha256sum "$KMNT/kept/a" "$KMNT/r5" "$KMNT/r6" | cut -d' ' -f1)"
     umount "$KMNT"
   else
     not_ok "the kernel mounts the volume read-only"

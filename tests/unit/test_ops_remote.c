@@ -1090,6 +1090,34 @@ static void test_punch_after_takeover_keeps_size(void **state)
 	remote_close(f, m);
 }
 
+/* A size the old coordinator never made durable, and a stat as the first
+ * request at the new one: it shows the size this node wrote (make soak under
+ * kills: st_size fell back to the journal's right after a takeover). */
+static void test_stat_after_takeover_keeps_size(void **state)
+{
+	struct fx *f = *state;
+	struct meta_attr a;
+	char buf[BS];
+	struct minode *m = remote_create_open(f, "statted", &a);
+	pattern(buf, sizeof(buf), 11);
+	remote_write(f, m, buf, BS, 0);
+	assert_int_equal(ops_remote.fsync(f->pv, m, 1), 0);          /* block 0 written */
+	struct meta_setattr sa = { .valid = META_SET_SIZE, .size = 100 };
+	assert_int_equal(ops_remote.setattr(f->pv, m->ino, &sa, NULL), 0);
+	assert_int_equal(ops_remote.fsync(f->pv, m, 1), 0);          /* size 100: durable */
+	remote_write(f, m, buf, 3000, 0);                            /* a size alone: 3000 */
+	/* The coordinator dies before its journal holds the size: the new one
+	 * knows the fsynced 100. */
+	struct meta_setattr lost = { .valid = META_SET_SIZE, .size = 100 };
+	assert_int_equal(ops_local.setattr(f->cv, m->ino, &lost, NULL), 0);
+	atomic_fetch_add(&f->l.epoch, 1);
+	assert_int_equal(ops_remote.getattr(f->pv, m->ino, &a), 0);
+	assert_int_equal(a.size, 3000);
+	assert_int_equal(local_attr(f, m->ino).size, 3000);
+	assert_int_equal(m->pend[0].epoch, EPOCH + 1);               /* known to the new one */
+	remote_close(f, m);
+}
+
 /* ---- 5. a malformed reply is the coordinator's fault: -EIO, no crash ---------- */
 
 static void test_malformed_replies(void **state)
@@ -1228,6 +1256,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_new_coordinator_gets_pending_ranges, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pending_sizes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_punch_after_takeover_keeps_size, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_stat_after_takeover_keeps_size, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_malformed_replies, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_malformed_map, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_file_locks, setup, teardown),
