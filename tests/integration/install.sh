@@ -190,6 +190,8 @@ pcmk_start() {
 pcmk_diag() {
   on 1 crm_mon -1 --failcounts 2>&1 | tail -15 | sed 's/^/# crm_mon: /'
   grep -E 'vol1|csvfs' "$S/pcmk/n$1/log/pacemaker.log" 2>/dev/null | tail -25 | sed 's/^/# node'"$1"' pacemaker.log: /'
+  on "$1" "$SB/csvctl" status --json "$V" 2>&1 | cut -c1-600 | sed 's/^/# node'"$1"' csvctl status: /'
+  on "$1" sh -c 'grep -v " debug: " /run/csvfs-pcmk.log | tail -30' 2>/dev/null | cut -c1-300 | sed 's/^/# node'"$1"' csvfs log: /'
 }
 pcmk_gone() { [ -z "$(node_pids "$1" pacemakerd)" ] && [ -z "$(node_pids "$1" pacemaker-contr)" ]; }
 pcmk_stop() {  # SIGTERM to pacemakerd: it stops this node's resources, then itself
@@ -427,7 +429,8 @@ else
   [ -n "$old" ] && kill -9 $old
   recovered() { local p; p=$(node_daemons 2); [ -n "$p" ] && [ "$p" != "$old" ] && members_mounted 2 3; }
   failed_monitor_seen() { on 1 crm_failcount --query --resource vol1 --node node2 2>/dev/null | grep -q 'value=[1-9]'; }
-  check "Pacemaker's monitor catches node2's dead daemon (vol1's fail count on node2)" wait_until 60 failed_monitor_seen
+  failed_monitor_or_diag() { wait_until 60 failed_monitor_seen && return 0; pcmk_diag 2; return 1; }
+  check "Pacemaker's monitor catches node2's dead daemon (vol1's fail count on node2)" failed_monitor_or_diag
   recovered_or_diag() { wait_until 120 recovered && return 0; pcmk_diag 2; return 1; }
   check "…and recovers it: a new daemon on node2, three members" recovered_or_diag
   check "the clone runs on three nodes again" wait_until 60 clone_started
