@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* Refused connections are limited: anyone who reaches the port can make
  * them, thousands a second (an accepted member's lines are few). */
@@ -143,6 +144,23 @@ static void reclaim_locks(struct cluster *c, struct conn *k)
 		rio_reply_free(&rep);
 }
 
+/* Test only (tests/integration/orphan_kill.sh): CSVFS_TEST_HOLD_RECLAIM=PATH
+ * holds this node's reclaim (its opens and locks told to a new coordinator)
+ * while PATH.NODE exists, at most 30 s: a reclaim later than the grace, as a
+ * loaded node's can be. */
+static void test_hold_reclaim(struct cluster *c)
+{
+	const char *path = getenv("CSVFS_TEST_HOLD_RECLAIM");
+	char mine[1200];
+	if (!path || snprintf(mine, sizeof(mine), "%s.%s", path, c->o.node) >= (int)sizeof(mine) ||
+	    access(mine, F_OK) != 0)
+		return;
+	csvfs_log(LOG_WARN_L, "test hook: holding this node's reclaim while %s exists "
+		  "(CSVFS_TEST_HOLD_RECLAIM)", mine);
+	for (unsigned i = 0; i < 300 && access(mine, F_OK) == 0; i++)
+		usleep(100 * 1000);
+}
+
 static void conn_lost(void *arg)
 {
 	cl_poke(arg);
@@ -174,6 +192,7 @@ static int connect_to(struct cluster *c, const struct coord_info *ci, const stru
 	k->epoch = ci->epoch;
 	k->nodeid = ci->nodeid;
 	snprintf(k->name, sizeof(k->name), "%s", mb->name);
+	test_hold_reclaim(c);
 	minode_foreach(c->v, reclaim_one, k);
 	reclaim_locks(c, k);
 	conn_retire(c);

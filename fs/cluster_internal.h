@@ -30,6 +30,7 @@
 /* A new coordinator takes only reclaimed file locks for at most this long,
  * or until every live node said it has reclaimed (docs/file-locks.md). */
 #define LOCK_GRACE_MS 5000
+#define ORPHAN_RECLAIM_MAX_MS 60000   /* orphans wait this long at most for a live node's reclaim */
 #define MAX_NODES 64
 /* A vacant role: a node lets the others try first for this long per volume
  * it already coordinates, plus a share of it per live node with a lower
@@ -182,6 +183,7 @@ struct cluster {
 	struct dg_lockspace *ls;
 	uint32_t self;
 	unsigned lock_wait_ms;           /* every lock wait's bound, set once at start */
+	uint64_t reclaim_since_ms;       /* coordinator (cluster thread): its reclaim window's start */
 
 	/* Held shared by every request; exclusive while the role changes. */
 	pthread_rwlock_t role_lock;

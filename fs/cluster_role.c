@@ -103,6 +103,7 @@ static void lock_table_to_coordinator(struct cluster *c, const struct coord_info
 		if (m[i].state == DG_NODE_UP && m[i].nodeid != c->self)
 			names[n++] = m[i].name;
 	plock_begin_grace(c->v->plocks, names, n, LOCK_GRACE_MS);
+	c->reclaim_since_ms = cl_now_ms();
 	plock_copy_into(c->v->plocks_mine, c->v->plocks);
 }
 
@@ -341,6 +342,24 @@ static void to_participant(struct cluster *c, void (*drop_engine)(struct volume 
 	control_note_coordinator(c->v->uuid, 0);
 }
 
+/* A node still up that has not told its opens yet (a loaded node can take
+ * longer than the locks' grace): its orphans must outlive the window, or its
+ * open files would be freed under it. Bounded by ORPHAN_RECLAIM_MAX_MS. */
+static int live_reclaim_pending(struct cluster *c)
+{
+	char late[MAX_NODES][PLOCK_NODE_MAX];
+	size_t n = plock_not_reclaimed(c->v->plocks, late, MAX_NODES);
+	if (n == 0 || cl_now_ms() - c->reclaim_since_ms >= ORPHAN_RECLAIM_MAX_MS)
+		return 0;
+	struct dg_member m[MAX_NODES];
+	int q = 0, count = dg_members(c->ls, m, MAX_NODES, &q);
+	for (size_t i = 0; i < n && i < MAX_NODES; i++)
+		for (int j = 0; j < count; j++)
+			if (m[j].state == DG_NODE_UP && strcmp(m[j].name, late[i]) == 0)
+				return 1;
+	return 0;
+}
+
 /* Coordinator: the reclaim window a takeover or move opened ends with the
  * file locks' grace period (every node that was up told its opens and locks,
  * or LOCK_GRACE_MS ran out), or at once when no other node is up to reclaim.
@@ -348,7 +367,7 @@ static void to_participant(struct cluster *c, void (*drop_engine)(struct volume 
  * the old coordinator, or were fenced since. */
 static void end_reclaim_window(struct cluster *c, int nobody_else)
 {
-	if (nobody_else || !plock_in_grace(c->v->plocks))
+	if (nobody_else || (!plock_in_grace(c->v->plocks) && !live_reclaim_pending(c)))
 		volume_end_takeover(c->v);
 }
 

@@ -475,6 +475,20 @@ void plock_reclaim_done(struct plock_table *t, const char *node)
 	pthread_mutex_unlock(&t->mu);
 }
 
+size_t plock_not_reclaimed(struct plock_table *t, char (*names)[PLOCK_NODE_MAX], size_t max)
+{
+	size_t n = 0;
+	pthread_mutex_lock(&t->mu);
+	for (size_t i = 0; i < t->nexpect; i++)
+		if (!t->done[i]) {
+			if (n < max)
+				memcpy(names[n], t->expect[i], PLOCK_NODE_MAX);
+			n++;
+		}
+	pthread_mutex_unlock(&t->mu);
+	return n;
+}
+
 int plock_in_grace(struct plock_table *t)
 {
 	pthread_mutex_lock(&t->mu);

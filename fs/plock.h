@@ -95,5 +95,8 @@ void plock_begin_grace(struct plock_table *t, const char *const *expect, size_t 
 void plock_reclaim_done(struct plock_table *t, const char *node);
 /* Ordinary requests wait: the table is being rebuilt. */
 int plock_in_grace(struct plock_table *t);
+/* Since the last plock_begin_grace: the nodes it expected that have not said
+ * they are done (up to max names; returns how many there are). */
+size_t plock_not_reclaimed(struct plock_table *t, char (*names)[PLOCK_NODE_MAX], size_t max);
 
 #endif

@@ -4,7 +4,8 @@
 # another, the coordinator's daemon killed -9 and started again; the openers
 # that survive read their file back through the open descriptor after the
 # takeover, then close. Rounds: the opener is the killed coordinator itself;
-# a surviving participant; several opens on three nodes; a participant
+# a surviving participant (also one whose reclaim comes after the locks'
+# grace); several opens on three nodes; a participant
 # whose own daemon is killed too after the takeover. Oracles: the space of
 # every orphan comes back once its last opener is gone (statfs); after lab
 # down, e2fsck -fn is clean (no "Deleted inode has zero dtime", no bitmap
@@ -15,6 +16,7 @@
 . "$(dirname "$0")/../lib.sh"
 
 lab_test_begin orphan_kill orph1 sha256sum losetup
+export CSVFS_TEST_HOLD_RECLAIM=$S/holdreclaim   # round 2b (fs/cluster_conn.c)
 V=/ClusterStorage/Volume1
 MB=16   # each orphan's size: its space coming back is plain in statfs
 on_exit ": >'$S/stop'"   # holders still waiting let go before the lab goes down
@@ -100,6 +102,31 @@ release "${P[0]}" r2
 check_eq "round 2: node${P[0]} reads r2 whole through its open descriptor after the takeover" \
   "$sum" "$(cat "$S/r2.${P[0]}.sum")"
 check "round 2: r2's $MB MB come back at its last close" wait_until 30 space_back "$N" "$base"
+
+# ---- round 2b: the surviving opener tells its open after the grace -------------------
+# A loaded node can reclaim later than the file locks' 5 s grace: the orphan
+# must wait for a live node's reclaim (CSVFS_TEST_HOLD_RECLAIM holds it 8 s).
+# The opener is the participant with the higher id, so that the other one
+# takes the role (the election prefers low ids) and the opener must reclaim.
+begin_round
+O=${P[1]}
+diag "round 2b: node$O opens, node${P[0]} unlinks, node$C is killed; node$O's reclaim comes 8 s late"
+base=$(free_mb "${P[0]}")
+sum=$(write_file "${P[0]}" r2b)
+hold "$O" r2b
+check "round 2b: node${P[0]} unlinks r2b while node$O holds it open" on "${P[0]}" rm "$V/r2b"
+: >"$S/holdreclaim.node$O"
+(sleep 8; rm -f "$S/holdreclaim.node$O") &
+late=$!
+N=$(kill_coordinator "$C" "${P[@]}")
+wait "$late"
+check "round 2b: node$N took the role, not the opener node$O (which must reclaim)" test "$N" != "$O"
+check "round 2b: node$O held its reclaim (the test hook's log line)" \
+  grep -q "test hook: holding this node's reclaim" "/run/csvfs-lab/$CSVFS_LAB/nodes/$O/csvfs.log"
+release "$O" r2b
+check_eq "round 2b: node$O reads r2b whole through its open descriptor after its late reclaim" \
+  "$sum" "$(cat "$S/r2b.$O.sum")"
+check "round 2b: r2b's $MB MB come back at its last close" wait_until 30 space_back "$N" "$base"
 
 # ---- round 3: several opens on every node --------------------------------------------
 begin_round
