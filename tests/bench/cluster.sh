@@ -38,6 +38,7 @@
 #   BENCH_PP_ROUNDS=300      ping-pong rounds
 #   BENCH_TAKEOVER_ROUNDS=3  rounds per kind and cluster size
 #   BENCH_NODES="3 5"        cluster sizes for the lock and takeover parts
+#   BENCH_TAKEOVER_KINDS="move csvfs node fenced"  which role changes the takeover part runs
 #   BENCH_FENCE_DEADLINE=4000  fence_deadline= of the mounted labs (ms)
 #   BENCH_PATHFAIL_SECS=14   pathfail: fio's run; the fault 3 s in, for 5 s
 #   BENCH_PARTS="fio meta takeover locks pathfail"  which parts to run
@@ -66,6 +67,7 @@ TK_ROUNDS=${BENCH_TAKEOVER_ROUNDS:-3}
 NODES_LIST=${BENCH_NODES:-3 5}
 FENCE_DEADLINE=${BENCH_FENCE_DEADLINE:-4000}
 PARTS=${BENCH_PARTS:-fio meta takeover locks pathfail}
+TK_KINDS=${BENCH_TAKEOVER_KINDS:-move csvfs node fenced}
 PF_SECS=${BENCH_PATHFAIL_SECS:-14}
 OUT=${BENCH_OUT:-$TOP/docs/benchmarks-cluster.md}
 
@@ -421,7 +423,7 @@ takeover_round() {
 
 run_takeover() {
   local n=$1 kind r
-  for kind in move csvfs node fenced; do
+  for kind in $TK_KINDS; do
     if [ "$kind" = fenced ]; then echo ok >"$S/fence-mode"; else echo fail >"$S/fence-mode"; fi
     for r in $(seq 1 "$TK_ROUNDS"); do
       takeover_round "$n" "$kind" "$r" || { say "takeover $n/$kind/$r: cluster did not recover; stopping this size"; return 1; }
@@ -801,7 +803,7 @@ mkdir -p "$(dirname "$OUT")"
     echo "| nodes | kill | seen ms (min / median / max) | create ms (min / median / max) | longest write ms (min / median / max) | longest create ms (min / median / max) |"
     echo "|---|---|---:|---:|---:|---:|"
     for n in $NODES_LIST; do
-      for kind in move csvfs node fenced; do
+      for kind in $TK_KINDS; do
         label="(a) csvfs only"; [ $kind = node ] && label="(b) whole node"; [ $kind = move ] && label="(0) planned move"
         [ $kind = fenced ] && label="(c) node fenced"
         s=$(awk -v n="$n" -v k="$kind" '$1 == n && $2 == k && $7 != "-" { print $7 }' "$S/takeover.tsv" | stats3)
