@@ -281,21 +281,26 @@ start_stall_probes() {
   on "$k" bash -c 'set -C; d=$1; end=$((EPOCHSECONDS + $2)); max=0 i=0 fails=0
     while [ "$EPOCHSECONDS" -lt "$end" ]; do
       t0=${EPOCHREALTIME/./}; : >"$d/m$i" 2>/dev/null || fails=$((fails + 1)); t1=${EPOCHREALTIME/./}
+      echo "c $t0 $((t1 - t0))"
       [ $((t1 - t0)) -gt "$max" ] && max=$((t1 - t0)); i=$((i + 1)); sleep 0.01
     done; echo "max_us=$max creates=$i fails=$fails"' sh "$V/stall-meta-$tag" "$secs" >"$S/$tag-stall-meta.out" 2>&1 &
   PROBE_PIDS+=("$!")
 }
 
-# stall_results NODE TAG — "IO_MS META_MS" once the probes are done ("-" unknown).
+# stall_results NODE TAG T0_NS — "IO_MS META_MS BEFORE_MS" once the probes are
+# done ("-" unknown). BEFORE_MS: the longest create that ended before T0 (the
+# command's start): what the machine's load alone costs a create, the floor
+# under META_MS on a shared machine.
 stall_results() {
-  local k=$1 tag=$2 io meta
+  local k=$1 tag=$2 t0us=$(( $3 / 1000 )) io meta before
   io=$(jq -r '.jobs[0].write.clat_ns.max // empty' "$S/$tag-stall-fio.json" 2>/dev/null | awk '{ printf "%d", $1 / 1e6 }')
   meta=$(sed -n 's/.*max_us=\([0-9]*\).*/\1/p' "$S/$tag-stall-meta.out" | awk '{ printf "%d", $1 / 1e3 }')
+  before=$(awk -v t0="$t0us" '$1 == "c" && $2 + $3 < t0 && $3 > m { m = $3 } END { if (m != "") printf "%d", m / 1e3 }' "$S/$tag-stall-meta.out")
   grep -q 'fails=[1-9]' "$S/$tag-stall-meta.out" && LOGS+=("$tag: creates failed on node$k: $(cat "$S/$tag-stall-meta.out")")
   [ "$(jq -r '.jobs[0].error // 0' "$S/$tag-stall-fio.json" 2>/dev/null)" = 0 ] ||
     LOGS+=("$tag: fio on node$k reported an error: $(head -c 200 "$S/$tag-stall-fio.err")")
   on "$k" rm -rf "$V/stall-meta-$tag" 2>/dev/null
-  echo "${io:--} ${meta:--}"
+  echo "${io:--} ${meta:--} ${before:--}"
 }
 
 # start_watcher NODE OLD TAG OUT — on NODE, polls csvctl status until the
@@ -364,7 +369,7 @@ takeover_round() {
   t1=$(date +%s%N)
   for w in "${wps[@]}"; do wait "$w" 2>/dev/null; done
   for w in "${PROBE_PIDS[@]}"; do wait "$w" 2>/dev/null; done
-  local stalls; stalls=$(stall_results "$pk" "$tag")
+  local stalls; stalls=$(stall_results "$pk" "$tag" "$t0")
   # the watcher that stayed a participant (the other one may be the new coordinator)
   local seen="" created="" new="" p="" wout cand
   for w in "${ws[@]}"; do
@@ -798,10 +803,13 @@ mkdir -p "$(dirname "$OUT")"
     echo "O_DIRECT, one write at a time, 200/s, over a written 64 MiB file, and a loop creates a file"
     echo "(O_CREAT|O_EXCL) every ~10 ms, from 1 s before the kill for 6 s (the deadline + 6 s for (b))."
     echo "\"longest write\" is fio's longest completion latency, \"longest create\" the longest create:"
-    echo "what an application on that node waited at most across the role change."
+    echo "what an application on that node waited at most across the role change. \"create before\":"
+    echo "the longest of the creates that ended before the command started (about 1 s of them, no role"
+    echo "change): what the machine's load alone costs a create, the floor under \"longest create\" on a"
+    echo "shared machine."
     echo
-    echo "| nodes | kill | seen ms (min / median / max) | create ms (min / median / max) | longest write ms (min / median / max) | longest create ms (min / median / max) |"
-    echo "|---|---|---:|---:|---:|---:|"
+    echo "| nodes | kill | seen ms (min / median / max) | create ms (min / median / max) | longest write ms (min / median / max) | longest create ms (min / median / max) | create before ms (min / median / max) |"
+    echo "|---|---|---:|---:|---:|---:|---:|"
     for n in $NODES_LIST; do
       for kind in $TK_KINDS; do
         label="(a) csvfs only"; [ $kind = node ] && label="(b) whole node"; [ $kind = move ] && label="(0) planned move"
@@ -810,15 +818,16 @@ mkdir -p "$(dirname "$OUT")"
         c=$(awk -v n="$n" -v k="$kind" '$1 == n && $2 == k && $8 != "-" { print $8 }' "$S/takeover.tsv" | stats3)
         w=$(awk -v n="$n" -v k="$kind" '$1 == n && $2 == k && $12 != "-" && $12 != "" { print $12 }' "$S/takeover.tsv" | stats3)
         m=$(awk -v n="$n" -v k="$kind" '$1 == n && $2 == k && $13 != "-" && $13 != "" { print $13 }' "$S/takeover.tsv" | stats3)
-        echo "| $n | $label | $s | $c | $w | $m |"
+        b=$(awk -v n="$n" -v k="$kind" '$1 == n && $2 == k && $14 != "-" && $14 != "" { print $14 }' "$S/takeover.tsv" | stats3)
+        echo "| $n | $label | $s | $c | $w | $m | $b |"
       done
     done
     echo
     echo "Every round:"
     echo
-    echo "| nodes | kill | round | old → new coordinator | watcher | seen ms | create ms | kill cmd ms | engine ms | stalls on | longest write ms | longest create ms |"
-    echo "|---|---|---:|---|---|---:|---:|---:|---:|---|---:|---:|"
-    awk '{ printf "| %s | %s | %s | %s → %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 }' "$S/takeover.tsv"
+    echo "| nodes | kill | round | old → new coordinator | watcher | seen ms | create ms | kill cmd ms | engine ms | stalls on | longest write ms | longest create ms | create before ms |"
+    echo "|---|---|---:|---|---|---:|---:|---:|---:|---|---:|---:|---:|"
+    awk '{ printf "| %s | %s | %s | %s → %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 }' "$S/takeover.tsv"
     echo
   fi
 
