@@ -426,6 +426,30 @@ takeover_round() {
   return 1
 }
 
+# move_phases DIR — one line per planned move found in the daemons' saved logs
+# of a lab (DIR/node*-csvfs.log), from their own log lines: "STOP_DOWN
+# DOWN_NEW NEW_SEEN STOP_SEEN" in ms: the old coordinator stops serving
+# (GOAWAY) → it stepped down (engine detached, move published) → the new
+# coordinator's engine is open → the last participant is connected to it.
+move_phases() {
+  local f n
+  for f in "$1"/node*-csvfs.log; do
+    [ -f "$f" ] || continue
+    n=$(basename "$f" -csvfs.log)
+    grep -v '^===' "$f" | sed "s/^\([^ ]*\) /\1 $n /"
+  done | sort | awk '
+    function ms(s,   t) { t = substr(s, 12, 12); return ((substr(t, 1, 2) * 60 + substr(t, 4, 2)) * 60 + substr(t, 7, 6)) * 1000 }
+    function flush() { if (stop && down && nw && seen) printf "%d %d %d %d\n", down - stop, nw - down, seen - nw, seen - stop }
+    { t = ms($1); if (mv && t < mv) t += 86400000 }   # past midnight
+    /moving the coordinator role to/ { flush(); mv = t; stop = down = nw = seen = 0; next }
+    !mv || t - mv > 3000 { next }
+    /rio: server on port .* stopped/ && !stop { stop = t }
+    /stepped down as coordinator/ && stop && !down { down = t }
+    /is now the coordinator/ && down && !nw { nw = t }
+    /this node is a participant/ && nw { seen = t }
+    END { flush() }'
+}
+
 run_takeover() {
   local n=$1 kind r
   for kind in $TK_KINDS; do
@@ -547,6 +571,7 @@ if has_part fio || has_part meta || has_part takeover; then
     fi
     if has_part takeover; then note_load "takeover-$n"; t1=$(ms_now); run_takeover "$n"; PHASE_MS[takeover-$n]=$(( $(ms_now) - t1 )); fi
     "$LAB" down --save-logs "$S/logs-mounted-$n" >/dev/null 2>&1
+    move_phases "$S/logs-mounted-$n" >"$S/move-phases-$n.txt"
     PHASE_MS[mounted-lab-$n]=$(( $(ms_now) - t ))
   done
 fi
@@ -829,6 +854,28 @@ mkdir -p "$(dirname "$OUT")"
     echo "|---|---|---:|---|---|---:|---:|---:|---:|---|---:|---:|---:|"
     awk '{ printf "| %s | %s | %s | %s → %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 }' "$S/takeover.tsv"
     echo
+    if [ -n "$(cat "$S"/move-phases-*.txt 2>/dev/null)" ]; then
+      echo "A planned move phase by phase, from the daemons' own log lines (min / median / max over"
+      echo "the rounds, ms): the old coordinator stops serving (\`rio: server on port … stopped\`, its"
+      echo "GOAWAY) → it stepped down (final commit, journal marked clean, MMP released, the move"
+      echo "written to the value block: \`stepped down as coordinator\`) → the new coordinator's"
+      echo "engine is open (\`is now the coordinator\`; it serves and publishes itself before, and"
+      echo "requests wait for this) → the last participant is connected to it and has told its opens"
+      echo "and locks (\`this node is a participant\`). The last column is the window in which a"
+      echo "participant's metadata request waits."
+      echo
+      echo "| nodes | moves | GOAWAY → stepped down | → engine open | → last participant connected | GOAWAY → last participant connected |"
+      echo "|---|---:|---:|---:|---:|---:|"
+      for n in $NODES_LIST; do
+        [ -s "$S/move-phases-$n.txt" ] || continue
+        line="| $n | $(wc -l <"$S/move-phases-$n.txt") |"
+        for col in 1 2 3 4; do
+          line="$line $(awk -v c="$col" '{ print $c }' "$S/move-phases-$n.txt" | stats3) |"
+        done
+        echo "$line"
+      done
+      echo
+    fi
   fi
 
   if has_part pathfail; then
