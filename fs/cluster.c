@@ -17,6 +17,7 @@
  * thread runs the callbacks, which only record and signal. */
 #include "fs/cluster_internal.h"
 #include "fs/iostate.h"
+#include "redirect-io/rio.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -358,6 +359,15 @@ int cluster_start(struct volume *v, const struct cluster_opts *o, char *err, siz
 		c->quorate = q;
 		/* The coordinator-info lock is the cluster thread's to take (and
 		 * take again when a merge supersedes our lineage). */
+	}
+	if (rc == 0) {
+		/* Built now, not on the critical path of a move: the node that
+		 * becomes the coordinator starts its server with them, and every
+		 * participant reconnects with them. */
+		char why[512];
+		if (rio_tls_prepare(c->o.cred_dir, why, sizeof(why)) != RIO_OK)
+			csvfs_log(LOG_WARN_L, "volume %s: preparing the TLS contexts failed (built again when "
+				  "needed): %s", v->uuid, why);
 	}
 	if (rc == 0 && (rc = freeze_start(c)) != 0)
 		snprintf(err, errlen, "cannot start the freeze thread: %s", strerror(-rc));

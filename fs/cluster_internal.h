@@ -253,6 +253,10 @@ struct cluster {
 
 int info_read(struct cluster *c, struct coord_info *ci);
 int info_write(struct cluster *c, const struct coord_info *ci);
+/* info_write in two steps, the value block held in EX in between (a role
+ * change: the others' reads wait for its outcome). */
+int info_hold(struct cluster *c, struct coord_info *ci);
+int info_publish(struct cluster *c, const struct coord_info *ci);
 /* Takes the coordinfo lock anew when our lineage lost it. */
 int info_ensure(struct cluster *c);
 /* Coordinator (cluster thread): detach, publish maintenance, release the role. */

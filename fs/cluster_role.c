@@ -36,15 +36,38 @@ int info_read(struct cluster *c, struct coord_info *ci)
 	return held_convert(&c->info, DG_NL, 0, NULL);
 }
 
-int info_write(struct cluster *c, const struct coord_info *ci)
+/* A role change holds the value block in EX from its start to the value it
+ * ends with: the other nodes' reads (PR) queue behind it and return the
+ * moment that value is written, so they act on it at once instead of at
+ * their next look. ci (may be NULL) gets the value as it is now. */
+int info_hold(struct cluster *c, struct coord_info *ci)
 {
 	int rc = held_convert(&c->info, DG_EX, DG_VALBLK, NULL);
-	if (rc)
-		return rc;
+	if (rc == 0 && ci)
+		info_decode(c->info.lvb, ci);
+	return rc;
+}
+
+/* Held in EX: writes ci and lets the queued readers have it. */
+int info_publish(struct cluster *c, const struct coord_info *ci)
+{
 	uint8_t lvb[DG_LVB_LEN] = { 0 };
 	uint32_t f[6] = { INFO_MAGIC, ci->epoch, ci->nodeid, ci->port, ci->move_target, ci->flags };
 	memcpy(lvb, f, sizeof(f));
 	return held_convert(&c->info, DG_NL, DG_VALBLK, lvb);
+}
+
+/* Held in EX: lets go with the value block as it was. */
+static void info_unhold(struct cluster *c)
+{
+	if (held_convert(&c->info, DG_NL, 0, NULL))
+		csvfs_log(LOG_WARN_L, "volume %s: could not release the coordinator value block", c->v->uuid);
+}
+
+int info_write(struct cluster *c, const struct coord_info *ci)
+{
+	int rc = info_hold(c, NULL);
+	return rc ? rc : info_publish(c, ci);
 }
 
 static void file_locks_lost(struct cluster *c)
@@ -265,20 +288,43 @@ static void set_role(struct cluster *c, int role)
 	atomic_store(&c->role, role);
 }
 
-/* We hold "coord" EX: open the engine (replaying the journal), serve, and
- * tell everyone. prev is what the value block said before us. */
-static int become_coordinator(struct cluster *c, const struct coord_info *prev)
+/* The value block names this node (or, undone, nobody): info_held says
+ * whether we hold it in EX already (the others' reads wait for us). */
+static int publish_self(struct cluster *c, const struct coord_info *ci, int info_held)
+{
+	int rc = info_held ? info_publish(c, ci) : info_ensure(c) ? -ENOTCONN : info_write(c, ci);
+	if (rc)
+		csvfs_log(LOG_ERR_L, "cannot publish this node as coordinator: %s", strerror(-rc));
+	return rc;
+}
+
+/* We hold "coord" EX: serve, tell everyone, open the engine (replaying the
+ * journal). prev is what the value block said before us; info_held: we
+ * hold the value block in EX already. Serving and published before the
+ * engine opens, so that the participants find us, connect and tell their
+ * opens while the journal is replayed; but no request runs before the
+ * engine is open: each one waits at the role lock, held exclusive until
+ * then (docs/cluster.md, "Move"). On failure nothing names this node. */
+static int become_coordinator(struct cluster *c, const struct coord_info *prev, int info_held)
 {
 	int takeover = prev->nodeid != 0 && prev->nodeid != c->self;
 	int keep_orphans = cl_others_up(c);
 	conn_retire(c);                  /* requests to the old one give up and wait */
 	pthread_rwlock_wrlock(&c->role_lock);
-	char err[1024];
 	uint64_t t0 = cl_now_ms();
+	server_start(c);
+	struct coord_info ci = { .epoch = prev->epoch + 1, .nodeid = c->self, .port = serving_port(c) };
+	int published = publish_self(c, &ci, info_held) == 0;
+	char err[1024];
 	int rc = volume_attach_engine(c->v, takeover || keep_orphans, err, sizeof(err));
 	if (rc) {
 		pthread_rwlock_unlock(&c->role_lock);
 		csvfs_log(LOG_ERR_L, "cannot become coordinator: %s", err);
+		server_stop(c);               /* GOAWAY: who connected looks again */
+		struct coord_info none = { .epoch = ci.epoch };
+		if (published && (info_ensure(c) || info_write(c, &none)))
+			csvfs_log(LOG_ERR_L, "volume %s: could not clear the coordinator value block after "
+				  "failing to become coordinator", c->v->uuid);
 		return rc;
 	}
 	minode_foreach(c->v, minode_to_coordinator, c);
@@ -287,13 +333,6 @@ static int become_coordinator(struct cluster *c, const struct coord_info *prev)
 	pthread_rwlock_unlock(&c->role_lock);
 	control_note_coordinator(c->v->uuid, 1);
 	volume_start(c->v);
-	server_start(c);
-	struct coord_info ci = { .epoch = prev->epoch + 1, .nodeid = c->self, .port = serving_port(c) };
-	rc = info_ensure(c);
-	if (rc == 0)
-		rc = info_write(c, &ci);
-	if (rc)
-		csvfs_log(LOG_ERR_L, "cannot publish this node as coordinator: %s", strerror(-rc));
 	vacancy_follow(c, 0, "this node");
 	pthread_mutex_lock(&c->mu);
 	c->epoch = ci.epoch;
@@ -377,6 +416,13 @@ static void step_down(struct cluster *c, uint32_t target, void (*detached)(struc
 {
 	/* Alone, nobody can reclaim an orphan: a clean volume has none left. */
 	end_reclaim_window(c, !cl_others_up(c));
+	/* Committed while requests still run (group commit), so that the
+	 * detach below, with every request stopped, has little left to write. */
+	volume_sync(c->v);
+	/* A move: the value block is held from before the GOAWAY that wakes
+	 * the others, so their reads return the move the moment it is written
+	 * below (not across a grow's resize2fs: they would wait that long). */
+	int info_held = !detached && info_ensure(c) == 0 && info_hold(c, NULL) == 0;
 	to_participant(c, volume_detach_engine);
 	if (detached)
 		detached(c);
@@ -387,7 +433,7 @@ static void step_down(struct cluster *c, uint32_t target, void (*detached)(struc
 	c->move_deadline = cl_deadline_in(MOVE_GRACE_MS);
 	pthread_mutex_unlock(&c->mu);
 	struct coord_info ci = { .epoch = epoch, .nodeid = 0, .port = 0, .move_target = target };
-	if (info_ensure(c) || info_write(c, &ci))
+	if (info_held ? info_publish(c, &ci) : info_ensure(c) || info_write(c, &ci))
 		csvfs_log(LOG_WARN_L, "could not announce the move in the coordinator value block");
 	held_unlock(&c->coord, 0, NULL);
 	csvfs_log(LOG_WARN_L, "this node stepped down as coordinator (epoch %u)%s", epoch,
@@ -548,19 +594,26 @@ static void try_take_role(struct cluster *c, const struct coord_info *ci)
 {
 	if (iostate_path_down())
 		return;                       /* no coordinator without a path */
-	int rc = held_lock(&c->coord, DG_EX, DG_NOQUEUE);
+	/* Named by a move, this node queues for the role: the old coordinator
+	 * releases it right after publishing the move, and the grant comes
+	 * then, not at a later look. Anyone else only takes a free role. */
+	int rc = held_lock(&c->coord, DG_EX, ci->move_target == c->self ? 0 : DG_NOQUEUE);
 	if (rc)
 		return;                       /* someone holds it (maybe departed, not yet fenced) */
 	/* The value block as it is now that nobody else can write it: the
-	 * epoch we follow, and whether a predecessor has to be taken over. */
+	 * epoch we follow, and whether a predecessor has to be taken over.
+	 * Held until we publish ourselves: the others' reads wait for that. */
 	struct coord_info now = *ci;
-	if (info_read(c, &now) != 0)
+	int info_held = info_hold(c, &now) == 0;
+	if (!info_held)
 		now = *ci;
 	if (now.flags & INFO_FLAG_MAINTENANCE) {
+		if (info_held)
+			info_unhold(c);
 		held_unlock(&c->coord, 0, NULL);   /* maintenance began meanwhile */
 		return;
 	}
-	if (become_coordinator(c, &now) != 0) {
+	if (become_coordinator(c, &now, info_held) != 0) {
 		held_unlock(&c->coord, 0, NULL);
 		sleep(1);
 	}

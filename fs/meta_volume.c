@@ -612,13 +612,17 @@ void volume_detach_engine(struct volume *v)
 	if (v->fs) {
 		if (v->opened && !v->read_only && (v->fs->flags & EXT2_FLAG_RW)) {
 			pthread_mutex_lock(&v->lock);
-			v->fs->super->s_state |= EXT2_VALID_FS;
-			v->fs->flags &= ~EXT2_FLAG_MASTER_SB_ONLY;
-			ext2fs_mark_super_dirty(v->fs);
-			volume_mark_dirty(v);
+			/* What is dirty is committed (through the journal, then
+			 * marked clean); one plain superblock write after that says
+			 * "clean", not a transaction of its own as well: a move
+			 * waits for every flush here (its step-down committed
+			 * just before, so there is little else). */
 			int rc = volume_sync_locked(v);
-			if (rc == 0 && v->journaled && (rc = journal_detach(v->journal)) == 0) {
+			if (rc == 0 && v->journaled && (rc = journal_detach(v->journal)) == 0)
 				ext2fs_clear_feature_journal_needs_recovery(v->fs->super);
+			if (rc == 0) {
+				v->fs->super->s_state |= EXT2_VALID_FS;
+				v->fs->flags &= ~EXT2_FLAG_MASTER_SB_ONLY;
 				ext2fs_mark_super_dirty(v->fs);
 				volume_mark_dirty(v);
 				rc = volume_sync_locked(v);

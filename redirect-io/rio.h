@@ -192,6 +192,12 @@ int rio_cred_revoke(const char *ca_dir, const char *node_name, const char *cert_
 int rio_cred_check(const char *dir, char *node_name, size_t node_name_len,
 		   char *err, size_t errlen);
 bool rio_node_name_valid(const char *name);
+/* Builds this process's TLS contexts (client and server) for a credential
+ * dir now, so that a server or client started later — a node that becomes
+ * the coordinator, a participant that reconnects — does not spend tens of
+ * milliseconds on it. Servers and clients share the contexts while none of
+ * the credential's files changes (a changed file builds fresh ones). */
+int rio_tls_prepare(const char *cred_dir, char *err, size_t errlen);
 
 /* ---- server -------------------------------------------------------------- */
 

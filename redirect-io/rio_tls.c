@@ -70,14 +70,12 @@ static int ctx_set_verify(SSL_CTX *ctx, const char *cred_dir, const char *ca_pat
 	return 1;
 }
 
-SSL_CTX *rio_tls_ctx_new(const char *cred_dir, enum rio_role role, char *node, size_t nodelen,
-			 char *err, size_t errlen)
+static SSL_CTX *ctx_build(const char *cred_dir, enum rio_role role, char *node, size_t nodelen,
+			  char *err, size_t errlen)
 {
 	char ca[PATH_MAX], crt[PATH_MAX], key[PATH_MAX];
 	SSL_CTX *ctx;
 
-	if (!cred_dir)
-		cred_dir = RIO_DEFAULT_CRED_DIR;
 	/* Checked up front so a misconfigured node says which file is wrong
 	 * instead of failing every handshake. */
 	if (rio_cred_check(cred_dir, node, nodelen, err, errlen) != RIO_OK)
@@ -158,21 +156,115 @@ void rio_tls_describe(SSL *ssl, int ssl_err, char *why, size_t len)
 	ERR_clear_error();
 }
 
-bool rio_crl_stamp_changed(const char *cred_dir, struct rio_crl_stamp *s)
+/* The identity of cred_dir/name now (present false: no such file). */
+static struct rio_crl_stamp file_stamp(const char *cred_dir, const char *name)
 {
 	char path[PATH_MAX];
 	struct stat st;
-	struct rio_crl_stamp now = { 0 };
 
-	snprintf(path, sizeof(path), "%s/ca.crl", cred_dir);
-	if (stat(path, &st) == 0)
-		now = (struct rio_crl_stamp){ .present = true, .dev = st.st_dev, .ino = st.st_ino,
-					      .size = st.st_size, .mtime = st.st_mtim };
-	bool changed = now.present != s->present || now.dev != s->dev || now.ino != s->ino ||
-		       now.size != s->size || now.mtime.tv_sec != s->mtime.tv_sec ||
-		       now.mtime.tv_nsec != s->mtime.tv_nsec;
+	snprintf(path, sizeof(path), "%s/%s", cred_dir, name);
+	if (stat(path, &st) != 0)
+		return (struct rio_crl_stamp){ 0 };
+	return (struct rio_crl_stamp){ .present = true, .dev = st.st_dev, .ino = st.st_ino,
+				       .size = st.st_size, .mtime = st.st_mtim };
+}
+
+static bool stamp_equal(const struct rio_crl_stamp *a, const struct rio_crl_stamp *b)
+{
+	return a->present == b->present && a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
+	       a->mtime.tv_sec == b->mtime.tv_sec && a->mtime.tv_nsec == b->mtime.tv_nsec;
+}
+
+bool rio_crl_stamp_changed(const char *cred_dir, struct rio_crl_stamp *s)
+{
+	struct rio_crl_stamp now = file_stamp(cred_dir, "ca.crl");
+	bool changed = !stamp_equal(&now, s);
 	*s = now;
 	return changed;
+}
+
+/* ---- contexts, built once per credential -------------------------------- */
+
+/* Building a context takes tens of milliseconds (OpenSSL's method set-up,
+ * PEM parsing, the credential check, CA and revocation list), and a
+ * coordinator move builds one on the new coordinator and one on every
+ * participant that reconnects, all on the applications' critical path. So
+ * the last context built for each role is kept and shared (an SSL_CTX is
+ * reference-counted and safe to use from several threads; nothing changes
+ * one after it is built) while none of the credential's files changed. A
+ * replaced file (a renewed certificate, a new ca.crl) builds a fresh one,
+ * checked as before. The cache is process-wide state: one mutex guards it. */
+static const char *const cred_files[] = { "ca.crt", "node.crt", "node.key", "ca.crl" };
+#define CRED_FILES (sizeof(cred_files) / sizeof(cred_files[0]))
+
+struct ctx_cached {
+	SSL_CTX *ctx;                      /* one reference is the cache's */
+	char cred_dir[PATH_MAX];
+	char node[RIO_NODE_NAME_MAX + 1];
+	struct rio_crl_stamp stamps[CRED_FILES];
+};
+static pthread_mutex_t ctx_cache_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct ctx_cached ctx_cache[2];    /* by enum rio_role */
+
+static void cred_stamps(const char *cred_dir, struct rio_crl_stamp *out)
+{
+	for (size_t i = 0; i < CRED_FILES; i++)
+		out[i] = file_stamp(cred_dir, cred_files[i]);
+}
+
+static bool cached_is_current(const struct ctx_cached *e, const char *cred_dir,
+			      const struct rio_crl_stamp *now)
+{
+	if (!e->ctx || strcmp(e->cred_dir, cred_dir) != 0)
+		return false;
+	for (size_t i = 0; i < CRED_FILES; i++)
+		if (!stamp_equal(&e->stamps[i], &now[i]))
+			return false;
+	return true;
+}
+
+SSL_CTX *rio_tls_ctx_new(const char *cred_dir, enum rio_role role, char *node, size_t nodelen,
+			 char *err, size_t errlen)
+{
+	struct rio_crl_stamp now[CRED_FILES];
+	struct ctx_cached *e = &ctx_cache[role == RIO_ROLE_SERVER];
+	SSL_CTX *ctx = NULL;
+
+	if (!cred_dir)
+		cred_dir = RIO_DEFAULT_CRED_DIR;
+	cred_stamps(cred_dir, now);
+	pthread_mutex_lock(&ctx_cache_lock);
+	if (cached_is_current(e, cred_dir, now) && SSL_CTX_up_ref(e->ctx) == 1) {
+		ctx = e->ctx;
+		snprintf(node, nodelen, "%s", e->node);
+	}
+	pthread_mutex_unlock(&ctx_cache_lock);
+	if (ctx)
+		return ctx;
+	ctx = ctx_build(cred_dir, role, node, nodelen, err, errlen);
+	if (!ctx || SSL_CTX_up_ref(ctx) != 1)
+		return ctx;
+	pthread_mutex_lock(&ctx_cache_lock);
+	SSL_CTX *old = e->ctx;
+	e->ctx = ctx;
+	snprintf(e->cred_dir, sizeof(e->cred_dir), "%s", cred_dir);
+	snprintf(e->node, sizeof(e->node), "%s", node);
+	memcpy(e->stamps, now, sizeof(e->stamps));
+	pthread_mutex_unlock(&ctx_cache_lock);
+	SSL_CTX_free(old);
+	return ctx;
+}
+
+int rio_tls_prepare(const char *cred_dir, char *err, size_t errlen)
+{
+	char node[RIO_NODE_NAME_MAX + 1];
+	for (int role = RIO_ROLE_CLIENT; role <= RIO_ROLE_SERVER; role++) {
+		SSL_CTX *ctx = rio_tls_ctx_new(cred_dir, (enum rio_role)role, node, sizeof(node), err, errlen);
+		if (!ctx)
+			return RIO_E_CRED;
+		SSL_CTX_free(ctx);
+	}
+	return RIO_OK;
 }
 
 int rio_tls_still_trusted(SSL_CTX *ctx, X509 *cert, char *why, size_t len)

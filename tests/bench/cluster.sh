@@ -38,6 +38,7 @@
 #   BENCH_PP_ROUNDS=300      ping-pong rounds
 #   BENCH_TAKEOVER_ROUNDS=3  rounds per kind and cluster size
 #   BENCH_NODES="3 5"        cluster sizes for the lock and takeover parts
+#   BENCH_TAKEOVER_KINDS="move csvfs node fenced"  which role changes the takeover part runs
 #   BENCH_FENCE_DEADLINE=4000  fence_deadline= of the mounted labs (ms)
 #   BENCH_PATHFAIL_SECS=14   pathfail: fio's run; the fault 3 s in, for 5 s
 #   BENCH_PARTS="fio meta takeover locks pathfail"  which parts to run
@@ -66,6 +67,7 @@ TK_ROUNDS=${BENCH_TAKEOVER_ROUNDS:-3}
 NODES_LIST=${BENCH_NODES:-3 5}
 FENCE_DEADLINE=${BENCH_FENCE_DEADLINE:-4000}
 PARTS=${BENCH_PARTS:-fio meta takeover locks pathfail}
+TK_KINDS=${BENCH_TAKEOVER_KINDS:-move csvfs node fenced}
 PF_SECS=${BENCH_PATHFAIL_SECS:-14}
 OUT=${BENCH_OUT:-$TOP/docs/benchmarks-cluster.md}
 
@@ -279,21 +281,26 @@ start_stall_probes() {
   on "$k" bash -c 'set -C; d=$1; end=$((EPOCHSECONDS + $2)); max=0 i=0 fails=0
     while [ "$EPOCHSECONDS" -lt "$end" ]; do
       t0=${EPOCHREALTIME/./}; : >"$d/m$i" 2>/dev/null || fails=$((fails + 1)); t1=${EPOCHREALTIME/./}
+      echo "c $t0 $((t1 - t0))"
       [ $((t1 - t0)) -gt "$max" ] && max=$((t1 - t0)); i=$((i + 1)); sleep 0.01
     done; echo "max_us=$max creates=$i fails=$fails"' sh "$V/stall-meta-$tag" "$secs" >"$S/$tag-stall-meta.out" 2>&1 &
   PROBE_PIDS+=("$!")
 }
 
-# stall_results NODE TAG — "IO_MS META_MS" once the probes are done ("-" unknown).
+# stall_results NODE TAG T0_NS — "IO_MS META_MS BEFORE_MS" once the probes are
+# done ("-" unknown). BEFORE_MS: the longest create that ended before T0 (the
+# command's start): what the machine's load alone costs a create, the floor
+# under META_MS on a shared machine.
 stall_results() {
-  local k=$1 tag=$2 io meta
+  local k=$1 tag=$2 t0us=$(( $3 / 1000 )) io meta before
   io=$(jq -r '.jobs[0].write.clat_ns.max // empty' "$S/$tag-stall-fio.json" 2>/dev/null | awk '{ printf "%d", $1 / 1e6 }')
   meta=$(sed -n 's/.*max_us=\([0-9]*\).*/\1/p' "$S/$tag-stall-meta.out" | awk '{ printf "%d", $1 / 1e3 }')
+  before=$(awk -v t0="$t0us" '$1 == "c" && $2 + $3 < t0 && $3 > m { m = $3 } END { if (m != "") printf "%d", m / 1e3 }' "$S/$tag-stall-meta.out")
   grep -q 'fails=[1-9]' "$S/$tag-stall-meta.out" && LOGS+=("$tag: creates failed on node$k: $(cat "$S/$tag-stall-meta.out")")
   [ "$(jq -r '.jobs[0].error // 0' "$S/$tag-stall-fio.json" 2>/dev/null)" = 0 ] ||
     LOGS+=("$tag: fio on node$k reported an error: $(head -c 200 "$S/$tag-stall-fio.err")")
   on "$k" rm -rf "$V/stall-meta-$tag" 2>/dev/null
-  echo "${io:--} ${meta:--}"
+  echo "${io:--} ${meta:--} ${before:--}"
 }
 
 # start_watcher NODE OLD TAG OUT — on NODE, polls csvctl status until the
@@ -362,7 +369,7 @@ takeover_round() {
   t1=$(date +%s%N)
   for w in "${wps[@]}"; do wait "$w" 2>/dev/null; done
   for w in "${PROBE_PIDS[@]}"; do wait "$w" 2>/dev/null; done
-  local stalls; stalls=$(stall_results "$pk" "$tag")
+  local stalls; stalls=$(stall_results "$pk" "$tag" "$t0")
   # the watcher that stayed a participant (the other one may be the new coordinator)
   local seen="" created="" new="" p="" wout cand
   for w in "${ws[@]}"; do
@@ -419,9 +426,33 @@ takeover_round() {
   return 1
 }
 
+# move_phases DIR — one line per planned move found in the daemons' saved logs
+# of a lab (DIR/node*-csvfs.log), from their own log lines: "STOP_DOWN
+# DOWN_NEW NEW_SEEN STOP_SEEN" in ms: the old coordinator stops serving
+# (GOAWAY) → it stepped down (engine detached, move published) → the new
+# coordinator's engine is open → the last participant is connected to it.
+move_phases() {
+  local f n
+  for f in "$1"/node*-csvfs.log; do
+    [ -f "$f" ] || continue
+    n=$(basename "$f" -csvfs.log)
+    grep -v '^===' "$f" | sed "s/^\([^ ]*\) /\1 $n /"
+  done | sort | awk '
+    function ms(s,   t) { t = substr(s, 12, 12); return ((substr(t, 1, 2) * 60 + substr(t, 4, 2)) * 60 + substr(t, 7, 6)) * 1000 }
+    function flush() { if (stop && down && nw && seen) printf "%d %d %d %d\n", down - stop, nw - down, seen - nw, seen - stop }
+    { t = ms($1); if (mv && t < mv) t += 86400000 }   # past midnight
+    /moving the coordinator role to/ { flush(); mv = t; stop = down = nw = seen = 0; next }
+    !mv || t - mv > 3000 { next }
+    /rio: server on port .* stopped/ && !stop { stop = t }
+    /stepped down as coordinator/ && stop && !down { down = t }
+    /is now the coordinator/ && down && !nw { nw = t }
+    /this node is a participant/ && nw { seen = t }
+    END { flush() }'
+}
+
 run_takeover() {
   local n=$1 kind r
-  for kind in move csvfs node fenced; do
+  for kind in $TK_KINDS; do
     if [ "$kind" = fenced ]; then echo ok >"$S/fence-mode"; else echo fail >"$S/fence-mode"; fi
     for r in $(seq 1 "$TK_ROUNDS"); do
       takeover_round "$n" "$kind" "$r" || { say "takeover $n/$kind/$r: cluster did not recover; stopping this size"; return 1; }
@@ -540,6 +571,7 @@ if has_part fio || has_part meta || has_part takeover; then
     fi
     if has_part takeover; then note_load "takeover-$n"; t1=$(ms_now); run_takeover "$n"; PHASE_MS[takeover-$n]=$(( $(ms_now) - t1 )); fi
     "$LAB" down --save-logs "$S/logs-mounted-$n" >/dev/null 2>&1
+    move_phases "$S/logs-mounted-$n" >"$S/move-phases-$n.txt"
     PHASE_MS[mounted-lab-$n]=$(( $(ms_now) - t ))
   done
 fi
@@ -796,28 +828,54 @@ mkdir -p "$(dirname "$OUT")"
     echo "O_DIRECT, one write at a time, 200/s, over a written 64 MiB file, and a loop creates a file"
     echo "(O_CREAT|O_EXCL) every ~10 ms, from 1 s before the kill for 6 s (the deadline + 6 s for (b))."
     echo "\"longest write\" is fio's longest completion latency, \"longest create\" the longest create:"
-    echo "what an application on that node waited at most across the role change."
+    echo "what an application on that node waited at most across the role change. \"create before\":"
+    echo "the longest of the creates that ended before the command started (about 1 s of them, no role"
+    echo "change): what the machine's load alone costs a create, the floor under \"longest create\" on a"
+    echo "shared machine."
     echo
-    echo "| nodes | kill | seen ms (min / median / max) | create ms (min / median / max) | longest write ms (min / median / max) | longest create ms (min / median / max) |"
-    echo "|---|---|---:|---:|---:|---:|"
+    echo "| nodes | kill | seen ms (min / median / max) | create ms (min / median / max) | longest write ms (min / median / max) | longest create ms (min / median / max) | create before ms (min / median / max) |"
+    echo "|---|---|---:|---:|---:|---:|---:|"
     for n in $NODES_LIST; do
-      for kind in move csvfs node fenced; do
+      for kind in $TK_KINDS; do
         label="(a) csvfs only"; [ $kind = node ] && label="(b) whole node"; [ $kind = move ] && label="(0) planned move"
         [ $kind = fenced ] && label="(c) node fenced"
         s=$(awk -v n="$n" -v k="$kind" '$1 == n && $2 == k && $7 != "-" { print $7 }' "$S/takeover.tsv" | stats3)
         c=$(awk -v n="$n" -v k="$kind" '$1 == n && $2 == k && $8 != "-" { print $8 }' "$S/takeover.tsv" | stats3)
         w=$(awk -v n="$n" -v k="$kind" '$1 == n && $2 == k && $12 != "-" && $12 != "" { print $12 }' "$S/takeover.tsv" | stats3)
         m=$(awk -v n="$n" -v k="$kind" '$1 == n && $2 == k && $13 != "-" && $13 != "" { print $13 }' "$S/takeover.tsv" | stats3)
-        echo "| $n | $label | $s | $c | $w | $m |"
+        b=$(awk -v n="$n" -v k="$kind" '$1 == n && $2 == k && $14 != "-" && $14 != "" { print $14 }' "$S/takeover.tsv" | stats3)
+        echo "| $n | $label | $s | $c | $w | $m | $b |"
       done
     done
     echo
     echo "Every round:"
     echo
-    echo "| nodes | kill | round | old → new coordinator | watcher | seen ms | create ms | kill cmd ms | engine ms | stalls on | longest write ms | longest create ms |"
-    echo "|---|---|---:|---|---|---:|---:|---:|---:|---|---:|---:|"
-    awk '{ printf "| %s | %s | %s | %s → %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 }' "$S/takeover.tsv"
+    echo "| nodes | kill | round | old → new coordinator | watcher | seen ms | create ms | kill cmd ms | engine ms | stalls on | longest write ms | longest create ms | create before ms |"
+    echo "|---|---|---:|---|---|---:|---:|---:|---:|---|---:|---:|---:|"
+    awk '{ printf "| %s | %s | %s | %s → %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 }' "$S/takeover.tsv"
     echo
+    if [ -n "$(cat "$S"/move-phases-*.txt 2>/dev/null)" ]; then
+      echo "A planned move phase by phase, from the daemons' own log lines (min / median / max over"
+      echo "the rounds, ms): the old coordinator stops serving (\`rio: server on port … stopped\`, its"
+      echo "GOAWAY) → it stepped down (final commit, journal marked clean, MMP released, the move"
+      echo "written to the value block: \`stepped down as coordinator\`) → the new coordinator's"
+      echo "engine is open (\`is now the coordinator\`; it serves and publishes itself before, and"
+      echo "requests wait for this) → the last participant is connected to it and has told its opens"
+      echo "and locks (\`this node is a participant\`). The last column is the window in which a"
+      echo "participant's metadata request waits."
+      echo
+      echo "| nodes | moves | GOAWAY → stepped down | → engine open | → last participant connected | GOAWAY → last participant connected |"
+      echo "|---|---:|---:|---:|---:|---:|"
+      for n in $NODES_LIST; do
+        [ -s "$S/move-phases-$n.txt" ] || continue
+        line="| $n | $(wc -l <"$S/move-phases-$n.txt") |"
+        for col in 1 2 3 4; do
+          line="$line $(awk -v c="$col" '{ print $c }' "$S/move-phases-$n.txt" | stats3) |"
+        done
+        echo "$line"
+      done
+      echo
+    fi
   fi
 
   if has_part pathfail; then

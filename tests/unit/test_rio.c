@@ -1429,6 +1429,53 @@ static void test_bad_config(void **state)
 			    "request may or may not have been applied (server restarted)");
 }
 
+/* The last TLS context built per role is shared while the credential's
+ * files are unchanged (a move starts a server and reconnects clients with
+ * them); another dir, or a replaced file, builds a fresh one. Runs last: it
+ * re-issues node-a's credential. */
+static void test_tls_ctx_shared(void **state)
+{
+	(void)state;
+	char node[RIO_NODE_NAME_MAX + 1] = "", err[256];
+	SSL_CTX *a1 = rio_tls_ctx_new(dir_a, RIO_ROLE_SERVER, node, sizeof(node), err, sizeof(err));
+	assert_non_null(a1);
+	assert_string_equal(node, "node-a");
+	node[0] = '\0';
+	SSL_CTX *a2 = rio_tls_ctx_new(dir_a, RIO_ROLE_SERVER, node, sizeof(node), err, sizeof(err));
+	assert_ptr_equal(a2, a1);
+	assert_string_equal(node, "node-a");
+	SSL_CTX *c1 = rio_tls_ctx_new(dir_a, RIO_ROLE_CLIENT, node, sizeof(node), err, sizeof(err));
+	assert_non_null(c1);
+	assert_ptr_not_equal(c1, a1);
+	SSL_CTX *b1 = rio_tls_ctx_new(dir_b, RIO_ROLE_SERVER, node, sizeof(node), err, sizeof(err));
+	assert_non_null(b1);
+	assert_ptr_not_equal(b1, a1);
+	assert_string_equal(node, "node-b");
+
+	/* A renewed node certificate: built again, then shared again. */
+	assert_int_equal(rio_cred_issue_node(dir_ca, dir_a, "node-a", RIO_CRED_FORCE, err, sizeof(err)), RIO_OK);
+	SSL_CTX *a3 = rio_tls_ctx_new(dir_a, RIO_ROLE_SERVER, node, sizeof(node), err, sizeof(err));
+	assert_non_null(a3);
+	assert_ptr_not_equal(a3, a1);
+	assert_ptr_not_equal(a3, b1);
+	SSL_CTX *a4 = rio_tls_ctx_new(dir_a, RIO_ROLE_SERVER, node, sizeof(node), err, sizeof(err));
+	assert_ptr_equal(a4, a3);
+
+	/* rio_tls_prepare keeps a current context and rebuilds a stale one. */
+	assert_int_equal(rio_tls_prepare(dir_a, err, sizeof(err)), RIO_OK);
+	SSL_CTX *a5 = rio_tls_ctx_new(dir_a, RIO_ROLE_SERVER, node, sizeof(node), err, sizeof(err));
+	assert_ptr_equal(a5, a3);
+	SSL_CTX *c2 = rio_tls_ctx_new(dir_a, RIO_ROLE_CLIENT, node, sizeof(node), err, sizeof(err));
+	assert_non_null(c2);
+	assert_ptr_not_equal(c2, c1);
+	/* A dir without a node credential is refused, as before. */
+	assert_int_equal(rio_tls_prepare(dir_ca, err, sizeof(err)), RIO_E_CRED);
+
+	SSL_CTX *all[] = { a1, a2, c1, b1, a3, a4, a5, c2 };
+	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+		SSL_CTX_free(all[i]);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1458,6 +1505,7 @@ int main(void)
 		cmocka_unit_test(test_handshake_budget),
 		cmocka_unit_test(test_protocol_violations),
 		cmocka_unit_test(test_keepalive_and_idle),
+		cmocka_unit_test(test_tls_ctx_shared),
 	};
 
 	return cmocka_run_group_tests(tests, creds_setup, creds_teardown);
