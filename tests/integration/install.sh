@@ -189,7 +189,10 @@ pcmk_start() {
 # counts and failed actions, then its log lines about the volume resource.
 pcmk_diag() {
   on 1 crm_mon -1 --failcounts 2>&1 | tail -15 | sed 's/^/# crm_mon: /'
-  grep -E 'vol1|csvfs' "$S/pcmk/n$1/log/pacemaker.log" 2>/dev/null | tail -25 | sed 's/^/# node'"$1"' pacemaker.log: /'
+  # Every distinct message of the agent (a start loop repeats its reason each second).
+  grep -E 'volume\(vol1\)' "$S/pcmk/n$1/log/pacemaker.log" 2>/dev/null | sed 's/^.*volume(vol1)\[[0-9]*\]: *//' |
+    uniq -c | tail -15 | sed 's/^/# node'"$1"' agent: /'
+  grep -E 'vol1|csvfs' "$S/pcmk/n$1/log/pacemaker.log" 2>/dev/null | grep -v 'volume(vol1)' | tail -15 | sed 's/^/# node'"$1"' pacemaker.log: /'
   on "$1" "$SB/csvctl" status --json "$V" 2>&1 | cut -c1-600 | sed 's/^/# node'"$1"' csvctl status: /'
   on "$1" sh -c 'grep -v " debug: " /run/csvfs-pcmk.log | tail -30' 2>/dev/null | cut -c1-300 | sed 's/^/# node'"$1"' csvfs log: /'
 }
@@ -420,8 +423,11 @@ else
   check "cibadmin: the cloned ocf:csvfs:volume resource is created" \
     pcmk_cmd cibadmin --create -o resources --xml-text "$CLONE"
   all_mounted() { members_mounted 1 3 && members_mounted 2 3 && members_mounted 3 3; }
-  clone_started() { on 1 crm_resource --resource vol1-clone --locate 2>/dev/null | grep -c 'is running on' | grep -qx 3; }
-  check "Pacemaker starts the clone on all three nodes (crm_resource --locate)" wait_until 120 clone_started
+  # crm_resource --locate also counts a start still in progress: crm_mon's
+  # "Started" list says each start operation has returned.
+  clone_started() { on 1 crm_mon -1 2>/dev/null | grep -q 'Started: \[ node1 node2 node3 \]'; }
+  clone_started_or_diag() { wait_until 120 clone_started && return 0; for k in 1 2 3; do pcmk_diag "$k"; done; return 1; }
+  check "Pacemaker starts the clone on all three nodes (crm_mon: Started on each)" clone_started_or_diag
   check "…and each node has the volume mounted, three members (csvctl status)" wait_until 30 all_mounted
   check_eq "node3 reads the data through Pacemaker's mount" "$want" "$(on 3 sha256sum "$V/data" | cut -d' ' -f1)"
   old=$(node_daemons 2)
