@@ -800,37 +800,63 @@ static uint32_t pick_target(struct cluster *c, const char *name)
 	return 0;
 }
 
+/* Why a move was refused, from its errno alone: a participant that forwarded
+ * the move gets only the coordinator's errno, and must say the same. */
+static void move_refusal(int rc, const char *target, char *err, size_t errlen)
+{
+	switch (-rc) {
+	case EBUSY:
+		snprintf(err, errlen, "a snapshot is in progress on the coordinator; move after it");
+		break;
+	case EALREADY:
+		snprintf(err, errlen, "%s is already the coordinator", target[0] ? target : "this node");
+		break;
+	case ENOENT:
+		if (target[0])
+			snprintf(err, errlen, "node %s is not a live member of this volume's cluster", target);
+		else
+			snprintf(err, errlen, "no other live node to move to");
+		break;
+	case EHOSTUNREACH:
+		snprintf(err, errlen, "the coordinator could not be reached");
+		break;
+	default:
+		snprintf(err, errlen, "the coordinator refused: %s", strerror(-rc));
+	}
+}
+
+static int move_forward(struct cluster *c, const char *target)
+{
+	struct rio_writer w;
+	struct rio_reply rep;
+	struct proto_req q = { .move = { target } };
+	rio_writer_init(&w, 0);
+	proto_op(OP_MOVE)->put_req(&w, &q);
+	int rc = cluster_call_settled(c, OP_MOVE, &w, &rep);
+	rio_writer_free(&w);
+	if (rc == 0)
+		rio_reply_free(&rep);
+	return rc == -ERESTART ? -EHOSTUNREACH : rc;
+}
+
 int cluster_move(struct cluster *c, const char *target, char *err, size_t errlen)
 {
-	if (atomic_load(&c->role) != CL_COORDINATOR) {
-		struct rio_writer w;
-		struct rio_reply rep;
-		struct proto_req q = { .move = { target } };
-		rio_writer_init(&w, 0);
-		proto_op(OP_MOVE)->put_req(&w, &q);
-		int rc = cluster_call_settled(c, OP_MOVE, &w, &rep);
-		rio_writer_free(&w);
-		if (rc == 0)
-			rio_reply_free(&rep);
-		else
-			snprintf(err, errlen, "the coordinator refused or could not be reached: %s",
-				 strerror(rc == -ERESTART ? EHOSTUNREACH : -rc));
-		return rc == -ERESTART ? -EHOSTUNREACH : rc;
+	int rc = 0;
+	uint32_t id = 0;
+	if (atomic_load(&c->role) != CL_COORDINATOR)
+		rc = move_forward(c, target);
+	else if (freeze_snapshot_active(c))
+		rc = -EBUSY;
+	else if (target[0] && strcmp(target, c->o.node) == 0)
+		rc = -EALREADY;
+	else if (!(id = pick_target(c, target)))
+		rc = -ENOENT;
+	if (rc) {
+		move_refusal(rc, target, err, errlen);
+		return rc;
 	}
-	if (freeze_snapshot_active(c)) {
-		snprintf(err, errlen, "a snapshot is in progress on this coordinator; move after it");
-		return -EBUSY;
-	}
-	if (target[0] && strcmp(target, c->o.node) == 0) {
-		snprintf(err, errlen, "%s is already the coordinator", target);
-		return -EALREADY;
-	}
-	uint32_t id = pick_target(c, target);
-	if (!id) {
-		snprintf(err, errlen, target[0] ? "node %s is not a live member of this volume's cluster"
-						: "no other live node to move to%s", target);
-		return -ENOENT;
-	}
+	if (!id)
+		return 0;   /* forwarded: the coordinator moves its role */
 	pthread_mutex_lock(&c->mu);
 	c->move_request = id;
 	c->recheck = 1;

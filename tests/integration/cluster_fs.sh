@@ -301,6 +301,14 @@ for k in 1 2 3; do
   [ -s "$S/moves.node$k.err" ] && sed 's/^/#   /' "$S/moves.node$k.err" | head -5
 done
 check_fails "csvctl move to a node that is not a member is refused" on 1 "$BIN/csvctl" move node9
+# A participant forwards the move: its refusal must say why, as the coordinator's does.
+P1=node1; [ "$C1" = node1 ] && P1=node2
+err=$(on "${P1#node}" "$BIN/csvctl" move node9 2>&1)
+check_eq "…asked on participant $P1, the refusal names the node and the cause" \
+  "csvctl move: node node9 is not a live member of this volume's cluster" "$err"
+err=$(on "${P1#node}" "$BIN/csvctl" move "$C1" 2>&1)
+check_eq "csvctl move to the coordinator itself, asked on $P1: refused, saying so" \
+  "csvctl move: $C1 is already the coordinator" "$err"
 
 # ---- a partitioned node pauses; the others go on; it rejoins fresh ---------------------
 C2=$(coordinator 1); part=3; [ "$C2" = node3 ] && part=2
