@@ -5,8 +5,8 @@
 # written on node2 (qemu-io -t none, as QEMU's cache=none does), read and
 # verified on node3 as after a live migration; while it runs on node3, node1
 # is refused the disk (QEMU's own lock error); node2 redirects its I/O through
-# the coordinator on request; node3 takes a cluster-wide snapshot; then
-# csvctl status. The lab
+# the coordinator on request; the coordinator role moves while node2 writes;
+# node3 takes a cluster-wide snapshot; then csvctl status. The lab
 # stays up for you: 'build/bin/csvfs-lab exec 2' gives a shell on node2,
 # 'build/bin/csvfs-lab down' removes it.
 set -euo pipefail
@@ -51,6 +51,15 @@ on 2 "$bin/csvctl" status | grep -E '^  node2 '
 on 2 "$bin/csvctl" redirect off
 on 3 qemu-io -t none -f qcow2 -c 'read -P 0x5a 8M 1M' "$V/vm1.qcow2" | grep -v '^ops'
 echo
+echo "== the coordinator role moves while node2's VM writes 256M: the VM sees no error"
+"$lab" exec 2 -- qemu-io -t none -f qcow2 -c 'write -P 0x77 16M 256M' "$V/vm1.qcow2" >/dev/null &
+vm=$!
+sleep 0.2
+on 1 "$bin/csvctl" move
+if wait "$vm"; then echo "-- node2: the VM's write completed"; else echo "-- node2: the VM's write FAILED"; fi
+on 3 qemu-io -t none -f qcow2 -c 'read -P 0x77 16M 256M' "$V/vm1.qcow2" | grep -v '^ops'
+on 3 "$bin/csvctl" status | grep -m1 -i coordinator
+echo
 echo "== a cluster-wide snapshot from node3: freeze every node, copy the LUN, thaw;"
 echo "   the copy gets a GUID of its own (--new-guid), so it mounts beside the volume"
 snap=demo-$(date +%Y%m%d-%H%M%S)
@@ -66,6 +75,6 @@ echo "== csvctl status (asked on node2)"
 on 2 "$bin/csvctl" status
 echo
 echo "The lab stays up: '$lab exec 2' opens a shell on node2;"
-echo "'$lab exec 1 -- $bin/csvctl move node3' moves the coordinator role;"
+echo "'$lab exec 1 -- $bin/csvctl move node3' moves the coordinator role to node3;"
 echo "'$lab down' removes everything the demo created but the snapshot image"
 echo "next to the LUN ($(dirname "$lun")/$snap.img): remove it when you are done."
