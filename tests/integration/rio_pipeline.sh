@@ -13,7 +13,7 @@
 . "$(dirname "$0")/../lib.sh"
 
 LAB="$BIN/csvfs-lab"
-export CSVFS_LAB=${CSVFS_TEST_LAB:-rpipe}   # this test's own lab
+export CSVFS_LAB=${CSVFS_TEST_LAB:-rtppipe}   # this test's own lab
 unset CSVFS_BIN CSVFS_LAB_TOKEN CSVFS_LAB_DAEMON_OPTS
 V=/ClusterStorage/Volume1
 
