@@ -244,7 +244,7 @@ int cluster_call_timeout(struct cluster *c, uint16_t op, struct rio_writer *req,
 		cl_poke(c);
 		return -ERESTART;
 	}
-	int rc = rio_client_call(k->cl, op, flags, rio_writer_data(req), req->len, reply, timeout_ms);
+	int rc = rio_client_call_writer(k->cl, op, flags, req, reply, timeout_ms);
 	conn_put(c, k);
 	if (rc == RIO_OK) {
 		int status = reply->status;

@@ -193,6 +193,10 @@ static int listen_for_participants(struct cluster *c, struct rio_server **srv)
 		.cred_dir = c->o.cred_dir, .listen_addr = "0.0.0.0",
 		.handler = serve_request, .handler_arg = c, .log = conn_rio_log,
 		.priority_addr = member_addr, .priority_arg = c,
+		/* A redirected participant keeps its fio/VM queue depth of 1 MiB
+		 * transfers in flight (8 and more) besides its metadata calls and
+		 * a lock wait that holds a worker: 4 would queue them. */
+		.workers_per_conn = 12,
 	};
 	unsigned first = c->o.port ? c->o.port : CLUSTER_PORT_BASE;
 	unsigned count = c->o.port ? 1 : CLUSTER_PORT_COUNT;

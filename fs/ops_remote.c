@@ -128,7 +128,7 @@ static int send_request(struct volume *v, const struct proto_op *o, const struct
 			struct rio_reply *rep, unsigned timeout_ms)
 {
 	struct rio_writer w;
-	rio_writer_init(&w, 0);
+	rio_writer_init_frame(&w, 0);   /* sent from here, with no copy */
 	int once_op = proto_req_once(o->code, q);
 	if (once_op) {
 		struct proto_once id = once_id(o->code);

@@ -532,13 +532,9 @@ static int lun_range_checked(struct volume *v, struct minode *m, const struct pr
 	return 0;
 }
 
-/* An O_DIRECT buffer for one transfer (at most PROTO_LUN_IO_MAX). */
-static void *lun_buffer(size_t len)
-{
-	void *b = NULL;
-	return posix_memalign(&b, 4096, len) == 0 ? b : NULL;
-}
-
+/* O_DIRECT buffers are the handler thread's own (lun_thread_buffer), kept
+ * across requests: a fresh 1 MiB buffer per request costs an mmap, its page
+ * faults and a munmap. */
 static int h_lun_read(struct ctx *c, const struct proto_req *q)
 {
 	struct volume *v = c->s->v;
@@ -552,15 +548,26 @@ static int h_lun_read(struct ctx *c, const struct proto_req *q)
 		return rc;
 	void *buf = NULL;
 	rc = lun_range_checked(v, m, l, 0);
-	if (rc == 0 && !(buf = lun_buffer(len)))
+	if (rc == 0 && !(buf = lun_thread_buffer(len)))
 		rc = -ENOMEM;
 	if (rc == 0)
 		rc = lun_pread(&v->data_lun, buf, len, l->pblk * v->blocksize) ? -EIO : 0;
 	if (rc == 0)
 		reply(c, &(union proto_reply){ .lun_data = { .data = buf, .len = (uint32_t)len } });
-	free(buf);
 	minode_put(v, m);
 	return rc;
+}
+
+/* The request's data where O_DIRECT takes it: in the frame itself when rio
+ * placed it page-aligned (rio.h, struct rio_request), else in a copy. */
+static const void *lun_write_source(const struct proto_lun_io *l)
+{
+	if ((uintptr_t)l->data % 4096 == 0 && l->len % 4096 == 0)
+		return l->data;
+	void *buf = lun_thread_buffer(l->len);
+	if (buf)
+		memcpy(buf, l->data, l->len);
+	return buf;
 }
 
 static int h_lun_write(struct ctx *c, const struct proto_req *q)
@@ -573,20 +580,17 @@ static int h_lun_write(struct ctx *c, const struct proto_req *q)
 	int rc = with_minode(c, l->ino, &m);
 	if (rc)
 		return rc;
-	void *buf = NULL;
+	const void *src = NULL;
 	rc = meta_write_check(v);   /* no data written for a node after corruption either */
 	if (rc == 0)
 		rc = lun_range_checked(v, m, l, 1);
-	if (rc == 0 && !(buf = lun_buffer(l->len)))
+	if (rc == 0 && !(src = lun_write_source(l)))
 		rc = -ENOMEM;
-	if (rc == 0) {
-		memcpy(buf, l->data, l->len);
-		/* As a direct O_DIRECT write: on the LUN, not yet flushed. The node's
-		 * flush (before a commit, at fsync, after an O_DSYNC write) is a
-		 * LUN_FLUSH, which makes it durable on this same LUN. */
-		rc = lun_pwrite(&v->data_lun, buf, l->len, l->pblk * v->blocksize, 0) ? -EIO : 0;
-	}
-	free(buf);
+	/* As a direct O_DIRECT write: on the LUN, not yet flushed. The node's
+	 * flush (before a commit, at fsync, after an O_DSYNC write) is a
+	 * LUN_FLUSH, which makes it durable on this same LUN. */
+	if (rc == 0)
+		rc = lun_pwrite(&v->data_lun, src, l->len, l->pblk * v->blocksize, 0) ? -EIO : 0;
 	minode_put(v, m);
 	return rc;
 }

@@ -119,6 +119,9 @@ struct rio_writer {
 
 /* max bounds the payload; 0 means RIO_MAX_PAYLOAD. Memory grows on demand. */
 void rio_writer_init(struct rio_writer *w, size_t max);
+/* The same, with room for the frame header before the payload, so that
+ * rio_client_call_writer sends the payload from where it was written. */
+void rio_writer_init_frame(struct rio_writer *w, size_t max);
 void rio_writer_free(struct rio_writer *w);
 void rio_put_u8(struct rio_writer *w, uint8_t v);
 void rio_put_u16(struct rio_writer *w, uint16_t v);
@@ -208,6 +211,10 @@ struct rio_peer {
 	uint8_t version;      /* negotiated protocol version */
 };
 
+/* A payload of 64 KiB to 1 MiB + 64 KiB ends on a 4096-byte boundary: a
+ * trailing field of whole pages (redirected file data) can go to an O_DIRECT
+ * descriptor as it is. Handlers still check the address: other sizes are not
+ * aligned. */
 struct rio_request {
 	uint16_t op;
 	uint16_t flags;       /* RIO_F_* */
@@ -326,6 +333,12 @@ int rio_client_wait_connected(struct rio_client *cl, unsigned timeout_ms, char *
 int rio_client_call(struct rio_client *cl, uint16_t op, unsigned call_flags,
 		    const void *req, size_t req_len, struct rio_reply *reply,
 		    unsigned timeout_ms);
+/* rio_client_call with the request's payload in w, a writer from
+ * rio_writer_init_frame: the frame goes out from w's own buffer, with no
+ * copy. w is left as it was, ready for the same call again (a writer from
+ * rio_writer_init works too, through a copy). */
+int rio_client_call_writer(struct rio_client *cl, uint16_t op, unsigned call_flags,
+			   struct rio_writer *w, struct rio_reply *reply, unsigned timeout_ms);
 void rio_reply_free(struct rio_reply *reply);
 /* Copies the authenticated server node name ("" when not connected). */
 void rio_client_peer(struct rio_client *cl, char *buf, size_t len);

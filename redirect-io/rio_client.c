@@ -23,6 +23,7 @@ struct rio_call {
 	uint16_t op;
 	unsigned call_flags;
 	struct rio_blob *frame;
+	int frame_owners;      /* references to frame that are no connection's */
 	bool on_link;          /* queued on the current connection */
 	bool sent_here;        /* written whole to the current connection */
 	bool sent_earlier;     /* ...to an earlier one, which may have applied it */
@@ -103,7 +104,7 @@ static bool call_frame_exclusive(struct rio_call *call)
 	struct rio_blob *copy;
 	uint8_t *data;
 
-	if (atomic_load(&call->frame->refs) == 1)
+	if (atomic_load(&call->frame->refs) == call->frame_owners)
 		return true;
 	data = malloc(call->frame->len);
 	copy = data ? rio_blob_adopt(data, call->frame->len) : NULL;
@@ -114,6 +115,7 @@ static bool call_frame_exclusive(struct rio_call *call)
 	memcpy(data, call->frame->data, call->frame->len);
 	rio_blob_unref(call->frame);
 	call->frame = copy;
+	call->frame_owners = 1;
 	return true;
 }
 
@@ -597,30 +599,26 @@ static int run_call(struct rio_client *cl, struct rio_call *call, uint64_t deadl
 	return call->done ? call->result : RIO_E_TIMEOUT;
 }
 
-int rio_client_call(struct rio_client *cl, uint16_t op, unsigned call_flags,
-		    const void *req, size_t req_len, struct rio_reply *reply, unsigned timeout_ms)
+/* Sends frame as op's request (see rio_client_call). The call takes over the
+ * caller's reference to frame; *sent gets the call's frame back (frame
+ * itself, or its copy made for a later connection), for the caller to unref.
+ * A caller that keeps a reference of its own says so with caller_refs 1. */
+static int call_frame(struct rio_client *cl, uint16_t op, unsigned call_flags,
+		      struct rio_blob *frame, int caller_refs, struct rio_reply *reply,
+		      unsigned timeout_ms, struct rio_blob **sent)
 {
-	struct rio_hdr h = { .version = RIO_VERSION_MIN, .type = RIO_T_REQUEST, .op = op };
 	struct rio_call *call;
 	uint64_t deadline = rio_now_ms() + (timeout_ms ? timeout_ms : DEFAULT_CALL_TIMEOUT_MS);
 	int rc;
 
-	if (reply)
-		memset(reply, 0, sizeof(*reply));
-	if (req_len > RIO_MAX_PAYLOAD)
-		return RIO_E_TOOBIG;
-	if (req_len && !req)
-		return RIO_E_INVAL;
+	*sent = frame;
 	call = calloc(1, sizeof(*call));
 	if (!call)
 		return RIO_E_NOMEM;
 	call->op = op;
 	call->call_flags = call_flags;
-	call->frame = rio_frame_build(&h, req, req_len);
-	if (!call->frame) {
-		free(call);
-		return RIO_E_NOMEM;
-	}
+	call->frame = frame;
+	call->frame_owners = 1 + caller_refs;
 	rio_cond_init(&call->cv);
 	pthread_mutex_lock(&cl->lock);
 	cl->callers++;
@@ -633,9 +631,82 @@ int rio_client_call(struct rio_client *cl, uint16_t op, unsigned call_flags,
 	pthread_cond_broadcast(&cl->cv);
 	pthread_mutex_unlock(&cl->lock);
 	rio_reply_free(&call->reply);
-	rio_blob_unref(call->frame);
+	*sent = call->frame;
 	pthread_cond_destroy(&call->cv);
 	free(call);
+	return rc;
+}
+
+int rio_client_call(struct rio_client *cl, uint16_t op, unsigned call_flags,
+		    const void *req, size_t req_len, struct rio_reply *reply, unsigned timeout_ms)
+{
+	struct rio_hdr h = { .version = RIO_VERSION_MIN, .type = RIO_T_REQUEST, .op = op };
+	struct rio_blob *frame, *sent;
+	int rc;
+
+	if (reply)
+		memset(reply, 0, sizeof(*reply));
+	if (req_len > RIO_MAX_PAYLOAD)
+		return RIO_E_TOOBIG;
+	if (req_len && !req)
+		return RIO_E_INVAL;
+	frame = rio_frame_build(&h, req, req_len);
+	if (!frame)
+		return RIO_E_NOMEM;
+	rc = call_frame(cl, op, call_flags, frame, 0, reply, timeout_ms, &sent);
+	rio_blob_unref(sent);
+	return rc;
+}
+
+/* Gives w its buffer back from frame, which carried it (the caller holds
+ * one reference, the finished call's sent another): the buffer itself when
+ * no connection's queue holds it any more, else a copy of its bytes. */
+static int writer_take_back(struct rio_writer *w, struct rio_blob *frame, struct rio_blob *sent)
+{
+	if (sent == frame && atomic_load(&frame->refs) == 2) {
+		w->buf = frame->data;
+		frame->data = NULL; /* w's again */
+		return RIO_OK;
+	}
+	w->buf = malloc(frame->len);
+	if (!w->buf) {
+		w->len = w->cap = 0;
+		w->err = RIO_E_NOMEM;
+		return RIO_E_NOMEM;
+	}
+	memcpy(w->buf, frame->data, frame->len);
+	w->cap = w->len;
+	return RIO_OK;
+}
+
+int rio_client_call_writer(struct rio_client *cl, uint16_t op, unsigned call_flags,
+			   struct rio_writer *w, struct rio_reply *reply, unsigned timeout_ms)
+{
+	struct rio_hdr h = { .version = RIO_VERSION_MIN, .type = RIO_T_REQUEST, .op = op,
+			     .payload_len = (uint32_t)w->len };
+	struct rio_blob *frame, *sent;
+	int rc, back;
+
+	if (w->err)
+		return w->err;
+	if (w->head != RIO_HDR_LEN || !w->buf)
+		return rio_client_call(cl, op, call_flags, rio_writer_data(w), w->len, reply, timeout_ms);
+	if (reply)
+		memset(reply, 0, sizeof(*reply));
+	rio_hdr_encode(&h, w->buf);
+	frame = rio_blob_adopt(w->buf, RIO_HDR_LEN + w->len);
+	if (!frame)
+		return RIO_E_NOMEM;
+	w->buf = NULL;
+	rio_blob_ref(frame); /* ours: its bytes stay readable whatever the call does */
+	rc = call_frame(cl, op, call_flags, frame, 1, reply, timeout_ms, &sent);
+	back = writer_take_back(w, frame, sent);
+	rio_blob_unref(sent);
+	rio_blob_unref(frame);
+	if (back != RIO_OK && rc == RIO_OK) {
+		rio_reply_free(reply);
+		rc = back;
+	}
 	return rc;
 }
 

@@ -27,9 +27,33 @@ void rio_blob_unref(struct rio_blob *b);
 /* A frame: h (payload_len is set here) followed by a copy of payload. */
 struct rio_blob *rio_frame_build(const struct rio_hdr *h, const void *payload, size_t len);
 /* A frame whose payload was written into a writer initialised with
- * rio_writer_init_frame; takes the writer's buffer. */
+ * rio_writer_init_frame (rio.h); takes the writer's buffer. */
 struct rio_blob *rio_frame_from_writer(struct rio_hdr *h, struct rio_writer *w);
-void rio_writer_init_frame(struct rio_writer *w, size_t max);
+
+/* ---- payload buffers of received frames
+ * A payload of RIO_POOL_MIN_PAYLOAD..RIO_POOL_BUF bytes (redirected file
+ * data) is placed so that it ends on a page boundary, in a page-aligned
+ * buffer of RIO_POOL_BUF bytes that the pool keeps for reuse: a trailing field
+ * of whole pages is then ready for O_DIRECT as it is (rio.h, rio_request),
+ * and no request pays for a fresh mmap, its page faults and its munmap. Other
+ * sizes, and every payload when pool is NULL, are plain malloc/free. */
+#define RIO_PAGE_SIZE 4096u
+#define RIO_POOL_MIN_PAYLOAD (64u << 10)
+#define RIO_POOL_BUF ((1u << 20) + (64u << 10))
+#define RIO_POOL_KEEP 16 /* free buffers kept at most (17 MiB) */
+
+struct rio_bufpool {
+	pthread_mutex_t lock;
+	unsigned nfree;
+	void *free_bufs[RIO_POOL_KEEP];
+};
+
+void rio_bufpool_init(struct rio_bufpool *p);
+void rio_bufpool_destroy(struct rio_bufpool *p);
+/* NULL when out of memory. len 0 gives NULL too (no payload). */
+uint8_t *rio_payload_alloc(struct rio_bufpool *p, uint32_t len);
+/* payload from rio_payload_alloc(p, len) with the same p and len; NULL is fine. */
+void rio_payload_free(struct rio_bufpool *p, uint8_t *payload, uint32_t len);
 
 /* rio_hdr_decode, and *why names the broken rule (static string, for logs). */
 int rio_hdr_decode_why(const uint8_t *buf, size_t len, uint32_t max_payload, struct rio_hdr *out,
@@ -125,7 +149,8 @@ struct rio_txitem {
 
 struct rio_link_ops {
 	/* A complete, header-validated frame; takes ownership of payload (may be
-	 * NULL when empty). Non-zero closes the link; *why says why. */
+	 * NULL when empty; from rio_payload_alloc(rx_pool, payload_len)). Non-zero
+	 * closes the link; *why says why. */
 	int (*on_frame)(void *arg, const struct rio_hdr *h, uint8_t *payload, char *why, size_t len);
 	/* Backpressure: while true, no more frames are read. */
 	bool (*rx_blocked)(void *arg);
@@ -143,6 +168,7 @@ struct rio_link {
 	char peer[RIO_NODE_NAME_MAX + 1];
 	char claimed[RIO_NODE_NAME_MAX + 1]; /* a refused peer certificate's name, for logs */
 	uint32_t rx_max_payload;
+	struct rio_bufpool *rx_pool; /* payload memory (NULL: malloc); set after init */
 	uint8_t version; /* 0 until negotiated: then every frame must carry it */
 	unsigned keepalive_ms;
 	unsigned idle_timeout_ms;

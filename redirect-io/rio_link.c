@@ -217,7 +217,7 @@ static int rx_header_done(struct rio_link *l, bool *ready, char *why, size_t wl)
 		*ready = true;
 		return RIO_OK;
 	}
-	l->rx_payload = malloc(l->rx_hdr.payload_len);
+	l->rx_payload = rio_payload_alloc(l->rx_pool, l->rx_hdr.payload_len);
 	if (!l->rx_payload) {
 		snprintf(why, wl, "out of memory for a %u-byte frame", l->rx_hdr.payload_len);
 		return RIO_E_NOMEM;
@@ -540,7 +540,7 @@ void rio_link_close(struct rio_link *l)
 	if (l->wake_fd >= 0)
 		close(l->wake_fd);
 	l->fd = l->wake_fd = -1;
-	free(l->rx_payload);
+	rio_payload_free(l->rx_pool, l->rx_payload, l->rx_hdr.payload_len);
 	l->rx_payload = NULL;
 	pthread_mutex_destroy(&l->lock);
 }

@@ -58,6 +58,7 @@ struct rio_server {
 	pthread_t acceptor;
 	atomic_bool stopping;
 	struct rio_dedup *dedup;
+	struct rio_bufpool payloads; /* every connection's received payloads */
 	pthread_mutex_t lock;
 	struct srv_conn *conns;
 	unsigned nconns;
@@ -102,13 +103,13 @@ static int conn_on_frame(void *arg, const struct rio_hdr *h, uint8_t *payload, c
 
 	if (h->type != RIO_T_REQUEST) {
 		snprintf(why, wl, "unexpected %s frame", rio_type_name(h->type));
-		free(payload);
+		rio_payload_free(&c->srv->payloads, payload, h->payload_len);
 		return RIO_E_PROTO;
 	}
 	r = calloc(1, sizeof(*r));
 	if (!r) {
 		snprintf(why, wl, "out of memory");
-		free(payload);
+		rio_payload_free(&c->srv->payloads, payload, h->payload_len);
 		return RIO_E_NOMEM;
 	}
 	r->hdr = *h;
@@ -218,7 +219,7 @@ static void *worker_main(void *arg)
 			c->q_tail = NULL;
 		pthread_mutex_unlock(&c->lock);
 		handle_request(c, r);
-		free(r->payload);
+		rio_payload_free(&c->srv->payloads, r->payload, r->hdr.payload_len);
 		free(r);
 	}
 }
@@ -255,7 +256,7 @@ static void stop_workers(struct srv_conn *c)
 	while (r) {
 		struct srv_req *next = r->next;
 		release_charge(c, charge_tag(r->hdr.payload_len));
-		free(r->payload);
+		rio_payload_free(&c->srv->payloads, r->payload, r->hdr.payload_len);
 		free(r);
 		r = next;
 	}
@@ -293,7 +294,7 @@ static int server_hello(struct srv_conn *c, uint64_t deadline, char *why, size_t
 		rc = RIO_E_PROTO;
 	else
 		rc = rio_hello_parse(payload, h.payload_len, &hello);
-	free(payload);
+	rio_payload_free(&srv->payloads, payload, h.payload_len);
 	if (rc != RIO_OK)
 		return refuse_hello(c, RIO_E_PROTO, "expected a valid HELLO", deadline, why, wl);
 	ack = (struct rio_hello_ack){
@@ -576,8 +577,10 @@ static void accept_one(struct rio_server *srv)
 		pthread_mutex_init(&c->lock, NULL);
 		pthread_cond_init(&c->cv, NULL);
 	}
-	if (!c || rio_link_init(&c->link, fd, srv->ctx, addr, srv->cfg.max_payload) != RIO_OK ||
-	    rio_thread_spawn(&c->thread, conn_main, c) != 0) {
+	bool linked = c && rio_link_init(&c->link, fd, srv->ctx, addr, srv->cfg.max_payload) == RIO_OK;
+	if (linked)
+		c->link.rx_pool = &srv->payloads;
+	if (!linked || rio_thread_spawn(&c->thread, conn_main, c) != 0) {
 		rio_logf(&srv->log, RIO_LOG_ERR, "rio: refused %s: out of resources", addr);
 		if (c) {
 			rio_link_close(&c->link);
@@ -675,6 +678,7 @@ static void server_free(struct rio_server *srv)
 	rio_dedup_free(srv->dedup);
 	SSL_CTX_free(srv->ctx);
 	pthread_mutex_destroy(&srv->lock);
+	rio_bufpool_destroy(&srv->payloads);
 	free(srv->cred_dir);
 	free(srv);
 }
@@ -704,6 +708,7 @@ int rio_server_start(const struct rio_server_config *cfg, struct rio_server **ou
 	srv->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	srv->instance = rio_random_u64();
 	pthread_mutex_init(&srv->lock, NULL);
+	rio_bufpool_init(&srv->payloads);
 	atomic_init(&srv->stopping, false);
 	srv->dedup = rio_dedup_new(cfg->dedup_per_client, cfg->dedup_max_clients, cfg->dedup_max_bytes);
 	rio_crl_stamp_changed(srv->cred_dir, &srv->crl_seen); /* the list loaded next */

@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -116,4 +117,61 @@ void rio_sockaddr_str(const void *sa_any, char *out, size_t outlen)
 	} else {
 		snprintf(out, outlen, "?");
 	}
+}
+
+/* ---- payload buffers ------------------------------------------------------ */
+
+void rio_bufpool_init(struct rio_bufpool *p)
+{
+	pthread_mutex_init(&p->lock, NULL);
+	p->nfree = 0;
+}
+
+void rio_bufpool_destroy(struct rio_bufpool *p)
+{
+	while (p->nfree)
+		free(p->free_bufs[--p->nfree]);
+	pthread_mutex_destroy(&p->lock);
+}
+
+static bool pooled(const struct rio_bufpool *p, uint32_t len)
+{
+	return p && len >= RIO_POOL_MIN_PAYLOAD && len <= RIO_POOL_BUF;
+}
+
+uint8_t *rio_payload_alloc(struct rio_bufpool *p, uint32_t len)
+{
+	void *buf = NULL;
+
+	if (len == 0)
+		return NULL;
+	if (!pooled(p, len))
+		return malloc(len);
+	pthread_mutex_lock(&p->lock);
+	if (p->nfree)
+		buf = p->free_bufs[--p->nfree];
+	pthread_mutex_unlock(&p->lock);
+	if (!buf && posix_memalign(&buf, RIO_PAGE_SIZE, RIO_POOL_BUF) != 0)
+		return NULL;
+	return (uint8_t *)buf + RIO_POOL_BUF - len; /* ends on a page boundary */
+}
+
+void rio_payload_free(struct rio_bufpool *p, uint8_t *payload, uint32_t len)
+{
+	void *buf;
+
+	if (!payload)
+		return;
+	if (!pooled(p, len)) {
+		free(payload);
+		return;
+	}
+	buf = payload + len - RIO_POOL_BUF;
+	pthread_mutex_lock(&p->lock);
+	if (p->nfree < RIO_POOL_KEEP) {
+		p->free_bufs[p->nfree++] = buf;
+		buf = NULL;
+	}
+	pthread_mutex_unlock(&p->lock);
+	free(buf);
 }

@@ -605,6 +605,10 @@ stats3() {  # min / median / max of a column of numbers on stdin
 }
 
 mkdir -p "$(dirname "$OUT")"
+# Hand-written analysis in the old report (between the two KEPT_MARK
+# lines: "Redirected I/O: where the time goes") is carried into the new one.
+KEPT_MARK='<!-- kept by cluster.sh'
+KEPT=$(sed -n "/^$KEPT_MARK: begin -->\$/,/^$KEPT_MARK: end -->\$/p" "$OUT" 2>/dev/null)
 {
   echo "# Cluster benchmarks"
   echo
@@ -709,6 +713,7 @@ mkdir -p "$(dirname "$OUT")"
     echo "| redirected seq write ≥ 60 % of direct | $(pct "$(fiov seqwrite-redirected 3)" "$(fiov seqwrite-participant 3)") | $(verdict "$(fiov seqwrite-redirected 3)" "$(fiov seqwrite-participant 3)" 60) |"
     echo "| redirected seq read ≥ 60 % of direct | $(pct "$(fiov seqread-redirected 3)" "$(fiov seqread-participant 3)") | $(verdict "$(fiov seqread-redirected 3)" "$(fiov seqread-participant 3)" 60) |"
     echo
+    [ -n "$KEPT" ] && { echo "$KEPT"; echo; }
   fi
 
   if has_part meta; then
