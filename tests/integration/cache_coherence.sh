@@ -93,6 +93,8 @@ all_cases() {
   one_case "$a" "$b" "a truncate (ls -l)" "echo x >f" "$(lsl '$5')" "truncate -s 12345 f" "12345 "
   one_case "$a" "$b" "a write (ls -l)" "echo x >f" "$(lsl '$5')" "printf 0123456789 >>f" "12 "
   one_case "$a" "$b" "a create (ls -l)" "echo x >f" "$(lsl '$NF')" "echo abc >r2" "f r2 "
+  # a name the listing gave the kernel, looked at by name after the change
+  one_case "$a" "$b" "a rename (a name ls -l listed)" "echo x >f" "ls -ln >/dev/null; stat -c %s f 2>/dev/null || echo gone" "mv f g" gone
 }
 # lsl FIELD — a command: ls -l of the current directory, that field of each file on one line
 lsl() { echo "ls -ln | awk 'NR > 1 {printf \"%s \", $1}'"; }
