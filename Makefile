@@ -6,7 +6,7 @@
 #   make unit       the cmocka unit tests only (no root needed)
 #   make demo       format a LUN image, mount it, write and verify a VM disk
 #   make bench      benchmarks, written to docs/benchmarks.md, docs/benchmarks-cluster.md
-#                   and docs/benchmarks-snapshot.md
+#                   docs/benchmarks-snapshot.md and docs/benchmarks-attrcache.md (ls -l, memory)
 #   make soak       random operations against a model for SOAK_SECONDS (docs/testing.md)
 #   make SAN=1 ...  ASan + UBSan build (into build-san/)
 #   make CC=clang   any C11 compiler; warnings are errors under gcc and clang
@@ -115,6 +115,7 @@ bench: all $(HELPER_BIN)
 	@BUILD=$(BUILD) tests/bench/cluster.sh
 	@BUILD=$(BUILD) tests/bench/file_locks.sh
 	@BUILD=$(BUILD) tests/bench/snapshot.sh
+	@BUILD=$(BUILD) tests/bench/lsl.sh
 
 # The random_ops runs for as long as asked (SOAK_SECONDS, SOAK_OPS per role); not in check.
 soak: all $(HELPER_BIN)

@@ -371,7 +371,7 @@ int cluster_start(struct volume *v, const struct cluster_opts *o, char *err, siz
 	}
 	if (rc == 0 && (rc = freeze_start(c)) != 0)
 		snprintf(err, errlen, "cannot start the freeze thread: %s", strerror(-rc));
-	if (rc == 0 && (rc = attr_start(c)) != 0)
+	if (rc == 0 && (rc = attr_start(c, o->attr_cache_set ? o->attr_cache : ATTR_CACHE_DEFAULT)) != 0)
 		snprintf(err, errlen, "cannot start the attribute lock thread: %s", strerror(-rc));
 	if (rc == 0 && pthread_create(&c->recall_thread, NULL, layout_recall_main, c) == 0)
 		c->threads |= 1;

@@ -16,6 +16,12 @@ enum cluster_role { CL_PARTICIPANT = 1, CL_COORDINATOR = 2 };
 #define CLUSTER_PORT_BASE 7100
 #define CLUSTER_PORT_COUNT 64
 
+/* attr_cache=: the inodes whose attributes a participant caches at most, its
+ * kernel and its daemon (docs/cluster.md "Attribute caching"); 8192 groups
+ * of 64 by default, each at most about 6.5 KiB of the daemon's memory. */
+#define ATTR_CACHE_DEFAULT 524288
+#define ATTR_CACHE_MAX 4194304
+
 struct cluster_opts {
 	char node[64];              /* this node's name (its certificate's) */
 	uint32_t nodeid;            /* corosync nodeid, for checking */
@@ -30,6 +36,9 @@ struct cluster_opts {
 	unsigned coord_wait_ms;     /* how long a request waits for a coordinator */
 	unsigned lock_timeout_ms;   /* a lock wait's bound, raised to outlast a dead
 	                             * holder's fencing (0: LOCK_TIMEOUT_MS) */
+	unsigned attr_cache;        /* attr_cache=: inodes whose attributes a participant
+	                             * caches at most (kernel and daemon; 0: none) */
+	int attr_cache_set;         /* else ATTR_CACHE_DEFAULT */
 };
 
 /* The node's redirect-io credential is usable and names this node. */
@@ -86,6 +95,18 @@ int cluster_entries_cacheable(struct cluster *c, ext2_ino_t dir, uint64_t mark);
  * (before the FUSE session goes). */
 void cluster_attr_set_inval(struct cluster *c, void (*inval)(void *arg, ext2_ino_t ino, uint32_t gen),
 			    void (*inval_entries)(void *arg), void *arg);
+/* The daemon's own copies (a participant's): of the attributes a
+ * readdirplus brought (d[0..n), asked for after mark), keep those whose
+ * group's PR was held before mark and still is; ask for the others' locks,
+ * and for dir's (for its names). Returns how many wait for a lock asked for
+ * (0 on a coordinator, with caching off, or at the attr_cache bound). A recall drops the copies with the
+ * kernel's. */
+size_t cluster_attr_keep(struct cluster *c, ext2_ino_t dir, const struct meta_dirent *d, size_t n,
+			 uint64_t mark);
+/* Waits until no PR asked for is still waiting, at most ms. */
+void cluster_attr_wait_asked(struct cluster *c, unsigned ms);
+/* 1 and *out: the daemon's copy of ino's attributes, under its held lock. */
+int cluster_attr_cached(struct cluster *c, ext2_ino_t ino, struct meta_attr *out);
 /* Coordinator, under the engine's lock, before ino's attributes change:
  * every other node's cached copy goes (0, or -EIO when they would not give
  * it up). */

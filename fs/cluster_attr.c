@@ -48,6 +48,11 @@ struct attr_lock {
 	uint64_t has;                    /* PR: the kernel asked for gen's attributes, no forget since */
 	int dir;                         /* PR: held for a directory's entries */
 	int dropping;                    /* the drop thread waits for replies: cache nothing more */
+	/* PR: the daemon's own copies (cluster_attr_keep), of the inodes in
+	 * cached: what a readdirplus brought, so that the kernel's getattr of
+	 * each name after it costs no round trip. Allocated on first use. */
+	struct meta_attr *attrs;
+	uint64_t cached;
 };
 
 struct attr_drop {
@@ -92,6 +97,15 @@ static void unchain(struct attr_cache *a, struct attr_lock *e)
 		else
 			a->npr--;
 	}
+}
+
+/* Under a->mu: the daemon's copies of e's inodes go. */
+static void forget_copies(struct attr_cache *a, struct attr_lock *e)
+{
+	a->ncached -= (unsigned)__builtin_popcountll(e->cached);
+	e->cached = 0;
+	free(e->attrs);
+	e->attrs = NULL;
 }
 
 /* Under a->mu: the drop thread releases the lock of that token. */
@@ -225,7 +239,7 @@ static void cool(struct attr_cache *a, uint32_t grp)
 static void attr_want(struct cluster *c, uint32_t grp)
 {
 	struct attr_cache *a = &c->attr;
-	if (!find_grp(a, 0, grp) && a->npr < ATTR_PR_MAX && !cooling(a, grp))
+	if (!find_grp(a, 0, grp) && a->npr < a->pr_max && !cooling(a, grp))
 		attr_request(c, grp, 0);
 }
 
@@ -404,6 +418,87 @@ void cluster_attr_prefetch(struct cluster *c, ext2_ino_t ino)
 	pthread_mutex_unlock(&a->mu);
 }
 
+/* ---- the daemon's copies ------------------------------------------------------- */
+
+/* Under a->mu: grp's PR is asked for (now, unless held, cooling or over
+ * the bound) and not granted yet. */
+static int asked(struct cluster *c, uint32_t grp)
+{
+	attr_want(c, grp);
+	struct attr_lock *e = find_grp(&c->attr, 0, grp);
+	return e && e->state == ATTR_WAITING;
+}
+
+/* Under a->mu: keeps a copy of x's attributes if its group's PR is usable
+ * under mark. 1 if kept, -1 if its lock is asked for, else 0. */
+static int keep_one(struct cluster *c, const struct meta_attr *x, uint64_t mark)
+{
+	struct attr_cache *a = &c->attr;
+	uint32_t grp = GROUP(x->ino);
+	struct attr_lock *e = usable(a, grp, mark);
+	if (!e)
+		return asked(c, grp) ? -1 : 0;
+	if (!e->attrs && !(e->attrs = calloc(ATTR_GROUP, sizeof(*e->attrs))))
+		return 0;
+	unsigned slot = (unsigned)(x->ino % ATTR_GROUP);
+	if (!(e->cached & SLOT_BIT(x->ino)))
+		a->ncached++;
+	e->attrs[slot] = *x;
+	e->cached |= SLOT_BIT(x->ino);
+	return 1;
+}
+
+size_t cluster_attr_keep(struct cluster *c, ext2_ino_t dir, const struct meta_dirent *d, size_t n,
+			 uint64_t mark)
+{
+	struct attr_cache *a = &c->attr;
+	if (atomic_load(&c->role) != CL_PARTICIPANT)
+		return 0;
+	pthread_mutex_lock(&a->mu);
+	size_t missed = 0;
+	if (a->inval && !a->stopping) {
+		if (a->inval_entries && !usable(a, GROUP(dir), mark) && asked(c, GROUP(dir)))
+			missed++;
+		for (size_t i = 0; i < n; i++)
+			if (d[i].has_attr && d[i].attr.ino == d[i].ino && keep_one(c, &d[i].attr, mark) < 0)
+				missed++;
+	}
+	pthread_mutex_unlock(&a->mu);
+	return missed;
+}
+
+void cluster_attr_wait_asked(struct cluster *c, unsigned ms)
+{
+	struct attr_cache *a = &c->attr;
+	uint64_t until = cl_now_ms() + ms;
+	pthread_mutex_lock(&a->mu);
+	for (;;) {
+		unsigned waiting = 0;
+		for (unsigned b = 0; b < ATTR_BUCKETS && !waiting; b++)
+			for (struct attr_lock *e = a->pr[b]; e && !waiting; e = e->next)
+				waiting = e->state == ATTR_WAITING;
+		if (!waiting || cl_now_ms() >= until)
+			break;
+		struct timespec dl = cl_deadline_in(10);
+		pthread_cond_timedwait(&a->cv, &a->mu, &dl);
+	}
+	pthread_mutex_unlock(&a->mu);
+}
+
+int cluster_attr_cached(struct cluster *c, ext2_ino_t ino, struct meta_attr *out)
+{
+	struct attr_cache *a = &c->attr;
+	if (atomic_load(&c->role) != CL_PARTICIPANT || !a->running)
+		return 0;
+	pthread_mutex_lock(&a->mu);
+	struct attr_lock *e = find_grp(a, 0, GROUP(ino));
+	int hit = e && !e->dropping && e->state == ATTR_GRANTED && (e->cached & SLOT_BIT(ino));
+	if (hit)
+		*out = e->attrs[ino % ATTR_GROUP];
+	pthread_mutex_unlock(&a->mu);
+	return hit;
+}
+
 /* ---- the drop thread ---------------------------------------------------------- */
 
 static void attr_drop_one(struct cluster *c, uint64_t token)
@@ -417,6 +512,7 @@ static void attr_drop_one(struct cluster *c, uint64_t token)
 		return;   /* an older request's, or already gone */
 	}
 	e->dropping = 1;   /* no reply may be cached under it from now on */
+	forget_copies(a, e);
 	uint64_t until = cl_now_ms() + 2000;
 	while ((e->replying || !e->lk) && cl_now_ms() < until) {
 		struct timespec dl = cl_deadline_in(20);
@@ -470,9 +566,10 @@ static void *attr_drop_main(void *arg)
 	return NULL;
 }
 
-int attr_start(struct cluster *c)
+int attr_start(struct cluster *c, unsigned max_inodes)
 {
 	struct attr_cache *a = &c->attr;
+	a->pr_max = (max_inodes + ATTR_GROUP - 1) / ATTR_GROUP;
 	pthread_mutex_init(&a->mu, NULL);
 	pthread_cond_init(&a->cv, NULL);
 	int rc = pthread_create(&a->thread, NULL, attr_drop_main, c);
@@ -506,6 +603,7 @@ void attr_stop(struct cluster *c)
 				struct attr_lock *e = *chain;
 				*chain = e->next;
 				lockres_retire(e->res, -1);   /* freed with the lockspace */
+				forget_copies(a, e);
 				free(e);
 			}
 		}
@@ -517,9 +615,10 @@ size_t attr_status_json(struct cluster *c, char *out, size_t len)
 	pthread_mutex_lock(&a->mu);
 	int n = snprintf(out, len,
 			 ",\"attr_locks\":{\"pr\":%u,\"ex\":%u,\"recalls\":%llu,\"ex_requests\":%llu,"
-			 "\"ex_waits\":%llu}",
+			 "\"ex_waits\":%llu,\"pr_max\":%u,\"cached\":%u,\"cached_max\":%u}",
 			 a->npr, a->nex, (unsigned long long)a->recalls,
-			 (unsigned long long)a->ex_requests, (unsigned long long)a->ex_waits);
+			 (unsigned long long)a->ex_requests, (unsigned long long)a->ex_waits, a->pr_max,
+			 a->ncached, a->pr_max * ATTR_GROUP);
 	pthread_mutex_unlock(&a->mu);
 	return n < 0 ? 0 : (size_t)n >= len ? len - 1 : (size_t)n;
 }

@@ -143,7 +143,6 @@ struct freeze {
  * changed. */
 #define ATTR_GROUP 64          /* inode numbers per lock (bits of a uint64_t) */
 #define ATTR_BUCKETS 4096
-#define ATTR_PR_MAX 16384      /* groups a participant caches at most */
 #define ATTR_EX_MAX 16384      /* EX the coordinator keeps at most */
 #define ATTR_COOLDOWN_MS 1000  /* a recalled group is not asked for again sooner */
 #define ATTR_COOLDOWN_SLOTS 1024
@@ -155,6 +154,8 @@ struct attr_cache {
 	pthread_cond_t cv;
 	struct attr_lock *pr[ATTR_BUCKETS], *ex[ATTR_BUCKETS];
 	unsigned npr, nex;
+	unsigned pr_max;                 /* groups a participant caches at most (attr_cache=) */
+	unsigned ncached;                /* inodes whose attributes the daemon keeps a copy of */
 	uint64_t seq;                    /* grants so far: a grant's number orders it */
 	struct attr_drop *drops;         /* locks the drop thread is to release */
 	/* The front end's: drops the kernel's cached attributes of a node id. */
@@ -363,7 +364,8 @@ void layout_drop_all(struct cluster *c);
 /* ---- cluster_attr.c: attribute locks -------------------------------------- */
 
 /* The drop thread (0 or a negative errno); at stop every lock goes. */
-int attr_start(struct cluster *c);
+/* max_inodes: attr_cache=, rounded up to groups; 0 caches nothing. */
+int attr_start(struct cluster *c, unsigned max_inodes);
 void attr_stop(struct cluster *c);
 /* Adds the attribute locks to csvctl status's JSON (",\"attr_locks\":{...}"). */
 size_t attr_status_json(struct cluster *c, char *out, size_t len);

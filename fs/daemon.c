@@ -63,6 +63,8 @@ static void usage(FILE *to)
 		"     lock_timeout=MS    how long a request waits for a lock a live node holds,\n"
 		"                        then EIO (30000; a dead holder's fencing is waited out)\n"
 		"     pause_timeout=MS   while quorum is lost, hold requests this long, then EIO (60000)\n"
+		"     attr_cache=N     a participant caches the attributes of at most N inodes\n"
+		"                        (kernel and daemon, in groups of 64; 0 none; 524288)\n"
 		"     path_timeout=MS    a data transfer on this node's LUN path not done in MS is a\n"
 		"                        path failure: redirect through the coordinator (5000; 0 off)\n"
 		"  -o ro           read-only\n"
@@ -156,6 +158,10 @@ static int parse_cluster_option(struct daemon_opts *d, const char *o)
 		return number_value(&d->co.pause_timeout_ms, o, v, 86400000);
 	if (KEY("path_timeout"))
 		return number_value(&d->path_timeout_ms, o, v, 600000);
+	if (KEY("attr_cache")) {
+		d->co.attr_cache_set = 1;
+		return number_value(&d->co.attr_cache, o, v, ATTR_CACHE_MAX);
+	}
 	if (KEY("coord_wait"))
 		return number_value(&d->co.coord_wait_ms, o, v, 86400000);
 #undef KEY

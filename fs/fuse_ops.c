@@ -194,6 +194,10 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
 		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
 	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;    /* other nodes must see writes */
+	/* every chunk of a listing with attributes, not the first alone: `ls -l`
+	 * reads the whole directory before its first stat, and a participant
+	 * answers readdirplus from one listing (op_opendir) */
+	conn->want &= ~FUSE_CAP_READDIRPLUS_AUTO;
 	/* file locks are ours, cluster-wide (fs/fuse_locks.c) */
 	conn->want |= conn->capable & (FUSE_CAP_POSIX_LOCKS | FUSE_CAP_FLOCK_LOCKS);
 	conn->max_write = 1u << 20;
@@ -594,7 +598,32 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
 struct dir_handle {
 	struct meta_dirent *d;
 	size_t n;
+	uint64_t mark;        /* attr_mark before the listing */
 };
+
+/* A participant's listing of a directory whose names' locks it did not hold
+ * (at least this many): it asks for them, waits for the grants (bounded) and
+ * lists again under them — one more round trip, and then the kernel's
+ * getattr of each name is answered by the daemon's copy (cluster_attr_keep),
+ * not by a round trip per name. */
+#define RELIST_MISSED_MIN 8
+#define RELIST_WAIT_MS 1000
+
+static int list_dir(struct volume *v, ext2_ino_t dir, struct dir_handle *dh)
+{
+	dh->mark = attr_mark(v);
+	int rc = fsop_readdir(v, dir, &dh->d, &dh->n);
+	if (rc || !v->cluster || cluster_attr_keep(v->cluster, dir, dh->d, dh->n, dh->mark) < RELIST_MISSED_MIN)
+		return rc;
+	cluster_attr_wait_asked(v->cluster, RELIST_WAIT_MS);
+	struct dir_handle again = { .mark = attr_mark(v) };
+	if (fsop_readdir(v, dir, &again.d, &again.n) != 0)
+		return 0;   /* the first listing stands */
+	meta_free_dirents(dh->d, dh->n);
+	*dh = again;
+	cluster_attr_keep(v->cluster, dir, dh->d, dh->n, dh->mark);
+	return 0;
+}
 
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
@@ -604,7 +633,7 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		return;
 	}
 	/* A snapshot at open: offsets stay stable while the directory changes. */
-	int rc = fsop_readdir(vol(req), to_ext(ino), &dh->d, &dh->n);
+	int rc = list_dir(vol(req), to_ext(ino), dh);
 	if (rc) {
 		free(dh);
 		fuse_reply_err(req, -rc);
@@ -618,11 +647,14 @@ static void do_readdir(fuse_req_t req, fuse_ino_t dir, size_t size, off_t off,
 		       struct fuse_file_info *fi, int plus)
 {
 	struct dir_handle *dh = (struct dir_handle *)(uintptr_t)fi->fh;
+	struct volume *v = vol(req);
 	char *buf = malloc(size);
 	if (!buf) {
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
+	/* the names, under the directory's lock held since before the listing */
+	int dir_held = plus && v->cluster && cluster_entries_cacheable(v->cluster, to_ext(dir), dh->mark);
 	size_t used = 0;
 	for (size_t i = (size_t)off; i < dh->n; i++) {
 		const struct meta_dirent *d = &dh->d[i];
@@ -630,12 +662,15 @@ static void do_readdir(fuse_req_t req, fuse_ino_t dir, size_t size, off_t off,
 		if (plus) {
 			struct fuse_entry_param e = { 0 };
 			struct meta_attr a = d->attr;
-			if (!d->has_attr && fsop_getattr(vol(req), (ext2_ino_t)d->ino, &a) != 0)
+			if (!d->has_attr && fsop_getattr(v, (ext2_ino_t)d->ino, &a) != 0)
 				continue; /* removed since the snapshot */
 			e.ino = tell_id(req, &a, dir, d->name, 0);
 			e.generation = a.generation;
+			/* the attributes not: the kernel may make a new inode of
+			 * them, which a recall could miss (cluster_attr_cacheable);
+			 * its getattr finds the daemon's copy */
 			e.attr_timeout = ATTR_TIMEOUT(req);
-			e.entry_timeout = ENTRY_TIMEOUT(req);
+			e.entry_timeout = dir_held ? ATTR_CACHE_S : ENTRY_TIMEOUT(req);
 			attr_to_stat(&a, &e.attr);
 			need = fuse_add_direntry_plus(req, buf + used, size - used, d->name, &e, (off_t)i + 1);
 		} else {
@@ -647,6 +682,8 @@ static void do_readdir(fuse_req_t req, fuse_ino_t dir, size_t size, off_t off,
 		used += need;
 	}
 	fuse_reply_buf(req, buf, used);
+	if (dir_held)
+		cluster_attr_replied(v->cluster, to_ext(dir));
 	free(buf);
 }
 

@@ -11,6 +11,7 @@
 #include "fs/ops.h"
 #include "fs/proto.h"
 #include "fs/iostate.h"
+#include "fs/cluster.h"
 
 #include <errno.h>
 #include <linux/falloc.h>
@@ -218,6 +219,9 @@ static int r_getattr(struct volume *v, ext2_ino_t ino, struct meta_attr *out)
 		minode_put(v, m);
 	if (rc)
 		return rc;
+	/* a file not open here: the copy a readdirplus left under its lock */
+	if (!m && v->cluster && cluster_attr_cached(v->cluster, ino, out))
+		return 0;
 	struct proto_req q = { .inode = { ino } };
 	return call_attr(v, OP_GETATTR, &q, out);
 }
