@@ -47,6 +47,8 @@ struct journal {
 	struct journal_log_extent *log_map;
 	size_t log_map_len;
 	unsigned char *jsb_raw;        /* journal superblock block, UNIT-aligned */
+	struct jbd2_superblock jsb;    /* as last written: a commit rewrites it unread */
+	unsigned char *log_stage;      /* LOG_STAGE_UNITS * UNIT, aligned: log blocks gathered */
 	uint32_t next_sequence;
 	size_t commit_threshold;       /* dirty blocks that ask for a commit */
 	void (*commit_hint)(void *arg);
