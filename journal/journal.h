@@ -54,7 +54,9 @@ int journal_flush(struct journal *j);
 struct journal_txn;
 int journal_commit_prepare(struct journal *j, struct journal_txn **txn, uint64_t *wait_id);
 int journal_commit_finish(struct journal *j, struct journal_txn *txn, uint64_t wait_id);
-/* The last transaction id that is durable. */
+/* The last transaction id that is durable and written home (what a block it
+ * freed may be reused after: no home write of it is left to come). Waits for
+ * the home writes of a durable transaction still under way. */
 uint64_t journal_durable_id(struct journal *j);
 
 /* ---- the JBD2 journal --------------------------------------------------- */

@@ -29,6 +29,8 @@
 #include <time.h>
 #include <unistd.h>
 
+static void start_home_writer(struct journal *j);
+
 static int map_log_block(const struct journal_log_extent *m, size_t n, uint32_t lb, uint64_t *lun)
 {
 	for (size_t i = 0; i < n; i++) {
@@ -262,6 +264,7 @@ int journal_attach(struct journal *j, const struct journal_log *log,
 		j->commit_hint = commit_hint;
 		j->commit_hint_arg = hint_arg;
 		j->attached = 1;
+		start_home_writer(j);
 	}
 	pthread_mutex_unlock(&j->lock);
 	if (rc) {
@@ -366,8 +369,99 @@ static int write_home(struct journal *j, const struct journal_txn *t)
 	return 0;
 }
 
+/* A transaction's end: its blocks unpinned (put back to dirty when it did
+ * not reach the log), and the next transaction may start. */
+static void txn_done(struct journal *j, struct journal_txn *t, int logged, int rc)
+{
+	pthread_mutex_lock(&j->lock);
+	if (logged) {
+		j->next_sequence++;
+		if (j->last_durable < t->id)
+			j->last_durable = t->id;
+	}
+	for (size_t i = 0; i < t->n; i++) {
+		struct cache_entry *e = t->entries[i];
+		if (rc && !e->dirty && !e->forget_on_unpin)
+			mark_dirty(j, e);   /* not committed, or not home: it belongs to the next try */
+		if (--e->pinned == 0 && e->forget_on_unpin)
+			cache_remove_entry(j, e);
+	}
+	j->last_finished = t->id;
+	pthread_cond_broadcast(&j->finished_cond);
+	pthread_mutex_unlock(&j->lock);
+	txn_destroy(t);
+}
+
+static void *home_writer_main(void *arg)
+{
+	struct journal *j = arg;
+	pthread_mutex_lock(&j->lock);
+	for (;;) {
+		while (!j->home_txn && !j->home_stop)
+			pthread_cond_wait(&j->home_cond, &j->lock);
+		struct journal_txn *t = j->home_txn;
+		if (!t)
+			break;
+		j->home_txn = NULL;   /* before txn_done lets the next one hand over */
+		pthread_mutex_unlock(&j->lock);
+		int rc = write_home(j, t);
+		if (rc)
+			jlog(j, 3, "journal: writing transaction %llu home to %s failed: its blocks go "
+			     "into the next transaction", (unsigned long long)t->id, j->lun_path);
+		txn_done(j, t, 1, rc);
+		pthread_mutex_lock(&j->lock);
+	}
+	pthread_mutex_unlock(&j->lock);
+	return NULL;
+}
+
+/* Under j->lock. No thread: home writes stay on the committing caller. */
+static void start_home_writer(struct journal *j)
+{
+	if (j->home_running)
+		return;
+	j->home_stop = 0;
+	if (pthread_create(&j->home_thread, NULL, home_writer_main, j) == 0)
+		j->home_running = 1;
+	else
+		jlog(j, 4, "journal: no home writer thread for %s: commits write home themselves",
+		     j->lun_path);
+}
+
+void txn_stop_home_writer(struct journal *j)
+{
+	pthread_mutex_lock(&j->lock);
+	int running = j->home_running;
+	j->home_stop = 1;
+	pthread_cond_broadcast(&j->home_cond);
+	pthread_mutex_unlock(&j->lock);
+	if (running)
+		pthread_join(j->home_thread, NULL);   /* it takes a handed-over one first */
+	j->home_running = 0;
+}
+
+/* A durable transaction's home writes to the home writer: 1 if handed over. */
+static int hand_home(struct journal *j, struct journal_txn *t)
+{
+	pthread_mutex_lock(&j->lock);
+	int ok = j->home_running && !j->home_stop && !j->home_txn;
+	if (ok) {
+		j->last_durable = t->id;
+		j->home_txn = t;
+		pthread_cond_signal(&j->home_cond);
+		pthread_cond_broadcast(&j->finished_cond);   /* waiters for durability */
+	}
+	pthread_mutex_unlock(&j->lock);
+	return ok;
+}
+
 /* Transactions finish one at a time in the order they were prepared: a block
- * in two transactions must reach home in its newer version. */
+ * in two transactions must reach home in its newer version, and the previous
+ * one's home writes must be durable (this one's first flush) before this one
+ * overwrites its log. The caller is answered once the commit block is
+ * durable; the home writes (one LUN write per run of adjacent blocks, about
+ * as many as the log write and two flushes together) follow on the home
+ * writer, off the reply's path. */
 int txn_finish(struct journal *j, struct journal_txn *t)
 {
 	pthread_mutex_lock(&j->lock);
@@ -381,23 +475,12 @@ int txn_finish(struct journal *j, struct journal_txn *t)
 	int rc = lun_flush(&io);
 	if (rc == 0)
 		rc = write_log(j, &io, t, seq);
-	if (rc == 0)
+	int logged = rc == 0;
+	if (logged && hand_home(j, t))
+		return 0;
+	if (logged)
 		rc = write_home(j, t);
-
-	pthread_mutex_lock(&j->lock);
-	if (rc == 0)
-		j->next_sequence++;
-	for (size_t i = 0; i < t->n; i++) {
-		struct cache_entry *e = t->entries[i];
-		if (rc && !e->dirty && !e->forget_on_unpin)
-			mark_dirty(j, e);   /* not committed: it belongs to the next try */
-		if (--e->pinned == 0 && e->forget_on_unpin)
-			cache_remove_entry(j, e);
-	}
-	j->last_finished = t->id;
-	pthread_cond_broadcast(&j->finished_cond);
-	pthread_mutex_unlock(&j->lock);
-	txn_destroy(t);
+	txn_done(j, t, logged, rc);
 	return rc;
 }
 
