@@ -139,6 +139,15 @@ enum {
 int lun_pread(const struct lun *l, void *buf, size_t len, uint64_t off);
 int lun_pwrite(const struct lun *l, const void *buf, size_t len, uint64_t off, unsigned flags);
 
+/* Which LUN writes of this process a flush covered, so that a commit skips a
+ * flush with nothing to make durable: take a mark before a flush of the LUN
+ * (all descriptors of the process are on one LUN) and hand it back once the
+ * flush succeeded; lun_writes_flushed_all() is 1 when every write ended
+ * before such a flush began and none is under way (or given up on). */
+uint64_t lun_writes_mark(void);
+void lun_writes_flushed(uint64_t mark);
+int lun_writes_flushed_all(void);
+
 /* Path failure (design.md §7): 1 when err (a negative errno from the calls
  * above, or a positive errno) says the path to the LUN is gone — EIO, ENXIO,
  * ENODEV, ETIMEDOUT — rather than something about the request. A closed

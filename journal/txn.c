@@ -4,7 +4,8 @@
  *
  *   1. flush the LUN: file data written before the commit (whose unwritten ->
  *      written conversion this transaction may hold) and the previous
- *      transaction's home writes become durable;
+ *      transaction's home writes become durable (skipped when no LUN write
+ *      came since the flush the home writer makes after its home writes);
  *   2. journal superblock -> (s_start = first, s_sequence = this id); the
  *      transaction's revoke/descriptor/data blocks; flush; commit block; flush
  *      — now the transaction is durable and the caller may be acknowledged.
@@ -12,7 +13,8 @@
  *      as one write (log blocks are gathered until a flush or a gap), and the
  *      superblock is not read back first: a participant's create waits for
  *      this, and each LUN write costs about as much as a flush;
- *   3. write the blocks home (not flushed: step 1 of the next commit does it).
+ *   3. write the blocks home, on the home writer thread once the caller has
+ *      its answer, then flush (step 1 of the next commit, done early).
  *
  * The log holds one transaction at a time, so replay after a crash rewrites
  * blocks that are either already home or about to be: it is idempotent and
@@ -115,10 +117,12 @@ static int lun_flush(void *ctx)
 	int rc = stage_write(io);   /* a flush orders what was written before it */
 	if (rc)
 		return rc;
+	uint64_t mark = lun_writes_mark();
 	if (fdatasync(io->j->fd) != 0) {
 		jlog(io->j, 3, "journal: flush of %s failed: %s", io->j->lun_path, strerror(errno));
 		return -EIO;
 	}
+	lun_writes_flushed(mark);
 	return 0;
 }
 
@@ -408,6 +412,11 @@ static void *home_writer_main(void *arg)
 		if (rc)
 			jlog(j, 3, "journal: writing transaction %llu home to %s failed: its blocks go "
 			     "into the next transaction", (unsigned long long)t->id, j->lun_path);
+		/* The next commit's first flush, done here off its path (a
+		 * failure is logged; that commit then flushes itself). */
+		struct log_io io = { j, NULL, 0, NULL, NULL, 0, 0 };
+		if (rc == 0)
+			lun_flush(&io);
 		txn_done(j, t, 1, rc);
 		pthread_mutex_lock(&j->lock);
 	}
@@ -471,8 +480,11 @@ int txn_finish(struct journal *j, struct journal_txn *t)
 	struct log_io io = { j, j->log_map, j->log_map_len, j->jsb_raw, NULL, 0, 0 };
 	pthread_mutex_unlock(&j->lock);
 
-	/* j->jsb_raw is used only by the one finishing transaction. */
-	int rc = lun_flush(&io);
+	/* j->jsb_raw is used only by the one finishing transaction. The first
+	 * flush (file data before a commit that may convert it, the previous
+	 * transaction's home writes before its log is overwritten) is skipped
+	 * when no LUN write came since the home writer's flush. */
+	int rc = lun_writes_flushed_all() ? 0 : lun_flush(&io);
 	if (rc == 0)
 		rc = write_log(j, &io, t, seq);
 	int logged = rc == 0;
