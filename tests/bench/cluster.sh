@@ -614,6 +614,12 @@ stats3() {  # min / median / max of a column of numbers on stdin
 }
 
 mkdir -p "$(dirname "$OUT")"
+# Hand-written analysis kept across runs: the blocks of the old report between a
+# "<!-- kept: NAME -->" line and a "<!-- /kept -->" line go into the new one, after part 2.
+KEPT=$S/kept.md
+: >"$KEPT"
+[ -f "$OUT" ] && awk '/^<!-- kept: /{ k = 1 } k { print } /^<!-- \/kept -->/{ k = 0 }' "$OUT" >"$KEPT"
+
 {
   echo "# Cluster benchmarks"
   echo
@@ -775,6 +781,9 @@ mkdir -p "$(dirname "$OUT")"
     echo "| aggregate creates/s, $AGG_PARTS participants at once / 1 participant ≥ 2× | $(awk -v a="$agg" -v b="${single:-0}" 'BEGIN{ if (b > 0) printf "%.2f×", a / b; else print "n/a" }') | $(verdict "$agg" "${single:-0}" 200) |"
     echo
   fi
+
+  # the hand-written analysis of the old report, kept (see KEPT above)
+  [ -s "$KEPT" ] && { cat "$KEPT"; echo; }
 
   if has_part locks; then
     echo "## 3. Lock latency: dlm-glue (cpg backend)"
