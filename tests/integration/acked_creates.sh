@@ -20,11 +20,14 @@ FILES=600
 on() { local k=$1; shift; timeout 120 "$LAB" exec "$k" -- "$@"; }
 coordinator() { on "$1" "$CTL" status --json "$V" 2>/dev/null | sed -n 's/.*"coordinator":"node\([0-9]\)".*/\1/p'; }
 acked() { [ -f "$1" ] && wc -l <"$1" || echo 0; }
+# coordinator_other_than C K — node K names a coordinator, and not node C
+coordinator_other_than() { local now; now=$(coordinator "$2"); [ -n "$now" ] && [ "$now" != "$1" ]; }
 LUN=$S/lun.img
 "$LAB" up -n 3 --lun "$LUN" --size 512M >"$S/up.out" 2>&1; rc=$?
 check_eq "lab up: 3 nodes" 0 "$rc"
 [ "$rc" -eq 0 ] || { sed 's/^/# /' "$S/up.out"; finish; exit; }
-check "a coordinator is known" wait_until 30 sh -c "[ -n \"\$('$LAB' exec 1 -- '$CTL' status --json '$V' 2>/dev/null | sed -n 's/.*\"coordinator\":\"node\\([0-9]\\)\".*/\\1/p')\" ]"
+known_coordinator() { [ -n "$(coordinator 1)" ]; }
+check "a coordinator is known" wait_until 30 known_coordinator
 
 # creator K DIR LOG — on node K, creates DIR/f0.. f(FILES-1), appending each
 # name to LOG (a host file) once its create and close returned; stops at the
@@ -57,7 +60,7 @@ for round in 1 2 3; do
   wait "$cpid"; rc=$?
   check_eq "round $round: node$p's creates all succeed across the kill" "0 $FILES" "$rc $(acked "$log")"
   [ "$rc" -eq 0 ] || sed 's/^/# /' "$S/creator.$round.out"
-  check "round $round: another node took over" wait_until 40 sh -c "c=\$('$LAB' exec $p -- '$CTL' status --json '$V' 2>/dev/null | sed -n 's/.*\"coordinator\":\"node\\([0-9]\\)\".*/\\1/p'); [ -n \"\$c\" ] && [ \"\$c\" != $c ]"
+  check "round $round: another node took over" wait_until 40 coordinator_other_than "$c" "$p"
   "$LAB" start "$c" csvfs >"$S/start.out" 2>&1 || sed 's/^/# /' "$S/start.out"
   check "round $round: node$c's daemon restarts and sees the volume" wait_until 40 on "$c" test -d "$V/lost+found"
   sort "$log" >"$S/want.$round"
