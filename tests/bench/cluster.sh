@@ -654,7 +654,7 @@ KEPT=$S/kept.md
   echo
   echo "Knobs of this run: BENCH_SIZE_MB=$SIZE_MB BENCH_RUNTIME=$RT BENCH_RAMP=$RAMP BENCH_SEQ_QD=$SEQ_QD"
   echo "BENCH_META_COUNT=$META_COUNT BENCH_META_MS=$META_MS BENCH_LOCK_COUNT=$LOCK_COUNT BENCH_PP_ROUNDS=$PP_ROUNDS"
-  echo "BENCH_TAKEOVER_ROUNDS=$TK_ROUNDS BENCH_NODES=\"$NODES_LIST\"."
+  echo "BENCH_TAKEOVER_ROUNDS=$TK_ROUNDS BENCH_NODES=\"$NODES_LIST\" BENCH_AGG_PARTICIPANTS=$AGG_PARTS."
   echo
   echo "Phase times (s): $(for k in "${!PHASE_MS[@]}"; do echo "$k $(( PHASE_MS[$k] / 1000 ))"; done | sort | awk '{ printf "%s%s %s", (NR > 1 ? ", " : ""), $1, $2 }')."
   echo
