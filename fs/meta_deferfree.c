@@ -58,6 +58,8 @@ void deferfree_attach(struct volume *v)
  * durable, and show every pending free as free. */
 void deferfree_stage(struct volume *v)
 {
+	if (v->nfreed == 0)
+		return;   /* (journal_durable_id may wait for home writes) */
 	uint64_t durable = journal_durable_id(v->journal);
 	size_t kept = 0;
 	for (size_t i = 0; i < v->nfreed; i++) {

@@ -538,6 +538,7 @@ int journal_open(const struct journal_config *cfg, struct journal **out, char *e
 	j->lru.lru_next = j->lru.lru_prev = &j->lru;
 	j->dirty.dirty_next = j->dirty.dirty_prev = &j->dirty;
 	pthread_cond_init(&j->finished_cond, NULL);
+	pthread_cond_init(&j->home_cond, NULL);
 	pthread_mutex_init(&j->lock, NULL);
 	snprintf(j->channel_name, sizeof(j->channel_name), "csvfs-journal:%p", (void *)j);
 	*out = j;
@@ -605,6 +606,8 @@ int journal_commit_prepare(struct journal *j, struct journal_txn **txn, uint64_t
 uint64_t journal_durable_id(struct journal *j)
 {
 	pthread_mutex_lock(&j->lock);
+	while (j->last_finished < j->last_durable)
+		pthread_cond_wait(&j->finished_cond, &j->lock);
 	uint64_t id = j->last_finished;
 	pthread_mutex_unlock(&j->lock);
 	return id;
@@ -619,7 +622,7 @@ int journal_commit_finish(struct journal *j, struct journal_txn *txn, uint64_t w
 	/* Nothing of ours left to commit: our metadata is in an earlier
 	 * transaction (wait for it), our data needs a flush of its own. */
 	pthread_mutex_lock(&j->lock);
-	while (j->last_finished < wait_id)
+	while (j->last_durable < wait_id && j->last_finished < wait_id)
 		pthread_cond_wait(&j->finished_cond, &j->lock);
 	pthread_mutex_unlock(&j->lock);
 	if (fdatasync(j->fd) != 0) {
@@ -680,6 +683,7 @@ void journal_close(struct journal *j)
 {
 	if (!j)
 		return;
+	txn_stop_home_writer(j);
 	if (j->ndirty)
 		jlog(j, 3, "journal: %zu metadata blocks of %s were never written back", j->ndirty, j->lun_path);
 	cache_drop_all(j);
@@ -689,6 +693,7 @@ void journal_close(struct journal *j)
 	close(j->fd);
 	pthread_mutex_destroy(&j->lock);
 	pthread_cond_destroy(&j->finished_cond);
+	pthread_cond_destroy(&j->home_cond);
 	free(j->lun_path);
 	free(j);
 }

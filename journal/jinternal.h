@@ -47,13 +47,23 @@ struct journal {
 	struct journal_log_extent *log_map;
 	size_t log_map_len;
 	unsigned char *jsb_raw;        /* journal superblock block, UNIT-aligned */
+	struct jbd2_superblock jsb;    /* as last written: a commit rewrites it unread */
+	unsigned char *log_stage;      /* LOG_STAGE_UNITS * UNIT, aligned: log blocks gathered */
 	uint32_t next_sequence;
 	size_t commit_threshold;       /* dirty blocks that ask for a commit */
 	void (*commit_hint)(void *arg);
 	void *commit_hint_arg;
-	/* Commits finish in the order they were prepared (ids 1, 2, ...). */
-	uint64_t last_prepared, last_finished;
+	/* Commits finish in the order they were prepared (ids 1, 2, ...):
+	 * durable once the commit block is, finished once home too. */
+	uint64_t last_prepared, last_durable, last_finished;
 	pthread_cond_t finished_cond;  /* with lock */
+	/* The home writer (txn.c): writes a durable transaction's blocks home
+	 * after its caller was answered. One at a time: the next commit waits
+	 * for it (its first flush makes those home writes durable). */
+	pthread_t home_thread;
+	int home_running, home_stop;
+	struct journal_txn *home_txn;  /* handed over, not yet taken */
+	pthread_cond_t home_cond;      /* with lock */
 };
 
 /* A prepared transaction: a copy of the blocks it commits, sorted. */
@@ -79,8 +89,11 @@ void cache_remove_entry(struct journal *j, struct cache_entry *e);
 /* ---- txn.c: transactions ---- */
 /* Under j->lock: takes the dirty blocks as the next transaction. */
 int txn_prepare_locked(struct journal *j, struct journal_txn **out);
-/* Without j->lock: makes it durable and writes it home. */
+/* Without j->lock: makes it durable; its home writes follow, on the home
+ * writer thread when it runs (else before this returns). */
 int txn_finish(struct journal *j, struct journal_txn *txn);
+/* Waits for the home writer's last transaction and ends the thread. */
+void txn_stop_home_writer(struct journal *j);
 void txn_free(struct journal *j);
 
 #endif

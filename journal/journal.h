@@ -54,7 +54,9 @@ int journal_flush(struct journal *j);
 struct journal_txn;
 int journal_commit_prepare(struct journal *j, struct journal_txn **txn, uint64_t *wait_id);
 int journal_commit_finish(struct journal *j, struct journal_txn *txn, uint64_t wait_id);
-/* The last transaction id that is durable. */
+/* The last transaction id that is durable and written home (what a block it
+ * freed may be reused after: no home write of it is left to come). Waits for
+ * the home writes of a durable transaction still under way. */
 uint64_t journal_durable_id(struct journal *j);
 
 /* ---- the JBD2 journal --------------------------------------------------- */
@@ -136,6 +138,15 @@ enum {
  * is closed. -ENODATA (read) / -ENOSPC (write): the LUN ends inside the range. */
 int lun_pread(const struct lun *l, void *buf, size_t len, uint64_t off);
 int lun_pwrite(const struct lun *l, const void *buf, size_t len, uint64_t off, unsigned flags);
+
+/* Which LUN writes of this process a flush covered, so that a commit skips a
+ * flush with nothing to make durable: take a mark before a flush of the LUN
+ * (all descriptors of the process are on one LUN) and hand it back once the
+ * flush succeeded; lun_writes_flushed_all() is 1 when every write ended
+ * before such a flush began and none is under way (or given up on). */
+uint64_t lun_writes_mark(void);
+void lun_writes_flushed(uint64_t mark);
+int lun_writes_flushed_all(void);
 
 /* Path failure (design.md §7): 1 when err (a negative errno from the calls
  * above, or a positive errno) says the path to the LUN is gone — EIO, ENXIO,

@@ -176,6 +176,39 @@ static int ended(const struct lun *l, int write, size_t len, uint64_t off, size_
 	return write ? -ENOSPC : -ENODATA;
 }
 
+/* LUN writes begun and ended (a given-up one when it really ends), and the
+ * ended count a successful flush covers (lun_writes_mark). */
+static atomic_ullong writes_begun, writes_ended, writes_flushed;
+
+static void write_begins(void)
+{
+	atomic_fetch_add(&writes_begun, 1);
+}
+
+static void write_ends(void)
+{
+	atomic_fetch_add(&writes_ended, 1);
+}
+
+uint64_t lun_writes_mark(void)
+{
+	return atomic_load(&writes_ended);
+}
+
+void lun_writes_flushed(uint64_t mark)
+{
+	unsigned long long cur = atomic_load(&writes_flushed);
+	while (cur < mark && !atomic_compare_exchange_weak(&writes_flushed, &cur, mark))
+		;
+}
+
+int lun_writes_flushed_all(void)
+{
+	unsigned long long begun = atomic_load(&writes_begun);
+	unsigned long long ended = atomic_load(&writes_ended);
+	return begun == ended && ended == atomic_load(&writes_flushed);
+}
+
 /* The whole range, however the kernel splits it: a signal or a partial
  * transfer is not a failure. */
 static int transfer(const struct lun *l, int write, char *buf, size_t len, uint64_t off)
@@ -210,8 +243,10 @@ int lun_pwrite(const struct lun *l, const void *buf, size_t len, uint64_t off, u
 	if (gate_enter())
 		return -EIO;
 	int rc = 0;
+	write_begins();
 	if ((flags & LUN_NO_FAULT) || !fault_drop_write())
 		rc = transfer(l, 1, (char *)buf, len, off);
+	write_ends();
 	/* The flush stays inside the same pass: a drain waits for it too. */
 	if (rc == 0 && (flags & LUN_SYNC) && fdatasync(l->fd) != 0)
 		rc = failed(l, "flush after a write", len, off, errno);
@@ -590,6 +625,8 @@ static struct given_up *given_up_take_ended(void)
 		io_uring_cqe_seen(g->ring, cqe);
 		*pp = g->next;
 		given_up_count--;
+		if (g->write)
+			write_ends();
 		g->next = ended_list;
 		ended_list = g;
 	}
@@ -840,8 +877,12 @@ static int uring_transfer(const struct lun *l, int write, char *buf, size_t len,
 		*rc = 0;
 		gate_leave();
 	} else {
+		if (write)
+			write_begins();
 		*rc = ring_transfer(t, l, write, own ? buf : scratch, len, off, timeout_ms, scratch,
 				    scratch_len, &gave_up);
+		if (write && !gave_up)
+			write_ends();   /* a given-up one ends when the reaper sees it end */
 		if (!gave_up)
 			gate_leave();
 	}

@@ -4,11 +4,17 @@
  *
  *   1. flush the LUN: file data written before the commit (whose unwritten ->
  *      written conversion this transaction may hold) and the previous
- *      transaction's home writes become durable;
+ *      transaction's home writes become durable (skipped when no LUN write
+ *      came since the flush the home writer makes after its home writes);
  *   2. journal superblock -> (s_start = first, s_sequence = this id); the
  *      transaction's revoke/descriptor/data blocks; flush; commit block; flush
- *      — now the transaction is durable and the caller may be acknowledged;
- *   3. write the blocks home (not flushed: step 1 of the next commit does it).
+ *      — now the transaction is durable and the caller may be acknowledged.
+ *      The superblock and the blocks after it are adjacent in the log and go
+ *      as one write (log blocks are gathered until a flush or a gap), and the
+ *      superblock is not read back first: a participant's create waits for
+ *      this, and each LUN write costs about as much as a flush;
+ *   3. write the blocks home, on the home writer thread once the caller has
+ *      its answer, then flush (step 1 of the next commit, done early).
  *
  * The log holds one transaction at a time, so replay after a crash rewrites
  * blocks that are either already home or about to be: it is idempotent and
@@ -24,6 +30,8 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+static void start_home_writer(struct journal *j);
 
 static int map_log_block(const struct journal_log_extent *m, size_t n, uint32_t lb, uint64_t *lun)
 {
@@ -41,7 +49,15 @@ struct log_io {
 	const struct journal_log_extent *map;
 	size_t map_len;
 	unsigned char *buf;            /* one aligned block */
+	/* Gathering (a commit's log writes only; NULL: each block at once):
+	 * stage_n blocks that go to the LUN at stage_lun in one write. */
+	unsigned char *stage;          /* LOG_STAGE_UNITS blocks, aligned */
+	uint64_t stage_lun;
+	unsigned stage_n;
 };
+
+/* A commit's log writes gathered: 64 blocks (256 KiB) at most per write. */
+#define LOG_STAGE_UNITS 64
 
 static int log_read(void *ctx, uint32_t jb, void *out)
 {
@@ -55,14 +71,37 @@ static int log_read(void *ctx, uint32_t jb, void *out)
 	return 0;
 }
 
+/* Writes the gathered log blocks, if any. */
+static int stage_write(struct log_io *io)
+{
+	if (io->stage_n == 0)
+		return 0;
+	unsigned n = io->stage_n;
+	io->stage_n = 0;
+	return lun_write_units(io->j, io->stage_lun, n, io->stage) ? -EIO : 0;
+}
+
 static int log_write(void *ctx, uint32_t jb, const void *data)
 {
 	struct log_io *io = ctx;
 	uint64_t lun;
 	if (map_log_block(io->map, io->map_len, jb, &lun))
 		return -EUCLEAN;
-	memcpy(io->buf, data, UNIT);
-	return lun_write_units(io->j, lun, 1, io->buf) ? -EIO : 0;
+	if (!io->stage) {
+		memcpy(io->buf, data, UNIT);
+		return lun_write_units(io->j, lun, 1, io->buf) ? -EIO : 0;
+	}
+	/* Not adjacent on the LUN (the log wrapped, or a new extent of it) or
+	 * no room: what is gathered goes first. */
+	if (io->stage_n && (lun != io->stage_lun + io->stage_n || io->stage_n == LOG_STAGE_UNITS)) {
+		int rc = stage_write(io);
+		if (rc)
+			return rc;
+	}
+	if (io->stage_n == 0)
+		io->stage_lun = lun;
+	memcpy(io->stage + (size_t)io->stage_n++ * UNIT, data, UNIT);
+	return 0;
 }
 
 static int fs_write(void *ctx, uint64_t blk, const void *data)
@@ -75,10 +114,15 @@ static int fs_write(void *ctx, uint64_t blk, const void *data)
 static int lun_flush(void *ctx)
 {
 	struct log_io *io = ctx;
+	int rc = stage_write(io);   /* a flush orders what was written before it */
+	if (rc)
+		return rc;
+	uint64_t mark = lun_writes_mark();
 	if (fdatasync(io->j->fd) != 0) {
 		jlog(io->j, 3, "journal: flush of %s failed: %s", io->j->lun_path, strerror(errno));
 		return -EIO;
 	}
+	lun_writes_flushed(mark);
 	return 0;
 }
 
@@ -102,7 +146,7 @@ int journal_recover(struct journal *j, const struct journal_log *log,
 		snprintf(err, errlen, "LUN %s: journal recovery needs 4096-byte blocks", j->lun_path);
 		return -EINVAL;
 	}
-	struct log_io io = { j, log->extents, log->count, NULL };
+	struct log_io io = { j, log->extents, log->count, NULL, NULL, 0, 0 };
 	if (posix_memalign((void **)&io.buf, UNIT, UNIT))
 		return -ENOMEM;
 	struct jbd2_replay_io rio = { &io, log_read, log_write, fs_write, lun_flush };
@@ -147,18 +191,13 @@ int journal_recover(struct journal *j, const struct journal_log *log,
 	return 0;
 }
 
+/* The superblock as attach read it, with this start and sequence: only this
+ * process writes it while the journal is attached. */
 static int write_superblock(struct journal *j, struct log_io *io, uint32_t start, uint32_t seq)
 {
-	struct jbd2_superblock sb;
-	char err[256];
-	int rc = read_superblock(io, &sb, err, sizeof(err));
-	if (rc) {
-		jlog(j, 3, "journal: %s", err);
-		return rc;
-	}
-	sb.start = start;
-	sb.sequence = seq;
-	jbd2_superblock_encode(&sb, io->buf);
+	j->jsb.start = start;
+	j->jsb.sequence = seq;
+	jbd2_superblock_encode(&j->jsb, io->buf);
 	return log_write(io, 0, io->buf);
 }
 
@@ -185,13 +224,15 @@ int journal_attach(struct journal *j, const struct journal_log *log,
 		return -EINVAL;
 	}
 	struct journal_log_extent *map = malloc(log->count * sizeof(*map));
-	unsigned char *buf;
-	if (!map || posix_memalign((void **)&buf, UNIT, UNIT)) {
+	unsigned char *buf = NULL, *stage = NULL;
+	if (!map || posix_memalign((void **)&buf, UNIT, UNIT) ||
+	    posix_memalign((void **)&stage, UNIT, LOG_STAGE_UNITS * UNIT)) {
 		free(map);
+		free(buf);
 		return -ENOMEM;
 	}
 	memcpy(map, log->extents, log->count * sizeof(*map));
-	struct log_io io = { j, map, log->count, buf };
+	struct log_io io = { j, map, log->count, buf, NULL, 0, 0 };
 	struct jbd2_superblock sb;
 	struct jbd2_error jerr = { 0 };
 	pthread_mutex_lock(&j->lock);
@@ -216,19 +257,24 @@ int journal_attach(struct journal *j, const struct journal_log *log,
 		/* attached again after a detach (a snapshot's quiesce): the old map goes */
 		free(j->log_map);
 		free(j->jsb_raw);
+		free(j->log_stage);
 		j->log_map = map;
 		j->log_map_len = log->count;
 		j->jsb_raw = buf;
+		j->jsb = sb;
+		j->log_stage = stage;
 		j->next_sequence = sb.sequence;
 		j->commit_threshold = jbd2_log_size(&j->fmt) / 4;
 		j->commit_hint = commit_hint;
 		j->commit_hint_arg = hint_arg;
 		j->attached = 1;
+		start_home_writer(j);
 	}
 	pthread_mutex_unlock(&j->lock);
 	if (rc) {
 		free(map);
 		free(buf);
+		free(stage);
 	}
 	return rc;
 }
@@ -297,9 +343,15 @@ static int write_log(struct journal *j, struct log_io *io, const struct journal_
 		     t->n, j->lun_path);
 		return -ENOSPC;
 	}
+	io->stage = j->log_stage;
+	io->stage_n = 0;
 	int rc = write_superblock(j, io, j->fmt.first, seq);
 	if (rc == 0)
 		rc = jbd2_write_transaction(&j->fmt, &txn, j->fmt.first, &w, &next_head, &jerr);
+	if (rc == 0)
+		rc = stage_write(io);   /* nothing left after the last flush, unless no flush came */
+	io->stage = NULL;
+	io->stage_n = 0;
 	if (rc)
 		jlog(j, 3, "journal: committing transaction %u to %s failed: %s", seq, j->lun_path,
 		     jerr.message[0] ? jerr.message : strerror(-rc));
@@ -321,31 +373,20 @@ static int write_home(struct journal *j, const struct journal_txn *t)
 	return 0;
 }
 
-/* Transactions finish one at a time in the order they were prepared: a block
- * in two transactions must reach home in its newer version. */
-int txn_finish(struct journal *j, struct journal_txn *t)
+/* A transaction's end: its blocks unpinned (put back to dirty when it did
+ * not reach the log), and the next transaction may start. */
+static void txn_done(struct journal *j, struct journal_txn *t, int logged, int rc)
 {
 	pthread_mutex_lock(&j->lock);
-	while (j->last_finished + 1 != t->id)
-		pthread_cond_wait(&j->finished_cond, &j->lock);
-	uint32_t seq = j->next_sequence;
-	struct log_io io = { j, j->log_map, j->log_map_len, j->jsb_raw };
-	pthread_mutex_unlock(&j->lock);
-
-	/* j->jsb_raw is used only by the one finishing transaction. */
-	int rc = lun_flush(&io);
-	if (rc == 0)
-		rc = write_log(j, &io, t, seq);
-	if (rc == 0)
-		rc = write_home(j, t);
-
-	pthread_mutex_lock(&j->lock);
-	if (rc == 0)
+	if (logged) {
 		j->next_sequence++;
+		if (j->last_durable < t->id)
+			j->last_durable = t->id;
+	}
 	for (size_t i = 0; i < t->n; i++) {
 		struct cache_entry *e = t->entries[i];
 		if (rc && !e->dirty && !e->forget_on_unpin)
-			mark_dirty(j, e);   /* not committed: it belongs to the next try */
+			mark_dirty(j, e);   /* not committed, or not home: it belongs to the next try */
 		if (--e->pinned == 0 && e->forget_on_unpin)
 			cache_remove_entry(j, e);
 	}
@@ -353,6 +394,105 @@ int txn_finish(struct journal *j, struct journal_txn *t)
 	pthread_cond_broadcast(&j->finished_cond);
 	pthread_mutex_unlock(&j->lock);
 	txn_destroy(t);
+}
+
+static void *home_writer_main(void *arg)
+{
+	struct journal *j = arg;
+	pthread_mutex_lock(&j->lock);
+	for (;;) {
+		while (!j->home_txn && !j->home_stop)
+			pthread_cond_wait(&j->home_cond, &j->lock);
+		struct journal_txn *t = j->home_txn;
+		if (!t)
+			break;
+		j->home_txn = NULL;   /* before txn_done lets the next one hand over */
+		pthread_mutex_unlock(&j->lock);
+		int rc = write_home(j, t);
+		if (rc)
+			jlog(j, 3, "journal: writing transaction %llu home to %s failed: its blocks go "
+			     "into the next transaction", (unsigned long long)t->id, j->lun_path);
+		/* The next commit's first flush, done here off its path (a
+		 * failure is logged; that commit then flushes itself). */
+		struct log_io io = { j, NULL, 0, NULL, NULL, 0, 0 };
+		if (rc == 0)
+			lun_flush(&io);
+		txn_done(j, t, 1, rc);
+		pthread_mutex_lock(&j->lock);
+	}
+	pthread_mutex_unlock(&j->lock);
+	return NULL;
+}
+
+/* Under j->lock. No thread: home writes stay on the committing caller. */
+static void start_home_writer(struct journal *j)
+{
+	if (j->home_running)
+		return;
+	j->home_stop = 0;
+	if (pthread_create(&j->home_thread, NULL, home_writer_main, j) == 0)
+		j->home_running = 1;
+	else
+		jlog(j, 4, "journal: no home writer thread for %s: commits write home themselves",
+		     j->lun_path);
+}
+
+void txn_stop_home_writer(struct journal *j)
+{
+	pthread_mutex_lock(&j->lock);
+	int running = j->home_running;
+	j->home_stop = 1;
+	pthread_cond_broadcast(&j->home_cond);
+	pthread_mutex_unlock(&j->lock);
+	if (running)
+		pthread_join(j->home_thread, NULL);   /* it takes a handed-over one first */
+	j->home_running = 0;
+}
+
+/* A durable transaction's home writes to the home writer: 1 if handed over. */
+static int hand_home(struct journal *j, struct journal_txn *t)
+{
+	pthread_mutex_lock(&j->lock);
+	int ok = j->home_running && !j->home_stop && !j->home_txn;
+	if (ok) {
+		j->last_durable = t->id;
+		j->home_txn = t;
+		pthread_cond_signal(&j->home_cond);
+		pthread_cond_broadcast(&j->finished_cond);   /* waiters for durability */
+	}
+	pthread_mutex_unlock(&j->lock);
+	return ok;
+}
+
+/* Transactions finish one at a time in the order they were prepared: a block
+ * in two transactions must reach home in its newer version, and the previous
+ * one's home writes must be durable (this one's first flush) before this one
+ * overwrites its log. The caller is answered once the commit block is
+ * durable; the home writes (one LUN write per run of adjacent blocks, about
+ * as many as the log write and two flushes together) follow on the home
+ * writer, off the reply's path. */
+int txn_finish(struct journal *j, struct journal_txn *t)
+{
+	pthread_mutex_lock(&j->lock);
+	while (j->last_finished + 1 != t->id)
+		pthread_cond_wait(&j->finished_cond, &j->lock);
+	uint32_t seq = j->next_sequence;
+	struct log_io io = { j, j->log_map, j->log_map_len, j->jsb_raw, NULL, 0, 0 };
+	pthread_mutex_unlock(&j->lock);
+
+	/* j->jsb_raw is used only by the one finishing transaction. The first
+	 * flush (file data before a commit that may convert it, the previous
+	 * transaction's home writes before its log is overwritten) is skipped
+	 * when no LUN write came since the home writer's flush. */
+	int rc = lun_writes_flushed_all() ? 0 : lun_flush(&io);
+	if (rc == 0)
+		rc = write_log(j, &io, t, seq);
+	int logged = rc == 0;
+	if (logged && hand_home(j, t))
+		return 0;
+	if (logged)
+		rc = write_home(j, t);
+	txn_done(j, t, logged, rc);
 	return rc;
 }
 
@@ -361,7 +501,7 @@ int journal_detach(struct journal *j)
 	pthread_mutex_lock(&j->lock);
 	int rc = 0;
 	if (j->attached) {
-		struct log_io io = { j, j->log_map, j->log_map_len, j->jsb_raw };
+		struct log_io io = { j, j->log_map, j->log_map_len, j->jsb_raw, NULL, 0, 0 };
 		struct journal_txn *t = NULL;
 		rc = txn_prepare_locked(j, &t);
 		if (rc == 0 && t) {
@@ -388,6 +528,8 @@ void txn_free(struct journal *j)
 {
 	free(j->log_map);
 	free(j->jsb_raw);
+	free(j->log_stage);
 	j->log_map = NULL;
 	j->jsb_raw = NULL;
+	j->log_stage = NULL;
 }

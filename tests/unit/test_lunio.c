@@ -230,6 +230,31 @@ static void test_sync_inside_the_write(void **state)
 	assert_non_null(strstr(f->log, "flush"));
 }
 
+/* A commit skips its first flush only when every LUN write ended before a
+ * flush began (journal/txn.c): a write ended after the flush's mark, or not
+ * flushed at all, keeps it. */
+static void test_flush_covers_writes(void **state)
+{
+	struct fx *f = *state;
+	static unsigned char buf[U];
+	fill(buf, U, 3);
+	assert_int_equal(lun_pwrite(&f->lun, buf, U, 0, 0), 0);
+	assert_false(lun_writes_flushed_all());
+	uint64_t mark = lun_writes_mark();
+	assert_int_equal(lun_pwrite(&f->lun, buf, U, U, 0), 0);   /* ends after the mark */
+	lun_writes_flushed(mark);
+	assert_false(lun_writes_flushed_all());
+	lun_writes_flushed(lun_writes_mark());
+	assert_true(lun_writes_flushed_all());
+	lun_writes_flushed(mark);   /* an older flush's mark moves nothing back */
+	assert_true(lun_writes_flushed_all());
+	/* a timed write (io_uring, or a worker) counts as well */
+	assert_int_equal(lun_transfer_timed(&f->lun, 1, buf, U, 2 * U, 5000), 0);
+	assert_false(lun_writes_flushed_all());
+	lun_writes_flushed(lun_writes_mark());
+	assert_true(lun_writes_flushed_all());
+}
+
 /* ---- the gate ------------------------------------------------------------------- */
 
 static void test_closed_gate_refuses_quietly(void **state)
@@ -525,6 +550,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_error_is_one_log_line, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_end_of_lun, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sync_inside_the_write, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_flush_covers_writes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_closed_gate_refuses_quietly, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_paused_gate_holds_until_open, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_path_errors, setup, teardown),
