@@ -195,6 +195,8 @@ static struct base bases[2];
 static const struct base *cur;         /* the base of the input being run */
 static char image[256];
 static int image_fd = -1;
+static char image_before[256];         /* the damaged image again, to read the claims before */
+static int image_before_fd = -1;
 
 static void region_add(struct base *b, enum region_kind k, uint64_t blk, uint32_t off,
 		       uint32_t len, ext2_ino_t owner)
@@ -584,6 +586,7 @@ static void build_bases(const char *dir)
 static void remove_image(void)
 {
 	unlink(image);
+	unlink(image_before);
 }
 
 /* Images earlier runs left when they crashed (their process is gone); base
@@ -596,7 +599,8 @@ static void remove_stale_images(const char *dir)
 		int pid;
 		char tail[8], path[600];
 		if (sscanf(e->d_name, "fuzz_image.%d.%7s", &pid, tail) != 2 || pid <= 0 ||
-		    strcmp(tail, "img") != 0 || kill(pid, 0) == 0 || errno != ESRCH)
+		    (strcmp(tail, "img") != 0 && strcmp(tail, "before") != 0) || kill(pid, 0) == 0 ||
+		    errno != ESRCH)
 			continue;
 		snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
 		unlink(path);
@@ -624,6 +628,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	snprintf(image, sizeof(image), "%s/fuzz_image.%d.img", dir, (int)getpid());
 	image_fd = open(image, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	CHECK(image_fd >= 0);
+	snprintf(image_before, sizeof(image_before), "%s/fuzz_image.%d.before", dir, (int)getpid());
 	atexit(remove_image);
 	if (profile)
 		atexit(prof_report);
@@ -733,21 +738,21 @@ static void csum_fix(const struct base *b, const struct region *r, uint8_t *blk)
 	}
 }
 
-/* The image file: the base's blocks (contiguous runs in one write), then the
+/* An image file: the base's blocks (contiguous runs in one write), then the
  * patched ones over them. */
-static void write_image(const struct base *b, const struct patched *p, size_t np)
+static void write_image(int fd, const struct base *b, const struct patched *p, size_t np)
 {
-	CHECK(ftruncate(image_fd, 0) == 0 && ftruncate(image_fd, (off_t)IMAGE_BYTES) == 0);
+	CHECK(ftruncate(fd, 0) == 0 && ftruncate(fd, (off_t)IMAGE_BYTES) == 0);
 	for (size_t i = 0; i < b->n;) {
 		size_t j = i + 1;
 		while (j < b->n && b->blk[j] == b->blk[j - 1] + 1)
 			j++;
 		size_t len = (j - i) * BS;
-		CHECK(pwrite(image_fd, b->data + i * BS, len, (off_t)(b->blk[i] * BS)) == (ssize_t)len);
+		CHECK(pwrite(fd, b->data + i * BS, len, (off_t)(b->blk[i] * BS)) == (ssize_t)len);
 		i = j;
 	}
 	for (size_t i = 0; i < np; i++)
-		CHECK(pwrite(image_fd, p[i].data, BS, (off_t)(p[i].blk * BS)) == (ssize_t)BS);
+		CHECK(pwrite(fd, p[i].data, BS, (off_t)(p[i].blk * BS)) == (ssize_t)BS);
 }
 
 /* The blocks the input patched, kept to write the damaged image again. */
@@ -794,7 +799,7 @@ static void damage(const struct base *b, const uint8_t *data, size_t size)
 	if (bitmaps)
 		gdt_csum_fix(b, patched_block(b, p, &np, gdt->blk) + gdt->off);
 	npatches = np;
-	write_image(b, p, np);
+	write_image(image_fd, b, p, np);
 }
 
 /* ---- what a user does on the mounted volume ------------------------------------ */
@@ -1018,12 +1023,12 @@ static void claim(const struct base *b, struct claims *c, uint64_t start, uint64
 	}
 }
 
-static void zone_claims(const struct base *b, struct claims *c)
+static void zone_claims(const struct base *b, const char *path, struct claims *c)
 {
 	ext2_filsys fs;
 	c->n = 0;
 	c->full = 0;
-	if (ext2fs_open(image, EXT2_FLAG_64BITS | EXT2_FLAG_SKIP_MMP | EXT2_FLAG_IGNORE_CSUM_ERRORS,
+	if (ext2fs_open(path, EXT2_FLAG_64BITS | EXT2_FLAG_SKIP_MMP | EXT2_FLAG_IGNORE_CSUM_ERRORS,
 			0, 0, unix_io_manager, &fs))
 		return;
 	ext2_ino_t last = fs->super->s_inodes_count < 256 ? fs->super->s_inodes_count : 256;
@@ -1069,15 +1074,19 @@ static void check_claims_covered(const struct claims *before, const struct claim
 /* A claim after unmount that no claim before the mount covers: the engine
  * gave a file, directory or xattr block of the system zones. The claims
  * before the mount are read only when there are claims after it (rarely):
- * from the damaged image written again, as it was before the mount. */
+ * from the damaged image written again to a second file, as it was before
+ * the mount (the image stays as the engine left it, to look at). */
 static void check_no_new_claims(const struct base *b)
 {
 	static struct claims before, after;
-	zone_claims(b, &after);
+	zone_claims(b, image, &after);
 	if (after.n == 0 || after.full)
 		return;
-	write_image(b, patches, npatches);
-	zone_claims(b, &before);
+	if (image_before_fd < 0)
+		image_before_fd = open(image_before, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	CHECK(image_before_fd >= 0);
+	write_image(image_before_fd, b, patches, npatches);
+	zone_claims(b, image_before, &before);
 	if (before.full)
 		return;
 	check_claims_covered(&before, &after);
