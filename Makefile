@@ -122,8 +122,10 @@ soak: all $(HELPER_BIN)
 	@BUILD=$(BUILD) tests/soak.sh
 
 # libFuzzer harnesses over every network and on-disk decoder (clang only),
-# FUZZ_SECONDS each (make check runs them 20 s each: fuzz_short.sh).
-FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+# FUZZ_SECONDS each (make check runs them 20 s each: fuzz_short.sh);
+# FUZZ_ONLY=fuzz_image runs one (two long runs side by side: one make each).
+FUZZ_ONLY ?= fuzz_*
+FUZZ_SRC := $(wildcard $(addprefix tests/fuzz/,$(addsuffix .c,$(FUZZ_ONLY))))
 FUZZ_SECONDS ?= 60
 fuzz:
 	@BUILD=$(BUILD) FUZZ_SECONDS=$(FUZZ_SECONDS) tests/fuzz/run.sh $(FUZZ_SRC)
