@@ -84,9 +84,11 @@ diag "block bitmap $BB, inode bitmap $IB, inode table $IT, MMP $MMP, journal fro
 LEAF=$(debugfs -R 'ex /frag' "$BASE" 2>/dev/null | awk 'NR==2 {print $8}')
 
 # problem kinds: e2fsck -fn's lines with numbers, names and paths made generic
+# A bitmap-differences line lists ranges: how many depends on what a dirty
+# journal holds before its replay, not on a new kind of problem.
 kinds() {
   e2fsck -fn "$1" 2>&1 | grep -vE '^(Pass [0-9]|e2fsck [0-9]|Running additional|$)|WARNING: Filesystem still has errors|files \(|^ *$' |
-    sed -E "s#$1#IMG#g; s/'[^']*'/Q/g; s/[0-9]+/N/g; s#/[^ ]*#P#g" | sort -u
+    sed -E "s#$1#IMG#g; s/'[^']*'/Q/g; s/[0-9]+/N/g; s#/[^ ]*#P#g; s/(bitmap differences:).*/\1/" | sort -u
 }
 
 # run_daemon IMG [OPTS] — starts the daemon; MOUNTED=1 when the mount appeared.
