@@ -493,6 +493,10 @@ static struct minode *change_after_commit(struct volume *v)
 		CHECK(fsop_unlink(v, (ext2_ino_t)a.ino, name) == 0);
 	}
 	CHECK(volume_sync(v) == 0);
+	/* Committed, and its home writes (the journal's home writer, after the
+	 * commit) done: B is copied next and read by libext2fs without a replay,
+	 * so its home blocks must not be half written. */
+	(void)journal_durable_id(v->journal);
 	return orphan;
 }
 
