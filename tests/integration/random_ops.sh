@@ -20,7 +20,8 @@
 # kill -9 node1's daemon when it is the coordinator instead of moving the role away,
 # RANDOPS_ONLY_ROLE=1 only the role-change runs (no standalone, coordinator,
 # participant or three-node runs: for looping the role phase alone), =moves or
-# =kills only that one role-change run (with RANDOPS_ROLE_CROSS=1 as in make soak).
+# =kills only that one role-change run (with RANDOPS_ROLE_CROSS=1 as in make soak),
+# RANDOPS_PARALLEL=1 the six lab runs before the role phase side by side (make soak).
 . "$(dirname "$0")/../lib.sh"
 
 LAB="$BIN/csvfs-lab"
@@ -112,15 +113,39 @@ done
 d1=$(stat -c %d "$(root 1 | cut -d= -f2)"); d2=$(stat -c %d "$(root 2 | cut -d= -f2)")
 check "... and each node's root is its own mount (st_dev $d1 vs $d2)" test "$d1" != "$d2"
 
+# Runs side by side (each on its own work directory, -p): bg_run WHAT MODE ARGS... starts
+# one in the background, bg_wait waits for all started, prints their lines in start order
+# and counts their failures here (a subshell's not_ok does not reach this shell).
+BG_PIDS=(); BG_TAPS=()
+bg_run() {
+  local tap="$S/bg-$((RUNS + 1)).tap"
+  ( fsrand_run "$@" >"$tap" ) &
+  BG_PIDS+=($!); BG_TAPS+=("$tap")
+  RUNS=$((RUNS + 1))   # the subshell counted its run in its own copy: distinct run numbers
+}
+bg_wait() {
+  local p t
+  for p in "${BG_PIDS[@]}"; do wait "$p"; done
+  for t in "${BG_TAPS[@]}"; do
+    cat "$t"
+    grep -q '^not ok' "$t" && TEST_FAILS=$((TEST_FAILS + 1))
+  done
+  BG_PIDS=(); BG_TAPS=()
+}
+
 C=$(coordinator 1); cn=${C#node}; pn=$(( cn % 3 + 1 ))
 diag "coordinator node$cn, participant node$pn"
+# one after another in make check; RANDOPS_PARALLEL=1 (make soak) runs the six at once
+# (more interleavings across nodes, and a soak's wall time is that of the slowest run)
+plain_run() { if [ "${RANDOPS_PARALLEL:-0}" = 1 ]; then bg_run "$@"; else fsrand_run "$@"; fi; }
 if [ "$ONLY_ROLE" = 0 ]; then
-  fsrand_run "coordinator node$cn" file "$(root "$cn")"
-  fsrand_run "coordinator node$cn" ns "$(root "$cn")"
-  fsrand_run "participant node$pn" file "$(root "$pn")"
-  fsrand_run "participant node$pn" ns "$(root "$pn")"
-  fsrand_run "across node1, node2, node3" file -m 6 "$(root 1)" "$(root 2)" "$(root 3)"
-  fsrand_run "across node1, node2, node3" ns -m 6 "$(root 1)" "$(root 2)" "$(root 3)"
+  plain_run "coordinator node$cn" file "$(root "$cn")"
+  plain_run "coordinator node$cn" ns "$(root "$cn")"
+  plain_run "participant node$pn" file "$(root "$pn")"
+  plain_run "participant node$pn" ns "$(root "$pn")"
+  plain_run "across node1, node2, node3" file -m 6 "$(root 1)" "$(root 2)" "$(root 3)"
+  plain_run "across node1, node2, node3" ns -m 6 "$(root 1)" "$(root 2)" "$(root 3)"
+  bg_wait
 fi
 
 # ---- role changes under the tester ------------------------------------------------------
@@ -128,7 +153,8 @@ fi
 # the tester's own mounts never die. Every loop is bounded (deadline and iterations).
 role_loop() {
   local stop=$1 deadline=$(( $(date +%s) + ROLE_SECS + 60 )) i=0 moves=0 kills=0 fails=0 c
-  while [ ! -e "$stop" ] && [ "$(date +%s)" -lt "$deadline" ] && [ "$i" -lt 60 ]; do
+  local max_changes=$(( ROLE_SECS / 2 + 60 ))   # at least 2 s apart: bounded by the deadline too
+  while [ ! -e "$stop" ] && [ "$(date +%s)" -lt "$deadline" ] && [ "$i" -lt "$max_changes" ]; do
     i=$((i + 1))
     sleep 2
     [ -e "$stop" ] && break
@@ -156,24 +182,19 @@ R2=$(root 2); R3=$(root 3); ROLE_ROOTS=("$R2"); [ "${RANDOPS_ROLE_CROSS:-0}" = 1
 # while role_loop moves the role (HOW=moves) or kills the coordinator's daemon
 # (HOW=kills, KILLS=1).
 role_phase() {
-  local how=$1 stop=$S/roles-$1.stop fp np rl
+  local how=$1 stop=$S/roles-$1.stop rl
   [ "$how" = kills ] && KILLS=1 || KILLS=0
   role_loop "$stop" &
   rl=$!
   SECS_SAVE=$SECS; SECS=$ROLE_SECS
-  ( fsrand_run "${#ROLE_ROOTS[@]} node(s) while the coordinator's role changes ($how)" file -m 6 "${ROLE_ROOTS[@]}" >"$S/role-file-$how.tap" ) &
-  fp=$!
-  RUNS=$((RUNS + 1))   # the two runs go on side by side: distinct run numbers
+  bg_run "${#ROLE_ROOTS[@]} node(s) while the coordinator's role changes ($how)" file -m 6 "${ROLE_ROOTS[@]}"
   # ns -D: every change is fsynced before the next operation, so nothing acknowledged may
   # be lost when node1's daemon dies as coordinator (what was not fsynced may be).
-  ( fsrand_run "${#ROLE_ROOTS[@]} node(s) while the coordinator's role changes ($how)" ns -D -m 6 "${ROLE_ROOTS[@]}" >"$S/role-ns-$how.tap" ) &
-  np=$!
-  wait $fp; wait $np
-  RUNS=$((RUNS + 1)); SECS=$SECS_SAVE
+  bg_run "${#ROLE_ROOTS[@]} node(s) while the coordinator's role changes ($how)" ns -D -m 6 "${ROLE_ROOTS[@]}"
+  bg_wait
+  SECS=$SECS_SAVE
   touch "$stop"
   wait $rl
-  cat "$S/role-file-$how.tap" "$S/role-ns-$how.tap"
-  grep -q '^not ok' "$S/role-file-$how.tap" "$S/role-ns-$how.tap" && TEST_FAILS=$((TEST_FAILS + 1))
   roles=$(cat "$S/roles.out" 2>/dev/null)
   diag "role changes during the $how run: $roles"
   check "at least one role change happened under the tester ($how: $roles)" \
