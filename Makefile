@@ -123,12 +123,14 @@ soak: all $(HELPER_BIN)
 
 # libFuzzer harnesses over every network and on-disk decoder (clang only),
 # FUZZ_SECONDS each (make check runs them 20 s each: fuzz_short.sh);
-# FUZZ_ONLY=fuzz_image runs one (two long runs side by side: one make each).
+# FUZZ_ONLY=fuzz_image runs one (two long runs side by side: one make each);
+# FUZZ_RUNS=N ends each after N inputs (a depth run: FUZZ_SECONDS as the backstop).
 FUZZ_ONLY ?= fuzz_*
 FUZZ_SRC := $(wildcard $(addprefix tests/fuzz/,$(addsuffix .c,$(FUZZ_ONLY))))
 FUZZ_SECONDS ?= 60
+FUZZ_RUNS ?=
 fuzz:
-	@BUILD=$(BUILD) FUZZ_SECONDS=$(FUZZ_SECONDS) tests/fuzz/run.sh $(FUZZ_SRC)
+	@BUILD=$(BUILD) FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_RUNS=$(FUZZ_RUNS) tests/fuzz/run.sh $(FUZZ_SRC)
 
 # Installation (docs/deploy.md). PREFIX holds the programs, unit and man pages.
 # Three places are not under PREFIX because their readers look nowhere else:

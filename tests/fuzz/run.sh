@@ -8,7 +8,8 @@
 #   // fuzz-args: -max_len=512                  optional extra libFuzzer options
 # Built with clang -fsanitize=fuzzer,address,undefined into $BUILD/fuzz/ (again
 # only when the harness or a source it names is newer than the binary) and
-# run for FUZZ_SECONDS (default 60) from its committed seeds in
+# run for FUZZ_SECONDS (default 60; FUZZ_RUNS=N stops it after N inputs if that comes
+# first, for a run to a depth) from its committed seeds in
 # tests/fuzz/corpus/<name>/ (read only) plus a working corpus in
 # $BUILD/fuzz/corpus/<name>/. A crash leaves its input in $BUILD/fuzz/artifacts/.
 # Needs clang and the libFuzzer runtime (Debian: libclang-rt-14-dev).
@@ -16,6 +17,7 @@
 set -u
 BUILD=${BUILD:-build}
 FUZZ_SECONDS=${FUZZ_SECONDS:-60}
+FUZZ_RUNS=${FUZZ_RUNS:-}
 top=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$top" || exit 1
 out="$BUILD/fuzz"
@@ -61,13 +63,14 @@ for src in "$@"; do
   [ -d "$seeds" ] && corpora+=("$seeds")
   # libFuzzer's own limits bound the run; timeout is a backstop.
   # shellcheck disable=SC2046 # the header's options are words
-  timeout $((FUZZ_SECONDS + 120)) "$bin" -max_total_time="$FUZZ_SECONDS" -timeout=10 \
+  timeout $((FUZZ_SECONDS + 120)) "$bin" -max_total_time="$FUZZ_SECONDS" ${FUZZ_RUNS:+-runs="$FUZZ_RUNS"} -timeout=10 \
     -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="$out/artifacts/$name-" \
     $(header_field fuzz-args "$src") "${corpora[@]}" >"$out/$name.log" 2>&1
   rc=$?
   runs=$(sed -n 's/^stat::number_of_executed_units:[[:space:]]*//p' "$out/$name.log" | tail -1)
   if [ "$rc" -eq 0 ]; then
-    echo "ok - fuzz $name: ${runs:-?} inputs in ${FUZZ_SECONDS}s, no crash"
+    secs=$(sed -n 's/^Done [0-9]* runs in \([0-9]*\) second.*/\1/p' "$out/$name.log" | tail -1)
+    echo "ok - fuzz $name: ${runs:-?} inputs in ${secs:-$FUZZ_SECONDS}s, no crash"
     passed=$((passed + 1))
   else
     echo "not ok - fuzz $name: exit $rc (log $out/$name.log, inputs $out/artifacts/$name-*)"
