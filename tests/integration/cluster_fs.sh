@@ -126,6 +126,40 @@ for k in 2 1; do
   check_eq "node$k: write 100, ftruncate up to 1 MiB, write 10 at 4096 -> size 1 MiB" 1048576 \
     "$(size_after $k sz$k-c 'syswrite(F, "A" x 100); truncate(F, 1048576); sysseek(F, 4096, 0); syswrite(F, "B" x 10)')"
 done
+# The same after fallocate (plain, KEEP_SIZE), punch, zero-range (with and without
+# KEEP_SIZE) and O_DIRECT: xfs_io keeps one descriptor across its commands. The oracle
+# is the kernel's ext4 (a small image of its own, mounted by loop) running the same
+# commands: each node's final size, and the content as node3 reads it, must be ext4's.
+ext4_ref=$S/ext4-ref
+mkdir -p "$ext4_ref"; truncate -s 64M "$S/ext4-ref.img"
+mkfs.ext4 -q -F "$S/ext4-ref.img" && mount -o loop "$S/ext4-ref.img" "$ext4_ref" && on_exit "umount '$ext4_ref'"
+check "the ext4 oracle is mounted" mountpoint -q "$ext4_ref"
+xfs_cases=(
+  "fallocate|pwrite -q -S 0x41 0 8192|truncate 5000|falloc 0 12288|pwrite -q -S 0x42 20000 100"
+  "fallocate-keep|pwrite -q -S 0x41 0 8192|truncate 4096|falloc -k 0 65536|pwrite -q -S 0x42 4096 100"
+  "punch|pwrite -q -S 0x41 0 65536|fpunch 4096 8192|truncate 10000|pwrite -q -S 0x42 12000 100"
+  "zero-range|pwrite -q -S 0x41 0 8192|fzero 4096 16384|pwrite -q -S 0x42 30000 10"
+  "zero-range-keep|pwrite -q -S 0x41 0 8192|truncate 5000|fzero -k 4096 16384|pwrite -q -S 0x42 6000 100"
+  "direct|-d|pwrite -q -S 0x41 0 8192|truncate 4096|pwrite -q -S 0x42 4096 4096|truncate 5000|pwrite -q -S 0x43 8192 4096"
+)
+xfs_args() {  # xfs_args CASE — the case's xfs_io options and -c commands, one per line
+  local IFS='|' part; set -- $1; shift
+  for part in "$@"; do
+    if [ "$part" = -d ]; then echo -d; else printf -- '-c\n%s\n' "$part"; fi
+  done
+  printf -- '-c\nstat\n'
+}
+for c in "${xfs_cases[@]}"; do
+  name=${c%%|*}
+  mapfile -t args < <(xfs_args "$c")
+  ref=$(xfs_io -f "${args[@]}" "$ext4_ref/$name" | sed -n 's/^stat.size = //p')
+  ref_md5=$(md5sum <"$ext4_ref/$name" | cut -d' ' -f1)
+  for k in 2 1; do
+    got=$(on "$k" xfs_io -f "${args[@]}" "$V/xf$k-$name" | sed -n 's/^stat.size = //p')
+    check_eq "node$k: $name on one descriptor: size as ext4's (${c#*|})" "$ref" "$got"
+  done
+  check_eq "node3 reads node2's $name file as ext4 holds it" "$ref_md5" "$(md5_on 3 xf2-$name)"
+done
 check_eq "node3 reads node2's truncated-then-extended file: 5000 A, 1000 zeros, 100 B" \
   "$( { head -c 5000 /dev/zero | tr '\0' A; head -c 1000 /dev/zero; head -c 100 /dev/zero | tr '\0' B; } | md5sum | cut -d' ' -f1)" \
   "$(md5_on 3 sz2-a)"
