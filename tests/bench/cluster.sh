@@ -365,6 +365,17 @@ start_watcher() {
   BGPIDS+=("$WATCHER_PID")
 }
 
+# detected_ms K CN T0NS — ms from T0NS to when node K's daemon logged corosync's
+# verdict that node CN is down (its "left the group (node down)" line); - if none.
+detected_ms() {
+  local line ts ms
+  line=$(grep "membership: node $2 (node$2) pid [0-9]* left the group (node down)" \
+    "/run/csvfs-lab/$CSVFS_LAB/nodes/$1/csvfs.log" 2>/dev/null | tail -1)
+  ts=${line%% *}
+  ms=$(date -d "$ts" +%s%3N 2>/dev/null) || { echo -; return; }
+  [ -n "$ts" ] && [ "$ms" -ge $(( $3 / 1000000 )) ] && echo $(( ms - $3 / 1000000 )) || echo -
+}
+
 # takeover_round N KIND ROUND — KIND csvfs (daemon only) or node (corosync, then csvfs).
 takeover_round() {
   local n=$1 kind=$2 round=$3 old cn p k
@@ -433,7 +444,10 @@ takeover_round() {
   [ -n "$seen" ] && s_ms=$(( (seen - t0) / 1000000 ))
   [ -n "$created" ] && c_ms=$(( (created - t0) / 1000000 ))
   [ -n "$seen" ] && [ -n "$created" ] || LOGS+=("takeover $n nodes/$kind/round $round: watcher on node$p saw no new coordinator or create: $(tail -2 "$wout" | tr '\n' ' ')")
-  echo "$n $kind $round $old ${new:--} node$p $s_ms $c_ms $(( (t1 - t0) / 1000000 )) $engine node$pk $stalls" >>"$S/takeover.tsv"
+  # a node that dies: when the watcher's daemon heard of it (corosync's token and consensus)
+  local det_ms=-
+  { [ "$kind" = node ] || [ "$kind" = fenced ]; } && det_ms=$(detected_ms "$p" "$cn" "$t0")
+  echo "$n $kind $round $old ${new:--} node$p $s_ms $c_ms $(( (t1 - t0) / 1000000 )) $engine node$pk $stalls $det_ms" >>"$S/takeover.tsv"
   say "takeover $n/$kind/$round: $old -> ${new:-?} seen by node$p at $s_ms ms, create ok at $c_ms ms (kill cmd $(( (t1 - t0) / 1000000 )) ms, engine $engine ms)"
   # a move leaves every node up: nothing to bring back
   if [ "$kind" = move ]; then
@@ -910,8 +924,12 @@ KEPT=$S/kept.md
     echo "change): what the machine's load alone costs a create, the floor under \"longest create\" on a"
     echo "shared machine."
     echo
-    echo "| nodes | kill | seen ms (min / median / max) | create ms (min / median / max) | longest write ms (min / median / max) | longest create ms (min / median / max) | create before ms (min / median / max) |"
-    echo "|---|---|---:|---:|---:|---:|---:|"
+    echo "\"create after detection\": for a node that dies, from the moment the watcher's daemon logged"
+    echo "corosync's verdict (\`left the group (node down)\`: token + consensus after the death) to its"
+    echo "create's success: fencing, the takeover and the create, what csvfs adds to corosync's detection."
+    echo
+    echo "| nodes | kill | seen ms (min / median / max) | create ms (min / median / max) | longest write ms (min / median / max) | longest create ms (min / median / max) | create before ms (min / median / max) | create after detection ms (min / median / max) |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|"
     for n in $NODES_LIST; do
       for kind in $TK_KINDS; do
         label="(a) csvfs only"; [ $kind = node ] && label="(b) whole node"; [ $kind = move ] && label="(0) planned move"
@@ -921,15 +939,17 @@ KEPT=$S/kept.md
         w=$(awk -v n="$n" -v k="$kind" '$1 == n && $2 == k && $12 != "-" && $12 != "" { print $12 }' "$S/takeover.tsv" | stats3)
         m=$(awk -v n="$n" -v k="$kind" '$1 == n && $2 == k && $13 != "-" && $13 != "" { print $13 }' "$S/takeover.tsv" | stats3)
         b=$(awk -v n="$n" -v k="$kind" '$1 == n && $2 == k && $14 != "-" && $14 != "" { print $14 }' "$S/takeover.tsv" | stats3)
-        echo "| $n | $label | $s | $c | $w | $m | $b |"
+        d=$(awk -v n="$n" -v k="$kind" '$1 == n && $2 == k && $8 != "-" && $15 != "-" && $15 != "" { print $8 - $15 }' "$S/takeover.tsv" | stats3)
+        echo "| $n | $label | $s | $c | $w | $m | $b | ${d:--} |"
       done
     done
     echo
     echo "Every round:"
     echo
-    echo "| nodes | kill | round | old → new coordinator | watcher | seen ms | create ms | kill cmd ms | engine ms | stalls on | longest write ms | longest create ms | create before ms |"
-    echo "|---|---|---:|---|---|---:|---:|---:|---:|---|---:|---:|---:|"
-    awk '{ printf "| %s | %s | %s | %s → %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 }' "$S/takeover.tsv"
+    echo "| nodes | kill | round | old → new coordinator | watcher | seen ms | create ms | kill cmd ms | engine ms | stalls on | longest write ms | longest create ms | create before ms | detected ms | create after detection ms |"
+    echo "|---|---|---:|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|"
+    awk '{ d = ($8 != "-" && $15 != "-" && $15 != "") ? $8 - $15 : "-"
+           printf "| %s | %s | %s | %s → %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, ($15 == "" ? "-" : $15), d }' "$S/takeover.tsv"
     echo
     if [ -n "$(cat "$S"/move-phases-*.txt 2>/dev/null)" ]; then
       echo "A planned move phase by phase, from the daemons' own log lines (min / median / max over"
