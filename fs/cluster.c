@@ -23,12 +23,28 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 uint64_t cl_now_ms(void)
 {
 	struct timespec t;
 	clock_gettime(CLOCK_MONOTONIC, &t);
 	return (uint64_t)t.tv_sec * 1000 + (uint64_t)t.tv_nsec / 1000000;
+}
+
+/* Test hooks only: while the file $ENV.NODE exists (ENV names a path),
+ * at most max_ms, the caller waits — a node slow at WHAT, as a loaded one
+ * can be. One log line when it holds. */
+void cl_test_hold(struct cluster *c, const char *env, const char *what, unsigned max_ms)
+{
+	const char *path = getenv(env);
+	char mine[1200];
+	if (!path || snprintf(mine, sizeof(mine), "%s.%s", path, c->o.node) >= (int)sizeof(mine) ||
+	    access(mine, F_OK) != 0)
+		return;
+	csvfs_log(LOG_WARN_L, "test hook: holding %s while %s exists (%s)", what, mine, env);
+	for (unsigned i = 0; i < max_ms / 100 && access(mine, F_OK) == 0; i++)
+		usleep(100 * 1000);
 }
 
 struct timespec cl_deadline_in(unsigned ms)

@@ -108,6 +108,18 @@ static void forget_copies(struct attr_cache *a, struct attr_lock *e)
 	e->attrs = NULL;
 }
 
+/* Under a->mu: d goes last. Oldest first: under a steady inflow of recalls a
+ * stack would leave the oldest one (a coordinator waiting for it) behind. */
+static void drop_append(struct attr_cache *a, struct attr_drop *d)
+{
+	d->next = NULL;
+	struct attr_drop **tail = &a->drops;
+	while (*tail)
+		tail = &(*tail)->next;
+	*tail = d;
+	pthread_cond_broadcast(&a->cv);
+}
+
 /* Under a->mu: the drop thread releases the lock of that token. */
 static void drop_queue(struct attr_cache *a, uint64_t token)
 {
@@ -117,9 +129,7 @@ static void drop_queue(struct attr_cache *a, uint64_t token)
 		return;
 	}
 	d->token = token;
-	d->next = a->drops;
-	a->drops = d;
-	pthread_cond_broadcast(&a->cv);
+	drop_append(a, d);
 }
 
 /* ---- callbacks (dispatch thread) ------------------------------------------ */
@@ -513,6 +523,12 @@ static void attr_drop_one(struct cluster *c, uint64_t token)
 	}
 	e->dropping = 1;   /* no reply may be cached under it from now on */
 	forget_copies(a, e);
+	if (!ex) {
+		/* tests only (cluster_fs.sh): a participant slow to let go */
+		pthread_mutex_unlock(&a->mu);
+		cl_test_hold(c, "CSVFS_TEST_HOLD_ATTR_DROP", "attribute lock drops", 60000);
+		pthread_mutex_lock(&a->mu);
+	}
 	uint64_t until = cl_now_ms() + 2000;
 	while ((e->replying || !e->lk) && cl_now_ms() < until) {
 		struct timespec dl = cl_deadline_in(20);
@@ -545,6 +561,32 @@ static void attr_drop_one(struct cluster *c, uint64_t token)
 	free(e);
 }
 
+/* Under a->mu: token names a coordinator's granted EX. */
+static int is_granted_ex(struct attr_cache *a, uint64_t token)
+{
+	int ex = 0;
+	struct attr_lock *e = find_token(a, token, &ex);
+	return e && ex && e->state == ATTR_GRANTED;
+}
+
+/* A coordinator's EX goes only between two engine operations (v->lock
+ * free): an operation takes the EX of every inode it will write before its
+ * first change (inode_lock_writes), and they must stay until it is done, or
+ * a recall timing out half way would leave a change half made. Bounded: if
+ * the engine is busy, the drop goes back in the queue and the others (a PR
+ * this node still holds may be what the engine waits for) go first. */
+static int lock_engine_for(struct cluster *c, uint64_t token)
+{
+	struct attr_cache *a = &c->attr;
+	pthread_mutex_lock(&a->mu);
+	int ex = is_granted_ex(a, token);
+	pthread_mutex_unlock(&a->mu);
+	if (!ex)
+		return 0;
+	struct timespec dl = cl_deadline_in(10);
+	return pthread_mutex_timedlock(&c->v->lock, &dl) == 0 ? 1 : -1;
+}
+
 static void *attr_drop_main(void *arg)
 {
 	struct cluster *c = arg;
@@ -558,9 +600,16 @@ static void *attr_drop_main(void *arg)
 		}
 		a->drops = d->next;
 		pthread_mutex_unlock(&a->mu);
-		attr_drop_one(c, d->token);
-		free(d);
+		int engine = lock_engine_for(c, d->token);
+		if (engine >= 0) {
+			attr_drop_one(c, d->token);
+			if (engine)
+				pthread_mutex_unlock(&c->v->lock);
+			free(d);
+		}
 		pthread_mutex_lock(&a->mu);
+		if (engine < 0)
+			drop_append(a, d);   /* the engine is busy (10 ms tried): after the others */
 	}
 	pthread_mutex_unlock(&a->mu);
 	return NULL;

@@ -150,15 +150,7 @@ static void reclaim_locks(struct cluster *c, struct conn *k)
  * loaded node's can be. */
 static void test_hold_reclaim(struct cluster *c)
 {
-	const char *path = getenv("CSVFS_TEST_HOLD_RECLAIM");
-	char mine[1200];
-	if (!path || snprintf(mine, sizeof(mine), "%s.%s", path, c->o.node) >= (int)sizeof(mine) ||
-	    access(mine, F_OK) != 0)
-		return;
-	csvfs_log(LOG_WARN_L, "test hook: holding this node's reclaim while %s exists "
-		  "(CSVFS_TEST_HOLD_RECLAIM)", mine);
-	for (unsigned i = 0; i < 300 && access(mine, F_OK) == 0; i++)
-		usleep(100 * 1000);
+	cl_test_hold(c, "CSVFS_TEST_HOLD_RECLAIM", "this node's reclaim", 30000);
 }
 
 static void conn_lost(void *arg)

@@ -157,7 +157,7 @@ struct attr_cache {
 	unsigned pr_max;                 /* groups a participant caches at most (attr_cache=) */
 	unsigned ncached;                /* inodes whose attributes the daemon keeps a copy of */
 	uint64_t seq;                    /* grants so far: a grant's number orders it */
-	struct attr_drop *drops;         /* locks the drop thread is to release */
+	struct attr_drop *drops;         /* locks the drop thread is to release, oldest first */
 	/* The front end's: drops the kernel's cached attributes of a node id. */
 	void (*inval)(void *arg, ext2_ino_t ino, uint32_t gen);
 	void (*inval_entries)(void *arg);   /* every name the kernel caches (NULL: none cached) */
@@ -269,6 +269,7 @@ void role_grow(struct cluster *c);
 
 uint64_t cl_now_ms(void);
 struct timespec cl_deadline_in(unsigned ms);
+void cl_test_hold(struct cluster *c, const char *env, const char *what, unsigned max_ms);
 /* Wakes the cluster thread to look again now. */
 void cl_poke(struct cluster *c);
 /* A live member with that nodeid (or name); *out gets it. */

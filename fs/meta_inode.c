@@ -142,6 +142,23 @@ int inode_write(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in)
 	return inode_store(v, ino, in);
 }
 
+/* Before an operation's first change, under v->lock: the attribute lock of
+ * every inode it will write (0s are skipped). A node that does not give its
+ * copies up fails the operation here, with nothing changed, never half way
+ * through it (a name without its inode, an inode without its name). Taken
+ * now, they stay until v->lock goes: a coordinator's EX is dropped only
+ * between engine operations (cluster_attr.c). */
+int inode_lock_writes(struct volume *v, ext2_ino_t a, ext2_ino_t b, ext2_ino_t c, ext2_ino_t d)
+{
+	const ext2_ino_t inos[] = { a, b, c, d };
+	for (unsigned i = 0; v->cluster && i < sizeof(inos) / sizeof(inos[0]); i++) {
+		int rc = inos[i] ? cluster_attr_change(v->cluster, inos[i]) : 0;
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
 /* A number just allocated: whatever a node cached of the file that had it
  * before went when that file was freed (an inode_write). */
 int inode_write_fresh(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in)

@@ -10,6 +10,7 @@ void inode_to_attr(struct volume *v, ext2_ino_t ino, const struct ext2_inode_lar
 		   struct meta_attr *out);
 int inode_read(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in);
 int inode_write(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in);
+int inode_lock_writes(struct volume *v, ext2_ino_t a, ext2_ino_t b, ext2_ino_t c, ext2_ino_t d);
 /* inode_write of an inode just allocated: no node can have cached it. */
 int inode_write_fresh(struct volume *v, ext2_ino_t ino, struct ext2_inode_large *in);
 void inode_set_time(struct volume *v, struct ext2_inode_large *in, int which, struct timespec ts);

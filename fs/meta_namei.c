@@ -203,6 +203,8 @@ int meta_create(struct volume *v, ext2_ino_t parent, const char *name, uint32_t 
 		rc = dir_find(v, parent, name, &existing, &ftype);
 		rc = rc == 0 ? -EEXIST : rc == -ENOENT ? 0 : rc;
 	}
+	if (rc == 0)
+		rc = inode_lock_writes(v, parent, 0, 0, 0);
 	if (rc == 0 && LINUX_S_ISDIR(mode)) {
 		struct ext2_inode_large probe = pin;
 		rc = dir_links_inc(v, &probe);
@@ -252,6 +254,8 @@ int meta_symlink(struct volume *v, ext2_ino_t parent, const char *name, const ch
 		rc = dir_find(v, parent, name, &existing, &ftype);
 		rc = rc == 0 ? -EEXIST : rc == -ENOENT ? 0 : rc;
 	}
+	if (rc == 0)
+		rc = inode_lock_writes(v, parent, 0, 0, 0);
 	if (rc == 0) {
 		errcode_t e = ext2fs_new_inode(v->fs, parent, LINUX_S_IFLNK | 0777, NULL, &ino);
 		if (!e)
@@ -309,6 +313,8 @@ int meta_link(struct volume *v, ext2_ino_t ino, ext2_ino_t newparent, const char
 		rc = rc == 0 ? -EEXIST : rc == -ENOENT ? 0 : rc;
 	}
 	if (rc == 0)
+		rc = inode_lock_writes(v, newparent, ino, 0, 0);
+	if (rc == 0)
 		rc = dir_add(v, newparent, newname, ino, mode_to_ftype(in.i_mode));
 	if (rc == 0) {
 		in.i_links_count++;
@@ -335,6 +341,8 @@ int meta_unlink(struct volume *v, ext2_ino_t parent, const char *name)
 		rc = inode_read(v, ino, &in);
 	if (rc == 0 && LINUX_S_ISDIR(in.i_mode))
 		rc = -EISDIR;
+	if (rc == 0)
+		rc = inode_lock_writes(v, parent, ino, 0, 0);
 	if (rc == 0)
 		rc = dir_remove(v, parent, name);
 	if (rc == 0)
@@ -383,6 +391,8 @@ int meta_rmdir(struct volume *v, ext2_ino_t parent, const char *name)
 	int rc = volume_refuses_changes(v) ? -EROFS : dir_find(v, parent, name, &ino, &ftype);
 	if (rc == 0)
 		rc = check_removable_dir(v, ino);
+	if (rc == 0)
+		rc = inode_lock_writes(v, parent, ino, 0, 0);
 	if (rc == 0)
 		rc = dir_remove(v, parent, name);
 	if (rc == 0)
@@ -600,6 +610,8 @@ int meta_rename_cred(struct volume *v, ext2_ino_t parent, const char *name,
 		pthread_mutex_unlock(&v->lock);
 		return 0; /* two names of one inode: POSIX says do nothing */
 	}
+	if (rc == 0)
+		rc = inode_lock_writes(v, parent, newparent, src.ino, dst.ino);
 	ext2_ino_t whiteout = 0;
 	if (rc == 0 && (flags & META_RENAME_WHITEOUT))
 		rc = make_whiteout(v, parent, cred, &whiteout);
