@@ -954,6 +954,42 @@ static void test_remchg_release_keeps_open(void **state)
 	assert_int_equal(ops_remote.unlink(f->pv, ROOT, "rel"), 0);
 }
 
+/* The coordinator changes: a new engine-side server with no record of this
+ * participant's opens (the old one's opens uncounted), at a new epoch, on
+ * the same link. */
+static void new_coordinator(struct fx *f)
+{
+	link_stop(&f->l);
+	server_destroy(f->s);
+	assert_int_equal(server_create(f->cv, &f->s), 0);
+	link_start(&f->l, f->s);
+	atomic_store(&f->l.epoch, 1);
+}
+
+/* Issue 15 (docs/testing.md, ledger row 20): a new coordinator whose reclaim
+ * came while a release was on its way does not know the open and answers the
+ * RELEASE EBADF. The close still succeeds: the caller gets no error, and the
+ * open is gone on both sides (the file reopens and closes as any other). */
+static void test_release_unknown_at_new_coordinator(void **state)
+{
+	struct fx *f = *state;
+	struct meta_attr a;
+	struct minode *m = remote_create_open(f, "crossed", &a);
+	ext2_ino_t ino = m->ino;
+	new_coordinator(f);
+	assert_int_equal(coord_opens(f, ino), 0);
+	assert_int_equal(ops_remote.release(f->pv, m), 0);
+	assert_int_equal(atomic_load(&f->l.per_op[OP_RELEASE]), 1);   /* asked, answered EBADF */
+	assert_int_equal(m->open_count, 0);
+	minode_put(f->pv, m);
+	assert_int_equal(coord_opens(f, ino), 0);
+	assert_int_equal(ops_remote.open(f->pv, ino, a.generation, 0, &m), 0);
+	assert_int_equal(coord_opens(f, ino), 1);
+	remote_close(f, m);
+	assert_int_equal(coord_opens(f, ino), 0);
+	assert_int_equal(ops_remote.unlink(f->pv, ROOT, "crossed"), 0);
+}
+
 /* The write times a release carries (TOUCH) survive a TOUCH that did not
  * get through: the retried release sends them. */
 static void test_remchg_touch_kept(void **state)
@@ -1251,6 +1287,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_lost_answer_resent_once, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_lost_answer_resent_once_xattr_punch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_remchg_release_keeps_open, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_release_unknown_at_new_coordinator, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_remchg_touch_kept, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_last_close_commits, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_new_coordinator_gets_pending_ranges, setup, teardown),
