@@ -858,6 +858,28 @@ static void test_errors(void **state)
 	assert_int_equal(ops_remote.unlink(f->pv, ROOT, "e"), 0);
 }
 
+/* An open names the file the caller looked up, by number and generation; a
+ * number another node freed and reused for a directory is ESTALE (the kernel
+ * looks the name up again), not EISDIR, which open(2) would hand to the
+ * application (found by cluster_fs's nsrace -L: "open O_RDONLY: Is a
+ * directory" on a participant, for a name that was a file). */
+static void test_open_reused_as_directory(void **state)
+{
+	struct fx *f = *state;
+	struct meta_attr a, d;
+	assert_int_equal(ops_remote.create(f->pv, ROOT, "was-file", S_IFREG | 0644, 0, &CRED, &a), 0);
+	assert_int_equal(ops_local.unlink(f->cv, ROOT, "was-file"), 0);
+	assert_int_equal(ops_local.create(f->cv, ROOT, "now-dir", S_IFDIR | 0755, 0, &CRED, &d), 0);
+	if (d.ino != a.ino)
+		fail_msg("the directory got inode %llu, not the freed %llu: nothing reused",
+			 (unsigned long long)d.ino, (unsigned long long)a.ino);
+	struct minode *m = NULL;
+	assert_int_equal(ops_remote.open(f->pv, (ext2_ino_t)a.ino, a.generation, 0, &m), -ESTALE);
+	assert_int_equal(ops_remote.open(f->pv, (ext2_ino_t)a.ino, a.generation, 1, &m), -ESTALE);
+	assert_null(m);
+	assert_int_equal(ops_remote.rmdir(f->pv, ROOT, "now-dir"), 0);
+}
+
 /* A coordinator that lost its role answers EREMCHG: -ERESTART, not applied. */
 static void test_remchg_restarts(void **state)
 {
@@ -1283,6 +1305,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_redirected_requests_checked, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_truncate_punch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_open_reused_as_directory, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_remchg_restarts, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_lost_answer_resent_once, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_lost_answer_resent_once_xattr_punch, setup, teardown),
