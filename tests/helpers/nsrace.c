@@ -125,15 +125,17 @@ static void stable_path(const struct stable_names *sn, char kind, int k, char *o
 	snprintf(out, len, "%s/%s.%c%d", sn->dir, sn->own, kind, k);
 }
 
-/* An operation on a name only this process touches: it must succeed. */
-static void must(struct tally *t, int rc, const char *what, const char *path)
+/* An operation on a name only this process touches: it must succeed. 1 if
+ * it did (the record follows only what happened: one failure, one error). */
+static int must(struct tally *t, int rc, const char *what, const char *path)
 {
 	if (rc == 0)
-		return;
+		return 1;
 	int e = errno;
 	char msg[120];
 	snprintf(msg, sizeof(msg), "%s " STABLE "/%.60s", what, strrchr(path, '/') + 1);
 	record(t, msg, e);
+	return 0;
 }
 
 static void target_of(const struct stable_names *sn, int n, char *out, size_t len)
@@ -149,15 +151,16 @@ static void stable_link(struct tally *t, struct stable_names *sn, unsigned long 
 	stable_path(sn, 's', k, p, sizeof(p));
 	if (!sn->link[k]) {
 		target_of(sn, k, want, sizeof(want));
-		must(t, symlink(want, p), "symlink", p);
-		sn->link[k] = 1 + k;
+		if (must(t, symlink(want, p), "symlink", p))
+			sn->link[k] = 1 + k;
 		return;
 	}
 	if (!sn->link[to] && (r >> 16) % 2) {
 		stable_path(sn, 's', to, q, sizeof(q));
-		must(t, rename(p, q), "rename (symlink)", p);
-		sn->link[to] = sn->link[k];
-		sn->link[k] = 0;
+		if (must(t, rename(p, q), "rename (symlink)", p)) {
+			sn->link[to] = sn->link[k];
+			sn->link[k] = 0;
+		}
 		return;
 	}
 	target_of(sn, sn->link[k] - 1, want, sizeof(want));
@@ -166,8 +169,8 @@ static void stable_link(struct tally *t, struct stable_names *sn, unsigned long 
 		must(t, -1, "readlink", p);
 	else if ((size_t)n != strlen(want) || memcmp(got, want, (size_t)n))
 		record(t, "readlink in " STABLE " gave another target", EIO);
-	must(t, unlink(p), "unlink (symlink)", p);
-	sn->link[k] = 0;
+	if (must(t, unlink(p), "unlink (symlink)", p))
+		sn->link[k] = 0;
 }
 
 /* A file created (O_EXCL) or unlinked; a directory made or removed. */
@@ -177,17 +180,19 @@ static void stable_file_or_dir(struct tally *t, struct stable_names *sn, unsigne
 	int *have = dir ? &sn->sub[k] : &sn->file[k];
 	char p[4200];
 	stable_path(sn, dir ? 'd' : 'f', k, p, sizeof(p));
+	int done;
 	if (dir)
-		must(t, *have ? rmdir(p) : mkdir(p, 0755), *have ? "rmdir" : "mkdir", p);
+		done = must(t, *have ? rmdir(p) : mkdir(p, 0755), *have ? "rmdir" : "mkdir", p);
 	else if (*have)
-		must(t, unlink(p), "unlink (file)", p);
+		done = must(t, unlink(p), "unlink (file)", p);
 	else {
 		int fd = open(p, O_CREAT | O_EXCL | O_WRONLY, 0644);
-		must(t, fd < 0 ? -1 : 0, "create O_EXCL", p);
+		done = must(t, fd < 0 ? -1 : 0, "create O_EXCL", p);
 		if (fd >= 0 && close(fd) != 0)
 			record(t, "close in " STABLE, errno);
 	}
-	*have = !*have;
+	if (done)
+		*have = !*have;
 }
 
 /* Every name of this process: there exactly when recorded. */
