@@ -859,11 +859,11 @@ static void test_errors(void **state)
 }
 
 /* An open names the file the caller looked up, by number and generation; a
- * number another node freed and reused for a directory is ESTALE (the kernel
- * looks the name up again), not EISDIR, which open(2) would hand to the
- * application (found by cluster_fs's nsrace -L: "open O_RDONLY: Is a
- * directory" on a participant, for a name that was a file). */
-static void test_open_reused_as_directory(void **state)
+ * number another node freed and reused for a directory or a symlink is ESTALE
+ * (the kernel looks the name up again), not EISDIR or EINVAL, which open(2)
+ * would hand to the application (found by cluster_fs's nsrace -L: "open
+ * O_RDONLY: Is a directory" on a participant, for a name that was a file). */
+static void test_open_reused_number(void **state)
 {
 	struct fx *f = *state;
 	struct meta_attr a, d;
@@ -878,6 +878,13 @@ static void test_open_reused_as_directory(void **state)
 	assert_int_equal(ops_remote.open(f->pv, (ext2_ino_t)a.ino, a.generation, 1, &m), -ESTALE);
 	assert_null(m);
 	assert_int_equal(ops_remote.rmdir(f->pv, ROOT, "now-dir"), 0);
+	assert_int_equal(ops_local.symlink(f->cv, ROOT, "now-link", "t", &CRED, &d), 0);
+	if (d.ino != a.ino)
+		fail_msg("the symlink got inode %llu, not the freed %llu: nothing reused",
+			 (unsigned long long)d.ino, (unsigned long long)a.ino);
+	assert_int_equal(ops_remote.open(f->pv, (ext2_ino_t)a.ino, a.generation, 0, &m), -ESTALE);
+	assert_null(m);
+	assert_int_equal(ops_remote.unlink(f->pv, ROOT, "now-link"), 0);
 }
 
 /* A coordinator that lost its role answers EREMCHG: -ERESTART, not applied. */
@@ -1305,7 +1312,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_redirected_requests_checked, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_truncate_punch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_open_reused_as_directory, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_open_reused_number, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_remchg_restarts, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_lost_answer_resent_once, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_lost_answer_resent_once_xattr_punch, setup, teardown),
