@@ -363,7 +363,15 @@ static int h_open(struct ctx *c, const struct proto_req *q)
 {
 	const struct proto_open *o = &q->open;
 	struct minode *m;
-	int rc = with_minode(c, o->ino, &m);
+	/* The file the caller looked up, before its type: a number freed and
+	 * reused since (by a directory, say) is ESTALE, so the kernel looks the
+	 * name up again (meta_open), never EISDIR for a name that was a file. */
+	struct meta_attr a;
+	int rc = ops_local.getattr(c->s->v, o->ino, &a);
+	if (rc == 0 && o->ino != EXT2_ROOT_INO && a.generation != o->generation)
+		rc = -ESTALE;
+	if (rc == 0)
+		rc = with_minode(c, o->ino, &m);
 	if (rc)
 		return rc;
 	minode_put(c->s->v, m);

@@ -858,6 +858,35 @@ static void test_errors(void **state)
 	assert_int_equal(ops_remote.unlink(f->pv, ROOT, "e"), 0);
 }
 
+/* An open names the file the caller looked up, by number and generation; a
+ * number another node freed and reused for a directory or a symlink is ESTALE
+ * (the kernel looks the name up again), not EISDIR or EINVAL, which open(2)
+ * would hand to the application (found by cluster_fs's nsrace -L: "open
+ * O_RDONLY: Is a directory" on a participant, for a name that was a file). */
+static void test_open_reused_number(void **state)
+{
+	struct fx *f = *state;
+	struct meta_attr a, d;
+	assert_int_equal(ops_remote.create(f->pv, ROOT, "was-file", S_IFREG | 0644, 0, &CRED, &a), 0);
+	assert_int_equal(ops_local.unlink(f->cv, ROOT, "was-file"), 0);
+	assert_int_equal(ops_local.create(f->cv, ROOT, "now-dir", S_IFDIR | 0755, 0, &CRED, &d), 0);
+	if (d.ino != a.ino)
+		fail_msg("the directory got inode %llu, not the freed %llu: nothing reused",
+			 (unsigned long long)d.ino, (unsigned long long)a.ino);
+	struct minode *m = NULL;
+	assert_int_equal(ops_remote.open(f->pv, (ext2_ino_t)a.ino, a.generation, 0, &m), -ESTALE);
+	assert_int_equal(ops_remote.open(f->pv, (ext2_ino_t)a.ino, a.generation, 1, &m), -ESTALE);
+	assert_null(m);
+	assert_int_equal(ops_remote.rmdir(f->pv, ROOT, "now-dir"), 0);
+	assert_int_equal(ops_local.symlink(f->cv, ROOT, "now-link", "t", &CRED, &d), 0);
+	if (d.ino != a.ino)
+		fail_msg("the symlink got inode %llu, not the freed %llu: nothing reused",
+			 (unsigned long long)d.ino, (unsigned long long)a.ino);
+	assert_int_equal(ops_remote.open(f->pv, (ext2_ino_t)a.ino, a.generation, 0, &m), -ESTALE);
+	assert_null(m);
+	assert_int_equal(ops_remote.unlink(f->pv, ROOT, "now-link"), 0);
+}
+
 /* A coordinator that lost its role answers EREMCHG: -ERESTART, not applied. */
 static void test_remchg_restarts(void **state)
 {
@@ -952,6 +981,42 @@ static void test_remchg_release_keeps_open(void **state)
 	remote_close(f, m);
 	assert_int_equal(coord_opens(f, ino), 0);
 	assert_int_equal(ops_remote.unlink(f->pv, ROOT, "rel"), 0);
+}
+
+/* The coordinator changes: a new engine-side server with no record of this
+ * participant's opens (the old one's opens uncounted), at a new epoch, on
+ * the same link. */
+static void new_coordinator(struct fx *f)
+{
+	link_stop(&f->l);
+	server_destroy(f->s);
+	assert_int_equal(server_create(f->cv, &f->s), 0);
+	link_start(&f->l, f->s);
+	atomic_store(&f->l.epoch, 1);
+}
+
+/* Issue 15 (docs/testing.md, ledger row 20): a new coordinator whose reclaim
+ * came while a release was on its way does not know the open and answers the
+ * RELEASE EBADF. The close still succeeds: the caller gets no error, and the
+ * open is gone on both sides (the file reopens and closes as any other). */
+static void test_release_unknown_at_new_coordinator(void **state)
+{
+	struct fx *f = *state;
+	struct meta_attr a;
+	struct minode *m = remote_create_open(f, "crossed", &a);
+	ext2_ino_t ino = m->ino;
+	new_coordinator(f);
+	assert_int_equal(coord_opens(f, ino), 0);
+	assert_int_equal(ops_remote.release(f->pv, m), 0);
+	assert_int_equal(atomic_load(&f->l.per_op[OP_RELEASE]), 1);   /* asked, answered EBADF */
+	assert_int_equal(m->open_count, 0);
+	minode_put(f->pv, m);
+	assert_int_equal(coord_opens(f, ino), 0);
+	assert_int_equal(ops_remote.open(f->pv, ino, a.generation, 0, &m), 0);
+	assert_int_equal(coord_opens(f, ino), 1);
+	remote_close(f, m);
+	assert_int_equal(coord_opens(f, ino), 0);
+	assert_int_equal(ops_remote.unlink(f->pv, ROOT, "crossed"), 0);
 }
 
 /* The write times a release carries (TOUCH) survive a TOUCH that did not
@@ -1247,10 +1312,12 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_redirected_requests_checked, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_truncate_punch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_open_reused_number, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_remchg_restarts, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_lost_answer_resent_once, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_lost_answer_resent_once_xattr_punch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_remchg_release_keeps_open, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_release_unknown_at_new_coordinator, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_remchg_touch_kept, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_last_close_commits, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_new_coordinator_gets_pending_ranges, setup, teardown),
