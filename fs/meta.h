@@ -166,6 +166,9 @@ struct volume {
 	 * is attached; replies_off: inode 5 is not one, records are not kept. */
 	struct reply_table *replies;
 	int replies_off;
+	/* volume lock: a hash-tree lookup's blocks (meta_dir.c), allocated at
+	 * the first one and kept: a lookup allocates no 16 KiB each time. */
+	char *lookup_buf;
 };
 
 int volume_open(const struct volume_opts *o, struct volume **out, char *err, size_t errlen);

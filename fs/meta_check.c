@@ -89,6 +89,34 @@ static int journal_block_cb(ext2_filsys fs, blk64_t *blk, e2_blkcnt_t cnt, blk64
 	return 0;
 }
 
+/* The journal inode's blocks, extent by extent (a 1 GiB journal is a few
+ * extents but 262,144 blocks: ext2fs_block_iterate3 calls back for each one,
+ * at every attach), its extent tree blocks too; a journal without extents
+ * block by block. */
+static errcode_t add_journal_zones(ext2_filsys fs, ext2_ino_t ino, struct zone_list *l)
+{
+	struct ext2_inode in;
+	errcode_t e = ext2fs_read_inode(fs, ino, &in);
+	if (e)
+		return e;
+	if (!(in.i_flags & EXT4_EXTENTS_FL))
+		return ext2fs_block_iterate3(fs, ino, BLOCK_FLAG_READ_ONLY, NULL, journal_block_cb, l);
+	ext2_extent_handle_t h;
+	e = ext2fs_extent_open2(fs, ino, &in, &h);
+	if (e)
+		return e;
+	struct ext2fs_extent ex;
+	e = ext2fs_extent_get(h, EXT2_EXTENT_ROOT, &ex);
+	while (!e && !l->err) {
+		if (!(ex.e_flags & EXT2_EXTENT_FLAGS_SECOND_VISIT))   /* an index entry, on the way up */
+			zone_add(l, ex.e_pblk, (ex.e_flags & EXT2_EXTENT_FLAGS_LEAF) ? ex.e_len : 1,
+				 "the journal");
+		e = ext2fs_extent_get(h, EXT2_EXTENT_NEXT, &ex);
+	}
+	ext2fs_extent_free(h);
+	return e == EXT2_ET_EXTENT_NO_NEXT ? 0 : e;
+}
+
 static void add_group_zones(ext2_filsys fs, struct zone_list *l)
 {
 	unsigned gdt_blocks = fs->desc_blocks + fs->super->s_reserved_gdt_blocks;
@@ -141,8 +169,7 @@ int sysz_build(struct volume *v, char *err, size_t errlen)
 		zone_add(&l, fs->super->s_mmp_block, 1, "the MMP block");
 	errcode_t e = 0;
 	if (ext2fs_has_feature_journal(fs->super) && fs->super->s_journal_inum)
-		e = ext2fs_block_iterate3(fs, fs->super->s_journal_inum, BLOCK_FLAG_READ_ONLY, NULL,
-					  journal_block_cb, &l);
+		e = add_journal_zones(fs, fs->super->s_journal_inum, &l);
 	if (l.err || e) {
 		free(l.z);
 		snprintf(err, errlen, "LUN %s: volume %s: the journal inode's blocks are unreadable: %s",

@@ -35,13 +35,69 @@ struct dirent_loc {
 	int prev_off;                  /* -1: first entry of its block */
 };
 
-static int read_block(struct volume *v, ext2_ino_t dir, struct ext2_inode_large *in,
-		      blk64_t lblk, blk64_t *pblk, void *buf)
+/* Maps and reads the blocks of one directory for one lookup. The extent
+ * handle is opened once, at the first block: ext2fs_bmap2 would open one and
+ * allocate two blocks of scratch for every block it maps, which is most of
+ * the cost of a lookup (and of the time it holds the volume lock). A
+ * directory without extents is mapped by ext2fs_bmap2, with the scratch
+ * given. */
+struct dir_map {
+	struct volume *v;
+	ext2_ino_t dir;
+	struct ext2_inode_large *in;
+	ext2_extent_handle_t h;
+	char *scratch;                 /* 2 blocks, for ext2fs_bmap2: allocated when needed */
+};
+
+/* The physical block of directory block lblk; 0 for a hole; *uninit set
+ * for an unwritten extent. Errors as ext2fs_bmap2's. */
+static errcode_t dir_map_block(struct dir_map *m, blk64_t lblk, blk64_t *pblk, int *uninit)
 {
-	int ret_flags = 0;
-	errcode_t e = ext2fs_bmap2(v->fs, dir, (struct ext2_inode *)in, NULL, 0, lblk,
-				   &ret_flags, pblk);
-	if (!e && (*pblk == 0 || (ret_flags & BMAP_RET_UNINIT)))
+	ext2_filsys fs = m->v->fs;
+	struct ext2_inode *in = (struct ext2_inode *)m->in;
+	*pblk = 0;
+	*uninit = 0;
+	if (!(in->i_flags & EXT4_EXTENTS_FL) || (in->i_flags & EXT4_INLINE_DATA_FL)) {
+		int ret_flags = 0;
+		if (!m->scratch && !(m->scratch = malloc(2 * (size_t)fs->blocksize)))
+			return EXT2_ET_NO_MEMORY;
+		errcode_t e = ext2fs_bmap2(fs, m->dir, in, m->scratch, 0, lblk, &ret_flags, pblk);
+		*uninit = (ret_flags & BMAP_RET_UNINIT) != 0;
+		return e;
+	}
+	if (lblk >= (1ull << 32) - 1)  /* as ext2fs_bmap2: past what an extent can map */
+		return EXT2_ET_FILE_TOO_BIG;
+	errcode_t e = m->h ? 0 : ext2fs_extent_open2(fs, m->dir, in, &m->h);
+	if (!e)
+		e = ext2fs_extent_goto2(m->h, 0, lblk);
+	if (e == EXT2_ET_EXTENT_NOT_FOUND)
+		return 0;
+	struct ext2fs_extent ex;
+	if (!e)
+		e = ext2fs_extent_get(m->h, EXT2_EXTENT_CURRENT, &ex);
+	if (!e && lblk >= ex.e_lblk && lblk < (blk64_t)ex.e_lblk + ex.e_len) {
+		*pblk = ex.e_pblk + (lblk - ex.e_lblk);
+		*uninit = (ex.e_flags & EXT2_EXTENT_FLAGS_UNINIT) != 0;
+	}
+	return e;
+}
+
+static void dir_map_done(struct dir_map *m)
+{
+	if (m->h)
+		ext2fs_extent_free(m->h);
+	m->h = NULL;
+	free(m->scratch);
+	m->scratch = NULL;
+}
+
+static int read_block(struct dir_map *m, blk64_t lblk, blk64_t *pblk, void *buf)
+{
+	struct volume *v = m->v;
+	ext2_ino_t dir = m->dir;
+	int uninit = 0;
+	errcode_t e = dir_map_block(m, lblk, pblk, &uninit);
+	if (!e && (*pblk == 0 || uninit))
 		e = EXT2_ET_DIR_CORRUPTED;
 	const char *what = e ? NULL : blocks_invalid(v, *pblk, 1);
 	if (what)
@@ -88,16 +144,19 @@ static int scan_block(struct volume *v, const char *buf, const char *name, int l
 	return 0;
 }
 
-static int linear_find(struct volume *v, ext2_ino_t dir, struct ext2_inode_large *in,
-		       const char *name, struct dirent_loc *loc, ext2_ino_t *ino, int *ftype)
+static int linear_find(struct dir_map *m, const char *name, struct dirent_loc *loc,
+		       ext2_ino_t *ino, int *ftype)
 {
+	struct volume *v = m->v;
+	ext2_ino_t dir = m->dir;
+	struct ext2_inode_large *in = m->in;
 	uint64_t nblocks = EXT2_I_SIZE(in) / v->blocksize;
 	char *buf = malloc(v->blocksize);
 	if (!buf)
 		return -ENOMEM;
 	int rc = 0;
 	for (uint64_t b = 0; b < nblocks && rc == 0; b++) {
-		rc = read_block(v, dir, in, b, &loc->pblk, buf);
+		rc = read_block(m, b, &loc->pblk, buf);
 		if (rc == 0)
 			rc = scan_block(v, buf, name, (int)strlen(name), &loc->off, &loc->prev_off, ino, ftype);
 		if (rc < 0 && rc != -ENOMEM)
@@ -175,16 +234,15 @@ static int dx_load_frame(struct volume *v, ext2_ino_t dir, const struct ext2_ino
 
 /* Reads the child of frames[l]'s current entry into frames[l + 1], with the
  * hash range that entry covers. */
-static int dx_descend(struct volume *v, ext2_ino_t dir, struct ext2_inode_large *in,
-		      struct dx_frame *frames, int l)
+static int dx_descend(struct dir_map *m, struct dx_frame *frames, int l)
 {
 	struct dx_frame *p = &frames[l], *c = &frames[l + 1];
 	uint32_t child = dx_block_at(p, p->at);
 	blk64_t pblk;
 	c->lo = dx_hash_at(p, p->at);
 	c->hi = p->at + 1 < p->count ? dx_hash_at(p, p->at + 1) | 1u : p->hi;
-	int rc = read_block(v, dir, in, child, &pblk, c->buf);
-	return rc ? rc : dx_load_frame(v, dir, in, c, child);
+	int rc = read_block(m, child, &pblk, c->buf);
+	return rc ? rc : dx_load_frame(m->v, m->dir, m->in, c, child);
 }
 
 /* Index of the last entry whose hash is <= hash (entry 0 covers from 0). */
@@ -203,8 +261,8 @@ static unsigned dx_search(const struct dx_frame *f, ext2_dirhash_t hash)
 
 /* Advances to the next leaf whose hash range may still hold `hash` (hash
  * collisions continue into the next leaf). Returns 1 moved, 0 no more. */
-static int dx_next_leaf(struct volume *v, ext2_ino_t dir, struct ext2_inode_large *in,
-			struct dx_frame *frames, int levels, ext2_dirhash_t hash)
+static int dx_next_leaf(struct dir_map *m, struct dx_frame *frames, int levels,
+			ext2_dirhash_t hash)
 {
 	int l = levels - 1;
 	while (l >= 0 && frames[l].at + 1 >= frames[l].count)
@@ -215,29 +273,32 @@ static int dx_next_leaf(struct volume *v, ext2_ino_t dir, struct ext2_inode_larg
 	if ((ext2fs_le32_to_cpu(frames[l].entries[frames[l].at].hash) & ~1u) != hash)
 		return 0;
 	for (int k = l + 1; k < levels; k++) {
-		if (dx_descend(v, dir, in, frames, k - 1))
+		if (dx_descend(m, frames, k - 1))
 			return -EIO;
 		frames[k].at = 0;
 	}
 	return 1;
 }
 
-static int dx_find(struct volume *v, ext2_ino_t dir, struct ext2_inode_large *in,
-		   const char *name, struct dirent_loc *loc, ext2_ino_t *ino, int *ftype)
+static int dx_find(struct dir_map *m, const char *name, struct dirent_loc *loc,
+		   ext2_ino_t *ino, int *ftype)
 {
+	struct volume *v = m->v;
+	ext2_ino_t dir = m->dir;
+	struct ext2_inode_large *in = m->in;
 	unsigned bs = v->blocksize;
 	int len = (int)strlen(name);
 	struct dx_frame frames[DX_MAX_LEVELS] = { { 0 } };
 	char *leaf = NULL;
-	char *mem = malloc((size_t)bs * (DX_MAX_LEVELS + 1));
-	if (!mem)
+	if (!v->lookup_buf && !(v->lookup_buf = malloc((size_t)bs * (DX_MAX_LEVELS + 1))))
 		return -ENOMEM;
+	char *mem = v->lookup_buf;
 	for (int i = 0; i < DX_MAX_LEVELS; i++)
 		frames[i].buf = mem + (size_t)i * bs;
 	leaf = mem + (size_t)DX_MAX_LEVELS * bs;
 
 	blk64_t pblk;
-	int rc = read_block(v, dir, in, 0, &pblk, frames[0].buf);
+	int rc = read_block(m, 0, &pblk, frames[0].buf);
 	struct ext2_dx_root_info *root = (struct ext2_dx_root_info *)(frames[0].buf + DX_ROOT_INFO_OFF);
 	int levels = 0;
 	ext2_dirhash_t hash = 0;
@@ -257,12 +318,12 @@ static int dx_find(struct volume *v, ext2_ino_t dir, struct ext2_inode_large *in
 	for (int l = 0; rc == 0 && l < levels; l++) {
 		frames[l].at = dx_search(&frames[l], hash);
 		if (l + 1 < levels)
-			rc = dx_descend(v, dir, in, frames, l);
+			rc = dx_descend(m, frames, l);
 	}
 	int found = 0;
 	for (unsigned hops = 0; rc == 0 && !found && hops < 65536; hops++) {
 		uint32_t lblk = ext2fs_le32_to_cpu(frames[levels - 1].entries[frames[levels - 1].at].block) & 0x0fffffff;
-		rc = read_block(v, dir, in, lblk, &loc->pblk, leaf);
+		rc = read_block(m, lblk, &loc->pblk, leaf);
 		if (rc == 0)
 			rc = scan_block(v, leaf, name, len, &loc->off, &loc->prev_off, ino, ftype);
 		if (rc < 0 && rc != -ENOMEM)
@@ -271,14 +332,13 @@ static int dx_find(struct volume *v, ext2_ino_t dir, struct ext2_inode_large *in
 			found = 1;
 			rc = 0;
 		} else if (rc == 0) {
-			rc = dx_next_leaf(v, dir, in, frames, levels, hash);
+			rc = dx_next_leaf(m, frames, levels, hash);
 			if (rc == 0)
 				break;
 			if (rc == 1)
 				rc = 0;
 		}
 	}
-	free(mem);
 	if (rc)
 		return rc;
 	return found ? 0 : -ENOENT;
@@ -300,13 +360,17 @@ static int locate(struct volume *v, ext2_ino_t dir, const char *name, struct dir
 		return -ENOTDIR;
 	if (strlen(name) > EXT2_NAME_LEN)
 		return -ENAMETOOLONG;
+	struct dir_map m = { .v = v, .dir = dir, .in = &in };
+	rc = -EIO;                     /* no index: the linear scan */
 	if (is_indexed(v, &in)) {
-		rc = dx_find(v, dir, &in, name, loc, ino, ftype);
-		if (rc != -EIO)
-			return rc;
-		csvfs_log(LOG_WARN_L, "directory %u: hash tree unusable; scanning linearly", dir);
+		rc = dx_find(&m, name, loc, ino, ftype);
+		if (rc == -EIO)
+			csvfs_log(LOG_WARN_L, "directory %u: hash tree unusable; scanning linearly", dir);
 	}
-	return linear_find(v, dir, &in, name, loc, ino, ftype);
+	if (rc == -EIO)
+		rc = linear_find(&m, name, loc, ino, ftype);
+	dir_map_done(&m);
+	return rc;
 }
 
 int dir_find(struct volume *v, ext2_ino_t dir, const char *name, ext2_ino_t *ino, int *ftype)

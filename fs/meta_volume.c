@@ -684,6 +684,7 @@ void volume_free(struct volume *v)
 	pthread_cond_destroy(&v->flusher_cond);
 	plock_table_free(v->plocks);
 	plock_table_free(v->plocks_mine);
+	free(v->lookup_buf);
 	free(v);
 }
 
