@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # make soak: the random_ops runs (tests/integration/random_ops.sh, docs/testing.md) for as
 # long as asked. SOAK_OPS (default 100000) caps each run's operations, i.e. the operations
-# per role; SOAK_SECONDS (default 600) caps each plain run's time: the two standalone runs
-# one after the other, then the six lab runs (coordinator, participant, across three
-# nodes; file and namespace) side by side. SOAK_ROLE_SECONDS (default SOAK_SECONDS / 2)
+# per role; SOAK_SECONDS (default 600) caps each plain run's time: the two standalone runs,
+# then the six lab runs (coordinator, participant, across three nodes; file and
+# namespace), one after the other — or side by side with SOAK_PARALLEL=1 (more
+# interleavings between nodes, far fewer operations: docs/testing.md, "make soak").
+# SOAK_ROLE_SECONDS (default SOAK_SECONDS / 2)
 # is the length of the role-change pair (node2 and node3 working while node1's daemon is
 # killed -9 whenever it is the coordinator; SOAK_KILLS=0: moved instead). So the whole
-# soak takes at most about 3 x SOAK_SECONDS + SOAK_ROLE_SECONDS. SOAK_SEED fixes the seed.
+# soak takes at most about 8 x SOAK_SECONDS + SOAK_ROLE_SECONDS (3 x with SOAK_PARALLEL=1).
+# SOAK_SEED fixes the seed.
 # Not part of make check. Ends with a summary: operations done per run, role changes,
 # failures.
 set -u
@@ -21,8 +24,8 @@ log_dir="$BUILD/test-logs"; mkdir -p "$log_dir"
 out="$log_dir/soak.log"
 echo "soak: up to $ops operations per run, $per s per run, $role s under role changes (log: $out)"
 start=$(date +%s)
-RANDOPS_KILLS=${SOAK_KILLS:-1} RANDOPS_ROLE_CROSS=1 RANDOPS_PARALLEL=1 RANDOPS_OPS=$ops RANDOPS_SECONDS=$per RANDOPS_ROLE_SECONDS=$role RANDOPS_SHRINK=${SOAK_SHRINK:-60} \
-  RANDOPS_SEED=${SOAK_SEED:-} BUILD="$BUILD" timeout $(( per * 3 + role + 1800 )) bash tests/integration/random_ops.sh >"$out" 2>&1
+RANDOPS_KILLS=${SOAK_KILLS:-1} RANDOPS_ROLE_CROSS=1 RANDOPS_PARALLEL=${SOAK_PARALLEL:-0} RANDOPS_OPS=$ops RANDOPS_SECONDS=$per RANDOPS_ROLE_SECONDS=$role RANDOPS_SHRINK=${SOAK_SHRINK:-60} \
+  RANDOPS_SEED=${SOAK_SEED:-} BUILD="$BUILD" timeout $(( per * 8 + role + 1800 )) bash tests/integration/random_ops.sh >"$out" 2>&1
 rc=$?
 grep -E '^(ok|not ok)' "$out"
 echo "---- soak summary ($(( $(date +%s) - start )) s)"
