@@ -463,6 +463,8 @@ int meta_alloc(struct volume *v, struct minode *m, uint64_t lblk, uint64_t len)
 	struct meta_extent hole;
 	if (rc == 0)
 		rc = extent_map(v, m->ino, &in, lblk, &hole);
+	if (rc == 0 && hole.state == EXTENT_HOLE)
+		rc = inode_lock_writes(v, m->ino, 0, 0, 0);
 	if (rc == 0 && hole.state == EXTENT_HOLE) {
 		uint64_t eof_blk = (atomic_load(&m->size) + v->blocksize - 1) / v->blocksize;
 		uint64_t want = len;
@@ -499,6 +501,8 @@ int meta_commit_write(struct volume *v, struct minode *m, uint64_t lblk, uint64_
 	struct timespec now = now_ts();
 	pthread_mutex_lock(&v->lock);
 	int rc = inode_read(v, m->ino, &in);
+	if (rc == 0)
+		rc = inode_lock_writes(v, m->ino, 0, 0, 0);
 	if (rc == 0 && len)
 		rc = extent_mark_written(v, m->ino, &in, lblk, len);
 	if (rc == 0) {
@@ -644,6 +648,8 @@ int meta_fallocate(struct volume *v, struct minode *m, int mode, uint64_t off, u
 	int rc = volume_refuses_changes(v) ? -EROFS : inode_read(v, m->ino, &in);
 	if (rc == 0 && !LINUX_S_ISREG(in.i_mode))
 		rc = LINUX_S_ISDIR(in.i_mode) ? -EISDIR : -ENODEV;
+	if (rc == 0)
+		rc = inode_lock_writes(v, m->ino, 0, 0, 0);
 	if (rc == 0) {
 		/* Blocks the user allocates are theirs: no write-ahead trimming over them. */
 		m->spec_start = m->spec_end = 0;

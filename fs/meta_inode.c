@@ -695,6 +695,8 @@ int meta_setattr(struct volume *v, ext2_ino_t ino, const struct meta_setattr *sa
 	int rc = volume_refuses_changes(v) ? -EROFS : inode_read(v, ino, &in);
 	if (rc == 0 && (sa->valid & META_SET_SIZE) && !LINUX_S_ISREG(in.i_mode))
 		rc = LINUX_S_ISDIR(in.i_mode) ? -EISDIR : -EINVAL;
+	if (rc == 0)
+		rc = inode_lock_writes(v, ino, 0, 0, 0);
 	if (rc == 0 && (sa->valid & META_SET_MODE))
 		in.i_mode = (uint16_t)((in.i_mode & LINUX_S_IFMT) | (sa->mode & 07777));
 	if (rc == 0 && (sa->valid & META_SET_UID)) {
@@ -845,7 +847,12 @@ int meta_release(struct volume *v, struct minode *m)
 	pthread_rwlock_wrlock(&m->io_lock);
 	pthread_mutex_lock(&v->lock);
 	int rc = inode_read(v, m->ino, &in);
-	if (rc == 0 && m->open_count > 0 && --m->open_count == 0) {
+	/* The last close may free or trim: without the lock it does neither (an
+	 * unlinked file stays an orphan, freed by the next mount or takeover) */
+	int unlocked = rc == 0 && m->open_count == 1 ? inode_lock_writes(v, m->ino, 0, 0, 0) : 0;
+	if (unlocked && --m->open_count == 0)
+		rc = unlocked;
+	else if (rc == 0 && m->open_count > 0 && --m->open_count == 0) {
 		if (in.i_links_count == 0) {
 			rc = orphan_remove(v, m->ino);
 			if (rc == 0 || rc == -ENOENT)

@@ -111,7 +111,9 @@ int meta_setxattr(struct volume *v, ext2_ino_t ino, const char *name, const void
 		return -EOPNOTSUPP;
 	struct ext2_xattr_handle *h;
 	pthread_mutex_lock(&v->lock);
-	int rc = volume_refuses_changes(v) ? -EROFS : xattrs_open(v, ino, &h);
+	int rc = volume_refuses_changes(v) ? -EROFS : inode_lock_writes(v, ino, 0, 0, 0);
+	if (rc == 0)
+		rc = xattrs_open(v, ino, &h);
 	if (rc == 0) {
 		void *old = NULL;
 		size_t old_len;
@@ -140,7 +142,9 @@ int meta_removexattr(struct volume *v, ext2_ino_t ino, const char *name)
 {
 	struct ext2_xattr_handle *h;
 	pthread_mutex_lock(&v->lock);
-	int rc = volume_refuses_changes(v) ? -EROFS : xattrs_open(v, ino, &h);
+	int rc = volume_refuses_changes(v) ? -EROFS : inode_lock_writes(v, ino, 0, 0, 0);
+	if (rc == 0)
+		rc = xattrs_open(v, ino, &h);
 	if (rc == 0) {
 		void *old = NULL;
 		size_t old_len;

@@ -42,6 +42,10 @@ fails_eio() {  # fails_eio WHAT CMD... — on the coordinator: the change fails 
 fails_eio "a create in d" "touch $V/d/new"
 fails_eio "an unlink in d" "rm $V/d/f2"
 fails_eio "a rename in d" "mv $V/d/f1 $V/d/f1b"
+# and a file's own changes: a write into a hole (an allocation), a truncate, an xattr
+fails_eio "a write into a hole of f3" "dd if=/dev/zero of=$V/d/f3 bs=4096 count=4 seek=100 conv=notrunc oflag=direct status=none"
+fails_eio "a truncate of f3" "truncate -s 1M $V/d/f3"
+fails_eio "a setxattr on f3" "setfattr -n user.k -v v $V/d/f3"
 check "node$P's daemon held its drops (the test hook's log line)" \
   grep -q "test hook: holding attribute lock drops" "/run/csvfs-lab/$CSVFS_LAB/nodes/$P/csvfs.log"
 check "node$C logged the recall that did not finish" \
@@ -53,6 +57,7 @@ check_eq "node$P: d is as it was" "$before" "$(listing "$P")"
 check "node$C: the same create succeeds once node$P lets go" wait_until 30 on "$C" touch "$V/d/new"
 check "node$P: sees it" wait_until 10 on "$P" test -e "$V/d/new"
 check_eq "node$P: f2 reads as written" "f2" "$(on "$P" cat "$V/d/f2")"
+check_eq "node$P: f3 as it was (size, content)" "3 f3" "$(on "$P" sh -c "stat -c %s $V/d/f3; cat $V/d/f3" | tr '\n' ' ' | sed 's/ $//')"
 
 lab_down_checked "$LUN"
 finish
