@@ -39,6 +39,7 @@ struct dg_backend_ops {
 	int (*unlock)(struct dg_lock *lk, unsigned flags, const uint8_t *lvb);
 	int (*cancel)(struct dg_lock *lk);
 	unsigned (*release_bound_ms)(struct dg_lockspace *ls);
+	int (*holders)(struct dg_lockspace *ls, const char *name, struct dg_holder *out, size_t max);
 };
 
 /* The cpg backend (cpg_backend.c), always built. */

@@ -235,6 +235,38 @@ static unsigned cpg_release_bound_ms(struct dg_lockspace *base)
 	return ls->token_ms + ls->consensus_ms + ls->deadline_ms;
 }
 
+struct holders_walk {
+	const char *name;
+	size_t name_len;
+	struct dg_holder *out;
+	size_t max, n;
+};
+
+static void holder_seen(void *ctx, const struct ls_lock_info *info)
+{
+	struct holders_walk *w = ctx;
+	if (info->name_len != w->name_len || memcmp(info->name, w->name, w->name_len) != 0 ||
+	    info->queue == LS_QUEUE_WAITING)
+		return;
+	if (w->n < w->max)
+		w->out[w->n] = (struct dg_holder){ .nodeid = info->nodeid, .granted = (enum dg_mode)info->granted,
+						   .notified = info->blocking_notified, .departed = info->departed };
+	w->n++;
+}
+
+/* Every node's copy of the lock state is the same: ours names the holders.
+ * A walk of every lock: for a diagnosis only. */
+static int cpg_holders(struct dg_lockspace *base, const char *name, struct dg_holder *out, size_t max)
+{
+	struct cpg_ls *ls = cpgb_impl(base);
+	struct holders_walk w = { .name = name, .name_len = strlen(name), .out = out, .max = max };
+	pthread_mutex_lock(&ls->mu);
+	if (ls->lst)
+		ls_foreach_lock(ls->lst, holder_seen, &w);
+	pthread_mutex_unlock(&ls->mu);
+	return (int)(w.n > (size_t)INT32_MAX ? INT32_MAX : w.n);
+}
+
 static const struct dg_backend_ops cpg_ops = {
 	.name = "cpg",
 	.connect = cpg_connect,
@@ -246,6 +278,7 @@ static const struct dg_backend_ops cpg_ops = {
 	.unlock = cpgb_unlock,
 	.cancel = cpgb_cancel,
 	.release_bound_ms = cpg_release_bound_ms,
+	.holders = cpg_holders,
 };
 
 const struct dg_backend_ops *dg_cpg_backend_ops(void)

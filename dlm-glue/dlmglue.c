@@ -95,6 +95,13 @@ uint32_t dg_this_node(struct dg_lockspace *ls)
 	return ls ? ls->ops->this_node(ls) : 0;
 }
 
+int dg_holders(struct dg_lockspace *ls, const char *name, struct dg_holder *out, size_t max)
+{
+	if (!ls || !name)
+		return -EINVAL;
+	return ls->ops->holders ? ls->ops->holders(ls, name, out, max) : -EOPNOTSUPP;
+}
+
 unsigned dg_release_bound_ms(struct dg_lockspace *ls)
 {
 	return ls && ls->ops->release_bound_ms ? ls->ops->release_bound_ms(ls) : 0;

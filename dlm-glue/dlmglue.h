@@ -118,6 +118,19 @@ int dg_unlock(struct dg_lock *lk, unsigned flags, const uint8_t *lvb);
 /* Cancels a waiting request or conversion (its ast gets -ECANCELED). */
 int dg_cancel(struct dg_lock *lk);
 
+/* Who holds resource `name`, for a diagnosis (a lock wait that lasts): up to
+ * max locks granted or converting on it, each one's node and granted mode,
+ * and whether it was sent a blocking callback. Returns the count (that may
+ * exceed max), or -EOPNOTSUPP where the backend cannot see other nodes'
+ * locks (dlm: the kernel's state is not read). */
+struct dg_holder {
+	uint32_t nodeid;
+	enum dg_mode granted;
+	int notified;        /* a blocking callback was sent for this episode */
+	int departed;        /* its node left and is not fenced yet */
+};
+int dg_holders(struct dg_lockspace *ls, const char *name, struct dg_holder *out, size_t max);
+
 /* Convenience: waits (bounded) for the request's ast. */
 int dg_lock_wait(struct dg_lockspace *ls, const char *name, enum dg_mode mode, unsigned flags,
 		 unsigned timeout_ms, uint8_t lvb_out[DG_LVB_LEN], struct dg_lock **out);

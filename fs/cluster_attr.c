@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define TOKEN_GRP(t) ((uint32_t)((t) >> 32))
 #define BUCKET(grp) ((grp) % ATTR_BUCKETS)
@@ -48,6 +49,7 @@ struct attr_lock {
 	uint64_t has;                    /* PR: the kernel asked for gen's attributes, no forget since */
 	int dir;                         /* PR: held for a directory's entries */
 	int dropping;                    /* the drop thread waits for replies: cache nothing more */
+	unsigned waiters;                /* EX: changes waiting for its grant (cluster_attr_change) */
 	/* PR: the daemon's own copies (cluster_attr_keep), of the inodes in
 	 * cached: what a readdirplus brought, so that the kernel's getattr of
 	 * each name after it costs no round trip. Allocated on first use. */
@@ -58,6 +60,7 @@ struct attr_lock {
 struct attr_drop {
 	struct attr_drop *next;
 	uint64_t token;
+	uint64_t queued_ms;              /* when the callback asked for it */
 };
 
 /* Under a->mu. */
@@ -108,19 +111,19 @@ static void forget_copies(struct attr_cache *a, struct attr_lock *e)
 	e->attrs = NULL;
 }
 
-/* Under a->mu: d goes last. Oldest first: under a steady inflow of recalls a
- * stack would leave the oldest one (a coordinator waiting for it) behind. */
+/* Under a->mu: d goes last. */
 static void drop_append(struct attr_cache *a, struct attr_drop *d)
 {
 	d->next = NULL;
-	struct attr_drop **tail = &a->drops;
-	while (*tail)
-		tail = &(*tail)->next;
-	*tail = d;
+	*a->drops_tail = d;
+	a->drops_tail = &d->next;
 	pthread_cond_broadcast(&a->cv);
 }
 
-/* Under a->mu: the drop thread releases the lock of that token. */
+/* Under a->mu: the drop thread releases the lock of that token. Drops go
+ * in the order asked (a queue, not a stack): under a steady inflow the
+ * oldest is not passed over, and a node waiting for it waits for at most
+ * those before it. */
 static void drop_queue(struct attr_cache *a, uint64_t token)
 {
 	struct attr_drop *d = calloc(1, sizeof(*d));
@@ -129,6 +132,7 @@ static void drop_queue(struct attr_cache *a, uint64_t token)
 		return;
 	}
 	d->token = token;
+	d->queued_ms = cl_now_ms();
 	drop_append(a, d);
 }
 
@@ -175,6 +179,35 @@ void attr_lost(struct cl_lockres *r)
 
 /* ---- requests --------------------------------------------------------------- */
 
+/* Test only (tests/integration/cache_coherence.sh): CSVFS_TEST_HOLD_ATTR=PATH
+ * holds the coordinator's change, after it asked for an EX and before it
+ * looks for the grant, while PATH.NODE.wait exists (at most 30 s), and a
+ * participant's request for PR before it is sent while PATH.NODE.ask does;
+ * each only for the group whose number the file holds: so that the EX is
+ * granted and asked back by a PR queued behind it before the change sees
+ * it, as a loaded coordinator's can be. Called under a->mu, which it
+ * releases while it holds. */
+static void test_hold(struct cluster *c, struct attr_cache *a, const char *what, uint32_t grp)
+{
+	const char *path = getenv("CSVFS_TEST_HOLD_ATTR");
+	char mine[1200];
+	if (!path || snprintf(mine, sizeof(mine), "%s.%s.%s", path, c->o.node, what) >= (int)sizeof(mine))
+		return;
+	FILE *f = fopen(mine, "r");
+	unsigned want = 0;
+	int named = f && fscanf(f, "%u", &want) == 1;
+	if (f)
+		fclose(f);
+	if (!named || want != grp)
+		return;
+	pthread_mutex_unlock(&a->mu);
+	csvfs_log(LOG_WARN_L, "test hook: holding an attribute lock's %s while %s exists (CSVFS_TEST_HOLD_ATTR)",
+		  what, mine);
+	for (unsigned i = 0; i < 300 && access(mine, F_OK) == 0; i++)
+		usleep(100 * 1000);
+	pthread_mutex_lock(&a->mu);
+}
+
 /* Under a->mu, which it releases and takes again: a new entry asking for
  * mode. NULL when it could not be asked. */
 static struct attr_lock *attr_request(struct cluster *c, uint32_t grp, int ex)
@@ -200,6 +233,8 @@ static struct attr_lock *attr_request(struct cluster *c, uint32_t grp, int ex)
 		a->nex++;
 	else
 		a->npr++;
+	if (!ex)
+		test_hold(c, a, "ask", grp);
 	/* The ast may come before dg_lock returns: it finds the entry. */
 	pthread_mutex_unlock(&a->mu);
 	struct dg_lock *lk = NULL;
@@ -387,15 +422,33 @@ int cluster_attr_change(struct cluster *c, ext2_ino_t ino)
 		csvfs_log(LOG_ERR_L, "inode %u: cannot ask for its attribute lock A%u", ino, grp);
 		return -EIO;
 	}
-	uint64_t token = e->res->token, until = cl_now_ms() + c->lock_wait_ms;
-	int waited = 0;
+	uint64_t token = e->res->token, start = cl_now_ms(), until = start + c->lock_wait_ms;
+	int waited = 0, warned = 0;
+	/* Counted: a grant followed at once by another node's request (one
+	 * queued behind ours) must not be dropped before we have seen it. */
+	e->waiters++;
+	test_hold(c, a, "wait", grp);
 	while ((e = find_grp(a, 1, grp)) && e->res->token == token && e->state == ATTR_WAITING &&
 	       cl_now_ms() < until) {
 		waited = 1;
+		if (!warned && cl_now_ms() - start >= CL_SLOW_LOCK_MS) {
+			warned = 1;   /* not under a->mu: it takes dlm-glue's mutex */
+			pthread_mutex_unlock(&a->mu);
+			char what[64];
+			snprintf(what, sizeof(what), "the change of inode %u", ino);
+			cl_warn_slow_lock(c, CL_LOCK_ATTR, grp, DG_EX, what, cl_now_ms() - start);
+			pthread_mutex_lock(&a->mu);
+			continue;
+		}
 		struct timespec dl = cl_deadline_in(100);
 		pthread_cond_timedwait(&a->cv, &a->mu, &dl);
 	}
-	int rc = e && e->res->token == token && e->state == ATTR_GRANTED ? 0 : -EIO;
+	int ours = e && e->res->token == token;
+	int rc = ours && e->state == ATTR_GRANTED ? 0 : -EIO;
+	if (ours) {
+		e->waiters--;
+		pthread_cond_broadcast(&a->cv);   /* a drop may wait for us */
+	}
 	if (waited)
 		a->ex_waits++;
 	struct dg_lock *cancel = rc && e && e->res->token == token ? e->lk : NULL;
@@ -403,8 +456,9 @@ int cluster_attr_change(struct cluster *c, ext2_ino_t ino)
 	if (cancel)
 		dg_cancel(cancel);   /* its ast removes the entry */
 	if (rc)
-		csvfs_log(LOG_ERR_L, "inode %u: other nodes did not give up their cached attributes (A%u)",
-			  ino, grp);
+		csvfs_log(LOG_ERR_L, "inode %u: other nodes did not give up their cached attributes (A%u): %s after "
+			  "%llu ms", ino, grp, ours ? "not granted" : "its request failed",
+			  (unsigned long long)(cl_now_ms() - start));
 	return rc;
 }
 
@@ -511,12 +565,27 @@ int cluster_attr_cached(struct cluster *c, ext2_ino_t ino, struct meta_attr *out
 
 /* ---- the drop thread ---------------------------------------------------------- */
 
-static void attr_drop_one(struct cluster *c, uint64_t token)
+/* A drop that took long (the node asking waits for it): one warning line
+ * with where the time went, so that a stall explains itself. */
+static void drop_took(const struct attr_lock *e, int ex, uint64_t queued_ms, uint64_t start_ms,
+		      uint64_t notify_ms, uint64_t end_ms)
+{
+	if (end_ms - queued_ms < CL_SLOW_LOCK_MS)
+		return;
+	csvfs_log(LOG_WARN_L, "attribute lock A%u (%s): giving it up took %llu ms (%llu queued behind other "
+		  "drops, %llu waiting for answers being sent, %llu in the kernel's invalidations)",
+		  e->grp, ex ? "EX" : "PR", (unsigned long long)(end_ms - queued_ms),
+		  (unsigned long long)(start_ms - queued_ms), (unsigned long long)(notify_ms - start_ms),
+		  (unsigned long long)(end_ms - notify_ms));
+}
+
+static void attr_drop_one(struct cluster *c, const struct attr_drop *d)
 {
 	struct attr_cache *a = &c->attr;
+	uint64_t start_ms = cl_now_ms();
 	pthread_mutex_lock(&a->mu);
 	int ex = 0;
-	struct attr_lock *e = find_token(a, token, &ex);
+	struct attr_lock *e = find_token(a, d->token, &ex);
 	if (!e || e->state != ATTR_GRANTED) {
 		pthread_mutex_unlock(&a->mu);
 		return;   /* an older request's, or already gone */
@@ -530,13 +599,27 @@ static void attr_drop_one(struct cluster *c, uint64_t token)
 		pthread_mutex_lock(&a->mu);
 	}
 	uint64_t until = cl_now_ms() + 2000;
-	while ((e->replying || !e->lk) && cl_now_ms() < until) {
+	while (e->replying && cl_now_ms() < until) {
 		struct timespec dl = cl_deadline_in(20);
 		pthread_cond_timedwait(&a->cv, &a->mu, &dl);
 	}
 	if (e->replying)
 		csvfs_log(LOG_ERR_L, "attribute lock A%u: %u answers still being sent after 2 s; dropping it",
 			  e->grp, e->replying);
+	/* EX: a change waiting for this grant sees it first (it only needs
+	 * a->mu to look): else it would fail though the lock came. */
+	while (e->waiters) {
+		struct timespec dl = cl_deadline_in(20);
+		pthread_cond_timedwait(&a->cv, &a->mu, &dl);
+	}
+	/* The handle comes when the requester's dg_lock returns, which it does
+	 * without waiting for anything of ours: without it the granted lock
+	 * could not be unlocked, and would block every other node's EX for good. */
+	while (!e->lk) {
+		struct timespec dl = cl_deadline_in(20);
+		pthread_cond_timedwait(&a->cv, &a->mu, &dl);
+	}
+	uint64_t notify_ms = cl_now_ms();
 	unchain(a, e);
 	void (*inval)(void *, ext2_ino_t, uint32_t) = a->inval;
 	void (*inval_entries)(void *) = a->inval_entries;
@@ -556,7 +639,8 @@ static void attr_drop_one(struct cluster *c, uint64_t token)
 	a->notifying--;
 	pthread_cond_broadcast(&a->cv);
 	pthread_mutex_unlock(&a->mu);
-	int rc = e->lk ? dg_unlock(e->lk, 0, NULL) : 0;
+	drop_took(e, ex, d->queued_ms, start_ms, notify_ms, cl_now_ms());
+	int rc = dg_unlock(e->lk, 0, NULL);
 	lockres_retire(e->res, rc);
 	free(e);
 }
@@ -599,10 +683,12 @@ static void *attr_drop_main(void *arg)
 			continue;
 		}
 		a->drops = d->next;
+		if (!a->drops)
+			a->drops_tail = &a->drops;
 		pthread_mutex_unlock(&a->mu);
 		int engine = lock_engine_for(c, d->token);
 		if (engine >= 0) {
-			attr_drop_one(c, d->token);
+			attr_drop_one(c, d);
 			if (engine)
 				pthread_mutex_unlock(&c->v->lock);
 			free(d);
@@ -621,6 +707,7 @@ int attr_start(struct cluster *c, unsigned max_inodes)
 	a->pr_max = (max_inodes + ATTR_GROUP - 1) / ATTR_GROUP;
 	pthread_mutex_init(&a->mu, NULL);
 	pthread_cond_init(&a->cv, NULL);
+	a->drops_tail = &a->drops;
 	int rc = pthread_create(&a->thread, NULL, attr_drop_main, c);
 	if (rc == 0)
 		a->running = 1;

@@ -158,6 +158,7 @@ struct attr_cache {
 	unsigned ncached;                /* inodes whose attributes the daemon keeps a copy of */
 	uint64_t seq;                    /* grants so far: a grant's number orders it */
 	struct attr_drop *drops;         /* locks the drop thread is to release, oldest first */
+	struct attr_drop **drops_tail;   /* where the next one goes */
 	/* The front end's: drops the kernel's cached attributes of a node id. */
 	void (*inval)(void *arg, ext2_ino_t ino, uint32_t gen);
 	void (*inval_entries)(void *arg);   /* every name the kernel caches (NULL: none cached) */
@@ -295,6 +296,12 @@ int cl_lock_wait(struct cluster *c, enum cl_lock_kind kind, uint32_t id, enum dg
 		 struct dg_lock **out);
 /* Runs what the type does when the lock is lost. */
 void cl_lock_lost(struct cl_lockres *r);
+/* A wait for a lock of that kind and id in mode has lasted waited_ms: one
+ * warning line naming it, why it is wanted (what) and the nodes holding it
+ * (dlm-glue's lock state), so that a stall explains itself. */
+#define CL_SLOW_LOCK_MS 3000
+void cl_warn_slow_lock(struct cluster *c, enum cl_lock_kind kind, uint32_t id, enum dg_mode mode,
+		       const char *what, uint64_t waited_ms);
 
 void held_init(struct held_lock *h, struct cluster *c, enum cl_lock_kind kind);
 int held_lock(struct held_lock *h, enum dg_mode mode, unsigned flags);

@@ -192,6 +192,38 @@ void cl_lock_lost(struct cl_lockres *r)
 		type_of(r)->lost(r);
 }
 
+static const char *mode_name(enum dg_mode m)
+{
+	static const char *const names[] = { "NL", "CR", "CW", "PR", "PW", "EX" };
+	return (unsigned)m < sizeof(names) / sizeof(names[0]) ? names[m] : "?";
+}
+
+void cl_warn_slow_lock(struct cluster *c, enum cl_lock_kind kind, uint32_t id, enum dg_mode mode,
+		       const char *what, uint64_t waited_ms)
+{
+	char name[DG_RESOURCE_MAX], who[256] = "";
+	snprintf(name, sizeof(name), lock_types[kind].name, id);
+	struct dg_holder h[8];
+	int n = dg_holders(c->ls, name, h, sizeof(h) / sizeof(h[0]));
+	size_t len = 0;
+	uint32_t self = dg_this_node(c->ls);
+	for (int i = 0; i < n && i < (int)(sizeof(h) / sizeof(h[0])) && len < sizeof(who); i++) {
+		int k = snprintf(who + len, sizeof(who) - len, "%snode id %u%s %s%s%s", i ? ", " : "", h[i].nodeid,
+				 h[i].nodeid == self ? " (this node)" : "", mode_name(h[i].granted),
+				 h[i].notified ? " asked to release" : " not asked yet",
+				 h[i].departed ? ", departed" : "");
+		len = k < 0 ? sizeof(who) : len + (size_t)k;
+	}
+	if (n > (int)(sizeof(h) / sizeof(h[0])) && len < sizeof(who))
+		snprintf(who + len, sizeof(who) - len, " and %d more", n - (int)(sizeof(h) / sizeof(h[0])));
+	if (n < 0)
+		snprintf(who, sizeof(who), "unknown (%s)", strerror(-n));
+	else if (n == 0)
+		snprintf(who, sizeof(who), "nobody (granted since, or not seen yet)");
+	csvfs_log(LOG_WARN_L, "lock %s: %s has waited %llu ms for %s; held by %s", name, what,
+		  (unsigned long long)waited_ms, mode_name(mode), who);
+}
+
 /* ---- held locks: a thread waits for the grant ------------------------------ */
 
 static struct held_lock *held_of(struct cl_lockres *r)

@@ -17,7 +17,9 @@
 . "$(dirname "$0")/../lib.sh"
 
 lab_test_begin cache_coherence cachecoh
+export CSVFS_TEST_HOLD_ATTR=$S/holdattr   # the EX granted and asked back at once (fs/cluster_attr.c)
 V=/ClusterStorage/Volume1
+on_exit "rm -f '$S'/holdattr.*"   # holds let go before the lab goes down
 
 on() { local k=$1; shift; timeout 60 "$LAB" exec "$k" -- "$@"; }
 sh_on() { local k=$1; shift; timeout 60 "$LAB" exec "$k" -- sh -c "$*"; }
@@ -113,6 +115,72 @@ sh_on "${P[0]}" "for i in \$(seq 200); do stat $V/hot/f* >/dev/null; done"
 check_eq "1600 stats of 8 unchanged files on node${P[0]}: still cached, no lock given up" "$r0" "$(recalls "${P[0]}")"
 sh_on "$C" "chmod 700 $V/hot/f3"
 check_eq "node${P[0]} then sees a chmod on the coordinator" 700 "$(sh_on "${P[0]}" "stat -c %a $V/hot/f3")"
+
+# ---- a stall explains itself: a holder that does not give its lock up ----------------
+# node P0 caches the hot files again, then its daemon is stopped (SIGSTOP, 5 s: under the
+# 10 s idle timeout of its link) while the coordinator changes one of them: the change
+# waits for the EX (a stall, not an error) and after 3 s the coordinator logs one line
+# naming the lock and the node holding it (docs/cluster.md "Attribute caching").
+sh_on "${P[0]}" "sleep 1.2; stat $V/hot/f* >/dev/null; sleep 1.2; stat $V/hot/f* >/dev/null"
+check "node${P[0]} holds the hot files' attribute lock again (pr=$(pr_held "${P[0]}"))" \
+  sh -c "[ '$(pr_held "${P[0]}")' -ge 1 ]"
+ppid_file=/run/csvfs-lab/$CSVFS_LAB/nodes/${P[0]}/csvfs.pid
+clog=/run/csvfs-lab/$CSVFS_LAB/nodes/$C/csvfs.log
+ppid=$(cut -d" " -f1 "$ppid_file" 2>/dev/null)   # "PID START-TIME"
+if [ -n "$ppid" ] && kill -STOP "$ppid"; then
+  sh_on "$C" "chmod 710 $V/hot/f5" >"$S/stall.out" 2>&1 &
+  chpid=$!
+  sleep 5
+  kill -CONT "$ppid"
+  wait "$chpid"; rc=$?
+  check_eq "the coordinator's chmod waited for node${P[0]} and succeeded" 0 "$rc"
+  check "the coordinator logged the wait, naming the lock and node${P[0]} holding PR" \
+    grep -q "lock A[0-9]*: the change of inode [0-9]* has waited [0-9]* ms for EX; held by .*node id ${P[0]} PR asked to release" "$clog"
+  grep -h "has waited" "$clog" | sed 's/^/# /'
+  check_eq "node${P[0]} then sees the chmod" 710 "$(sh_on "${P[0]}" "stat -c %a $V/hot/f5")"
+else
+  not_ok "stop node${P[0]}'s daemon (pid '$ppid' from $ppid_file)"
+fi
+
+# ---- an EX granted and asked back at once ----------------------------------------------
+# node P0 holds the PR of r's group; node P1's request for it is held (test hook, before
+# it is sent), then the coordinator's chmod asks for the EX and is held before it looks
+# for the grant. P0 gives its PR up, the EX is granted; P1's request, let go now, queues
+# behind it and asks it back at once. The change must still see its grant (before the
+# fix the coordinator's drop thread took the entry away first: "did not give up their
+# cached attributes", EIO, though every other node had).
+H=$CSVFS_TEST_HOLD_ATTR
+sh_on "$C" "mkdir $V/race && echo x >$V/race/r"
+G=$(( $(sh_on "$C" "stat -c %i $V/race/r") / 64 ))   # r's group: the hooks hold only its lock
+sh_on "${P[0]}" "stat $V/race/r >/dev/null; sleep 1.2; stat $V/race/r >/dev/null; sleep 0.3; stat $V/race/r >/dev/null"
+r0=$(recalls "${P[0]}")
+ex_kept() { status_json "$C" | sed -n 's/.*"attr_locks":{[^}]*"ex":\([0-9]*\).*/\1/p'; }
+held_line() { [ "$(grep -c "holding an attribute lock's $2 while $H.node$1.$2 exists" "/run/csvfs-lab/$CSVFS_LAB/nodes/$1/csvfs.log")" -gt "${3:-0}" ]; }
+hold() { echo "$G" >"$H.tmp" && mv "$H.tmp" "$H.$1"; }   # whole, or the hook reads no group
+hold "node${P[1]}.ask"
+sh_on "${P[1]}" "stat -c %a $V/race/r" >"$S/race.p1" 2>&1 &
+p1pid=$!
+check "node${P[1]}'s request for the PR of A$G is held (test hook)" wait_until 20 held_line "${P[1]}" ask
+hold "node$C.wait"
+sh_on "$C" "chmod 640 $V/race/r" >"$S/race.chmod" 2>&1 &
+chpid=$!
+check "the coordinator's chmod asked for the EX and is held before it looks (test hook)" \
+  wait_until 20 held_line "$C" wait
+gave_up() { [ "$(recalls "${P[0]}")" -gt "${r0:-0}" ]; }
+check "node${P[0]} gave its PR up for the coordinator's EX (recalls $r0 -> more)" wait_until 20 gave_up
+sleep 1                         # its unlock follows: the EX is granted
+ex0=$(ex_kept)
+rm -f "$H.node${P[1]}.ask"      # node P1's PR queues behind the EX and asks it back
+# before the fix the coordinator's drop thread takes the EX entry away now (its count
+# falls); with it, the drop waits for the held change: the wait runs out (8 s)
+ex_gone() { [ "$(ex_kept)" -lt "${ex0:-0}" ]; }
+if wait_until 8 ex_gone; then diag "the coordinator let go of the EX before the change looked (ex $ex0 -> $(ex_kept))"; fi
+rm -f "$H.node$C.wait"
+wait "$chpid"; rc=$?
+wait "$p1pid"
+check_eq "the coordinator's chmod saw its EX though it was asked back at once (exit $rc: $(cat "$S/race.chmod"))" 0 "$rc"
+check_eq "node${P[0]} sees the chmod" 640 "$(sh_on "${P[0]}" "stat -c %a $V/race/r")"
+check_eq "node${P[1]} sees the chmod" 640 "$(sh_on "${P[1]}" "stat -c %a $V/race/r")"
 
 "$LAB" down --save-logs "$S/logs" >"$S/down.out" 2>&1
 check_eq "lab down: every node unmounted cleanly" 0 "$?"
