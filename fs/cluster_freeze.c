@@ -271,7 +271,7 @@ static void freeze_here(struct cluster *c)
 	while (f->changes && !f->stopping)
 		pthread_cond_wait(&f->cv, &f->mu);
 	pthread_mutex_unlock(&f->mu);
-	int sync_rc = fdatasync(c->v->data_fd) == 0 ? 0 : errno;
+	int sync_rc = -lun_fdatasync(&c->v->data_lun);
 	held_unlock(&f->pr, 0, NULL);
 	csvfs_log(sync_rc ? LOG_ERR_L : LOG_INFO_L,
 		  "node %s, volume %s: frozen for a snapshot (changes held, reads go on); %u in flight "

@@ -299,6 +299,9 @@ int iostate_start(const struct lun *data_lun, unsigned block, unsigned timeout_m
 	st.lun = data_lun;
 	st.block = block;
 	atomic_store(&path_timeout_ms, timeout_ms);
+	/* Every LUN transfer of this node, the coordinator's metadata and journal
+	 * included: a hung path must not hold the role's threads forever. */
+	lun_set_path_timeout(timeout_ms);
 	st.stopping = 0;
 	lun_set_path_observer(path_observer);
 	clock_gettime(CLOCK_REALTIME, &st.since);

@@ -32,7 +32,9 @@ enum io_reason {
 
 /* Starts the prober (path probes, lease expiry) for this node's data LUN;
  * block is a readable, aligned block size; a transfer longer than
- * path_timeout_ms (0: never) is a path failure. 0 or a negative errno. */
+ * path_timeout_ms (0: never) is a path failure — every LUN transfer of the
+ * process from now on (lun_set_path_timeout), the coordinator's too. 0 or a
+ * negative errno. */
 int iostate_start(const struct lun *data_lun, unsigned block, unsigned path_timeout_ms);
 /* The path timeout the data path's own transfers use (0: none). */
 unsigned iostate_path_timeout_ms(void);

@@ -412,8 +412,8 @@ int volume_quiesce(struct volume *v, char *err, size_t errlen)
 	/* Even if a later step failed: volume_resume attaches the journal again. */
 	v->quiesced = detached;
 	pthread_mutex_unlock(&v->lock);
-	if (rc == 0 && fdatasync(v->data_fd) != 0)
-		rc = -errno;
+	if (rc == 0)
+		rc = lun_fdatasync(&v->data_lun);
 	if (rc)
 		snprintf(err, errlen, "volume %s: making the LUN clean for the snapshot failed: %s",
 			 v->uuid, strerror(-rc));
@@ -644,7 +644,7 @@ void volume_detach_engine(struct volume *v)
 		}
 	}
 	if (v->data_fd >= 0)
-		fdatasync(v->data_fd);
+		lun_fdatasync(&v->data_lun);   /* a failure is logged */
 	journal_close(v->journal);
 	v->journal = NULL;
 	deferfree_destroy(v);

@@ -543,7 +543,7 @@ static struct {
 	int last_err;             /* errno of flush number `done` (0: durable) */
 } flush_group = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0, 0 };
 
-static int grouped_fdatasync(int fd)
+static int grouped_fdatasync(const struct lun *l)
 {
 	pthread_mutex_lock(&flush_group.mu);
 	uint64_t need = flush_group.started + 1;
@@ -555,7 +555,7 @@ static int grouped_fdatasync(int fd)
 		flush_group.running = 1;
 		uint64_t this_flush = ++flush_group.started;
 		pthread_mutex_unlock(&flush_group.mu);
-		int err = fdatasync(fd) == 0 ? 0 : errno;
+		int err = -lun_fdatasync(l);
 		pthread_mutex_lock(&flush_group.mu);
 		flush_group.running = 0;
 		flush_group.done = this_flush;
@@ -576,7 +576,7 @@ static int grouped_fdatasync(int fd)
 static int data_flush(struct volume *v)
 {
 	if (!iostate_redirected()) {
-		int err = grouped_fdatasync(v->data_fd);
+		int err = grouped_fdatasync(&v->data_lun);
 		if (err == 0)
 			return 0;
 		if (!lun_error_is_path(err))

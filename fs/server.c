@@ -608,10 +608,11 @@ static int h_lun_write(struct ctx *c, const struct proto_req *q)
  * failed (one shared LUN: a flush of it covers every writer). */
 static int h_lun_flush(struct ctx *c, const struct proto_req *q)
 {
-	if (fdatasync(c->s->v->data_fd) == 0)
+	int rc = lun_fdatasync(&c->s->v->data_lun);
+	if (rc == 0)
 		return 0;
 	csvfs_log(LOG_ERR_L, "LUN %s: flush for %s failed: %s", c->s->v->lun, c->peer->node,
-		  strerror(errno));
+		  strerror(-rc));
 	return -EIO;
 }
 
@@ -790,6 +791,9 @@ int server_request(struct server *s, const char *node, const char *addr, uint16_
 {
 	struct rio_peer peer = { .node = node, .addr = addr };
 	struct ctx c = { .s = s, .peer = &peer, .op = proto_op(op), .w = out };
+	/* A connection's threads end with it, and a role given up for a hung
+	 * path ends them all: none may leave a transfer to the path. */
+	lun_thread_use_workers();
 	int rc = run(&c, payload, len);
 	/* The NFS rule: a change is answered only once it is in the journal, so
 	 * no coordinator crash takes back what a live node was told happened

@@ -625,11 +625,9 @@ int journal_commit_finish(struct journal *j, struct journal_txn *txn, uint64_t w
 	while (j->last_durable < wait_id && j->last_finished < wait_id)
 		pthread_cond_wait(&j->finished_cond, &j->lock);
 	pthread_mutex_unlock(&j->lock);
-	if (fdatasync(j->fd) != 0) {
-		int e = errno;
-		jlog(j, 3, "journal: flush of %s failed: %s", j->lun_path, strerror(e));
-		return -e;
-	}
+	int rc = lun_fdatasync(&j->lun);   /* a failure is logged, naming the LUN */
+	if (rc)
+		return rc;
 	pthread_mutex_lock(&j->lock);
 	j->stats.flushes++;
 	pthread_mutex_unlock(&j->lock);

@@ -138,6 +138,14 @@ enum {
  * is closed. -ENODATA (read) / -ENOSPC (write): the LUN ends inside the range. */
 int lun_pread(const struct lun *l, void *buf, size_t len, uint64_t off);
 int lun_pwrite(const struct lun *l, const void *buf, size_t len, uint64_t off, unsigned flags);
+/* fdatasync of the LUN: 0, or a negative errno after one log line naming it. */
+int lun_fdatasync(const struct lun *l);
+/* Cluster mode (design.md §7): from now on every lun_pread, lun_pwrite and
+ * lun_fdatasync of the process has a path timeout of timeout_ms, as
+ * lun_transfer_timed's — a coordinator's hung path is a failed path too, and
+ * no thread of it waits longer for the LUN (a flush then also passes the
+ * gate). 0: none (the default; a standalone mount waits as the kernel does). */
+void lun_set_path_timeout(unsigned timeout_ms);
 
 /* Which LUN writes of this process a flush covered, so that a commit skips a
  * flush with nothing to make durable: take a mark before a flush of the LUN
@@ -160,12 +168,17 @@ int lun_probe(const struct lun *l, void *buf, size_t len, uint64_t off, unsigned
 /* lun_pread / lun_pwrite (flags 0) with a path timeout: a transfer not done
  * within timeout_ms is -ETIMEDOUT, after one log line, and is given up on:
  * the path keeps it until it ends it, and the caller's memory is no longer
- * part of it. It runs from the calling thread as an io_uring request (on a
- * buffer from lun_thread_buffer with no copy; any other buffer through a
- * copy); where io_uring is not available, on a worker thread with a buffer
- * of its own. timeout_ms 0: no timeout (the plain call on this thread). */
+ * part of it. From a buffer from lun_thread_buffer it runs as an io_uring
+ * request from the calling thread, with no copy (unless the thread called
+ * lun_thread_use_workers); any other on a worker thread with a buffer of its
+ * own, through a copy — as everything where io_uring is not available.
+ * timeout_ms 0: the process's default (lun_set_path_timeout), or none. */
 int lun_transfer_timed(const struct lun *l, int write, void *buf, size_t len, uint64_t off,
 		       unsigned timeout_ms);
+/* This thread's transfers go through the worker threads, its own buffer's
+ * too: for a thread that may end while its path hangs (the kernel holds a
+ * thread's end until the io_uring requests it submitted are done). */
+void lun_thread_use_workers(void);
 /* This thread's transfer buffer, at least len bytes, page-aligned, kept until
  * the thread ends (a larger len replaces it); NULL if out of memory. The
  * pages of a transfer given up on are replaced under it (same address, same

@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/statfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -153,15 +154,28 @@ void lun_set_path_observer(lun_path_observer_fn fn)
 	atomic_store(&path_observer, fn);
 }
 
+/* What a transfer is: the index into XFER_NAMES. */
+enum xfer { XFER_READ, XFER_WRITE, XFER_FLUSH };
+static const char *const XFER_NAMES[] = { "read", "write", "flush" };
+
+static void observe_path(const struct lun *l, int err)
+{
+	lun_path_observer_fn observe = atomic_load(&path_observer);
+	if (observe && lun_error_is_path(err))
+		observe(l->name, -err);
+}
+
+/* len 0: a flush (it names no range). */
 static int failed(const struct lun *l, const char *what, size_t len, uint64_t off, int err)
 {
 	if (!l->name)   /* a probe: the caller reports */
 		return -err;
-	lun_log(l, "LUN %s: %s of %zu bytes at byte %" PRIu64 " failed: %s", l->name, what, len,
-		off, strerror(err));
-	lun_path_observer_fn observe = atomic_load(&path_observer);
-	if (observe && lun_error_is_path(err))
-		observe(l->name, -err);
+	if (len)
+		lun_log(l, "LUN %s: %s of %zu bytes at byte %" PRIu64 " failed: %s", l->name, what,
+			len, off, strerror(err));
+	else
+		lun_log(l, "LUN %s: %s failed: %s", l->name, what, strerror(err));
+	observe_path(l, err);
 	return -err;
 }
 
@@ -229,27 +243,33 @@ static int transfer(const struct lun *l, int write, char *buf, size_t len, uint6
 	return 0;
 }
 
-int lun_pread(const struct lun *l, void *buf, size_t len, uint64_t off)
+/* One transfer or flush, its caller inside the gate: the power-cut hook and
+ * the write counts for a write, LUN_SYNC's flush in the same pass (a drain
+ * waits for it too). */
+static int gated_io(const struct lun *l, enum xfer kind, void *buf, size_t len, uint64_t off,
+		    unsigned flags)
 {
-	if (gate_enter())
-		return -EIO;
-	int rc = transfer(l, 0, buf, len, off);
-	gate_leave();
-	return rc;
-}
-
-int lun_pwrite(const struct lun *l, const void *buf, size_t len, uint64_t off, unsigned flags)
-{
-	if (gate_enter())
-		return -EIO;
+	if (kind == XFER_FLUSH)
+		return fdatasync(l->fd) == 0 ? 0 : failed(l, "flush", 0, 0, errno);
+	if (kind == XFER_READ)
+		return transfer(l, 0, buf, len, off);
 	int rc = 0;
 	write_begins();
 	if ((flags & LUN_NO_FAULT) || !fault_drop_write())
-		rc = transfer(l, 1, (char *)buf, len, off);
+		rc = transfer(l, 1, buf, len, off);
 	write_ends();
-	/* The flush stays inside the same pass: a drain waits for it too. */
 	if (rc == 0 && (flags & LUN_SYNC) && fdatasync(l->fd) != 0)
 		rc = failed(l, "flush after a write", len, off, errno);
+	return rc;
+}
+
+/* The plain call on this thread: no timeout. */
+static int plain_io(const struct lun *l, enum xfer kind, void *buf, size_t len, uint64_t off,
+		    unsigned flags)
+{
+	if (gate_enter())
+		return -EIO;
+	int rc = gated_io(l, kind, buf, len, off, flags);
 	gate_leave();
 	return rc;
 }
@@ -263,29 +283,31 @@ int lun_error_is_path(int err)
 
 /* ---- transfers with a path timeout -------------------------------------- */
 
-/* A participant's data transfers (fs/data.c) and the prober's reads
- * (fs/iostate.c) have a path timeout: a transfer its path does not answer
- * within it is a path failure, and the caller goes on without it (it
- * redirects). The transfer is an io_uring request issued from the caller's own
- * thread, on a ring of that thread, and the caller waits for its completion
- * with the timeout: a healthy path costs no hand-off to another thread and,
- * for the thread's own buffer (lun_thread_buffer), no copy either.
+/* Transfers with a path timeout: a participant's data transfers (fs/data.c)
+ * and the prober's reads (fs/iostate.c) always, and on a cluster node every
+ * transfer and flush (lun_set_path_timeout) — a transfer its path does not
+ * answer within it is a path failure, and the caller goes on without it (a
+ * participant redirects, a coordinator gives its role up).
  *
- * A transfer not answered in time is given up on. Its ring, the request still
- * in it, goes to the reaper thread, which waits until the kernel ends it (the
- * path answers, or aborts it) and only then leaves the I/O gate — a drain
- * waits for it as for any I/O — and frees what it used; the caller gets a new
- * ring at its next transfer. The memory the request reads or writes stays the
- * kernel's until then, so the caller does not keep it: the pages of its range
- * in the thread buffer are replaced by fresh ones at the same address (mmap
- * MAP_FIXED, the bytes copied over). The ring's registered buffer pins the
- * old pages, so the request, even one a kernel worker starts late, only ever
- * touches pages nobody else sees. A buffer that is not the thread's goes
- * through a scratch copy that the reaper frees.
+ * A transfer from the thread's own registered buffer (lun_thread_buffer: a
+ * FUSE worker's) is an io_uring request issued from that thread, on a ring
+ * of its own, and the thread waits for its completion with the timeout: a
+ * healthy path costs no hand-off and no copy. A transfer not answered in
+ * time is given up on. Its ring, the request still in it, goes to the reaper
+ * thread, which waits until the kernel ends it (the path answers, or aborts
+ * it) and only then leaves the I/O gate and frees the ring; the caller gets
+ * a new ring at its next transfer. The memory the request reads or writes
+ * stays the kernel's until then, so the caller does not keep it: the pages of
+ * its range in the thread buffer are replaced by fresh ones at the same
+ * address (mmap MAP_FIXED, the bytes copied over). The ring's registered
+ * buffer pins the old pages, so the request, even one a kernel worker starts
+ * late, only ever touches pages nobody else sees.
  *
- * Where io_uring is not available (a kernel that forbids it), the transfer is
- * handed to a worker thread with a buffer of its own, copied in and out: also
- * correct, but a hand-off and a copy per transfer. */
+ * Every other transfer, and every flush, is handed to a worker thread with a
+ * buffer of its own, copied in and out (so also wherever io_uring is not
+ * available): a hand-off and a copy, but the workers never end, and a thread
+ * cannot end while an io_uring request it submitted is in flight — a server
+ * connection's or the journal's thread must be able to. */
 
 /* Transfers given up on that the path has not ended yet, by either way. */
 static pthread_mutex_t given_up_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -298,13 +320,34 @@ static void given_up_count_add(int delta)
 	pthread_mutex_unlock(&given_up_lock);
 }
 
-static int timed_out(const struct lun *l, int write, size_t len, uint64_t off, unsigned timeout_ms)
+/* A transfer not answered in time is a path failure like an error (the
+ * observer hears of it), but for a probe, whose caller reports. */
+static int timed_out(const struct lun *l, enum xfer kind, size_t len, uint64_t off,
+		     unsigned timeout_ms)
 {
-	if (l->name)
+	if (!l->name)
+		return -ETIMEDOUT;
+	if (kind == XFER_FLUSH)
+		lun_log(l, "LUN %s: flush did not complete within %u ms (path timeout); given up, "
+			"the path keeps it until it ends", l->name, timeout_ms);
+	else
 		lun_log(l, "LUN %s: %s of %zu bytes at byte %" PRIu64 " did not complete "
 			"within %u ms (path timeout); given up, the path keeps it until it ends",
-			l->name, write ? "write" : "read", len, off, timeout_ms);
+			l->name, XFER_NAMES[kind], len, off, timeout_ms);
+	observe_path(l, ETIMEDOUT);
 	return -ETIMEDOUT;
+}
+
+/* A transfer given up on may end after whoever named its LUN is gone (the
+ * journal's name goes with the journal): it logs with a copy. */
+#define LUN_NAME_COPY 256
+
+static void lun_name_copy(struct lun *l, char copy[LUN_NAME_COPY])
+{
+	if (l->name) {
+		snprintf(copy, LUN_NAME_COPY, "%s", l->name);
+		l->name = copy;
+	}
 }
 
 /* ---- ... through a worker thread (without io_uring) ------------------------ */
@@ -316,8 +359,10 @@ static int timed_out(const struct lun *l, int write, size_t len, uint64_t off, u
  * touches the caller's memory again; the worker's buffer lives as long as
  * the worker, so nothing is allocated per transfer. */
 struct timed_job {
-	struct lun lun;
-	int write;
+	struct lun lun;            /* its name is name: the caller's may be gone when it ends */
+	char name[LUN_NAME_COPY];
+	enum xfer kind;
+	unsigned flags;            /* lun_pwrite's: LUN_NO_FAULT */
 	size_t len;
 	uint64_t off;
 	void *caller_buf;          /* NULL once the caller gave up */
@@ -371,22 +416,24 @@ static struct timed_job *tj_next(void)
 	return j;
 }
 
-/* Runs j on wbuf; returns whether the caller gave up (the job is then ours). */
+/* Runs j on wbuf, inside the gate its caller entered for it; returns whether
+ * the caller gave up (the job is then ours). */
 static int tj_run(struct timed_job *j, void *wbuf)
 {
 	pthread_mutex_lock(&j->mu);
 	int gone = j->abandoned;
-	if (!gone && wbuf && j->write)
+	if (!gone && wbuf && j->kind == XFER_WRITE)
 		memcpy(wbuf, j->caller_buf, j->len);
 	pthread_mutex_unlock(&j->mu);
-	int rc = gone ? -ECANCELED : !wbuf ? -ENOMEM
-		 : j->write ? lun_pwrite(&j->lun, wbuf, j->len, j->off, 0)
-			    : lun_pread(&j->lun, wbuf, j->len, j->off);
+	int rc = gone ? -ECANCELED
+		 : !wbuf && j->kind != XFER_FLUSH ? -ENOMEM
+		 : gated_io(&j->lun, j->kind, wbuf, j->len, j->off, j->flags & LUN_NO_FAULT);
+	gate_leave();   /* the caller entered it for the job */
 	pthread_mutex_lock(&j->mu);
 	j->rc = rc;
 	j->done = 1;
 	gone = j->abandoned;
-	if (!gone && rc == 0 && !j->write)
+	if (!gone && rc == 0 && j->kind == XFER_READ)
 		memcpy(j->caller_buf, wbuf, j->len);
 	if (!gone)
 		pthread_cond_signal(&j->done_cv);
@@ -449,19 +496,28 @@ static struct timespec deadline_after(clockid_t clock, unsigned ms)
 	return t;
 }
 
-static int worker_transfer(const struct lun *l, int write, void *buf, size_t len, uint64_t off,
-			   unsigned timeout_ms)
+static int worker_transfer(const struct lun *l, enum xfer kind, void *buf, size_t len, uint64_t off,
+			   unsigned timeout_ms, unsigned flags)
 {
 	struct timed_job *j = calloc(1, sizeof(*j));
 	if (!j)
 		return -ENOMEM;
-	*j = (struct timed_job){ .lun = *l, .write = write, .len = len, .off = off, .caller_buf = buf };
+	*j = (struct timed_job){ .lun = *l, .kind = kind, .flags = flags, .len = len, .off = off,
+				 .caller_buf = buf };
+	lun_name_copy(&j->lun, j->name);
 	pthread_mutex_init(&j->mu, NULL);
 	pthread_cond_init(&j->done_cv, NULL);
+	/* Here, not in the worker: a paused gate (quorum lost) is a wait for the
+	 * cluster, which the path timeout does not count. */
+	if (gate_enter()) {
+		job_free(j);
+		return -EIO;
+	}
 	pthread_mutex_lock(&tj_lock);
 	int rc = tj_submit(j);
 	pthread_mutex_unlock(&tj_lock);
 	if (rc) {
+		gate_leave();
 		job_free(j);
 		return failed(l, "hand-off of a transfer", len, off, -rc);
 	}
@@ -482,7 +538,7 @@ static int worker_transfer(const struct lun *l, int write, void *buf, size_t len
 		job_free(j);
 		return rc;
 	}
-	return timed_out(l, write, len, off, timeout_ms);
+	return timed_out(l, kind, len, off, timeout_ms);
 }
 
 
@@ -495,10 +551,9 @@ static int worker_transfer(const struct lun *l, int write, void *buf, size_t len
 /* A transfer given up on: its ring holds it until the kernel ends it. */
 struct given_up {
 	struct io_uring *ring;
-	void *scratch;             /* the scratch copy it reads or writes, or NULL */
-	size_t scratch_len;
-	struct lun lun;            /* for the log line when it ends */
-	int write;
+	struct lun lun;            /* for the log line when it ends (its name: name) */
+	char name[LUN_NAME_COPY];
+	enum xfer kind;
 	size_t len;
 	uint64_t off;
 	int result;                /* the request's, once it ended */
@@ -512,6 +567,7 @@ struct lun_thread {
 	char *buf;                 /* lun_thread_buffer(): mmap'd, page multiple */
 	size_t buf_len;
 	int buf_fixed;             /* buf is the ring's registered buffer 0 */
+	int use_workers;           /* lun_thread_use_workers() */
 };
 
 static pthread_key_t thread_key;
@@ -599,13 +655,15 @@ void *lun_thread_buffer(size_t len)
 
 static void given_up_end(struct given_up *g)
 {
-	if (g->lun.name)
+	const char *result = g->result < 0 ? strerror(-g->result) : "done";
+	if (g->lun.name && g->kind == XFER_FLUSH)
+		lun_log(&g->lun, "LUN %s: the flush given up after the path timeout has ended: %s",
+			g->lun.name, result);
+	else if (g->lun.name)
 		lun_log(&g->lun, "LUN %s: the %s of %zu bytes at byte %" PRIu64 " given up after the "
-			"path timeout has ended: %s", g->lun.name, g->write ? "write" : "read",
-			g->len, g->off, g->result < 0 ? strerror(-g->result) : "done");
+			"path timeout has ended: %s", g->lun.name, XFER_NAMES[g->kind], g->len, g->off,
+			result);
 	gate_leave();
-	if (g->scratch)
-		munmap(g->scratch, g->scratch_len);
 	ring_free(g->ring);
 	free(g);
 }
@@ -625,7 +683,7 @@ static struct given_up *given_up_take_ended(void)
 		io_uring_cqe_seen(g->ring, cqe);
 		*pp = g->next;
 		given_up_count--;
-		if (g->write)
+		if (g->kind == XFER_WRITE)
 			write_ends();
 		g->next = ended_list;
 		ended_list = g;
@@ -754,14 +812,14 @@ static void pages_replace(const struct lun *l, char *buf, size_t len)
 
 /* The request in t's ring is given up on: the ring goes to the reaper. The
  * caller is inside the gate; the reaper leaves it for the request. */
-static void give_up(struct lun_thread *t, const struct lun *l, int write, char *io, size_t len,
-		    uint64_t off, void *scratch, size_t scratch_len)
+static void give_up(struct lun_thread *t, const struct lun *l, enum xfer kind, char *io,
+		    size_t len, uint64_t off)
 {
-	if (!scratch)
+	if (len)
 		pages_replace(l, io, len);
 	struct given_up *g = t->spare;
-	*g = (struct given_up){ .ring = t->ring, .scratch = scratch, .scratch_len = scratch_len,
-				.lun = *l, .write = write, .len = len, .off = off };
+	*g = (struct given_up){ .ring = t->ring, .lun = *l, .kind = kind, .len = len, .off = off };
+	lun_name_copy(&g->lun, g->name);
 	t->ring = NULL;
 	t->spare = NULL;
 	t->buf_fixed = 0;
@@ -800,32 +858,44 @@ static int wait_completion(struct io_uring *ring, const struct timespec *deadlin
 	}
 }
 
-static void prep(struct io_uring_sqe *sqe, int fixed, int write, int fd, char *at, size_t n,
+static void prep(struct io_uring_sqe *sqe, enum xfer kind, int fd, char *at, size_t n,
 		 uint64_t off)
 {
-	if (fixed && write)
+	if (kind == XFER_WRITE)
 		io_uring_prep_write_fixed(sqe, fd, at, (unsigned)n, off, 0);
-	else if (fixed)
-		io_uring_prep_read_fixed(sqe, fd, at, (unsigned)n, off, 0);
-	else if (write)
-		io_uring_prep_write(sqe, fd, at, (unsigned)n, off);
 	else
-		io_uring_prep_read(sqe, fd, at, (unsigned)n, off);
+		io_uring_prep_read_fixed(sqe, fd, at, (unsigned)n, off, 0);
 }
 
-/* The whole range through t's ring, each piece within what is left of the
- * timeout. *gave_up: the ring went to the reaper with a request in it. */
-static int ring_transfer(struct lun_thread *t, const struct lun *l, int write, char *io, size_t len,
-			 uint64_t off, unsigned timeout_ms, void *scratch, size_t scratch_len,
-			 int *gave_up)
+/* Whether a request on fd must go to io_uring's workers at once rather than
+ * be tried first from the submitting thread: on FUSE (the lab's per-node
+ * path) that try ignores "do not wait" — a hung write holds the file's
+ * inode lock, and the next write submitted waits for it inside
+ * io_uring_enter, where no timeout reaches it. A block device's or a local
+ * filesystem's try does not wait (it is queued, or punted), so they keep
+ * the cheaper direct issue. */
+#define FUSE_MAGIC 0x65735546
+static int issue_async(int fd)
 {
-	int fixed = !scratch;   /* else io is the scratch copy */
+	struct statfs sf;
+	return fstatfs(fd, &sf) == 0 && sf.f_type == FUSE_MAGIC;
+}
+
+/* The whole range of the thread's registered buffer through its ring, each
+ * piece within what is left of the timeout. *gave_up: the ring went to the
+ * reaper with a request in it. */
+static int ring_transfer(struct lun_thread *t, const struct lun *l, enum xfer kind, char *io,
+			 size_t len, uint64_t off, unsigned timeout_ms, int *gave_up)
+{
+	int async = issue_async(l->fd);
 	struct timespec deadline = deadline_after(CLOCK_MONOTONIC, timeout_ms);
 	size_t done = 0;
 	*gave_up = 0;
 	while (done < len) {
 		struct io_uring_sqe *sqe = io_uring_get_sqe(t->ring);  /* the ring is empty */
-		prep(sqe, fixed, write, l->fd, io + done, len - done, off + done);
+		prep(sqe, kind, l->fd, io + done, len - done, off + done);
+		if (async)
+			io_uring_sqe_set_flags(sqe, IOSQE_ASYNC);
 		int res, rc = io_uring_submit(t->ring);
 		if (rc != 1) {   /* nothing in flight; the ring is not to be trusted */
 			ring_free(t->ring);
@@ -835,77 +905,118 @@ static int ring_transfer(struct lun_thread *t, const struct lun *l, int write, c
 		}
 		rc = wait_completion(t->ring, &deadline, &res);
 		if (rc) {
-			give_up(t, l, write, io, len, off, scratch, scratch_len);
+			give_up(t, l, kind, io, len, off);
 			*gave_up = 1;
-			return rc == -ETIME ? timed_out(l, write, len, off, timeout_ms)
+			return rc == -ETIME ? timed_out(l, kind, len, off, timeout_ms)
 					    : failed(l, "wait for a transfer", len, off, -rc);
 		}
 		if (res == -EINTR || res == -EAGAIN)
 			continue;
 		if (res < 0)
-			return failed(l, write ? "write" : "read", len, off, -res);
+			return failed(l, XFER_NAMES[kind], len, off, -res);
 		if (res == 0)
-			return ended(l, write, len, off, done);
+			return ended(l, kind == XFER_WRITE, len, off, done);
 		done += (size_t)res;
 	}
 	return 0;
 }
 
-/* 1 when the transfer was done here (*rc its result), 0 when io_uring cannot
- * take it. Like lun_pread / lun_pwrite (flags 0): the gate, the fault hook. */
-static int uring_transfer(const struct lun *l, int write, char *buf, size_t len, uint64_t off,
-			  unsigned timeout_ms, int *rc)
+/* 1 when the transfer was done here (*rc its result), 0 when it is not for
+ * io_uring: a flush, a buffer not the thread's registered one, a thread that
+ * asked for the workers, or no io_uring. Like lun_pread / lun_pwrite: the
+ * gate, the fault hook (unless flags has LUN_NO_FAULT).
+ *
+ * Why only the thread's own buffer: a thread cannot end while a request it
+ * submitted is in flight (the kernel waits for it at the thread's exit), so
+ * only threads that live as long as the daemon — the FUSE workers, with their
+ * transfer buffers — may leave requests to a hung path. Everything else goes
+ * to the worker threads, which never end. */
+static int uring_transfer(const struct lun *l, enum xfer kind, char *buf, size_t len,
+			  uint64_t off, unsigned timeout_ms, unsigned flags, int *rc)
 {
-	struct lun_thread *t = this_thread();
-	if (!t || !ring_of(t))
+	if (kind == XFER_FLUSH)
 		return 0;
-	/* A buffer not the thread's goes through a scratch copy: only the
-	 * reaper may free what a given-up request still uses. */
-	int own = t->buf_fixed && buf >= t->buf && buf + len <= t->buf + t->buf_len;
-	size_t scratch_len = own ? 0 : page_round(len ? len : 1);
-	char *scratch = own ? NULL : pages_alloc(scratch_len);
-	if (!own && !scratch) {
-		*rc = failed(l, "scratch buffer for a transfer", len, off, ENOMEM);
-		return 1;
-	}
-	if (scratch && write)
-		memcpy(scratch, buf, len);
-	int gave_up = 0;
+	struct lun_thread *t = this_thread();
+	if (!t || t->use_workers || !t->buf || buf < t->buf || buf + len > t->buf + t->buf_len ||
+	    !ring_of(t) || !t->buf_fixed)
+		return 0;
+	int write = kind == XFER_WRITE, gave_up = 0;
 	if (gate_enter()) {
 		*rc = -EIO;
-	} else if (write && fault_drop_write()) {
+	} else if (write && !(flags & LUN_NO_FAULT) && fault_drop_write()) {
 		*rc = 0;
 		gate_leave();
 	} else {
 		if (write)
 			write_begins();
-		*rc = ring_transfer(t, l, write, own ? buf : scratch, len, off, timeout_ms, scratch,
-				    scratch_len, &gave_up);
+		*rc = ring_transfer(t, l, kind, buf, len, off, timeout_ms, &gave_up);
 		if (write && !gave_up)
 			write_ends();   /* a given-up one ends when the reaper sees it end */
 		if (!gave_up)
 			gate_leave();
 	}
-	if (gave_up)
-		return 1;            /* the scratch copy is the reaper's */
-	if (scratch && !write && *rc == 0)
-		memcpy(buf, scratch, len);
-	if (scratch)
-		munmap(scratch, scratch_len);
 	return 1;
 }
 
+static int timed(const struct lun *l, enum xfer kind, void *buf, size_t len, uint64_t off,
+		 unsigned timeout_ms, unsigned flags)
+{
+	int rc;
+	if (uring_transfer(l, kind, buf, len, off, timeout_ms, flags, &rc))
+		return rc;
+	return worker_transfer(l, kind, buf, len, off, timeout_ms, flags);
+}
+
+void lun_thread_use_workers(void)
+{
+	struct lun_thread *t = this_thread();
+	if (t)
+		t->use_workers = 1;
+}
+
 /* ---- the interface ------------------------------------------------------- */
+
+/* Every transfer's path timeout (lun_set_path_timeout); 0: none. */
+static _Atomic unsigned default_timeout_ms;
+
+void lun_set_path_timeout(unsigned timeout_ms)
+{
+	atomic_store(&default_timeout_ms, timeout_ms);
+}
+
+int lun_pread(const struct lun *l, void *buf, size_t len, uint64_t off)
+{
+	unsigned ms = atomic_load(&default_timeout_ms);
+	return ms ? timed(l, XFER_READ, buf, len, off, ms, 0) : plain_io(l, XFER_READ, buf, len, off, 0);
+}
+
+/* With a path timeout, the flush of LUN_SYNC is a gate pass of its own:
+ * nothing drains between the two (journal_gate_drain is for tests). */
+int lun_pwrite(const struct lun *l, const void *buf, size_t len, uint64_t off, unsigned flags)
+{
+	unsigned ms = atomic_load(&default_timeout_ms);
+	if (!ms)
+		return plain_io(l, XFER_WRITE, (void *)buf, len, off, flags);
+	int rc = timed(l, XFER_WRITE, (void *)buf, len, off, ms, flags);
+	if (rc == 0 && (flags & LUN_SYNC))
+		rc = timed(l, XFER_FLUSH, NULL, 0, off, ms, flags);
+	return rc;
+}
+
+int lun_fdatasync(const struct lun *l)
+{
+	unsigned ms = atomic_load(&default_timeout_ms);
+	if (ms)
+		return timed(l, XFER_FLUSH, NULL, 0, 0, ms, 0);
+	return fdatasync(l->fd) == 0 ? 0 : failed(l, "flush", 0, 0, errno);
+}
 
 int lun_transfer_timed(const struct lun *l, int write, void *buf, size_t len, uint64_t off,
 		       unsigned timeout_ms)
 {
 	if (!timeout_ms)
 		return write ? lun_pwrite(l, buf, len, off, 0) : lun_pread(l, buf, len, off);
-	int rc;
-	if (uring_transfer(l, write, buf, len, off, timeout_ms, &rc))
-		return rc;
-	return worker_transfer(l, write, buf, len, off, timeout_ms);
+	return timed(l, write ? XFER_WRITE : XFER_READ, buf, len, off, timeout_ms, 0);
 }
 
 unsigned lun_abandoned_inflight(void)

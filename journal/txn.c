@@ -118,10 +118,8 @@ static int lun_flush(void *ctx)
 	if (rc)
 		return rc;
 	uint64_t mark = lun_writes_mark();
-	if (fdatasync(io->j->fd) != 0) {
-		jlog(io->j, 3, "journal: flush of %s failed: %s", io->j->lun_path, strerror(errno));
-		return -EIO;
-	}
+	if (lun_fdatasync(&io->j->lun) != 0)
+		return -EIO;   /* logged, naming the LUN */
 	lun_writes_flushed(mark);
 	return 0;
 }

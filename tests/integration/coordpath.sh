@@ -10,7 +10,11 @@
 #    direct again once it returns;
 #  - every node's path fails under fio on a participant: no node
 #    coordinates, every node says paused (csvctl status), the I/O waits; the
-#    paths return: a coordinator again, fio finishes and verifies.
+#    paths return: a coordinator again, fio finishes and verifies;
+#  - the coordinator's path hangs (nothing answers) under fio on it and on a
+#    participant: the path timeout makes it a path failure — the role
+#    moves, neither fio sees an error — and once the path answers the
+#    transfers given up on end and the node is direct again.
 # Oracles: fio verify, csvctl status --json fields, the logs (one line per
 # transition), and after lab down e2fsck -fn and the kernel's read-only view.
 . "$(dirname "$0")/../lib.sh"
@@ -130,6 +134,53 @@ for k in 1 2 3; do
   check "node$k: not paused, direct again" wait_until 30 io_is "$k" "direct "
 done
 
+# ---- the coordinator's path hangs under load --------------------------------------------
+# A hung path is a failed path: every LUN transfer and flush of the
+# coordinator — data, metadata, journal — has the path timeout (2 s here),
+# so none of its threads waits on the hung path for longer; it gives the role
+# up, and the I/O that waited on it goes on at the new coordinator.
+H=$(coord_of "$P"); H=${H#node}
+HP=$(( H % 3 + 1 ))
+sh_on "$H" "fallocate -l 64M $V/hangc.img && sync $V/hangc.img"
+sh_on "$HP" "fallocate -l 64M $V/hangp.img && sync $V/hangp.img"
+gave_up_before=$(grep -c "for its failed path" "$(nodelog "$H")")
+fio_start "$H" hangc.img "$S/fio_hangc.out" 8m; fio_hc=$FIO_PID
+fio_start "$HP" hangp.img "$S/fio_hangp.out" 8m; fio_hp=$FIO_PID
+sleep 1.5
+"$LAB" fault "$H" path hang >/dev/null
+check "the role moves from node$H, whose path hangs, to a node with a path" \
+  wait_until 40 coord_is_not "$HP" "node$H"
+diag "coordinator now $(coord_of "$HP")"
+check "node$H: a participant, redirected (path-failure)" \
+  wait_until 20 role_io_is "$H" "participant redirected path-failure"
+check "node$H's last path error is the path timeout (ETIMEDOUT)" \
+  sh -c "\"$LAB\" exec $H -- \"$BIN/csvctl\" status --json | grep -q '\"errno\":110,\"cause\":\"Connection timed out\"'"
+check "node$H's log names a transfer that did not complete within the path timeout" \
+  grep -q "did not complete within 2000 ms (path timeout)" "$(nodelog "$H")"
+check_eq "one more log line: node$H gave up the role for its failed path" \
+  $((gave_up_before + 1)) "$(grep -c "for its failed path" "$(nodelog "$H")")"
+# Bounded: were the hang not detected, fio would wait for the path (so it
+# is let answer, and the checks above and below fail).
+fio_done() { ! kill -0 "$fio_hc" 2>/dev/null && ! kill -0 "$fio_hp" 2>/dev/null; }
+if ! wait_until 120 fio_done; then
+  not_ok "fio on node$H and node$HP did not finish while the path hung: the path answers again"
+  "$LAB" fault "$H" path ok >/dev/null
+fi
+wait "$fio_hc"; rc_c=$?
+wait "$fio_hp"; rc_p=$?
+check "fio on node$H (the coordinator whose path hung): no error, data verified" \
+  fio_ok "$rc_c" "$S/fio_hangc.out"
+[ "$rc_c" -eq 0 ] || sed 's/^/#   /' "$S/fio_hangc.out" | head -20
+check "fio on node$HP (a participant) meanwhile: no error, data verified" fio_ok "$rc_p" "$S/fio_hangp.out"
+[ "$rc_p" -eq 0 ] || sed 's/^/#   /' "$S/fio_hangp.out" | head -20
+sum_hangc=$(md5_on "$HP" hangc.img)
+check_eq "node$H reads hangc.img (redirected) as node$HP does" "$sum_hangc" "$(md5_on "$H" hangc.img)"
+"$LAB" fault "$H" path ok >/dev/null
+check "node$H: direct again once its path answers" wait_until 30 io_is "$H" "direct "
+check "node$H's log: the transfers given up on ended once the path answered" \
+  grep -q "given up after the path timeout has ended" "$(nodelog "$H")"
+sum_hangp=$(md5_on "$H" hangp.img)
+
 # ---- unmounted: independent oracles -----------------------------------------------------
 sum_part=$(md5_on "$P" part.img)
 sum_pause=$(md5_on "$Q" pause.img)
@@ -138,5 +189,7 @@ kernel_ro_view "$LUN" \
   "kernel ext4 (read-only) reads coord.img as the nodes did" "$sum_coord" coord.img \
   "... part.img" "$sum_part" part.img \
   "... the file the old coordinator wrote redirected" "$sum_after" after.bin \
-  "... the file written across the pause" "$sum_pause" pause.img
+  "... the file written across the pause" "$sum_pause" pause.img \
+  "... the file the coordinator wrote while its path hung" "$sum_hangc" hangc.img \
+  "... the file a participant wrote meanwhile" "$sum_hangp" hangp.img
 finish

@@ -79,6 +79,9 @@ static void scripted(unsigned n, const int *steps)
 {
 	if (n)   /* scripted(0, NULL): all real calls; memcpy may not take NULL */
 		memcpy(script, steps, n * sizeof(*steps));
+	pthread_mutex_lock(&hang_lock);
+	hangs_released = 0;   /* a new script's HANG waits for its own release */
+	pthread_mutex_unlock(&hang_lock);
 	script_len = n;
 	script_pos = 0;
 }
@@ -113,7 +116,7 @@ ssize_t __wrap_pwrite64(int fd, const void *buf, size_t len, off_t off)
 int __wrap_fdatasync(int fd)
 {
 	atomic_fetch_add(&syncs, 1);
-	int s = next_step();
+	int s = hang_step(next_step());
 	if (s < 0) {
 		errno = -s;
 		return -1;
@@ -349,8 +352,9 @@ static void wait_for_no_given_up_transfer(void)
 /* A read the path does not answer (here: an empty pipe) is -ETIMEDOUT after
  * the timeout, with one log line, and counted until the path ends it. When
  * it ends, it writes into the pages it was given — which are no longer the
- * caller's: the thread buffer keeps its bytes, as does a probe's own buffer.
- * A probe says nothing; the end of a given-up transfer is one log line. */
+ * caller's: the thread buffer keeps its bytes, as does a probe's own buffer
+ * (a worker's read). A probe says nothing; the end of a given-up io_uring
+ * transfer is one log line. */
 static void test_timed_read_gives_up_on_a_hung_path(void **state)
 {
 	struct fx *f = *state;
@@ -366,11 +370,14 @@ static void test_timed_read_gives_up_on_a_hung_path(void **state)
 	assert_int_equal(f->lines, 1);
 	assert_non_null(strstr(f->log, "did not complete within 100 ms"));
 	assert_int_equal(lun_abandoned_inflight(), 1);
-	assert_int_equal(lun_probe(&hung, probe, U, 0, 100), -ETIMEDOUT);
+	/* A probe's buffer is not the thread's: a worker's read, here scripted. */
+	scripted(1, (int[]){ HANG });
+	assert_int_equal(lun_probe(&f->lun, probe, U, 0, 100), -ETIMEDOUT);
 	assert_int_equal(f->lines, 1);
 	assert_int_equal(lun_abandoned_inflight(), 2);
 	memset(late, 0xa5, sizeof(late));
 	assert_int_equal(write(p[1], late, sizeof(late)), (ssize_t)sizeof(late));
+	release_hangs();
 	wait_for_no_given_up_transfer();
 	for (unsigned i = 0; i < U; i++) {
 		assert_int_equal(buf[i], 0x5a);
@@ -476,6 +483,79 @@ static void test_paused_gate_holds_a_timed_transfer(void **state)
 	assert_int_equal(lun_abandoned_inflight(), 0);
 }
 
+/* ---- every call with a path timeout (a cluster node: lun_set_path_timeout) ----- */
+
+static char observed_name[PATH_MAX];
+static int observed_err, observed_calls;
+
+static void observer(const char *name, int err)
+{
+	snprintf(observed_name, sizeof(observed_name), "%s", name);
+	observed_err = err;
+	observed_calls++;
+}
+
+/* With a path timeout set for the process, the plain calls are timed
+ * transfers too (a worker's, for buffers not the thread's: large ones too),
+ * the flush included; a read the path does not answer is -ETIMEDOUT, one
+ * log line, and a path failure for the observer; a closed gate refuses a
+ * flush quietly. */
+static void test_path_timeout_covers_every_call(void **state)
+{
+	struct fx *f = *state;
+	observed_calls = 0;
+	lun_set_path_observer(observer);
+	lun_set_path_timeout(100);
+	static unsigned char out[2 * U], in[2 * U], big[(1u << 20) + 2 * U], back[sizeof(big)];
+	fill(out, sizeof(out), 3);
+	assert_int_equal(lun_pwrite(&f->lun, out, sizeof(out), U, LUN_SYNC), 0);
+	assert_int_equal(lun_pread(&f->lun, in, sizeof(in), U), 0);
+	assert_memory_equal(in, out, sizeof(in));
+	assert_int_equal(lun_fdatasync(&f->lun), 0);
+	assert_int_equal(ftruncate(f->lun.fd, sizeof(big)), 0);
+	fill(big, sizeof(big), 4);
+	assert_int_equal(lun_pwrite(&f->lun, big, sizeof(big), 0, 0), 0);
+	assert_int_equal(lun_pread(&f->lun, back, sizeof(back), 0), 0);
+	assert_memory_equal(back, big, sizeof(big));
+	assert_int_equal(f->lines, 0);
+	scripted(1, (int[]){ HANG });
+	assert_int_equal(lun_pread(&f->lun, in, U, 0), -ETIMEDOUT);
+	assert_int_equal(f->lines, 1);
+	assert_non_null(strstr(f->log, "read of 4096 bytes at byte 0 did not complete within 100 ms"));
+	assert_int_equal(observed_calls, 1);
+	assert_int_equal(observed_err, -ETIMEDOUT);
+	assert_string_equal(observed_name, f->path);
+	journal_gate_set(JOURNAL_GATE_CLOSED);
+	assert_int_equal(lun_fdatasync(&f->lun), -EIO);
+	assert_int_equal(f->lines, 1);
+	journal_gate_set(JOURNAL_GATE_OPEN);
+	lun_set_path_timeout(0);
+	unsigned before = syncs;
+	assert_int_equal(lun_fdatasync(&f->lun), 0);
+	assert_int_equal(syncs, before + 1);
+	release_hangs();
+	wait_for_no_given_up_transfer();
+	lun_set_path_observer(NULL);
+}
+
+/* Without io_uring: a flush the path does not answer is given up on after
+ * the path timeout (one log line), and its end is logged once the path
+ * answers; the worker's flush passed the gate like any timed transfer. */
+static void test_worker_flush_gives_up_on_a_hung_path(void **state)
+{
+	struct fx *f = *state;
+	lun_set_path_timeout(100);
+	scripted(1, (int[]){ HANG });
+	assert_int_equal(lun_fdatasync(&f->lun), -ETIMEDOUT);
+	assert_non_null(strstr(f->log, "flush did not complete within 100 ms"));
+	assert_int_equal(lun_abandoned_inflight(), 1);
+	release_hangs();
+	wait_for_no_given_up_transfer();
+	assert_int_equal(lun_fdatasync(&f->lun), 0);
+	assert_int_equal(syncs, 2);
+	lun_set_path_timeout(0);
+}
+
 /* ---- the power-cut hook ----------------------------------------------------------- */
 
 /* In a fresh process with CSVFS_FAULT_WRITE_LIMIT=2: units 0..4 each get one
@@ -542,6 +622,8 @@ int main(int argc, char **argv)
 			cmocka_unit_test_setup_teardown(test_timed_transfer_moves_the_data, setup, teardown),
 			cmocka_unit_test_setup_teardown(test_worker_read_gives_up_on_a_hung_path, setup,
 							teardown),
+			cmocka_unit_test_setup_teardown(test_worker_flush_gives_up_on_a_hung_path, setup,
+							teardown),
 		};
 		return cmocka_run_group_tests_name("lunio without io_uring", workers, NULL, NULL);
 	}
@@ -558,6 +640,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_timed_read_gives_up_on_a_hung_path, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_timed_write_gives_up_on_a_hung_path, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_paused_gate_holds_a_timed_transfer, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_path_timeout_covers_every_call, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_power_cut_drops_after_the_limit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_timed_transfers_without_io_uring, setup, teardown),
 	};
