@@ -593,9 +593,10 @@ static void attr_drop_one(struct cluster *c, const struct attr_drop *d)
 	e->dropping = 1;   /* no reply may be cached under it from now on */
 	forget_copies(a, e);
 	if (!ex) {
-		/* tests only (cluster_fs.sh): a participant slow to let go */
+		/* tests only (attr_recall.sh): a participant slow to let go, for
+		 * as long as the test's six refused changes take under load */
 		pthread_mutex_unlock(&a->mu);
-		cl_test_hold(c, "CSVFS_TEST_HOLD_ATTR_DROP", "attribute lock drops", 60000);
+		cl_test_hold(c, "CSVFS_TEST_HOLD_ATTR_DROP", "attribute lock drops", 300000);
 		pthread_mutex_lock(&a->mu);
 	}
 	uint64_t until = cl_now_ms() + 2000;
