@@ -48,6 +48,11 @@ fio_start() {
 }
 # fio_ok RC OUT — fio exited 0, and its output has no error and no verify failure
 fio_ok() { [ "$1" -eq 0 ] && grep -q 'err= 0' "$2" && ! grep -qi 'verify failed\|bad magic\|crc32c: verify' "$2"; }
+# fio_checked WHAT RC OUT — the check that fio passed; its output shown when it did not
+fio_checked() {
+  check "$1" fio_ok "$2" "$3"
+  [ "$2" -eq 0 ] || sed 's/^/#   /' "$3" | head -20
+}
 
 "$LAB" up -n 3 --lun "$LUN" --size 1G --paths >"$S/up.out" 2>&1; rc=$?
 check_eq "lab up --paths: 3 nodes, each through its own LUN path" 0 "$rc"
@@ -79,11 +84,9 @@ check "node$C's status names its last path error" \
 check "node$K, the new coordinator, reports itself direct" io_is "$K" "direct "
 wait "$fio_c"; rc_c=$?
 wait "$fio_p"; rc_p=$?
-check "fio on node$C (the old coordinator) across the loss of its path and role: no error, data verified" \
-  fio_ok "$rc_c" "$S/fio_coord.out"
-[ "$rc_c" -eq 0 ] || sed 's/^/#   /' "$S/fio_coord.out" | head -20
-check "fio on node$P (a participant) meanwhile: no error, data verified" fio_ok "$rc_p" "$S/fio_part.out"
-[ "$rc_p" -eq 0 ] || sed 's/^/#   /' "$S/fio_part.out" | head -20
+fio_checked "fio on node$C (the old coordinator) across the loss of its path and role: no error, data verified" \
+  "$rc_c" "$S/fio_coord.out"
+fio_checked "fio on node$P (a participant) meanwhile: no error, data verified" "$rc_p" "$S/fio_part.out"
 check "one log line: node$C gave up the role for its failed path" \
   grep -q "this node gave up the coordinator role (epoch [0-9]*) for its failed path" "$(nodelog "$C")"
 check "... after one naming the failure" \
@@ -128,8 +131,7 @@ check "paths back: a coordinator again" wait_until 60 coord_known "$P"
 diag "coordinator after the pause: $(coord_of "$P")"
 check "one log line on node$P: the volume resumes" wait_until 10 grep -q "resumes: .* is the coordinator" "$(nodelog "$P")"
 wait "$fio_pp"; rc=$?
-check "fio on node$P across the pause: no error, data verified" fio_ok "$rc" "$S/fio_pause.out"
-[ "$rc" -eq 0 ] || sed 's/^/#   /' "$S/fio_pause.out" | head -20
+fio_checked "fio on node$P across the pause: no error, data verified" "$rc" "$S/fio_pause.out"
 for k in 1 2 3; do
   check "node$k: not paused, direct again" wait_until 30 io_is "$k" "direct "
 done
@@ -168,11 +170,9 @@ if ! wait_until 120 fio_done; then
 fi
 wait "$fio_hc"; rc_c=$?
 wait "$fio_hp"; rc_p=$?
-check "fio on node$H (the coordinator whose path hung): no error, data verified" \
-  fio_ok "$rc_c" "$S/fio_hangc.out"
-[ "$rc_c" -eq 0 ] || sed 's/^/#   /' "$S/fio_hangc.out" | head -20
-check "fio on node$HP (a participant) meanwhile: no error, data verified" fio_ok "$rc_p" "$S/fio_hangp.out"
-[ "$rc_p" -eq 0 ] || sed 's/^/#   /' "$S/fio_hangp.out" | head -20
+fio_checked "fio on node$H (the coordinator whose path hung): no error, data verified" \
+  "$rc_c" "$S/fio_hangc.out"
+fio_checked "fio on node$HP (a participant) meanwhile: no error, data verified" "$rc_p" "$S/fio_hangp.out"
 sum_hangc=$(md5_on "$HP" hangc.img)
 check_eq "node$H reads hangc.img (redirected) as node$HP does" "$sum_hangc" "$(md5_on "$H" hangc.img)"
 "$LAB" fault "$H" path ok >/dev/null
