@@ -26,7 +26,9 @@
  *       predicts; the whole tree (readdir of every directory, lstat type,
  *       mode, size, nlink, inode identity, symlink targets, xattrs, file
  *       contents, mtimes set by utimensat) is compared every K operations and
- *       at the end.
+ *       at the end; with -T also after every operation what it touched (the
+ *       directories of its paths: their names; the objects at its paths: as
+ *       in the full compare, a directory's names but not what lies below).
  *
  *   Several ROOTs are one directory seen through several nodes (for a lab
  *   node, /proc/<its csvfs pid>/root/ClusterStorage/Volume1/DIR). A ROOT may
@@ -43,7 +45,10 @@
  *   -x OP,OP... do not generate these operations (names as printed, e.g.
  *   -x ftruncate,peek), -N no 256-byte names, -D (ns) fsync the directory
  *   (and the object) after every change, so that nothing acknowledged may be
- *   lost when a coordinator dies, -K keep the work file/dir,
+ *   lost when a coordinator dies, -T (ns) compare what each operation
+ *   touched after it, -F N (ns, with -T) a negative control: after
+ *   operation N make an entry the model lacks (the next check must fail),
+ *   -K keep the work file/dir,
  *   -v trace each operation on stderr.
  *
  *   Exit: 0 and one summary line when every check held. 1 on the first
@@ -102,6 +107,8 @@ static const char *opt_prefix = "fsrand";
 static const char *opt_exclude = ""; /* -x: operation kinds not generated */
 static int opt_nolong;              /* -N: no 256-byte names */
 static int opt_durable;             /* -D: ns: every change made durable (fsync) before the next op */
+static long opt_fault;              /* -F N: ns: a name the model lacks made after op N (a negative control) */
+static int opt_touched;             /* -T: ns: what each operation touched compared after it */
 
 struct root {
 	char label[64];
@@ -1276,8 +1283,8 @@ static int n_check_xattrs(int ino, const char *full, const char *p)
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
-/* Compares directory ino, at rel ("" for the work dir), and everything below. */
-static int n_cmp_dir(struct nst *st, int r, int ino, const char *rel)
+/* Compares the names directory ino (at rel, "" for the work dir) lists with the model's. */
+static int n_cmp_names(struct nst *st, int r, int ino, const char *rel)
 {
 	const char *full = npath(st, r, *rel ? rel : NULL);
 	char dfull[PATH_MAX + 1400];
@@ -1323,39 +1330,79 @@ static int n_cmp_dir(struct nst *st, int r, int ino, const char *rel)
 			j++;
 		}
 	}
-	for (int k = 0; !rc && k < m->nch; k++) {
-		char crel[1400], shownc[600];
-		snprintf(crel, sizeof(crel), "%s%s%s", rel, *rel ? "/" : "", m->ch[k].name);
-		snprintf(shownc, sizeof(shownc), "%s", short_name(crel));
-		const char *cfull = npath(st, r, crel);
-		int ci = m->ch[k].ino;
-		struct stat sb;
-		if (lstat(cfull, &sb)) {
-			rc = fail_errno(0, errno, "%s: lstat (tree compare)", shownc);
-			break;
-		}
-		if ((rc = n_check_attrs(ci, &sb, shownc)))
-			break;
-		if (mi[ci].type == T_LNK) {
-			char t[4200];
-			ssize_t l = readlink(cfull, t, sizeof(t));
-			if (l < 0)
-				rc = fail_errno(0, errno, "%s: readlink (tree compare)", shownc);
-			else if ((size_t)l != strlen(strs[mi[ci].target]) || memcmp(t, strs[mi[ci].target], (size_t)l))
-				rc = fail(C_ATTR, "%s: symlink target differs (%zd bytes, expected %zu)", shownc, l,
-					  strlen(strs[mi[ci].target]));
-		} else {
-			rc = n_check_xattrs(ci, cfull, shownc);
-			if (!rc && mi[ci].type == T_REG)
-				rc = n_check_content(st, ci, cfull, shownc);
-			if (!rc && mi[ci].type == T_DIR)
-				rc = n_cmp_dir(st, r, ci, crel);
-		}
-	}
 	for (int i = 0; i < nn; i++)
 		free(names[i]);
 	free(names);
 	free(mn);
+	return rc;
+}
+
+static int n_cmp_dir(struct nst *st, int r, int ino, const char *rel);
+
+/* Compares object ci at crel with the model: attributes, symlink target,
+ * xattrs, contents; a directory's names, and with recurse everything below. */
+static int n_cmp_object(struct nst *st, int r, int ci, const char *crel, int recurse)
+{
+	char shownc[600];
+	snprintf(shownc, sizeof(shownc), "%s", short_name(crel));
+	const char *cfull = npath(st, r, crel);
+	struct stat sb;
+	if (lstat(cfull, &sb))
+		return fail_errno(0, errno, "%s: lstat (tree compare)", shownc);
+	int rc = n_check_attrs(ci, &sb, shownc);
+	if (rc)
+		return rc;
+	if (mi[ci].type == T_LNK) {
+		char t[4200];
+		ssize_t l = readlink(cfull, t, sizeof(t));
+		if (l < 0)
+			return fail_errno(0, errno, "%s: readlink (tree compare)", shownc);
+		if ((size_t)l != strlen(strs[mi[ci].target]) || memcmp(t, strs[mi[ci].target], (size_t)l))
+			return fail(C_ATTR, "%s: symlink target differs (%zd bytes, expected %zu)", shownc, l,
+				    strlen(strs[mi[ci].target]));
+		return 0;
+	}
+	rc = n_check_xattrs(ci, cfull, shownc);
+	if (!rc && mi[ci].type == T_REG)
+		rc = n_check_content(st, ci, cfull, shownc);
+	if (!rc && mi[ci].type == T_DIR)
+		rc = recurse ? n_cmp_dir(st, r, ci, crel) : n_cmp_names(st, r, ci, crel);
+	return rc;
+}
+
+/* Compares directory ino, at rel ("" for the work dir), and everything below. */
+static int n_cmp_dir(struct nst *st, int r, int ino, const char *rel)
+{
+	int rc = n_cmp_names(st, r, ino, rel);
+	struct mino *m = &mi[ino];
+	for (int k = 0; !rc && k < m->nch; k++) {
+		char crel[1400];
+		snprintf(crel, sizeof(crel), "%s%s%s", rel, *rel ? "/" : "", m->ch[k].name);
+		rc = n_cmp_object(st, r, m->ch[k].ino, crel, 1);
+	}
+	return rc;
+}
+
+/* After every operation: what it touched at path rel — its directory's names
+ * and the object there, if the model has one (a directory: its names, not
+ * what lies below). A path the model cannot resolve has nothing to compare. */
+static int n_cmp_touched(struct nst *st, int r, const char *rel)
+{
+	int dir;
+	char last[300];
+	if (m_parent(rel, &dir, last))
+		return 0;
+	char drel[1400];
+	snprintf(drel, sizeof(drel), "%s", rel);
+	char *sl = strrchr(drel, '/');
+	if (sl)
+		*sl = 0;
+	else
+		drel[0] = 0;
+	int rc = n_cmp_names(st, r, dir, drel);
+	int ino = -1;
+	if (!rc && !m_last(dir, last, &ino) && ino >= 0)
+		rc = n_cmp_object(st, r, ino, rel, 0);
 	return rc;
 }
 
@@ -2081,6 +2128,31 @@ static void rm_tree(const char *p)
 
 static struct nst nst_main;
 
+/* -F: a directory entry the model does not know, in the directory of
+ * operation #i's first path: the check after that operation must report it.
+ * 0 when that path's directory is not in the model (nothing made: the next
+ * operation tries). */
+static int n_fault(struct nst *st, const struct op *o, long i)
+{
+	int dir;
+	char last[300], rel[1400];
+	if (o->p1 < 0 || m_parent(strs[o->p1], &dir, last))
+		return 0;
+	snprintf(rel, sizeof(rel), "%s", strs[o->p1]);
+	char *sl = strrchr(rel, '/');
+	if (sl)
+		*sl = 0;
+	else
+		rel[0] = 0;
+	char name[1500];
+	snprintf(name, sizeof(name), "%s%sfault", rel, *rel ? "/" : "");
+	const char *full = npath(st, o->root, name);
+	if (mkdir(full, 0755))
+		die("-F: cannot make %s: %s", full, strerror(errno));
+	printf("# -F: after op #%ld made %s, which the model does not have\n", i + 1, short_name(name));
+	return 1;
+}
+
 static int n_session(struct nst *st, const struct op *list, long n, int gen, long *fail_at)
 {
 	struct ngen g = { 0 };
@@ -2100,7 +2172,7 @@ static int n_session(struct nst *st, const struct op *list, long n, int gen, lon
 		die("cannot create %s: %s", npath(st, r0, NULL), strerror(errno));
 	chmod(npath(st, r0, NULL), 0755);
 	long i;
-	int failed = 0, lastroot = r0;
+	int failed = 0, lastroot = r0, fault_made = 0;
 	for (i = 0;; i++) {
 		struct op o;
 		if (gen) {
@@ -2123,6 +2195,12 @@ static int n_session(struct nst *st, const struct op *list, long n, int gen, lon
 		lastroot = o.root;
 		alarm(opt_wd);
 		int rc = n_exec(st, &o);
+		if (!rc && gen && opt_fault && i + 1 >= opt_fault && !fault_made)
+			fault_made = n_fault(st, &o, i);
+		if (!rc && opt_touched && o.p1 >= 0)
+			rc = n_cmp_touched(st, o.root, strs[o.p1]);
+		if (!rc && opt_touched && o.p2 >= 0 && o.kind != N_SYMLINK)
+			rc = n_cmp_touched(st, o.root, strs[o.p2]);
 		if (!rc && !replaying && (i + 1) % k == 0)
 			rc = n_fullcmp(st, o.root);
 		alarm(0);
@@ -2327,7 +2405,7 @@ static void minimise(long fail_at, const struct sig *orig)
 static void usage(void)
 {
 	fprintf(stderr, "usage: fsrand file|ns [-s SEED] [-n OPS] [-t SECONDS] [-k K] [-m N] [-w SECONDS] [-S SECONDS]\n"
-			"              [-M BYTES] [-p PREFIX] [-x OP,OP...] [-N] [-D] [-K] [-v] [LABEL=]ROOT [[LABEL=]ROOT...]\n");
+			"              [-M BYTES] [-p PREFIX] [-x OP,OP...] [-N] [-D] [-F N] [-T] [-K] [-v] [LABEL=]ROOT [[LABEL=]ROOT...]\n");
 	exit(2);
 }
 
@@ -2346,7 +2424,7 @@ int main(int argc, char **argv)
 	opt_seed %= 1000000000ULL;
 	int c;
 	optind = 2;
-	while ((c = getopt(argc, argv, "s:n:t:k:m:w:S:M:p:x:NDKv")) != -1) {
+	while ((c = getopt(argc, argv, "s:n:t:k:m:w:S:M:p:x:F:NDTKv")) != -1) {
 		switch (c) {
 		case 's': opt_seed = strtoull(optarg, NULL, 0); break;
 		case 'n': opt_ops = strtol(optarg, NULL, 0); break;
@@ -2360,6 +2438,8 @@ int main(int argc, char **argv)
 		case 'x': opt_exclude = optarg; break;
 		case 'N': opt_nolong = 1; break;
 		case 'D': opt_durable = 1; break;
+		case 'F': opt_fault = strtol(optarg, NULL, 0); break;
+		case 'T': opt_touched = 1; break;
 		case 'K': opt_keep = 1; break;
 		case 'v': opt_verbose = 1; break;
 		default: usage();

@@ -21,7 +21,11 @@
 # RANDOPS_ONLY_ROLE=1 only the role-change runs (no standalone, coordinator,
 # participant or three-node runs: for looping the role phase alone), =moves or
 # =kills only that one role-change run (with RANDOPS_ROLE_CROSS=1 as in make soak),
-# RANDOPS_PARALLEL=1 the six lab runs before the role phase side by side (make soak).
+# RANDOPS_PARALLEL=1 the six lab runs before the role phase side by side (make soak),
+# RANDOPS_MODES which testers the standalone, coordinator, participant and three-node
+# runs use ("file ns", the default; "ns" or "file" alone), RANDOPS_NS_COMPARE the
+# namespace tester's full-tree compare interval (fsrand -k; default 25), RANDOPS_TOUCHED=1
+# what each namespace operation touched compared after it too (fsrand -T; make soak).
 . "$(dirname "$0")/../lib.sh"
 
 LAB="$BIN/csvfs-lab"
@@ -37,6 +41,10 @@ SHRINK=${RANDOPS_SHRINK:-15}
 SEED=${RANDOPS_SEED:-}
 KILLS=${RANDOPS_KILLS:-0}
 ONLY_ROLE=${RANDOPS_ONLY_ROLE:-0}
+MODES=${RANDOPS_MODES:-file ns}
+NS_COMPARE=${RANDOPS_NS_COMPARE:-}
+case " $MODES " in *" file "*|*" ns "*) ;; *) MODES_BAD=1 ;; esac
+case $NS_COMPARE in ''|[1-9]|[1-9][0-9]*) ;; *) MODES_BAD=1 ;; esac
 
 skip() { ok "random_ops skipped: $* # SKIP"; exit 0; }
 [ "$(id -u)" -eq 0 ] || skip "needs root"
@@ -45,6 +53,12 @@ for c in corosync ip nsenter unshare e2fsck; do
 done
 [ -x "$LAB" ] || { not_ok "$LAB missing"; finish; exit; }
 [ -x "$FSRAND" ] || { not_ok "$FSRAND missing (make $BUILD/tests/fsrand)"; finish; exit; }
+
+if [ -n "${MODES_BAD:-}" ]; then
+  not_ok "RANDOPS_MODES='$MODES' (file, ns or both) or RANDOPS_NS_COMPARE='$NS_COMPARE' (a positive count) is not valid"
+  finish; exit
+fi
+wants() { case " $MODES " in *" $1 "*) return 0 ;; esac; return 1; }
 
 S=$(scratch_dir)
 RUNS=0
@@ -55,9 +69,11 @@ t_start=$(date +%s)
 fsrand_run() {
   local what=$1 mode=$2; shift 2
   RUNS=$((RUNS + 1))
-  local out="$S/fsrand-$RUNS.out" rc
+  local out="$S/fsrand-$RUNS.out" rc k=()
+  [ "$mode" = ns ] && [ -n "$NS_COMPARE" ] && k=(-k "$NS_COMPARE")
+  [ "$mode" = ns ] && [ "${RANDOPS_TOUCHED:-0}" = 1 ] && k+=(-T)
   timeout $((SECS + SHRINK * 4 + 240)) "$FSRAND" "$mode" -n "$OPS" -t "$SECS" -S "$SHRINK" ${SEED:+-s "$SEED"} \
-    -p "ro$RUNS" "$@" >"$out" 2>&1
+    "${k[@]}" -p "ro$RUNS" "$@" >"$out" 2>&1
   rc=$?
   if [ "$rc" -eq 0 ]; then ok "$what: fsrand $mode"; else not_ok "$what: fsrand $mode (exit $rc)"; fi
   if [ "$(wc -l <"$out")" -gt 70 ]; then
@@ -70,6 +86,19 @@ fsrand_run() {
   return "$rc"
 }
 
+fault_control() {
+  local out="$S/fault-control.out" made failed_at
+  timeout 120 "$FSRAND" ns -s 1 -n 400 -k 100000 -T -F 30 -S 2 -p fault "$S/sa/rt" >"$out" 2>&1
+  made=$(sed -n 's/^# -F: after op #\([0-9]*\) made.*/\1/p' "$out")
+  failed_at=$(sed -n 's/^FAIL fsrand ns seed=[0-9]* op #\([0-9]*\) of.*/\1/p' "$out" | head -1)
+  if [ -n "$made" ] && [ "$failed_at" = "$made" ] && grep -q 'readdir lists fault' "$out"; then
+    ok "standalone: fsrand ns fails at the operation after which an unmodelled entry appeared (op #$made)"
+  else
+    not_ok "standalone: fsrand ns -F 30 did not fail at the faulted operation (made after #${made:-?}, failed at #${failed_at:-none})"
+    sed 's/^/# /' "$out" | head -20
+  fi
+}
+
 # ---- standalone -----------------------------------------------------------------------
 truncate -s 1G "$S/sa.img"
 "$BIN/mkfs.csvfs" "$S/sa.img" >/dev/null
@@ -77,8 +106,12 @@ if [ "$ONLY_ROLE" != 0 ]; then
   diag "RANDOPS_ONLY_ROLE=$ONLY_ROLE: standalone runs left out"
 elif mount_csvfs "$S/sa.img" "$S/sa"; then
   mkdir -p "$S/sa/rt"
-  fsrand_run "standalone" file standalone="$S/sa/rt"
-  fsrand_run "standalone" ns standalone="$S/sa/rt"
+  wants file && fsrand_run "standalone" file standalone="$S/sa/rt"
+  wants ns && fsrand_run "standalone" ns standalone="$S/sa/rt"
+  # The negative control of the check after every operation: with the tree compared
+  # only at the end (-k), an entry made behind the model's back after operation 30 must
+  # fail the run at the operation it was made after.
+  wants ns && fault_control
   umount_csvfs "$S/sa"
   fsck_clean "$S/sa.img" "$S/sa-fsck.out"; rc=$?
   check_eq "standalone: e2fsck -fn clean after the runs" 0 "$rc"
@@ -137,7 +170,10 @@ C=$(coordinator 1); cn=${C#node}; pn=$(( cn % 3 + 1 ))
 diag "coordinator node$cn, participant node$pn"
 # one after another in make check; RANDOPS_PARALLEL=1 (make soak) runs the six at once
 # (more interleavings across nodes, and a soak's wall time is that of the slowest run)
-plain_run() { if [ "${RANDOPS_PARALLEL:-0}" = 1 ]; then bg_run "$@"; else fsrand_run "$@"; fi; }
+plain_run() {
+  wants "$2" || return 0
+  if [ "${RANDOPS_PARALLEL:-0}" = 1 ]; then bg_run "$@"; else fsrand_run "$@"; fi
+}
 if [ "$ONLY_ROLE" = 0 ]; then
   plain_run "coordinator node$cn" file "$(root "$cn")"
   plain_run "coordinator node$cn" ns "$(root "$cn")"
