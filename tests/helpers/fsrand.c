@@ -1283,6 +1283,17 @@ static int n_check_xattrs(int ino, const char *full, const char *p)
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
+/* The directory of path rel into out: "" for the work dir. */
+static void dir_of(const char *rel, char *out, size_t n)
+{
+	snprintf(out, n, "%s", rel);
+	char *sl = strrchr(out, '/');
+	if (sl)
+		*sl = 0;
+	else
+		out[0] = 0;
+}
+
 /* Compares the names directory ino (at rel, "" for the work dir) lists with the model's. */
 static int n_cmp_names(struct nst *st, int r, int ino, const char *rel)
 {
@@ -1393,12 +1404,7 @@ static int n_cmp_touched(struct nst *st, int r, const char *rel)
 	if (m_parent(rel, &dir, last))
 		return 0;
 	char drel[1400];
-	snprintf(drel, sizeof(drel), "%s", rel);
-	char *sl = strrchr(drel, '/');
-	if (sl)
-		*sl = 0;
-	else
-		drel[0] = 0;
+	dir_of(rel, drel, sizeof(drel));
 	int rc = n_cmp_names(st, r, dir, drel);
 	int ino = -1;
 	if (!rc && !m_last(dir, last, &ino) && ino >= 0)
@@ -1437,13 +1443,8 @@ static int n_hclose(struct nst *st)
 static int n_sync_path(struct nst *st, int r, const char *rel, int object)
 {
 	char tmp[1400];
-	snprintf(tmp, sizeof(tmp), "%s", rel);
-	char *sl = strrchr(tmp, '/');
-	const char *dir = NULL;
-	if (sl) {
-		*sl = 0;
-		dir = tmp;
-	}
+	dir_of(rel, tmp, sizeof(tmp));
+	const char *dir = *tmp ? tmp : NULL;
 	const char *full = object ? npath(st, r, rel) : npath(st, r, dir);
 	int fd = open(full, O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
 	if (fd < 0 && object && errno == ELOOP)
@@ -2138,12 +2139,7 @@ static int n_fault(struct nst *st, const struct op *o, long i)
 	char last[300], rel[1400];
 	if (o->p1 < 0 || m_parent(strs[o->p1], &dir, last))
 		return 0;
-	snprintf(rel, sizeof(rel), "%s", strs[o->p1]);
-	char *sl = strrchr(rel, '/');
-	if (sl)
-		*sl = 0;
-	else
-		rel[0] = 0;
+	dir_of(strs[o->p1], rel, sizeof(rel));
 	char name[1500];
 	snprintf(name, sizeof(name), "%s%sfault", rel, *rel ? "/" : "");
 	const char *full = npath(st, o->root, name);
