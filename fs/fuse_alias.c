@@ -6,6 +6,109 @@
 #include <string.h>
 #include <time.h>
 
+/* ---- alternate node ids ------------------------------------------------------
+ * Process-wide, like the node ids themselves (one FUSE session per daemon),
+ * and looked up by every request's gen_of(). An alternate id keeps the inode
+ * number and shifts the generation, so no other directory has it. It resolves
+ * for as long as the kernel may send it: from the reply that first tells it
+ * until the kernel forgets its last lookup (alias_forget). Dropping it
+ * earlier made the kernel's getattr of a directory it still had (a path
+ * walk's permission check) fail: the generation no file has, so ENOENT. */
+#define ALT_BUCKETS 65536u
+
+struct alt_entry {
+	struct alt_entry *next;
+	fuse_ino_t alt, canonical;
+	uint64_t lookups;               /* the kernel's lookup count of alt */
+};
+
+static pthread_mutex_t alt_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct alt_entry *alt_buckets[ALT_BUCKETS];
+static uint32_t alt_next;
+static size_t alt_count;
+
+static struct alt_entry **alt_find(fuse_ino_t alt)
+{
+	struct alt_entry **p = &alt_buckets[(alt ^ (alt >> 32)) % ALT_BUCKETS];
+	while (*p && (*p)->alt != alt)
+		p = &(*p)->next;
+	return p;
+}
+
+/* Under alt_lock: a fresh alternate id for canonical, held once (for the
+ * reply about to tell it); 0 if there is no memory. */
+static fuse_ino_t alt_make(fuse_ino_t canonical)
+{
+	struct alt_entry *e = malloc(sizeof(*e));
+	if (!e)
+		return 0;
+	fuse_ino_t alt;
+	do {
+		uint32_t shift = ++alt_next ? alt_next : ++alt_next;   /* never 0 */
+		alt = ((fuse_ino_t)((uint32_t)(canonical >> 32) + shift) << 32) | (canonical & 0xffffffffu);
+	} while (*alt_find(alt));   /* after 2^32 ids, one may still be held */
+	struct alt_entry **p = alt_find(alt);
+	*e = (struct alt_entry){ .next = NULL, .alt = alt, .canonical = canonical, .lookups = 1 };
+	*p = e;
+	alt_count++;
+	return alt;
+}
+
+fuse_ino_t alias_alt_id(fuse_ino_t canonical)
+{
+	pthread_mutex_lock(&alt_lock);
+	fuse_ino_t alt = alt_make(canonical);
+	pthread_mutex_unlock(&alt_lock);
+	return alt ? alt : canonical;
+}
+
+/* alt (an alternate id of canonical the kernel may know) told once more;
+ * 0 if it no longer resolves (the kernel forgot it). */
+static int alt_hold(fuse_ino_t alt, fuse_ino_t canonical)
+{
+	pthread_mutex_lock(&alt_lock);
+	struct alt_entry *e = *alt_find(alt);
+	int held = e && e->canonical == canonical;
+	if (held)
+		e->lookups++;
+	pthread_mutex_unlock(&alt_lock);
+	return held;
+}
+
+void alias_forget(fuse_ino_t id, uint64_t nlookup)
+{
+	pthread_mutex_lock(&alt_lock);
+	struct alt_entry **p = alt_find(id);
+	struct alt_entry *e = *p;
+	if (e && id) {
+		e->lookups -= nlookup < e->lookups ? nlookup : e->lookups;
+		if (!e->lookups) {
+			*p = e->next;
+			free(e);
+			alt_count--;
+		}
+	}
+	pthread_mutex_unlock(&alt_lock);
+}
+
+fuse_ino_t alias_canonical(fuse_ino_t id)
+{
+	pthread_mutex_lock(&alt_lock);
+	struct alt_entry *e = id ? *alt_find(id) : NULL;
+	fuse_ino_t canonical = e ? e->canonical : id;
+	pthread_mutex_unlock(&alt_lock);
+	return canonical;
+}
+
+size_t alias_alt_ids_held(void)
+{
+	pthread_mutex_lock(&alt_lock);
+	size_t n = alt_count;
+	pthread_mutex_unlock(&alt_lock);
+	return n;
+}
+
+/* ---- directories told to the kernel ------------------------------------------ */
 /* Direct-mapped by node id: a collision forgets a directory, which costs at
  * most the ESTALE this table is there to avoid, never a wrong answer; many
  * slots (names are allocated) keep that rare with many directories known. */
@@ -168,9 +271,10 @@ fuse_ino_t alias_tell_dir(struct alias_table *t, fuse_ino_t id, fuse_ino_t paren
 	int moved = known && (s->parent != parent || strcmp(s->name, name) != 0);
 	if (moved)
 		queue_inval(t, s->parent, s->name);
-	/* An alternate id whose slot has been reused no longer resolves: the
-	 * directory needs a new one (its old dentry stays with the dead id). */
-	int lost = known && !moved && s->told != id && alias_canonical(s->told) != id;
+	/* An alternate id the kernel has forgotten no longer resolves: the
+	 * directory needs a new one. */
+	int alt_told = known && !moved && s->told != id;
+	int lost = alt_told && !alt_hold(s->told, id);
 	fuse_ino_t told = moved || lost ? alias_alt_id(id) : known ? s->told : id;
 	s->id = id;
 	s->told = told;
@@ -206,43 +310,4 @@ void alias_renamed(struct alias_table *t, fuse_ino_t parent, const char *name,
 	if (from)
 		slot_place(from, newparent, newname);
 	pthread_mutex_unlock(&t->lock);
-}
-
-/* ---- alternate node ids ------------------------------------------------------
- * Process-wide, like the node ids themselves (one FUSE session per daemon),
- * and looked up by every request's gen_of(). An alternate id keeps the inode
- * number and shifts the generation, so it can never name another file; a
- * slot is reused after ALT_SLOTS others, and an id whose slot moved on
- * resolves to itself — a generation no file has, so ESTALE. */
-#define ALT_SLOTS 65536u
-
-static pthread_mutex_t alt_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct { fuse_ino_t alt, canonical; } alt_ids[ALT_SLOTS];
-static uint32_t alt_next;
-
-static unsigned alt_slot(fuse_ino_t id)
-{
-	return (unsigned)((id ^ (id >> 32)) % ALT_SLOTS);
-}
-
-fuse_ino_t alias_alt_id(fuse_ino_t canonical)
-{
-	pthread_mutex_lock(&alt_lock);
-	uint32_t shift = ++alt_next ? alt_next : ++alt_next;   /* never 0 */
-	fuse_ino_t alt = ((fuse_ino_t)((uint32_t)(canonical >> 32) + shift) << 32) |
-			 (canonical & 0xffffffffu);
-	unsigned slot = alt_slot(alt);
-	alt_ids[slot].alt = alt;
-	alt_ids[slot].canonical = canonical;
-	pthread_mutex_unlock(&alt_lock);
-	return alt;
-}
-
-fuse_ino_t alias_canonical(fuse_ino_t id)
-{
-	pthread_mutex_lock(&alt_lock);
-	unsigned slot = alt_slot(id);
-	fuse_ino_t canonical = alt_ids[slot].alt == id && id ? alt_ids[slot].canonical : id;
-	pthread_mutex_unlock(&alt_lock);
-	return canonical;
 }

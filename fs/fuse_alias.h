@@ -41,10 +41,19 @@ void alias_stop(struct alias_table *t);
  * node renames: its d_splice_alias would answer ESTALE. */
 fuse_ino_t alias_tell_dir(struct alias_table *t, fuse_ino_t id, fuse_ino_t parent, const char *name,
 			  int wait);
+/* Every alternate id alias_tell_dir returns is held once for the reply:
+ * alias_forget(id, 1) if the kernel did not get it. */
 /* An alternate node id for canonical (same inode number, another
- * generation), and back (any other id comes back as it is). */
+ * generation), held once for the reply that tells it (canonical itself if
+ * there is no memory); and back (any other id comes back as it is). An
+ * alternate id resolves until the kernel has forgotten every lookup of it. */
 fuse_ino_t alias_alt_id(fuse_ino_t canonical);
 fuse_ino_t alias_canonical(fuse_ino_t id);
+/* The kernel forgot nlookup lookups of id (FUSE_FORGET), or a reply that
+ * told it did not reach the kernel (nlookup 1); no-op for other ids. */
+void alias_forget(fuse_ino_t id, uint64_t nlookup);
+/* How many alternate ids resolve now (tests). */
+size_t alias_alt_ids_held(void);
 /* This node renamed parent/name to newparent/newname (exchange: both ways);
  * the kernel moved its own dentries. */
 void alias_renamed(struct alias_table *t, fuse_ino_t parent, const char *name,

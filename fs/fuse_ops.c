@@ -87,6 +87,8 @@ static void attr_to_stat(const struct meta_attr *a, struct stat *st)
 	st->st_ctim = a->ctime;
 }
 
+/* A reply the kernel did not take gives it no lookup of id: an alternate
+ * id's hold is given back (fs/fuse_alias.h). */
 static void reply_entry_timed(fuse_req_t req, const struct meta_attr *a, fuse_ino_t id, double attr_timeout,
 			      double entry_timeout)
 {
@@ -96,7 +98,8 @@ static void reply_entry_timed(fuse_req_t req, const struct meta_attr *a, fuse_in
 	e.attr_timeout = attr_timeout;
 	e.entry_timeout = entry_timeout;
 	attr_to_stat(a, &e.attr);
-	fuse_reply_entry(req, &e);
+	if (fuse_reply_entry(req, &e) != 0)
+		alias_forget(id, 1);
 }
 
 static void reply_entry_as(fuse_req_t req, const struct meta_attr *a, fuse_ino_t id)
@@ -280,23 +283,23 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	attr_replied(v, &a, held);
 }
 
-static void op_forget_one(struct volume *v, fuse_ino_t id)
+static void op_forget_one(struct volume *v, fuse_ino_t id, uint64_t nlookup)
 {
 	if (v->cluster && id != FUSE_ROOT_ID)
 		cluster_attr_forget(v->cluster, to_ext(id), gen_of(id));
+	alias_forget(id, nlookup);   /* after gen_of: the last one ends id */
 }
 
 static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 {
-	(void)nlookup;
-	op_forget_one(vol(req), ino);
+	op_forget_one(vol(req), ino, nlookup);
 	fuse_reply_none(req);
 }
 
 static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
 {
 	for (size_t i = 0; i < count; i++)
-		op_forget_one(vol(req), forgets[i].ino);
+		op_forget_one(vol(req), forgets[i].ino, forgets[i].nlookup);
 	fuse_reply_none(req);
 }
 
@@ -659,12 +662,13 @@ static void do_readdir(fuse_req_t req, fuse_ino_t dir, size_t size, off_t off,
 	for (size_t i = (size_t)off; i < dh->n; i++) {
 		const struct meta_dirent *d = &dh->d[i];
 		size_t need;
+		fuse_ino_t told = 0;
 		if (plus) {
 			struct fuse_entry_param e = { 0 };
 			struct meta_attr a = d->attr;
 			if (!d->has_attr && fsop_getattr(v, (ext2_ino_t)d->ino, &a) != 0)
 				continue; /* removed since the snapshot */
-			e.ino = tell_id(req, &a, dir, d->name, 0);
+			e.ino = told = tell_id(req, &a, dir, d->name, 0);
 			e.generation = a.generation;
 			/* the attributes not: the kernel may make a new inode of
 			 * them, which a recall could miss (cluster_attr_cacheable);
@@ -677,8 +681,11 @@ static void do_readdir(fuse_req_t req, fuse_ino_t dir, size_t size, off_t off,
 			struct stat st = { .st_ino = d->ino, .st_mode = d->type << 12 };
 			need = fuse_add_direntry(req, buf + used, size - used, d->name, &st, (off_t)i + 1);
 		}
-		if (need > size - used)
+		if (need > size - used) {
+			if (plus)   /* not sent: the kernel takes no lookup of it */
+				alias_forget(told, 1);
 			break;
+		}
 		used += need;
 	}
 	fuse_reply_buf(req, buf, used);
