@@ -596,7 +596,7 @@ void role_give_up(struct cluster *c)
 
 static void try_take_role(struct cluster *c, const struct coord_info *ci)
 {
-	if (iostate_path_down())
+	if (iostate_path_check())
 		return;                       /* no coordinator without a path */
 	/* Named by a move, this node queues for the role: the old coordinator
 	 * releases it right after publishing the move, and the grant comes

@@ -188,7 +188,9 @@ int iostate_user_request(int on, unsigned seconds, char *err, size_t len)
 	return 0;
 }
 
-int iostate_path_confirm(void)
+/* One probe read now on the caller's thread: 0, a negative errno, or 1 when
+ * there is nothing to read it with; *name: the LUN's. */
+static int probe_now(const char **name)
 {
 	pthread_mutex_lock(&st_lock);
 	const struct lun *l = st.lun;
@@ -196,10 +198,28 @@ int iostate_path_confirm(void)
 	pthread_mutex_unlock(&st_lock);
 	char *buf = NULL;
 	if (!l || posix_memalign((void **)&buf, 4096, block))
-		return 1;   /* nothing to read it with: as the failure said */
+		return 1;
+	*name = l->name;
 	int rc = lun_probe(l, buf, block, 0, atomic_load(&path_timeout_ms));
 	free(buf);
-	return rc != 0;
+	return rc;
+}
+
+int iostate_path_confirm(void)
+{
+	const char *name = NULL;
+	return probe_now(&name) != 0;   /* nothing to read it with: as the failure said */
+}
+
+int iostate_path_check(void)
+{
+	if (iostate_path_down())
+		return 1;
+	const char *name = NULL;
+	int rc = probe_now(&name);
+	if (rc < 0 && lun_error_is_path(rc))
+		iostate_path_failed(name, rc);
+	return rc < 0 && lun_error_is_path(rc);
 }
 
 /* ---- the prober ------------------------------------------------------------- */

@@ -49,6 +49,11 @@ int iostate_path_down(void);
  * path timeout): 1 if it fails too. A transfer error the path reads past
  * is the block's (a bad sector), not the path's. */
 int iostate_path_confirm(void);
+/* iostate_path_down(), or else one probe read now (bounded by the path
+ * timeout): 1 if the path is down, and a failed probe puts this node in
+ * path failure as a failed transfer would. For a node about to take the
+ * coordinator role: an idle one may not have noticed its path fail. */
+int iostate_path_check(void);
 /* A transfer on this node's own LUN descriptor failed with err (negative
  * errno), which lun_error_is_path() says means the path (or -ETIMEDOUT: it
  * did not complete within the path timeout): redirect. */

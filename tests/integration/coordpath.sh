@@ -112,7 +112,11 @@ sh_on "$P" "fallocate -l 64M $V/pause.img && sync $V/pause.img"
 K=$(coord_of "$P"); K=${K#node}
 fio_start "$P" pause.img "$S/fio_pause.out" 4m; fio_pp=$FIO_PID   # 16 s of writes
 sleep 1
-for k in 1 2 3; do "$LAB" fault "$k" path fail >/dev/null; done
+became_before="$(became 1) $(became 2) $(became 3)"
+# the coordinator's path last: when it gives the role up every other path has failed
+# (faulted first, an idle node could take the role before its own fault came)
+for k in 1 2 3; do [ "$k" = "$K" ] || "$LAB" fault "$k" path fail >/dev/null; done
+"$LAB" fault "$K" path fail >/dev/null
 check "node$K, the coordinator, gives the role up" \
   wait_until 20 grep -q "this node gave up the coordinator role (epoch [0-9]*) for its failed path" "$(nodelog "$K")"
 check "fio on node$P is waiting, not failed" kill -0 "$fio_pp"
@@ -126,6 +130,9 @@ check "one log line on node$P: the volume is paused" \
   grep -q "is paused: no node has taken the coordinator role for 2000 ms" "$(nodelog "$P")"
 sleep 2
 check "still no coordinator while no node has a path" paused_alone "$Q"
+# an idle node (no I/O of its own failed yet) probes its path before it takes the role
+check_eq "no node took the coordinator role while its path was down" \
+  "$became_before" "$(became 1) $(became 2) $(became 3)"
 for k in 1 2 3; do "$LAB" fault "$k" path ok >/dev/null; done
 check "paths back: a coordinator again" wait_until 60 coord_known "$P"
 diag "coordinator after the pause: $(coord_of "$P")"
