@@ -9,7 +9,7 @@
 # is the length of the role-change pair (node2 and node3 working while node1's daemon is
 # killed -9 whenever it is the coordinator; SOAK_KILLS=0: moved instead). So the whole
 # soak takes at most about 8 x SOAK_SECONDS + SOAK_ROLE_SECONDS (3 x with SOAK_PARALLEL=1).
-# SOAK_SEED fixes the seed. SOAK_MODES ("file ns", the default; "ns" or "file") picks the
+# SOAK_STANDALONE=0 leaves the standalone runs out. SOAK_SEED fixes the seed. SOAK_MODES ("file ns", the default; "ns" or "file") picks the
 # testers of the plain runs; SOAK_NS_COMPARE (default 500) is the namespace tester's
 # full-tree compare interval: every operation is checked and what it touched compared
 # after it (fsrand -T), the whole tree every SOAK_NS_COMPARE operations and at the end
@@ -32,7 +32,7 @@ start=$(date +%s)
 # A lab of its own (random_ops in make check uses "randops"): a soak beside a make check
 # must not take the other's lab down.
 CSVFS_TEST_LAB=${CSVFS_TEST_LAB:-soak} RANDOPS_KILLS=${SOAK_KILLS:-1} RANDOPS_ROLE_CROSS=1 RANDOPS_PARALLEL=${SOAK_PARALLEL:-0} RANDOPS_OPS=$ops RANDOPS_SECONDS=$per RANDOPS_ROLE_SECONDS=$role RANDOPS_SHRINK=${SOAK_SHRINK:-60} \
-  RANDOPS_SEED=${SOAK_SEED:-} \
+  RANDOPS_SEED=${SOAK_SEED:-} RANDOPS_STANDALONE=${SOAK_STANDALONE:-1} \
   RANDOPS_MODES=${SOAK_MODES:-file ns} RANDOPS_NS_COMPARE=${SOAK_NS_COMPARE:-500} RANDOPS_TOUCHED=1 BUILD="$BUILD" timeout $(( per * 8 + role + 1800 )) bash tests/integration/random_ops.sh >"$out" 2>&1
 rc=$?
 grep -E '^(ok|not ok)' "$out"

@@ -18,6 +18,7 @@
 # role-change run (40), RANDOPS_SHRINK minimiser budget per failure (15),
 # RANDOPS_SEED a fixed seed (default: a new one per run, printed), RANDOPS_KILLS=1
 # kill -9 node1's daemon when it is the coordinator instead of moving the role away,
+# RANDOPS_STANDALONE=0 no standalone runs (a soak of the lab's roles alone),
 # RANDOPS_ONLY_ROLE=1 only the role-change runs (no standalone, coordinator,
 # participant or three-node runs: for looping the role phase alone), =moves or
 # =kills only that one role-change run (with RANDOPS_ROLE_CROSS=1 as in make soak),
@@ -102,8 +103,8 @@ fault_control() {
 # ---- standalone -----------------------------------------------------------------------
 truncate -s 1G "$S/sa.img"
 "$BIN/mkfs.csvfs" "$S/sa.img" >/dev/null
-if [ "$ONLY_ROLE" != 0 ]; then
-  diag "RANDOPS_ONLY_ROLE=$ONLY_ROLE: standalone runs left out"
+if [ "$ONLY_ROLE" != 0 ] || [ "${RANDOPS_STANDALONE:-1}" = 0 ]; then
+  diag "RANDOPS_ONLY_ROLE=$ONLY_ROLE RANDOPS_STANDALONE=${RANDOPS_STANDALONE:-1}: standalone runs left out"
 elif mount_csvfs "$S/sa.img" "$S/sa"; then
   mkdir -p "$S/sa/rt"
   wants file && fsrand_run "standalone" file standalone="$S/sa/rt"
