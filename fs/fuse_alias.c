@@ -276,10 +276,14 @@ fuse_ino_t alias_tell_dir(struct alias_table *t, fuse_ino_t id, fuse_ino_t paren
 	int alt_told = known && !moved && s->told != id;
 	int lost = alt_told && !alt_hold(s->told, id);
 	fuse_ino_t told = moved || lost ? alias_alt_id(id) : known ? s->told : id;
+	/* A lookup holds its directory's lock (shared) until it is answered, and
+	 * the invalidation takes the old parent's: in the same directory it can
+	 * only come after the reply, and waiting for it only cost 100 ms. */
+	int same_dir = moved && s->parent == parent;
 	s->id = id;
 	s->told = told;
 	slot_place(s, parent, name);
-	if (moved && wait)
+	if (moved && wait && !same_dir)
 		wait_sent(t, ALIAS_WAIT_MS);   /* the old dentry gone first, where it can go */
 	pthread_mutex_unlock(&t->lock);
 	return told;
