@@ -130,6 +130,13 @@ static void lock_table_to_coordinator(struct cluster *c, const struct coord_info
 	plock_copy_into(c->v->plocks_mine, c->v->plocks);
 }
 
+/* This coordinator's engine writes nothing more: another node owns the
+ * volume now, or our path failed (role_path_gone probes it). */
+static int engine_done(struct cluster *c)
+{
+	return journal_gate_get() == JOURNAL_GATE_CLOSED || held_lost(&c->coord) || role_path_gone(c);
+}
+
 /* rio's handler: the one role check for a participant's request; the
  * engine stays attached until cluster_leave. */
 static int serve_request(void *arg, const struct rio_peer *peer, const struct rio_request *req,
@@ -157,9 +164,12 @@ static int serve_request(void *arg, const struct rio_peer *peer, const struct ri
 							req->payload, req->len, &resp->body);
 	else
 		resp->status = EREMCHG;   /* we are no longer the coordinator */
-	/* Failed here because our path did: it runs again at the next one
-	 * (nothing of it reaches the LUN from this engine any more). */
-	if (resp->status && resp->status != EREMCHG && role_path_gone(c)) {
+	/* Failed here because this engine may write no more — our path
+	 * failed, or the role's lock went (with our corosync connection, say:
+	 * the gate is closed, and a journal commit in flight fails): it runs
+	 * again at the next coordinator, which answers a change whose commit
+	 * made it from the reply table (docs/cluster.md "Exactly once"). */
+	if (resp->status && resp->status != EREMCHG && engine_done(c)) {
 		resp->status = EREMCHG;
 		resp->body.len = 0;
 	}

@@ -171,13 +171,15 @@ struct ctx {
 };
 
 /* A change applied but not made durable is reported as EIO: the node must
- * not count on it (it may be there after all, as after a local EIO). */
-static int make_durable(struct volume *v, const struct proto_op *o)
+ * not count on it (it may be there after all, as after a local EIO) — unless
+ * this node is losing the role, when the change goes to the next
+ * coordinator instead (fs/cluster_role.c, serve_request). */
+static int make_durable(struct volume *v, const struct proto_op *o, const char *node)
 {
 	int rc = ops_local.syncfs(v);
 	if (rc)
-		csvfs_log(LOG_ERR_L, "%s applied but the journal commit failed (%d): answered EIO",
-			  o->name, rc);
+		csvfs_log(LOG_ERR_L, "%s from %s applied but the journal commit failed (%d): not acknowledged",
+			  o->name, node, rc);
 	return rc ? -EIO : 0;
 }
 
@@ -383,7 +385,7 @@ static int h_open(struct ctx *c, const struct proto_req *q)
 	if (rc == 0)
 		rc = ops_local.getattr(c->s->v, o->ino, &p.attr);
 	if (rc == 0 && o->truncate)
-		rc = make_durable(c->s->v, c->op);   /* O_TRUNC: durable as a SETATTR of the size */
+		rc = make_durable(c->s->v, c->op, c->peer->node);   /* O_TRUNC: durable as a SETATTR of the size */
 	if (rc) {
 		struct minode *back = open_take(c->s, c->peer->node, o->ino);
 		release_put(c->s->v, back ? back : m);
@@ -736,6 +738,19 @@ static int h_once(struct ctx *c, const struct proto_req *q)
 	return rc;
 }
 
+/* Test only (tests/integration/commit_lost.sh): CSVFS_TEST_HOLD_COMMIT=PATH
+ * holds a forwarded change's journal commit (60 s at most) while PATH exists. */
+static void test_hold_commit(const char *node, const struct proto_op *o)
+{
+	const char *path = getenv("CSVFS_TEST_HOLD_COMMIT");
+	if (!path || access(path, F_OK) != 0)
+		return;
+	csvfs_log(LOG_WARN_L, "test hook: holding the journal commit of %s's %s while %s exists "
+		  "(CSVFS_TEST_HOLD_COMMIT)", node, o->name, path);
+	for (int i = 0; i < 600 && access(path, F_OK) == 0; i++)
+		usleep(100 * 1000);
+}
+
 /* Test only (tests/integration/once.sh): CSVFS_TEST_KILL_AFTER_COMMIT=
  * "OP[,OP...]:PATH" makes this daemon kill -9 itself right after the
  * journal commit of a forwarded change of one of those ops and before its
@@ -798,8 +813,10 @@ int server_request(struct server *s, const char *node, const char *addr, uint16_
 	/* The NFS rule: a change is answered only once it is in the journal, so
 	 * no coordinator crash takes back what a live node was told happened
 	 * (group commit shares one transaction among concurrent requests). */
-	if (rc == 0 && c.op->durable)
-		rc = make_durable(s->v, c.op);
+	if (rc == 0 && c.op->durable) {
+		test_hold_commit(node, c.op);
+		rc = make_durable(s->v, c.op, node);
+	}
 	if (rc == 0 && c.once_applied)
 		test_kill_after_commit(c.once_applied, node);
 	if (rc == -EPROTO)
