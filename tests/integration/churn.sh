@@ -166,7 +166,11 @@ for k in 2 3; do
 done
 read -r runs fails ops < <(sed 's/[a-z]*=//g' "$S/ns.result")
 check "fsrand ns across node2 and node3: $runs runs, $ops operations, no error and the tree as modelled" test "$runs" -gt 0 -a "$fails" -eq 0
-for f in "$S"/ns-failed-*.out; do [ -f "$f" ] && tail -30 "$f" | sed 's/^/#   /'; done
+# the failure itself (its first lines), then the last operations before it
+for f in "$S"/ns-failed-*.out; do
+  [ -f "$f" ] && { grep -v '^ *[0-9]*\. ' "$f" | head -6; tail -30 "$f"; } | sed 's/^/#   /'
+  [ -f "$f" ] && cp "$f" "$TOP/$BUILD/test-logs/churn-$(basename "$f")"   # kept whole
+done
 
 # The tree as node2 sees it, to compare with the kernel's view once the lab is down.
 manifest() {   # ROOT — every object under ROOT: type, path, size and md5 or target
